@@ -1,0 +1,27 @@
+"""twosamplers: region-masked diffusion sampling with ComfyUI-exact numbers.
+
+One sampler renders the area outside a mask, a second the area inside it. The engine (schedules, noise,
+masks, samplers, KSampler) reproduces ComfyUI 0.30.x for the same seed and settings.
+"""
+
+from .ksampler import common_ksampler, compute_sigmas
+from .latent import empty_latent, load_latent, save_latent
+from .models import NetworkModel
+from .samplers import SAMPLER_NAMES, get_sampler
+from .schedules import SCHEDULER_NAMES, ModelSamplingDiscrete, calculate_sigmas
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SAMPLER_NAMES",
+    "SCHEDULER_NAMES",
+    "ModelSamplingDiscrete",
+    "NetworkModel",
+    "calculate_sigmas",
+    "common_ksampler",
+    "compute_sigmas",
+    "empty_latent",
+    "get_sampler",
+    "load_latent",
+    "save_latent",
+]

@@ -1,0 +1,292 @@
+"""KSampler: sigmas + seeded noise + noise-mask inpainting + classifier-free guidance around a sampler.
+
+Semantics: `comfyui-sampling.md` s.3, 6, 7 and 9 (ComfyUI's KSampler and KSamplerAdvanced). Differences
+from upstream are deliberate and documented in docs/engine.md: unknown names raise, inputs are never
+mutated, seeds wrap where upstream overflows.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+from ._checks import SEED_MAX, check_choice, check_float, check_int, check_seed
+from .conditioning import CondBatch, CondEntry, check_batch, normalize_conditioning
+from .latent import check_latent
+from .masks import check_mask, prepare_mask
+from .noise import prepare_noise
+from .samplers import DISCARD_PENULTIMATE_SIGMA_SAMPLERS, RANDOM_INPAINT_NOISE_SAMPLERS, SAMPLER_NAMES, get_sampler
+from .schedules import SCHEDULER_NAMES, ModelSamplingDiscrete, calculate_sigmas
+
+MAX_STEPS = 10000
+MAX_CFG = 100.0
+
+StepCallback = Callable[[int, torch.Tensor, torch.Tensor, int], None]
+
+
+def compute_sigmas(
+    model_sampling: ModelSamplingDiscrete, sampler_name: str, scheduler: str, steps: int, denoise: float = 1.0
+) -> torch.Tensor:
+    """The sigmas ComfyUI's KSampler uses: denoise < 1 keeps the tail of a longer schedule, and dpm_2(_a)
+    and uni_pc(_bh2) get steps + 1 sigmas with the second-to-last dropped."""
+    check_choice("sampler_name", sampler_name, SAMPLER_NAMES)
+    check_choice("scheduler", scheduler, SCHEDULER_NAMES)
+    steps = check_int("steps", steps, 1, MAX_STEPS)
+    if denoise is not None:
+        denoise = check_float("denoise", denoise, 0.0, 1.0)
+
+    def schedule(n: int) -> torch.Tensor:
+        if sampler_name in DISCARD_PENULTIMATE_SIGMA_SAMPLERS:
+            s = calculate_sigmas(model_sampling, scheduler, n + 1)
+            return torch.cat([s[:-2], s[-1:]])
+        return calculate_sigmas(model_sampling, scheduler, n)
+
+    if denoise is None or denoise > 0.9999:
+        return schedule(steps)
+    if denoise <= 0.0:
+        return torch.zeros([0])
+    new_steps = int(steps / denoise)
+    return schedule(new_steps)[-(steps + 1) :]
+
+
+def slice_sigmas(sigmas: torch.Tensor, start_step: int | None, last_step: int | None,
+                 force_full_denoise: bool) -> torch.Tensor | None:
+    """KSamplerAdvanced's slicing; None means "return the input latent untouched"."""
+    if last_step is not None and last_step < len(sigmas) - 1:
+        sigmas = sigmas[: last_step + 1].clone()
+        if force_full_denoise:
+            sigmas[-1] = 0
+    if start_step is not None:
+        if start_step < len(sigmas) - 1:
+            sigmas = sigmas[start_step:]
+        else:
+            return None
+    return sigmas
+
+
+class GuidedDenoiser:
+    """Classifier-free guidance and noise-mask blending around a model: what a sampler calls.
+
+    Call as `denoiser(x, sigma, denoise_mask=None, model_options=None, seed=None)`; returns the x0 prediction
+    uncond + (cond - uncond) * cfg (cond alone when cfg == 1, unless a CFG++ sampler asks for both),
+    blended with the input latent outside the mask. cond and uncond go through the network in one batch.
+    """
+
+    accepts_model_options = True
+
+    def __init__(self, model, positive: list[CondEntry], negative: list[CondEntry], cfg: float,
+                 latent_image: torch.Tensor, inpaint_noise: torch.Tensor, sigmas: torch.Tensor) -> None:
+        self.model = model
+        self.positive, self.negative = positive, negative
+        self.cfg = cfg
+        self.latent_image = latent_image
+        self.inpaint_noise = inpaint_noise
+        self.sigmas = sigmas
+        self._batches: dict[tuple[bool, int], list[tuple[CondBatch, list[CondEntry]]]] = {}
+        self._mask_cache: tuple[int, torch.Tensor] | None = None
+
+    # -- conditioning batches, built once per (with uncond?, batch size)
+    def _cond_batches(self, with_uncond: bool, batch: int, device, dtype):
+        key = (with_uncond, batch)
+        if key not in self._batches:
+            entries = self.positive + (self.negative if with_uncond else [])
+            try:
+                self._batches[key] = [(CondBatch(entries, batch, device, dtype), entries)]
+            except ValueError:
+                self._batches[key] = [(CondBatch([e], batch, device, dtype), [e]) for e in entries]
+        return self._batches[key]
+
+    def predict(self, x: torch.Tensor, sigma: torch.Tensor, with_uncond: bool):
+        """-> (cond_pred, uncond_pred or None): each a strength-weighted mean over its entries."""
+        b = x.shape[0]
+        n_pos = len(self.positive)
+        outs: list[torch.Tensor] = []
+        for cb, _ in self._cond_batches(with_uncond, b, x.device, self.model.dtype):
+            x_in = x if cb.n == 1 else x.repeat(cb.n, 1, 1, 1)
+            s_in = sigma if cb.n == 1 else sigma.repeat(cb.n)
+            out = self.model.apply_model(x_in, s_in, cb.context, **cb.extras)
+            outs.extend(out.chunk(cb.n, dim=0) if cb.n > 1 else [out])
+        cond = _weighted_mean(outs[:n_pos], self.positive)
+        uncond = _weighted_mean(outs[n_pos:], self.negative) if with_uncond else None
+        return cond, uncond
+
+    def guided(self, x, sigma, model_options: dict):
+        with_uncond = not (math.isclose(self.cfg, 1.0) and not model_options.get("disable_cfg1_optimization", False))
+        cond, uncond = self.predict(x, sigma, with_uncond)
+        if uncond is None:
+            result = cond
+            uncond = torch.zeros_like(cond)
+        else:
+            result = uncond + (cond - uncond) * self.cfg
+        for fn in model_options.get("post_cfg_functions", ()):
+            result = fn({"denoised": result, "cond_denoised": cond, "uncond_denoised": uncond, "cond_scale": self.cfg,
+                         "sigma": sigma, "input": x, "model": self.model, "model_options": model_options})
+        return result
+
+    def _latent_mask(self, denoise_mask: torch.Tensor) -> torch.Tensor:
+        if self._mask_cache is None or self._mask_cache[0] is not denoise_mask:
+            self._mask_cache = (denoise_mask, 1.0 - denoise_mask)
+        return self._mask_cache[1]
+
+    def __call__(self, x, sigma, denoise_mask=None, model_options=None, seed=None):
+        model_options = model_options or {}
+        if denoise_mask is not None:
+            fn = model_options.get("denoise_mask_function")
+            if fn is not None:
+                denoise_mask = fn(sigma, denoise_mask, extra_options={"model": self.model, "sigmas": self.sigmas})
+            latent_mask = self._latent_mask(denoise_mask)
+            s = sigma.reshape([sigma.shape[0]] + [1] * (x.ndim - 1))
+            x = x * denoise_mask + (self.inpaint_noise * s + self.latent_image) * latent_mask
+        out = self.guided(x, sigma, model_options)
+        if denoise_mask is not None:
+            out = out * denoise_mask + self.latent_image * latent_mask
+        return out
+
+
+def _weighted_mean(outs: list[torch.Tensor], entries: list[CondEntry]) -> torch.Tensor:
+    if len(outs) == 1 and entries[0].strength == 1.0:
+        return outs[0]
+    total = sum(e.strength for e in entries)
+    if total == 0:
+        raise ValueError("conditioning strengths sum to 0")
+    acc = outs[0] * entries[0].strength
+    for o, e in zip(outs[1:], entries[1:], strict=True):
+        acc = acc + o * e.strength
+    return acc / total
+
+
+def _check_model(model) -> None:
+    for attr in ("apply_model", "model_sampling", "latent_format"):
+        if not hasattr(model, attr):
+            raise TypeError(f"model must implement the twosamplers model protocol (missing {attr!r}); "
+                            "wrap a plain network with twosamplers.models.NetworkModel")
+
+
+def common_ksampler(
+    model,
+    seed: int,
+    steps: int,
+    cfg: float,
+    sampler_name: str,
+    scheduler: str,
+    positive,
+    negative,
+    latent: dict,
+    denoise: float = 1.0,
+    disable_noise: bool = False,
+    start_step: int | None = None,
+    last_step: int | None = None,
+    force_full_denoise: bool = False,
+    *,
+    callback: StepCallback | None = None,
+    disable_pbar: bool | None = None,
+    model_options: dict | None = None,
+    sampler_options: dict | None = None,
+    sigmas: torch.Tensor | None = None,
+) -> dict:
+    """ComfyUI's KSampler / KSamplerAdvanced: sample `latent` and return a new LATENT dict.
+
+    `callback(step, x0, x, total_steps)` runs after every step; `disable_pbar` None shows a progress bar only
+    on a terminal. `sigmas` overrides the computed schedule (then steps/scheduler/denoise are not used for it).
+    The input latent dict, its tensors and the conditioning are never modified.
+    """
+    _check_model(model)
+    seed = check_seed("seed", seed)
+    steps = check_int("steps", steps, 1, MAX_STEPS)
+    cfg = check_float("cfg", cfg, 0.0, MAX_CFG)
+    check_choice("sampler_name", sampler_name, SAMPLER_NAMES)
+    check_choice("scheduler", scheduler, SCHEDULER_NAMES)
+    denoise = check_float("denoise", denoise, 0.0, 1.0)
+    if start_step is not None:
+        start_step = check_int("start_step", start_step, 0)
+    if last_step is not None:
+        last_step = check_int("last_step", last_step, 0)
+    check_latent(latent)
+    samples = latent["samples"]
+    pos = normalize_conditioning(positive, "positive")
+    neg = normalize_conditioning(negative, "negative")
+
+    channels = model.latent_format.channels
+    if samples.shape[1] != channels:
+        if torch.count_nonzero(samples) == 0:
+            samples = samples.new_zeros((samples.shape[0], channels, *samples.shape[2:]))
+        else:
+            raise ValueError(f"latent['samples'] has {samples.shape[1]} channels; the model expects {channels}")
+    batch = samples.shape[0]
+    check_batch(pos, batch, "positive")
+    check_batch(neg, batch, "negative")
+    noise_mask = latent.get("noise_mask")
+    if noise_mask is not None:
+        noise_mask = check_mask(noise_mask, "latent['noise_mask']")
+        mb = noise_mask.reshape(-1, noise_mask.shape[-2], noise_mask.shape[-1]).shape[0]
+        if mb not in (1, batch):
+            raise ValueError(f"latent['noise_mask'] has batch {mb}, which cannot broadcast to the latent batch {batch}")
+
+    if disable_noise:
+        noise = torch.zeros(samples.size(), dtype=samples.dtype, layout=samples.layout)
+    else:
+        noise = prepare_noise(samples, seed, latent.get("batch_index"))
+
+    ms = model.model_sampling
+    if sigmas is None:
+        sigmas = compute_sigmas(ms, sampler_name, scheduler, steps, denoise)
+    else:
+        sigmas = torch.as_tensor(sigmas, dtype=torch.float32).reshape(-1).clone()
+    sliced = slice_sigmas(sigmas, start_step, last_step, force_full_denoise)
+    out = dict(latent)
+    if sliced is None or sliced.shape[-1] == 0:
+        out["samples"] = samples.clone()
+        return out
+    sigmas = sliced
+
+    samples_out = sample_with_sigmas(model, noise, sigmas, samples, pos, neg, cfg, sampler_name, seed, noise_mask,
+                                     callback=callback, disable_pbar=disable_pbar, model_options=model_options,
+                                     sampler_options=sampler_options)
+    out["samples"] = samples_out
+    return out
+
+
+def sample_with_sigmas(model, noise, sigmas, samples, positive, negative, cfg, sampler_name, seed, noise_mask=None,
+                       *, callback=None, disable_pbar=None, model_options=None, sampler_options=None):
+    """The sampling core once sigmas and noise are known (ComfyUI's CFGGuider + KSAMPLER.sample)."""
+    device = model.device
+    sigmas = sigmas.to(device)
+    latent_image = samples.to(device=device, dtype=torch.float32)
+    if torch.count_nonzero(latent_image) > 0:
+        latent_image = model.latent_format.process_in(latent_image)
+    noise = noise.to(device=device, dtype=torch.float32)
+    denoise_mask = prepare_mask(noise_mask, noise.shape).to(device) if noise_mask is not None else None
+
+    inpaint_noise = noise
+    if sampler_name in RANDOM_INPAINT_NOISE_SAMPLERS:
+        gen = torch.Generator(device="cpu")
+        gen.manual_seed((seed + 1) & SEED_MAX)
+        inpaint_noise = torch.randn(noise.shape, generator=gen).to(noise.dtype).to(device)
+
+    ms = model.model_sampling
+    denoiser = GuidedDenoiser(model, positive, negative, cfg, latent_image, inpaint_noise, sigmas)
+    sigma_max, sigma0 = float(ms.sigma_max), float(sigmas[0])
+    max_denoise = math.isclose(sigma_max, sigma0, rel_tol=1e-05) or sigma0 > sigma_max
+    x = ms.noise_scaling(sigmas[0], noise, latent_image, max_denoise)
+
+    extra_args = {"seed": seed, "model_options": dict(model_options or {})}
+    if denoise_mask is not None:
+        extra_args["denoise_mask"] = denoise_mask
+    total = len(sigmas) - 1
+    k_callback = None
+    if callback is not None:
+        def k_callback(info):
+            callback(info["i"], info["denoised"], info["x"], total)
+
+    fn = get_sampler(sampler_name)
+    x = fn(denoiser, x, sigmas, extra_args=extra_args, callback=k_callback, disable=_pbar_flag(disable_pbar),
+           **(sampler_options or {}))
+    x = ms.inverse_noise_scaling(sigmas[-1], x)
+    return model.latent_format.process_out(x.to(torch.float32))
+
+
+def _pbar_flag(disable_pbar: bool | None) -> bool | None:
+    """tqdm's convention: None = show only on a terminal."""
+    return None if disable_pbar is None else bool(disable_pbar)

@@ -1,0 +1,85 @@
+"""LATENT dicts and ComfyUI `.latent` files.
+
+A LATENT is {"samples": Tensor[B, C, H, W], optional "noise_mask", optional "batch_index"}.
+A `.latent` file is safetensors with the tensor under "latent_tensor" and an empty "latent_format_version_0"
+marker; files without the marker are ComfyUI's old format, stored pre-scaled, and load multiplied by 1/0.18215.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from ._checks import check_int, check_tensor
+
+FORMAT_MARKER = "latent_format_version_0"
+TENSOR_KEY = "latent_tensor"
+OLD_FORMAT_SCALE = 0.18215
+
+
+def empty_latent(
+    width: int = 512, height: int = 512, batch_size: int = 1, channels: int = 4, downscale: int = 8
+) -> dict:
+    """ComfyUI's EmptyLatentImage: zeros of (batch, channels, height/downscale, width/downscale)."""
+    downscale = check_int("downscale", downscale, 1)
+    width = check_int("width", width, downscale)
+    height = check_int("height", height, downscale)
+    batch_size = check_int("batch_size", batch_size, 1, 4096)
+    channels = check_int("channels", channels, 1)
+    for name, v in (("width", width), ("height", height)):
+        if v % downscale:
+            raise ValueError(f"{name}={v} must be a multiple of {downscale}")
+    return {"samples": torch.zeros([batch_size, channels, height // downscale, width // downscale])}
+
+
+def check_latent(latent: object, name: str = "latent") -> dict:
+    """Validate a LATENT dict: 4-D float samples, optional noise_mask tensor, batch_index of the right length."""
+    if not isinstance(latent, dict):
+        raise TypeError(f"{name} must be a LATENT dict with a 'samples' tensor, got {type(latent).__name__}")
+    if "samples" not in latent:
+        raise ValueError(f"{name} has no 'samples' entry (keys: {sorted(latent)})")
+    samples = check_tensor(f"{name}['samples']", latent["samples"], ndims=(4,))
+    if not samples.is_floating_point():
+        raise TypeError(f"{name}['samples'] must be a float tensor, got {samples.dtype}")
+    if samples.shape[0] < 1 or samples.numel() == 0:
+        raise ValueError(f"{name}['samples'] is empty (shape {tuple(samples.shape)})")
+    bi = latent.get("batch_index")
+    if bi is not None and len(bi) != samples.shape[0]:
+        raise ValueError(f"{name}['batch_index'] has {len(bi)} entries for a batch of {samples.shape[0]}")
+    return latent
+
+
+def save_latent(path: str | os.PathLike, latent: dict, metadata: dict[str, str] | None = None) -> Path:
+    """Write a ComfyUI `.latent` file atomically (a temp file in the same folder, then rename)."""
+    check_latent(latent)
+    path = Path(path)
+    tensors = {TENSOR_KEY: latent["samples"].detach().cpu().contiguous(), FORMAT_MARKER: torch.tensor([])}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata={str(k): str(v) for k, v in (metadata or {}).items()})
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_latent(path: str | os.PathLike) -> dict:
+    """Read a ComfyUI `.latent` file into a LATENT dict (old-format files are rescaled by 1/0.18215)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"latent file not found: {path}")
+    try:
+        data = load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ValueError(f"{path} is not a readable safetensors .latent file: {e}") from e
+    if TENSOR_KEY not in data:
+        raise ValueError(f"{path} has no '{TENSOR_KEY}' tensor (keys: {sorted(data)})")
+    multiplier = 1.0 if FORMAT_MARKER in data else 1.0 / OLD_FORMAT_SCALE
+    return {"samples": data[TENSOR_KEY].float() * multiplier}

@@ -1,0 +1,133 @@
+"""The one protocol every model backend fills in, and `NetworkModel`, which wraps a plain eps/v network.
+
+The engine talks to a model only through:
+- `model_sampling` (a `ModelSamplingDiscrete`: sigmas, timestep(), calculate_input/denoised, noise_scaling),
+- `latent_format` (scale factor, channels, pixels per latent pixel),
+- `apply_model(x, sigma, context, **extras) -> denoised`: the x0 prediction for a batch at per-row sigmas,
+- `encode_prompt`, `encode_image`, `decode_latent`: hooks that backends with text encoders/VAEs fill in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from .._checks import check_float, check_int
+from ..schedules import ModelSamplingDiscrete
+
+
+@dataclass(frozen=True)
+class LatentFormat:
+    """How a backend's latents relate to the numbers samplers see (ComfyUI's process_latent_in/out)."""
+
+    scale_factor: float = 0.18215
+    channels: int = 4
+    downscale: int = 8
+
+    def process_in(self, latent: torch.Tensor) -> torch.Tensor:
+        return latent * self.scale_factor
+
+    def process_out(self, latent: torch.Tensor) -> torch.Tensor:
+        return latent / self.scale_factor
+
+
+class DiffusionModel:
+    """Base class of model backends. Subclasses implement `apply_model` (or `apply_network`)."""
+
+    model_sampling: ModelSamplingDiscrete
+    latent_format: LatentFormat
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cpu")
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch.float32
+
+    def apply_model(self, x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor | None, **extras):
+        """Denoised (x0) prediction of `x` at noise levels `sigma` (shape [B]) given `context` (B, L, D)."""
+        raise NotImplementedError
+
+    def encode_prompt(self, text: str, **options) -> list:
+        """Text -> ComfyUI CONDITIONING ([[tensor(1, L, D), {...}]])."""
+        raise NotImplementedError(f"{type(self).__name__} has no text encoder; pass CONDITIONING tensors instead")
+
+    def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Pixels (B, H, W, 3) in [0, 1] -> latent samples (unscaled, as ComfyUI's VAEEncode returns)."""
+        raise NotImplementedError(f"{type(self).__name__} has no image encoder")
+
+    def decode_latent(self, samples: torch.Tensor) -> torch.Tensor:
+        """Latent samples -> pixels (B, H, W, 3) in [0, 1]."""
+        raise NotImplementedError(f"{type(self).__name__} has no image decoder")
+
+
+class NetworkModel(DiffusionModel):
+    """A plain eps (or v) network called as `network(x_in, timesteps, context, **extras)`, as ComfyUI calls
+    its UNet: x_in = x / sqrt(sigma^2 + 1), timesteps = the quantized float timestep of sigma.
+
+    `model_sampling` defaults to SD1.5's discrete EPS schedule.
+    """
+
+    def __init__(
+        self,
+        network: Callable[..., torch.Tensor],
+        model_sampling: ModelSamplingDiscrete | None = None,
+        latent_scale: float = 0.18215,
+        latent_channels: int = 4,
+        downscale: int = 8,
+    ) -> None:
+        if not callable(network):
+            raise TypeError(f"network must be callable as network(x_in, timesteps, context), got {type(network)}")
+        if model_sampling is not None and not isinstance(model_sampling, ModelSamplingDiscrete):
+            raise TypeError(f"model_sampling must be a ModelSamplingDiscrete, got {type(model_sampling).__name__}")
+        self.network = network
+        self.model_sampling = model_sampling if model_sampling is not None else ModelSamplingDiscrete()
+        self.latent_format = LatentFormat(
+            scale_factor=check_float("latent_scale", latent_scale, 1e-8),
+            channels=check_int("latent_channels", latent_channels, 1),
+            downscale=check_int("downscale", downscale, 1),
+        )
+        self._timestep_cache: dict[float, float] = {}
+
+    def __repr__(self) -> str:
+        return f"NetworkModel({type(self.network).__name__}, {self.model_sampling!r}, {self.latent_format})"
+
+    def _first_param(self) -> torch.Tensor | None:
+        params = getattr(self.network, "parameters", None)
+        if params is None:
+            return None
+        return next(iter(params()), None)
+
+    @property
+    def device(self) -> torch.device:
+        p = self._first_param()
+        return p.device if p is not None else torch.device("cpu")
+
+    @property
+    def dtype(self) -> torch.dtype:
+        p = self._first_param()
+        return p.dtype if p is not None and p.is_floating_point() else torch.float32
+
+    def timesteps(self, sigma: torch.Tensor) -> torch.Tensor:
+        """model_sampling.timestep(sigma) as float, cached per value when the batch shares one sigma."""
+        first = float(sigma.reshape(-1)[0])
+        if sigma.numel() > 1 and not bool((sigma == sigma.reshape(-1)[0]).all()):
+            return self.model_sampling.timestep(sigma).float()
+        t = self._timestep_cache.get(first)
+        if t is None:
+            t = float(self.model_sampling.timestep(sigma.reshape(-1)[:1].cpu())[0])
+            self._timestep_cache[first] = t
+        return torch.full(sigma.shape, t, dtype=torch.float32, device=sigma.device)
+
+    def apply_model(self, x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor | None, **extras):
+        ms = self.model_sampling
+        xc = ms.calculate_input(sigma, x)
+        t = self.timesteps(sigma)
+        dtype = self.dtype
+        if context is not None:
+            context = context.to(dtype)
+        out = self.network(xc.to(dtype), t, context, **extras).float()
+        return ms.calculate_denoised(sigma, out, x)

@@ -1,0 +1,102 @@
+"""Seeded noise: the initial latent noise and the two noise sources samplers draw from.
+
+- `prepare_noise`: ComfyUI's initial noise (global-CPU-generator stream, one sample per batch index).
+- `default_noise_sampler`: a private generator per sampler call, seeded with `seed + 1` on the CPU
+  (ComfyUI 0.30.x) and `seed` on other devices; we wrap `seed + 1` modulo 2**64 where upstream crashes.
+- `BrownianTreeNoiseSampler`: torchsde's Brownian tree, for the SDE samplers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+import torchsde
+
+from ._checks import SEED_MAX, check_int, check_seed, check_tensor
+
+NoiseSampler = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def prepare_noise(samples: torch.Tensor, seed: int, batch_index: Sequence[int] | None = None) -> torch.Tensor:
+    """Unit Gaussian noise shaped like `samples`, drawn on the CPU in float32 from `seed`.
+
+    With `batch_index`, row k is draw number batch_index[k] of one [1, C, H, W] stream, so a latent taken
+    out of a batch gets the same noise it had inside the batch.
+    """
+    check_tensor("samples", samples)
+    seed = check_seed("seed", seed)
+    generator = torch.Generator(device="cpu")
+    generator.manual_seed(seed)
+    if batch_index is None:
+        noise = torch.randn(samples.size(), dtype=torch.float32, layout=samples.layout, generator=generator)
+        return noise.to(samples.dtype)
+    batch_index = [check_int(f"batch_index[{i}]", int(b), 0) for i, b in enumerate(batch_index)]
+    if len(batch_index) != samples.shape[0]:
+        raise ValueError(
+            f"batch_index has {len(batch_index)} entries but the latent batch has {samples.shape[0]} images"
+        )
+    draws = []
+    for _ in range(max(batch_index) + 1):
+        draws.append(torch.randn([1] + list(samples.shape[1:]), dtype=torch.float32, generator=generator))
+    return torch.cat([draws[i] for i in batch_index], dim=0).to(samples.dtype)
+
+
+def sampler_seed(seed: int, device: torch.device) -> int:
+    """The seed of a sampler's private generator: seed + 1 on the CPU (mod 2**64), seed elsewhere."""
+    if torch.device(device).type == "cpu":
+        return (seed + 1) & SEED_MAX
+    return seed
+
+
+def default_noise_sampler(x: torch.Tensor, seed: int | None = None) -> NoiseSampler:
+    """n(sigma, sigma_next) -> a fresh standard-normal tensor like x from the sampler's own generator."""
+    if seed is not None:
+        generator = torch.Generator(device=x.device)
+        generator.manual_seed(sampler_seed(seed, x.device))
+    else:
+        generator = None
+
+    def draw(sigma: torch.Tensor, sigma_next: torch.Tensor) -> torch.Tensor:
+        return torch.randn(x.size(), dtype=x.dtype, layout=x.layout, device=x.device, generator=generator)
+
+    return draw
+
+
+class BrownianTreeNoiseSampler:
+    """n(a, b) = (W(b) - W(a)) / sqrt(|b - a|) from one torchsde.BrownianTree over [t0, t1].
+
+    `cpu=True` (the plain SDE samplers) builds and queries the tree on the CPU; `cpu=False` (the `_gpu`
+    variants) keeps it on x's device.
+    """
+
+    def __init__(
+        self,
+        x: torch.Tensor,
+        sigma_min: torch.Tensor,
+        sigma_max: torch.Tensor,
+        seed: int | None = None,
+        cpu: bool = True,
+    ) -> None:
+        t0, t1 = torch.as_tensor(sigma_min), torch.as_tensor(sigma_max)
+        self.cpu = cpu
+        t0, t1, self.sign = _sort(t0, t1)
+        w0 = torch.zeros_like(x)
+        if seed is None:
+            seed = int(torch.randint(0, 2**63 - 1, ()).item())
+        if cpu:
+            t0, w0, t1 = t0.detach().cpu(), w0.detach().cpu(), t1.detach().cpu()
+        self.tree = torchsde.BrownianTree(t0, w0, t1, entropy=seed)
+
+    def __call__(self, sigma: torch.Tensor, sigma_next: torch.Tensor) -> torch.Tensor:
+        a, b = torch.as_tensor(sigma), torch.as_tensor(sigma_next)
+        t0, t1, sign = _sort(a, b)
+        device, dtype = t0.device, t0.dtype
+        if self.cpu:
+            t0, t1 = t0.detach().cpu().float(), t1.detach().cpu().float()
+        w = self.tree(t0, t1).to(device=device, dtype=dtype) * (self.sign * sign)
+        return w / (b - a).abs().sqrt()
+
+
+def _sort(a: torch.Tensor, b: torch.Tensor):
+    return (a, b, 1) if a < b else (b, a, -1)

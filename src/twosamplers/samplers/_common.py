@@ -1,0 +1,134 @@
+"""Pieces every sampler uses: the k-diffusion helpers, noise-source construction, and uncond capture.
+
+A sampler is `fn(model, x, sigmas, extra_args=None, callback=None, disable=None, **options) -> x`, where
+`model(x, sigma_batch, **extra_args)` returns the guided, mask-blended denoised (x0) prediction. The
+KSampler passes extra_args {"seed", "denoise_mask", "model_options"}; a bare callable gets what the caller
+gives (often {}).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from tqdm.auto import trange
+
+from ..noise import BrownianTreeNoiseSampler, NoiseSampler, default_noise_sampler
+
+Denoiser = Callable[..., torch.Tensor]
+Callback = Callable[[dict], None] | None
+
+
+def progress(n: int, disable: bool | None):
+    """The step loop with a tqdm bar: off when `disable` is true, shown only on a terminal when it is None."""
+    return trange(n, disable=disable, leave=False, dynamic_ncols=True)
+
+
+def to_d(x: torch.Tensor, sigma: torch.Tensor, denoised: torch.Tensor) -> torch.Tensor:
+    """Karras ODE derivative dx/dsigma = (x - D) / sigma."""
+    return (x - denoised) / append_dims(sigma, x.ndim)
+
+
+def append_dims(v: torch.Tensor, ndim: int) -> torch.Tensor:
+    v = torch.as_tensor(v)
+    return v[(...,) + (None,) * (ndim - v.ndim)]
+
+
+def ancestral_step(sigma_from: torch.Tensor, sigma_to: torch.Tensor, eta: float = 1.0):
+    """(sigma_down, sigma_up) of an ancestral step; eta 0 gives (sigma_to, 0.0)."""
+    if not eta:
+        return sigma_to, 0.0
+    sigma_up = min(sigma_to, eta * (sigma_to**2 * (sigma_from**2 - sigma_to**2) / sigma_from**2) ** 0.5)
+    sigma_down = (sigma_to**2 - sigma_up**2) ** 0.5
+    return sigma_down, sigma_up
+
+
+def half_log_snr(sigma: torch.Tensor) -> torch.Tensor:
+    """lambda(sigma) for the discrete EPS/V model samplings: -log(sigma)."""
+    return sigma.log().neg()
+
+
+def sigma_from_half_log_snr(lam: torch.Tensor) -> torch.Tensor:
+    return lam.neg().exp()
+
+
+def seed_of(extra_args: dict) -> int | None:
+    return extra_args.get("seed", None)
+
+
+def make_default_noise(x: torch.Tensor, extra_args: dict, noise_sampler: NoiseSampler | None) -> NoiseSampler:
+    if noise_sampler is not None:
+        return noise_sampler
+    return default_noise_sampler(x, seed=seed_of(extra_args))
+
+
+def make_brownian_noise(
+    x: torch.Tensor, sigmas: torch.Tensor, extra_args: dict, noise_sampler: NoiseSampler | None, cpu: bool = True
+) -> NoiseSampler:
+    """Brownian-tree noise spanning min(sigmas > 0) .. max(sigmas), seeded with extra_args['seed']."""
+    if noise_sampler is not None:
+        return noise_sampler
+    sigma_min, sigma_max = sigmas[sigmas > 0].min(), sigmas.max()
+    return BrownianTreeNoiseSampler(x, sigma_min, sigma_max, seed=seed_of(extra_args), cpu=cpu)
+
+
+def noise_scaling_eps(sigma: torch.Tensor, noise: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
+    return noise * sigma + latent
+
+
+class UncondCapture:
+    """Records the uncond prediction of every model call (for the CFG++ samplers).
+
+    It registers itself as a post-CFG function in a copy of extra_args["model_options"] and switches off the
+    cfg == 1 shortcut, as ComfyUI does. With a bare callable model (no model_options), `uncond` stays None
+    and callers fall back to the denoised value.
+    """
+
+    def __init__(self, extra_args: dict) -> None:
+        self.uncond: torch.Tensor | None = None
+        options = dict(extra_args.get("model_options") or {})
+        options["post_cfg_functions"] = list(options.get("post_cfg_functions", [])) + [self._record]
+        options["disable_cfg1_optimization"] = True
+        self.extra_args = {**extra_args, "model_options": options}
+        self.plain_args = {k: v for k, v in extra_args.items() if k != "model_options"}
+
+    def _record(self, args: dict) -> torch.Tensor:
+        self.uncond = args["uncond_denoised"]
+        return args["denoised"]
+
+    def call(self, model: Denoiser, x: torch.Tensor, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (denoised, uncond) of one model call."""
+        self.uncond = None
+        if getattr(model, "accepts_model_options", False):
+            denoised = model(x, sigma, **self.extra_args)
+        else:  # a bare callable: no CFG inside it, so uncond == denoised
+            denoised = model(x, sigma, **self.plain_args)
+        return denoised, (self.uncond if self.uncond is not None else denoised)
+
+
+def sqrt2_minus_1() -> float:
+    return 2**0.5 - 1
+
+
+def churn_gamma(s_churn: float, n: int, sigma: torch.Tensor, s_tmin: float, s_tmax: float) -> float:
+    if s_churn > 0 and s_tmin <= sigma <= s_tmax:
+        return min(s_churn / n, sqrt2_minus_1())
+    return 0.0
+
+
+__all__ = [
+    "Callback",
+    "Denoiser",
+    "UncondCapture",
+    "ancestral_step",
+    "append_dims",
+    "churn_gamma",
+    "half_log_snr",
+    "make_brownian_noise",
+    "make_default_noise",
+    "noise_scaling_eps",
+    "progress",
+    "seed_of",
+    "sigma_from_half_log_snr",
+    "to_d",
+]
