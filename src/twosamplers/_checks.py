@@ -58,9 +58,9 @@ def check_mask_values(name: str, mask: torch.Tensor) -> torch.Tensor:
         mask = mask.float()
     if mask.numel() == 0:
         raise ValueError(f"{name} is empty (shape {tuple(mask.shape)})")
-    if torch.isnan(mask).any():
+    lo, hi = (float(v) for v in torch.aminmax(mask))  # NaN propagates into both: one pass over the mask
+    if math.isnan(lo) or math.isnan(hi):
         raise ValueError(f"{name} contains NaN; mask values must lie in [0, 1]")
-    lo, hi = float(mask.min()), float(mask.max())
     if lo < 0.0 or hi > 1.0:
         raise ValueError(f"{name} has values in [{lo:g}, {hi:g}]; mask values must lie in [0, 1]")
     return mask

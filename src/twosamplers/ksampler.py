@@ -15,7 +15,7 @@ import torch
 from ._checks import SEED_MAX, check_choice, check_float, check_int, check_seed
 from .conditioning import CondBatch, CondEntry, check_batch, normalize_conditioning
 from .latent import check_latent
-from .masks import check_mask, prepare_mask
+from .masks import check_mask, resize_mask
 from .noise import prepare_noise
 from .samplers import DISCARD_PENULTIMATE_SIGMA_SAMPLERS, RANDOM_INPAINT_NOISE_SAMPLERS, SAMPLER_NAMES, get_sampler
 from .schedules import SCHEDULER_NAMES, ModelSamplingDiscrete, calculate_sigmas
@@ -257,7 +257,7 @@ def sample_with_sigmas(model, noise, sigmas, samples, positive, negative, cfg, s
     if torch.count_nonzero(latent_image) > 0:
         latent_image = model.latent_format.process_in(latent_image)
     noise = noise.to(device=device, dtype=torch.float32)
-    denoise_mask = prepare_mask(noise_mask, noise.shape).to(device) if noise_mask is not None else None
+    denoise_mask = resize_mask(noise_mask, tuple(noise.shape)).to(device) if noise_mask is not None else None
 
     inpaint_noise = noise
     if sampler_name in RANDOM_INPAINT_NOISE_SAMPLERS:

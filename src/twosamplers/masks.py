@@ -45,6 +45,11 @@ def prepare_mask(mask: torch.Tensor, shape: tuple[int, ...] | torch.Size) -> tor
     shape = tuple(int(s) for s in shape)
     if len(shape) != 4:
         raise ValueError(f"shape must be a 4-D latent shape (B, C, H, W), got {shape}")
+    return resize_mask(mask, shape)
+
+
+def resize_mask(mask: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """`prepare_mask` without the checks, for callers that validated the mask already."""
     m = mask.reshape((-1, 1, mask.shape[-2], mask.shape[-1]))
     m = F.interpolate(m, size=shape[2:], mode="bilinear")
     if m.shape[1] < shape[1]:

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 
 import torch
@@ -94,7 +95,12 @@ class BrownianTreeNoiseSampler:
         device, dtype = t0.device, t0.dtype
         if self.cpu:
             t0, t1 = t0.detach().cpu().float(), t1.detach().cpu().float()
-        w = self.tree(t0, t1).to(device=device, dtype=dtype) * (self.sign * sign)
+        with warnings.catch_warnings():
+            # torchsde rounds the interval ends to 6 decimals, so a query at sigma_max lies "outside" the tree
+            # and is clamped with a warning; ComfyUI makes the same query, so the numbers match. Keep it quiet.
+            warnings.filterwarnings("ignore", message="Should have", category=UserWarning)
+            w = self.tree(t0, t1)
+        w = w.to(device=device, dtype=dtype) * (self.sign * sign)
         return w / (b - a).abs().sqrt()
 
 

@@ -3,3 +3,8 @@
 from .base import DiffusionModel, LatentFormat, NetworkModel
 
 __all__ = ["DiffusionModel", "LatentFormat", "NetworkModel"]
+
+from .analytic import IdealModel, TextureModel  # noqa: E402
+from .registry import load  # noqa: E402
+
+__all__ += ["IdealModel", "TextureModel", "load"]

@@ -1,0 +1,86 @@
+"""Shared fixtures: the public ComfyUI parity reference and the toy network it was made with."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+PARITY_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "parity"
+ATOL = 1e-4
+RTOL = 1e-4
+
+
+class ToyNet(torch.nn.Module):
+    """The parity reference's EPS "UNet" (shared/parity/README.md):
+    eps = tanh(conv2d(x, W, b)) * (0.5 + t/1000) + 0.1 * mean(context) + 0.05 * roll(x, 1, dim=1)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        idx = torch.arange(4 * 4 * 3 * 3, dtype=torch.float64).reshape(4, 4, 3, 3)
+        self.weight = torch.nn.Parameter((0.1 * torch.sin(1.0 + idx)).float(), requires_grad=False)
+        self.bias = torch.nn.Parameter((0.01 * torch.arange(1, 5, dtype=torch.float64)).float(), requires_grad=False)
+        self.calls: list[tuple[int, ...]] = []
+
+    def forward(self, x, timesteps, context, **kwargs):
+        self.calls.append(tuple(x.shape))
+        h = torch.nn.functional.conv2d(x, self.weight, self.bias, padding=1)
+        tt = (timesteps.float() / 1000.0).view(-1, 1, 1, 1)
+        c = context.float().mean(dim=(1, 2)).view(-1, 1, 1, 1)
+        return torch.tanh(h) * (0.5 + tt) + 0.1 * c + 0.05 * torch.roll(x, shifts=1, dims=1)
+
+
+def closed_form_denoiser(mean: float = 0.3, var: float = 0.25):
+    """The exact denoiser of N(mean, var) data: D(x, s) = x v/(v+s^2) + m s^2/(v+s^2)."""
+
+    def D(x, sigma, **kwargs):
+        s2 = sigma.view(-1, *([1] * (x.ndim - 1))) ** 2
+        return x * var / (var + s2) + mean * s2 / (var + s2)
+
+    return D
+
+
+@pytest.fixture(scope="session")
+def parity():
+    """(tensors, manifest) of shared/parity; skipped where shared/ is not beside the checkout."""
+    if not (PARITY_DIR / "reference.safetensors").is_file():
+        pytest.skip(f"parity reference not found at {PARITY_DIR}")
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(PARITY_DIR / "reference.safetensors"))
+    manifest = json.loads((PARITY_DIR / "manifest.json").read_text())
+    return tensors, manifest
+
+
+def parity_keys(prefix: str) -> list[str]:
+    """Manifest keys under `prefix` (collected at import time so each case is its own test)."""
+    path = PARITY_DIR / "manifest.json"
+    if not path.is_file():
+        return []
+    manifest = json.loads(path.read_text())
+    return sorted(k for k in manifest if k.startswith(prefix) and not k.endswith("/in"))
+
+
+def assert_close(out: torch.Tensor, ref: torch.Tensor, atol: float = ATOL, rtol: float = RTOL) -> None:
+    assert tuple(out.shape) == tuple(ref.shape), f"shape {tuple(out.shape)} != {tuple(ref.shape)}"
+    a, b = out.detach().double().cpu(), ref.double()
+    assert torch.equal(a.isnan(), b.isnan()), "NaN pattern differs"
+    ok = torch.isclose(a, b, rtol=rtol, atol=atol, equal_nan=True)
+    assert bool(ok.all()), f"max |diff| {float((a - b).abs().nan_to_num().max()):.3e}"
+
+
+@pytest.fixture
+def toy_model():
+    from twosamplers.models import NetworkModel
+
+    return NetworkModel(ToyNet())
+
+
+@pytest.fixture
+def conds():
+    g = torch.Generator().manual_seed(7)
+    pos = [[torch.randn(1, 3, 8, generator=g), {}]]
+    neg = [[torch.randn(1, 3, 8, generator=g), {}]]
+    return pos, neg
