@@ -104,8 +104,8 @@ class GuidedDenoiser:
         n_pos = len(self.positive)
         outs: list[torch.Tensor] = []
         for cb, _ in self._cond_batches(with_uncond, b, x.device, self.model.dtype):
-            x_in = x if cb.n == 1 else x.repeat(cb.n, 1, 1, 1)
-            s_in = sigma if cb.n == 1 else sigma.repeat(cb.n)
+            x_in = x if cb.n == 1 else torch.cat([x] * cb.n)
+            s_in = sigma if cb.n == 1 else torch.cat([sigma] * cb.n)
             out = self.model.apply_model(x_in, s_in, cb.context, **cb.extras)
             outs.extend(out.chunk(cb.n, dim=0) if cb.n > 1 else [out])
         cond = _weighted_mean(outs[:n_pos], self.positive)

@@ -91,43 +91,44 @@ class NetworkModel(DiffusionModel):
             downscale=check_int("downscale", downscale, 1),
         )
         self._timestep_cache: dict[float, float] = {}
+        params = getattr(network, "parameters", None)
+        # The first parameter tells device and dtype; nn.Module.to() keeps the Parameter object, so keep it.
+        self._param = next(iter(params()), None) if callable(params) else None
 
     def __repr__(self) -> str:
         return f"NetworkModel({type(self.network).__name__}, {self.model_sampling!r}, {self.latent_format})"
 
-    def _first_param(self) -> torch.Tensor | None:
-        params = getattr(self.network, "parameters", None)
-        if params is None:
-            return None
-        return next(iter(params()), None)
-
     @property
     def device(self) -> torch.device:
-        p = self._first_param()
+        p = self._param
         return p.device if p is not None else torch.device("cpu")
 
     @property
     def dtype(self) -> torch.dtype:
-        p = self._first_param()
+        p = self._param
         return p.dtype if p is not None and p.is_floating_point() else torch.float32
 
     def timesteps(self, sigma: torch.Tensor) -> torch.Tensor:
-        """model_sampling.timestep(sigma) as float, cached per value when the batch shares one sigma."""
-        first = float(sigma.reshape(-1)[0])
-        if sigma.numel() > 1 and not bool((sigma == sigma.reshape(-1)[0]).all()):
-            return self.model_sampling.timestep(sigma).float()
-        t = self._timestep_cache.get(first)
-        if t is None:
-            t = float(self.model_sampling.timestep(sigma.reshape(-1)[:1].cpu())[0])
-            self._timestep_cache[first] = t
-        return torch.full(sigma.shape, t, dtype=torch.float32, device=sigma.device)
+        """model_sampling.timestep(sigma) as float; cached per sigma value (one sync instead of an argmin)."""
+        ts = []
+        for v in sigma.reshape(-1).tolist():
+            t = self._timestep_cache.get(v)
+            if t is None:
+                t = float(self.model_sampling.timestep(torch.tensor([v], dtype=torch.float32))[0])
+                self._timestep_cache[v] = t
+            ts.append(t)
+        if all(t == ts[0] for t in ts):
+            return torch.full(sigma.shape, ts[0], dtype=torch.float32, device=sigma.device)
+        return torch.tensor(ts, dtype=torch.float32, device=sigma.device).reshape(sigma.shape)
 
     def apply_model(self, x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor | None, **extras):
         ms = self.model_sampling
         xc = ms.calculate_input(sigma, x)
         t = self.timesteps(sigma)
         dtype = self.dtype
-        if context is not None:
+        if context is not None and context.dtype != dtype:
             context = context.to(dtype)
-        out = self.network(xc.to(dtype), t, context, **extras).float()
+        if xc.dtype != dtype:
+            xc = xc.to(dtype)
+        out = self.network(xc, t, context, **extras).float()
         return ms.calculate_denoised(sigma, out, x)

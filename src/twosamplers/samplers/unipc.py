@@ -53,8 +53,8 @@ class _UniPC:
             rk = (_lambda(t_prev_list[-(i + 1)]) - lambda_prev_0) / h
             rks.append(rk)
             d1s.append((model_prev_list[-(i + 1)] - model_prev_0) / rk)
-        rks.append(torch.tensor(1.0))
-        rks = torch.stack([torch.as_tensor(r, dtype=torch.float32) for r in rks]).to(z.device)
+        rks.append(torch.ones((), device=z.device))
+        rks = torch.stack(rks)
 
         hh = -h
         h_phi_1 = torch.expm1(hh)
