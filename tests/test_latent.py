@@ -53,3 +53,12 @@ def test_failed_save_keeps_old_file(tmp_path, monkeypatch):
         save_latent(path, {"samples": torch.zeros(1, 4, 2, 2)})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.latent"]
     assert torch.equal(load_latent(path)["samples"], torch.ones(1, 4, 2, 2))
+
+
+def test_saved_file_has_usual_permissions(tmp_path):
+    import os
+
+    path = save_latent(tmp_path / "p.latent", {"samples": torch.zeros(1, 4, 2, 2)})
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask

@@ -8,7 +8,6 @@ marker; files without the marker are ComfyUI's old format, stored pre-scaled, an
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -16,6 +15,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ._checks import check_int, check_tensor
+from ._files import atomic_write
 
 FORMAT_MARKER = "latent_format_version_0"
 TENSOR_KEY = "latent_tensor"
@@ -57,17 +57,9 @@ def check_latent(latent: object, name: str = "latent") -> dict:
 def save_latent(path: str | os.PathLike, latent: dict, metadata: dict[str, str] | None = None) -> Path:
     """Write a ComfyUI `.latent` file atomically (a temp file in the same folder, then rename)."""
     check_latent(latent)
-    path = Path(path)
     tensors = {TENSOR_KEY: latent["samples"].detach().cpu().contiguous(), FORMAT_MARKER: torch.tensor([])}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={str(k): str(v) for k, v in (metadata or {}).items()})
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    meta = {str(k): str(v) for k, v in (metadata or {}).items()}
+    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
 
 
 def load_latent(path: str | os.PathLike) -> dict:
