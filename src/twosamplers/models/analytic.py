@@ -262,7 +262,7 @@ class IdealModel(_ClassConditionalModel):
         corr = torch.fft.irfft2(torch.conj(state["x_ft"]) * ft, s=(n, n)).sum(0)
         logits = (2.0 * corr - norms) / (2.0 * sigma * sigma)
         m = logits.max()
-        p = (logits - m).clamp_(min=-700.0).exp_()
+        p = (logits - m).clamp_(min=EXP_FLOOR).exp_()
         z = p.sum()
         p /= z
         mean = torch.fft.irfft2(torch.conj(torch.fft.rfft2(p))[None] * ft, s=(n, n))[:, :h, :w]
@@ -284,11 +284,11 @@ class PatchLevel:
 DEFAULT_LEVELS = (
     PatchLevel(4.0, 8, 7, 4096),
     PatchLevel(1.5, 4, 9, 4096),
-    PatchLevel(0.5, 2, 9, 2048),
-    PatchLevel(0.15, 1, 5, 2048),
-    PatchLevel(0.0, 1, 3, 2048),
+    PatchLevel(0.5, 2, 9, 1024),
+    PatchLevel(0.15, 1, 5, 1024),
+    PatchLevel(0.0, 1, 3, 1024),
 )
-CHUNK = 2048  # query pixels per matmul; fixed, so results are bit-identical run to run on one machine
+CHUNK = 512  # query pixels per matmul; fixed, so results are bit-identical run to run on one machine
 EXP_FLOOR = -60.0  # exp() of anything lower is < 1e-26 of the row max; clamping avoids slow denormals
 
 
@@ -390,8 +390,8 @@ class TextureModel(_ClassConditionalModel):
         for start in range(0, m_rows, CHUNK):
             stop = min(start + CHUNK, m_rows)
             b = buf[: stop - start]
-            torch.addmm(neg_norm, q[start:stop], wt, beta=1.0, alpha=2.0, out=b)  # 2<u,w> - |w|^2
-            b.mul_(scale)
+            # logits = (2<u,w> - |w|^2) * scale: |u|^2 is the same for every patch and cancels in the softmax
+            torch.addmm(neg_norm, q[start:stop], wt, beta=scale, alpha=2.0 * scale, out=b)
             mx = b.max(dim=1, keepdim=True).values
             b.sub_(mx).clamp_(min=EXP_FLOOR).exp_()
             r = b @ centres

@@ -13,7 +13,7 @@ BUILTIN_MODELS = ("textures", "ideal")
 
 
 def load(name: str | os.PathLike = DEFAULT_MODEL, *, device: str | torch.device | None = None,
-         dtype: torch.dtype | None = None):
+         dtype: torch.dtype | None = None, **options):
     """A model for the engine: "textures" (patch-based analytic model, the default), "ideal" (exact
     posterior mean of a finite image set), or a path to an SD checkpoint (.safetensors / diffusers folder)."""
     if isinstance(name, str) and name.strip().lower() in BUILTIN_MODELS:
@@ -27,7 +27,12 @@ def load(name: str | os.PathLike = DEFAULT_MODEL, *, device: str | torch.device 
         from .sd import load_sd
     except ImportError:
         load_sd = None
+    known = "known: textures, ideal, or a path to a .safetensors checkpoint / diffusers folder"
     if load_sd is None:
-        raise ValueError(f"unknown model {os.fspath(name)!r}; known: textures, ideal, or a path to a "
-                         ".safetensors checkpoint / diffusers folder")
-    return load_sd(name, device=device, dtype=dtype)
+        raise ValueError(f"unknown model {os.fspath(name)!r}; {known}")
+    try:
+        return load_sd(name, device=device, dtype=dtype, **options)
+    except FileNotFoundError as e:
+        if os.path.exists(os.path.expanduser(os.fspath(name))):
+            raise
+        raise ValueError(f"unknown model {os.fspath(name)!r}; {known} ({e})") from None

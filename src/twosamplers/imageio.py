@@ -1,0 +1,175 @@
+"""PNG images and masks in and out (Pillow), atomic writes, settings in PNG text chunks.
+
+Conventions follow ComfyUI's LoadImage / LoadImageMask / SaveImage:
+- IMAGE tensors are (B, H, W, 3) float32 in [0, 1]; loading divides 8-bit values by 255 (EXIF orientation
+  applied); saving writes clip(255 * x, 0, 255) truncated to uint8.
+- MASK tensors are (H, W) float32 in [0, 1], read from one channel: "gray" (the luminance, Pillow's "L"),
+  "red", "green", "blue" or "alpha". As in ComfyUI's LoadImageMask, the alpha channel is inverted
+  (mask = 1 - alpha: transparent pixels are the ones to repaint); `invert=True` inverts any channel.
+- Masks of any size are resized like ComfyUI (bilinear, align_corners False, no antialias, no rounding).
+- Writes go to a temporary file in the target folder, then `os.replace`: an existing file is replaced
+  atomically, and an interrupted write (Ctrl-C included) leaves no partial file.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
+
+from ._files import atomic_write
+
+MASK_CHANNELS = ("gray", "alpha", "red", "green", "blue")
+SETTINGS_KEY = "twosamplers"
+MASK_KEY = "twosamplers-mask"
+
+
+def _open(path: str | os.PathLike, what: str) -> Image.Image:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    if not path.is_file():
+        raise ValueError(f"{what} is not a file: {path}")
+    try:
+        im = Image.open(path)
+        im.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise ValueError(f"{what} {path} is not a readable image: {e}") from e
+    return im
+
+
+def load_image(path: str | os.PathLike) -> torch.Tensor:
+    """An image file -> IMAGE (1, H, W, 3) float32 in [0, 1] (alpha dropped, EXIF orientation applied)."""
+    with _open(path, "image") as im:
+        im = ImageOps.exif_transpose(im)
+        if im.mode == "I" or im.mode.startswith("I;16"):
+            arr = np.asarray(im, dtype=np.float32) / np.float32(65535.0)
+            arr = np.repeat(arr[..., None], 3, axis=-1)
+        else:
+            arr = np.asarray(im.convert("RGB"), dtype=np.float32) / np.float32(255.0)
+    return torch.from_numpy(np.ascontiguousarray(arr))[None]
+
+
+def load_mask(path: str | os.PathLike, channel: str = "gray", invert: bool = False) -> torch.Tensor:
+    """A mask file -> MASK (H, W) float32 in [0, 1] from one channel (see the module doc)."""
+    if channel not in MASK_CHANNELS:
+        raise ValueError(f"mask channel {channel!r} is not known; valid: {', '.join(MASK_CHANNELS)}")
+    with _open(path, "mask") as im:
+        im = ImageOps.exif_transpose(im)
+        if channel == "gray":
+            band = im.convert("L")
+        elif channel == "alpha":
+            if "A" not in im.getbands() and "transparency" not in im.info:
+                raise ValueError(f"mask {path} has no alpha channel (mode {im.mode}); use --mask-channel gray")
+            band = im.convert("RGBA").getchannel("A")
+        else:
+            band = im.convert("RGB").getchannel(channel[0].upper())
+        mask = torch.from_numpy(np.asarray(band, dtype=np.float32) / np.float32(255.0))
+    if channel == "alpha":
+        mask = 1.0 - mask
+    if invert:
+        mask = 1.0 - mask
+    return mask.contiguous()
+
+
+def resize_mask(mask: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Resize a MASK ([H, W] or [B, H, W]) like ComfyUI: bilinear, align_corners False, no antialias."""
+    shape = mask.shape
+    m = mask.reshape(-1, 1, shape[-2], shape[-1]).float()
+    if (shape[-2], shape[-1]) != (height, width):
+        m = F.interpolate(m, size=(height, width), mode="bilinear", align_corners=False)
+    return m.reshape(*shape[:-2], height, width)
+
+
+def check_aspect(mask_hw: tuple[int, int], image_hw: tuple[int, int], tolerance: float = 0.01) -> None:
+    """Raise ValueError when a mask's aspect ratio differs from the image's by more than `tolerance`."""
+    (mh, mw), (h, w) = mask_hw, image_hw
+    if abs((mw / mh) / (w / h) - 1.0) > tolerance:
+        raise ValueError(f"the mask is {mw}x{mh} but the image is {w}x{h}: their aspect ratios differ "
+                         f"({mw / mh:.4g} vs {w / h:.4g}); resize or crop the mask to the image's shape")
+
+
+def to_uint8(image: torch.Tensor) -> np.ndarray:
+    """IMAGE (H, W, C) or (1, H, W, C) in [0, 1] -> uint8 array, as ComfyUI's SaveImage (truncation)."""
+    if image.ndim == 4:
+        if image.shape[0] != 1:
+            raise ValueError(f"expected one image, got a batch of {image.shape[0]}")
+        image = image[0]
+    arr = image.detach().cpu().float().numpy()
+    return np.clip(255.0 * arr, 0, 255).astype(np.uint8)
+
+
+def mask_to_uint8(mask: torch.Tensor) -> np.ndarray:
+    """MASK (H, W) in [0, 1] -> uint8, rounded (so an 8-bit mask round-trips exactly)."""
+    return np.clip(np.rint(mask.detach().cpu().float().numpy() * 255.0), 0, 255).astype(np.uint8)
+
+
+def encode_mask_png(mask: torch.Tensor) -> str:
+    """A MASK as an 8-bit grayscale PNG, hex-encoded (to embed in a text chunk)."""
+    buf = io.BytesIO()
+    Image.fromarray(mask_to_uint8(mask), "L").save(buf, format="PNG", optimize=True)
+    return buf.getvalue().hex()
+
+
+def decode_mask_png(text: str) -> torch.Tensor:
+    try:
+        with Image.open(io.BytesIO(bytes.fromhex(text))) as im:
+            arr = np.asarray(im.convert("L"), dtype=np.float32) / np.float32(255.0)
+    except (ValueError, OSError, UnidentifiedImageError) as e:
+        raise ValueError(f"the embedded mask is not readable: {e}") from e
+    return torch.from_numpy(arr)
+
+
+def save_png(path: str | os.PathLike, image: torch.Tensor | np.ndarray, settings: dict | None = None,
+             mask: torch.Tensor | None = None, text: dict[str, str] | None = None) -> Path:
+    """Write an IMAGE (or a uint8 array) as PNG, atomically. `settings` goes into the "twosamplers" text chunk
+    as JSON, `mask` (optional) into a compressed "twosamplers-mask" chunk, `text` as further text chunks."""
+    arr = image if isinstance(image, np.ndarray) else to_uint8(image)
+    if arr.dtype != np.uint8 or arr.ndim not in (2, 3):
+        raise ValueError(f"image must be (H, W[, C]) uint8 or an IMAGE tensor, got {arr.dtype} {arr.shape}")
+    info = PngImagePlugin.PngInfo()
+    if settings is not None:
+        info.add_text(SETTINGS_KEY, json.dumps(settings, sort_keys=True))
+    if mask is not None:
+        info.add_text(MASK_KEY, encode_mask_png(mask), zip=True)
+    for k, v in (text or {}).items():
+        info.add_text(str(k), str(v))
+    pil = Image.fromarray(arr)
+    return atomic_write(path, lambda tmp: pil.save(tmp, format="PNG", pnginfo=info))
+
+
+def read_settings(path: str | os.PathLike) -> tuple[dict, torch.Tensor | None]:
+    """The settings (and the embedded mask, if any) that `save_png` wrote into a PNG."""
+    with _open(path, "settings image") as im:
+        chunks = dict(getattr(im, "text", {}) or {})
+    if SETTINGS_KEY not in chunks:
+        raise ValueError(f"{path} carries no twosamplers settings (no '{SETTINGS_KEY}' text chunk)")
+    try:
+        settings = json.loads(chunks[SETTINGS_KEY])
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: the '{SETTINGS_KEY}' text chunk is not valid JSON: {e}") from e
+    if not isinstance(settings, dict):
+        raise ValueError(f"{path}: the '{SETTINGS_KEY}' text chunk is not a JSON object")
+    mask = decode_mask_png(chunks[MASK_KEY]) if MASK_KEY in chunks else None
+    return settings, mask
+
+
+def side_by_side(images: list[np.ndarray], gap: int = 4) -> np.ndarray:
+    """Tiles (H, W, 3) uint8 images left to right (heights must match), separated by white gaps."""
+    h = images[0].shape[0]
+    parts = []
+    for i, im in enumerate(images):
+        if im.ndim == 2:
+            im = np.repeat(im[..., None], 3, axis=-1)
+        if im.shape[0] != h:
+            raise ValueError("side_by_side needs images of one height")
+        if i:
+            parts.append(np.full((h, gap, 3), 255, np.uint8))
+        parts.append(im)
+    return np.concatenate(parts, axis=1)
