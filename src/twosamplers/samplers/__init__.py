@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from .._checks import check_choice
-from . import ancestral, dpm_solver, dpmpp, ode, unipc
+from . import ancestral, cfg_pp, dpm_solver, dpmpp, exponential, multistep, ode, sa_solver, unipc
 
 # ComfyUI 0.30.x's KSampler list, in its order.
 COMFYUI_SAMPLER_NAMES: tuple[str, ...] = (
@@ -75,6 +75,26 @@ _REGISTRY: dict[str, SamplerFn] = {
     "ddim": ode.sample_euler,
     "uni_pc": unipc.sample_uni_pc,
     "uni_pc_bh2": unipc.sample_uni_pc_bh2,
+    "euler_cfg_pp": cfg_pp.sample_euler_cfg_pp,
+    "euler_ancestral_cfg_pp": cfg_pp.sample_euler_ancestral_cfg_pp,
+    "dpmpp_2s_ancestral_cfg_pp": cfg_pp.sample_dpmpp_2s_ancestral_cfg_pp,
+    "dpmpp_2m_cfg_pp": cfg_pp.sample_dpmpp_2m_cfg_pp,
+    "exp_heun_2_x0": exponential.sample_exp_heun_2_x0,
+    "exp_heun_2_x0_sde": exponential.sample_exp_heun_2_x0_sde,
+    "ipndm": multistep.sample_ipndm,
+    "ipndm_v": multistep.sample_ipndm_v,
+    "deis": multistep.sample_deis,
+    "res_multistep": multistep.sample_res_multistep,
+    "res_multistep_cfg_pp": multistep.sample_res_multistep_cfg_pp,
+    "res_multistep_ancestral": multistep.sample_res_multistep_ancestral,
+    "res_multistep_ancestral_cfg_pp": multistep.sample_res_multistep_ancestral_cfg_pp,
+    "gradient_estimation": multistep.sample_gradient_estimation,
+    "gradient_estimation_cfg_pp": multistep.sample_gradient_estimation_cfg_pp,
+    "er_sde": exponential.sample_er_sde,
+    "seeds_2": exponential.sample_seeds_2,
+    "seeds_3": exponential.sample_seeds_3,
+    "sa_solver": sa_solver.sample_sa_solver,
+    "sa_solver_pece": sa_solver.sample_sa_solver_pece,
 }
 
 

@@ -18,8 +18,9 @@ from ._common import UncondCapture, ancestral_step, half_log_snr, make_default_n
 
 
 @torch.no_grad()
-def sample_euler_ancestral_cfg_pp(model, x, sigmas, extra_args=None, callback=None, disable=None,
-                                  eta=1.0, s_noise=1.0, noise_sampler=None):
+def sample_euler_ancestral_cfg_pp(
+    model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0, noise_sampler=None
+):
     """Euler ancestral with CFG++ (arXiv 2406.08070, alg. for DDIM/Euler): the x0 jump uses the guided D,
     the direction back to the noisy state the uncond U. `sampler-formulas.md` s.4.10."""
     eta = check_float("eta", eta, 0.0)
@@ -52,13 +53,15 @@ def sample_euler_ancestral_cfg_pp(model, x, sigmas, extra_args=None, callback=No
 @torch.no_grad()
 def sample_euler_cfg_pp(model, x, sigmas, extra_args=None, callback=None, disable=None):
     """Euler (DDIM) with CFG++ (arXiv 2406.08070): euler_ancestral_cfg_pp with eta = 0 and no noise."""
-    return sample_euler_ancestral_cfg_pp(model, x, sigmas, extra_args=extra_args, callback=callback, disable=disable,
-                                         eta=0.0, s_noise=0.0)
+    return sample_euler_ancestral_cfg_pp(
+        model, x, sigmas, extra_args=extra_args, callback=callback, disable=disable, eta=0.0, s_noise=0.0
+    )
 
 
 @torch.no_grad()
-def sample_dpmpp_2s_ancestral_cfg_pp(model, x, sigmas, extra_args=None, callback=None, disable=None,
-                                     eta=1.0, s_noise=1.0, noise_sampler=None):
+def sample_dpmpp_2s_ancestral_cfg_pp(
+    model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0, noise_sampler=None
+):
     """DPM-Solver++(2S) ancestral (Lu et al. 2022b) with CFG++: both stages renoise with the uncond.
 
     As in ComfyUI the final update pairs the first call's D with the second call's uncond (s.4.9).

@@ -25,8 +25,18 @@ def _er_sde_noise_scaler(v: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def sample_er_sde(model, x, sigmas, extra_args=None, callback=None, disable=None,
-                  s_noise=1.0, noise_sampler=None, noise_scaler=None, max_stage=3):
+def sample_er_sde(
+    model,
+    x,
+    sigmas,
+    extra_args=None,
+    callback=None,
+    disable=None,
+    s_noise=1.0,
+    noise_sampler=None,
+    noise_scaler=None,
+    max_stage=3,
+):
     """ER-SDE-Solver-3 (Cui et al. 2023, arXiv 2309.06169): stages 1, 2, 3 with the integrals of the noise
     scale function by a 200-point Riemann sum. The step to sigma = 0 returns the denoised prediction."""
     s_noise = check_float("s_noise", s_noise, 0.0)
@@ -127,8 +137,19 @@ def _seeds_2(model, x, sigmas, extra_args, callback, disable, eta, s_noise, nois
 
 
 @torch.no_grad()
-def sample_seeds_2(model, x, sigmas, extra_args=None, callback=None, disable=None,
-                   eta=1.0, s_noise=1.0, noise_sampler=None, r=0.5, solver_type="phi_1"):
+def sample_seeds_2(
+    model,
+    x,
+    sigmas,
+    extra_args=None,
+    callback=None,
+    disable=None,
+    eta=1.0,
+    s_noise=1.0,
+    noise_sampler=None,
+    r=0.5,
+    solver_type="phi_1",
+):
     """SEEDS-2 (Gonzalez et al. 2023, arXiv 2305.14267): two-stage exponential SDE solver, stage at
     lambda_s + r*h; `solver_type` "phi_1" (default) or "phi_2" for the final combination."""
     return _seeds_2(model, x, sigmas, extra_args, callback, disable, eta, s_noise, noise_sampler, r, solver_type)
@@ -141,16 +162,37 @@ def sample_exp_heun_2_x0(model, x, sigmas, extra_args=None, callback=None, disab
 
 
 @torch.no_grad()
-def sample_exp_heun_2_x0_sde(model, x, sigmas, extra_args=None, callback=None, disable=None,
-                             eta=1.0, s_noise=1.0, noise_sampler=None, solver_type="phi_2"):
+def sample_exp_heun_2_x0_sde(
+    model,
+    x,
+    sigmas,
+    extra_args=None,
+    callback=None,
+    disable=None,
+    eta=1.0,
+    s_noise=1.0,
+    noise_sampler=None,
+    solver_type="phi_2",
+):
     """Stochastic exponential Heun on x0: seeds_2 with r = 1 and phi_2 (two draws per step, the second
     with weight 0, kept so the stream lines up with ComfyUI)."""
     return _seeds_2(model, x, sigmas, extra_args, callback, disable, eta, s_noise, noise_sampler, 1.0, solver_type)
 
 
 @torch.no_grad()
-def sample_seeds_3(model, x, sigmas, extra_args=None, callback=None, disable=None,
-                   eta=1.0, s_noise=1.0, noise_sampler=None, r_1=1.0 / 3, r_2=2.0 / 3):
+def sample_seeds_3(
+    model,
+    x,
+    sigmas,
+    extra_args=None,
+    callback=None,
+    disable=None,
+    eta=1.0,
+    s_noise=1.0,
+    noise_sampler=None,
+    r_1=1.0 / 3,
+    r_2=2.0 / 3,
+):
     """SEEDS-3 (Gonzalez et al. 2023, arXiv 2305.14267): three-stage exponential SDE solver with stages at
     lambda_s + r_1*h and lambda_s + r_2*h."""
     eta = check_float("eta", eta, 0.0)

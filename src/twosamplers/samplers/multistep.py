@@ -263,8 +263,9 @@ def _res_multistep(model, x, sigmas, extra_args, callback, disable, eta, s_noise
 
 
 @torch.no_grad()
-def sample_res_multistep(model, x, sigmas, extra_args=None, callback=None, disable=None,
-                         s_noise=1.0, noise_sampler=None, eta=0.0):
+def sample_res_multistep(
+    model, x, sigmas, extra_args=None, callback=None, disable=None, s_noise=1.0, noise_sampler=None, eta=0.0
+):
     """RES second-order multistep (Zhang et al. 2023, arXiv 2308.02157), data prediction, eta 0.
 
     Like ComfyUI it draws one zero-weight noise tensor per step from its private generator.
@@ -273,22 +274,25 @@ def sample_res_multistep(model, x, sigmas, extra_args=None, callback=None, disab
 
 
 @torch.no_grad()
-def sample_res_multistep_cfg_pp(model, x, sigmas, extra_args=None, callback=None, disable=None,
-                                s_noise=1.0, noise_sampler=None, eta=0.0):
+def sample_res_multistep_cfg_pp(
+    model, x, sigmas, extra_args=None, callback=None, disable=None, s_noise=1.0, noise_sampler=None, eta=0.0
+):
     """res_multistep with CFG++ (arXiv 2406.08070): the history and renoising use the uncond prediction."""
     return _res_multistep(model, x, sigmas, extra_args, callback, disable, eta, s_noise, noise_sampler, True)
 
 
 @torch.no_grad()
-def sample_res_multistep_ancestral(model, x, sigmas, extra_args=None, callback=None, disable=None,
-                                   eta=1.0, s_noise=1.0, noise_sampler=None):
+def sample_res_multistep_ancestral(
+    model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0, noise_sampler=None
+):
     """res_multistep stepping to sigma_down with ancestral noise of level sigma_up (eta 1)."""
     return _res_multistep(model, x, sigmas, extra_args, callback, disable, eta, s_noise, noise_sampler, False)
 
 
 @torch.no_grad()
-def sample_res_multistep_ancestral_cfg_pp(model, x, sigmas, extra_args=None, callback=None, disable=None,
-                                          eta=1.0, s_noise=1.0, noise_sampler=None):
+def sample_res_multistep_ancestral_cfg_pp(
+    model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0, noise_sampler=None
+):
     """res_multistep_ancestral with CFG++."""
     return _res_multistep(model, x, sigmas, extra_args, callback, disable, eta, s_noise, noise_sampler, True)
 
@@ -297,8 +301,9 @@ def sample_res_multistep_ancestral_cfg_pp(model, x, sigmas, extra_args=None, cal
 
 
 @torch.no_grad()
-def sample_gradient_estimation(model, x, sigmas, extra_args=None, callback=None, disable=None,
-                               ge_gamma=2.0, cfg_pp=False):
+def sample_gradient_estimation(
+    model, x, sigmas, extra_args=None, callback=None, disable=None, ge_gamma=2.0, cfg_pp=False
+):
     """Euler with gradient estimation (Permenter & Yuan, arXiv 2306.04848): from the second step on, the
     update adds (ge_gamma - 1)*(d - d_prev)*dt. The step to sigma = 0 returns the denoised prediction."""
     ge_gamma = check_float("ge_gamma", ge_gamma)
@@ -333,5 +338,6 @@ def sample_gradient_estimation(model, x, sigmas, extra_args=None, callback=None,
 @torch.no_grad()
 def sample_gradient_estimation_cfg_pp(model, x, sigmas, extra_args=None, callback=None, disable=None, ge_gamma=2.0):
     """gradient_estimation with CFG++ (arXiv 2406.08070): derivative from the uncond prediction."""
-    return sample_gradient_estimation(model, x, sigmas, extra_args=extra_args, callback=callback, disable=disable,
-                                      ge_gamma=ge_gamma, cfg_pp=True)
+    return sample_gradient_estimation(
+        model, x, sigmas, extra_args=extra_args, callback=callback, disable=disable, ge_gamma=ge_gamma, cfg_pp=True
+    )

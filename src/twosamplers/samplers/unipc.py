@@ -53,7 +53,7 @@ class _UniPC:
             rk = (_lambda(t_prev_list[-(i + 1)]) - lambda_prev_0) / h
             rks.append(rk)
             d1s.append((model_prev_list[-(i + 1)] - model_prev_0) / rk)
-        rks.append(torch.ones((), device=z.device))
+        rks.append(torch.ones((), device=z.device, dtype=h.dtype))
         rks = torch.stack(rks)
 
         hh = -h
@@ -72,11 +72,17 @@ class _UniPC:
 
         if d1s:
             d1s = torch.stack(d1s, dim=1)
-            rhos_p = torch.tensor([0.5], device=z.device) if order == 2 else torch.linalg.solve(R[:-1, :-1], b[:-1])
+            if order == 2:
+                rhos_p = torch.tensor([0.5], device=z.device, dtype=h.dtype)
+            else:
+                rhos_p = torch.linalg.solve(R[:-1, :-1], b[:-1])
         else:
             d1s = None
         if use_corrector:
-            rhos_c = torch.tensor([0.5], device=z.device) if order == 1 else torch.linalg.solve(R, b)
+            if order == 1:
+                rhos_c = torch.tensor([0.5], device=z.device, dtype=h.dtype)
+            else:
+                rhos_c = torch.linalg.solve(R, b)
 
         z_base = sigma_t / sigma_prev_0 * z - alpha_t * h_phi_1 * model_prev_0
         pred_res = torch.tensordot(d1s, rhos_p, dims=([1], [0])) if d1s is not None else 0
