@@ -4,9 +4,22 @@ One sampler renders the area outside a mask, a second the area inside it. The en
 masks, samplers, KSampler) reproduces ComfyUI 0.30.x for the same seed and settings.
 """
 
+from .front import SamplerSettings, regional_sample, two_samplers_for_mask
 from .ksampler import common_ksampler, compute_sigmas
 from .latent import empty_latent, load_latent, save_latent
 from .models import NetworkModel
+from .nodes import (
+    NODE_CLASS_MAPPINGS,
+    NODE_DISPLAY_NAME_MAPPINGS,
+    KSamplerAdvancedProvider,
+    KSamplerAdvancedWrapper,
+    KSamplerProvider,
+    KSamplerWrapper,
+    RegionalPrompt,
+    RegionalSampler,
+    TwoAdvancedSamplersForMask,
+    TwoSamplersForMask,
+)
 from .samplers import SAMPLER_NAMES, get_sampler
 from .schedules import SCHEDULER_NAMES, ModelSamplingDiscrete, calculate_sigmas
 
@@ -24,4 +37,17 @@ __all__ = [
     "get_sampler",
     "load_latent",
     "save_latent",
+    "KSamplerWrapper",
+    "KSamplerProvider",
+    "KSamplerAdvancedWrapper",
+    "KSamplerAdvancedProvider",
+    "TwoSamplersForMask",
+    "TwoAdvancedSamplersForMask",
+    "RegionalPrompt",
+    "RegionalSampler",
+    "NODE_CLASS_MAPPINGS",
+    "NODE_DISPLAY_NAME_MAPPINGS",
+    "SamplerSettings",
+    "two_samplers_for_mask",
+    "regional_sample",
 ]

@@ -1,0 +1,43 @@
+"""ComfyUI-style node classes of the TwoSamplersForMask family (Impact Pack names, inputs and defaults).
+
+`NODE_CLASS_MAPPINGS` / `NODE_DISPLAY_NAME_MAPPINGS` follow ComfyUI's custom-node convention.
+"""
+
+from .providers import KSamplerAdvancedProvider, KSamplerAdvancedWrapper, KSamplerProvider, KSamplerWrapper
+from .regional import CombineRegionalPrompts, RegionalPrompt, RegionalPromptItem, RegionalSampler
+from .two_samplers import TwoAdvancedSamplersForMask, TwoSamplersForMask
+
+NODE_CLASS_MAPPINGS = {
+    "KSamplerProvider": KSamplerProvider,
+    "KSamplerAdvancedProvider": KSamplerAdvancedProvider,
+    "TwoSamplersForMask": TwoSamplersForMask,
+    "TwoAdvancedSamplersForMask": TwoAdvancedSamplersForMask,
+    "RegionalPrompt": RegionalPrompt,
+    "CombineRegionalPrompts": CombineRegionalPrompts,
+    "RegionalSampler": RegionalSampler,
+}
+
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "KSamplerProvider": "KSamplerProvider",
+    "KSamplerAdvancedProvider": "KSamplerAdvancedProvider",
+    "TwoSamplersForMask": "TwoSamplersForMask",
+    "TwoAdvancedSamplersForMask": "TwoAdvancedSamplersForMask",
+    "RegionalPrompt": "RegionalPrompt",
+    "CombineRegionalPrompts": "CombineRegionalPrompts",
+    "RegionalSampler": "RegionalSampler",
+}
+
+__all__ = [
+    "NODE_CLASS_MAPPINGS",
+    "NODE_DISPLAY_NAME_MAPPINGS",
+    "CombineRegionalPrompts",
+    "KSamplerAdvancedProvider",
+    "KSamplerAdvancedWrapper",
+    "KSamplerProvider",
+    "KSamplerWrapper",
+    "RegionalPrompt",
+    "RegionalPromptItem",
+    "RegionalSampler",
+    "TwoAdvancedSamplersForMask",
+    "TwoSamplersForMask",
+]

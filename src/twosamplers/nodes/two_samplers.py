@@ -1,0 +1,126 @@
+"""TwoSamplersForMask and TwoAdvancedSamplersForMask (`shared/spec/two-samplers.md`).
+
+TwoSamplersForMask: a base KSAMPLER renders the area outside the mask (noise mask = mask != 1.0), then a
+mask KSAMPLER resamples the mask (noise mask = the raw mask) over that result. Upstream writes the noise mask
+into the caller's latent dict; ours never mutates an input. Opt-in fixes (keyword arguments and optional
+node inputs): inversion="soft" (1 - mask) and base_covers_mask=True (the base pass renders the whole image).
+
+TwoAdvancedSamplersForMask: RegionalSampler with one region (base_only_steps 1, restore_latent on,
+recovery "ratio between" / AUTO / 0.3).
+"""
+
+from __future__ import annotations
+
+from .._checks import SEED_MAX, check_choice, check_float, check_int, check_seed
+from ..ksampler import MAX_STEPS
+from ..latent import check_latent
+from ..mask_tools import binary_inverse, check_mask_batch, soft_inverse
+from ..masks import check_mask
+from .providers import CATEGORY, check_advanced_sampler, check_ksampler
+from .regional import RegionalPrompt, RegionalSampler
+
+INVERSIONS = ("binary", "soft")
+
+
+class TwoSamplersForMask:
+    """Impact Pack's TwoSamplersForMask: base pass on the inverse mask, mask pass on the mask."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "latent_image": ("LATENT",),
+                "base_sampler": ("KSAMPLER",),
+                "mask_sampler": ("KSAMPLER",),
+                "mask": ("MASK",),
+            },
+            "optional": {
+                "inversion": (list(INVERSIONS), {"default": "binary"}),
+                "base_covers_mask": ("BOOLEAN", {"default": False}),
+            },
+        }
+
+    RETURN_TYPES = ("LATENT",)
+    FUNCTION = "doit"
+    CATEGORY = CATEGORY
+
+    def doit(self, latent_image, base_sampler, mask_sampler, mask, inversion="binary", base_covers_mask=False,
+             *, callback=None, disable_pbar=None):
+        """-> (LATENT,) without "noise_mask" (batch_index kept).
+
+        Upstream (the defaults): inverse = where(mask != 1.0, 1, 0) at the mask's resolution; pass 1 =
+        base_sampler.sample(latent with noise_mask = inverse); pass 2 = mask_sampler.sample(pass 1 with
+        noise_mask = mask). A noise_mask already in latent_image is replaced, as upstream does.
+        inversion="soft": the inverse is 1 - mask; base_covers_mask=True: pass 1 has no noise mask at all.
+        callback(step, x0, x, total) is forwarded to both passes (each counts its own steps).
+        """
+        check_latent(latent_image, "latent_image")
+        check_ksampler(base_sampler, "base_sampler")
+        check_ksampler(mask_sampler, "mask_sampler")
+        mask = check_mask(mask, "mask")
+        check_mask_batch(mask, latent_image["samples"].shape[0], "mask")
+        check_choice("inversion", inversion, INVERSIONS)
+        kw = {}
+        if callback is not None:
+            kw["callback"] = callback
+        if disable_pbar is not None:
+            kw["disable_pbar"] = disable_pbar
+
+        first = dict(latent_image)
+        if base_covers_mask:
+            first.pop("noise_mask", None)
+        else:
+            first["noise_mask"] = binary_inverse(mask) if inversion == "binary" else soft_inverse(mask)
+        stage1 = base_sampler.sample(first, **kw)
+        second = dict(stage1)
+        second["noise_mask"] = mask.clone()
+        stage2 = mask_sampler.sample(second, **kw)
+        out = dict(stage2)
+        out.pop("noise_mask", None)
+        return (out,)
+
+
+class TwoAdvancedSamplersForMask:
+    """Impact Pack's TwoAdvancedSamplersForMask: the base and mask KSAMPLER_ADVANCED samplers interleaved step
+    by step over one shared schedule (RegionalSampler with one region)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "seed": ("INT", {"default": 0, "min": 0, "max": SEED_MAX}),
+                "steps": ("INT", {"default": 20, "min": 1, "max": MAX_STEPS}),
+                "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01}),
+                "samples": ("LATENT",),
+                "base_sampler": ("KSAMPLER_ADVANCED",),
+                "mask_sampler": ("KSAMPLER_ADVANCED",),
+                "mask": ("MASK",),
+                "overlap_factor": ("INT", {"default": 10, "min": 0, "max": 10000}),
+            },
+            "optional": {
+                "fix_soft_masks": ("BOOLEAN", {"default": False}),
+                "step_seeds": ("BOOLEAN", {"default": False}),
+            },
+        }
+
+    RETURN_TYPES = ("LATENT",)
+    FUNCTION = "doit"
+    CATEGORY = CATEGORY
+
+    def doit(self, seed, steps, denoise, samples, base_sampler, mask_sampler, mask, overlap_factor,
+             *, fix_soft_masks=False, step_seeds=False, callback=None, disable_pbar=None):
+        check_seed("seed", seed)
+        check_int("steps", steps, 1, MAX_STEPS)
+        check_float("denoise", denoise, 0.0, 1.0)
+        check_latent(samples, "samples")
+        check_advanced_sampler(base_sampler, "base_sampler")
+        check_advanced_sampler(mask_sampler, "mask_sampler")
+        check_mask(mask, "mask")
+        regional_prompts = RegionalPrompt().doit(mask, mask_sampler)[0]
+        return RegionalSampler().doit(seed, 0, "ignore", steps, 1, denoise, samples, base_sampler, regional_prompts,
+                                      overlap_factor, True, "ratio between", "AUTO", 0.3,
+                                      fix_soft_masks=fix_soft_masks, step_seeds=step_seeds, callback=callback,
+                                      disable_pbar=disable_pbar)
+
+
+__all__ = ["INVERSIONS", "TwoAdvancedSamplersForMask", "TwoSamplersForMask"]
