@@ -281,10 +281,14 @@ def sample_with_sigmas(model, noise, sigmas, samples, positive, negative, cfg, s
             callback(info["i"], info["denoised"], info["x"], total)
 
     fn = get_sampler(sampler_name)
-    x = fn(denoiser, x, sigmas, extra_args=extra_args, callback=k_callback, disable=_pbar_flag(disable_pbar),
-           **(sampler_options or {}))
-    x = ms.inverse_noise_scaling(sigmas[-1], x)
-    return model.latent_format.process_out(x.to(torch.float32))
+    # inference_mode: cheaper dispatch for the many small per-step ops; the result is cloned out of it so that
+    # callers get an ordinary tensor.
+    with torch.inference_mode():
+        x = fn(denoiser, x, sigmas, extra_args=extra_args, callback=k_callback, disable=_pbar_flag(disable_pbar),
+               **(sampler_options or {}))
+        x = ms.inverse_noise_scaling(sigmas[-1], x)
+        x = model.latent_format.process_out(x.to(torch.float32))
+    return x.clone()
 
 
 def _pbar_flag(disable_pbar: bool | None) -> bool | None:

@@ -56,6 +56,7 @@ class ModelSamplingDiscrete:
         sigmas = ((1 - alphas_cumprod) / alphas_cumprod) ** 0.5
         self.sigmas = sigmas.float()
         self.log_sigmas = sigmas.log().float()
+        self._timestep_memo: dict[float, float] = {}
 
     def __repr__(self) -> str:
         return (
@@ -77,6 +78,14 @@ class ModelSamplingDiscrete:
         log_sigma = sigma.log()
         dists = log_sigma.to(self.log_sigmas.device) - self.log_sigmas[:, None]
         return dists.abs().argmin(dim=0).view(sigma.shape).to(sigma.device).float()
+
+    def timestep_of(self, sigma: float) -> float:
+        """timestep() of one float32 sigma value, memoised (samplers ask for the same few values again and again)."""
+        t = self._timestep_memo.get(sigma)
+        if t is None:
+            t = float(self.timestep(torch.tensor([sigma], dtype=torch.float32))[0])
+            self._timestep_memo[sigma] = t
+        return t
 
     def sigma(self, timestep: torch.Tensor) -> torch.Tensor:
         """Sigma at a (possibly fractional) timestep: linear interpolation of log-sigma."""

@@ -90,7 +90,6 @@ class NetworkModel(DiffusionModel):
             channels=check_int("latent_channels", latent_channels, 1),
             downscale=check_int("downscale", downscale, 1),
         )
-        self._timestep_cache: dict[float, float] = {}
         params = getattr(network, "parameters", None)
         # The first parameter tells device and dtype; nn.Module.to() keeps the Parameter object, so keep it.
         self._param = next(iter(params()), None) if callable(params) else None
@@ -110,13 +109,7 @@ class NetworkModel(DiffusionModel):
 
     def timesteps(self, sigma: torch.Tensor) -> torch.Tensor:
         """model_sampling.timestep(sigma) as float; cached per sigma value (one sync instead of an argmin)."""
-        ts = []
-        for v in sigma.reshape(-1).tolist():
-            t = self._timestep_cache.get(v)
-            if t is None:
-                t = float(self.model_sampling.timestep(torch.tensor([v], dtype=torch.float32))[0])
-                self._timestep_cache[v] = t
-            ts.append(t)
+        ts = [self.model_sampling.timestep_of(v) for v in sigma.reshape(-1).tolist()]
         if all(t == ts[0] for t in ts):
             return torch.full(sigma.shape, ts[0], dtype=torch.float32, device=sigma.device)
         return torch.tensor(ts, dtype=torch.float32, device=sigma.device).reshape(sigma.shape)
