@@ -157,3 +157,31 @@ def test_help(cmd, capsys):
 def test_python_dash_m():
     r = subprocess.run([sys.executable, "-m", "twosamplers", "--version"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.startswith("twosamplers ")
+
+
+def test_sd_loading_flags_reach_the_loader(monkeypatch, tmp_path):
+    """--device/--dtype/--allow-pickle/--clip-skip/--prediction are handed to models.load; the built-in models
+    reject the SD-only ones with a one-line error."""
+    from twosamplers import cli
+
+    seen = {}
+
+    def fake_load(name, **options):
+        seen.update(options, name=name)
+        raise ValueError("stop here")
+
+    monkeypatch.setattr("twosamplers.models.load", fake_load)
+    mask = tmp_path / "m.png"
+    from PIL import Image
+
+    Image.new("L", (16, 16), 255).save(mask)
+    rc = cli.main(["generate", "--base-prompt", "a", "--mask-prompt", "b", "--mask", str(mask),
+                   "--model", "x.safetensors", "--device", "cpu", "--dtype", "fp16", "--allow-pickle",
+                   "--clip-skip", "-2", "--prediction", "v", "-o", str(tmp_path / "o.png")])
+    assert rc == 2
+    assert seen == {"name": "x.safetensors", "device": "cpu", "dtype": "fp16", "allow_pickle": True, "clip_skip": -2,
+                    "prediction": "v"}
+    monkeypatch.undo()
+    rc = cli.main(["generate", "--base-prompt", "grass", "--mask-prompt", "brick", "--mask", str(mask),
+                   "--clip-skip", "-2", "-o", str(tmp_path / "o.png")])
+    assert rc == 2 and not (tmp_path / "o.png").exists()

@@ -20,7 +20,7 @@ from pathlib import Path
 PASS_KEYS = ("seed", "steps", "cfg", "sampler", "scheduler", "denoise", "negative")
 GLOBAL_KEYS = ("base_prompt", "mask_prompt", "model", "width", "height", "image", "mask", "mask_channel",
                "invert_mask", "mode", "inversion", "base_covers_mask", "grow", "feather", "differential",
-               "crop_to_mask", "crop_context", "overlap_factor", "base_only_steps")
+               "crop_to_mask", "crop_context", "overlap_factor", "base_only_steps", "clip_skip", "prediction")
 DEFAULTS = {"seed": 0, "steps": 20, "sampler": "euler", "scheduler": "normal", "denoise": 1.0, "negative": "",
             "model": "textures", "mask_channel": "gray", "invert_mask": False, "mode": "two-pass",
             "inversion": "soft", "base_covers_mask": True, "grow": 0, "feather": 0.0, "differential": False,
@@ -105,6 +105,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--height", type=int, help=f"output height (default: the image's, else from the mask's "
                    f"aspect ratio, else {DEFAULT_SIZE})")
     g.add_argument("--model", metavar="NAME|PATH", help="textures (default), ideal, or an SD checkpoint path")
+    m = g.add_argument_group("loading SD checkpoints (--model PATH)")
+    m.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available, else cpu)")
+    m.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), help="network precision (default: fp16 on cuda, "
+                   "fp32 on cpu)")
+    m.add_argument("--allow-pickle", action="store_true", help="allow .ckpt/.pt (pickle) checkpoints; they can run "
+                   "code when loaded, so only use files you trust")
+    m.add_argument("--clip-skip", type=int, help="text encoder layer, as ComfyUI's CLIPSetLastLayer: -1 last, "
+                   "-2 penultimate, ... (a positive n means -n, A1111 style)")
+    m.add_argument("--prediction", choices=("eps", "v"), help="override the prediction type (SD2.x 768 models are v)")
     g.add_argument("--mode", choices=("two-pass", "interleaved", "regional"), default=None,
                    help="two-pass: a base pass over the whole image, then the mask pass (default); "
                    "interleaved/regional: both samplers step by step")
@@ -225,7 +234,7 @@ def _check_output_path(path: str | None, what: str) -> None:
 
 # ---------------------------------------------------------------------------------------------- the job
 def run_job(s: dict, mask, *, output: str, preview: str | None = None, save_latent: str | None = None,
-            quiet: bool = False) -> dict:
+            quiet: bool = False, load_options: dict | None = None) -> dict:
     """Validate everything, sample, then write the outputs. Returns {"outputs": ..., "seconds": ...}."""
     from .imageio import check_aspect, load_image, resize_mask, save_png, side_by_side, to_uint8
     from .latent import empty_latent
@@ -236,7 +245,9 @@ def run_job(s: dict, mask, *, output: str, preview: str | None = None, save_late
     for path, what in ((output, "output"), (preview, "preview"), (save_latent, "latent output")):
         _check_output_path(path, what)
     t0 = time.perf_counter()
-    model = load(s["model"])
+    options = {k: s[k] for k in ("clip_skip", "prediction") if s.get(k) is not None}
+    options.update({k: v for k, v in (load_options or {}).items() if v})
+    model = load(s["model"], **options)
     fmt = model.latent_format
     factor = int(fmt.downscale)
 
@@ -369,7 +380,9 @@ def cmd_generate(args) -> int:
         s["mask_channel"], s["invert_mask"] = "gray", False
     else:
         raise BadInput("--mask is required (or --from a PNG written by twosamplers)")
-    job = run_job(s, mask, output=args.output, preview=args.preview, save_latent=args.save_latent, quiet=args.quiet)
+    load_options = {"device": args.device, "dtype": args.dtype, "allow_pickle": args.allow_pickle}
+    job = run_job(s, mask, output=args.output, preview=args.preview, save_latent=args.save_latent, quiet=args.quiet,
+                  load_options=load_options)
     _finish(args, s, job)
     return 0
 

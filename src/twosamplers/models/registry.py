@@ -17,8 +17,10 @@ def load(name: str | os.PathLike = DEFAULT_MODEL, *, device: str | torch.device 
     """A model for the engine: "textures" (patch-based analytic model, the default), "ideal" (exact
     posterior mean of a finite image set), or a path to an SD checkpoint (.safetensors / diffusers folder)."""
     if isinstance(name, str) and name.strip().lower() in BUILTIN_MODELS:
-        if dtype not in (None, torch.float32):
+        if dtype not in (None, torch.float32, "fp32", "float32"):
             raise ValueError(f"the {name!r} model computes in float32; dtype={dtype} is not supported")
+        if options:
+            raise ValueError(f"{', '.join(sorted(options))} only apply to SD checkpoints, not the {name!r} model")
         cls = TextureModel if name.strip().lower() == "textures" else IdealModel
         return cls(device=device)
     if not isinstance(name, (str, os.PathLike)):

@@ -1,0 +1,485 @@
+"""Stable Diffusion 1.x / 2.x / SDXL through diffusers and transformers: the engine plus a network.
+
+`SDModel` is a `NetworkModel`: the eps/v math, the quantized timesteps and the latent scale are
+NetworkModel's own. The network is `UNetAdapter`, which calls diffusers' `UNet2DConditionModel` the way
+ComfyUI calls its UNet (x_in, timestep, context, SDXL's pooled output and size conditioning). Text encoders
+follow ComfyUI's prompt conventions (`sd_text.py`); the VAE encodes and decodes like ComfyUI's VAEEncode/
+VAEDecode.
+
+`load_sd(path_or_repo)` takes a diffusers folder (model_index.json), a single-file `.safetensors`
+checkpoint (ComfyUI's models/checkpoints/*.safetensors; family detected from its keys and shapes), a
+pickle checkpoint with `allow_pickle=True`, or a Hugging Face repo id.
+
+diffusers and transformers are optional (`pip install twosamplers[sd]`); they are imported lazily.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import warnings
+from pathlib import Path
+
+import torch
+
+from ..schedules import ModelSamplingDiscrete
+from .base import NetworkModel
+from .sd_loading import (
+    FAMILY_NAMES,
+    LATENT_SCALE,
+    SUPPORTED,
+    CheckpointError,
+    PickleNotAllowedError,
+    UnsupportedModelError,
+    build_clip_l,
+    build_open_clip,
+    build_unet,
+    build_vae,
+    detect_family,
+    guess_prediction,
+    read_state_dict,
+)
+from .sd_text import END_TOKEN, ClipTextEncoder, TokenizerSpec, clip_tokenizer, normalize_clip_skip
+
+__all__ = [
+    "CheckpointError",
+    "PickleNotAllowedError",
+    "SDModel",
+    "UNetAdapter",
+    "UnsupportedModelError",
+    "clear_cache",
+    "load_sd",
+    "resolve_device_dtype",
+]
+
+SDXL_SIZE_KEYS = ("height", "width", "crop_h", "crop_w", "target_height", "target_width")
+SDXL_DEFAULT_SIZE = 768  # ComfyUI's plain CLIPTextEncode leaves width/height unset: its SDXL model uses 768
+
+
+def _require_sd_extra():
+    try:
+        import diffusers  # noqa: F401
+        import transformers  # noqa: F401
+    except ImportError as e:
+        raise ImportError("the Stable Diffusion backend needs diffusers and transformers: "
+                          "pip install 'twosamplers[sd]'") from e
+
+
+class UNetAdapter(torch.nn.Module):
+    """Calls a diffusers UNet2DConditionModel as ComfyUI calls its UNet: network(x_in, t, context, **extras).
+
+    SDXL extras: `pooled_output` (B, 1280) and the size conditioning `height`, `width`, `crop_h`, `crop_w`,
+    `target_height`, `target_width` (numbers or (B,) tensors; ComfyUI's defaults 768, 768, 0, 0, width,
+    height), or a ready `add_time_ids` (B, 6). Other extras are ignored for SD1.x/2.x, as ComfyUI does.
+    """
+
+    def __init__(self, unet, sdxl: bool) -> None:
+        super().__init__()
+        self.unet = unet
+        self.sdxl = sdxl
+
+    @staticmethod
+    def _column(value, batch: int, device) -> torch.Tensor:
+        t = torch.as_tensor(value, dtype=torch.float32, device=device).reshape(-1)
+        if t.numel() == 1:
+            return t.expand(batch)
+        if t.numel() != batch:
+            raise ValueError(f"size conditioning has {t.numel()} values for a batch of {batch}")
+        return t
+
+    def time_ids(self, batch: int, device, extras: dict) -> torch.Tensor:
+        width = extras.get("width", SDXL_DEFAULT_SIZE)
+        height = extras.get("height", SDXL_DEFAULT_SIZE)
+        vals = {
+            "height": height, "width": width, "crop_h": extras.get("crop_h", 0), "crop_w": extras.get("crop_w", 0),
+            "target_height": extras.get("target_height", height), "target_width": extras.get("target_width", width),
+        }
+        return torch.stack([self._column(vals[k], batch, device) for k in SDXL_SIZE_KEYS], dim=1)
+
+    def forward(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor | None, **extras):
+        if context is None:
+            raise ValueError("Stable Diffusion needs text conditioning (context); got None")
+        added = None
+        if self.sdxl:
+            pooled = extras.get("pooled_output")
+            if pooled is None:
+                raise ValueError("SDXL needs 'pooled_output' in the conditioning (encode the prompt with "
+                                 "model.encode_prompt, or add {'pooled_output': tensor(1, 1280)})")
+            b = x.shape[0]
+            ids = extras.get("add_time_ids")
+            ids = ids.float().to(x.device) if ids is not None else self.time_ids(b, x.device, extras)
+            added = {"text_embeds": pooled.to(device=x.device, dtype=x.dtype), "time_ids": ids}
+        return self.unet(x, timesteps, encoder_hidden_states=context, added_cond_kwargs=added, return_dict=False)[0]
+
+
+class SDModel(NetworkModel):
+    """A Stable Diffusion checkpoint as a twosamplers model: NetworkModel around `UNetAdapter`, plus text
+    encoders and a VAE for `encode_prompt`, `encode_image` and `decode_latent`."""
+
+    def __init__(self, unet, vae, text_encoders: list[ClipTextEncoder], family: str, *, prediction: str = "eps",
+                 linear_start: float = 0.00085, linear_end: float = 0.012, clip_skip: int | None = None,
+                 vae_dtype: torch.dtype | None = None, source: str = "") -> None:
+        if family not in FAMILY_NAMES:
+            raise UnsupportedModelError(f"unknown family {family!r}; supported: {SUPPORTED}")
+        super().__init__(UNetAdapter(unet, family == "sdxl"),
+                         ModelSamplingDiscrete(prediction, linear_start, linear_end),
+                         latent_scale=LATENT_SCALE[family],
+                         latent_channels=int(unet.config.in_channels),
+                         downscale=2 ** (len(vae.config.block_out_channels) - 1))
+        self.unet = unet
+        self.vae = vae
+        self.text_encoders = text_encoders
+        self.family = family
+        self.clip_skip = normalize_clip_skip(clip_skip)
+        self.vae_dtype = vae_dtype or next(vae.parameters()).dtype
+        self.source = source
+
+    def __repr__(self) -> str:
+        return (f"SDModel({FAMILY_NAMES[self.family]}, prediction={self.model_sampling.prediction!r}, "
+                f"device={self.device}, dtype={self.dtype}, source={self.source!r})")
+
+    # ---------------------------------------------------------------------------------------- text
+    def encode_prompt(self, text: str, *, clip_skip: int | None = None, width: int | None = None,
+                      height: int | None = None, crop_w: int = 0, crop_h: int = 0, target_width: int | None = None,
+                      target_height: int | None = None) -> list:
+        """Prompt -> CONDITIONING [[cond (1, 77*k, D), {"pooled_output": (1, P), ...}]] like ComfyUI's
+        CLIPTextEncode (after CLIPSetLastLayer when `clip_skip` or the model's clip_skip is set).
+
+        SDXL: the size arguments are ComfyUI's CLIPTextEncodeSDXL fields; unset, the model uses ComfyUI's
+        plain-CLIPTextEncode defaults (768 x 768, no crop). They are stored as (1,) tensors so that positive
+        and negative prompts with different sizes still batch into one network call.
+        """
+        skip = normalize_clip_skip(clip_skip) if clip_skip is not None else self.clip_skip
+        if self.family == "sdxl":
+            (l_enc, g_enc) = self.text_encoders
+            cl, _ = l_enc.encode(text, skip)
+            cg, pooled = g_enc.encode(text, skip)
+            n = min(cl.shape[1], cg.shape[1])
+            cond = torch.cat([cl[:, :n], cg[:, :n]], dim=-1)
+            extras: dict = {"pooled_output": pooled}
+            sizes = {"width": width, "height": height, "crop_w": crop_w, "crop_h": crop_h,
+                     "target_width": target_width, "target_height": target_height}
+            if width is not None or height is not None or target_width is not None or target_height is not None \
+                    or crop_w or crop_h:
+                w = width if width is not None else SDXL_DEFAULT_SIZE
+                h = height if height is not None else SDXL_DEFAULT_SIZE
+                sizes.update(width=w, height=h, target_width=target_width if target_width is not None else w,
+                             target_height=target_height if target_height is not None else h)
+                for k, v in sizes.items():
+                    extras[k] = torch.tensor([float(v)])
+            return [[cond, extras]]
+        cond, pooled = self.text_encoders[0].encode(text, skip)
+        return [[cond, {"pooled_output": pooled}]]
+
+    # ------------------------------------------------------------------------------------------ VAE
+    def _vae_in(self, pixels: torch.Tensor) -> torch.Tensor:
+        if not isinstance(pixels, torch.Tensor) or pixels.ndim != 4 or pixels.shape[-1] not in (3, 4):
+            raise ValueError(f"pixels must be a (B, H, W, 3) tensor in [0, 1], got "
+                             f"{tuple(pixels.shape) if isinstance(pixels, torch.Tensor) else type(pixels).__name__}")
+        pixels = pixels[..., :3]
+        f = self.latent_format.downscale
+        h, w = pixels.shape[1] // f * f, pixels.shape[2] // f * f
+        if h == 0 or w == 0:
+            raise ValueError(f"image {pixels.shape[2]}x{pixels.shape[1]} is smaller than {f} pixels")
+        if (h, w) != tuple(pixels.shape[1:3]):  # ComfyUI crops to a multiple of 8, centred
+            y0, x0 = (pixels.shape[1] % f) // 2, (pixels.shape[2] % f) // 2
+            pixels = pixels[:, y0:y0 + h, x0:x0 + w]
+        return pixels.movedim(-1, 1).to(device=self.device, dtype=self.vae_dtype) * 2.0 - 1.0
+
+    @torch.no_grad()
+    def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Pixels (B, H, W, 3) in [0, 1] -> unscaled latent (the distribution's mean), like VAEEncode."""
+        x = self._vae_in(pixels.float())
+        return self.vae.encode(x).latent_dist.mode().float().cpu()
+
+    @torch.no_grad()
+    def decode_latent(self, samples: torch.Tensor, *, tiled: bool | None = None, tile_size: int = 64,
+                      overlap: int = 16) -> torch.Tensor:
+        """Latent -> pixels (B, H, W, 3) in [0, 1] on CPU. tiled None: whole image, falling back to tiles of
+        `tile_size` latent pixels when the device runs out of memory; True: always tiled."""
+        if not isinstance(samples, torch.Tensor) or samples.ndim != 4:
+            raise ValueError("samples must be a latent tensor (B, C, H, W)")
+        z = samples.to(device=self.device, dtype=self.vae_dtype)
+        if not tiled:
+            try:
+                return self._pixels_out(self.vae.decode(z).sample)
+            except torch.OutOfMemoryError:
+                if tiled is False:
+                    raise
+                if z.is_cuda:
+                    torch.cuda.empty_cache()
+                warnings.warn("VAE decode ran out of memory; decoding in tiles", stacklevel=2)
+        return self._pixels_out(self._decode_tiled(z, tile_size, overlap))
+
+    def _decode_tiled(self, z: torch.Tensor, tile: int, overlap: int) -> torch.Tensor:
+        if tile < 8 or not 0 <= overlap < tile:
+            raise ValueError(f"tile_size must be >= 8 and 0 <= overlap < tile_size (got {tile}, {overlap})")
+        f = self.latent_format.downscale
+        b, _, h, w = z.shape
+        out = None
+        weight = None
+        stride = tile - overlap
+
+        def starts(n: int) -> list[int]:
+            if n <= tile:
+                return [0]
+            s = list(range(0, n - tile, stride)) + [n - tile]
+            return sorted(set(s))
+
+        for y in starts(h):
+            for x in starts(w):
+                th, tw = min(tile, h - y), min(tile, w - x)
+                dec = self.vae.decode(z[:, :, y:y + th, x:x + tw]).sample.float()
+                if out is None:
+                    out = torch.zeros(b, dec.shape[1], h * f, w * f, device=dec.device)
+                    weight = torch.zeros(1, 1, h * f, w * f, device=dec.device)
+                ramp_y = _feather(th * f, overlap * f if y > 0 else 0, overlap * f if y + th < h else 0, dec.device)
+                ramp_x = _feather(tw * f, overlap * f if x > 0 else 0, overlap * f if x + tw < w else 0, dec.device)
+                m = ramp_y[:, None] * ramp_x[None, :]
+                out[:, :, y * f:(y + th) * f, x * f:(x + tw) * f] += dec * m
+                weight[:, :, y * f:(y + th) * f, x * f:(x + tw) * f] += m
+        return out / weight
+
+    @staticmethod
+    def _pixels_out(x: torch.Tensor) -> torch.Tensor:
+        return ((x.float() + 1.0) / 2.0).clamp(0.0, 1.0).movedim(1, -1).cpu()
+
+
+def _feather(n: int, lead: int, tail: int, device) -> torch.Tensor:
+    """Blend weights along one tile axis: linear ramps over the overlapping borders, 1 elsewhere."""
+    w = torch.ones(n, device=device)
+    if lead:
+        w[:lead] = torch.linspace(1.0 / (lead + 1), 1.0, lead, device=device)
+    if tail:
+        w[n - tail:] = torch.linspace(1.0, 1.0 / (tail + 1), tail, device=device)
+    return w
+
+
+# ------------------------------------------------------------------------------------------ device
+_DTYPES = {"fp16": torch.float16, "float16": torch.float16, "half": torch.float16, "bf16": torch.bfloat16,
+           "bfloat16": torch.bfloat16, "fp32": torch.float32, "float32": torch.float32, "float": torch.float32}
+
+
+def resolve_device_dtype(device=None, dtype=None) -> tuple[torch.device, torch.dtype]:
+    """CUDA with float16 when available, otherwise CPU with float32; either can be overridden."""
+    dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for but CUDA is not available")
+    if dtype is None:
+        dt = torch.float16 if dev.type == "cuda" else torch.float32
+    elif isinstance(dtype, torch.dtype):
+        dt = dtype
+    elif isinstance(dtype, str) and dtype.lower() in _DTYPES:
+        dt = _DTYPES[dtype.lower()]
+    else:
+        raise ValueError(f"dtype must be one of {sorted(set(_DTYPES))} or a torch.dtype, got {dtype!r}")
+    if dt not in (torch.float16, torch.bfloat16, torch.float32):
+        raise ValueError(f"unsupported dtype {dt}")
+    return dev, dt
+
+
+def _vae_dtype(device: torch.device, dtype: torch.dtype) -> torch.dtype:
+    # fp16 VAEs overflow (SDXL's notably): like ComfyUI, use bf16 where the GPU has it, else float32
+    if dtype == torch.float32 or device.type != "cuda":
+        return torch.float32
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+
+
+# ---------------------------------------------------------------------------------------- loading
+_CACHE: dict[tuple, SDModel] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def clear_cache() -> None:
+    """Forget the models load_sd shares between callers."""
+    with _CACHE_LOCK:
+        _CACHE.clear()
+
+
+def _prediction_arg(prediction: str | None) -> str | None:
+    if prediction is None:
+        return None
+    names = {"eps": "eps", "epsilon": "eps", "v": "v", "v_prediction": "v", "v-prediction": "v"}
+    p = names.get(str(prediction).lower())
+    if p is None:
+        raise ValueError(f"prediction must be 'eps' or 'v', got {prediction!r}")
+    return p
+
+
+def load_sd(path_or_repo: str | os.PathLike, *, device=None, dtype=None, allow_pickle: bool = False,
+            prediction: str | None = None, clip_skip: int | None = None, cache: bool = True) -> SDModel:
+    """Load a Stable Diffusion model (SD1.x, SD2.x eps/v, SDXL base) as an `SDModel`.
+
+    path_or_repo: a diffusers folder (with model_index.json), a single-file `.safetensors` checkpoint, a pickle
+    checkpoint (`.ckpt`/`.pt`/...; only with allow_pickle=True, then read with torch.load(weights_only=True)),
+    or a Hugging Face repo id ("owner/name", needs the hub or its local cache).
+    prediction: "eps" or "v". Diffusers folders take it from scheduler_config.json. Single files mostly cannot
+    say: a "v_pred" marker key means v; SD2.x uses ComfyUI's heuristic (a late norm bias's spread) with a
+    warning; everything else is eps. Pass it to override.
+    clip_skip: ComfyUI's CLIPSetLastLayer value (-2 = penultimate layer); None keeps the family default.
+    Models are cached per (file, device, dtype, options) so that two samplers share one copy.
+    """
+    _require_sd_extra()
+    dev, dt = resolve_device_dtype(device, dtype)
+    pred = _prediction_arg(prediction)
+    skip = normalize_clip_skip(clip_skip)
+    src = os.fspath(path_or_repo)
+    path = Path(src).expanduser()
+    if path.exists():
+        path = path.resolve()
+        stamp = path.stat().st_mtime_ns if path.is_file() else (path / "model_index.json").stat().st_mtime_ns \
+            if (path / "model_index.json").exists() else 0
+        key = (str(path), stamp, str(dev), str(dt), pred, skip, allow_pickle)
+    elif _looks_like_repo_id(src):
+        key = ("hf", src, str(dev), str(dt), pred, skip)
+    else:
+        raise FileNotFoundError(f"model not found: {src!r} is neither a file, a folder nor a Hugging Face repo id "
+                                "('owner/name')")
+    if cache:
+        with _CACHE_LOCK:
+            if key in _CACHE:
+                return _CACHE[key]
+    if path.exists() and path.is_dir():
+        model = _load_folder(path, dev, dt, pred, skip)
+    elif path.exists():
+        model = _load_single_file(path, dev, dt, pred, skip, allow_pickle)
+    else:
+        model = _load_folder(_download_repo(src), dev, dt, pred, skip, source=src)
+    if cache:
+        with _CACHE_LOCK:
+            model = _CACHE.setdefault(key, model)
+    return model
+
+
+def _looks_like_repo_id(s: str) -> bool:
+    parts = s.split("/")
+    return (len(parts) == 2 and all(parts) and not s.startswith((".", "/", "~"))
+            and not s.endswith((".safetensors", ".ckpt", ".pt", ".pth", ".bin")))
+
+
+def _download_repo(repo_id: str) -> Path:
+    from huggingface_hub import snapshot_download
+
+    patterns = ["model_index.json", "*/config.json", "scheduler/*", "tokenizer*/*",
+                "unet/diffusion_pytorch_model.safetensors", "vae/diffusion_pytorch_model.safetensors",
+                "text_encoder*/model.safetensors"]
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=patterns))
+    except Exception as e:  # offline, unknown repo, gated repo, ...
+        raise FileNotFoundError(f"could not fetch Hugging Face repo {repo_id!r} ({type(e).__name__}: {e}). "
+                                "Without network access pass a local diffusers folder or a .safetensors file."
+                                ) from None
+
+
+def _load_single_file(path: Path, dev, dt, pred, skip, allow_pickle) -> SDModel:
+    sd = read_state_dict(path, allow_pickle=allow_pickle)
+    fam = detect_family(sd, str(path))
+    unet = build_unet(sd, fam.name, dt).to(dev)
+    vae_dt = _vae_dtype(dev, dt)
+    vae = build_vae(sd, fam.name, vae_dt).to(dev)
+    tok = clip_tokenizer()
+    if fam.name == "sd1":
+        encoders = [ClipTextEncoder(build_clip_l(sd, fam.clip_l_prefix, dt).to(dev), TokenizerSpec(tok, END_TOKEN))]
+    elif fam.name == "sd2":
+        te = build_open_clip(sd, fam.clip_g_prefix, dt, with_projection=False).to(dev)
+        encoders = [ClipTextEncoder(te, TokenizerSpec(tok, 0), layer_idx=-2, layer_norm_hidden_state=True)]
+    else:
+        te_l = build_clip_l(sd, fam.clip_l_prefix, dt).to(dev)
+        te_g = build_open_clip(sd, fam.clip_g_prefix, dt, with_projection=True).to(dev)
+        encoders = [ClipTextEncoder(te_l, TokenizerSpec(tok, END_TOKEN), layer_idx=-2, layer_norm_hidden_state=False),
+                    ClipTextEncoder(te_g, TokenizerSpec(tok, 0), layer_idx=-2, layer_norm_hidden_state=False,
+                                    projected_pooled=True)]
+    if pred is None:
+        pred, how = guess_prediction(sd, fam.name)
+        if fam.name == "sd2":
+            warnings.warn(f"{path.name}: SD2.x checkpoints do not record eps or v prediction; using {pred!r} by "
+                          f"{how}. Pass prediction='eps' or 'v' (--prediction) to override.", stacklevel=3)
+    del sd
+    return SDModel(unet, vae, encoders, fam.name, prediction=pred, clip_skip=skip, vae_dtype=vae_dt,
+                   source=str(path))
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: cannot read ({e})") from None
+
+
+def _load_folder(path: Path, dev, dt, pred, skip, source: str | None = None) -> SDModel:
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    index_file = path / "model_index.json"
+    if not index_file.exists():
+        raise CheckpointError(f"{path} is a folder without model_index.json: not a diffusers model folder. "
+                              "Pass a diffusers folder or a .safetensors checkpoint file.")
+    index = _read_json(index_file)
+    cls = str(index.get("_class_name", ""))
+    if "unet" not in index or "vae" not in index:
+        raise UnsupportedModelError(f"{path}: pipeline {cls or '?'} has no UNet/VAE. Supported: {SUPPORTED}.")
+    sdxl = "text_encoder_2" in index and index.get("text_encoder_2") not in (None, [None, None])
+    has_te1 = index.get("text_encoder") not in (None, [None, None])
+    if sdxl and not has_te1:
+        raise UnsupportedModelError(f"{path}: the SDXL refiner is not supported. Supported: {SUPPORTED}.")
+    if not has_te1:
+        raise UnsupportedModelError(f"{path}: pipeline {cls or '?'} has no text encoder. Supported: {SUPPORTED}.")
+    unet_cfg = _read_json(path / "unet" / "config.json")
+    if int(unet_cfg.get("in_channels", 4)) != 4:
+        raise UnsupportedModelError(f"{path}: a UNet with {unet_cfg.get('in_channels')} input channels (inpainting?) "
+                                    f"is not supported. Supported: {SUPPORTED} with 4 latent channels.")
+    sched_file = path / "scheduler" / "scheduler_config.json"
+    sched = _read_json(sched_file) if sched_file.exists() else {}
+    if sched.get("beta_schedule", "scaled_linear") != "scaled_linear":
+        raise UnsupportedModelError(f"{path}: beta_schedule {sched.get('beta_schedule')!r} is not supported "
+                                    "(only scaled_linear, the SD1/SD2/SDXL schedule)")
+    folder_pred = _prediction_arg(sched.get("prediction_type", "epsilon"))
+    load = {"torch_dtype": dt}
+    from diffusers.utils import is_accelerate_available
+
+    fast = {"low_cpu_mem_usage": is_accelerate_available()}  # without accelerate, say so instead of warning
+    try:
+        unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", **load, **fast).to(dev)
+        vae_dt = _vae_dtype(dev, dt)
+        vae = AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=vae_dt, **fast).to(dev)
+        if sdxl:
+            te_l = CLIPTextModel.from_pretrained(path / "text_encoder", **load).to(dev)
+            te_g = CLIPTextModelWithProjection.from_pretrained(path / "text_encoder_2", **load).to(dev)
+        else:
+            te = CLIPTextModel.from_pretrained(path / "text_encoder", **load).to(dev)
+    except (OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: cannot load the diffusers folder ({type(e).__name__}: {e})") from None
+    for m in [unet, vae] + ([te_l, te_g] if sdxl else [te]):
+        m.eval().requires_grad_(False)
+
+    def tokenizer(sub: str):
+        folder = path / sub
+        if any((folder / f).exists() for f in ("vocab.json", "tokenizer.json", "tokenizer_config.json")):
+            return CLIPTokenizer.from_pretrained(folder)
+        return clip_tokenizer()
+
+    def pad_of(tok) -> int:
+        pid = tok.pad_token_id
+        return END_TOKEN if pid is None else int(pid)
+
+    if sdxl:
+        family = "sdxl"
+        tl, tg = tokenizer("tokenizer"), tokenizer("tokenizer_2")
+        encoders = [ClipTextEncoder(te_l, TokenizerSpec(tl, pad_of(tl)), layer_idx=-2, layer_norm_hidden_state=False),
+                    ClipTextEncoder(te_g, TokenizerSpec(tg, pad_of(tg)), layer_idx=-2, layer_norm_hidden_state=False,
+                                    projected_pooled=True)]
+    else:
+        t1 = tokenizer("tokenizer")
+        openclip = te.config.hidden_act == "gelu"
+        if openclip:
+            # diffusers' SD2 folders drop OpenCLIP's last layer and use the (now last) penultimate one, which
+            # is ComfyUI's default too
+            family = "sd2"
+            encoders = [ClipTextEncoder(te, TokenizerSpec(t1, pad_of(t1)), layer_idx=None, dropped_layers=1)]
+        else:
+            family = "sd1"
+            encoders = [ClipTextEncoder(te, TokenizerSpec(t1, pad_of(t1)))]
+    return SDModel(unet, vae, encoders, family, prediction=pred or folder_pred,
+                   linear_start=float(sched.get("beta_start", 0.00085)), linear_end=float(sched.get("beta_end", 0.012)),
+                   clip_skip=skip, vae_dtype=vae_dt, source=source or str(path))
