@@ -85,7 +85,7 @@ class GuidedDenoiser:
         self.inpaint_noise = inpaint_noise
         self.sigmas = sigmas
         self._batches: dict[tuple[bool, int], list[tuple[CondBatch, list[CondEntry]]]] = {}
-        self._mask_cache: tuple[int, torch.Tensor] | None = None
+        self._mask_cache: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     # -- conditioning batches, built once per (with uncond?, batch size)
     def _cond_batches(self, with_uncond: bool, batch: int, device, dtype):
@@ -119,16 +119,21 @@ class GuidedDenoiser:
             result = cond
             uncond = torch.zeros_like(cond)
         else:
-            result = uncond + (cond - uncond) * self.cfg
+            # uncond + (cond - uncond) * cfg, written in place on one fresh tensor (same rounding: + commutes)
+            result = cond - uncond
+            result.mul_(self.cfg)
+            result.add_(uncond)
         for fn in model_options.get("post_cfg_functions", ()):
             result = fn({"denoised": result, "cond_denoised": cond, "uncond_denoised": uncond, "cond_scale": self.cfg,
                          "sigma": sigma, "input": x, "model": self.model, "model_options": model_options})
         return result
 
-    def _latent_mask(self, denoise_mask: torch.Tensor) -> torch.Tensor:
+    def _mask_terms(self, denoise_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(1 - m, L * (1 - m)) for this mask, computed once per mask tensor."""
         if self._mask_cache is None or self._mask_cache[0] is not denoise_mask:
-            self._mask_cache = (denoise_mask, 1.0 - denoise_mask)
-        return self._mask_cache[1]
+            latent_mask = 1.0 - denoise_mask
+            self._mask_cache = (denoise_mask, latent_mask, self.latent_image * latent_mask)
+        return self._mask_cache[1], self._mask_cache[2]
 
     def __call__(self, x, sigma, denoise_mask=None, model_options=None, seed=None):
         model_options = model_options or {}
@@ -136,12 +141,17 @@ class GuidedDenoiser:
             fn = model_options.get("denoise_mask_function")
             if fn is not None:
                 denoise_mask = fn(sigma, denoise_mask, extra_options={"model": self.model, "sigmas": self.sigmas})
-            latent_mask = self._latent_mask(denoise_mask)
+            latent_mask, latent_part = self._mask_terms(denoise_mask)
+            # x * m + (noise * sigma + L) * (1 - m), in place on fresh temporaries (fewer allocations per call)
             s = sigma.reshape([sigma.shape[0]] + [1] * (x.ndim - 1))
-            x = x * denoise_mask + (self.inpaint_noise * s + self.latent_image) * latent_mask
+            noisy = self.inpaint_noise * s
+            noisy.add_(self.latent_image).mul_(latent_mask)
+            x = x * denoise_mask
+            x.add_(noisy)
         out = self.guided(x, sigma, model_options)
         if denoise_mask is not None:
-            out = out * denoise_mask + self.latent_image * latent_mask
+            out = out * denoise_mask
+            out.add_(latent_part)
         return out
 
 

@@ -122,7 +122,8 @@ class ModelSamplingDiscrete:
             return model_input * sd2 / (sigma**2 + sd2) - model_output * sigma * self.sigma_data / (
                 sigma**2 + sd2
             ) ** 0.5
-        return model_input - model_output * sigma
+        scaled = model_output * sigma
+        return torch.sub(model_input, scaled, out=scaled)  # model_input - model_output * sigma, one allocation
 
     def noise_scaling(
         self, sigma: torch.Tensor, noise: torch.Tensor, latent_image: torch.Tensor, max_denoise: bool = False
