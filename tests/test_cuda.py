@@ -31,7 +31,8 @@ def test_every_sampler_runs_on_cuda(name, masked):
     lat, pos, neg = _inputs(masked)
     model = NetworkModel(ToyNet().cuda())
     out = common_ksampler(model, 5, 6, 6.0, name, "karras", pos, neg, lat, denoise=0.8, disable_pbar=True)
-    assert out["samples"].device.type == "cuda" and torch.isfinite(out["samples"]).all()
+    # sampled on the GPU, handed back on the latent's device (the CPU), as ComfyUI does
+    assert out["samples"].device.type == "cpu" and torch.isfinite(out["samples"]).all()
     again = common_ksampler(model, 5, 6, 6.0, name, "karras", pos, neg, lat, denoise=0.8, disable_pbar=True)
     assert torch.equal(out["samples"], again["samples"])
 
@@ -43,7 +44,7 @@ def test_cuda_matches_cpu_where_noise_streams_agree(name):
     lat, pos, neg = _inputs(True)
     cpu = common_ksampler(NetworkModel(ToyNet()), 5, 6, 6.0, name, "karras", pos, neg, lat, disable_pbar=True)
     gpu = common_ksampler(NetworkModel(ToyNet().cuda()), 5, 6, 6.0, name, "karras", pos, neg, lat, disable_pbar=True)
-    assert torch.allclose(cpu["samples"], gpu["samples"].cpu(), atol=1e-3, rtol=1e-3)
+    assert torch.allclose(cpu["samples"], gpu["samples"], atol=1e-3, rtol=1e-3)
 
 
 def test_fp16_network():
@@ -53,4 +54,5 @@ def test_fp16_network():
     half = common_ksampler(NetworkModel(ToyNet().cuda().half()), 5, 8, 6.0, "dpmpp_2m", "karras", pos, neg, lat,
                            disable_pbar=True)["samples"]
     assert half.dtype == torch.float32
-    assert torch.allclose(ref, half, atol=5e-2)
+    rel = float((half - ref).abs().max() / ref.abs().max())
+    assert rel < 2e-2, f"fp16 result differs from fp32 by {rel:.2e} of its range"

@@ -41,7 +41,7 @@ def test_all_comfyui_samplers_are_registered_in_order():
     assert all(n in SAMPLER_NAMES for n in MODERN)
 
 
-def test_parity_cases_cover_the_modern_samplers_in_the_reference():
+def test_parity_cases_cover_the_modern_samplers_in_the_reference(parity):
     assert {k.split("/")[1] for k in KD_MODERN} >= {"deis", "ipndm", "ipndm_v", "gradient_estimation"}
 
 

@@ -298,7 +298,8 @@ def sample_with_sigmas(model, noise, sigmas, samples, positive, negative, cfg, s
                **(sampler_options or {}))
         x = ms.inverse_noise_scaling(sigmas[-1], x)
         x = model.latent_format.process_out(x.to(torch.float32))
-    return x.clone()
+    # back on the input latent's device (normally the CPU, ComfyUI's "intermediate device"), as an ordinary tensor
+    return x.to(samples.device, copy=True)
 
 
 def _pbar_flag(disable_pbar: bool | None) -> bool | None:
