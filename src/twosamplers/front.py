@@ -28,7 +28,7 @@ import torch
 from ._checks import check_choice, check_float, check_int, check_seed
 from .conditioning import check_batch, normalize_conditioning
 from .ksampler import MAX_CFG, MAX_STEPS, compute_sigmas, sample_with_sigmas
-from .latent import check_latent
+from .latent import check_latent, fit_latent_channels
 from .mask_tools import (
     bbox,
     binary_inverse,
@@ -127,19 +127,10 @@ def _validate_common(latent, grow_px, feather_px, callback):
 # ------------------------------------------------------------------------------------------------
 # one pass
 # ------------------------------------------------------------------------------------------------
-def _fit_channels(samples: torch.Tensor, model) -> torch.Tensor:
-    channels = model.latent_format.channels
-    if samples.shape[1] != channels:
-        if torch.count_nonzero(samples) == 0:
-            return samples.new_zeros((samples.shape[0], channels, *samples.shape[2:]))
-        raise ValueError(f"latent['samples'] has {samples.shape[1]} channels; the model expects {channels}")
-    return samples
-
-
 def _run_pass(s: SamplerSettings, samples, noise_mask, *, noise=None, batch_index=None, model_options=None,
               callback=None, disable_pbar=None) -> torch.Tensor:
     """common_ksampler(s..., {"samples": samples, "noise_mask": noise_mask}) with an optional noise tensor."""
-    samples = _fit_channels(samples, s.model)
+    samples = fit_latent_channels(samples, s.model.latent_format.channels)
     sigmas = s.sigmas()
     if sigmas.numel() == 0:
         return samples.clone()
@@ -245,7 +236,8 @@ def two_samplers_for_mask(latent: dict, mask: torch.Tensor, base: SamplerSetting
         multiple = crop_multiple if crop_multiple is not None else getattr(inside.model, "latent_multiple", None)
         multiple = check_int("crop_multiple", multiple if multiple is not None else DEFAULT_CROP_MULTIPLE, 1)
         box = crop_box(box, h, w, crop_context, multiple)
-        full_noise = prepare_noise(_fit_channels(base_out, inside.model), inside.seed, batch_index)
+        base_fit = fit_latent_channels(base_out, inside.model.latent_format.channels)
+        full_noise = prepare_noise(base_fit, inside.seed, batch_index)
         base_crop = crop(base_out, box)
         m_crop = crop(m_lat, box)
         scaled = inside.model.latent_format.process_in(base_out.float()) if callback is not None else None

@@ -14,7 +14,7 @@ import torch
 
 from ._checks import SEED_MAX, check_choice, check_float, check_int, check_seed
 from .conditioning import CondBatch, CondEntry, check_batch, normalize_conditioning
-from .latent import check_latent
+from .latent import check_latent, fit_latent_channels
 from .masks import check_mask, resize_mask
 from .noise import prepare_noise
 from .samplers import DISCARD_PENULTIMATE_SIGMA_SAMPLERS, RANDOM_INPAINT_NOISE_SAMPLERS, SAMPLER_NAMES, get_sampler
@@ -218,12 +218,7 @@ def common_ksampler(
     pos = normalize_conditioning(positive, "positive")
     neg = normalize_conditioning(negative, "negative")
 
-    channels = model.latent_format.channels
-    if samples.shape[1] != channels:
-        if torch.count_nonzero(samples) == 0:
-            samples = samples.new_zeros((samples.shape[0], channels, *samples.shape[2:]))
-        else:
-            raise ValueError(f"latent['samples'] has {samples.shape[1]} channels; the model expects {channels}")
+    samples = fit_latent_channels(samples, model.latent_format.channels)
     batch = samples.shape[0]
     check_batch(pos, batch, "positive")
     check_batch(neg, batch, "negative")

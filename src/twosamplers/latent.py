@@ -54,6 +54,16 @@ def check_latent(latent: object, name: str = "latent") -> dict:
     return latent
 
 
+def fit_latent_channels(samples: torch.Tensor, channels: int) -> torch.Tensor:
+    """An all-zero (empty) latent with another channel count becomes zeros with `channels` channels, as
+    ComfyUI's KSampler does; any other channel mismatch is an error."""
+    if samples.shape[1] == channels:
+        return samples
+    if torch.count_nonzero(samples) == 0:
+        return samples.new_zeros((samples.shape[0], channels, *samples.shape[2:]))
+    raise ValueError(f"latent['samples'] has {samples.shape[1]} channels; the model expects {channels}")
+
+
 def save_latent(path: str | os.PathLike, latent: dict, metadata: dict[str, str] | None = None) -> Path:
     """Write a ComfyUI `.latent` file atomically (a temp file in the same folder, then rename)."""
     check_latent(latent)

@@ -15,7 +15,7 @@ import torch
 from .._checks import SEED_MAX, check_choice, check_float, check_int, check_seed
 from ..conditioning import check_batch, normalize_conditioning
 from ..ksampler import MAX_CFG, MAX_STEPS, common_ksampler, compute_sigmas, sample_with_sigmas
-from ..latent import check_latent
+from ..latent import check_latent, fit_latent_channels
 from ..mask_tools import composite
 from ..masks import check_mask
 from ..noise import BrownianTreeNoiseSampler, prepare_noise
@@ -172,13 +172,7 @@ def separated_sample(model, add_noise, seed, steps, cfg, sampler_name, scheduler
             out["samples"] = latent["samples"].clone()
             return out
     sampler = sampler_name if sampler_opt is None else sampler_opt
-    samples = latent["samples"]
-    channels = model.latent_format.channels
-    if samples.shape[1] != channels:
-        if torch.count_nonzero(samples) == 0:
-            samples = samples.new_zeros((samples.shape[0], channels, *samples.shape[2:]))
-        else:
-            raise ValueError(f"latent['samples'] has {samples.shape[1]} channels; the model expects {channels}")
+    samples = fit_latent_channels(latent["samples"], model.latent_format.channels)
     if sigmas.numel() == 0 or float(sigmas[0]) <= 0.0:
         # nothing to denoise (e.g. sigma_factor 0): upstream divides by zero; we return the latent unchanged
         out["samples"] = samples.clone()
