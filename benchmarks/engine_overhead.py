@@ -56,22 +56,22 @@ class ConvNet(torch.nn.Module):
 
 
 def calibrate(target_ms: float) -> ConvNet:
-    """The width whose batch-2 call at 64x64 costs about target_ms."""
+    """The width whose batch-2 call at 64x64 costs closest to target_ms (fastest of 9 calls, robust to load)."""
     x, t, c = torch.randn(2, 4, 64, 64), torch.full((2,), 500.0), torch.randn(2, 77, 16)
     best = None
-    for width in (4, 8, 12, 16, 24, 32, 40, 48, 64, 80, 96, 128):
+    for width in range(8, 257, 8):
         net = ConvNet(width)
-        for _ in range(3):
+        for _ in range(2):
             net(x, t, c)
         runs = []
-        for _ in range(7):
+        for _ in range(9):
             s0 = net.seconds
             net(x, t, c)
             runs.append((net.seconds - s0) * 1000)
-        ms = statistics.median(runs)
+        ms = min(runs)
         if best is None or abs(ms - target_ms) < abs(best[1] - target_ms):
             best = (width, ms)
-        if ms > target_ms * 1.3:
+        if ms > target_ms * 1.5:
             break
     return ConvNet(best[0])
 
@@ -110,12 +110,14 @@ def main() -> None:
             per_call[ms].append(nets[ms].seconds / nets[ms].calls * 1000)
     targets = {2.0: (1.10, 1.58, 1.63), 15.0: (1.01, 1.034, 1.105)}
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, repeats {args.repeats} (median)")
-    print(f"{'network':>10} {'mask':>8} {'ms/call':>8} {'ratio':>7} {'target':>7} {'ComfyUI':>8}")
+    print(f"{'network':>10} {'mask':>8} {'ms/call':>8} {'ratio':>7} {'us/step':>8} {'target':>7} {'ComfyUI':>8}")
     for ms, masked in configs:
         r = statistics.median(ratios[(ms, masked)])
         tgt, c_un, c_m = targets[ms]
-        print(f"{ms:>8.0f}ms {'512x512' if masked else 'none':>8} {statistics.median(per_call[ms]):>8.2f} "
-              f"{r:>7.3f} {tgt:>7.2f} {c_m if masked else c_un:>8.3f}")
+        call_ms = statistics.median(per_call[ms])
+        overhead_us = (r - 1) * call_ms * 1000  # engine time per step (one network call per step)
+        print(f"{ms:>8.0f}ms {'512x512' if masked else 'none':>8} {call_ms:>8.2f} {r:>7.3f} {overhead_us:>8.0f} "
+              f"{tgt:>7.2f} {c_m if masked else c_un:>8.3f}")
 
 
 if __name__ == "__main__":

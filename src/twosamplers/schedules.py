@@ -57,6 +57,7 @@ class ModelSamplingDiscrete:
         self.sigmas = sigmas.float()
         self.log_sigmas = sigmas.log().float()
         self._timestep_memo: dict[float, float] = {}
+        self._input_scale_memo: dict[float, float] = {}
 
     def __repr__(self) -> str:
         return (
@@ -78,6 +79,15 @@ class ModelSamplingDiscrete:
         log_sigma = sigma.log()
         dists = log_sigma.to(self.log_sigmas.device) - self.log_sigmas[:, None]
         return dists.abs().argmin(dim=0).view(sigma.shape).to(sigma.device).float()
+
+    def input_scale_of(self, sigma: float) -> float:
+        """sqrt(sigma^2 + sigma_data^2) of one float32 sigma, computed in float32 exactly as calculate_input does
+        and memoised; dividing by this float gives the same bits as dividing by the tensor."""
+        c = self._input_scale_memo.get(sigma)
+        if c is None:
+            c = float((torch.tensor(sigma, dtype=torch.float32) ** 2 + self.sigma_data**2) ** 0.5)
+            self._input_scale_memo[sigma] = c
+        return c
 
     def timestep_of(self, sigma: float) -> float:
         """timestep() of one float32 sigma value, memoised (samplers ask for the same few values again and again)."""

@@ -116,12 +116,24 @@ class NetworkModel(DiffusionModel):
 
     def apply_model(self, x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor | None, **extras):
         ms = self.model_sampling
-        xc = ms.calculate_input(sigma, x)
-        t = self.timesteps(sigma)
+        values = sigma.reshape(-1).tolist()
+        s0 = values[0]
+        # Fast path (every row at one sigma, EPS, float32): the per-row scalars become memoised Python floats
+        # holding the same float32 values, so the result is bit-identical with three tensor ops fewer per call.
+        fast = ms.prediction == "eps" and x.dtype == torch.float32 and all(v == s0 for v in values)
+        if fast:
+            xc = x / ms.input_scale_of(s0)
+            t = torch.full(sigma.shape, ms.timestep_of(s0), dtype=torch.float32, device=sigma.device)
+        else:
+            xc = ms.calculate_input(sigma, x)
+            t = self.timesteps(sigma)
         dtype = self.dtype
         if context is not None and context.dtype != dtype:
             context = context.to(dtype)
         if xc.dtype != dtype:
             xc = xc.to(dtype)
         out = self.network(xc, t, context, **extras).float()
+        if fast:
+            scaled = out * s0
+            return torch.sub(x, scaled, out=scaled)
         return ms.calculate_denoised(sigma, out, x)
