@@ -42,6 +42,19 @@ def closed_form_denoiser(mean: float = 0.3, var: float = 0.25):
     return D
 
 
+def run_kd_case(parity_data, key: str) -> None:
+    """One `kd/*` reference case: the sampler on the closed-form denoiser from kd/x_unit * sigmas[0]."""
+    from twosamplers.samplers import get_sampler
+    from twosamplers.schedules import ModelSamplingDiscrete, calculate_sigmas
+
+    T, M = parity_data
+    p = M[key]
+    sig = calculate_sigmas(ModelSamplingDiscrete(), p["scheduler"], p["steps"])
+    x = T["kd/x_unit"].clone() * sig[0]
+    out = get_sampler(p["sampler"])(closed_form_denoiser(), x, sig, extra_args={}, disable=True)
+    assert_close(out, T[key])
+
+
 @pytest.fixture(scope="session")
 def parity():
     """(tensors, manifest) of shared/parity; skipped where shared/ is not beside the checkout."""

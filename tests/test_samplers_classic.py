@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import assert_close, closed_form_denoiser, parity_keys
+from conftest import closed_form_denoiser, parity_keys, run_kd_case
 
 from twosamplers.samplers import COMFYUI_SAMPLER_NAMES, SAMPLER_NAMES, get_sampler
 from twosamplers.schedules import ModelSamplingDiscrete, calculate_sigmas
@@ -30,12 +30,7 @@ def test_unknown_sampler_lists_valid_names():
 
 @pytest.mark.parametrize("key", KD_CLASSIC)
 def test_sampler_matches_comfyui_on_closed_form_denoiser(parity, key):
-    T, M = parity
-    p = M[key]
-    sig = calculate_sigmas(ModelSamplingDiscrete(), p["scheduler"], p["steps"])
-    x = T["kd/x_unit"].clone() * sig[0]
-    out = get_sampler(p["sampler"])(closed_form_denoiser(), x, sig, extra_args={}, disable=True)
-    assert_close(out, T[key])
+    run_kd_case(parity, key)
 
 
 def _run(name, seed=1, steps=20, batch=2):

@@ -6,7 +6,7 @@ CFG++ uncond mechanism, model-call and noise-draw counts, option validation.
 
 import pytest
 import torch
-from conftest import assert_close, closed_form_denoiser, parity_keys
+from conftest import closed_form_denoiser, parity_keys, run_kd_case
 
 from twosamplers.ksampler import common_ksampler
 from twosamplers.models import NetworkModel
@@ -47,12 +47,7 @@ def test_parity_cases_cover_the_modern_samplers_in_the_reference(parity):
 
 @pytest.mark.parametrize("key", KD_MODERN)
 def test_sampler_matches_comfyui_on_closed_form_denoiser(parity, key):
-    T, M = parity
-    p = M[key]
-    sig = calculate_sigmas(ModelSamplingDiscrete(), p["scheduler"], p["steps"])
-    x = T["kd/x_unit"].clone() * sig[0]
-    out = get_sampler(p["sampler"])(closed_form_denoiser(), x, sig, extra_args={}, disable=True)
-    assert_close(out, T[key])
+    run_kd_case(parity, key)
 
 
 # ------------------------------------------------------------------------------------------------ KSampler path
