@@ -156,15 +156,19 @@ class GuidedDenoiser:
 
 
 def _weighted_mean(outs: list[torch.Tensor], entries: list[CondEntry]) -> torch.Tensor:
+    """Strength-weighted mean of the entries' predictions, accumulated in float32 from 0 with a count starting at
+    1e-37, as ComfyUI does (so one entry at strength 1 comes back unchanged)."""
     if len(outs) == 1 and entries[0].strength == 1.0:
         return outs[0]
-    total = sum(e.strength for e in entries)
-    if total == 0:
+    if sum(e.strength for e in entries) == 0:
         raise ValueError("conditioning strengths sum to 0")
-    acc = outs[0] * entries[0].strength
-    for o, e in zip(outs[1:], entries[1:], strict=True):
-        acc = acc + o * e.strength
-    return acc / total
+    acc = torch.zeros_like(outs[0])
+    count = torch.full((), 1e-37, dtype=torch.float32, device=outs[0].device)
+    for o, e in zip(outs, entries, strict=True):
+        mult = torch.tensor(e.strength, dtype=torch.float32, device=o.device)
+        acc += o * mult
+        count += mult
+    return acc / count
 
 
 def _check_model(model) -> None:
