@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import scipy.stats
 import torch
 
 from ._checks import check_choice, check_float, check_int
@@ -205,7 +204,9 @@ def normal_scheduler(ms: ModelSamplingDiscrete, steps: int, sgm: bool = False) -
 def beta_scheduler(ms: ModelSamplingDiscrete, steps: int, alpha: float = 0.6, beta: float = 0.6) -> torch.Tensor:
     total_timesteps = len(ms.sigmas) - 1
     ts = 1 - np.linspace(0, 1, steps, endpoint=False)
-    ts = np.rint(scipy.stats.beta.ppf(ts, alpha, beta) * total_timesteps)
+    from scipy.stats import beta as beta_dist  # imported here: scipy.stats costs ~0.4 s at start-up
+
+    ts = np.rint(beta_dist.ppf(ts, alpha, beta) * total_timesteps)
     sigs = []
     last_t = -1
     for t in ts:

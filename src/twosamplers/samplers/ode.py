@@ -7,7 +7,6 @@ k-diffusion; heunpp2 from sd-webui-samplers-scheduler, MIT).
 from __future__ import annotations
 
 import torch
-from scipy import integrate
 
 from ._common import churn_gamma, progress, to_d
 
@@ -153,6 +152,8 @@ def linear_multistep_coeff(order: int, t, i: int, j: int) -> float:
                 continue
             prod *= (tau - t[i - k]) / (t[i - j] - t[i - k])
         return prod
+
+    from scipy import integrate  # imported here: keeps `import twosamplers` fast
 
     return integrate.quad(fn, t[i], t[i + 1], epsrel=1e-4)[0]
 
