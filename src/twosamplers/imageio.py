@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from ._files import atomic_write
+from .masks import resize_mask as engine_resize_mask
 
 MASK_CHANNELS = ("gray", "alpha", "red", "green", "blue")
 SETTINGS_KEY = "twosamplers"
@@ -79,11 +79,10 @@ def load_mask(path: str | os.PathLike, channel: str = "gray", invert: bool = Fal
 
 
 def resize_mask(mask: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Resize a MASK ([H, W] or [B, H, W]) like ComfyUI: bilinear, align_corners False, no antialias."""
+    """Resize a MASK ([H, W] or [B, H, W]) like ComfyUI (the engine's resize: bilinear, no antialias)."""
     shape = mask.shape
-    m = mask.reshape(-1, 1, shape[-2], shape[-1]).float()
-    if (shape[-2], shape[-1]) != (height, width):
-        m = F.interpolate(m, size=(height, width), mode="bilinear", align_corners=False)
+    n = mask.reshape(-1, shape[-2], shape[-1]).shape[0]
+    m = engine_resize_mask(mask.float(), (n, 1, height, width))
     return m.reshape(*shape[:-2], height, width)
 
 

@@ -15,8 +15,7 @@ from tqdm.auto import trange
 
 from ..noise import BrownianTreeNoiseSampler, NoiseSampler, default_noise_sampler
 
-Denoiser = Callable[..., torch.Tensor]
-Callback = Callable[[dict], None] | None
+Denoiser = Callable[..., torch.Tensor]  # model(x, sigma_batch, **extra_args) -> denoised
 
 
 def progress(n: int, disable: bool | None):
@@ -106,18 +105,13 @@ class UncondCapture:
         return denoised, (self.uncond if self.uncond is not None else denoised)
 
 
-def sqrt2_minus_1() -> float:
-    return 2**0.5 - 1
-
-
 def churn_gamma(s_churn: float, n: int, sigma: torch.Tensor, s_tmin: float, s_tmax: float) -> float:
     if s_churn > 0 and s_tmin <= sigma <= s_tmax:
-        return min(s_churn / n, sqrt2_minus_1())
+        return min(s_churn / n, 2**0.5 - 1)
     return 0.0
 
 
 __all__ = [
-    "Callback",
     "Denoiser",
     "UncondCapture",
     "ancestral_step",
