@@ -157,6 +157,18 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--save-latent", metavar="FILE", help="also write the result as a ComfyUI .latent file")
     _add_common_output(d)
     d.set_defaults(func=cmd_demo)
+
+    u = sub.add_parser("ui", help="serve the web canvas (needs the [ui] extra: pip install 'twosamplers[ui]')",
+                       description="Paint a mask, set the two samplers, watch the render, download the PNG. "
+                       "Serves on 127.0.0.1 only unless --host says otherwise; no telemetry, no share link.")
+    u.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    u.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    u.add_argument("--models", metavar="DIR", help="ComfyUI-style models folder (checkpoints/, loras/, "
+                   "controlnet/, embeddings/)")
+    u.add_argument("--outputs", metavar="DIR", help="where results are written (default: a temporary folder)")
+    u.add_argument("--share-none", action="store_true", help="accepted for clarity: a public share link is "
+                   "never created")
+    u.set_defaults(func=cmd_ui)
     return parser
 
 
@@ -402,6 +414,22 @@ def cmd_demo(args) -> int:
     job = run_job(s, demo_mask(args.size), output=args.output, preview=preview, save_latent=args.save_latent,
                   quiet=args.quiet)
     _finish(args, s, job)
+    return 0
+
+
+def cmd_ui(args) -> int:
+    if not 1 <= args.port <= 65535:
+        raise BadInput(f"--port {args.port} is out of range (1 .. 65535)")
+    try:
+        from .ui.app import launch
+    except ImportError as e:
+        raise BadInput(f"the web UI needs the [ui] extra: pip install 'twosamplers[ui]' ({e})") from None
+    from .ui.handlers import UIError
+
+    try:
+        launch(host=args.host, port=args.port, models_dir=args.models, outputs_dir=args.outputs)
+    except UIError as e:
+        raise BadInput(str(e)) from None
     return 0
 
 

@@ -1,0 +1,390 @@
+"""The page: `build_app(...)` lays it out and wires the handlers; `launch(...)` serves it on 127.0.0.1.
+
+Gradio runs each click in a worker; a render runs in its own thread so the page can stream per-step progress
+and the live x0 preview while Cancel (which bypasses the queue) sets the session's cancel flag, checked by the
+sampler's step callback. Nothing here talks to the network: analytics, the update check and Hugging Face
+telemetry are switched off before Gradio is imported, and the theme uses system fonts (no Google Fonts).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+for _k, _v in (("GRADIO_ANALYTICS_ENABLED", "False"), ("HF_HUB_OFFLINE", "1"), ("HF_HUB_DISABLE_TELEMETRY", "1"),
+               ("DO_NOT_TRACK", "1"), ("GRADIO_SERVER_NAME", "127.0.0.1")):
+    os.environ[_k] = _v
+
+import gradio as gr  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+from starlette.middleware import Middleware  # noqa: E402
+
+from ..samplers import SAMPLER_NAMES  # noqa: E402
+from ..schedules import SCHEDULER_NAMES  # noqa: E402
+from . import handlers as H  # noqa: E402
+from .render import CACHE, Cancelled, render  # noqa: E402
+
+PREVIEW_EVERY_S = 0.2  # the live preview is sent at most this often
+SYSTEM_FONTS = ["ui-sans-serif", "system-ui", "sans-serif"]
+MONO_FONTS = ["ui-monospace", "monospace"]
+CSS = """
+#ts-error {border-left: 4px solid #d33; padding: 4px 10px; background: #fff3f3;}
+#ts-status {min-height: 1.5em;}
+"""
+
+
+_EXTERNAL = re.compile(rb'<script[^>]*\ssrc="https?://[^"]*"[^>]*>\s*</script>|<link[^>]*\shref="https?://[^"]*"[^>]*>')
+
+
+class LocalOnlyHTML:
+    """ASGI middleware: drops the page template's references to other hosts (Gradio's index.html loads an
+    iframe-resizer script from cdnjs and preconnects to Google Fonts), so opening the page makes no outbound
+    request. Only complete text/html responses are rewritten; everything else streams through untouched."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope.get("method") != "GET":
+            return await self.app(scope, receive, send)
+        state: dict = {"start": None, "html": False, "chunks": []}
+
+        async def capture(message):
+            if message["type"] == "http.response.start":
+                ctype = dict(message.get("headers", [])).get(b"content-type", b"")
+                state["html"] = ctype.startswith(b"text/html")
+                if not state["html"]:
+                    return await send(message)
+                state["start"] = message
+                return None
+            if not state["html"] or message["type"] != "http.response.body":
+                return await send(message)
+            state["chunks"].append(message.get("body", b""))
+            if message.get("more_body"):
+                return None
+            body = _EXTERNAL.sub(b"", b"".join(state["chunks"]))
+            start = state["start"]
+            headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+            headers.append((b"content-length", str(len(body)).encode()))
+            await send({**start, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+
+        return await self.app(scope, receive, capture)
+
+
+class Sessions:
+    """Per-tab run state: the cancel flag of the running render and the tab's results."""
+
+    def __init__(self) -> None:
+        self._cancel: dict[str, threading.Event] = {}
+        self._lock = threading.Lock()
+
+    def start(self, key: str) -> threading.Event:
+        with self._lock:
+            ev = self._cancel[key] = threading.Event()
+            return ev
+
+    def cancel(self, key: str) -> bool:
+        with self._lock:
+            ev = self._cancel.get(key)
+        if ev is None:
+            return False
+        ev.set()
+        return True
+
+    def finish(self, key: str, ev: threading.Event) -> None:
+        with self._lock:
+            if self._cancel.get(key) is ev:
+                del self._cancel[key]
+
+
+def _error(msg: str):
+    return gr.update(value=f"**Error:** {msg}", visible=True)
+
+
+def _no_error():
+    return gr.update(value="", visible=False)
+
+
+def _pass_panel(comp: dict, prefix: str, fields: dict, title: str, regional_note: bool = False) -> None:
+    comp[f"{prefix}_prompt"] = gr.Textbox(label=f"{title} prompt", value=fields[f"{prefix}_prompt"], lines=2,
+                                          elem_id=f"ts-{prefix}-prompt")
+    comp[f"{prefix}_negative"] = gr.Textbox(label="negative", value=fields[f"{prefix}_negative"],
+                                            elem_id=f"ts-{prefix}-negative")
+    with gr.Row(equal_height=True):
+        comp[f"{prefix}_seed"] = gr.Number(label="seed", value=fields[f"{prefix}_seed"], precision=0, minimum=0,
+                                           elem_id=f"ts-{prefix}-seed", scale=4)
+        dice = gr.Button("dice", elem_id=f"ts-{prefix}-dice", scale=1, min_width=40)
+        dice.click(H.random_seed, None, comp[f"{prefix}_seed"], queue=False)
+    with gr.Row():
+        comp[f"{prefix}_steps"] = gr.Number(label="steps" + (" (base's in regional)" if regional_note else ""),
+                                            value=fields[f"{prefix}_steps"], precision=0, minimum=1,
+                                            elem_id=f"ts-{prefix}-steps")
+        comp[f"{prefix}_cfg"] = gr.Number(label="cfg", value=fields[f"{prefix}_cfg"], minimum=0, maximum=100,
+                                          elem_id=f"ts-{prefix}-cfg")
+        comp[f"{prefix}_denoise"] = gr.Slider(0.0, 1.0, value=fields[f"{prefix}_denoise"], step=0.01,
+                                              label="denoise", elem_id=f"ts-{prefix}-denoise")
+    with gr.Row():
+        comp[f"{prefix}_sampler"] = gr.Dropdown(list(SAMPLER_NAMES), value=fields[f"{prefix}_sampler"],
+                                                label="sampler", elem_id=f"ts-{prefix}-sampler")
+        comp[f"{prefix}_scheduler"] = gr.Dropdown(list(SCHEDULER_NAMES), value=fields[f"{prefix}_scheduler"],
+                                                  label="scheduler", elem_id=f"ts-{prefix}-scheduler")
+
+
+def _save_input_image(background: np.ndarray, folder: Path) -> str:
+    """The canvas background as a PNG named by its content hash (the settings store its path, as the CLI's)."""
+    arr = np.ascontiguousarray(background[..., :3].astype(np.uint8))
+    digest = hashlib.sha256(arr.tobytes() + str(arr.shape).encode()).hexdigest()[:16]
+    path = folder / "inputs" / f"{digest}.png"
+    if not path.exists():
+        from ..imageio import save_png
+        save_png(path, arr)
+    return str(path.resolve())
+
+
+def build_app(models_dir: str | None = None, outputs_dir: str | None = None) -> gr.Blocks:
+    """The Blocks app. `models_dir`: a ComfyUI-style models folder; `outputs_dir`: where results are written
+    (default: a fresh temporary folder)."""
+    found = H.scan_models(models_dir)
+    out_dir = Path(outputs_dir or tempfile.mkdtemp(prefix="twosamplers-ui-")).resolve()
+    (out_dir / "inputs").mkdir(parents=True, exist_ok=True)
+    sessions = Sessions()
+    counter = {"n": 0}
+    counter_lock = threading.Lock()
+    fields = H.default_fields()
+    theme = gr.themes.Default(font=SYSTEM_FONTS, font_mono=MONO_FONTS)
+    comp: dict = {}
+
+    with gr.Blocks(title="twosamplers", theme=theme, css=CSS, analytics_enabled=False) as app:
+        gr.Markdown("## twosamplers: one sampler outside the mask, another inside")
+        error = gr.Markdown("", visible=False, elem_id="ts-error")
+        with gr.Row():
+            with gr.Column(scale=3):
+                editor = gr.ImageEditor(
+                    value=H.blank_canvas(fields["width"], fields["height"]), type="numpy", image_mode="RGBA",
+                    sources=("upload", "clipboard"), layers=True, format="png", canvas_size=(256, 256),
+                    brush=gr.Brush(default_size=24, colors=["#ff4040"], color_mode="fixed"),
+                    eraser=gr.Eraser(default_size=24), transforms=(), elem_id="ts-canvas",
+                    label="Canvas: upload an image or use a blank one, paint the region (one layer per region)")
+                with gr.Row(equal_height=True):
+                    comp["width"] = gr.Number(label="width", value=fields["width"], precision=0, minimum=8,
+                                              elem_id="ts-width")
+                    comp["height"] = gr.Number(label="height", value=fields["height"], precision=0, minimum=8,
+                                               elem_id="ts-height")
+                    blank = gr.Button("New blank canvas", elem_id="ts-blank")
+                    comp["use_image"] = gr.Checkbox(label="start from the canvas image (img2img)",
+                                                    value=False, elem_id="ts-use-image")
+                with gr.Row():
+                    comp["grow"] = gr.Slider(-64, 64, value=fields["grow"], step=1, label="grow (px)",
+                                             elem_id="ts-grow")
+                    comp["feather"] = gr.Slider(0, 64, value=fields["feather"], step=0.5, label="feather (px)",
+                                                elem_id="ts-feather")
+                with gr.Row():
+                    mask_upload = gr.Image(label="or upload a mask (white = inside; replaces region 1)",
+                                           type="numpy", image_mode="RGBA", sources=["upload"], height=180,
+                                           elem_id="ts-mask-upload")
+                    mask_view = gr.Image(label="mask as the sampler sees it (grown + feathered)", type="numpy",
+                                         interactive=False, height=180, elem_id="ts-mask-view")
+                show_mask = gr.Button("Show mask", elem_id="ts-show-mask")
+            with gr.Column(scale=2):
+                choices = H.model_choices(models_dir, found)
+                comp["model"] = gr.Dropdown(choices, value=fields["model"], label="model", elem_id="ts-model")
+                if models_dir:
+                    gr.Markdown(f"`{models_dir}`: {len(found['checkpoints'])} checkpoints, {len(found['loras'])} "
+                                f"LoRAs, {len(found['controlnet'])} ControlNets, {len(found['embeddings'])} "
+                                "embeddings found (LoRAs/ControlNets/embeddings are listed only; the sampler "
+                                "does not apply them yet)", elem_id="ts-models-found")
+                comp["mode"] = gr.Radio(list(H.MODES), value=fields["mode"], label="mode", elem_id="ts-mode")
+                with gr.Row():
+                    comp["crop_to_mask"] = gr.Checkbox(label="crop to mask", value=fields["crop_to_mask"],
+                                                       elem_id="ts-crop")
+                    comp["differential"] = gr.Checkbox(label="differential", value=fields["differential"],
+                                                       elem_id="ts-differential")
+                with gr.Tabs():
+                    with gr.Tab("Base (outside)"):
+                        _pass_panel(comp, "base", fields, "base")
+                    with gr.Tab("Mask (inside) / region 1"):
+                        _pass_panel(comp, "mask", fields, "mask", regional_note=True)
+                    region_tabs = []
+                    for i in range(2, H.MAX_REGIONS + 1):
+                        with gr.Tab(f"Region {i} (layer {i})", visible=False) as tab:
+                            _pass_panel(comp, f"r{i}", fields, f"region {i}", regional_note=True)
+                        region_tabs.append(tab)
+                with gr.Row():
+                    generate = gr.Button("Generate", variant="primary", elem_id="ts-generate")
+                    cancel = gr.Button("Cancel", variant="stop", elem_id="ts-cancel")
+                status = gr.Markdown("", elem_id="ts-status")
+                live = gr.Image(label="live preview (current x0)", type="numpy", interactive=False, height=256,
+                                elem_id="ts-live")
+        with gr.Row():
+            gallery = gr.Gallery(label="results", columns=4, height=300, elem_id="ts-gallery", type="filepath")
+            with gr.Column():
+                strip = gr.Image(label="mask | base | result", type="filepath", interactive=False,
+                                 elem_id="ts-strip")
+                download = gr.DownloadButton("Download PNG", value=None, interactive=False, elem_id="ts-download")
+                load_png = gr.File(label="Load settings from PNG (made by the CLI or this page)",
+                                   file_types=[".png"], type="filepath", elem_id="ts-load")
+        results = gr.State([])
+
+        field_comps = [comp[k] for k in H.FIELDS]
+
+        # ---------------------------------------------------------------------------------------- handlers
+        def on_mode(mode):
+            regional = mode == "regional"
+            two_pass = mode == "two-pass"
+            return ([gr.update(visible=regional) for _ in region_tabs]
+                    + [gr.update(interactive=two_pass), gr.update(interactive=two_pass)])
+
+        comp["mode"].change(on_mode, comp["mode"], region_tabs + [comp["crop_to_mask"], comp["differential"]],
+                            queue=False)
+
+        def on_blank(w, h):
+            try:
+                return H.blank_canvas(w, h), False, _no_error()
+            except H.UIError as e:
+                return gr.update(), gr.update(), _error(H.error_message(e))
+
+        blank.click(on_blank, [comp["width"], comp["height"]], [editor, comp["use_image"], error], queue=False)
+
+        def on_upload(value):
+            bg = H.editor_background(value)
+            if bg is None:
+                return gr.update(), gr.update(), gr.update()
+            return True, bg.shape[1], bg.shape[0]
+
+        editor.upload(on_upload, editor, [comp["use_image"], comp["width"], comp["height"]], queue=False)
+
+        def on_show_mask(value, upload, g, f):
+            try:
+                return H.mask_preview(value, upload, g, f), _no_error()
+            except Exception as e:  # shown in the page; the server keeps running
+                return None, _error(H.error_message(e))
+
+        show_mask.click(on_show_mask, [editor, mask_upload, comp["grow"], comp["feather"]], [mask_view, error])
+
+        def on_generate(*args, request: gr.Request):
+            values = dict(zip(H.FIELDS, args[:len(H.FIELDS)], strict=True))
+            value, upload, done = args[len(H.FIELDS):]
+            key = getattr(request, "session_hash", None) or "default"
+            try:
+                masks = H.canvas_masks(value, upload)
+                settings = H.fields_to_settings(values, len(masks))
+                bg = H.editor_background(value)
+                if values.get("use_image"):
+                    if bg is None:
+                        raise H.UIError("'start from the canvas image' is on but the canvas has no image")
+                    settings["image"] = _save_input_image(bg, out_dir)
+                    settings["width"], settings["height"] = bg.shape[1], bg.shape[0]
+            except Exception as e:
+                yield _error(H.error_message(e)), gr.update(), gr.update(), gr.update(), gr.update(), \
+                    gr.update(), gr.update()
+                return
+            with counter_lock:
+                counter["n"] += 1
+                n = counter["n"]
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            output = out_dir / f"ts-{stamp}-{n:04d}.png"
+            preview = out_dir / f"ts-{stamp}-{n:04d}-preview.png"
+            ev = sessions.start(key)
+            progress = {"step": -1, "total": 0, "x0": None, "model": None}
+            outcome: dict = {}
+
+            def on_step(step, total, x0, model):
+                progress.update(step=step, total=total, x0=x0, model=model)
+
+            def work():
+                try:
+                    outcome["ok"] = render(settings, masks, output=output, preview=preview, on_step=on_step,
+                                           cancel=ev)
+                except Cancelled:
+                    outcome["cancelled"] = True
+                except Exception as e:  # reported in the page
+                    outcome["error"] = H.error_message(e)
+
+            waiting = CACHE.lock(settings["model"]).locked()
+            thread = threading.Thread(target=work, name=f"twosamplers-render-{n}", daemon=True)
+            thread.start()
+            first = "waiting: another run is using this model" if waiting else "loading the model..."
+            yield _no_error(), first, gr.update(), gr.update(), gr.update(), gr.update(), gr.update()
+            shown, last_sent = -1, 0.0
+            try:
+                while thread.is_alive():
+                    thread.join(0.05)
+                    step = progress["step"]
+                    now = time.perf_counter()
+                    if step != shown and now - last_sent >= PREVIEW_EVERY_S and progress["x0"] is not None:
+                        shown, last_sent = step, now
+                        model = progress["model"]
+                        img = H.cheap_preview(progress["x0"], model.latent_format, model.decode_latent)
+                        pct = 100.0 * (step + 1) / max(progress["total"], 1)
+                        yield (gr.update(), f"step {step + 1}/{progress['total']} ({pct:.0f}%)", img,
+                               gr.update(), gr.update(), gr.update(), gr.update())
+            finally:
+                ev.set() if thread.is_alive() else None  # the tab went away: stop the render too
+                sessions.finish(key, ev)
+            if "ok" in outcome:
+                res = outcome["ok"]
+                done = [res["image"]] + list(done or [])
+                msg = f"done in {res['seconds']:.2f} s: `{Path(res['image']).name}`"
+                yield (_no_error(), msg, gr.update(), done, res["preview"],
+                       gr.update(value=res["image"], interactive=True), done)
+            elif outcome.get("cancelled"):
+                yield (_no_error(), f"cancelled at step {progress['step'] + 1}/{progress['total']}", gr.update(),
+                       gr.update(), gr.update(), gr.update(), gr.update())
+            else:
+                yield (_error(outcome.get("error", "the render stopped")), "failed", gr.update(), gr.update(),
+                       gr.update(), gr.update(), gr.update())
+
+        generate.click(on_generate, field_comps + [editor, mask_upload, results],
+                       [error, status, live, gallery, strip, download, results], concurrency_limit=2,
+                       concurrency_id="render")
+
+        def on_cancel(request: gr.Request):
+            key = getattr(request, "session_hash", None) or "default"
+            return "cancelling..." if sessions.cancel(key) else "nothing is running"
+
+        cancel.click(on_cancel, None, status, queue=False)
+
+        def on_load(path, *current):
+            keep = [gr.update() for _ in H.FIELDS]
+            if path is None:
+                return keep + [gr.update(), gr.update(), gr.update()]
+            try:
+                settings, masks = H.load_png_settings(path)
+                f = H.settings_to_fields(settings, dict(zip(H.FIELDS, current, strict=True)))
+                w, h = int(f["width"]), int(f["height"])
+                bg = None
+                if settings.get("image") and Path(str(settings["image"])).is_file():
+                    with Image.open(settings["image"]) as im:
+                        bg = np.asarray(im.convert("RGB"))
+                if bg is None:
+                    bg = np.full((h, w, 3), 128, np.uint8)
+                    f["use_image"] = False
+                if not masks:
+                    raise H.UIError(f"{Path(path).name} carries settings but no mask")
+                value = H.editor_value(bg, masks)
+            except Exception as e:
+                return keep + [gr.update(), gr.update(), _error(H.error_message(e))]
+            return [f[k] for k in H.FIELDS] + [value, None, _no_error()]
+
+        load_png.upload(on_load, [load_png] + field_comps, field_comps + [editor, mask_upload, error])
+    app.queue(default_concurrency_limit=2)
+    app.twosamplers_outputs = out_dir  # for tests and the CLI's start-up message
+    return app
+
+
+def launch(host: str = "127.0.0.1", port: int = 7860, models_dir: str | None = None,
+           outputs_dir: str | None = None, block: bool = True) -> gr.Blocks:
+    """Serve the page on host:port (127.0.0.1 by default; never a public share link)."""
+    app = build_app(models_dir, outputs_dir)
+    app.launch(server_name=host, server_port=port, share=False, inbrowser=False, show_api=False, ssr_mode=False,
+               prevent_thread_lock=not block, quiet=not block, allowed_paths=[str(app.twosamplers_outputs)],
+               max_file_size="64mb", pwa=False, mcp_server=False, enable_monitoring=False,
+               app_kwargs={"middleware": [Middleware(LocalOnlyHTML)]})
+    return app
