@@ -167,7 +167,7 @@ def build_app(models_dir: str | None = None, outputs_dir: str | None = None) -> 
         with gr.Row():
             with gr.Column(scale=3):
                 editor = gr.ImageEditor(
-                    value=H.blank_canvas(fields["width"], fields["height"]), type="numpy", image_mode="RGBA",
+                    value=None, type="numpy", image_mode="RGBA",
                     sources=("upload", "clipboard"), layers=True, format="png", canvas_size=(256, 256),
                     brush=gr.Brush(default_size=24, colors=["#ff4040"], color_mode="fixed"),
                     eraser=gr.Eraser(default_size=24), transforms=(), elem_id="ts-canvas",

@@ -1,0 +1,215 @@
+"""End to end in a real browser: Debian's chromium driven by Playwright (no browser download).
+
+Starts `twosamplers ui` on a free local port, uploads an image, paints a stroke with the mouse, clicks Generate,
+waits for the result, downloads the PNG (size + CLI metadata), loads it back through "Load settings from PNG"
+and checks the fields and the mask. Screenshots go to test-artifacts/ui/ (gitignored), with the measured time
+from the click on Generate to the result (test-artifacts/ui/timing.json). Every request the page makes must stay
+on 127.0.0.1. Skips (with the reason) only when playwright, gradio or a chromium binary is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "test-artifacts" / "ui"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+TIMEOUT_MS = 600_000  # the shared 2-core CI machine can be very slow; a render is ~15 s when it is quiet
+
+
+def find_chromium() -> str | None:
+    for cand in (os.environ.get("TWOSAMPLERS_CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium"),
+                 shutil.which("chromium-browser")):
+        if cand and Path(cand).is_file() and os.access(cand, os.X_OK):
+            return cand
+    return None
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    pytest.importorskip("gradio", reason="the [ui] extra (gradio) is not installed")
+    pytest.importorskip("playwright.sync_api", reason="playwright is not installed (dev extra)")
+    path = find_chromium()
+    if path is None:
+        pytest.skip("no chromium binary found (/usr/bin/chromium, $PATH or $TWOSAMPLERS_CHROMIUM); "
+                    "install Debian's chromium to run the browser test")
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(chromium, tmp_path_factory):
+    from twosamplers.ui.app import launch
+
+    out = tmp_path_factory.mktemp("ui-out")
+    port = free_port()
+    app = launch(host="127.0.0.1", port=port, outputs_dir=str(out), block=False)
+    try:
+        yield f"http://127.0.0.1:{port}/", out
+    finally:
+        app.close()
+
+
+def _wait_text(page, selector: str, needle: str, timeout_ms: int = TIMEOUT_MS) -> str:
+    page.wait_for_function("([sel, needle]) => { const e = document.querySelector(sel); "
+                           "return e && e.innerText.includes(needle); }", arg=[selector, needle], timeout=timeout_ms)
+    return page.inner_text(selector)
+
+
+def _wait_canvas_shows_image(page, timeout_s: float = TIMEOUT_MS / 1000) -> None:
+    """Poll the canvas's pixels until the uploaded gradient (green in its lower left corner) is drawn."""
+    import io
+
+    from PIL import Image
+
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < timeout_s:
+        shot = np.asarray(Image.open(io.BytesIO(page.locator("#ts-canvas canvas").last.screenshot())).convert("RGB"))
+        green = (shot[..., 1].astype(int) - shot[..., 0] > 120) & (shot[..., 1] > 150)
+        if green.sum() > 50:
+            return
+        time.sleep(0.5)
+    raise AssertionError("the uploaded image never appeared on the canvas")
+
+
+def _value(page, elem_id: str) -> str:
+    return page.locator(f"#{elem_id} input, #{elem_id} textarea").first.input_value()
+
+
+def test_paint_generate_download_reload(server, chromium, tmp_path):
+    from PIL import Image
+    from playwright.sync_api import sync_playwright
+
+    from twosamplers.imageio import read_settings
+
+    url, out_dir = server
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    y, x = np.mgrid[0:256, 0:256]
+    src = tmp_path / "input.png"
+    Image.fromarray(np.stack([x, y, (x + y) // 2], -1).astype(np.uint8)).save(src)
+
+    outbound: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)
+        try:
+            ctx = browser.new_context(viewport={"width": 1400, "height": 1100}, accept_downloads=True)
+            page = ctx.new_page()
+
+            def guard(route):
+                if route.request.url.startswith(("http://127.0.0.1", "ws://127.0.0.1", "data:", "blob:")):
+                    return route.continue_()
+                outbound.append(route.request.url)
+                return route.abort()
+
+            ctx.route("**/*", guard)
+            page.goto(url)
+            page.wait_for_selector("#ts-generate", timeout=TIMEOUT_MS)
+
+            # upload an image, then paint a stroke with the mouse (brush tool)
+            page.set_input_files("#ts-canvas input[type=file]", str(src))
+            page.wait_for_function("() => document.querySelector('#ts-use-image input').checked",
+                                   timeout=TIMEOUT_MS)
+            _wait_canvas_shows_image(page)
+            page.click("#ts-canvas button[aria-label=Brush]")
+            canvas = page.locator("#ts-canvas canvas").last
+            box = canvas.bounding_box()
+            cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+            page.mouse.move(cx - 40, cy)
+            page.mouse.down()
+            for i in range(21):
+                page.mouse.move(cx - 40 + 4 * i, cy + (i % 5), steps=2)
+            page.mouse.up()
+            page.fill("#ts-base-seed input", "5")
+            page.fill("#ts-base-steps input", "12")
+            page.get_by_role("tab", name="Mask (inside) / region 1").click()
+            page.fill("#ts-mask-steps input", "8")
+            page.click("#ts-show-mask")
+            page.wait_for_selector("#ts-mask-view img", timeout=TIMEOUT_MS)
+            page.screenshot(path=str(ARTIFACTS / "before.png"), full_page=True)
+
+            t0 = time.perf_counter()
+            page.click("#ts-generate")
+            status = _wait_text(page, "#ts-status", "done in")
+            click_to_result = time.perf_counter() - t0
+            assert not page.locator("#ts-error").is_visible(), page.inner_text("#ts-error")
+            page.wait_for_selector("#ts-strip img", timeout=TIMEOUT_MS)
+            page.wait_for_selector("#ts-live img", timeout=TIMEOUT_MS)  # the live x0 preview was shown
+            page.screenshot(path=str(ARTIFACTS / "after.png"), full_page=True)
+
+            with page.expect_download(timeout=TIMEOUT_MS) as dl:
+                page.click("#ts-download")
+            png = tmp_path / "downloaded.png"
+            dl.value.save_as(png)
+            with Image.open(png) as im:
+                assert im.size == (256, 256)
+            settings, mask = read_settings(png)
+            assert settings["base_prompt"] == "grass" and settings["mask_prompt"] == "brick"
+            assert settings["base_seed"] == 5 and settings["base_steps"] == 12 and settings["mask_steps"] == 8
+            assert settings["width"] == settings["height"] == 256 and settings["mode"] == "two-pass"
+            assert Path(settings["image"]).is_file()  # the input image is kept, so `--from` re-renders it
+            assert mask is not None and tuple(mask.shape) == (256, 256)
+            painted = mask.numpy() > 0.5
+            assert 100 < painted.sum() < 256 * 256 // 4  # the stroke, not the whole canvas
+            ys, xs = np.nonzero(painted)
+            assert 80 < xs.mean() < 176 and 80 < ys.mean() < 176  # around the centre, where we painted
+
+            # change fields, then load the PNG back: every field and the mask come back
+            page.fill("#ts-base-prompt textarea", "water")
+            page.fill("#ts-base-seed input", "99")
+            page.click("#ts-blank")  # a blank canvas: no mask any more
+            page.set_input_files("#ts-load input[type=file]", str(png))
+            page.wait_for_function("() => document.querySelector('#ts-base-prompt textarea').value === 'grass'",
+                                   timeout=TIMEOUT_MS)
+            assert _value(page, "ts-base-seed") == "5"
+            assert _value(page, "ts-base-steps") == "12"
+            assert _value(page, "ts-mask-prompt") == "brick"
+            assert float(_value(page, "ts-feather")) == settings["feather"]
+            page.click("#ts-show-mask")  # errors ("no mask") unless the mask came back into the canvas
+            page.wait_for_function("() => document.querySelector('#ts-mask-view img') !== null",
+                                   timeout=TIMEOUT_MS)
+            assert not page.locator("#ts-error").is_visible(), page.inner_text("#ts-error")
+            page.screenshot(path=str(ARTIFACTS / "reloaded.png"), full_page=True)
+        finally:
+            browser.close()
+    (ARTIFACTS / "timing.json").write_text(json.dumps({"click_to_result_s": round(click_to_result, 2),
+                                                        "status": status}, indent=1))
+    print(f"click to result: {click_to_result:.2f} s ({status})")
+    assert outbound == [], f"the page made outbound requests: {outbound}"
+
+
+def test_errors_are_shown_in_the_page(server, chromium):
+    """Generate with nothing painted: a clear message in the page, no traceback, and the server keeps going."""
+    from playwright.sync_api import sync_playwright
+
+    url, _ = server
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1100})
+            page.goto(url)
+            page.wait_for_selector("#ts-generate", timeout=TIMEOUT_MS)
+            page.click("#ts-generate")
+            text = _wait_text(page, "#ts-error", "no mask")
+            assert "Traceback" not in text
+            page.fill("#ts-width input", "3")
+            page.click("#ts-blank")
+            text = _wait_text(page, "#ts-error", "width = 3")
+            assert "Traceback" not in text
+            page.reload()
+            page.wait_for_selector("#ts-generate", timeout=TIMEOUT_MS)  # still serving
+        finally:
+            browser.close()

@@ -1,0 +1,218 @@
+"""The web UI's handler functions (no browser, no Gradio): fields <-> settings <-> PNG metadata, canvas layers
+-> masks, previews, the render adapter's progress, cancel and metadata (the CLI's)."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from twosamplers.cli import GLOBAL_KEYS, PASS_KEYS
+from twosamplers.cli import main as cli_main
+from twosamplers.imageio import read_settings
+from twosamplers.ui import handlers as H
+from twosamplers.ui.render import Cancelled, render
+
+
+def _layer(h, w, painted: tuple[slice, slice], alpha=255):
+    a = np.zeros((h, w, 4), np.uint8)
+    a[..., 0] = 255
+    a[painted + (3,)] = alpha
+    return a
+
+
+def _fields(**over):
+    f = H.default_fields()
+    f.update({"width": 64, "height": 64, "base_steps": 3, "mask_steps": 3, "feather": 1.0, **over})
+    return f
+
+
+def test_fields_settings_round_trip_covers_every_field():
+    f = _fields(mode="regional", base_seed=7, mask_cfg=4.5, r2_prompt="water", r2_seed=11, r3_sampler="heun",
+                grow=3, crop_to_mask=False, base_negative="sand")
+    s = H.fields_to_settings(f, n_regions=3)
+    assert set(GLOBAL_KEYS) <= set(s) and all(f"{w}_{k}" in s for w in ("base", "mask") for k in PASS_KEYS)
+    assert s["base_seed"] == 7 and s["mask_cfg"] == 4.5 and s["grow"] == 3 and s["base_negative"] == "sand"
+    assert [r["prompt"] for r in s["regions"]] == ["water", "sand"] and s["regions"][1]["sampler"] == "heun"
+    back = H.settings_to_fields(s, H.default_fields())
+    for k in H.FIELDS:
+        if k != "use_image":
+            assert back[k] == f[k], k
+
+
+def test_fields_are_validated_with_the_argument_named():
+    with pytest.raises(H.UIError, match="base steps"):
+        H.fields_to_settings(_fields(base_steps=0))
+    with pytest.raises(H.UIError, match="mask denoise"):
+        H.fields_to_settings(_fields(mask_denoise=1.5))
+    with pytest.raises(H.UIError, match="whole number"):
+        H.fields_to_settings(_fields(base_seed=1.5))
+    with pytest.raises(H.UIError, match="mode 'regional'"):
+        H.fields_to_settings(_fields(mode="two-pass"), n_regions=2)
+    with pytest.raises(H.UIError, match="mode must be"):
+        H.fields_to_settings(_fields(mode="joint-ish"))
+
+
+def test_two_pass_options_are_off_outside_two_pass():
+    s = H.fields_to_settings(_fields(mode="interleaved", crop_to_mask=True, differential=True))
+    assert s["crop_to_mask"] is False and s["differential"] is False
+
+
+def test_layers_to_masks():
+    bg = np.full((32, 48, 4), 200, np.uint8)
+    l1 = _layer(32, 48, (slice(4, 10), slice(5, 20)))
+    l2 = _layer(32, 48, (slice(20, 30), slice(30, 40)), alpha=128)
+    empty = _layer(32, 48, (slice(0, 0), slice(0, 0)))
+    masks = H.canvas_masks({"background": bg, "layers": [l1, l2, empty], "composite": None})
+    assert len(masks) == 2  # the trailing empty layer is dropped
+    assert masks[0].shape == (32, 48) and masks[0].dtype == torch.float32
+    assert masks[0][4:10, 5:20].eq(1).all() and masks[0].sum() == 6 * 15
+    assert torch.allclose(masks[1][20:30, 30:40], torch.tensor(128 / 255)) and masks[1].sum() > 0
+    # an empty layer between painted ones keeps the region numbering
+    masks = H.canvas_masks({"background": bg, "layers": [empty, l2]})
+    assert len(masks) == 2 and masks[0].sum() == 0
+
+
+def test_nothing_painted_is_a_clear_error():
+    bg = np.full((16, 16, 4), 200, np.uint8)
+    with pytest.raises(H.UIError, match="no mask"):
+        H.canvas_masks({"background": bg, "layers": []})
+    with pytest.raises(H.UIError, match="no mask"):
+        H.canvas_masks(None)
+
+
+def test_uploaded_mask_replaces_region_one_and_is_resized():
+    bg = np.full((32, 32, 4), 200, np.uint8)
+    l1 = _layer(32, 32, (slice(0, 4), slice(0, 4)))
+    up = np.zeros((64, 64, 3), np.uint8)
+    up[32:, 32:] = 255
+    masks = H.canvas_masks({"background": bg, "layers": [l1]}, up)
+    assert masks[0].shape == (32, 32) and masks[0][20:, 20:].eq(1).all() and masks[0][:12, :12].eq(0).all()
+    with pytest.raises(H.UIError, match="aspect"):
+        H.canvas_masks({"background": bg, "layers": [l1]}, np.zeros((10, 40), np.uint8))
+    rgba = np.full((8, 8, 4), 255, np.uint8)
+    rgba[:4, :, 3] = 0  # transparent = repaint, as ComfyUI's alpha masks
+    assert H.uploaded_mask(rgba)[:4].eq(1).all() and H.uploaded_mask(rgba)[4:].eq(0).all()
+
+
+def test_mask_preview_is_grown_and_feathered():
+    bg = np.full((32, 32, 4), 100, np.uint8)
+    l1 = _layer(32, 32, (slice(12, 20), slice(12, 20)))
+    plain = H.mask_preview({"background": bg, "layers": [l1]}, None, 0, 0)
+    grown = H.mask_preview({"background": bg, "layers": [l1]}, None, 3, 0)
+    soft = H.mask_preview({"background": bg, "layers": [l1]}, None, 0, 2.0)
+    tinted = lambda im: (np.abs(im.astype(int) - 100).sum(-1) > 3).sum()  # noqa: E731
+    assert plain.shape == (32, 32, 3) and plain.dtype == np.uint8
+    assert tinted(plain) == 64 and tinted(grown) == 14 * 14 and tinted(soft) > 64
+
+
+def test_editor_value_restores_masks_as_layers():
+    m = torch.zeros(16, 24)
+    m[2:6, 3:9] = 1.0
+    m[10, 10] = 0.5
+    value = H.editor_value(np.zeros((16, 24, 3), np.uint8), [m])
+    assert len(value["layers"]) == 1 and value["background"].shape == (16, 24, 4)
+    back = H.canvas_masks(value)
+    assert torch.allclose(back[0], torch.round(m * 255) / 255)
+
+
+def test_scan_models_lists_comfyui_folders(tmp_path):
+    for rel in ("checkpoints/sd15.safetensors", "checkpoints/sub/xl.safetensors", "loras/a.safetensors",
+                "controlnet/canny.safetensors", "embeddings/neg.pt", "checkpoints/readme.txt"):
+        p = tmp_path / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"x")
+    (tmp_path / "checkpoints" / "folder").mkdir()
+    (tmp_path / "checkpoints" / "folder" / "model_index.json").write_text("{}")
+    found = H.scan_models(tmp_path)
+    assert found == {"checkpoints": ["folder", "sd15.safetensors", "sub/xl.safetensors"],
+                     "loras": ["a.safetensors"], "controlnet": ["canny.safetensors"], "embeddings": ["neg.pt"]}
+    values = [v for _, v in H.model_choices(tmp_path, found)]
+    assert values[:2] == ["textures", "ideal"] and values[3].endswith("checkpoints/sd15.safetensors")
+    with pytest.raises(H.UIError, match="not a folder"):
+        H.scan_models(tmp_path / "missing")
+
+
+def test_cheap_preview_of_pixel_and_latent_models():
+    from twosamplers.models import load
+    from twosamplers.models.base import LatentFormat
+
+    model = load("textures")
+    x0 = torch.rand(1, 3, 8, 8) * 2 - 1
+    exact = H.cheap_preview(x0, model.latent_format, model.decode_latent)
+    assert exact.shape == (8, 8, 3)
+    assert np.array_equal(exact, np.clip(255.0 * model.decode_latent(x0)[0].numpy(), 0, 255).astype(np.uint8))
+    lat = H.cheap_preview(torch.randn(1, 4, 8, 8), LatentFormat(0.18215, 4, 8))
+    assert lat.shape == (64, 64, 3) and lat.min() == 0 and lat.max() == 255
+
+
+def _run(tmp_path, fields, masks, name="out.png", **kw):
+    s = H.fields_to_settings(fields, len(masks))
+    return render(s, masks, output=tmp_path / name, preview=tmp_path / f"p-{name}", **kw)
+
+
+def _disc(n=64):
+    from twosamplers.cli import demo_mask
+    return demo_mask(n)
+
+
+def test_render_writes_the_cli_metadata_and_the_cli_renders_it_again(tmp_path):
+    steps = []
+    res = _run(tmp_path, _fields(), [_disc()], on_step=lambda i, n, x0, m: steps.append((i, n)))
+    assert steps[-1] == (5, 6) and len(steps) == 6  # 3 base + 3 mask steps, counted over the whole job
+    settings, mask = read_settings(res["image"])
+    assert mask is not None and torch.equal(mask, _disc())
+    assert settings["base_prompt"] == "grass" and settings["mask_steps"] == 3
+    # the CLI reads the UI's PNG: same settings -> the same picture, bit for bit
+    assert cli_main(["generate", "--from", res["image"], "-o", str(tmp_path / "cli.png"), "-q"]) == 0
+    from PIL import Image
+    with Image.open(res["image"]) as a, Image.open(tmp_path / "cli.png") as b:
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+    with Image.open(res["preview"]) as p:
+        assert p.size == (64 * 3 + 8, 64)  # mask | base | result
+
+
+def test_png_settings_round_trip_through_the_handlers(tmp_path):
+    f = _fields(mode="regional", r2_prompt="water", r2_seed=4, mask_seed=9, crop_to_mask=False)
+    m2 = torch.zeros(64, 64)
+    m2[:16, :16] = 1.0
+    res = _run(tmp_path, f, [_disc(), m2])
+    settings, masks = H.load_png_settings(res["image"])
+    assert len(masks) == 2 and torch.equal(masks[1], m2) and torch.equal(masks[0], _disc())
+    back = H.settings_to_fields(settings, H.default_fields())
+    for k in H.FIELDS:
+        if k not in ("use_image",) and not k.startswith("r3_"):
+            assert back[k] == f[k], k
+    with pytest.raises(H.UIError, match="no twosamplers settings"):
+        from twosamplers.imageio import save_png
+        save_png(tmp_path / "plain.png", np.zeros((4, 4, 3), np.uint8))
+        H.load_png_settings(tmp_path / "plain.png")
+    (tmp_path / "junk.png").write_bytes(b"not a png")
+    with pytest.raises(H.UIError, match="not a readable image"):
+        H.load_png_settings(tmp_path / "junk.png")
+
+
+def test_render_is_deterministic_and_cancel_stops_between_steps(tmp_path):
+    a = _run(tmp_path, _fields(), [_disc()], name="a.png")
+    b = _run(tmp_path, _fields(), [_disc()], name="b.png")
+    from PIL import Image
+    with Image.open(a["image"]) as ia, Image.open(b["image"]) as ib:
+        assert np.array_equal(np.asarray(ia), np.asarray(ib))
+    ev = threading.Event()
+    seen = []
+
+    def on_step(i, n, x0, m):
+        seen.append(i)
+        if i == 1:
+            ev.set()
+
+    with pytest.raises(Cancelled):
+        _run(tmp_path, _fields(), [_disc()], name="c.png", on_step=on_step, cancel=ev)
+    assert seen == [0, 1] and not (tmp_path / "c.png").exists()
+
+
+def test_render_rejects_bad_sizes_clearly(tmp_path):
+    with pytest.raises(ValueError, match="aspect"):
+        _run(tmp_path, _fields(width=64, height=32), [_disc()])
