@@ -25,15 +25,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ._checks import (
-    MAX_OVERLAP,
-    MAX_STEPS,
-    check_choice,
-    check_float,
-    check_int,
-    check_mask,
-    check_mask_batch,
-)
+from ._checks import MAX_OVERLAP, MAX_STEPS, check_choice, check_float, check_int, check_mask, check_mask_batch
 from .latent import check_latent
 from .mask_ops import INVERSIONS, dilate_region, feather_outward, grow, pixel_scale, region_union_inverse
 from .mask_ops import feather as feather_mask

@@ -49,14 +49,27 @@ SEED_2ND_MODES = ("ignore", "fixed", "seed+seed_2nd", "seed-seed_2nd", "incremen
 SEED_WRAP = 2**50
 
 
+# sampler object kinds: (method, provider node, call shown in errors)
+_SAMPLER_KINDS = {"KSAMPLER": ("sample", "KSamplerProvider", ".sample(latent)"),
+                  "KSAMPLER_ADVANCED": ("sample_advanced", "KSamplerAdvancedProvider", ".sample_advanced(...)")}
+
+
+def check_sampler_object(obj, name: str, kind: str):
+    """A KSAMPLER (an object with .sample(latent)) or KSAMPLER_ADVANCED (.sample_advanced(...)); the error
+    says when the other kind was given."""
+    method, provider, call = _SAMPLER_KINDS[kind]
+    if not callable(getattr(obj, method, None)):
+        other = next(k for k in _SAMPLER_KINDS if k != kind)
+        hint = f" (that is a {other}; this input takes a {kind} from {provider})" \
+            if callable(getattr(obj, _SAMPLER_KINDS[other][0], None)) else ""
+        raise TypeError(f"{name} must be a {kind} (an object with {call}, e.g. from {provider}); "
+                        f"got {type(obj).__name__}{hint}")
+    return obj
+
+
 def check_advanced_sampler(obj, name: str):
     """A KSAMPLER_ADVANCED: an object with .sample_advanced(...) (KSamplerAdvancedWrapper)."""
-    if not callable(getattr(obj, "sample_advanced", None)):
-        kind = " (that is a KSAMPLER; this input takes a KSAMPLER_ADVANCED from KSamplerAdvancedProvider)" \
-            if callable(getattr(obj, "sample", None)) else ""
-        raise TypeError(f"{name} must be a KSAMPLER_ADVANCED (an object with .sample_advanced(...), e.g. from "
-                        f"KSamplerAdvancedProvider); got {type(obj).__name__}{kind}")
-    return obj
+    return check_sampler_object(obj, name, "KSAMPLER_ADVANCED")
 
 
 class KSamplerAdvancedWrapper:
@@ -317,6 +330,7 @@ __all__ = [
     "RECOVERY_SAMPLERS",
     "SEED_2ND_MODES",
     "check_advanced_sampler",
+    "check_sampler_object",
     "interleaved_sample",
     "second_seed",
 ]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from .._checks import MAX_CFG, MAX_SIGMA_FACTOR, MAX_STEPS, SEED_MAX
 from ..latent import check_latent
 from ..passes import Pass, check_noise_mask, run_pass
 from ..regional import (
@@ -20,9 +19,9 @@ from ..regional import (
     RECOVERY_SAMPLERS,
     KSamplerAdvancedWrapper,
     check_advanced_sampler,
+    check_sampler_object,
 )
-from ..samplers import SAMPLER_NAMES
-from ..schedules import SCHEDULER_NAMES
+from . import widgets as W
 
 CATEGORY = "ImpactPack/Sampler"
 
@@ -37,12 +36,7 @@ def check_basic_pipe(basic_pipe) -> tuple:
 
 def check_ksampler(obj, name: str):
     """A KSAMPLER: an object with .sample(latent) (KSamplerWrapper)."""
-    if not callable(getattr(obj, "sample", None)):
-        kind = " (that is a KSAMPLER_ADVANCED; this input takes a KSAMPLER from KSamplerProvider)" \
-            if callable(getattr(obj, "sample_advanced", None)) else ""
-        raise TypeError(f"{name} must be a KSAMPLER (an object with .sample(latent), e.g. from KSamplerProvider); "
-                        f"got {type(obj).__name__}{kind}")
-    return obj
+    return check_sampler_object(obj, name, "KSAMPLER")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -87,12 +81,12 @@ class KSamplerProvider:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "seed": ("INT", {"default": 0, "min": 0, "max": SEED_MAX}),
-                "steps": ("INT", {"default": 20, "min": 1, "max": MAX_STEPS}),
-                "cfg": ("FLOAT", {"default": 8.0, "min": 0.0, "max": MAX_CFG}),
-                "sampler_name": (list(SAMPLER_NAMES),),
-                "scheduler": (list(SCHEDULER_NAMES),),
-                "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01}),
+                "seed": W.SEED,
+                "steps": W.STEPS,
+                "cfg": W.CFG,
+                "sampler_name": W.SAMPLER,
+                "scheduler": W.SCHEDULER,
+                "denoise": W.DENOISE,
                 "basic_pipe": ("BASIC_PIPE",),
             }
         }
@@ -117,10 +111,10 @@ class KSamplerAdvancedProvider:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "cfg": ("FLOAT", {"default": 8.0, "min": 0.0, "max": MAX_CFG}),
-                "sampler_name": (list(SAMPLER_NAMES),),
-                "scheduler": (list(SCHEDULER_NAMES),),
-                "sigma_factor": ("FLOAT", {"default": 1.0, "min": 0.0, "max": MAX_SIGMA_FACTOR, "step": 0.01}),
+                "cfg": W.CFG,
+                "sampler_name": W.SAMPLER,
+                "scheduler": W.SCHEDULER,
+                "sigma_factor": W.SIGMA_FACTOR,
                 "basic_pipe": ("BASIC_PIPE",),
             },
             "optional": {"sampler_opt": ("SAMPLER",)},

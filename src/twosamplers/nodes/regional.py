@@ -13,17 +13,8 @@ from __future__ import annotations
 
 import torch
 
-from .._checks import (
-    MAX_OVERLAP,
-    MAX_STEPS,
-    SEED_MAX,
-    check_choice,
-    check_float,
-    check_int,
-    check_mask,
-    check_mask_batch,
-    check_seed,
-)
+from .._checks import MAX_OVERLAP, MAX_STEPS, check_choice, check_float, check_int, check_mask, check_mask_batch
+from .._checks import check_seed
 from ..latent import check_latent
 from ..mask_ops import dilate_region, region_union_inverse
 from ..regional import (
@@ -34,6 +25,7 @@ from ..regional import (
     interleaved_sample,
     second_seed,
 )
+from . import widgets as W
 
 CATEGORY = "ImpactPack/Regional"
 
@@ -125,25 +117,25 @@ class RegionalSampler:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "seed": ("INT", {"default": 0, "min": 0, "max": SEED_MAX}),
-                "seed_2nd": ("INT", {"default": 0, "min": 0, "max": SEED_MAX}),
+                "seed": W.SEED,
+                "seed_2nd": W.SEED,
                 "seed_2nd_mode": (list(SEED_2ND_MODES),),
-                "steps": ("INT", {"default": 20, "min": 1, "max": MAX_STEPS}),
+                "steps": W.STEPS,
                 "base_only_steps": ("INT", {"default": 2, "min": 0, "max": MAX_STEPS}),
-                "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01}),
+                "denoise": W.DENOISE,
                 "samples": ("LATENT",),
                 "base_sampler": ("KSAMPLER_ADVANCED",),
                 "regional_prompts": ("REGIONAL_PROMPTS",),
-                "overlap_factor": ("INT", {"default": 10, "min": 0, "max": MAX_OVERLAP}),
+                "overlap_factor": W.OVERLAP,
                 "restore_latent": ("BOOLEAN", {"default": True, "label_on": "enabled", "label_off": "disabled"}),
                 "additional_mode": (list(RECOVERY_MODES), {"default": "ratio between"}),
                 "additional_sampler": (list(ADDITIONAL_SAMPLERS),),
                 "additional_sigma_ratio": ("FLOAT", {"default": 0.3, "min": 0.0, "max": 1.0, "step": 0.01}),
             },
             "optional": {
-                "fix_soft_masks": ("BOOLEAN", {"default": False}),
-                "noise_once": ("BOOLEAN", {"default": False}),
-                "step_seeds": ("BOOLEAN", {"default": False}),
+                "fix_soft_masks": W.OFF,
+                "noise_once": W.OFF,
+                "step_seeds": W.OFF,
             },
         }
 

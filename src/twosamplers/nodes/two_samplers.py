@@ -11,10 +11,11 @@ recovery "ratio between" / AUTO / 0.3).
 
 from __future__ import annotations
 
-from .._checks import MAX_OVERLAP, MAX_STEPS, SEED_MAX, check_choice, check_mask, check_mask_batch
+from .._checks import check_choice, check_mask, check_mask_batch
 from ..latent import check_latent
 from ..mask_ops import INVERSIONS, inverse
 from ..regional import check_advanced_sampler
+from . import widgets as W
 from .providers import CATEGORY, check_ksampler
 from .regional import RegionalPrompt, RegionalSampler
 
@@ -33,7 +34,7 @@ class TwoSamplersForMask:
             },
             "optional": {
                 "inversion": (list(INVERSIONS), {"default": "binary"}),
-                "base_covers_mask": ("BOOLEAN", {"default": False}),
+                "base_covers_mask": W.OFF,
             },
         }
 
@@ -85,18 +86,18 @@ class TwoAdvancedSamplersForMask:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "seed": ("INT", {"default": 0, "min": 0, "max": SEED_MAX}),
-                "steps": ("INT", {"default": 20, "min": 1, "max": MAX_STEPS}),
-                "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01}),
+                "seed": W.SEED,
+                "steps": W.STEPS,
+                "denoise": W.DENOISE,
                 "samples": ("LATENT",),
                 "base_sampler": ("KSAMPLER_ADVANCED",),
                 "mask_sampler": ("KSAMPLER_ADVANCED",),
                 "mask": ("MASK",),
-                "overlap_factor": ("INT", {"default": 10, "min": 0, "max": MAX_OVERLAP}),
+                "overlap_factor": W.OVERLAP,
             },
             "optional": {
-                "fix_soft_masks": ("BOOLEAN", {"default": False}),
-                "step_seeds": ("BOOLEAN", {"default": False}),
+                "fix_soft_masks": W.OFF,
+                "step_seeds": W.OFF,
             },
         }
 
