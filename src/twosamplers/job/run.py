@@ -105,7 +105,7 @@ def resolve_size(job: Job, mask_hw: tuple[int, int], image_hw: tuple[int, int] |
 def prepare_job(job: Job, cache: ModelCache | None = None, *, load_options: dict | None = None) -> Prepared:
     """Everything that can fail on bad input, before any sampling: inputs, model, sizes, prompts.
     `load_options`: device / dtype / allow_pickle for checkpoints (the machine's business, not the job's)."""
-    cache = cache or ModelCache()
+    cache = ModelCache() if cache is None else cache
     mask, pixels = load_inputs(job)
     options = {k: getattr(job, k) for k in ("clip_skip", "prediction") if getattr(job, k) is not None}
     options.update({k: v for k, v in (load_options or {}).items() if v})

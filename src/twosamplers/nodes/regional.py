@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import torch
 
-from .._checks import MAX_OVERLAP, MAX_STEPS, check_choice, check_float, check_int, check_mask, check_mask_batch
-from .._checks import check_seed
+from .. import _checks as limits
+from .._checks import check_choice, check_float, check_int, check_mask, check_mask_batch, check_seed
 from ..latent import check_latent
 from ..mask_ops import dilate_region, region_union_inverse
 from ..regional import (
@@ -121,7 +121,7 @@ class RegionalSampler:
                 "seed_2nd": W.SEED,
                 "seed_2nd_mode": (list(SEED_2ND_MODES),),
                 "steps": W.STEPS,
-                "base_only_steps": ("INT", {"default": 2, "min": 0, "max": MAX_STEPS}),
+                "base_only_steps": ("INT", {"default": 2, "min": 0, "max": limits.MAX_STEPS}),
                 "denoise": W.DENOISE,
                 "samples": ("LATENT",),
                 "base_sampler": ("KSAMPLER_ADVANCED",),
@@ -152,13 +152,13 @@ class RegionalSampler:
         seed = check_seed("seed", seed)
         seed_2nd = check_seed("seed_2nd", seed_2nd)
         check_choice("seed_2nd_mode", seed_2nd_mode, SEED_2ND_MODES)
-        steps = check_int("steps", steps, 1, MAX_STEPS)
-        base_only_steps = check_int("base_only_steps", base_only_steps, 0, MAX_STEPS)
+        steps = check_int("steps", steps, 1, limits.MAX_STEPS)
+        base_only_steps = check_int("base_only_steps", base_only_steps, 0, limits.MAX_STEPS)
         denoise = check_float("denoise", denoise, 0.0, 1.0)
         check_latent(samples, "samples")
         check_advanced_sampler(base_sampler, "base_sampler")
         items = normalize_regions(regional_prompts)
-        overlap_factor = check_int("overlap_factor", overlap_factor, 0, MAX_OVERLAP)
+        overlap_factor = check_int("overlap_factor", overlap_factor, 0, limits.MAX_OVERLAP)
         check_choice("additional_mode", additional_mode, RECOVERY_MODES)
         check_choice("additional_sampler", additional_sampler, ADDITIONAL_SAMPLERS)
         additional_sigma_ratio = check_float("additional_sigma_ratio", additional_sigma_ratio, 0.0, 1.0)
