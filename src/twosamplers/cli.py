@@ -5,6 +5,10 @@ that the model cannot take, ...) prints one line on stderr and exits with status
 written. Outputs are written atomically after sampling, so an existing file is only ever replaced whole and
 Ctrl-C (exit status 130) leaves no partial file. Every setting, the seeds and the mask go into the PNG's
 text chunks; `twosamplers generate --from out.png` renders the same picture again (other flags override).
+
+This module is parsing and presentation only: flags become a `twosamplers.job.Job` (over the `--from` PNG's
+job), `job.run_job` validates, renders and writes; defaults, limits and choice lists come from the job layer,
+the engine and the model registry.
 """
 
 from __future__ import annotations

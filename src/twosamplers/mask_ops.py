@@ -158,14 +158,12 @@ def dilate_region(mask: torch.Tensor, overlap_factor: int, threshold: str = "rou
     return binarize(out)
 
 
-def region_union_inverse(masks: list[torch.Tensor], threshold: str = "ceil") -> torch.Tensor:
+def region_union_inverse(masks: list[torch.Tensor]) -> torch.Tensor:
     """The base sampler's area in RegionalSampler: 1 where no region mask is > 0 (upstream: ceil, then OR).
 
     Masks of different resolutions (upstream crashes) are brought to the largest one by nearest-neighbour
     resizing of their binarized values. Returns [B, 1, H, W].
     """
-    if threshold not in ("ceil",):
-        raise ValueError(f"threshold={threshold!r} is not known; valid: ceil")
     bins = [as_bchw(m) > 0 for m in masks]
     if not bins:
         raise ValueError("regions is empty: give at least one (mask, sampler) region")

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, fields, replace
 
 import torch
 
-from .._checks import MAX_IMAGE_SIDE, MAX_OVERLAP, MAX_STEPS, SEED_MAX
+from .._checks import MAX_CFG, MAX_IMAGE_SIDE, MAX_OVERLAP, MAX_STEPS, SEED_MAX
 from ..front import MODES
 from ..imageio import MASK_CHANNELS
 from ..mask_ops import INVERSIONS
@@ -96,7 +96,7 @@ class PassSpec:
         return PassSpec(
             seed=_int(f"{prefix}seed", self.seed, 0, SEED_MAX),
             steps=_int(f"{prefix}steps", self.steps, 1, MAX_STEPS),
-            cfg=_float(f"{prefix}cfg", default_cfg if self.cfg is None else self.cfg, 0.0, 100.0),
+            cfg=_float(f"{prefix}cfg", default_cfg if self.cfg is None else self.cfg, 0.0, MAX_CFG),
             sampler=_choice(f"{prefix}sampler", self.sampler, SAMPLER_NAMES),
             scheduler=_choice(f"{prefix}scheduler", self.scheduler, SCHEDULER_NAMES),
             denoise=_float(f"{prefix}denoise", self.denoise, 0.0, 1.0),
