@@ -78,7 +78,7 @@ class KSamplerAdvancedWrapper:
 
     `sampler_opt` (optional) is a sampler name that replaces `sampler_name` for sampling; the schedule is then
     computed without the dpm_2/uni_pc penultimate-sigma rule (as upstream does for a custom SAMPLER).
-    `brownian_tree`: "schedule" (Impact's wrapper, default) or "call" (see `separated_sample`).
+    `brownian_tree`: "schedule" (Impact's wrapper, default) or "call" (see `_call`, Impact's "separated sample").
     """
 
     def __init__(self, model, cfg, sampler_name, scheduler, positive, negative, sampler_opt=None, sigma_factor=1.0,
