@@ -149,3 +149,12 @@ def test_model_cache_loads_once_per_key():
     assert b is not a and len(calls) == 2 and len(cache) == 2
     cache.clear()
     assert len(cache) == 0
+
+
+def test_from_json():
+    j = Job.from_json(json.dumps({**BASE, "mask": "m.png", "base_seed": 4}))
+    assert j.base.seed == 4
+    with pytest.raises(JobError, match="not valid JSON"):
+        Job.from_json("{")
+    with pytest.raises(JobError, match="JSON object"):
+        Job.from_json("[1]")

@@ -125,3 +125,13 @@ def test_guided_denoiser_exposes_model_sampling(model, cond):
     """sa_solver reads the schedule from the denoiser's public attribute, not from its internals."""
     d = GuidedDenoiser(model, [], [], 1.0, samples(), samples(), torch.tensor([1.0, 0.0]))
     assert d.model_sampling is model.model_sampling
+
+
+def test_regional_modes_refuse_pass_fields_they_would_ignore(model, cond):
+    base = ts.SamplerSettings(model, *cond, steps=2)
+    latent = {"samples": samples()}
+    mask = torch.ones(8, 8)
+    with pytest.raises(ValueError, match="regions\\[0\\] settings.start_step"):
+        ts.regional_sample(latent, base, [(mask, ts.SamplerSettings(model, *cond, steps=2, start_step=1))])
+    with pytest.raises(ValueError, match="base.sigma_factor"):
+        ts.regional_sample(latent, ts.SamplerSettings(model, *cond, sigma_factor=0.5), [(mask, base)])

@@ -49,10 +49,19 @@ class SamplerSettings(Pass):
         return _advanced(self)
 
 
-def _check_settings(s, name: str) -> Pass:
+def _check_settings(s, name: str, per_step: bool = False) -> Pass:
     if not isinstance(s, Pass):
         raise TypeError(f"{name} must be a twosamplers.SamplerSettings, got {type(s).__name__}")
+    if per_step:  # the interleaved modes make their own per-step calls; these Pass fields would be ignored
+        for key, unset in _PER_CALL_FIELDS.items():
+            v = getattr(s, key)
+            if (v is not None) if unset is None else (v != unset):
+                raise ValueError(f"{name}.{key} is not used by the interleaved/regional modes; leave it unset")
     return s
+
+
+_PER_CALL_FIELDS = {"start_step": None, "last_step": None, "force_full_denoise": False, "disable_noise": False,
+                    "sigmas": None, "sigma_factor": 1.0, "model_options": None, "sampler_options": None}
 
 
 def _grow_feather(mask: torch.Tensor, latent_hw, downscale: int, grow_px, feather_px, outward: bool = False):
@@ -145,7 +154,7 @@ def regional_sample(latent: dict, base: SamplerSettings, regions: list, *, grow:
     `feather` (image px) adds a soft ramp outside the dilated region. The base sampler covers exactly the
     pixels no region covers. Regions are applied in order, each composited over the previous ones.
     """
-    _check_settings(base, "base")
+    _check_settings(base, "base", per_step=True)
     _validate_common(latent, grow, feather, callback)
     if not isinstance(regions, (list, tuple)):
         raise TypeError(f"regions must be a list of (mask, SamplerSettings) pairs, got {type(regions).__name__}")
@@ -165,7 +174,7 @@ def regional_sample(latent: dict, base: SamplerSettings, regions: list, *, grow:
         if not isinstance(item, (list, tuple)) or len(item) != 2:
             raise TypeError(f"regions[{j}] must be a (mask, SamplerSettings) pair, got {type(item).__name__}")
         m, s = item
-        _check_settings(s, f"regions[{j}] settings")
+        _check_settings(s, f"regions[{j}] settings", per_step=True)
         m = _check_region_mask(m, b, f"regions[{j}] mask")
         g = _grow_feather(m, (h, w), downscale, grow, 0.0)
         region = dilate_region(g, overlap_factor, "nonzero")

@@ -157,6 +157,15 @@ class Job:
         return cls(**d, **passes, mask_tensor=mask_tensor).validated()
 
     @classmethod
+    def from_json(cls, text: str | bytes) -> Job:
+        """A job from a JSON object (a batch line, a request body)."""
+        try:
+            d = json.loads(text)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise JobError("job", f"is not valid JSON: {e}") from None
+        return cls.from_dict(d)
+
+    @classmethod
     def from_png(cls, path: str | os.PathLike, overrides: dict | None = None) -> Job:
         """The job a PNG written by twosamplers records (its embedded mask included); `overrides` (a flat dict,
         e.g. from command-line flags) win over the PNG's values."""
