@@ -9,7 +9,8 @@ door (`front.regional_sample`) calls them with every fix switched on. Every call
 
 from __future__ import annotations
 
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 import torch
 from tqdm.auto import tqdm
@@ -192,6 +193,16 @@ class KSamplerAdvancedWrapper:
                                   or tuple(noise.shape) != tuple(latent_image["samples"].shape)):
             raise ValueError(f"noise must be a tensor shaped like latent_image['samples'] "
                              f"{tuple(latent_image['samples'].shape)}")
+        return self.sample_trusted(add_noise, seed, steps, latent_image, start_at_step, end_at_step,
+                                   return_with_leftover_noise, recovery_mode=recovery_mode,
+                                   recovery_sampler=recovery_sampler, recovery_sigma_ratio=r, noise=noise,
+                                   callback=callback, disable_pbar=disable_pbar, model_options=model_options)
+
+    def sample_trusted(self, add_noise, seed, steps, latent_image, start_at_step, end_at_step,
+                       return_with_leftover_noise, *, recovery_mode="DISABLE", recovery_sampler="AUTO",
+                       recovery_sigma_ratio=0.3, noise=None, callback=None, disable_pbar=None, model_options=None):
+        """`sample_advanced` without its checks, for the per-step loop whose entrance validated everything."""
+        r = recovery_sigma_ratio
         leftover = bool(return_with_leftover_noise)
         recover = recovery_mode != "DISABLE" and self.sampler_name in RECOVERY_SAMPLERS
         ratio = (1.0 - r if recovery_mode == "ratio between" else 1.0) if recover else 1.0
@@ -214,6 +225,12 @@ class KSamplerAdvancedWrapper:
             latent = dict(latent_image)
             latent["samples"] = latent_image["samples"].clone()
         return latent
+
+
+def _step_call(sampler):
+    """Our own KSAMPLER_ADVANCED's unchecked call (the loop's entrance validated everything); any other
+    object's public `sample_advanced`."""
+    return sampler.sample_trusted if isinstance(sampler, KSamplerAdvancedWrapper) else sampler.sample_advanced
 
 
 def second_seed(seed: int, seed_2nd: int, mode: str) -> int:
@@ -250,76 +267,90 @@ def interleaved_sample(latent: dict, base_sampler, regions: list[tuple[torch.Ten
     step i is seed + i (upstream re-seeds every one-step call identically, so ancestral noise repeats).
     callback(step, x0, x, total) is called once per shared step with the latent after it (x0 = x).
     """
-    out = dict(latent)
-    out.pop("noise_mask", None)
     if denoise <= 0.0:
-        out["samples"] = latent["samples"].clone()
-        return out
+        return _without_noise_mask(latent, latent["samples"].clone())
     adv_steps = int(steps / denoise)
     start = adv_steps - steps
     batch_index = latent.get("batch_index")
-    recovery = {"recovery_mode": additional_mode, "recovery_sampler": additional_sampler,
-                "recovery_sigma_ratio": additional_sigma_ratio}
-    inner_pbar = True
-    cur = latent
-    leftover = False
+    loop = _Interleave(_step_call(base_sampler), [(m, _step_call(s), rs) for m, s, rs in regions], inv_mask,
+                       adv_steps, restore_latent, step_seeds,
+                       {"recovery_mode": additional_mode, "recovery_sampler": additional_sampler,
+                        "recovery_sigma_ratio": additional_sigma_ratio})
+    cur, leftover = latent, False
     if base_only_steps > 0:
         leftover = seed_2nd_mode == "ignore"
         noise = prepare_noise(latent["samples"], seed, batch_index)
-        cur = base_sampler.sample_advanced(True, seed, adv_steps, latent, start, start + base_only_steps, leftover,
-                                           recovery_mode="DISABLE", noise=noise, disable_pbar=inner_pbar)
+        cur = loop.base_call(True, seed, adv_steps, latent, start, start + base_only_steps, leftover,
+                             recovery_mode="DISABLE", noise=noise, disable_pbar=True)
     seed = second_seed(seed, seed_2nd, seed_2nd_mode)
-    if leftover:
-        add_noise, noise = False, None
-    else:
-        add_noise, noise = True, prepare_noise(cur["samples"], seed, batch_index)
-
-    def at(s: int, i: int) -> int:
-        return (s + i) % (SEED_MAX + 1) if step_seeds else s
-
-    first = start + base_only_steps
-    total = max(0, adv_steps - first)
-    bar = tqdm(total=total, disable=True if disable_pbar is None and total == 0 else disable_pbar, leave=False)
-    try:
-        for i in range(first, adv_steps):
-            step_in = dict(cur)
-            step_in["noise_mask"] = inv_mask
-            cur = base_sampler.sample_advanced(add_noise, at(seed, i), adv_steps, step_in, i, i + 1, True,
-                                               noise=noise, disable_pbar=inner_pbar, **recovery)
-            if noise_once and add_noise:
-                add_noise, noise = False, None
-            base_latent = None
-            if restore_latent:
-                cur = dict(cur)
-                cur.pop("noise_mask", None)
-                base_latent = cur
-            for region_mask, sampler, region_seed in regions:
-                step_in = dict(base_latent if restore_latent else cur)
-                step_in["noise_mask"] = region_mask
-                rs = seed if region_seed is None else region_seed
-                cur = sampler.sample_advanced(False, at(rs, i), adv_steps, step_in, i, i + 1, True,
-                                              disable_pbar=inner_pbar, **recovery)
-                if restore_latent:
-                    base_latent = dict(base_latent)
-                    base_latent["samples"] = composite(base_latent["samples"], cur["samples"], region_mask)
-                    cur = base_latent
-            bar.update(1)
-            if callback is not None:
-                callback(i - first, cur["samples"], cur["samples"], total)
-    finally:
-        bar.close()
+    noise = None if leftover else prepare_noise(cur["samples"], seed, batch_index)
+    cur = loop.run(cur, seed, start + base_only_steps, noise, noise_once, callback, disable_pbar)
     if not restore_latent:
         # upstream's closing base call from step adv_steps: a no-op, except that the recovery pass of the
         # 2m/3m SDE samplers restarts two steps back (its result is discarded when restore_latent is on)
-        step_in = dict(cur)
-        step_in["noise_mask"] = inv_mask
-        cur = base_sampler.sample_advanced(False, seed, adv_steps, step_in, adv_steps, adv_steps + 1, False,
-                                           disable_pbar=inner_pbar, **recovery)
-    out = dict(cur)
+        cur = loop.base_call(False, seed, adv_steps, {**cur, "noise_mask": inv_mask}, adv_steps, adv_steps + 1,
+                             False, disable_pbar=True, **loop.recovery)
+    samples = cur["samples"]
+    return _without_noise_mask(cur, latent["samples"].clone() if samples is latent["samples"] else samples)
+
+
+def _without_noise_mask(latent: dict, samples: torch.Tensor) -> dict:
+    out = dict(latent)
     out.pop("noise_mask", None)
-    if out["samples"] is latent["samples"]:
-        out["samples"] = latent["samples"].clone()
+    out["samples"] = samples
     return out
+
+
+@dataclass
+class _Interleave:
+    """The per-step phase of `interleaved_sample`: at every shared step, one base call on `inv_mask`, then one
+    call per region on its mask (each composited over the base result when restore_latent is on)."""
+
+    base_call: Callable
+    regions: list  # (region mask, call, seed or None)
+    inv_mask: torch.Tensor
+    adv_steps: int
+    restore_latent: bool
+    step_seeds: bool
+    recovery: dict
+
+    def seed_at(self, s: int, i: int) -> int:
+        return (s + i) % (SEED_MAX + 1) if self.step_seeds else s
+
+    def run(self, cur: dict, seed: int, first: int, noise, noise_once: bool, callback, disable_pbar) -> dict:
+        add_noise = noise is not None
+        total = max(0, self.adv_steps - first)
+        bar = tqdm(total=total, disable=True if disable_pbar is None and total == 0 else disable_pbar, leave=False)
+        try:
+            for i in range(first, self.adv_steps):
+                cur = self.step(cur, seed, i, add_noise, noise)
+                if noise_once and add_noise:
+                    add_noise, noise = False, None
+                bar.update(1)
+                if callback is not None:
+                    callback(i - first, cur["samples"], cur["samples"], total)
+        finally:
+            bar.close()
+        return cur
+
+    def step(self, cur: dict, seed: int, i: int, add_noise: bool, noise) -> dict:
+        cur = self.base_call(add_noise, self.seed_at(seed, i), self.adv_steps, {**cur, "noise_mask": self.inv_mask},
+                             i, i + 1, True, noise=noise, disable_pbar=True, **self.recovery)
+        base_latent = None
+        if self.restore_latent:
+            cur = dict(cur)
+            cur.pop("noise_mask", None)
+            base_latent = cur
+        for region_mask, call, region_seed in self.regions:
+            step_in = {**(base_latent if self.restore_latent else cur), "noise_mask": region_mask}
+            rs = seed if region_seed is None else region_seed
+            cur = call(False, self.seed_at(rs, i), self.adv_steps, step_in, i, i + 1, True, disable_pbar=True,
+                       **self.recovery)
+            if self.restore_latent:
+                base_latent = {**base_latent, "samples": composite(base_latent["samples"], cur["samples"],
+                                                                   region_mask)}
+                cur = base_latent
+        return cur
 
 
 __all__ = [
