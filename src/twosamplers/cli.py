@@ -72,18 +72,24 @@ def _add_common_output(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
+
+    parser = _Parser(prog="twosamplers", description="Region-masked diffusion sampling: one sampler outside a "
+                     "mask, another inside, with ComfyUI's numbers.")
+    parser.add_argument("--version", action="version", version=f"twosamplers {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    _add_generate(sub)
+    _add_demo(sub)
+    return parser
+
+
+def _add_generate(sub) -> None:
     from .front import MODES
     from .imageio import MASK_CHANNELS
     from .mask_ops import INVERSIONS
     from .models.analytic import load_textures
 
     words = ", ".join(load_textures().names)
-    parser = _Parser(prog="twosamplers", description="Region-masked diffusion sampling: one sampler outside a "
-                     "mask, another inside, with ComfyUI's numbers.")
-    parser.add_argument("--version", action="version", version=f"twosamplers {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    sub.required = True
-
     g = sub.add_parser("generate", help="render a picture with one prompt outside a mask and another inside",
                        description="Render the base prompt outside the mask and the mask prompt inside it. "
                        f"Prompt words of the built-in models: {words}; several words mean the union of their "
@@ -135,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common_output(g)
     g.set_defaults(func=cmd_generate)
 
+
+def _add_demo(sub) -> None:
     d = sub.add_parser("demo", help="render the built-in demo: grass outside a disc, brick inside",
                        description="Draws a disc mask and renders grass outside, brick inside, with the "
                        "embedded training-free textures model (no GPU, no download). Writes the result and a "
@@ -154,7 +162,6 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--save-latent", metavar="FILE", help="also write the result as a ComfyUI .latent file")
     _add_common_output(d)
     d.set_defaults(func=cmd_demo)
-    return parser
 
 
 # ---------------------------------------------------------------------------------------------- flags -> job
