@@ -68,3 +68,15 @@ def test_imports_point_down(path):
 
 def test_every_module_has_a_floor():
     assert {module_of(p) for p in FILES} <= set(FLOORS)
+
+
+def test_functions_stay_short_outside_the_samplers():
+    """docs/architecture.md: no function over 60 lines outside samplers/ (the k-diffusion-style loops)."""
+    long = []
+    for path in FILES:
+        if path.parent.name == "samplers":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 60:
+                long.append(f"{path.relative_to(SRC)}:{node.name} ({node.end_lineno - node.lineno + 1} lines)")
+    assert not long, long
