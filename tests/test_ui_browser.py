@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import time
@@ -64,6 +65,18 @@ def server(chromium, tmp_path_factory):
         app.close()
 
 
+def _wait_result(page, needle: str = "done in") -> str:
+    """Wait for the status to say `needle`, failing at once when the page shows an error instead."""
+    page.wait_for_function(
+        "(needle) => { const s = document.querySelector('#ts-status'); const e = document.querySelector('#ts-error');"
+        " return (s && s.innerText.includes(needle)) || (e && e.offsetParent !== null && e.innerText.trim())"
+        " || document.querySelector('.toast-body'); }", arg=needle, timeout=TIMEOUT_MS)
+    toast = page.locator(".toast-body")
+    assert toast.count() == 0, f"Gradio error toast: {toast.first.inner_text()}"
+    assert not page.locator("#ts-error").is_visible(), page.inner_text("#ts-error")
+    return page.inner_text("#ts-status")
+
+
 def _wait_text(page, selector: str, needle: str, timeout_ms: int = TIMEOUT_MS) -> str:
     page.wait_for_function("([sel, needle]) => { const e = document.querySelector(sel); "
                            "return e && e.innerText.includes(needle); }", arg=[selector, needle], timeout=timeout_ms)
@@ -109,13 +122,11 @@ def test_paint_generate_download_reload(server, chromium, tmp_path):
             ctx = browser.new_context(viewport={"width": 1400, "height": 1100}, accept_downloads=True)
             page = ctx.new_page()
 
-            def guard(route):
-                if route.request.url.startswith(("http://127.0.0.1", "ws://127.0.0.1", "data:", "blob:")):
-                    return route.continue_()
+            def refuse(route):  # only requests to other hosts are routed here
                 outbound.append(route.request.url)
                 return route.abort()
 
-            ctx.route("**/*", guard)
+            ctx.route(re.compile(r"^(?!(https?|wss?)://127\.0\.0\.1[:/]|data:|blob:)"), refuse)
             page.goto(url)
             page.wait_for_selector("#ts-generate", timeout=TIMEOUT_MS)
 
@@ -143,7 +154,7 @@ def test_paint_generate_download_reload(server, chromium, tmp_path):
 
             t0 = time.perf_counter()
             page.click("#ts-generate")
-            status = _wait_text(page, "#ts-status", "done in")
+            status = _wait_result(page)
             click_to_result = time.perf_counter() - t0
             assert not page.locator("#ts-error").is_visible(), page.inner_text("#ts-error")
             page.wait_for_selector("#ts-strip img", timeout=TIMEOUT_MS)

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from twosamplers.cli import GLOBAL_KEYS, PASS_KEYS
 from twosamplers.cli import main as cli_main
 from twosamplers.imageio import read_settings
+from twosamplers.job import Job, job_keys
 from twosamplers.ui import handlers as H
 from twosamplers.ui.render import Cancelled, render
 
@@ -33,7 +33,8 @@ def test_fields_settings_round_trip_covers_every_field():
     f = _fields(mode="regional", base_seed=7, mask_cfg=4.5, r2_prompt="water", r2_seed=11, r3_sampler="heun",
                 grow=3, crop_to_mask=False, base_negative="sand")
     s = H.fields_to_settings(f, n_regions=3)
-    assert set(GLOBAL_KEYS) <= set(s) and all(f"{w}_{k}" in s for w in ("base", "mask") for k in PASS_KEYS)
+    assert set(s) - {"regions"} == set(job_keys())  # a job dict: what the CLI's flags and PNG metadata are
+    Job.from_dict({k: v for k, v in s.items() if k != "regions"}, mask_tensor=torch.ones(4, 4))
     assert s["base_seed"] == 7 and s["mask_cfg"] == 4.5 and s["grow"] == 3 and s["base_negative"] == "sand"
     assert [r["prompt"] for r in s["regions"]] == ["water", "sand"] and s["regions"][1]["sampler"] == "heun"
     back = H.settings_to_fields(s, H.default_fields())
@@ -43,10 +44,14 @@ def test_fields_settings_round_trip_covers_every_field():
 
 
 def test_fields_are_validated_with_the_argument_named():
-    with pytest.raises(H.UIError, match="base steps"):
+    with pytest.raises(H.UIError, match="base steps: 0 is out of range"):
         H.fields_to_settings(_fields(base_steps=0))
     with pytest.raises(H.UIError, match="mask denoise"):
         H.fields_to_settings(_fields(mask_denoise=1.5))
+    with pytest.raises(H.UIError, match="region 2 cfg"):
+        H.fields_to_settings(_fields(mode="regional", r2_cfg=-1), n_regions=2)
+    with pytest.raises(H.UIError, match="base sampler: unknown value"):
+        H.fields_to_settings(_fields(base_sampler="nope"))
     with pytest.raises(H.UIError, match="whole number"):
         H.fields_to_settings(_fields(base_seed=1.5))
     with pytest.raises(H.UIError, match="mode 'regional'"):

@@ -28,7 +28,7 @@ from starlette.middleware import Middleware  # noqa: E402
 from ..samplers import SAMPLER_NAMES  # noqa: E402
 from ..schedules import SCHEDULER_NAMES  # noqa: E402
 from . import handlers as H  # noqa: E402
-from .render import CACHE, Cancelled, render  # noqa: E402
+from .render import LOCKS, Cancelled, render  # noqa: E402
 
 PREVIEW_EVERY_S = 0.2  # the live preview is sent at most this often
 SYSTEM_FONTS = ["ui-sans-serif", "system-ui", "sans-serif"]
@@ -148,232 +148,244 @@ def _save_input_image(background: np.ndarray, folder: Path) -> str:
     return str(path.resolve())
 
 
+def _canvas_column(c: dict, fields: dict) -> None:
+    c["editor"] = gr.ImageEditor(
+        value=None, type="numpy", image_mode="RGBA", sources=("upload", "clipboard"), layers=True, format="png",
+        canvas_size=(256, 256), brush=gr.Brush(default_size=24, colors=["#ff4040"], color_mode="fixed"),
+        eraser=gr.Eraser(default_size=24), transforms=(), elem_id="ts-canvas",
+        label="Canvas: upload an image or use a blank one, paint the region (one layer per region)")
+    with gr.Row(equal_height=True):
+        c["width"] = gr.Number(label="width", value=fields["width"], precision=0, minimum=8, elem_id="ts-width")
+        c["height"] = gr.Number(label="height", value=fields["height"], precision=0, minimum=8, elem_id="ts-height")
+        c["blank"] = gr.Button("New blank canvas", elem_id="ts-blank")
+        c["use_image"] = gr.Checkbox(label="start from the canvas image (img2img)", value=False,
+                                     elem_id="ts-use-image")
+    with gr.Row():
+        c["grow"] = gr.Slider(-64, 64, value=fields["grow"], step=1, label="grow (px)", elem_id="ts-grow")
+        c["feather"] = gr.Slider(0, 64, value=fields["feather"], step=0.5, label="feather (px)",
+                                 elem_id="ts-feather")
+    with gr.Row():
+        c["mask_upload"] = gr.Image(label="or upload a mask (white = inside; replaces region 1)", type="numpy",
+                                    image_mode="RGBA", sources=["upload"], height=180, elem_id="ts-mask-upload")
+        c["mask_view"] = gr.Image(label="mask as the sampler sees it (grown + feathered)", type="numpy",
+                                  interactive=False, height=180, elem_id="ts-mask-view")
+    c["show_mask"] = gr.Button("Show mask", elem_id="ts-show-mask")
+
+
+def _settings_column(c: dict, fields: dict, models_dir: str | None, found: dict) -> None:
+    c["model"] = gr.Dropdown(H.model_choices(models_dir, found), value=fields["model"], label="model",
+                             elem_id="ts-model")
+    if models_dir:
+        gr.Markdown(f"`{models_dir}`: {len(found['checkpoints'])} checkpoints, {len(found['loras'])} LoRAs, "
+                    f"{len(found['controlnet'])} ControlNets, {len(found['embeddings'])} embeddings found "
+                    "(LoRAs/ControlNets/embeddings are listed only: the sampler does not apply them yet)",
+                    elem_id="ts-models-found")
+    c["mode"] = gr.Radio(list(H.MODES), value=fields["mode"], label="mode", elem_id="ts-mode")
+    with gr.Row():
+        c["crop_to_mask"] = gr.Checkbox(label="crop to mask", value=fields["crop_to_mask"], elem_id="ts-crop")
+        c["differential"] = gr.Checkbox(label="differential", value=fields["differential"],
+                                        elem_id="ts-differential")
+    with gr.Tabs():
+        with gr.Tab("Base (outside)"):
+            _pass_panel(c, "base", fields, "base")
+        with gr.Tab("Mask (inside) / region 1"):
+            _pass_panel(c, "mask", fields, "mask", regional_note=True)
+        c["region_tabs"] = []
+        for i in range(2, H.MAX_REGIONS + 1):
+            with gr.Tab(f"Region {i} (layer {i})", visible=False) as tab:
+                _pass_panel(c, f"r{i}", fields, f"region {i}", regional_note=True)
+            c["region_tabs"].append(tab)
+    with gr.Row():
+        c["generate"] = gr.Button("Generate", variant="primary", elem_id="ts-generate")
+        c["cancel"] = gr.Button("Cancel", variant="stop", elem_id="ts-cancel")
+    c["status"] = gr.Markdown("", elem_id="ts-status")
+    c["live"] = gr.Image(label="live preview (current x0)", type="numpy", interactive=False, height=256,
+                         elem_id="ts-live")
+
+
+def _results_row(c: dict) -> None:
+    with gr.Row():
+        c["gallery"] = gr.Gallery(label="results", columns=4, height=300, elem_id="ts-gallery", type="filepath")
+        with gr.Column():
+            c["strip"] = gr.Image(label="mask | base | result", type="filepath", interactive=False,
+                                  elem_id="ts-strip")
+            c["download"] = gr.DownloadButton("Download PNG", value=None, interactive=False, elem_id="ts-download")
+            c["load_png"] = gr.File(label="Load settings from PNG (made by the CLI or this page)",
+                                    file_types=[".png"], type="filepath", elem_id="ts-load")
+    c["results"] = gr.State([])
+
+
+RUN_OUTPUTS = ("error", "status", "live", "gallery", "strip", "download", "results")
+
+
+def _keep(n: int) -> list:
+    return [gr.update() for _ in range(n)]
+
+
+class Page:
+    """The page's event handlers; `c` maps names (the FIELDS and the widgets) to components."""
+
+    def __init__(self, c: dict, out_dir: Path) -> None:
+        self.c, self.out_dir = c, out_dir
+        self.sessions = Sessions()
+        self._n = 0
+        self._n_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ canvas
+    def on_mode(self, mode):
+        regional, two_pass = mode == "regional", mode == "two-pass"
+        return ([gr.update(visible=regional) for _ in self.c["region_tabs"]]
+                + [gr.update(interactive=two_pass), gr.update(interactive=two_pass)])
+
+    def on_blank(self, w, h):
+        try:
+            return H.blank_canvas(w, h), False, _no_error()
+        except H.UIError as e:
+            return gr.update(), gr.update(), _error(H.error_message(e))
+
+    def on_upload(self, value):
+        bg = H.editor_background(value)
+        if bg is None:
+            return _keep(3)
+        return True, bg.shape[1], bg.shape[0]
+
+    def on_show_mask(self, value, upload, g, f):
+        try:
+            return H.mask_preview(value, upload, g, f), _no_error()
+        except Exception as e:  # shown in the page; the server keeps running
+            return None, _error(H.error_message(e))
+
+    # ------------------------------------------------------------------ running
+    def _job(self, data: dict) -> tuple[dict, list]:
+        values = {k: data[self.c[k]] for k in H.FIELDS}
+        value = data[self.c["editor"]]
+        masks = H.canvas_masks(value, data[self.c["mask_upload"]])
+        settings = H.fields_to_settings(values, len(masks))
+        if values.get("use_image"):
+            bg = H.editor_background(value)
+            if bg is None:
+                raise H.UIError("'start from the canvas image' is on but the canvas has no image")
+            settings["image"] = _save_input_image(bg, self.out_dir)
+            settings["width"], settings["height"] = bg.shape[1], bg.shape[0]
+        return settings, masks
+
+    def on_generate(self, data: dict, request: gr.Request):
+        try:
+            settings, masks = self._job(data)
+        except Exception as e:
+            yield [_error(H.error_message(e))] + _keep(len(RUN_OUTPUTS) - 1)
+            return
+        with self._n_lock:
+            self._n += 1
+            name = f"ts-{time.strftime('%Y%m%d-%H%M%S')}-{self._n:04d}"
+        key = getattr(request, "session_hash", None) or "default"
+        ev = self.sessions.start(key)
+        progress = {"step": -1, "total": 0, "x0": None, "model": None}
+        outcome: dict = {}
+
+        def work():
+            try:
+                outcome["ok"] = render(settings, masks, output=self.out_dir / f"{name}.png",
+                                       preview=self.out_dir / f"{name}-preview.png", cancel=ev,
+                                       on_step=lambda i, n, x0, m: progress.update(step=i, total=n, x0=x0, model=m))
+            except Cancelled:
+                outcome["cancelled"] = True
+            except Exception as e:  # reported in the page
+                outcome["error"] = H.error_message(e)
+
+        waiting = LOCKS.lock(settings["model"]).locked()
+        thread = threading.Thread(target=work, name=f"twosamplers-{name}", daemon=True)
+        thread.start()
+        first = "waiting: another run is using this model" if waiting else "loading the model..."
+        yield [_no_error(), first] + _keep(len(RUN_OUTPUTS) - 2)
+        try:
+            yield from self._stream(thread, progress)
+        finally:
+            if thread.is_alive():
+                ev.set()  # the tab went away: stop the render too
+            self.sessions.finish(key, ev)
+        yield self._outcome(outcome, progress, data[self.c["results"]])
+
+    def _stream(self, thread: threading.Thread, progress: dict):
+        """Per-step status and the live x0 preview (at most every PREVIEW_EVERY_S) while the render runs."""
+        shown, last_sent = -1, 0.0
+        while thread.is_alive():
+            thread.join(0.05)
+            step, now = progress["step"], time.perf_counter()
+            if step != shown and now - last_sent >= PREVIEW_EVERY_S and progress["x0"] is not None:
+                shown, last_sent = step, now
+                model = progress["model"]
+                img = H.cheap_preview(progress["x0"], model.latent_format, model.decode_latent)
+                pct = 100.0 * (step + 1) / max(progress["total"], 1)
+                yield [gr.update(), f"step {step + 1}/{progress['total']} ({pct:.0f}%)", img] + _keep(4)
+
+    def _outcome(self, outcome: dict, progress: dict, done: list | None) -> list:
+        if "ok" in outcome:
+            res = outcome["ok"]
+            done = [res["image"]] + list(done or [])
+            msg = f"done in {res['seconds']:.2f} s: `{Path(res['image']).name}`"
+            return [_no_error(), msg, gr.update(), done, res["preview"],
+                    gr.update(value=res["image"], interactive=True), done]
+        if outcome.get("cancelled"):
+            return [_no_error(), f"cancelled at step {progress['step'] + 1}/{progress['total']}"] + _keep(5)
+        return [_error(outcome.get("error", "the render stopped")), "failed"] + _keep(5)
+
+    def on_cancel(self, request: gr.Request):
+        key = getattr(request, "session_hash", None) or "default"
+        return "cancelling..." if self.sessions.cancel(key) else "nothing is running"
+
+    # ------------------------------------------------------------------ load settings
+    def on_load(self, path, *current):
+        if path is None:
+            return _keep(len(H.FIELDS) + 3)
+        try:
+            settings, masks = H.load_png_settings(path)
+            f = H.settings_to_fields(settings, dict(zip(H.FIELDS, current, strict=True)))
+            bg = None
+            if settings.get("image") and Path(str(settings["image"])).is_file():
+                with Image.open(settings["image"]) as im:
+                    bg = np.asarray(im.convert("RGB"))
+            if bg is None:
+                bg = np.full((int(f["height"]), int(f["width"]), 3), 128, np.uint8)
+                f["use_image"] = False
+            value = H.editor_value(bg, masks)
+        except Exception as e:
+            return _keep(len(H.FIELDS) + 2) + [_error(H.error_message(e))]
+        return [f[k] for k in H.FIELDS] + [value, None, _no_error()]
+
+
 def build_app(models_dir: str | None = None, outputs_dir: str | None = None) -> gr.Blocks:
     """The Blocks app. `models_dir`: a ComfyUI-style models folder; `outputs_dir`: where results are written
     (default: a fresh temporary folder)."""
     found = H.scan_models(models_dir)
     out_dir = Path(outputs_dir or tempfile.mkdtemp(prefix="twosamplers-ui-")).resolve()
     (out_dir / "inputs").mkdir(parents=True, exist_ok=True)
-    sessions = Sessions()
-    counter = {"n": 0}
-    counter_lock = threading.Lock()
     fields = H.default_fields()
     theme = gr.themes.Default(font=SYSTEM_FONTS, font_mono=MONO_FONTS)
-    comp: dict = {}
-
+    c: dict = {}
     with gr.Blocks(title="twosamplers", theme=theme, css=CSS, analytics_enabled=False) as app:
         gr.Markdown("## twosamplers: one sampler outside the mask, another inside")
-        error = gr.Markdown("", visible=False, elem_id="ts-error")
+        c["error"] = gr.Markdown("", visible=False, elem_id="ts-error")
         with gr.Row():
             with gr.Column(scale=3):
-                editor = gr.ImageEditor(
-                    value=None, type="numpy", image_mode="RGBA",
-                    sources=("upload", "clipboard"), layers=True, format="png", canvas_size=(256, 256),
-                    brush=gr.Brush(default_size=24, colors=["#ff4040"], color_mode="fixed"),
-                    eraser=gr.Eraser(default_size=24), transforms=(), elem_id="ts-canvas",
-                    label="Canvas: upload an image or use a blank one, paint the region (one layer per region)")
-                with gr.Row(equal_height=True):
-                    comp["width"] = gr.Number(label="width", value=fields["width"], precision=0, minimum=8,
-                                              elem_id="ts-width")
-                    comp["height"] = gr.Number(label="height", value=fields["height"], precision=0, minimum=8,
-                                               elem_id="ts-height")
-                    blank = gr.Button("New blank canvas", elem_id="ts-blank")
-                    comp["use_image"] = gr.Checkbox(label="start from the canvas image (img2img)",
-                                                    value=False, elem_id="ts-use-image")
-                with gr.Row():
-                    comp["grow"] = gr.Slider(-64, 64, value=fields["grow"], step=1, label="grow (px)",
-                                             elem_id="ts-grow")
-                    comp["feather"] = gr.Slider(0, 64, value=fields["feather"], step=0.5, label="feather (px)",
-                                                elem_id="ts-feather")
-                with gr.Row():
-                    mask_upload = gr.Image(label="or upload a mask (white = inside; replaces region 1)",
-                                           type="numpy", image_mode="RGBA", sources=["upload"], height=180,
-                                           elem_id="ts-mask-upload")
-                    mask_view = gr.Image(label="mask as the sampler sees it (grown + feathered)", type="numpy",
-                                         interactive=False, height=180, elem_id="ts-mask-view")
-                show_mask = gr.Button("Show mask", elem_id="ts-show-mask")
+                _canvas_column(c, fields)
             with gr.Column(scale=2):
-                choices = H.model_choices(models_dir, found)
-                comp["model"] = gr.Dropdown(choices, value=fields["model"], label="model", elem_id="ts-model")
-                if models_dir:
-                    gr.Markdown(f"`{models_dir}`: {len(found['checkpoints'])} checkpoints, {len(found['loras'])} "
-                                f"LoRAs, {len(found['controlnet'])} ControlNets, {len(found['embeddings'])} "
-                                "embeddings found (LoRAs/ControlNets/embeddings are listed only; the sampler "
-                                "does not apply them yet)", elem_id="ts-models-found")
-                comp["mode"] = gr.Radio(list(H.MODES), value=fields["mode"], label="mode", elem_id="ts-mode")
-                with gr.Row():
-                    comp["crop_to_mask"] = gr.Checkbox(label="crop to mask", value=fields["crop_to_mask"],
-                                                       elem_id="ts-crop")
-                    comp["differential"] = gr.Checkbox(label="differential", value=fields["differential"],
-                                                       elem_id="ts-differential")
-                with gr.Tabs():
-                    with gr.Tab("Base (outside)"):
-                        _pass_panel(comp, "base", fields, "base")
-                    with gr.Tab("Mask (inside) / region 1"):
-                        _pass_panel(comp, "mask", fields, "mask", regional_note=True)
-                    region_tabs = []
-                    for i in range(2, H.MAX_REGIONS + 1):
-                        with gr.Tab(f"Region {i} (layer {i})", visible=False) as tab:
-                            _pass_panel(comp, f"r{i}", fields, f"region {i}", regional_note=True)
-                        region_tabs.append(tab)
-                with gr.Row():
-                    generate = gr.Button("Generate", variant="primary", elem_id="ts-generate")
-                    cancel = gr.Button("Cancel", variant="stop", elem_id="ts-cancel")
-                status = gr.Markdown("", elem_id="ts-status")
-                live = gr.Image(label="live preview (current x0)", type="numpy", interactive=False, height=256,
-                                elem_id="ts-live")
-        with gr.Row():
-            gallery = gr.Gallery(label="results", columns=4, height=300, elem_id="ts-gallery", type="filepath")
-            with gr.Column():
-                strip = gr.Image(label="mask | base | result", type="filepath", interactive=False,
-                                 elem_id="ts-strip")
-                download = gr.DownloadButton("Download PNG", value=None, interactive=False, elem_id="ts-download")
-                load_png = gr.File(label="Load settings from PNG (made by the CLI or this page)",
-                                   file_types=[".png"], type="filepath", elem_id="ts-load")
-        results = gr.State([])
-
-        field_comps = [comp[k] for k in H.FIELDS]
-
-        # ---------------------------------------------------------------------------------------- handlers
-        def on_mode(mode):
-            regional = mode == "regional"
-            two_pass = mode == "two-pass"
-            return ([gr.update(visible=regional) for _ in region_tabs]
-                    + [gr.update(interactive=two_pass), gr.update(interactive=two_pass)])
-
-        comp["mode"].change(on_mode, comp["mode"], region_tabs + [comp["crop_to_mask"], comp["differential"]],
-                            queue=False)
-
-        def on_blank(w, h):
-            try:
-                return H.blank_canvas(w, h), False, _no_error()
-            except H.UIError as e:
-                return gr.update(), gr.update(), _error(H.error_message(e))
-
-        blank.click(on_blank, [comp["width"], comp["height"]], [editor, comp["use_image"], error], queue=False)
-
-        def on_upload(value):
-            bg = H.editor_background(value)
-            if bg is None:
-                return gr.update(), gr.update(), gr.update()
-            return True, bg.shape[1], bg.shape[0]
-
-        editor.upload(on_upload, editor, [comp["use_image"], comp["width"], comp["height"]], queue=False)
-
-        def on_show_mask(value, upload, g, f):
-            try:
-                return H.mask_preview(value, upload, g, f), _no_error()
-            except Exception as e:  # shown in the page; the server keeps running
-                return None, _error(H.error_message(e))
-
-        show_mask.click(on_show_mask, [editor, mask_upload, comp["grow"], comp["feather"]], [mask_view, error])
-
-        def on_generate(*args, request: gr.Request):
-            values = dict(zip(H.FIELDS, args[:len(H.FIELDS)], strict=True))
-            value, upload, done = args[len(H.FIELDS):]
-            key = getattr(request, "session_hash", None) or "default"
-            try:
-                masks = H.canvas_masks(value, upload)
-                settings = H.fields_to_settings(values, len(masks))
-                bg = H.editor_background(value)
-                if values.get("use_image"):
-                    if bg is None:
-                        raise H.UIError("'start from the canvas image' is on but the canvas has no image")
-                    settings["image"] = _save_input_image(bg, out_dir)
-                    settings["width"], settings["height"] = bg.shape[1], bg.shape[0]
-            except Exception as e:
-                yield _error(H.error_message(e)), gr.update(), gr.update(), gr.update(), gr.update(), \
-                    gr.update(), gr.update()
-                return
-            with counter_lock:
-                counter["n"] += 1
-                n = counter["n"]
-            stamp = time.strftime("%Y%m%d-%H%M%S")
-            output = out_dir / f"ts-{stamp}-{n:04d}.png"
-            preview = out_dir / f"ts-{stamp}-{n:04d}-preview.png"
-            ev = sessions.start(key)
-            progress = {"step": -1, "total": 0, "x0": None, "model": None}
-            outcome: dict = {}
-
-            def on_step(step, total, x0, model):
-                progress.update(step=step, total=total, x0=x0, model=model)
-
-            def work():
-                try:
-                    outcome["ok"] = render(settings, masks, output=output, preview=preview, on_step=on_step,
-                                           cancel=ev)
-                except Cancelled:
-                    outcome["cancelled"] = True
-                except Exception as e:  # reported in the page
-                    outcome["error"] = H.error_message(e)
-
-            waiting = CACHE.lock(settings["model"]).locked()
-            thread = threading.Thread(target=work, name=f"twosamplers-render-{n}", daemon=True)
-            thread.start()
-            first = "waiting: another run is using this model" if waiting else "loading the model..."
-            yield _no_error(), first, gr.update(), gr.update(), gr.update(), gr.update(), gr.update()
-            shown, last_sent = -1, 0.0
-            try:
-                while thread.is_alive():
-                    thread.join(0.05)
-                    step = progress["step"]
-                    now = time.perf_counter()
-                    if step != shown and now - last_sent >= PREVIEW_EVERY_S and progress["x0"] is not None:
-                        shown, last_sent = step, now
-                        model = progress["model"]
-                        img = H.cheap_preview(progress["x0"], model.latent_format, model.decode_latent)
-                        pct = 100.0 * (step + 1) / max(progress["total"], 1)
-                        yield (gr.update(), f"step {step + 1}/{progress['total']} ({pct:.0f}%)", img,
-                               gr.update(), gr.update(), gr.update(), gr.update())
-            finally:
-                ev.set() if thread.is_alive() else None  # the tab went away: stop the render too
-                sessions.finish(key, ev)
-            if "ok" in outcome:
-                res = outcome["ok"]
-                done = [res["image"]] + list(done or [])
-                msg = f"done in {res['seconds']:.2f} s: `{Path(res['image']).name}`"
-                yield (_no_error(), msg, gr.update(), done, res["preview"],
-                       gr.update(value=res["image"], interactive=True), done)
-            elif outcome.get("cancelled"):
-                yield (_no_error(), f"cancelled at step {progress['step'] + 1}/{progress['total']}", gr.update(),
-                       gr.update(), gr.update(), gr.update(), gr.update())
-            else:
-                yield (_error(outcome.get("error", "the render stopped")), "failed", gr.update(), gr.update(),
-                       gr.update(), gr.update(), gr.update())
-
-        generate.click(on_generate, field_comps + [editor, mask_upload, results],
-                       [error, status, live, gallery, strip, download, results], concurrency_limit=2,
-                       concurrency_id="render")
-
-        def on_cancel(request: gr.Request):
-            key = getattr(request, "session_hash", None) or "default"
-            return "cancelling..." if sessions.cancel(key) else "nothing is running"
-
-        cancel.click(on_cancel, None, status, queue=False)
-
-        def on_load(path, *current):
-            keep = [gr.update() for _ in H.FIELDS]
-            if path is None:
-                return keep + [gr.update(), gr.update(), gr.update()]
-            try:
-                settings, masks = H.load_png_settings(path)
-                f = H.settings_to_fields(settings, dict(zip(H.FIELDS, current, strict=True)))
-                w, h = int(f["width"]), int(f["height"])
-                bg = None
-                if settings.get("image") and Path(str(settings["image"])).is_file():
-                    with Image.open(settings["image"]) as im:
-                        bg = np.asarray(im.convert("RGB"))
-                if bg is None:
-                    bg = np.full((h, w, 3), 128, np.uint8)
-                    f["use_image"] = False
-                if not masks:
-                    raise H.UIError(f"{Path(path).name} carries settings but no mask")
-                value = H.editor_value(bg, masks)
-            except Exception as e:
-                return keep + [gr.update(), gr.update(), _error(H.error_message(e))]
-            return [f[k] for k in H.FIELDS] + [value, None, _no_error()]
-
-        load_png.upload(on_load, [load_png] + field_comps, field_comps + [editor, mask_upload, error])
+                _settings_column(c, fields, models_dir, found)
+        _results_row(c)
+        page = Page(c, out_dir)
+        field_comps = [c[k] for k in H.FIELDS]
+        c["mode"].change(page.on_mode, c["mode"], c["region_tabs"] + [c["crop_to_mask"], c["differential"]],
+                         queue=False)
+        c["blank"].click(page.on_blank, [c["width"], c["height"]], [c["editor"], c["use_image"], c["error"]],
+                         queue=False)
+        c["editor"].upload(page.on_upload, c["editor"], [c["use_image"], c["width"], c["height"]], queue=False)
+        c["show_mask"].click(page.on_show_mask, [c["editor"], c["mask_upload"], c["grow"], c["feather"]],
+                             [c["mask_view"], c["error"]])
+        c["generate"].click(page.on_generate, set(field_comps + [c["editor"], c["mask_upload"], c["results"]]),
+                            [c[k] for k in RUN_OUTPUTS], concurrency_limit=2, concurrency_id="render")
+        c["cancel"].click(page.on_cancel, None, c["status"], queue=False)
+        c["load_png"].upload(page.on_load, [c["load_png"]] + field_comps,
+                             field_comps + [c["editor"], c["mask_upload"], c["error"]])
     app.queue(default_concurrency_limit=2)
     app.twosamplers_outputs = out_dir  # for tests and the CLI's start-up message
     return app

@@ -1,10 +1,11 @@
 """The web UI's logic as plain functions (no Gradio here), so that it can be unit-tested.
 
 The page's fields form a flat dict (`FIELDS`, the names the layout in app.py uses). `fields_to_settings` turns
-it into the CLI's settings dict (the keys `twosamplers generate` stores in a PNG and reads with `--from`), and
-`settings_to_fields` goes back, so "Load settings from PNG" restores every field. Regions beyond the first
-(regional mode) are kept under the settings key "regions" (each with its own mask as an embedded PNG); the
-CLI reads the first region (the mask_* keys and the mask chunk) and ignores that key.
+it into a job dict (`twosamplers.job.Job`'s flat format: what the CLI's flags and the PNG metadata are),
+validated by the job layer, and `settings_to_fields` goes back, so "Load settings from PNG" restores every field
+of a PNG made by the CLI or the UI. Regions beyond the first (regional mode) are not part of a Job: they go under
+the key "regions" here and into their own PNG text chunk ("twosamplers-regions", each with its mask as an
+embedded PNG); the CLI's `--from` renders region 1 (the job's mask_* fields and mask chunk) and ignores them.
 
 Masks come from the canvas's layers: layer i's alpha is region i (painting makes it opaque, the eraser makes
 it transparent again). An uploaded mask replaces region 1.
@@ -12,28 +13,33 @@ it transparent again). An uploaded mask replaces region 1.
 
 from __future__ import annotations
 
+import json
 import math
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..cli import DEFAULT_CFG, DEFAULTS, GLOBAL_KEYS, PASS_KEYS
-from ..imageio import decode_mask_png, encode_mask_png, read_settings
-from ..mask_tools import feather, grow
+from .._checks import MAX_IMAGE_SIDE
+from ..imageio import decode_mask_png, encode_mask_png
+from ..job import PASS_KEYS, Job, JobError, PassSpec
+from ..mask_ops import feather, grow
+from ..models.registry import defaults_for
 
 MAX_REGIONS = 3
 MODES = ("two-pass", "interleaved", "regional")
-REGION_KEYS = ("prompt", "negative", "seed", "steps", "cfg", "sampler", "scheduler", "denoise")
-PASS_FIELDS = tuple(f"{which}_{k}" for which in ("base", "mask") for k in ("prompt",) + PASS_KEYS)
+REGIONS_KEY = "twosamplers-regions"  # PNG text chunk of regions 2.. (regional mode with several regions)
+REGION_KEYS = ("prompt",) + PASS_KEYS
+PASS_FIELDS = tuple(f"{which}_{k}" for which in ("base", "mask") for k in REGION_KEYS)
 GLOBAL_FIELDS = ("model", "mode", "grow", "feather", "crop_to_mask", "differential", "width", "height",
                  "use_image")
 EXTRA_FIELDS = tuple(f"r{i}_{k}" for i in range(2, MAX_REGIONS + 1) for k in REGION_KEYS)
 FIELDS = GLOBAL_FIELDS + PASS_FIELDS + EXTRA_FIELDS
-MAX_SEED = 2**64 - 1
+INT_KEYS = ("seed", "steps")
+FLOAT_KEYS = ("cfg", "denoise")
 REGION_COLOURS = ((255, 64, 64), (64, 160, 255), (64, 220, 96))  # overlay colour of regions 1, 2, 3
+UI_MASK_NAME = "ui-canvas"  # the job's `mask` field: the mask itself is embedded in the PNG
 
 
 class UIError(Exception):
@@ -44,98 +50,104 @@ def default_fields(model: str = "textures") -> dict:
     """The page's starting values: the demo's settings (grass outside, brick inside, feather 2, crop)."""
     f = {"model": model, "mode": "two-pass", "grow": 0, "feather": 2.0, "crop_to_mask": True,
          "differential": False, "width": 256, "height": 256, "use_image": False}
-    cfg = DEFAULT_CFG.get(model, 8.0)
-    for which, prompt in (("base", "grass"), ("mask", "brick")):
-        f[f"{which}_prompt"] = prompt
+    spec = PassSpec()
+    cfg = defaults_for(model).cfg
+    prompts = {"base": "grass", "mask": "brick", "r2": "water", "r3": "sand"}
+    for i, prefix in enumerate(("base", "mask", "r2", "r3")):
+        f[f"{prefix}_prompt"] = prompts[prefix] if model in ("textures", "ideal") else ""
         for k in PASS_KEYS:
-            f[f"{which}_{k}"] = DEFAULTS[k] if k != "cfg" else cfg
-    for i in range(2, MAX_REGIONS + 1):
-        f[f"r{i}_prompt"] = ("water", "sand")[i - 2] if model in DEFAULT_CFG else ""
-        for k in PASS_KEYS:
-            f[f"r{i}_{k}"] = DEFAULTS[k] if k != "cfg" else cfg
-        f[f"r{i}_seed"] = i - 1
+            f[f"{prefix}_{k}"] = getattr(spec, k) if k != "cfg" else cfg
+        f[f"{prefix}_seed"] = max(0, i - 1)
     return f
 
 
 # ------------------------------------------------------------------------------------------ fields <-> settings
-def _int(name: str, v, lo: int | None = None, hi: int | None = None) -> int:
+def _label(field: str) -> str:
+    """A job field name as the page names it: "mask_steps" -> "mask steps", "region2_cfg" -> "region 2 cfg"."""
+    return field.replace("region", "region ").replace("_", " ")
+
+
+def _number(name: str, v, integer: bool):
+    """A page value (Gradio gives floats, strings or None) as the int/float the job expects; ranges are the
+    job layer's business."""
     if v is None or (isinstance(v, str) and not v.strip()):
         raise UIError(f"{name} is empty")
     try:
         f = float(v)
     except (TypeError, ValueError):
-        raise UIError(f"{name} must be a whole number, got {v!r}") from None
-    if not math.isfinite(f) or f != int(f):
-        raise UIError(f"{name} must be a whole number, got {v!r}")
-    i = int(v) if isinstance(v, int) else int(f)
-    if (lo is not None and i < lo) or (hi is not None and i > hi):
-        raise UIError(f"{name} = {i} is out of range ({lo} .. {hi})" if hi is not None else
-                      f"{name} = {i} must be at least {lo}")
-    return i
-
-
-def _float(name: str, v, lo: float | None = None, hi: float | None = None) -> float:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
         raise UIError(f"{name} must be a number, got {v!r}") from None
-    if not math.isfinite(f) or (lo is not None and f < lo) or (hi is not None and f > hi):
-        raise UIError(f"{name} = {v} is out of range ({lo} .. {hi})")
-    return f
+    if not math.isfinite(f):
+        raise UIError(f"{name} must be a finite number, got {v!r}")
+    if not integer:
+        return f
+    if isinstance(v, int) and not isinstance(v, bool):
+        return v
+    if f != int(f):
+        raise UIError(f"{name} must be a whole number, got {v!r}")
+    return int(f)
 
 
 def _pass(fields: dict, prefix: str, label: str) -> dict:
-    return {"prompt": str(fields.get(f"{prefix}_prompt") or ""),
-            "negative": str(fields.get(f"{prefix}_negative") or ""),
-            "seed": _int(f"{label} seed", fields.get(f"{prefix}_seed"), 0, MAX_SEED),
-            "steps": _int(f"{label} steps", fields.get(f"{prefix}_steps"), 1, 10000),
-            "cfg": _float(f"{label} cfg", fields.get(f"{prefix}_cfg"), 0.0, 100.0),
-            "sampler": str(fields.get(f"{prefix}_sampler")),
-            "scheduler": str(fields.get(f"{prefix}_scheduler")),
-            "denoise": _float(f"{label} denoise", fields.get(f"{prefix}_denoise"), 0.0, 1.0)}
+    out = {"prompt": str(fields.get(f"{prefix}_prompt") or ""), "negative": str(fields.get(f"{prefix}_negative")
+                                                                                 or "")}
+    for k in INT_KEYS + FLOAT_KEYS:
+        out[k] = _number(f"{label} {k}", fields.get(f"{prefix}_{k}"), k in INT_KEYS)
+    out["sampler"], out["scheduler"] = fields.get(f"{prefix}_sampler"), fields.get(f"{prefix}_scheduler")
+    return out
 
 
 def fields_to_settings(fields: dict, n_regions: int = 1) -> dict:
-    """The page's fields -> the CLI's settings dict (keys of cli.GLOBAL_KEYS and base_/mask_ PASS_KEYS).
-
-    `n_regions` > 1 (regional mode) adds settings["regions"]: the settings of regions 2..n."""
+    """The page's fields -> a normalised job dict (`Job.to_dict()`), validated by the job layer; errors name the
+    field as the page does. `n_regions` > 1 (regional mode) adds "regions": the validated passes of regions 2..n
+    (prompt, negative, seed, steps, cfg, sampler, scheduler, denoise)."""
     mode = fields.get("mode")
     if mode not in MODES:
         raise UIError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-    s = {k: DEFAULTS.get(k) for k in GLOBAL_KEYS}
-    s["model"] = str(fields.get("model") or DEFAULTS["model"])
-    s["mode"] = mode
-    s["grow"] = _int("grow", fields.get("grow"), -1024, 1024)
-    s["feather"] = _float("feather", fields.get("feather"), 0.0, 1024.0)
     two_pass = mode == "two-pass"
-    s["crop_to_mask"] = bool(fields.get("crop_to_mask")) and two_pass
-    s["differential"] = bool(fields.get("differential")) and two_pass
-    s["width"] = _int("width", fields.get("width"), 8, 4096)
-    s["height"] = _int("height", fields.get("height"), 8, 4096)
-    s["mask"] = "ui-canvas"
-    for which, label in (("base", "base"), ("mask", "region 1" if n_regions > 1 else "mask")):
-        p = _pass(fields, which, label)
-        s[f"{which}_prompt"] = p.pop("prompt")
-        for k, v in p.items():
-            s[f"{which}_{k}"] = v
+    d = {"model": str(fields.get("model") or "textures"), "mode": mode, "mask": UI_MASK_NAME,
+         "grow": _number("grow", fields.get("grow"), True), "feather": _number("feather", fields.get("feather"), False),
+         "crop_to_mask": bool(fields.get("crop_to_mask")) and two_pass,
+         "differential": bool(fields.get("differential")) and two_pass,
+         "width": _number("width", fields.get("width"), True), "height": _number("height", fields.get("height"), True)}
+    for which in ("base", "mask"):
+        p = _pass(fields, which, which)
+        d[f"{which}_prompt"] = p.pop("prompt")
+        d.update({f"{which}_{k}": v for k, v in p.items()})
+    try:
+        out = Job.from_dict(d, mask_tensor=torch.zeros(1, 1)).to_dict()
+    except JobError as e:
+        raise UIError(f"{_label(e.field)}: {e.message}") from None
     if n_regions > 1:
         if mode != "regional":
             raise UIError(f"{n_regions} regions are painted, but several regions need mode 'regional' "
                           f"(mode is {mode!r}); switch the mode or clear the extra layers")
         if n_regions > MAX_REGIONS:
             raise UIError(f"at most {MAX_REGIONS} regions (canvas layers) are supported, got {n_regions}")
-        s["regions"] = [_pass(fields, f"r{i}", f"region {i}") for i in range(2, n_regions + 1)]
-    return s
+        out["regions"] = [validate_region(_pass(fields, f"r{i}", f"region {i}"), i, out["model"])
+                          for i in range(2, n_regions + 1)]
+    return out
+
+
+def validate_region(region: dict, number: int, model: str) -> dict:
+    """One extra region's pass, checked by the job layer's PassSpec (same limits as the base and mask passes)."""
+    try:
+        spec = PassSpec(**{k: region[k] for k in PASS_KEYS if k in region}).validated(
+            f"region{number}_", defaults_for(model).cfg)
+    except JobError as e:
+        raise UIError(f"{_label(e.field)}: {e.message}") from None
+    if not isinstance(region.get("prompt", ""), str):
+        raise UIError(f"region {number} prompt must be text")
+    return {"prompt": region.get("prompt", ""), **{k: getattr(spec, k) for k in PASS_KEYS}}
 
 
 def settings_to_fields(settings: dict, current: dict | None = None) -> dict:
-    """The CLI's (or the UI's) settings -> the page's fields. Keys the settings lack keep `current`'s values."""
+    """A job dict (from the CLI or the UI) -> the page's fields. Keys the settings lack keep `current`'s values."""
     f = dict(current or default_fields(str(settings.get("model") or "textures")))
     for k in ("model", "mode", "grow", "feather", "crop_to_mask", "differential", "width", "height"):
         if settings.get(k) is not None:
             f[k] = settings[k]
     for which in ("base", "mask"):
-        for k in ("prompt",) + PASS_KEYS:
+        for k in REGION_KEYS:
             if settings.get(f"{which}_{k}") is not None:
                 f[f"{which}_{k}"] = settings[f"{which}_{k}"]
     for i, region in enumerate(settings.get("regions") or [], start=2):
@@ -148,29 +160,47 @@ def settings_to_fields(settings: dict, current: dict | None = None) -> dict:
     return f
 
 
-def regions_for_png(settings: dict, masks: list[torch.Tensor]) -> dict:
-    """The settings to store: regions 2.. carry their mask as an embedded 8-bit PNG (hex), like the mask chunk."""
-    out = dict(settings)
-    if len(masks) > 1:
-        out["regions"] = [dict(r, mask_png=encode_mask_png(m)) for r, m in zip(settings["regions"], masks[1:],
-                                                                                strict=True)]
-    return out
+def regions_chunk(regions: list[dict], masks: list[torch.Tensor]) -> str:
+    """The PNG text chunk of regions 2..: their passes, each with its mask as an embedded 8-bit PNG (hex)."""
+    return json.dumps([dict(r, mask_png=encode_mask_png(m)) for r, m in zip(regions, masks, strict=True)],
+                      sort_keys=True)
 
 
 def load_png_settings(path: str | os.PathLike) -> tuple[dict, list[torch.Tensor]]:
-    """A PNG written by the CLI or the UI -> (settings, masks of every region). Raises UIError when unreadable."""
+    """A PNG written by the CLI or the UI -> (settings, masks of every region). Raises UIError when unreadable.
+
+    The settings are the job's (validated by the job layer, as `twosamplers generate --from` reads them), plus
+    "regions" when the PNG has the UI's regions chunk."""
+    name = Path(path).name
     try:
-        settings, mask = read_settings(path)
+        job = Job.from_png(path)
+    except JobError as e:
+        raise UIError(f"{name}: {_label(e.field)}: {e.message}") from None
     except (ValueError, FileNotFoundError) as e:
-        raise UIError(f"cannot load settings from {Path(path).name}: {e}") from None
-    masks = [mask] if mask is not None else []
-    for j, region in enumerate(settings.get("regions") or []):
-        if not isinstance(region, dict) or "mask_png" not in region:
-            raise UIError(f"{Path(path).name}: region {j + 2} of its settings has no mask")
+        raise UIError(f"cannot load settings from {name}: {e}") from None
+    settings = job.to_dict()
+    if job.mask_tensor is None:
+        raise UIError(f"{name} carries settings but no embedded mask")
+    masks = [job.mask_tensor]
+    from PIL import Image
+    with Image.open(path) as im:
+        chunk = (getattr(im, "text", {}) or {}).get(REGIONS_KEY)
+    if chunk is not None:
         try:
-            masks.append(decode_mask_png(region["mask_png"]))
+            regions = json.loads(chunk)
+            if not isinstance(regions, list):
+                raise ValueError("not a list")
         except ValueError as e:
-            raise UIError(f"{Path(path).name}: region {j + 2}: {e}") from None
+            raise UIError(f"{name}: the '{REGIONS_KEY}' chunk is not readable: {e}") from None
+        settings["regions"] = []
+        for j, region in enumerate(regions, start=2):
+            if not isinstance(region, dict) or "mask_png" not in region:
+                raise UIError(f"{name}: region {j} has no mask")
+            try:
+                masks.append(decode_mask_png(region["mask_png"]))
+            except ValueError as e:
+                raise UIError(f"{name}: region {j}: {e}") from None
+            settings["regions"].append(validate_region(region, j, settings["model"]))
     return settings, masks
 
 
@@ -206,14 +236,6 @@ def uploaded_mask(image) -> torch.Tensor:
         rgb = a[..., :3].astype(np.float32)
         gray = rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114  # Pillow's "L"
     return torch.from_numpy(np.round(gray).astype(np.float32) / np.float32(255.0))
-
-
-@dataclass
-class Canvas:
-    """What the page's canvas holds: the background (None for a blank canvas) and the region masks."""
-
-    background: np.ndarray | None
-    masks: list[torch.Tensor] = field(default_factory=list)
 
 
 def canvas_masks(editor_value, mask_upload=None) -> list[torch.Tensor]:
@@ -257,7 +279,10 @@ def editor_background(editor_value) -> np.ndarray | None:
 
 def blank_canvas(width: int, height: int) -> dict:
     """A new editor value: a mid-grey background of the chosen size, no layers."""
-    w, h = _int("width", width, 8, 4096), _int("height", height, 8, 4096)
+    w, h = _number("width", width, True), _number("height", height, True)
+    for name, v in (("width", w), ("height", h)):
+        if not 8 <= v <= MAX_IMAGE_SIDE:
+            raise UIError(f"{name} = {v} is out of range (8 .. {MAX_IMAGE_SIDE})")
     bg = np.full((h, w, 4), 255, np.uint8)
     bg[..., :3] = 128
     return {"background": bg, "layers": [], "composite": bg.copy()}
@@ -307,7 +332,9 @@ def overlay(background: np.ndarray | None, masks: list[torch.Tensor], alpha: flo
 def mask_preview(editor_value, mask_upload, grow_px, feather_px) -> np.ndarray:
     """The grown/feathered regions over the canvas: what the "Preview mask" panel shows."""
     masks = canvas_masks(editor_value, mask_upload)
-    g, f = _int("grow", grow_px, -1024, 1024), _float("feather", feather_px, 0.0, 1024.0)
+    g, f = _number("grow", grow_px, True), _number("feather", feather_px, False)
+    if f < 0:
+        raise UIError(f"feather = {f} must be at least 0")
     return overlay(editor_background(editor_value), [grown_feathered(m, g, f) for m in masks])
 
 
