@@ -118,15 +118,15 @@ def _pass_panel(comp: dict, prefix: str, fields: dict, title: str, regional_note
     comp[f"{prefix}_negative"] = gr.Textbox(label="negative", value=fields[f"{prefix}_negative"],
                                             elem_id=f"ts-{prefix}-negative")
     with gr.Row(equal_height=True):
-        comp[f"{prefix}_seed"] = gr.Number(label="seed", value=fields[f"{prefix}_seed"], precision=0, minimum=0,
+        comp[f"{prefix}_seed"] = gr.Number(label="seed", value=fields[f"{prefix}_seed"], precision=0,
                                            elem_id=f"ts-{prefix}-seed", scale=4)
         dice = gr.Button("dice", elem_id=f"ts-{prefix}-dice", scale=1, min_width=40)
         dice.click(H.random_seed, None, comp[f"{prefix}_seed"], queue=False)
     with gr.Row():
         comp[f"{prefix}_steps"] = gr.Number(label="steps" + (" (base's in regional)" if regional_note else ""),
-                                            value=fields[f"{prefix}_steps"], precision=0, minimum=1,
+                                            value=fields[f"{prefix}_steps"], precision=0,
                                             elem_id=f"ts-{prefix}-steps")
-        comp[f"{prefix}_cfg"] = gr.Number(label="cfg", value=fields[f"{prefix}_cfg"], minimum=0, maximum=100,
+        comp[f"{prefix}_cfg"] = gr.Number(label="cfg", value=fields[f"{prefix}_cfg"],
                                           elem_id=f"ts-{prefix}-cfg")
         comp[f"{prefix}_denoise"] = gr.Slider(0.0, 1.0, value=fields[f"{prefix}_denoise"], step=0.01,
                                               label="denoise", elem_id=f"ts-{prefix}-denoise")
@@ -155,8 +155,8 @@ def _canvas_column(c: dict, fields: dict) -> None:
         eraser=gr.Eraser(default_size=24), transforms=(), elem_id="ts-canvas",
         label="Canvas: upload an image or use a blank one, paint the region (one layer per region)")
     with gr.Row(equal_height=True):
-        c["width"] = gr.Number(label="width", value=fields["width"], precision=0, minimum=8, elem_id="ts-width")
-        c["height"] = gr.Number(label="height", value=fields["height"], precision=0, minimum=8, elem_id="ts-height")
+        c["width"] = gr.Number(label="width", value=fields["width"], precision=0, elem_id="ts-width")
+        c["height"] = gr.Number(label="height", value=fields["height"], precision=0, elem_id="ts-height")
         c["blank"] = gr.Button("New blank canvas", elem_id="ts-blank")
         c["use_image"] = gr.Checkbox(label="start from the canvas image (img2img)", value=False,
                                      elem_id="ts-use-image")
@@ -205,7 +205,8 @@ def _settings_column(c: dict, fields: dict, models_dir: str | None, found: dict)
 
 def _results_row(c: dict) -> None:
     with gr.Row():
-        c["gallery"] = gr.Gallery(label="results", columns=4, height=300, elem_id="ts-gallery", type="filepath")
+        c["gallery"] = gr.Gallery(label="results", columns=4, height=300, object_fit="contain", elem_id="ts-gallery",
+                                  type="filepath")
         with gr.Column():
             c["strip"] = gr.Image(label="mask | base | result", type="filepath", interactive=False,
                                   elem_id="ts-strip")
