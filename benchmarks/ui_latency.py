@@ -41,13 +41,15 @@ def cli_demo(out: Path) -> float:
     return time.perf_counter() - t0
 
 
-def ui_click(page, timeout_ms: int = 900_000) -> tuple[float, str]:
-    before = page.inner_text("#ts-status")
+def ui_click(page, n: int, timeout_s: float = 900) -> tuple[float, str]:
+    """Click Generate and wait for the n-th result's name in the status line (polled from here, every 50 ms)."""
     t0 = time.perf_counter()
     page.click("#ts-generate")
-    page.wait_for_function("(b) => { const s = document.querySelector('#ts-status').innerText;"
-                           " return s.includes('done in') && s !== b; }", arg=before, timeout=timeout_ms)
-    return time.perf_counter() - t0, page.inner_text("#ts-status")
+    while f"-{n:04d}.png" not in page.inner_text("#ts-status"):
+        if time.perf_counter() - t0 > timeout_s:
+            raise TimeoutError("no result")
+        time.sleep(0.05)
+    return time.perf_counter() - t0, page.inner_text("#ts-status").splitlines()[-1]
 
 
 def main() -> None:
@@ -78,7 +80,7 @@ def main() -> None:
             page.wait_for_selector("#ts-mask-upload img", timeout=300_000)
             for r in range(args.repeats):
                 cli = cli_demo(tmp / f"cli{r}.png")
-                ui, status = ui_click(page)
+                ui, status = ui_click(page, r + 1)
                 rows.append((r, cli, ui, status))
                 print(f"run {r}: CLI demo {cli:.2f} s | UI click->result {ui:.2f} s ({status})", flush=True)
             browser.close()
