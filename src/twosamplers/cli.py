@@ -157,6 +157,24 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--save-latent", metavar="FILE", help="also write the result as a ComfyUI .latent file")
     _add_common_output(d)
     d.set_defaults(func=cmd_demo)
+
+    b = sub.add_parser("batch", help="render every job of a JSON Lines file; safe to stop and restart",
+                       description="Each line of JOBS is a JSON object with generate's settings (base_prompt, "
+                       "mask_prompt, mask, seed, mask_seed, steps, ...); a list or {\"range\": [start, stop]} "
+                       "value expands the line into one job per value. Every line is checked before anything runs. "
+                       "Outputs are named by a hash of the job, so a rerun skips finished jobs. "
+                       "See docs/scale-out.md for Ray clusters.")
+    b.add_argument("jobs", metavar="JOBS", help="JSON Lines jobs file, or - for stdin")
+    b.add_argument("-o", "--output-dir", metavar="DIR", default="batch-out", help="output folder (default "
+                   "batch-out); holds the PNGs, manifest.jsonl and failures.jsonl")
+    b.add_argument("--workers", type=int, metavar="N", help="local worker processes (default: one per CPU core); "
+                   "with --ray the number of actors (default: one per GPU, else per CPU)")
+    b.add_argument("--ray", nargs="?", const=True, default=None, metavar="ADDRESS",
+                   help="run on a Ray cluster: join ADDRESS (or $RAY_ADDRESS), else start a local one")
+    b.add_argument("--retries", type=int, default=0, metavar="K", help="retry a failed job K times (default 0)")
+    b.add_argument("--threads", type=int, metavar="T", help="torch threads per worker (default: cores / workers)")
+    _add_common_output(b)
+    b.set_defaults(func=cmd_batch)
     return parser
 
 
@@ -402,6 +420,37 @@ def cmd_demo(args) -> int:
     job = run_job(s, demo_mask(args.size), output=args.output, preview=preview, save_latent=args.save_latent,
                   quiet=args.quiet)
     _finish(args, s, job)
+    return 0
+
+
+def cmd_batch(args) -> int:
+    from .batch import BatchInputError, run_batch
+
+    for name in ("workers", "threads"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise BadInput(f"--{name} {getattr(args, name)} is out of range (>= 1)")
+    if args.retries < 0:
+        raise BadInput(f"--retries {args.retries} is out of range (>= 0)")
+    try:
+        result = run_batch(args.jobs, args.output_dir, workers=args.workers, ray=args.ray, retries=args.retries,
+                           quiet=args.quiet, threads=args.threads)
+    except BatchInputError as e:
+        for line in e.errors:
+            print(f"twosamplers: error: {line}", file=sys.stderr)
+        print(f"twosamplers: {len(e.errors)} bad line(s) in {args.jobs}; nothing was run", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    summary = {"total": result.total, "skipped": result.skipped, "rendered": result.rendered,
+               "failed": len(result.failed), "duplicates": result.duplicates, "seconds": round(result.seconds, 3),
+               "output_dir": str(args.output_dir)}
+    if args.json:
+        print(json.dumps(summary, sort_keys=True))
+    elif not args.quiet or result.failed:
+        print(f"batch: {result.rendered} rendered, {result.skipped} already done, {len(result.failed)} failed "
+              f"of {result.total} jobs in {result.seconds:.1f} s -> {args.output_dir}", file=sys.stderr)
+    if result.failed:
+        print(f"twosamplers: {len(result.failed)} job(s) failed; see {Path(args.output_dir) / 'failures.jsonl'}",
+              file=sys.stderr)
+        return 1
     return 0
 
 

@@ -1,0 +1,138 @@
+"""Local worker processes: each loads a model once and renders job after job with it.
+
+One pipe per worker, one job in flight per worker: the driver always knows which job a worker holds, so a
+worker that dies (killed, out of memory) costs exactly that job, which is retried or recorded as failed, and a
+fresh worker takes its place. Workers are started with "spawn" (no forked torch state) and ignore Ctrl-C: the
+driver stops them.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import socket
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import wait
+
+from .driver import Outcome, Scheduler
+from .plan import Task
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def default_threads(workers: int) -> int:
+    """Torch threads per worker: the cores shared out, at least one."""
+    return max(1, (os.cpu_count() or 1) // workers)
+
+
+def render_one(job, inputs, cache) -> Outcome:
+    """Render one job in a worker; any error becomes a failed Outcome (the worker goes on)."""
+    from . import adapter
+
+    t0 = time.perf_counter()
+    try:
+        outputs = adapter.render(job, inputs, cache)
+        return Outcome(True, outputs, None, worker_name(), time.perf_counter() - t0)
+    except Exception as e:  # a job's failure is recorded, never fatal to the batch
+        msg = " ".join(str(e).split()) or type(e).__name__
+        return Outcome(False, None, f"{type(e).__name__}: {msg}", worker_name(), time.perf_counter() - t0)
+
+
+def _worker_main(conn, threads: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    import torch
+
+    from .adapter import ModelCache
+
+    torch.set_num_threads(threads)
+    cache = ModelCache()
+    while True:
+        msg = conn.recv()
+        if msg is None:
+            return
+        job, inputs = msg
+        conn.send(render_one(job, inputs, cache))
+
+
+@dataclass
+class _Slot:
+    proc: mp.Process
+    conn: object
+    task: Task | None = None
+    model: str | None = None
+
+
+def run_local(scheduler: Scheduler, workers: int | None = None, threads: int | None = None) -> None:
+    """Run the scheduler's tasks on `workers` local processes (default: one per core, at most one per job)."""
+    n = min(workers or os.cpu_count() or 1, scheduler.remaining())
+    threads = threads or default_threads(n)
+    ctx = mp.get_context("spawn")
+
+    def start() -> _Slot:
+        parent, child = ctx.Pipe()
+        proc = ctx.Process(target=_worker_main, args=(child, threads), daemon=True, name="twosamplers-batch")
+        proc.start()
+        child.close()
+        return _Slot(proc, parent)
+
+    slots = [start() for _ in range(n)]
+    try:
+        while True:
+            for slot in slots:
+                while slot.task is None:
+                    task = scheduler.next_task(slot.model)
+                    if task is None:
+                        break
+                    try:
+                        slot.conn.send((task.job, scheduler.inputs(task)))
+                        slot.task, slot.model = task, task.job.model_key
+                    except (ValueError, OSError) as e:
+                        scheduler.finish(task, Outcome(False, None, str(e), "driver", 0.0))
+            busy = [s for s in slots if s.task is not None]
+            if not busy:
+                break
+            ready = set(wait([s.conn for s in busy] + [s.proc.sentinel for s in busy]))
+            for slot in list(slots):
+                if slot.task is None or (slot.conn not in ready and slot.proc.sentinel not in ready):
+                    continue
+                outcome = None
+                try:
+                    if slot.conn.poll():
+                        outcome = slot.conn.recv()
+                except (EOFError, OSError):
+                    outcome = None
+                if outcome is None and slot.proc.is_alive():
+                    continue
+                task, slot.task = slot.task, None
+                if outcome is None:  # the worker died with the job: record it, replace the worker
+                    slot.proc.join(5)
+                    outcome = Outcome(False, None, f"worker process died (exit code {slot.proc.exitcode})",
+                                      f"{socket.gethostname()}:{slot.proc.pid}", 0.0)
+                    slot.conn.close()
+                    slots.remove(slot)
+                scheduler.finish(task, outcome)
+                if len(slots) < n and scheduler.remaining() > sum(s.task is None for s in slots):
+                    slots.append(start())
+    finally:
+        _stop(slots)
+
+
+def _stop(slots: list[_Slot]) -> None:
+    for slot in slots:
+        if slot.proc.is_alive() and slot.task is None:
+            try:
+                slot.conn.send(None)
+            except OSError:
+                pass
+    for slot in slots:
+        slot.proc.join(2 if slot.task is None else 0)
+        if slot.proc.is_alive():
+            slot.proc.terminate()
+            slot.proc.join(2)
+        if slot.proc.is_alive():
+            slot.proc.kill()
+            slot.proc.join()
