@@ -223,3 +223,14 @@ def test_ray_local_cluster_gives_the_same_bytes(local_run, tmp_path):
     for name in local:
         assert (tmp_path / "ray" / name).read_bytes() == (folder / "out" / name).read_bytes()
     assert "unknown prompt word" in read_records(tmp_path / "ray" / "failures.jsonl")[0]["error"]
+
+
+def test_jobs_from_stdin_resolve_paths_from_the_current_folder(tmp_path, capsys, monkeypatch):
+    import io
+
+    disc_png(tmp_path / "mask.png")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "stdin", io.StringIO(json.dumps(job()) + "\n" + json.dumps(job(steps=-1)) + "\n"))
+    assert main(["batch", "-", "-o", str(tmp_path / "out"), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "line 2: " in err and "line 1: " not in err and not (tmp_path / "out").exists()

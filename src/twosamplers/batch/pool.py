@@ -50,12 +50,11 @@ def _worker_main(conn, threads: int) -> None:
 
     torch.set_num_threads(threads)
     cache = ModelCache()
-    while True:
-        msg = conn.recv()
-        if msg is None:
-            return
-        job, inputs = msg
-        conn.send(render_one(job, inputs, cache))
+    try:
+        while (msg := conn.recv()) is not None:
+            conn.send(render_one(*msg, cache))
+    except (EOFError, BrokenPipeError):  # the driver is gone: nobody wants the result
+        return
 
 
 @dataclass
