@@ -44,7 +44,12 @@ def _init(address: str | None):
         raise ValueError("--ray needs the ray package: pip install 'twosamplers[cluster]'") from e
     if ray.is_initialized():
         return ray, False
-    ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    except (ConnectionError, RuntimeError) as e:
+        where = address or os.environ.get("RAY_ADDRESS") or "a new local cluster"
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"cannot start or join Ray ({where}): {first}") from e
     return ray, True
 
 
