@@ -29,13 +29,28 @@ def default_threads(workers: int) -> int:
     return max(1, (os.cpu_count() or 1) // workers)
 
 
-def render_one(job, inputs, cache) -> Outcome:
+class WorkerState:
+    """A worker's model cache, holding the model of the jobs it is doing (jobs arrive grouped by model)."""
+
+    def __init__(self, device: str | None = None):
+        from ..job import ModelCache
+
+        self.cache, self.device, self.model_key = ModelCache(), device, None
+
+    def cache_for(self, job):
+        if job.model_key != self.model_key:  # another model: free the last one first (GPU memory)
+            self.cache.clear()
+            self.model_key = job.model_key
+        return self.cache
+
+
+def render_one(job, inputs, state: WorkerState) -> Outcome:
     """Render one job in a worker; any error becomes a failed Outcome (the worker goes on)."""
     from . import adapter
 
     t0 = time.perf_counter()
     try:
-        outputs = adapter.render(job, inputs, cache)
+        outputs = adapter.render(job, inputs, state.cache_for(job), device=state.device)
         return Outcome(True, outputs, None, worker_name(), time.perf_counter() - t0)
     except Exception as e:  # a job's failure is recorded, never fatal to the batch
         msg = " ".join(str(e).split()) or type(e).__name__
@@ -46,13 +61,11 @@ def _worker_main(conn, threads: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     import torch
 
-    from .adapter import ModelCache
-
     torch.set_num_threads(threads)
-    cache = ModelCache()
+    state = WorkerState()
     try:
         while (msg := conn.recv()) is not None:
-            conn.send(render_one(*msg, cache))
+            conn.send(render_one(*msg, state))
     except (EOFError, BrokenPipeError):  # the driver is gone: nobody wants the result
         return
 

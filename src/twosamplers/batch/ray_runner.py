@@ -21,16 +21,16 @@ class RenderActor:
     def __init__(self, threads: int):
         import torch
 
-        from .adapter import ModelCache
+        from .pool import WorkerState
 
         torch.set_num_threads(threads)
         device = "cuda" if torch.cuda.is_available() else None  # Ray sets CUDA_VISIBLE_DEVICES to this actor's GPU
-        self.cache = ModelCache(device=device)
+        self.state = WorkerState(device)
 
     def render(self, job, inputs) -> Outcome:
         from .pool import render_one
 
-        return render_one(job, inputs, self.cache)
+        return render_one(job, inputs, self.state)
 
     def name(self) -> str:
         return f"{socket.gethostname()}:{os.getpid()}"
