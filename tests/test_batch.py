@@ -242,3 +242,13 @@ def test_jobs_from_stdin_resolve_paths_from_the_current_folder(tmp_path, capsys,
     assert main(["batch", "-", "-o", str(tmp_path / "out"), "-q"]) == 2
     err = capsys.readouterr().err
     assert "line 2: " in err and "line 1: " not in err and not (tmp_path / "out").exists()
+
+
+def test_a_line_can_start_from_a_png(local_run):
+    """{"from": PNG} takes the job a twosamplers PNG records (embedded mask included); other fields override."""
+    folder, _, _ = local_run
+    rec = read_records(folder / "out" / "manifest.jsonl")[0]
+    again = parse({"from": "out/" + rec["output"]}, folder)
+    assert again.job.mask_tensor is not None and again.job.base.seed == rec["settings"]["base_seed"]
+    other = parse({"from": "out/" + rec["output"], "mask_seed": 99}, folder)
+    assert other.job.inside.seed == 99 and other.digest != again.digest
