@@ -252,3 +252,32 @@ def test_a_line_can_start_from_a_png(local_run):
     assert again.job.mask_tensor is not None and again.job.base.seed == rec["settings"]["base_seed"]
     other = parse({"from": "out/" + rec["output"], "mask_seed": 99}, folder)
     assert other.job.inside.seed == 99 and other.digest != again.digest
+
+
+def test_scheduler_keeps_workers_on_their_model_and_retries(tmp_path):
+    from types import SimpleNamespace
+
+    from twosamplers.batch.driver import Outcome, Scheduler
+    from twosamplers.batch.plan import Task
+
+    def task(i, model):
+        return Task(i, SimpleNamespace(model_key=model, digest=f"{i:064x}", to_dict=dict), f"{i}.png")
+
+    s = Scheduler([task(1, "a"), task(2, "b"), task(3, "a"), task(4, "b"), task(5, "b")], tmp_path, retries=1)
+    first = s.next_task(None)
+    assert first.job.model_key == "b"  # the biggest group first: fewest model switches
+    assert [s.next_task("a").line, s.next_task("a").line, s.next_task("a").line] == [1, 3, 4]  # then the rest
+    s.finish(first, Outcome(False, None, "boom", "w", 0.0))  # retried once, after the jobs waiting...
+    assert s.next_task("a").line == 5
+    again = s.next_task("a")
+    assert again is first and again.attempts == 2
+    s.finish(again, Outcome(False, None, "boom", "w", 0.0))  # ...then recorded
+    assert [r["attempts"] for r in read_records(tmp_path / "failures.jsonl")] == [2]
+    last = task(6, "a")
+    s.queues["a"].append(last)
+    assert s.next_task(None) is last
+    s.give_back(last)  # never reached a worker: not an attempt
+    assert s.next_task("a") is last and last.attempts == 1
+    s.finish(last, Outcome(True, {"image": b"png"}, None, "w", 0.1))
+    assert (tmp_path / last.output).read_bytes() == b"png" and s.remaining() == 0
+    assert [r["line"] for r in read_records(tmp_path / "manifest.jsonl")] == [last.line]

@@ -76,6 +76,11 @@ class Scheduler:
         task.attempts += 1
         return task
 
+    def give_back(self, task: Task) -> None:
+        """A task that never reached a worker: first in line again, the attempt not counted."""
+        task.attempts -= 1
+        self.queues.setdefault(task.job.model_key, deque()).appendleft(task)
+
     def inputs(self, task: Task) -> dict[str, bytes]:
         """The task's input files as bytes, checked against the hashes taken when the batch was validated."""
         return adapter.read_inputs(task.job)

@@ -94,18 +94,12 @@ def run_local(scheduler: Scheduler, workers: int | None = None, threads: int | N
     slots = [start() for _ in range(n)]
     try:
         while True:
-            for slot in slots:
-                while slot.task is None:
-                    task = scheduler.next_task(slot.model)
-                    if task is None:
-                        break
-                    try:
-                        slot.conn.send((task.job, scheduler.inputs(task)))
-                        slot.task, slot.model = task, task.job.model_key
-                    except (ValueError, OSError) as e:
-                        scheduler.finish(task, Outcome(False, None, str(e), "driver", 0.0))
+            _hand_out(slots, scheduler, start)
             busy = [s for s in slots if s.task is not None]
             if not busy:
+                if scheduler.remaining() and not slots:  # every worker died: start one for what is left
+                    slots.append(start())
+                    continue
                 break
             ready = set(wait([s.conn for s in busy] + [s.proc.sentinel for s in busy]))
             for slot in list(slots):
@@ -131,6 +125,29 @@ def run_local(scheduler: Scheduler, workers: int | None = None, threads: int | N
                     slots.append(start())
     finally:
         _stop(slots)
+
+
+def _hand_out(slots: list[_Slot], scheduler: Scheduler, start) -> None:
+    """Give every idle worker a job (one for the model it holds first)."""
+    for i, slot in enumerate(slots):
+        while slot.task is None:
+            task = scheduler.next_task(slot.model)
+            if task is None:
+                return
+            try:
+                inputs = scheduler.inputs(task)
+            except (ValueError, OSError) as e:
+                scheduler.finish(task, Outcome(False, None, str(e), "driver", 0.0))
+                continue
+            try:
+                slot.conn.send((task.job, inputs))
+            except OSError:  # the worker died while idle: the job goes back, a new worker takes the slot
+                scheduler.give_back(task)
+                slot.conn.close()
+                slot.proc.join(1)
+                slot = slots[i] = start()
+                continue
+            slot.task, slot.model = task, task.job.model_key
 
 
 def _stop(slots: list[_Slot]) -> None:
