@@ -358,7 +358,8 @@ _ACTIVE: dict[int, tuple] = {}  # id(root module) -> (stack key, depth, saved or
 
 
 def _stack_key(loras, part: str) -> tuple:
-    return (part, tuple((id(f), s) for f, s in loras))
+    i = 1 if part == UNET_PART else 2
+    return (part, tuple((id(entry[0]), entry[i]) for entry in loras))
 
 
 @contextmanager

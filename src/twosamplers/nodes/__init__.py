@@ -3,6 +3,7 @@
 `NODE_CLASS_MAPPINGS` / `NODE_DISPLAY_NAME_MAPPINGS` follow ComfyUI's custom-node convention.
 """
 
+from .loras import LoraLoader, LoraLoaderModelOnly
 from .providers import KSamplerAdvancedProvider, KSamplerAdvancedWrapper, KSamplerProvider, KSamplerWrapper
 from .regional import CombineRegionalPrompts, RegionalPrompt, RegionalPromptItem, RegionalSampler
 from .two_samplers import TwoAdvancedSamplersForMask, TwoSamplersForMask
@@ -15,6 +16,8 @@ NODE_CLASS_MAPPINGS = {
     "RegionalPrompt": RegionalPrompt,
     "CombineRegionalPrompts": CombineRegionalPrompts,
     "RegionalSampler": RegionalSampler,
+    "LoraLoader": LoraLoader,
+    "LoraLoaderModelOnly": LoraLoaderModelOnly,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -25,6 +28,8 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "RegionalPrompt": "RegionalPrompt",
     "CombineRegionalPrompts": "CombineRegionalPrompts",
     "RegionalSampler": "RegionalSampler",
+    "LoraLoader": "Load LoRA",
+    "LoraLoaderModelOnly": "LoraLoaderModelOnly",
 }
 
 __all__ = [
@@ -35,6 +40,8 @@ __all__ = [
     "KSamplerAdvancedWrapper",
     "KSamplerProvider",
     "KSamplerWrapper",
+    "LoraLoader",
+    "LoraLoaderModelOnly",
     "RegionalPrompt",
     "RegionalPromptItem",
     "RegionalSampler",
