@@ -16,7 +16,7 @@ diffusers = pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
 
 from safetensors.torch import save_file  # noqa: E402
-from test_sd_backend import canonical_clip_keys, folder_to_single_file, save_folder, to_ldm_unet  # noqa: E402
+from test_sd_backend import folder_to_single_file, save_folder, to_ldm_unet  # noqa: E402
 
 from twosamplers import common_ksampler  # noqa: E402
 from twosamplers.models.embeddings import EmbeddingLibrary  # noqa: E402
@@ -341,6 +341,7 @@ def test_old_diffusers_attention_processor_names(sd1, tmp_path):
     assert sorted(t.param for t in f.patches) == [f"{name}.to_out.0", f"{name}.to_q"]
 
 
+@pytest.mark.filterwarnings("ignore::FutureWarning")
 def test_diffusers_load_lora_weights_and_fuse_lora_agree(files, sd1, tmp_path):
     """An independent implementation: diffusers' own kohya conversion + PEFT fusing on the same file."""
     from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionPipeline, UNet2DConditionModel
@@ -361,25 +362,42 @@ def test_diffusers_load_lora_weights_and_fuse_lora_agree(files, sd1, tmp_path):
         warnings.simplefilter("ignore")
         pipe.load_lora_weights(str(path))
     pipe.fuse_lora(lora_scale=0.75)
+    pipe.unload_lora_weights()  # keeps the fused weights, drops PEFT's wrappers
     theirs_unet = pipe.unet.state_dict()
-    theirs_te = canonical_clip_keys(pipe.text_encoder)
+    # diffusers' text-encoder LoRA path does not reach transformers 5's CLIP modules: fuse the text encoder's
+    # part with PEFT itself (LoraConfig scaling = lora_alpha / r = strength * alpha / rank)
+    te = _peft_fused_clip(folder / "text_encoder", truth, rank=4, scale=0.75 * 2.0 / 4)
     f = load_lora(sd1, path)
     with patched(sd1, [(f, 0.75, 0.75)]):
         ours_unet = {k: v.clone() for k, v in sd1.unet.state_dict().items()}
-        ours_te = canonical_clip_keys(sd1.text_encoders[0].model)
+        ours_te = {k: v.clone() for k, v in sd1.text_encoders[0].model.state_dict().items()}
     compared = 0
     for t in f.patches:
-        if t.part == "unet":
-            a, b = ours_unet[t.param + ".weight"], theirs_unet.get(t.param + ".weight")
-        else:
-            name = t.param if t.param.startswith("text_model.") else "text_model." + t.param
-            a, b = ours_te[name + ".weight"], theirs_te.get(name + ".weight")
-        if b is None:
-            b = theirs_unet.get(t.param + ".base_layer.weight")
-        assert b is not None, t
+        a = (ours_unet if t.part == "unet" else ours_te)[t.param + ".weight"]
+        b = (theirs_unet if t.part == "unet" else te)[t.param + ".weight"]
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
         compared += 1
-    assert compared == len(f.patches) > 20
+    assert compared == len(f.patches) > 20 and {t.part for t in f.patches} == {"unet", "clip0"}
+
+
+def _peft_fused_clip(folder, truth, rank: int, scale: float) -> dict:
+    from peft import LoraConfig, inject_adapter_in_model, set_peft_model_state_dict
+    from peft.tuners.tuners_utils import BaseTunerLayer
+    from transformers import CLIPTextModel
+
+    te = CLIPTextModel.from_pretrained(folder)
+    names = sorted(name for part, name in truth if part == "clip0")
+    te = inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=scale * rank, target_modules=names), te)
+    state = {}
+    for name in names:
+        state[name + ".lora_A.weight"] = truth[("clip0", name)]["down"]
+        state[name + ".lora_B.weight"] = truth[("clip0", name)]["up"]
+    res = set_peft_model_state_dict(te, state)
+    assert not getattr(res, "unexpected_keys", [])
+    for mod in te.modules():
+        if isinstance(mod, BaseTunerLayer):
+            mod.merge()
+    return {k.replace(".base_layer", ""): v.clone() for k, v in te.state_dict().items() if "lora_" not in k}
 
 
 # ------------------------------------------------------------------------------------------- bad input

@@ -37,7 +37,7 @@ from pathlib import Path
 import torch
 
 from .lora_keys import UNET_PART, Target, build_key_map, normalize_prefix
-from .sd_loading import CheckpointError, read_state_dict
+from .sd_loading import CheckpointError, PickleNotAllowedError, read_state_dict
 
 __all__ = [
     "Lora",
@@ -69,6 +69,10 @@ _BY_LENGTH = sorted(_SUFFIXES, key=len, reverse=True)
 
 class LoraError(CheckpointError):
     """A LoRA file that cannot be used with this model (missing, unreadable, wrong shapes, not finite)."""
+
+
+class LoraPickleNotAllowedError(LoraError, PickleNotAllowedError):
+    """A pickle LoRA file (.pt/.ckpt/...) without allow_pickle=True / --allow-pickle."""
 
 
 # ------------------------------------------------------------------------------------------- the spec
@@ -272,6 +276,8 @@ def load_lora(model, path: str | os.PathLike, *, allow_pickle: bool = False) -> 
         raise LoraError(f"LoRA file not found: {path}")
     try:
         sd = read_state_dict(path, allow_pickle=allow_pickle)
+    except PickleNotAllowedError as e:
+        raise LoraPickleNotAllowedError(f"LoRA {e}") from None
     except CheckpointError as e:
         raise LoraError(f"LoRA {e}") from None
     _check_finite(path, sd)
