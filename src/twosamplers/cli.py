@@ -114,6 +114,16 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--clip-skip", type=int, help="text encoder layer, as ComfyUI's CLIPSetLastLayer: -1 last, "
                    "-2 penultimate, ... (a positive n means -n, A1111 style)")
     m.add_argument("--prediction", choices=("eps", "v"), help="override the prediction type (SD2.x 768 models are v)")
+    lo = g.add_argument_group("LoRAs and embeddings (SD checkpoints; also <lora:NAME:S[:S_CLIP]> in a prompt)")
+    lo.add_argument("--lora", action="append", metavar="FILE[:S[:S_CLIP]]", default=None,
+                    help="a LoRA for both passes, at model strength S and text-encoder strength S_CLIP (default 1 "
+                    "and S); repeatable, applied in order")
+    lo.add_argument("--base-lora", action="append", metavar="FILE[:S[:S_CLIP]]", default=None,
+                    help="a LoRA for the base pass only (repeatable)")
+    lo.add_argument("--mask-lora", action="append", metavar="FILE[:S[:S_CLIP]]", default=None,
+                    help="a LoRA for the mask pass only (repeatable)")
+    lo.add_argument("--lora-dir", metavar="DIR", help="where LoRA names (of --lora and prompt tags) are looked up")
+    lo.add_argument("--embeddings", metavar="DIR", help="textual-inversion embeddings for embedding:NAME in prompts")
     g.add_argument("--mode", choices=("two-pass", "interleaved", "regional"), default=None,
                    help="two-pass: a base pass over the whole image, then the mask pass (default); "
                    "interleaved/regional: both samplers step by step")
@@ -234,8 +244,11 @@ def _check_output_path(path: str | None, what: str) -> None:
 
 # ---------------------------------------------------------------------------------------------- the job
 def run_job(s: dict, mask, *, output: str, preview: str | None = None, save_latent: str | None = None,
-            quiet: bool = False, load_options: dict | None = None) -> dict:
-    """Validate everything, sample, then write the outputs. Returns {"outputs": ..., "seconds": ...}."""
+            quiet: bool = False, load_options: dict | None = None, lora_flags: dict | None = None,
+            recorded: dict | None = None, from_png: str | None = None) -> dict:
+    """Validate everything, sample, then write the outputs. Returns {"outputs": ..., "seconds": ...}.
+    lora_flags: {"base": [FILE:S:S_CLIP, ...], "mask": [...]}; recorded/from_png: the --from PNG's settings,
+    whose LoRA records are checked against the files found now."""
     from .imageio import check_aspect, load_image, resize_mask, save_png, side_by_side, to_uint8
     from .latent import empty_latent
     from .latent import save_latent as write_latent
@@ -279,9 +292,8 @@ def run_job(s: dict, mask, *, output: str, preview: str | None = None, save_late
     except ValueError as e:
         raise BadInput(str(e)) from None
 
-    prompts = {}
-    for key in ("base_prompt", "mask_prompt", "base_negative", "mask_negative"):
-        prompts[key] = model.encode_prompt(s[key])
+    pass_models, prompts = _pass_models(model, s, lora_flags or {}, recorded, from_png,
+                                        bool((load_options or {}).get("allow_pickle")))
 
     if pixels is not None:
         samples = model.encode_image(pixels)
@@ -295,7 +307,8 @@ def run_job(s: dict, mask, *, output: str, preview: str | None = None, save_late
         raise RuntimeError(f"twosamplers.front is missing ({e})") from e
 
     def settings_for(which: str):
-        return SamplerSettings(model=model, positive=prompts[f"{which}_prompt"], negative=prompts[f"{which}_negative"],
+        return SamplerSettings(model=pass_models[which], positive=prompts[f"{which}_prompt"],
+                               negative=prompts[f"{which}_negative"],
                                seed=s[f"{which}_seed"], steps=s[f"{which}_steps"], cfg=float(s[f"{which}_cfg"]),
                                sampler_name=s[f"{which}_sampler"], scheduler=s[f"{which}_scheduler"],
                                denoise=float(s[f"{which}_denoise"]))
@@ -337,6 +350,47 @@ def run_job(s: dict, mask, *, output: str, preview: str | None = None, save_late
                                                      if len(tiles) == 3 else "mask | result"})
         outputs["preview"] = str(preview)
     return {"outputs": outputs, "seconds": round(seconds, 3)}
+
+
+def _pass_models(model, s: dict, lora_flags: dict, recorded: dict | None, from_png: str | None,
+                 allow_pickle: bool) -> tuple[dict, dict]:
+    """Each pass's model (with its LoRA stack) and its encoded prompts; every LoRA and embedding file is read and
+    checked here, before any sampling. Records the stacks in `s` (names, strengths, SHA-256) for the PNG."""
+    from .models.embeddings import EmbeddingLibrary
+    from .models.lora import with_loras
+    from .pass_loras import LoraRecordError, check_against_records, resolve_pass_loras
+
+    library = None
+    if s.get("embeddings"):
+        if not hasattr(model, "text_encoders"):
+            raise BadInput(f"--embeddings needs a Stable Diffusion checkpoint; {s['model']!r} has no text encoder")
+        library = EmbeddingLibrary(s["embeddings"], allow_pickle=allow_pickle)
+    models, prompts = {}, {}
+    for which in ("base", "mask"):
+        flags = lora_flags.get(which, [])
+        if "<lora:" in s[f"{which}_negative"]:
+            raise BadInput(f"--{which}-negative holds a <lora:...> tag; LoRA tags go in the positive prompt")
+        try:
+            text, stack = resolve_pass_loras(flags, s[f"{which}_prompt"], s.get("lora_dir"))
+        except FileNotFoundError as e:
+            if recorded is not None and recorded.get(f"{which}_loras"):
+                raise LoraRecordError(f"{from_png}: {e}; the {which} pass was made with "
+                                      + ", ".join(f"{r['name']} (sha256 {r['sha256'][:12]}...)"
+                                                  for r in recorded[f"{which}_loras"])) from None
+            raise
+        if recorded is not None:
+            check_against_records(stack, recorded.get(f"{which}_loras") or [], from_png, which)
+        pm = model
+        if stack:
+            if not hasattr(model, "unet"):
+                raise BadInput(f"LoRAs need a Stable Diffusion checkpoint; {s['model']!r} is a built-in model")
+            pm = with_loras(model, [p.lora for p in stack], allow_pickle=allow_pickle)
+        s[f"{which}_loras"] = [p.record() for p in stack]
+        extra = {"embeddings": library} if library is not None else {}
+        models[which] = pm
+        prompts[f"{which}_prompt"] = pm.encode_prompt(text, **extra)
+        prompts[f"{which}_negative"] = pm.encode_prompt(s[f"{which}_negative"], **extra)
+    return models, prompts
 
 
 def _version() -> str:
@@ -381,8 +435,17 @@ def cmd_generate(args) -> int:
     else:
         raise BadInput("--mask is required (or --from a PNG written by twosamplers)")
     load_options = {"device": args.device, "dtype": args.dtype, "allow_pickle": args.allow_pickle}
+    lora_flags = {}
+    for which in ("base", "mask"):
+        given = (args.lora or []) + (getattr(args, f"{which}_lora") or [])
+        if not given and not (args.lora or args.base_lora or args.mask_lora) and stored:
+            from .pass_loras import flags_from_records
+            given = flags_from_records(stored.get(f"{which}_loras"))
+        lora_flags[which] = given
+    for key in ("lora_dir", "embeddings"):
+        s[key] = getattr(args, key) if getattr(args, key) is not None else (stored or {}).get(key)
     job = run_job(s, mask, output=args.output, preview=args.preview, save_latent=args.save_latent, quiet=args.quiet,
-                  load_options=load_options)
+                  load_options=load_options, lora_flags=lora_flags, recorded=stored, from_png=args.from_png)
     _finish(args, s, job)
     return 0
 

@@ -482,8 +482,9 @@ class LoraModel:
         names = ", ".join(f"{f.path.name}:{sm:g}:{sc:g}" for f, sm, sc in self.loras)
         return f"LoraModel({self.base!r}, [{names}])"
 
-    def with_loras(self, loras) -> LoraModel:
-        return LoraModel(self, loras)
+    def with_loras(self, loras: Sequence[Lora], *, allow_pickle: bool = False) -> LoraModel:
+        """This model with more LoRAs after its own (ComfyUI's chained LoraLoaders)."""
+        return with_loras(self, loras, allow_pickle=allow_pickle)
 
     @contextmanager
     def sampling_session(self) -> Iterator[None]:
@@ -504,6 +505,8 @@ def with_loras(model, loras: Sequence[Lora], *, allow_pickle: bool = False) -> o
     if not loras:
         return model
     base = model.base if isinstance(model, LoraModel) else model
+    if isinstance(loras, Lora):
+        loras = [loras]
     files = []
     for spec in loras:
         if not isinstance(spec, Lora):

@@ -176,6 +176,14 @@ class SDModel(NetworkModel):
         cond, pooled = self.text_encoders[0].encode(text, skip, embeddings)
         return [[cond, {"pooled_output": pooled}]]
 
+    def with_loras(self, loras, *, allow_pickle: bool = False):
+        """This model with LoRAs ([Lora(path, strength_model, strength_clip), ...], applied in order): a
+        `LoraModel` over the same weights, patched only while it samples or encodes a prompt. Files are checked
+        (shapes, values, keys) now."""
+        from .lora import with_loras
+
+        return with_loras(self, loras, allow_pickle=allow_pickle)
+
     # ------------------------------------------------------------------------------------------ VAE
     def _vae_in(self, pixels: torch.Tensor) -> torch.Tensor:
         if not isinstance(pixels, torch.Tensor) or pixels.ndim != 4 or pixels.shape[-1] not in (3, 4):
