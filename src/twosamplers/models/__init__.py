@@ -8,3 +8,8 @@ from .analytic import IdealModel, TextureModel  # noqa: E402
 from .registry import load  # noqa: E402
 
 __all__ += ["IdealModel", "TextureModel", "load"]
+
+from .embeddings import EmbeddingLibrary  # noqa: E402
+from .lora import Lora, LoraError, LoraModel, with_loras  # noqa: E402
+
+__all__ += ["EmbeddingLibrary", "Lora", "LoraError", "LoraModel", "with_loras"]
