@@ -673,3 +673,31 @@ def make_lora_xl_like(model) -> dict:
     """A LoRA whose layer names exist in SD1 but whose shapes are another model's (an SDXL LoRA on SD1.5)."""
     name = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k"
     return {name + ".lora_down.weight": torch.randn(4, 2048), name + ".lora_up.weight": torch.randn(640, 4)}
+
+
+def test_interleaved_regions_switch_loras_every_step(sd1, tmp_path):
+    """Regional mode alternates base and region calls on one network, patching around each: the result equals
+    the same run with the region on a separate, permanently merged copy of the network."""
+    import copy
+
+    from twosamplers import SamplerSettings, regional_sample
+
+    sd, _ = make_lora(sd1, "kohya", "lora", every=2, clip=False)
+    path = save(tmp_path, "region.safetensors", sd)
+    lm = with_loras(sd1, [Lora(path, 1.2)])
+    merged = copy.deepcopy(sd1)
+    f = load_lora(merged, path)
+    ctx = patched(merged, [(f, 1.2, 1.0)])
+    ctx.__enter__()  # left patched: a merged copy
+    pos, neg = sd1.encode_prompt("grass"), sd1.encode_prompt("")
+    lat = {"samples": torch.zeros(1, 4, 8, 8)}
+    mask = torch.zeros(8, 8)
+    mask[:, :4] = 1.0
+    before = snapshot(sd1)
+    base = SamplerSettings(sd1, pos, neg, seed=3, steps=3, cfg=5.0)
+    out = {}
+    for name, model in (("lora", lm), ("merged", merged)):
+        region = SamplerSettings(model, pos, neg, seed=4, steps=3, cfg=5.0, sampler_name="dpmpp_2m")
+        out[name] = regional_sample(lat, base, [(mask, region)], overlap_factor=0, disable_pbar=True)["samples"]
+    assert torch.equal(out["lora"], out["merged"])
+    assert_same_bits(snapshot(sd1), before)

@@ -29,6 +29,7 @@ import math
 import os
 import threading
 import warnings
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -359,7 +360,8 @@ def _check_shapes(path: Path, patches: dict[Target, Adapter], params: dict) -> N
 
 
 # ------------------------------------------------------------------------------------------- patching
-_LOCK = threading.RLock()
+_LOCK = threading.Lock()
+_NETWORK_LOCKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # module -> RLock
 _ACTIVE: dict[int, tuple] = {}  # id(root module) -> (stack key, depth, saved originals)
 
 
@@ -368,39 +370,49 @@ def _stack_key(loras, part: str) -> tuple:
     return (part, tuple((id(entry[0]), entry[i]) for entry in loras))
 
 
+def _network_lock(root: torch.nn.Module) -> threading.RLock:
+    with _LOCK:
+        lock = _NETWORK_LOCKS.get(root)
+        if lock is None:
+            lock = _NETWORK_LOCKS[root] = threading.RLock()
+        return lock
+
+
 @contextmanager
 def patched(model, loras: Sequence[tuple[LoraFile, float, float]], *, unet: bool = True,
             clip: bool = True) -> Iterator[None]:
     """Patch `model`'s weights with `loras` [(LoraFile, strength_model, strength_clip), ...] (applied in that
     order, ComfyUI's LoraLoader chain order) for the duration of the block; restore them bit-exactly after.
 
-    Only the patched tensors' originals are held, on the CPU. Re-entering with the same stack is a no-op;
-    entering a different stack on the same weights while one is active is an error (the passes of a job run
-    one after another, never nested).
+    Only the patched tensors' originals are held, on the CPU. Each network is held by one thread at a time for
+    the block (another thread's pass waits). Re-entering with the same stack is a no-op; entering a different
+    stack on the same weights inside the block is an error (a job's passes run one after another, never nested).
     """
     modules = _modules(model)
     parts = [p for p in modules if (p == UNET_PART and unet) or (p != UNET_PART and clip)]
-    with _LOCK:
-        entered = []
-        try:
-            for part in parts:
-                plan = _plan(loras, part)
-                key = (id(model), _stack_key(loras, part))
-                root = modules[part]
-                active = _ACTIVE.get(id(root))
-                if active is not None:
-                    if active[0] == key:
-                        _ACTIVE[id(root)] = (key, active[1] + 1, active[2])
-                        entered.append(root)
-                        continue
+    locks, entered = [], []
+    try:
+        for part in parts:
+            root = modules[part]
+            lock = _network_lock(root)
+            lock.acquire()
+            locks.append(lock)
+            key = (id(model), _stack_key(loras, part))
+            active = _ACTIVE.get(id(root))
+            if active is not None:
+                if active[0] != key:
                     raise RuntimeError("another LoRA stack is already applied to this network; passes with "
                                        "different LoRAs must run one after another")
-                if not plan:
-                    continue
+                _ACTIVE[id(root)] = (key, active[1] + 1, active[2])
+                entered.append(root)
+                continue
+            plan = _plan(loras, part)
+            if plan:
                 _ACTIVE[id(root)] = (key, 1, _apply(root, plan))
                 entered.append(root)
-            yield
-        finally:
+        yield
+    finally:
+        try:
             for root in reversed(entered):
                 key, depth, saved = _ACTIVE[id(root)]
                 if depth > 1:
@@ -408,6 +420,9 @@ def patched(model, loras: Sequence[tuple[LoraFile, float, float]], *, unet: bool
                     continue
                 _restore(root, saved)
                 del _ACTIVE[id(root)]
+        finally:
+            for lock in reversed(locks):
+                lock.release()
 
 
 def _plan(loras, part: str) -> dict[str, list[tuple[Adapter, float]]]:
