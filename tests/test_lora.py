@@ -380,6 +380,39 @@ def test_diffusers_load_lora_weights_and_fuse_lora_agree(files, sd1, tmp_path):
     assert compared == len(f.patches) > 20 and {t.part for t in f.patches} == {"unet", "clip0"}
 
 
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_diffusers_agrees_on_sdxl_kohya_ldm_names(files, sdxl, tmp_path):
+    """kohya's SDXL LoRAs use LDM block names (input_blocks_4_1_...): diffusers maps them with its own SGM-block
+    conversion; the UNet weights must agree with ours."""
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    folder = files["sdxl_folder"]
+    pipe = StableDiffusionXLPipeline(
+        vae=AutoencoderKL.from_pretrained(folder / "vae"),
+        text_encoder=CLIPTextModel.from_pretrained(folder / "text_encoder"),
+        text_encoder_2=CLIPTextModelWithProjection.from_pretrained(folder / "text_encoder_2"),
+        tokenizer=CLIPTokenizer.from_pretrained(folder / "tokenizer"),
+        tokenizer_2=CLIPTokenizer.from_pretrained(folder / "tokenizer_2"),
+        unet=UNet2DConditionModel.from_pretrained(folder / "unet"),
+        scheduler=EulerDiscreteScheduler.from_pretrained(folder / "scheduler"))
+    sd, _ = make_lora(sdxl, "kohya_ldm", "lora", seed=7, every=1, alpha=2.0, clip=False)
+    path = save(tmp_path, "kohya_xl.safetensors", {k: v for k, v in sd.items()
+                                                    if any(s in k for s in ("attn", "proj", "ff_net"))})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pipe.load_lora_weights(str(path))
+    pipe.fuse_lora(lora_scale=0.75)
+    pipe.unload_lora_weights()
+    theirs = pipe.unet.state_dict()
+    f = load_lora(sdxl, path)
+    with patched(sdxl, [(f, 0.75, 1.0)]):
+        ours = {k: v.clone() for k, v in sdxl.unet.state_dict().items()}
+    for t in f.patches:
+        torch.testing.assert_close(ours[t.param + ".weight"], theirs[t.param + ".weight"], rtol=1e-5, atol=1e-6)
+    assert len(f.patches) > 40
+
+
 def _peft_fused_clip(folder, truth, rank: int, scale: float) -> dict:
     from peft import LoraConfig, inject_adapter_in_model, set_peft_model_state_dict
     from peft.tuners.tuners_utils import BaseTunerLayer
