@@ -686,6 +686,10 @@ def test_cli_per_pass_loras_metadata_and_from(files, sd1, tmp_path, capsys):
     code, _, err = run("--from", out2, "-o", again)
     assert code == 0, err
     assert torch.equal(load_image(again), b)
+    # new LoRA flags replace the recorded ones (no complaint about the replaced file)
+    code, stdout, err = run("--from", out2, "--mask-lora", "style:0.3", "-o", tmp_path / "override.png")
+    assert code == 0, err
+    assert [r["strength_model"] for r in json.loads(stdout)["settings"]["mask_loras"]] == [0.3, 0.8]
     # a changed file: reproduced with a clear warning; a missing one: one clear error, nothing written
     save(loras, "style.safetensors", make_lora(sd1, "kohya", "lora", seed=9, every=2)[0])
     with pytest.warns(UserWarning, match="style.*differs from the file"):
@@ -700,6 +704,9 @@ def test_cli_per_pass_loras_metadata_and_from(files, sd1, tmp_path, capsys):
     assert code == 2 and "xl.safetensors" in err and not (tmp_path / "x.png").exists()
     code, _, err = run("--base-prompt", "g", "--mask-prompt", "c", "--lora", f"{xl}:nan", "-o", tmp_path / "x.png")
     assert code == 2 and "finite" in err
+    code = main(["generate", "--model", "textures", "--mask", str(tmp_path / "mask.png"), "--base-prompt", "grass",
+                 "--mask-prompt", "brick", "--lora", f"{xl}:1", "-o", str(tmp_path / "t.png"), "-q"])
+    assert code == 2 and "Stable Diffusion" in capsys.readouterr().err
 
 
 def make_lora_xl_like(model) -> dict:

@@ -245,10 +245,10 @@ def _check_output_path(path: str | None, what: str) -> None:
 # ---------------------------------------------------------------------------------------------- the job
 def run_job(s: dict, mask, *, output: str, preview: str | None = None, save_latent: str | None = None,
             quiet: bool = False, load_options: dict | None = None, lora_flags: dict | None = None,
-            recorded: dict | None = None, from_png: str | None = None) -> dict:
+            lora_records: dict | None = None, from_png: str | None = None) -> dict:
     """Validate everything, sample, then write the outputs. Returns {"outputs": ..., "seconds": ...}.
-    lora_flags: {"base": [FILE:S:S_CLIP, ...], "mask": [...]}; recorded/from_png: the --from PNG's settings,
-    whose LoRA records are checked against the files found now."""
+    lora_flags: {"base": [FILE:S:S_CLIP, ...], "mask": [...]}; lora_records: {"base": [record, ...], ...} of the
+    --from PNG (`from_png`) that must be found again (a missing one is an error, a changed one a warning)."""
     from .imageio import check_aspect, load_image, resize_mask, save_png, side_by_side, to_uint8
     from .latent import empty_latent
     from .latent import save_latent as write_latent
@@ -292,7 +292,7 @@ def run_job(s: dict, mask, *, output: str, preview: str | None = None, save_late
     except ValueError as e:
         raise BadInput(str(e)) from None
 
-    pass_models, prompts = _pass_models(model, s, lora_flags or {}, recorded, from_png,
+    pass_models, prompts = _pass_models(model, s, lora_flags or {}, lora_records, from_png,
                                         bool((load_options or {}).get("allow_pickle")))
 
     if pixels is not None:
@@ -352,7 +352,7 @@ def run_job(s: dict, mask, *, output: str, preview: str | None = None, save_late
     return {"outputs": outputs, "seconds": round(seconds, 3)}
 
 
-def _pass_models(model, s: dict, lora_flags: dict, recorded: dict | None, from_png: str | None,
+def _pass_models(model, s: dict, lora_flags: dict, records: dict | None, from_png: str | None,
                  allow_pickle: bool) -> tuple[dict, dict]:
     """Each pass's model (with its LoRA stack) and its encoded prompts; every LoRA and embedding file is read and
     checked here, before any sampling. Records the stacks in `s` (names, strengths, SHA-256) for the PNG."""
@@ -373,13 +373,13 @@ def _pass_models(model, s: dict, lora_flags: dict, recorded: dict | None, from_p
         try:
             text, stack = resolve_pass_loras(flags, s[f"{which}_prompt"], s.get("lora_dir"))
         except FileNotFoundError as e:
-            if recorded is not None and recorded.get(f"{which}_loras"):
+            if records and records.get(which):
                 raise LoraRecordError(f"{from_png}: {e}; the {which} pass was made with "
                                       + ", ".join(f"{r['name']} (sha256 {r['sha256'][:12]}...)"
-                                                  for r in recorded[f"{which}_loras"])) from None
+                                                  for r in records[which])) from None
             raise
-        if recorded is not None:
-            check_against_records(stack, recorded.get(f"{which}_loras") or [], from_png, which)
+        if records is not None:
+            check_against_records(stack, records.get(which) or [], from_png, which)
         pm = model
         if stack:
             if not hasattr(model, "unet"):
@@ -435,17 +435,25 @@ def cmd_generate(args) -> int:
     else:
         raise BadInput("--mask is required (or --from a PNG written by twosamplers)")
     load_options = {"device": args.device, "dtype": args.dtype, "allow_pickle": args.allow_pickle}
-    lora_flags = {}
+    lora_flags, records = {}, {}
+    any_flags = bool(args.lora or args.base_lora or args.mask_lora)
     for which in ("base", "mask"):
         given = (args.lora or []) + (getattr(args, f"{which}_lora") or [])
-        if not given and not (args.lora or args.base_lora or args.mask_lora) and stored:
+        recorded = (stored or {}).get(f"{which}_loras") or []
+        if not any_flags and recorded:
             from .pass_loras import flags_from_records
-            given = flags_from_records(stored.get(f"{which}_loras"))
+            given = flags_from_records(recorded)
         lora_flags[which] = given
+        # what --from must find again: the recorded flag LoRAs unless new flags replace them, the recorded tag
+        # LoRAs unless a new prompt replaces them
+        keep_prompt = getattr(args, f"{which}_prompt") is None
+        records[which] = [r for r in recorded if (r.get("source", "flag") == "flag" and not any_flags)
+                          or (r.get("source") == "tag" and keep_prompt)]
     for key in ("lora_dir", "embeddings"):
         s[key] = getattr(args, key) if getattr(args, key) is not None else (stored or {}).get(key)
     job = run_job(s, mask, output=args.output, preview=args.preview, save_latent=args.save_latent, quiet=args.quiet,
-                  load_options=load_options, lora_flags=lora_flags, recorded=stored, from_png=args.from_png)
+                  load_options=load_options, lora_flags=lora_flags, lora_records=records if stored else None,
+                  from_png=args.from_png)
     _finish(args, s, job)
     return 0
 
