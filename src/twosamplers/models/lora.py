@@ -515,16 +515,23 @@ class LoraModel:
             return self.base.encode_prompt(text, **options)
 
 
-def with_loras(model, loras: Sequence[Lora], *, allow_pickle: bool = False) -> object:
-    """`model` with `loras` ([Lora, ...], applied in order); the model itself when the list is empty."""
+def with_loras(model, loras: Sequence[Lora], *, allow_pickle: bool = False, files: dict | None = None) -> object:
+    """`model` with `loras` ([Lora, ...], applied in order); the model itself when the list is empty.
+    files: a dict shared between calls on the same model, so that a file used by several passes is read once."""
     if not loras:
         return model
     base = model.base if isinstance(model, LoraModel) else model
     if isinstance(loras, Lora):
         loras = [loras]
-    files = []
+    stack = []
     for spec in loras:
         if not isinstance(spec, Lora):
             raise TypeError(f"loras must hold twosamplers Lora objects, got {type(spec).__name__}")
-        files.append((load_lora(base, spec.path, allow_pickle=allow_pickle), spec.strength_model, spec.strength_clip))
-    return LoraModel(model, files)
+        key = (str(Path(spec.path).expanduser().resolve()), id(base))
+        f = files.get(key) if files is not None else None
+        if f is None:
+            f = load_lora(base, spec.path, allow_pickle=allow_pickle)
+            if files is not None:
+                files[key] = f
+        stack.append((f, spec.strength_model, spec.strength_clip))
+    return LoraModel(model, stack)
