@@ -365,7 +365,7 @@ def _pass_models(model, s: dict, lora_flags: dict, records: dict | None, from_pn
         if not hasattr(model, "text_encoders"):
             raise BadInput(f"--embeddings needs a Stable Diffusion checkpoint; {s['model']!r} has no text encoder")
         library = EmbeddingLibrary(s["embeddings"], allow_pickle=allow_pickle)
-    models, prompts, files = {}, {}, {}
+    models, prompts = {}, {}
     for which in ("base", "mask"):
         flags = lora_flags.get(which, [])
         if "<lora:" in s[f"{which}_negative"]:
@@ -384,7 +384,7 @@ def _pass_models(model, s: dict, lora_flags: dict, records: dict | None, from_pn
         if stack:
             if not hasattr(model, "unet"):
                 raise BadInput(f"LoRAs need a Stable Diffusion checkpoint; {s['model']!r} is a built-in model")
-            pm = with_loras(model, [p.lora for p in stack], allow_pickle=allow_pickle, files=files)
+            pm = with_loras(model, [p.lora for p in stack], allow_pickle=allow_pickle)
         s[f"{which}_loras"] = [p.record() for p in stack]
         extra = {"embeddings": library} if library is not None else {}
         models[which] = pm

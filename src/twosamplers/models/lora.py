@@ -30,6 +30,7 @@ import os
 import threading
 import warnings
 import weakref
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -273,6 +274,22 @@ def load_lora(model, path: str | os.PathLike, *, allow_pickle: bool = False) -> 
     the model at all. Keys that match nothing are reported once, as a warning with their count and a few names.
     """
     path = Path(path).expanduser()
+    sd = _read(path, allow_pickle)
+    groups, unmatched = _group(sd)
+    params = {part: dict(m.named_parameters()) for part, m in _modules(model).items()}
+    patches = _patches(path, groups, build_key_map(model), params, unmatched)
+    _check_shapes(path, patches, params)
+    if not patches:
+        few = ", ".join(repr(k) for k in list(sd)[:3])
+        raise LoraError(f"{path}: no key of this LoRA matches the {getattr(model, 'family', 'loaded')} model "
+                        f"({len(sd)} tensors, e.g. {few}); is it a LoRA for another model family, or not a LoRA?")
+    if unmatched:
+        warnings.warn(f"{path.name}: {len(unmatched)} LoRA keys match nothing in this model and are ignored "
+                      f"(e.g. {', '.join(unmatched[:4])})", stacklevel=2)
+    return LoraFile(path, patches, unmatched)
+
+
+def _read(path: Path, allow_pickle: bool) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise LoraError(f"LoRA file not found: {path}")
     try:
@@ -282,7 +299,11 @@ def load_lora(model, path: str | os.PathLike, *, allow_pickle: bool = False) -> 
     except CheckpointError as e:
         raise LoraError(f"LoRA {e}") from None
     _check_finite(path, sd)
-    key_map = build_key_map(model)
+    return sd
+
+
+def _group(sd: dict[str, torch.Tensor]) -> tuple[dict[str, dict[str, torch.Tensor]], list[str]]:
+    """{module prefix: {slot: tensor}} by adapter suffix, and the keys with no known suffix."""
     groups: dict[str, dict[str, torch.Tensor]] = {}
     unmatched: list[str] = []
     for k, v in sd.items():
@@ -292,8 +313,11 @@ def load_lora(model, path: str | os.PathLike, *, allow_pickle: bool = False) -> 
             continue
         prefix, slot = split
         groups.setdefault(normalize_prefix(prefix), {})[slot] = v
-    modules = _modules(model)
-    params = {part: dict(m.named_parameters()) for part, m in modules.items()}
+    return groups, unmatched
+
+
+def _patches(path: Path, groups: dict, key_map: dict, params: dict, unmatched: list[str]) -> dict[Target, Adapter]:
+    """One adapter per addressed weight (and bias, for `.diff_b`); what matches nothing goes to `unmatched`."""
     patches: dict[Target, Adapter] = {}
     for prefix, slots in groups.items():
         target = key_map.get(prefix)
@@ -314,18 +338,9 @@ def load_lora(model, path: str | os.PathLike, *, allow_pickle: bool = False) -> 
         if not _complete(kind, slots):
             raise LoraError(f"{path}: {prefix!r} has an incomplete {kind} patch (tensors: {sorted(slots)})")
         alpha = slots.get("alpha")
-        adapter = Adapter(kind, {s: t for s, t in slots.items() if s not in ("alpha", "diff_b")},
-                          None if alpha is None else float(alpha.float().reshape(-1)[0].item()))
-        patches[target] = adapter
-    _check_shapes(path, patches, params)
-    if not patches:
-        few = ", ".join(repr(k) for k in list(sd)[:3])
-        raise LoraError(f"{path}: no key of this LoRA matches the {getattr(model, 'family', 'loaded')} model "
-                        f"({len(sd)} tensors, e.g. {few}); is it a LoRA for another model family, or not a LoRA?")
-    if unmatched:
-        warnings.warn(f"{path.name}: {len(unmatched)} LoRA keys match nothing in this model and are ignored "
-                      f"(e.g. {', '.join(unmatched[:4])})", stacklevel=2)
-    return LoraFile(path, patches, unmatched)
+        patches[target] = Adapter(kind, {s: t for s, t in slots.items() if s not in ("alpha", "diff_b")},
+                                  None if alpha is None else float(alpha.float().reshape(-1)[0].item()))
+    return patches
 
 
 def _param_of(target: Target) -> str:
@@ -515,23 +530,43 @@ class LoraModel:
             return self.base.encode_prompt(text, **options)
 
 
-def with_loras(model, loras: Sequence[Lora], *, allow_pickle: bool = False, files: dict | None = None) -> object:
-    """`model` with `loras` ([Lora, ...], applied in order); the model itself when the list is empty.
-    files: a dict shared between calls on the same model, so that a file used by several passes is read once."""
+_FILES: OrderedDict = OrderedDict()  # (path, mtime, size, allow_pickle, id(model)) -> (weakref(model), LoraFile)
+FILE_CACHE_SIZE = 8
+
+
+def cached_lora(model, path: str | os.PathLike, *, allow_pickle: bool = False) -> LoraFile:
+    """`load_lora`, remembered for the last few files per model (unchanged on disk), so that passes and jobs
+    that reuse a LoRA read it once."""
+    p = Path(path).expanduser()
+    try:
+        st = p.resolve().stat()
+    except OSError:
+        return load_lora(model, p, allow_pickle=allow_pickle)  # raises the clear error
+    key = (str(p.resolve()), st.st_mtime_ns, st.st_size, bool(allow_pickle), id(model))
+    with _LOCK:
+        hit = _FILES.get(key)
+        if hit is not None and hit[0]() is model:
+            _FILES.move_to_end(key)
+            return hit[1]
+    f = load_lora(model, p, allow_pickle=allow_pickle)
+    with _LOCK:
+        _FILES[key] = (weakref.ref(model), f)
+        while len(_FILES) > FILE_CACHE_SIZE:
+            _FILES.popitem(last=False)
+    return f
+
+
+def with_loras(model, loras: Sequence[Lora], *, allow_pickle: bool = False) -> object:
+    """`model` with `loras` ([Lora, ...], applied in order); the model itself when the list is empty."""
     if not loras:
         return model
-    base = model.base if isinstance(model, LoraModel) else model
     if isinstance(loras, Lora):
         loras = [loras]
+    base = model.base if isinstance(model, LoraModel) else model
     stack = []
     for spec in loras:
         if not isinstance(spec, Lora):
             raise TypeError(f"loras must hold twosamplers Lora objects, got {type(spec).__name__}")
-        key = (str(Path(spec.path).expanduser().resolve()), id(base))
-        f = files.get(key) if files is not None else None
-        if f is None:
-            f = load_lora(base, spec.path, allow_pickle=allow_pickle)
-            if files is not None:
-                files[key] = f
-        stack.append((f, spec.strength_model, spec.strength_clip))
+        stack.append((cached_lora(base, spec.path, allow_pickle=allow_pickle), spec.strength_model,
+                      spec.strength_clip))
     return LoraModel(model, stack)
