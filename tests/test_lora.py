@@ -741,3 +741,22 @@ def test_interleaved_regions_switch_loras_every_step(sd1, tmp_path):
         out[name] = regional_sample(lat, base, [(mask, region)], overlap_factor=0, disable_pbar=True)["samples"]
     assert torch.equal(out["lora"], out["merged"])
     assert_same_bits(snapshot(sd1), before)
+
+
+def test_a_pass_patches_once_and_files_are_read_once(sd1, tmp_path, monkeypatch):
+    import twosamplers.models.lora as L
+
+    sd, _ = make_lora(sd1, "kohya", "lora", every=3)
+    path = save(tmp_path, "once.safetensors", sd)
+    a = with_loras(sd1, [Lora(path, 1.0)])
+    b = with_loras(sd1, [Lora(path, 0.5)])
+    assert a.loras[0][0] is b.loras[0][0]  # the file was read and mapped once
+    applied = []
+    real = L._apply
+    monkeypatch.setattr(L, "_apply", lambda root, plan: applied.append(1) or real(root, plan))
+    pos, neg = sd1.encode_prompt("grass"), sd1.encode_prompt("")
+    common_ksampler(a, 1, 4, 5.0, "euler", "normal", pos, neg, {"samples": torch.zeros(1, 4, 8, 8)},
+                    disable_pbar=True)
+    assert len(applied) == 1  # one patch for the whole 4-step pass, not one per UNet call
+    save(tmp_path, "once.safetensors", make_lora(sd1, "kohya", "lora", every=3, seed=5)[0])
+    assert with_loras(sd1, [Lora(path, 1.0)]).loras[0][0] is not a.loras[0][0]  # changed on disk: read again
