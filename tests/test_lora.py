@@ -692,7 +692,7 @@ def test_cli_per_pass_loras_metadata_and_from(files, sd1, tmp_path, capsys):
     assert [r["strength_model"] for r in json.loads(stdout)["settings"]["mask_loras"]] == [0.3, 0.8]
     # a changed file: reproduced with a clear warning; a missing one: one clear error, nothing written
     save(loras, "style.safetensors", make_lora(sd1, "kohya", "lora", seed=9, every=2)[0])
-    with pytest.warns(UserWarning, match="style.*differs from the file"):
+    with pytest.warns(UserWarning, match="style.*not the file this job was made with"):
         code, _, err = run("--from", out2, "-o", tmp_path / "changed.png")
     assert code == 0
     (loras / "char.safetensors").unlink()

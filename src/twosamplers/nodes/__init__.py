@@ -20,17 +20,9 @@ NODE_CLASS_MAPPINGS = {
     "LoraLoaderModelOnly": LoraLoaderModelOnly,
 }
 
-NODE_DISPLAY_NAME_MAPPINGS = {
-    "KSamplerProvider": "KSamplerProvider",
-    "KSamplerAdvancedProvider": "KSamplerAdvancedProvider",
-    "TwoSamplersForMask": "TwoSamplersForMask",
-    "TwoAdvancedSamplersForMask": "TwoAdvancedSamplersForMask",
-    "RegionalPrompt": "RegionalPrompt",
-    "CombineRegionalPrompts": "CombineRegionalPrompts",
-    "RegionalSampler": "RegionalSampler",
-    "LoraLoader": "Load LoRA",
-    "LoraLoaderModelOnly": "LoraLoaderModelOnly",
-}
+# ComfyUI shows each node under its own name, LoraLoader as "Load LoRA"
+NODE_DISPLAY_NAME_MAPPINGS = {name: name for name in NODE_CLASS_MAPPINGS}
+NODE_DISPLAY_NAME_MAPPINGS["LoraLoader"] = "Load LoRA"
 
 __all__ = [
     "NODE_CLASS_MAPPINGS",
