@@ -760,3 +760,28 @@ def test_a_pass_patches_once_and_files_are_read_once(sd1, tmp_path, monkeypatch)
     assert len(applied) == 1  # one patch for the whole 4-step pass, not one per UNet call
     save(tmp_path, "once.safetensors", make_lora(sd1, "kohya", "lora", every=3, seed=5)[0])
     assert with_loras(sd1, [Lora(path, 1.0)]).loras[0][0] is not a.loras[0][0]  # changed on disk: read again
+
+
+@pytest.mark.parametrize("mode", ["two-pass", "regional"])
+def test_sampler_settings_loras_field(sd1, tmp_path, mode):
+    """SamplerSettings(..., loras=[...]) (a Pass field) samples like a pass on model.with_loras(...)."""
+    from twosamplers import SamplerSettings, two_samplers_for_mask
+
+    sd, _ = make_lora(sd1, "kohya", "lora", every=2)
+    path = save(tmp_path, "field.safetensors", sd)
+    pos, neg = sd1.encode_prompt("grass"), sd1.encode_prompt("")
+    lat = {"samples": torch.zeros(1, 4, 8, 8)}
+    mask = torch.zeros(8, 8)
+    mask[2:6, 2:6] = 1.0
+    base = SamplerSettings(sd1, pos, neg, seed=1, steps=2, cfg=5.0)
+    via_field = SamplerSettings(sd1, pos, neg, seed=2, steps=2, cfg=5.0, loras=[Lora(path, 0.7)])
+    assert isinstance(via_field.net, LoraModel) and via_field.model is sd1
+    via_model = SamplerSettings(sd1.with_loras([Lora(path, 0.7)]), pos, neg, seed=2, steps=2, cfg=5.0)
+    kw = {"differential": True} if mode == "two-pass" else {"overlap_factor": 0}
+    a = two_samplers_for_mask(lat, mask, base, via_field, mode=mode, disable_pbar=True, **kw)["samples"]
+    b = two_samplers_for_mask(lat, mask, base, via_model, mode=mode, disable_pbar=True, **kw)["samples"]
+    plain = two_samplers_for_mask(lat, mask, base, SamplerSettings(sd1, pos, neg, seed=2, steps=2, cfg=5.0),
+                                  mode=mode, disable_pbar=True, **kw)["samples"]
+    assert torch.equal(a, b) and not torch.equal(a, plain)
+    with pytest.raises(ValueError, match=r"loras: .*not found"):
+        SamplerSettings(sd1, pos, neg, loras=[Lora(tmp_path / "nope.safetensors")])

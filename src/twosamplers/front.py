@@ -195,7 +195,7 @@ def regional_sample(latent: dict, base: SamplerSettings, regions: list, *, grow:
 
 def _advanced(s: Pass) -> KSamplerAdvancedWrapper:
     """A pass as a KSAMPLER_ADVANCED (Brownian trees over each call's own sigmas, ComfyUI's default)."""
-    return KSamplerAdvancedWrapper(s.model, s.cfg, s.sampler_name, s.scheduler, s.cond_pos, s.cond_neg,
+    return KSamplerAdvancedWrapper(s.net, s.cfg, s.sampler_name, s.scheduler, s.cond_pos, s.cond_neg,
                                    brownian_tree="call")
 
 
