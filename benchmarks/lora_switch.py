@@ -38,7 +38,9 @@ def sd15_unet(device, dtype):
 
     with torch.device("meta"):
         unet = UNet2DConditionModel(cross_attention_dim=768, attention_head_dim=8, sample_size=64)
-    unet = unet.to_empty(device=device).to(dtype)
+    unet = unet.to_empty(device=device)
+    if dtype != torch.float32:
+        unet = unet.to(dtype)
     g = torch.Generator(device="cpu").manual_seed(0)
     with torch.no_grad():
         for p in unet.parameters():
