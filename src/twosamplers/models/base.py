@@ -16,6 +16,7 @@ import torch
 
 from .._checks import check_float, check_int
 from ..schedules import ModelSamplingDiscrete
+from .control import active_controls
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,16 @@ class NetworkModel(DiffusionModel):
         ms = self.model_sampling
         values = sigma.reshape(-1).tolist()
         s0 = values[0]
+        control = extras.pop("control", None)
+        batched_number = extras.pop("batched_number", 1)
+        if control is not None:
+            # ControlNets whose step window holds this sigma (ComfyUI tests the batch's first sigma)
+            active = active_controls(control, s0, ms)
+            if active:
+                if not getattr(self.network, "supports_control", False):
+                    raise TypeError(f"{type(self.network).__name__} cannot take ControlNet residuals; ControlNets "
+                                    "need a Stable Diffusion model (twosamplers.models.sd)")
+                extras["control"] = (active, batched_number)
         # Fast path (every row at one sigma, EPS, float32): the per-row scalars become memoised Python floats
         # holding the same float32 values, so the result is bit-identical with three tensor ops fewer per call.
         fast = ms.prediction == "eps" and x.dtype == torch.float32 and all(v == s0 for v in values)

@@ -74,10 +74,13 @@ class UNetAdapter(torch.nn.Module):
     height), or a ready `add_time_ids` (B, 6). Other extras are ignored for SD1.x/2.x, as ComfyUI does.
     """
 
-    def __init__(self, unet, sdxl: bool) -> None:
+    supports_control = True
+
+    def __init__(self, unet, sdxl: bool, downscale: int = 8) -> None:
         super().__init__()
         self.unet = unet
         self.sdxl = sdxl
+        self.downscale = downscale
 
     @staticmethod
     def _column(value, batch: int, device) -> torch.Tensor:
@@ -100,6 +103,7 @@ class UNetAdapter(torch.nn.Module):
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor | None, **extras):
         if context is None:
             raise ValueError("Stable Diffusion needs text conditioning (context); got None")
+        control = extras.pop("control", None)
         added = None
         if self.sdxl:
             pooled = extras.get("pooled_output")
@@ -110,7 +114,30 @@ class UNetAdapter(torch.nn.Module):
             ids = extras.get("add_time_ids")
             ids = ids.float().to(x.device) if ids is not None else self.time_ids(b, x.device, extras)
             added = {"text_embeds": pooled.to(device=x.device, dtype=x.dtype), "time_ids": ids}
-        return self.unet(x, timesteps, encoder_hidden_states=context, added_cond_kwargs=added, return_dict=False)[0]
+        residuals = {}
+        if control is not None:
+            down, mid = self.control_residuals(x, timesteps, context, added, *control)
+            residuals = {"down_block_additional_residuals": tuple(down), "mid_block_additional_residual": mid}
+        return self.unet(x, timesteps, encoder_hidden_states=context, added_cond_kwargs=added, return_dict=False,
+                         **residuals)[0]
+
+    def control_residuals(self, x, timesteps, context, added, active, batched_number: int):
+        """Sum of the active ControlNets' residuals, each scaled by its strength in the ControlNet's dtype and
+        cast to the UNet's, added in application order (models/control.py)."""
+        h, w = x.shape[-2] * self.downscale, x.shape[-1] * self.downscale
+        down, mid = None, None
+        for c in active:
+            net = c.control_net
+            hint = c.hint_for(x.shape[0], h, w, batched_number, x.device, net.dtype)
+            d, m = net.residuals(x, timesteps, context, hint, added)
+            d = [(r * c.strength).to(x.dtype) for r in d]
+            m = (m * c.strength).to(x.dtype)
+            if down is None:
+                down, mid = d, m
+            else:
+                down = [p + r for p, r in zip(down, d, strict=True)]
+                mid = mid + m
+        return down, mid
 
 
 class SDModel(NetworkModel):
@@ -122,7 +149,7 @@ class SDModel(NetworkModel):
                  vae_dtype: torch.dtype | None = None, source: str = "") -> None:
         if family not in FAMILY_NAMES:
             raise UnsupportedModelError(f"unknown family {family!r}; supported: {SUPPORTED}")
-        super().__init__(UNetAdapter(unet, family == "sdxl"),
+        super().__init__(UNetAdapter(unet, family == "sdxl", 2 ** (len(vae.config.block_out_channels) - 1)),
                          ModelSamplingDiscrete(prediction, linear_start, linear_end),
                          latent_scale=LATENT_SCALE[family],
                          latent_channels=int(unet.config.in_channels),

@@ -1,0 +1,251 @@
+"""ControlNets on tiny random-weight models: loading (diffusers folder and ComfyUI's LDM single file), the
+strength / step-window / chaining semantics of ControlNetApplyAdvanced, and bad input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+diffusers = pytest.importorskip("diffusers")
+
+from safetensors.torch import save_file  # noqa: E402
+from test_sd_backend import folder_to_single_file, save_folder, to_ldm_unet  # noqa: E402
+
+from twosamplers import common_ksampler  # noqa: E402
+from twosamplers.models.control import ControlApply, apply_controlnet, broadcast_batch, center_upscale  # noqa: E402
+from twosamplers.models.controlnet import clear_cache, load_controlnet  # noqa: E402
+from twosamplers.models.sd import UnsupportedModelError, load_sd  # noqa: E402
+from twosamplers.models.sd import clear_cache as clear_sd_cache  # noqa: E402
+
+
+def tiny_controlnet(unet, seed=3):
+    from diffusers import ControlNetModel
+
+    torch.manual_seed(seed)
+    cn = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(16, 32, 96, 256))
+    with torch.no_grad():  # zero convolutions start at zero: make every weight matter
+        for p in cn.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    return cn.eval()
+
+
+def to_ldm_controlnet(cn, prefix: str = "control_model.") -> dict:
+    """diffusers ControlNetModel -> the LDM layout of ComfyUI's models/controlnet files."""
+
+    class Encoder:  # the UNet-shaped part, renamed by the UNet helper
+        config = cn.config
+
+        @staticmethod
+        def state_dict():
+            return {k: v for k, v in cn.state_dict().items() if not k.startswith("controlnet_")}
+
+    out = {k.removeprefix("model.diffusion_model."): v for k, v in to_ldm_unet(Encoder).items()}
+    for k, v in cn.state_dict().items():
+        parts = k.split(".")
+        if parts[0] == "controlnet_down_blocks":
+            out[f"zero_convs.{parts[1]}.0.{parts[2]}"] = v.clone()
+        elif parts[0] == "controlnet_mid_block":
+            out[f"middle_block_out.0.{parts[1]}"] = v.clone()
+        elif parts[0] == "controlnet_cond_embedding":
+            idx = {"conv_in": 0, "conv_out": 14}.get(parts[1])
+            if idx is None:
+                idx = 2 * int(parts[2]) + 2
+                parts = parts[:2] + parts[3:]
+            out[f"input_hint_block.{idx}.{parts[-1]}"] = v.clone()
+    return {prefix + k: v.contiguous() for k, v in out.items()}
+
+
+@pytest.fixture(scope="module")
+def cn_files(tmp_path_factory):
+    from diffusers import UNet2DConditionModel
+
+    root = tmp_path_factory.mktemp("cn")
+    paths = {}
+    for name, sdxl in (("sd1", False), ("sdxl", True)):
+        folder = save_folder(root / f"{name}_diffusers", sdxl)
+        paths[name] = folder_to_single_file(folder, root / f"{name}.safetensors", sdxl)
+        cn = tiny_controlnet(UNet2DConditionModel.from_pretrained(folder / "unet"))
+        cn.save_pretrained(root / f"{name}_cn")
+        paths[name + "_cn_folder"] = root / f"{name}_cn"
+        save_file(to_ldm_controlnet(cn), str(root / f"{name}_cn.safetensors"))
+        paths[name + "_cn_file"] = root / f"{name}_cn.safetensors"
+    save_file(to_ldm_controlnet(cn, prefix=""), str(root / "bare_cn.safetensors"))
+    paths["sdxl_cn_bare"] = root / "bare_cn.safetensors"
+    clear_sd_cache()
+    clear_cache()
+    return paths
+
+
+def _hint(h=64, w=64, b=1, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(b, h, w, 3, generator=g)
+
+
+def _sample(model, pos, neg, steps=4, cfg=4.0, seed=1, latent=None, sampler="euler"):
+    latent = latent if latent is not None else {"samples": torch.zeros(1, 4, 8, 8)}
+    return common_ksampler(model, seed, steps, cfg, sampler, "karras", pos, neg, latent, disable_pbar=True)["samples"]
+
+
+@pytest.mark.parametrize("family", ["sd1", "sdxl"])
+def test_folder_and_single_file_give_the_same_residuals(cn_files, family):
+    model = load_sd(cn_files[family], device="cpu")
+    a = load_controlnet(cn_files[family + "_cn_folder"], unet=model.unet)
+    b = load_controlnet(cn_files[family + "_cn_file"], unet=model.unet)
+    ctx = model.encode_prompt("a red barn")
+    extras = ctx[0][1]
+    added = None
+    if family == "sdxl":
+        added = {"text_embeds": extras["pooled_output"], "time_ids": model.network.time_ids(1, "cpu", extras)}
+    x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor([500.0])
+    hint = _hint().movedim(-1, 1)
+    da, ma = a.residuals(x, t, ctx[0][0], hint, added)
+    db, mb = b.residuals(x, t, ctx[0][0], hint, added)
+    assert len(da) == len(db) == len(model.unet.config.block_out_channels) * (model.unet.config.layers_per_block + 1)
+    for u, v in zip(da + [ma], db + [mb], strict=True):  # SDXL's attention differs in the last bits between the
+        torch.testing.assert_close(u, v, rtol=1e-5, atol=1e-6)  # two loaders, as for the UNet itself
+    assert float(ma.abs().max()) > 0
+
+
+def test_bare_ldm_keys_load_too(cn_files):
+    model = load_sd(cn_files["sdxl"], device="cpu")
+    cn = load_controlnet(cn_files["sdxl_cn_bare"], unet=model.unet)
+    assert cn.sdxl
+
+
+def _conds(model, prompt="a red barn"):
+    return model.encode_prompt(prompt), model.encode_prompt("")
+
+
+def test_strength_zero_is_bit_identical(cn_files):
+    model = load_sd(cn_files["sd1"], device="cpu")
+    cn = load_controlnet(cn_files["sd1_cn_file"], unet=model.unet)
+    pos, neg = _conds(model)
+    p2, n2 = apply_controlnet(pos, neg, cn, _hint(), 0.0)
+    assert p2 is pos and n2 is neg
+    p3, n3 = apply_controlnet(pos, neg, cn, _hint(), 1.0)
+    base = _sample(model, pos, neg)
+    assert torch.equal(_sample(model, p2, n2), base)
+    assert not torch.equal(_sample(model, p3, n3), base)
+    assert "control" not in pos[0][1]  # inputs untouched
+
+
+def test_residuals_enter_the_unet_scaled_by_strength(cn_files):
+    """One model call with the ControlNet = the UNet called with strength x the ControlNet's residuals."""
+    model = load_sd(cn_files["sd1"], device="cpu")
+    cn = load_controlnet(cn_files["sd1_cn_file"], unet=model.unet)
+    pos, _ = _conds(model)
+    hint = _hint(48, 40)  # another size and aspect: resized like ComfyUI
+    p, _ = apply_controlnet(pos, pos, cn, hint, 0.7)
+    x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(5))
+    sigma = torch.tensor([3.0])
+    got = model.apply_model(x, sigma, p[0][0], **p[0][1])
+    ms = model.model_sampling
+    xc = ms.calculate_input(sigma, x)
+    t = model.timesteps(sigma)
+    h = center_upscale(hint.movedim(-1, 1), 64, 64)
+    down, mid = cn.residuals(xc, t, p[0][0], h, None)
+    eps = model.unet(xc, t, encoder_hidden_states=p[0][0], return_dict=False,
+                     down_block_additional_residuals=tuple(r * 0.7 for r in down),
+                     mid_block_additional_residual=mid * 0.7)[0]
+    assert torch.equal(got, ms.calculate_denoised(sigma, eps, x))
+
+
+def test_two_chained_controlnets_add_up(cn_files):
+    model = load_sd(cn_files["sd1"], device="cpu")
+    a = load_controlnet(cn_files["sd1_cn_file"], unet=model.unet)
+    b = load_controlnet(cn_files["sd1_cn_folder"], unet=model.unet)
+    pos, neg = _conds(model)
+    h1, h2 = _hint(seed=1), _hint(seed=2)
+    p, n = apply_controlnet(pos, neg, a, h1, 0.5)
+    p, n = apply_controlnet(p, n, b, h2, 1.5)
+    assert [c.control_net for c in p[0][1]["control"].chain()] == [a, b]
+    x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(7))
+    sigma = torch.tensor([2.0])
+    xc = model.model_sampling.calculate_input(sigma, x)
+    t = model.timesteps(sigma)
+    d1, m1 = a.residuals(xc, t, p[0][0], h1.movedim(-1, 1), None)
+    d2, m2 = b.residuals(xc, t, p[0][0], h2.movedim(-1, 1), None)
+    eps = model.unet(xc, t, encoder_hidden_states=p[0][0], return_dict=False,
+                     down_block_additional_residuals=tuple(u * 0.5 + v * 1.5 for u, v in zip(d1, d2, strict=True)),
+                     mid_block_additional_residual=m1 * 0.5 + m2 * 1.5)[0]
+    got = model.apply_model(x, sigma, p[0][0], **p[0][1])
+    assert torch.equal(got, model.model_sampling.calculate_denoised(sigma, eps, x))
+
+
+@pytest.mark.parametrize("window", [(0.0, 1.0), (0.3, 0.7), (0.5, 0.5), (0.8, 1.0)])
+def test_step_window_counts_calls(cn_files, window, monkeypatch):
+    model = load_sd(cn_files["sd1"], device="cpu")
+    cn = load_controlnet(cn_files["sd1_cn_file"], unet=model.unet)
+    seen = []
+    real = cn.residuals
+
+    def counting(x, t, *a, **k):
+        seen.append(float(t[0]))
+        return real(x, t, *a, **k)
+
+    monkeypatch.setattr(cn, "residuals", counting)
+    pos, neg = _conds(model)
+    p, n = apply_controlnet(pos, neg, cn, _hint(), 1.0, *window)
+    steps = 10
+    _sample(model, p, n, steps=steps, cfg=3.0)
+    from twosamplers.ksampler import compute_sigmas
+
+    ms = model.model_sampling
+    sigmas = compute_sigmas(ms, "euler", "karras", steps)[:-1].tolist()
+    hi, lo = ms.percent_to_sigma(window[0]), ms.percent_to_sigma(window[1])
+    expected = [ms.timestep_of(s) for s in sigmas if lo <= s <= hi]
+    # cond and uncond share the ControlNet, so they go through it in one call per step
+    assert seen == expected
+
+
+def test_hint_batch_broadcast_like_comfyui():
+    h = torch.arange(3.0).reshape(3, 1, 1, 1)
+    assert broadcast_batch(h[:1], 4, 2).flatten().tolist() == [0, 0, 0, 0]
+    assert broadcast_batch(h, 4, 2).flatten().tolist() == [0, 1, 0, 1]  # 2 images per entry, 2 entries
+    assert broadcast_batch(h, 8, 2).flatten().tolist() == [0, 1, 2, 0, 0, 1, 2, 0]
+    assert broadcast_batch(h[:2], 2, 1).flatten().tolist() == [0, 1]
+
+
+def test_center_upscale_crops_to_the_aspect_ratio():
+    x = torch.arange(12.0).reshape(1, 1, 2, 6)  # 6 wide, 2 high -> square: the middle 2 columns
+    out = center_upscale(x, 2, 2)
+    assert out.flatten().tolist() == [2.0, 3.0, 8.0, 9.0]
+
+
+def test_controlnet_of_another_family_is_refused(cn_files):
+    model = load_sd(cn_files["sd1"], device="cpu")
+    with pytest.raises(UnsupportedModelError, match="does not fit"):
+        load_controlnet(cn_files["sdxl_cn_file"], unet=model.unet)
+
+
+def test_bad_files_and_arguments(cn_files, tmp_path):
+    model = load_sd(cn_files["sd1"], device="cpu")
+    with pytest.raises(FileNotFoundError, match="ControlNet not found"):
+        load_controlnet(tmp_path / "nope.safetensors")
+    with pytest.raises(UnsupportedModelError, match="whole Stable Diffusion checkpoint"):
+        load_controlnet(cn_files["sd1"], unet=model.unet)
+    cn = load_controlnet(cn_files["sd1_cn_file"], unet=model.unet)
+    pos, neg = _conds(model)
+    with pytest.raises(ValueError, match="start_percent"):
+        apply_controlnet(pos, neg, cn, _hint(), 1.0, 0.8, 0.2)
+    with pytest.raises(ValueError, match="end_percent"):
+        apply_controlnet(pos, neg, cn, _hint(), 1.0, 0.0, 1.5)
+    with pytest.raises(ValueError, match="strength"):
+        apply_controlnet(pos, neg, cn, _hint(), float("nan"))
+    with pytest.raises(ValueError, match="IMAGE"):
+        apply_controlnet(pos, neg, cn, torch.rand(3, 8, 8), 1.0)
+    with pytest.raises(TypeError, match="loaded ControlNet"):
+        ControlApply(object(), _hint(), 1.0)
+
+
+def test_controlnet_needs_a_network_that_takes_residuals(cn_files):
+    from twosamplers.models import NetworkModel
+
+    model = load_sd(cn_files["sd1"], device="cpu")
+    cn = load_controlnet(cn_files["sd1_cn_file"], unet=model.unet)
+    pos, neg = _conds(model)
+    p, n = apply_controlnet(pos, neg, cn, _hint(), 1.0)
+    plain = NetworkModel(lambda x, t, c, **k: x * 0)
+    with pytest.raises(TypeError, match="cannot take ControlNet"):
+        _sample(plain, p, n, steps=1)
