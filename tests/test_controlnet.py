@@ -249,3 +249,112 @@ def test_controlnet_needs_a_network_that_takes_residuals(cn_files):
     plain = NetworkModel(lambda x, t, c, **k: x * 0)
     with pytest.raises(TypeError, match="cannot take ControlNet"):
         _sample(plain, p, n, steps=1)
+
+
+# ------------------------------------------------------------------------------------------ inpainting
+def tiny_inpaint_unet(seed=4):
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=8, in_channels=9, block_out_channels=(32, 64), layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        attention_head_dim=8, cross_attention_dim=64, norm_num_groups=32)
+    with torch.no_grad():
+        for p in unet.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    return unet.eval()
+
+
+@pytest.fixture(scope="module")
+def inpaint_files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("inpaint")
+    folder = save_folder(root / "sd1_diffusers", False)
+    import shutil
+
+    shutil.rmtree(folder / "unet")
+    tiny_inpaint_unet().save_pretrained(folder / "unet")
+    single = folder_to_single_file(folder, root / "sd1_inpaint.safetensors", False)
+    clear_sd_cache()
+    return {"folder": folder, "file": single}
+
+
+def test_inpainting_checkpoints_are_detected_from_the_weights(inpaint_files):
+    a = load_sd(inpaint_files["folder"], device="cpu")
+    b = load_sd(inpaint_files["file"], device="cpu")
+    assert a.inpainting and b.inpainting
+    assert a.latent_format.channels == 4
+
+
+def test_nine_channel_input_layout(inpaint_files, monkeypatch):
+    """The UNet sees [noisy latent (4), mask (1), masked-image latent (4)] with ComfyUI's rules."""
+    from twosamplers.models.inpaint import inpaint_model_conditioning
+
+    model = load_sd(inpaint_files["file"], device="cpu")
+    seen = []
+    real = model.unet.forward
+
+    def spy(x, *a, **k):
+        seen.append(x.clone())
+        return real(x, *a, **k)
+
+    monkeypatch.setattr(model.unet, "forward", spy)
+    pixels = torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(2))
+    mask = torch.zeros(1, 64, 64)
+    mask[:, 16:48, 8:40] = 1.0
+    pos, neg = _conds(model)
+    p, n, latent = inpaint_model_conditioning(pos, neg, model, pixels, mask, noise_mask=True)
+    out = _sample(model, p, n, steps=2, cfg=2.0, latent=latent)
+    assert out.shape == (1, 4, 8, 8)
+    x = seen[0]
+    assert x.shape == (2, 9, 8, 8)  # cond and uncond in one call
+    m_lat = x[0, 4]
+    assert set(m_lat.unique().tolist()) == {0.0, 1.0}
+    assert m_lat[2:6, 1:5].eq(1).all() and m_lat[0].eq(0).all()
+    grey = pixels.clone()
+    grey[:, 16:48, 8:40] = 0.5
+    expected = model.latent_format.process_in(model.encode_image(grey))
+    torch.testing.assert_close(x[0, 5:], expected[0])
+    assert torch.equal(x[0, 4:], x[1, 4:])
+
+
+def test_noise_mask_only_uses_the_latent_itself(inpaint_files, monkeypatch):
+    """SetLatentNoiseMask on an inpainting model: mask = the rounded noise mask, image = the latent itself."""
+    model = load_sd(inpaint_files["file"], device="cpu")
+    seen = []
+    real = model.unet.forward
+    monkeypatch.setattr(model.unet, "forward", lambda x, *a, **k: (seen.append(x.clone()), real(x, *a, **k))[1])
+    samples = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(3))
+    nm = torch.zeros(1, 1, 8, 8)
+    nm[..., :4, :] = 0.7
+    pos, neg = _conds(model)
+    _sample(model, pos, neg, steps=1, cfg=1.0, latent={"samples": samples, "noise_mask": nm})
+    x = seen[0]
+    assert torch.equal(x[0, 4, :4], torch.ones(4, 8)) and torch.equal(x[0, 4, 4:], torch.zeros(4, 8))
+    assert torch.equal(x[0, 5:], model.latent_format.process_in(samples)[0])
+    seen.clear()
+    _sample(model, pos, neg, steps=1, cfg=1.0, latent={"samples": torch.zeros(1, 4, 8, 8)})
+    assert torch.equal(seen[0][0, 4], torch.ones(8, 8))  # no mask: all ones and the blank image
+    assert torch.allclose(seen[0][0, 5:, 0, 0], torch.tensor([0.8223, -0.6876, 0.6364, 0.1380]))
+
+
+def test_vae_encode_for_inpaint(inpaint_files):
+    from twosamplers.models.inpaint import vae_encode_for_inpaint
+
+    model = load_sd(inpaint_files["file"], device="cpu")
+    pixels = torch.rand(1, 68, 70, 3, generator=torch.Generator().manual_seed(4))  # cropped to 64 x 64
+    mask = torch.zeros(68, 70)
+    mask[20:30, 20:30] = 1.0
+    out = vae_encode_for_inpaint(model, pixels, mask, grow_mask_by=6)
+    assert out["samples"].shape == (1, 4, 8, 8)
+    nm = out["noise_mask"]
+    assert nm.shape == (1, 1, 64, 64)
+    ys, xs = torch.nonzero(nm[0, 0], as_tuple=True)
+    # the centred crop drops 2 rows / 3 columns on top / left (mask rows 18..27, columns 17..26); a 6-px box with
+    # padding 3 grows by 2 up/left and 3 down/right
+    assert (int(ys.min()), int(ys.max()), int(xs.min()), int(xs.max())) == (16, 30, 15, 29)
+    grey = pixels[:, 2:66, 3:67].clone()
+    grey[:, 18:28, 17:27] = 0.5
+    assert torch.equal(out["samples"], model.encode_image(grey))
+    with pytest.raises(ValueError, match="grow_mask_by"):
+        vae_encode_for_inpaint(model, pixels, mask, grow_mask_by=65)

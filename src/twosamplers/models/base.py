@@ -52,6 +52,11 @@ class DiffusionModel:
         """Denoised (x0) prediction of `x` at noise levels `sigma` (shape [B]) given `context` (B, L, D)."""
         raise NotImplementedError
 
+    def extra_conds(self, extras: dict, *, latent_image: torch.Tensor, denoise_mask: torch.Tensor | None) -> dict:
+        """An entry's network extras for one sampling run, given the run's model-space latent and prepared
+        noise mask (inpainting models add their extra input channels here). Default: unchanged."""
+        return extras
+
     def encode_prompt(self, text: str, **options) -> list:
         """Text -> ComfyUI CONDITIONING ([[tensor(1, L, D), {...}]])."""
         raise NotImplementedError(f"{type(self).__name__} has no text encoder; pass CONDITIONING tensors instead")
