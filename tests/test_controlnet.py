@@ -358,3 +358,96 @@ def test_vae_encode_for_inpaint(inpaint_files):
     assert torch.equal(out["samples"], model.encode_image(grey))
     with pytest.raises(ValueError, match="grow_mask_by"):
         vae_encode_for_inpaint(model, pixels, mask, grow_mask_by=65)
+
+
+# ------------------------------------------------------------------------------------------- per pass
+def _settings(model, prompt, seed, **kw):
+    from twosamplers import SamplerSettings
+
+    return SamplerSettings(model, model.encode_prompt(prompt), model.encode_prompt(""), seed=seed, steps=3, cfg=3.0,
+                           **kw)
+
+
+def test_per_pass_controlnet_crop_and_isolation(cn_files):
+    from twosamplers import ControlNet, two_samplers_for_mask
+
+    model = load_sd(cn_files["sd1"], device="cpu")
+    hint = _hint(96, 96, seed=9)
+    cn = ControlNet(cn_files["sd1_cn_file"], hint, 0.8, 0.0, 1.0)
+    latent = {"samples": torch.zeros(1, 4, 16, 16)}
+    mask = torch.zeros(16, 16)
+    mask[5:11, 4:9] = 1.0
+    base = _settings(model, "grass", 1)
+    plain = _settings(model, "brick", 2)
+    with_cn = _settings(model, "brick", 2, controlnets=[cn])
+    assert with_cn.controlnets[0].source is load_controlnet(cn_files["sd1_cn_file"], unet=model.unet)
+    a = two_samplers_for_mask(latent, mask, base, plain)["samples"]
+    b = two_samplers_for_mask(latent, mask, base, with_cn)["samples"]
+    c = two_samplers_for_mask(latent, mask, base, with_cn, crop_to_mask=True, crop_context=1)["samples"]
+    outside = mask.eq(0).expand_as(a)
+    assert torch.equal(a[outside], b[outside]) and torch.equal(b[outside], c[outside])  # base pass untouched
+    assert not torch.equal(a, b)
+    # the crop's ControlNet sees exactly the full run's hint pixels in its box
+    box = (4, 3, 12, 10)
+    part = with_cn.controlnets[0].cropped(box, (16, 16), 8).image
+    full = center_upscale(hint.movedim(-1, 1), 128, 128)[..., 32:96, 24:80].movedim(1, -1)
+    assert torch.equal(part, full)
+
+
+def test_controlnet_in_the_regional_mode(cn_files):
+    from twosamplers import ControlNet, regional_sample
+
+    model = load_sd(cn_files["sd1"], device="cpu")
+    cn = ControlNet(cn_files["sd1_cn_folder"], _hint(), 1.0)
+    latent = {"samples": torch.zeros(1, 4, 8, 8)}
+    mask = torch.zeros(8, 8)
+    mask[2:6, 2:6] = 1
+    base = _settings(model, "grass", 1)
+    a = regional_sample(latent, base, [(mask, _settings(model, "brick", 2))])["samples"]
+    b = regional_sample(latent, base, [(mask, _settings(model, "brick", 2, controlnets=[cn]))])["samples"]
+    assert not torch.equal(a, b)
+
+
+def test_controlnet_errors_before_sampling(cn_files, tmp_path):
+    from twosamplers import ControlNet, SamplerSettings
+    from twosamplers.models.registry import load
+
+    model = load_sd(cn_files["sd1"], device="cpu")
+    with pytest.raises(FileNotFoundError, match="ControlNet not found"):
+        _settings(model, "x", 1, controlnets=[ControlNet(tmp_path / "missing.safetensors", _hint())])
+    with pytest.raises(UnsupportedModelError, match="does not fit"):
+        _settings(model, "x", 1, controlnets=[ControlNet(cn_files["sdxl_cn_file"], _hint())])
+    with pytest.raises(TypeError, match="ControlNet"):
+        _settings(model, "x", 1, controlnets=["not a controlnet"])
+    tex = load("textures")
+    with pytest.raises(TypeError, match="cannot use ControlNets"):
+        SamplerSettings(tex, tex.encode_prompt("grass"), tex.encode_prompt(""),
+                        controlnets=[ControlNet(cn_files["sd1_cn_file"], _hint())])
+    with pytest.raises(ValueError, match="start_percent"):
+        ControlNet(cn_files["sd1_cn_file"], _hint(), 1.0, 0.9, 0.1)
+
+
+def test_two_pass_mask_pass_uses_inpainting_inputs(inpaint_files, monkeypatch):
+    from twosamplers import two_samplers_for_mask
+
+    model = load_sd(inpaint_files["file"], device="cpu")
+    seen = []
+    real = model.unet.forward
+    monkeypatch.setattr(model.unet, "forward", lambda x, *a, **k: (seen.append(x.clone()), real(x, *a, **k))[1])
+    latent = {"samples": torch.zeros(1, 4, 8, 8)}
+    mask = torch.zeros(8, 8)
+    mask[2:6, 3:7] = 1.0
+    base, inside = _settings(model, "grass", 1), _settings(model, "brick", 2)
+    out = two_samplers_for_mask(latent, mask, base, inside)["samples"]
+    x = seen[base.n_steps()]  # the mask pass's first call
+    assert torch.equal(x[0, 4], mask)
+    base_out = two_samplers_for_mask(latent, torch.zeros(8, 8), base, inside)["samples"]
+    pixels = model.decode_latent(base_out)
+    pixels[:, 16:48, 24:56] = 0.5
+    expected = model.latent_format.process_in(model.encode_image(pixels))
+    torch.testing.assert_close(x[0, 5:], expected[0])
+    seen.clear()
+    off = two_samplers_for_mask(latent, mask, base, inside, inpaint_conditioning=False)["samples"]
+    x = seen[base.n_steps()]
+    assert torch.equal(x[0, 5:], model.latent_format.process_in(base_out)[0])  # ComfyUI's noise-mask inputs
+    assert not torch.equal(out, off)

@@ -140,3 +140,70 @@ def active_controls(control: ControlApply | None, sigma: float, model_sampling) 
     if control is None:
         return []
     return [c for c in control.chain() if c.strength != 0.0 and c.is_active(sigma, model_sampling)]
+
+
+# ------------------------------------------------------------------------------------------- per pass
+class ControlNet:
+    """A ControlNet for one pass (`Pass(controlnets=[...])`, `SamplerSettings(controlnets=[...])`): a file (or a
+    loaded handle), the hint IMAGE (B, H, W, 3) in [0, 1], strength and the step window in percent.
+
+    A path is loaded for the pass's model when the pass is made (`model.load_controlnet`), so a missing file or a
+    ControlNet of another family is an error before any sampling.
+    """
+
+    def __init__(self, source, image: torch.Tensor, strength: float = 1.0, start_percent: float = 0.0,
+                 end_percent: float = 1.0) -> None:
+        self.source = source
+        self.image = check_hint(image, "ControlNet image")
+        self.strength = check_float("ControlNet strength", strength, 0.0, 10.0)
+        self.start_percent = check_float("ControlNet start_percent", start_percent, 0.0, 1.0)
+        self.end_percent = check_float("ControlNet end_percent", end_percent, 0.0, 1.0)
+        if self.start_percent > self.end_percent:
+            raise ValueError(f"ControlNet start_percent ({start_percent}) must not be after end_percent "
+                             f"({end_percent})")
+
+    def __repr__(self) -> str:
+        return (f"ControlNet({self.source!r}, image={tuple(self.image.shape)}, strength={self.strength}, "
+                f"percent=({self.start_percent}, {self.end_percent}))")
+
+    def loaded(self, model) -> ControlNet:
+        """This ControlNet with its network loaded for `model` (which must be able to take residuals)."""
+        if hasattr(self.source, "residuals"):
+            return self
+        load = getattr(model, "load_controlnet", None)
+        if load is None:
+            raise TypeError(f"{type(model).__name__} cannot use ControlNets; they need a Stable Diffusion model")
+        return ControlNet(load(self.source), self.image, self.strength, self.start_percent, self.end_percent)
+
+    def cropped(self, box: tuple[int, int, int, int], latent_hw: tuple[int, int], downscale: int) -> ControlNet:
+        """The hint as the crop of a latent box sees it: resized to the whole latent's pixel size first (what
+        the full-size pass uses), then cut to the box x downscale, so crop and full runs see the same pixels."""
+        top, left, bottom, right = box
+        h, w = latent_hw
+        full = center_upscale(self.image.movedim(-1, 1).float(), h * downscale, w * downscale)
+        part = full[..., top * downscale:bottom * downscale, left * downscale:right * downscale]
+        return ControlNet(self.source, part.movedim(1, -1).contiguous(), self.strength, self.start_percent,
+                          self.end_percent)
+
+
+def attach_controlnets(positive: list, negative: list, controlnets) -> tuple[list, list]:
+    """CondEntry lists with `controlnets` (loaded, in order) chained onto every entry, as repeated
+    ControlNetApplyAdvanced nodes would attach them. Inputs are not modified."""
+    from ..conditioning import CondEntry
+
+    for cn in controlnets:
+        if cn.strength == 0.0:
+            continue
+        shared: dict[int, ControlApply] = {}
+
+        def attach(entries, cn=cn, shared=shared):
+            out = []
+            for e in entries:
+                prev = e.extras.get("control")
+                if id(prev) not in shared:
+                    shared[id(prev)] = ControlApply(cn.source, cn.image, cn.strength, cn.start_percent,
+                                                    cn.end_percent, prev)
+                out.append(CondEntry(e.cross_attn, {**e.extras, "control": shared[id(prev)]}, e.strength))
+            return out
+        positive, negative = attach(positive), attach(negative)
+    return positive, negative

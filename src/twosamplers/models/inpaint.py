@@ -136,3 +136,20 @@ def inpaint_model_conditioning(positive, negative, model, pixels: torch.Tensor, 
     for cond in (positive, negative):
         out.append([[t, {**o, "concat_latent_image": concat_latent, "concat_mask": mask}] for t, o in cond])
     return out[0], out[1], latent
+
+
+def masked_image_conditioning(model, samples: torch.Tensor, mask_latent: torch.Tensor) -> dict:
+    """What InpaintModelConditioning would add for a mask pass over `samples` (unscaled latent): the latent of
+    the decoded image with the (rounded) mask's pixels greyed out, and the mask. Used by the two-pass mask pass
+    when its model is an inpainting model."""
+    f = int(model.latent_format.downscale)
+    pixels = model.decode_latent(samples)
+    m_px = F.interpolate(mask_latent.float(), scale_factor=f, mode="nearest")
+    return {"concat_latent_image": model.encode_image(_grey_out(pixels, m_px)), "concat_mask": mask_latent}
+
+
+def with_extras(entries: list, extras: dict) -> list:
+    """CondEntry list with `extras` added to every entry (inputs untouched)."""
+    from ..conditioning import CondEntry
+
+    return [CondEntry(e.cross_attn, {**e.extras, **extras}, e.strength) for e in entries]

@@ -176,6 +176,13 @@ class SDModel(NetworkModel):
         return (f"SDModel({FAMILY_NAMES[self.family]}, prediction={self.model_sampling.prediction!r}, "
                 f"device={self.device}, dtype={self.dtype}, source={self.source!r})")
 
+    def load_controlnet(self, path, *, allow_pickle: bool = False):
+        """A ControlNet file or folder loaded for this model (same device and dtype; refused when it was made
+        for another family). Cached per file."""
+        from .controlnet import load_controlnet
+
+        return load_controlnet(path, unet=self.unet, allow_pickle=allow_pickle)
+
     # ------------------------------------------------------------------------------------ inpainting
     def extra_conds(self, extras: dict, *, latent_image: torch.Tensor, denoise_mask: torch.Tensor | None) -> dict:
         """An entry's network extras for one sampling run: inpainting models get their 5 extra input channels
