@@ -451,3 +451,48 @@ def test_two_pass_mask_pass_uses_inpainting_inputs(inpaint_files, monkeypatch):
     x = seen[base.n_steps()]
     assert torch.equal(x[0, 5:], model.latent_format.process_in(base_out)[0])  # ComfyUI's noise-mask inputs
     assert not torch.equal(out, off)
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+def _png(path, arr):
+    import numpy as np
+    from PIL import Image
+
+    Image.fromarray(np.asarray(arr, dtype=np.uint8)).save(path)
+    return str(path)
+
+
+def test_cli_controlnet_round_trip(cn_files, tmp_path, capsys):
+    import numpy as np
+
+    from twosamplers.cli import main
+    from twosamplers.imageio import read_settings
+
+    mask = np.zeros((64, 64), np.uint8)
+    mask[16:48, 16:48] = 255
+    m = _png(tmp_path / "mask.png", mask)
+    hint = _png(tmp_path / "hint.png", (np.random.default_rng(0).random((64, 64, 3)) * 255))
+    out = tmp_path / "out.png"
+    args = ["generate", "--model", str(cn_files["sd1"]), "--base-prompt", "grass", "--mask-prompt", "brick",
+            "--mask", m, "--steps", "2", "--device", "cpu", "-q"]
+    spec = f"{cn_files['sd1_cn_file']}:{hint}:0.7:0:0.5"
+    assert main(args + ["--mask-controlnet", spec, "-o", str(out)]) == 0
+    stored, _ = read_settings(out)
+    assert stored["base_controlnets"] == []
+    assert stored["mask_controlnets"] == [{"file": str(cn_files["sd1_cn_file"]), "image": hint, "strength": 0.7,
+                                           "start_percent": 0.0, "end_percent": 0.5}]
+    again = tmp_path / "again.png"
+    assert main(["generate", "--from", str(out), "-o", str(again), "--device", "cpu", "-q"]) == 0
+    assert again.read_bytes() == out.read_bytes()
+    plain = tmp_path / "plain.png"
+    assert main(args + ["-o", str(plain)]) == 0
+    assert plain.read_bytes() != out.read_bytes()
+    capsys.readouterr()
+    bad = tmp_path / "bad.png"
+    assert main(args + ["--mask-controlnet", f"{tmp_path / 'nope.safetensors'}:{hint}", "-o", str(bad)]) == 2
+    assert "--mask-controlnet: ControlNet not found" in capsys.readouterr().err
+    assert main(args + ["--mask-controlnet", f"{cn_files['sd1_cn_file']}:{hint}:0.5:0.9:0.1", "-o", str(bad)]) == 2
+    assert "--mask-controlnet: start_percent 0.9 is after end_percent 0.1" in capsys.readouterr().err
+    assert main(args + ["--controlnet", f"{cn_files['sdxl_cn_file']}:{hint}", "-o", str(bad)]) == 2
+    assert "does not fit" in capsys.readouterr().err
+    assert not bad.exists()
