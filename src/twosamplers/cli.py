@@ -130,6 +130,20 @@ def _add_generate(sub) -> None:
                    help="grey mask values = per-pixel denoise (Differential Diffusion), two-pass mode")
     g.add_argument("--crop-to-mask", action=argparse.BooleanOptionalAction, default=None,
                    help="sample the mask pass only in the mask's bounding box (two-pass mode)")
+    _add_controlnet_options(g)
+    g.add_argument("--crop-context", type=int, help="pixels of context around the crop box (latent px, default 8)")
+    g.add_argument("--overlap-factor", type=int, help="interleaved/regional: mask overlap (default 10)")
+    g.add_argument("--base-only-steps", type=int, help="interleaved/regional: steps before the mask joins "
+                   "(default 1)")
+    _add_pass_options(g)
+    g.add_argument("-o", "--output", metavar="PNG", required=False, help="output PNG (required)")
+    g.add_argument("--save-latent", metavar="FILE", help="also write the result as a ComfyUI .latent file")
+    g.add_argument("--preview", metavar="PNG", help="also write a side-by-side preview: mask | base | result")
+    _add_common_output(g)
+    g.set_defaults(func=cmd_generate)
+
+
+def _add_controlnet_options(g) -> None:
     g.add_argument("--inpaint-conditioning", action=argparse.BooleanOptionalAction, default=None,
                    help="when the mask pass's model is an inpainting checkpoint, give it the base result with the "
                    "mask greyed out, as ComfyUI's InpaintModelConditioning (default yes; no: the latent itself)")
@@ -141,16 +155,6 @@ def _add_generate(sub) -> None:
                    help="a ControlNet for the base pass (after the --controlnet ones)")
     c.add_argument("--mask-controlnet", dest="mask_controlnets", action="append", metavar="SPEC",
                    help="a ControlNet for the mask pass (after the --controlnet ones)")
-    g.add_argument("--crop-context", type=int, help="pixels of context around the crop box (latent px, default 8)")
-    g.add_argument("--overlap-factor", type=int, help="interleaved/regional: mask overlap (default 10)")
-    g.add_argument("--base-only-steps", type=int, help="interleaved/regional: steps before the mask joins "
-                   "(default 1)")
-    _add_pass_options(g)
-    g.add_argument("-o", "--output", metavar="PNG", required=False, help="output PNG (required)")
-    g.add_argument("--save-latent", metavar="FILE", help="also write the result as a ComfyUI .latent file")
-    g.add_argument("--preview", metavar="PNG", help="also write a side-by-side preview: mask | base | result")
-    _add_common_output(g)
-    g.set_defaults(func=cmd_generate)
 
 
 def _add_demo(sub) -> None:
