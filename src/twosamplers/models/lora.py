@@ -461,10 +461,12 @@ def _apply(root: torch.nn.Module, plan: dict) -> dict[str, torch.Tensor]:
         for name, adapters in plan.items():
             p = params[name]
             saved[name] = p.detach().to("cpu", copy=True)
-            w = p.detach().to(torch.float32, copy=True)
+            # float32 weights are patched in place (the same float32 sums, without a scratch copy)
+            w = p.detach() if p.dtype == torch.float32 else p.detach().to(torch.float32, copy=True)
             for ad, s in adapters:
                 w = ad.add_to(w, s)
-            p.copy_(w)
+            if w.data_ptr() != p.data_ptr():
+                p.copy_(w)
     except BaseException:
         _restore(root, saved)
         raise
