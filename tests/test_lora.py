@@ -453,6 +453,9 @@ def test_bad_files_are_one_clear_error_naming_the_file(sd1, sdxl, tmp_path):
                                                "foo.bar.lora_down.weight": torch.zeros(2, 2)})
     with pytest.raises(LoraError, match=r"other\.safetensors.*no key"):
         load_lora(sd1, p)
+    half = {k: v for k, v in sd.items() if not k.endswith(".lora_down.weight")}
+    with pytest.raises(LoraError, match=r"half\.safetensors.*incomplete lora patch"):
+        load_lora(sd1, save(tmp_path, "half.safetensors", half))
     torch.save(sd, tmp_path / "pickled.pt")
     with pytest.raises(PickleNotAllowedError, match="pickled.pt"):
         load_lora(sd1, tmp_path / "pickled.pt")

@@ -209,16 +209,15 @@ def _kind(slots: dict) -> str | None:
     return None
 
 
-_REQUIRED = {"lora": (("up", "down"),), "loha": (("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b"),),
-             "lokr": (("lokr_w1", "lokr_w1_a"), ("lokr_w2", "lokr_w2_a")), "diff": (("diff",),)}
+_REQUIRED = {"lora": ("up", "down"), "loha": ("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b"),
+             "diff": ("diff",)}
 
 
 def _complete(kind: str, slots: dict) -> bool:
+    """All the tensors the kind's formula needs (LoKr: each factor whole or as its two halves)."""
     if kind == "lokr":
-        ok1 = "lokr_w1" in slots or ("lokr_w1_a" in slots and "lokr_w1_b" in slots)
-        ok2 = "lokr_w2" in slots or ("lokr_w2_a" in slots and "lokr_w2_b" in slots)
-        return ok1 and ok2
-    return all(k in slots for k in _REQUIRED[kind][0])
+        return all(f"lokr_w{i}" in slots or (f"lokr_w{i}_a" in slots and f"lokr_w{i}_b" in slots) for i in (1, 2))
+    return all(k in slots for k in _REQUIRED[kind])
 
 
 # ------------------------------------------------------------------------------------------- a file
