@@ -281,3 +281,16 @@ def test_scheduler_keeps_workers_on_their_model_and_retries(tmp_path):
     s.finish(last, Outcome(True, {"image": b"png"}, None, "w", 0.1))
     assert (tmp_path / last.output).read_bytes() == b"png" and s.remaining() == 0
     assert [r["line"] for r in read_records(tmp_path / "manifest.jsonl")] == [last.line]
+
+
+def test_list_valued_fields_are_values_unless_marked_as_a_grid():
+    lora_fields = frozenset({"loras", "base_loras"})
+    one = expand({"loras": ["a.safetensors", "b.safetensors"], "seed": [1, 2]}, lora_fields)
+    assert [(j["loras"], j["seed"]) for j in one] == [(["a.safetensors", "b.safetensors"], 1),
+                                                      (["a.safetensors", "b.safetensors"], 2)]
+    grid = expand({"base_loras": {"grid": [[], ["a.safetensors"]]}, "cfg": {"grid": [2, 3]}}, lora_fields)
+    assert [(j["base_loras"], j["cfg"]) for j in grid] == [([], 2), ([], 3), (["a.safetensors"], 2),
+                                                          (["a.safetensors"], 3)]
+    from twosamplers.batch.adapter import list_fields
+
+    assert {"loras", "controlnets", "base_loras", "mask_controlnets"} <= list_fields()

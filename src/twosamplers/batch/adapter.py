@@ -29,6 +29,7 @@ from ..job import render as render_job
 JOB_HASH_KEY = "twosamplers-job"  # PNG text chunk: the hash of the job that wrote the file
 LOAD_KEYS = ("dtype", "allow_pickle")  # how a worker loads a checkpoint; not part of the render's settings
 _PATH_KEYS = ("mask", "image", "model")
+SHIPPED = ("mask", "image")  # inputs sent as bytes; model, LoRA and ControlNet files load from workers' own paths
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class BatchJob:
     job: Job
     digest: str
     load_options: tuple[tuple[str, object], ...] = ()
+    stamps: tuple = ()  # (path, size, mtime) of the input files when hashed
 
     @property
     def model_key(self) -> str:
@@ -46,7 +48,8 @@ class BatchJob:
 
     @property
     def inputs(self) -> dict[str, str]:
-        return self.job.input_files()
+        """The input files shipped to workers as bytes, by field."""
+        return {k: v for k, v in self.job.input_files().items() if k in SHIPPED}
 
     def to_dict(self) -> dict:
         return {**self.job.to_dict(), **dict(self.load_options)}
@@ -56,6 +59,16 @@ def known_fields() -> tuple[str, ...]:
     from ..job import PASS_KEYS, job_keys
 
     return (*job_keys(), *PASS_KEYS, *LOAD_KEYS, "from")
+
+
+def list_fields() -> frozenset[str]:
+    """Job fields whose value is a list (LoRAs, ControlNets): a plain list there is a value, not a grid."""
+    from dataclasses import fields
+
+    from ..job import PASSES, PassSpec
+
+    names = [f.name for f in fields(PassSpec) if isinstance(f.default, tuple)]
+    return frozenset([*names, *(f"{w}_{n}" for w in PASSES for n in names)])
 
 
 def _resolve(value, key: str, base: Path) -> str:
@@ -99,15 +112,25 @@ def parse(fields: dict, base_dir: str | os.PathLike = ".") -> BatchJob:
         raise JobError("dtype", f"unknown value {fields['dtype']!r}; valid: fp32, fp16, bf16")
     if not isinstance(dict(options).get("allow_pickle", False), bool):
         raise JobError("allow_pickle", f"must be true or false, got {fields['allow_pickle']!r}")
-    return BatchJob(job, job.hash(), options)
+    stamps = _stamps(job)
+    return BatchJob(job, job.hash(), options, stamps)
 
 
 def read_inputs(job: BatchJob) -> dict[str, bytes]:
     """The input files' bytes by path (read by the driver, so workers need no shared filesystem), after checking
     that they are still the files the job's hash (and so its output name) was computed from."""
-    if job.job.hash() != job.digest:
+    if _stamps(job.job) != job.stamps:
         raise ValueError("an input file changed since the batch was validated; run the batch again")
     return {path: Path(path).read_bytes() for path in job.inputs.values()}
+
+
+def _stamps(job: Job) -> tuple:
+    """(path, size, mtime) of every input file: a cheap "unchanged since hashing" check (LoRAs can be big)."""
+    out = []
+    for path in sorted(job.input_files().values()):
+        st = os.stat(path)
+        out.append((path, st.st_size, st.st_mtime_ns))
+    return tuple(out)
 
 
 def render(job: BatchJob, inputs: dict[str, bytes], cache: ModelCache, device: str | None = None) -> dict[str, bytes]:

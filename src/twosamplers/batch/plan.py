@@ -38,7 +38,7 @@ def output_name(job: adapter.BatchJob) -> str:
 
 def plan(text: str, base_dir: str | os.PathLike) -> tuple[list[Task], list[str], int]:
     """(tasks in file order without duplicates, errors as "line N: reason", number of duplicate jobs)."""
-    lines, errors = parse_lines(text)
+    lines, errors = parse_lines(text, adapter.list_fields())
     tasks: dict[str, Task] = {}
     seen_errors: set[tuple[int, str]] = set()
     duplicates = 0
