@@ -6,7 +6,8 @@ Prints the demo's wall time (whole process: import, sampling, writing) and its p
 model's time per apply_model call at each size: one conditional row (cfg 1) and a cond + uncond batch (cfg != 1),
 median over the calls of a real 20-step sampling run. Targets on a 2-core CPU (issue 12): demo <= 10 s whole
 process, <= 600 MB; a cfg != 1 call <= 1.5x a cfg 1 call.
-The numbers need a quiet machine: other processes on the same cores slow torch's thread pool a lot.
+The numbers need a quiet machine: other processes on the same cores slow torch's thread pool a lot. CPU times
+are printed too: with one torch thread (OMP_NUM_THREADS=1) they hardly depend on the load.
 """
 
 from __future__ import annotations
@@ -21,18 +22,21 @@ import time
 from pathlib import Path
 
 
-def bench_demo(size: int, steps: int) -> tuple[float, float]:
+def bench_demo(size: int, steps: int) -> tuple[float, float, float]:
+    """(wall s, CPU s, peak RSS MB) of the whole `twosamplers demo` process."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "demo.png"
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t = time.perf_counter()
         subprocess.run([sys.executable, "-m", "twosamplers", "demo", "-o", str(out), "--size", str(size),
                         "--steps", str(steps), "-q"], check=True)
         wall = time.perf_counter() - t
-    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # KiB on Linux
-    return wall, peak_mb
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return wall, cpu, after.ru_maxrss / 1024  # KiB on Linux
 
 
-def bench_calls(sizes: list[int], repeats: int) -> list[tuple[int, float, float]]:
+def bench_calls(sizes: list[int], repeats: int) -> list[tuple[int, float, float, float, float]]:
     """Median time per apply_model call on the inputs of a real sampling run (grass, cfg 3, 20 Euler steps):
     pure-noise inputs at small sigma would not resemble any texture, which no sampler ever feeds the model."""
     import torch
@@ -58,16 +62,19 @@ def bench_calls(sizes: list[int], repeats: int) -> list[tuple[int, float, float]
                             empty_latent(size, size, channels=3, downscale=1), disable_pbar=True)
         finally:
             del model.apply_model
-        one, two = [], []
+        one, two, cpu_one, cpu_two = [], [], [], []
         for x, s in inputs:
-            for store, xx, ss, ctx in ((one, x, s, pos[0][0]), (two, x.repeat(2, 1, 1, 1), s.repeat(2), both)):
-                best = float("inf")
+            for store, cpu_store, xx, ss, ctx in ((one, cpu_one, x, s, pos[0][0]),
+                                                  (two, cpu_two, x.repeat(2, 1, 1, 1), s.repeat(2), both)):
+                best = best_cpu = float("inf")
                 for _ in range(repeats):
-                    t = time.perf_counter()
+                    t, c = time.perf_counter(), time.process_time()
                     model.apply_model(xx, ss, ctx)
                     best = min(best, time.perf_counter() - t)
+                    best_cpu = min(best_cpu, time.process_time() - c)
                 store.append(best)
-        rows.append((size, statistics.median(one) * 1000, statistics.median(two) * 1000))
+                cpu_store.append(best_cpu)
+        rows.append((size, *(statistics.median(v) * 1000 for v in (one, two, cpu_one, cpu_two))))
     return rows
 
 
@@ -89,12 +96,13 @@ def main() -> None:
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(f"python -c 'import twosamplers (+ cli, front, analytic)': {import_time():.2f} s")
-    wall, peak = bench_demo(a.size, a.steps)
+    wall, cpu, peak = bench_demo(a.size, a.steps)
     print(f"demo {a.size}x{a.size}, {a.steps} steps per pass, cfg 3: wall {wall:.1f} s (target <= 10), "
-          f"peak RSS {peak:.0f} MB (target <= 600)")
-    for size, one, two in bench_calls(a.call_sizes, a.repeats):
-        print(f"textures apply_model {size}x{size}: {one:.0f} ms per call (cfg 1), {two:.0f} ms (cfg != 1, "
-              f"cond + uncond batch; uncond = all textures): ratio {two / one:.2f} (target <= 1.5)")
+          f"CPU {cpu:.1f} s, peak RSS {peak:.0f} MB (target <= 600)")
+    for size, one, two, cpu_one, cpu_two in bench_calls(a.call_sizes, a.repeats):
+        print(f"textures apply_model {size}x{size}: cfg 1 {one:.0f} ms, cfg != 1 (cond + uncond batch, uncond = all "
+              f"textures) {two:.0f} ms: ratio {two / one:.2f} (target <= 1.5); CPU {cpu_one:.0f} / {cpu_two:.0f} ms: "
+              f"ratio {cpu_two / cpu_one:.2f}")
 
 
 if __name__ == "__main__":
