@@ -424,100 +424,78 @@ class TextureModel(_ClassConditionalModel):
         the pictures' statistics stay the same: tests/test_default_models.py). Each class's value at a row
         does not depend on which other rows share its matmul (>= MIN_ROWS rows; fewer are padded)."""
         state = self._prepare(x, sigma)
-        lv = self.levels[state["li"]]
-        s, hh, ww, h, w = lv.pool, state["hh"], state["ww"], state["h"], state["w"]
-        m_all = hh * ww
-        if need is None:
-            rows = None
-        else:
-            nm = F.pad(need[None, None].float(), (0, ww * s - w, 0, hh * s - h))
-            nm = F.max_pool2d(nm, s) if s > 1 else nm
-            rows = torch.nonzero(nm.reshape(-1) > 0).reshape(-1)
+        rows = self._query_rows(state, need)
         q = state["q"] if rows is None else state["q"][rows]
-        m_rows = q.shape[0]
-        n_rows = weights.shape[0]
-        sets = [[int(c) for c in torch.nonzero(weights[i]).reshape(-1)] for i in range(n_rows)]
+        post = _ClassPosteriors(self, q, state)
+        sets = [[int(c) for c in torch.nonzero(w).reshape(-1)] for w in weights]
         logw = weights.double().clamp(min=1e-300).log()
-        cache: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
-
-        def compute(c: int, want: torch.Tensor | None) -> None:
-            """Exact posterior blocks and log partition sums of class c at the wanted rows not yet done."""
-            if c not in cache:
-                d = 3 * s * s
-                cache[c] = (torch.empty(m_rows, d), torch.empty(m_rows), torch.zeros(m_rows, dtype=torch.bool))
-            blocks, lse, done = cache[c]
-            todo = ~done if want is None else want & ~done
-            idx = torch.nonzero(todo).reshape(-1)
-            if idx.numel() == 0:
-                return
-            sel = None if idx.numel() == m_rows else idx
-            b_out, l_out = self._posterior_rows(q if sel is None else q[sel], self._bank(c, state["li"]),
-                                                state["scale"])
-            if sel is None:
-                blocks.copy_(b_out)
-                lse.copy_(l_out)
-            else:
-                blocks[sel] = b_out
-                lse[sel] = l_out
-            done |= todo
-
-        multi = [i for i in range(n_rows) if len(sets[i]) > 1]
-        use: dict[tuple[int, int], torch.Tensor | None] = {}  # (row, class) -> rows where the class counts
-        for i in range(n_rows):
-            if len(sets[i]) == 1:
-                compute(sets[i][0], None)
-                use[(i, sets[i][0])] = None
+        use: dict[tuple[int, int], torch.Tensor | None] = {}  # (row, class) -> query rows where the class counts
+        for i, cs in enumerate(sets):
+            if len(cs) == 1:
+                post.compute(cs[0], None)
+                use[(i, cs[0])] = None
+        multi = [i for i, cs in enumerate(sets) if len(cs) > 1]
         if multi:
-            union = sorted({c for i in multi for c in sets[i]})
-            margin = min(PRUNE_MARGIN, PRUNE_MARGIN_MIN + PRUNE_DIST * state["scale"])
-            exact = [c for c in union if c in cache and bool(cache[c][2].all())]  # e.g. the cond class
-            est = {c: cache[c][1].double() for c in exact}
-            rest = [c for c in union if c not in exact]
-            if rest:
-                est.update(self._proxy_lse(q, rest, state["li"], state["scale"]))
-            for i in multi:  # rows where none of the row's classes is computed yet: compute the best estimate's
-                known = torch.zeros(m_rows, dtype=torch.bool)
-                for c in sets[i]:
-                    if c in cache:
-                        known |= cache[c][2]
-                anchor = torch.stack([est[c] + logw[i, c] for c in sets[i]]).argmax(0)
-                for k, c in enumerate(sets[i]):
-                    compute(c, (anchor == k) & ~known)
-            for i in multi:
-                # the best exact value among the row's classes computed so far (its anchor, and the classes of
-                # single-class rows, e.g. the cond class of a CFG batch, which usually dominates)
-                ref = torch.stack([torch.where(cache[c][2], cache[c][1].double() + logw[i, c], -math.inf)
-                                   for c in sets[i]]).max(0).values
-                for c in sets[i]:
-                    _, lse, done = cache[c]
-                    value = torch.where(done, lse.double(), est[c])  # exact where already computed
-                    want = value + logw[i, c] >= ref - margin
-                    compute(c, want)
-                    use[(i, c)] = want
-
-        out = x.expand(n_rows, -1, -1, -1).clone()  # pixels no caller uses keep x
-        for i in range(n_rows):
-            if len(sets[i]) == 1:
-                blocks = cache[sets[i][0]][0]
+            use.update(self._prune_unions(post, [sets[i] for i in multi], logw[multi], multi, state))
+        out = x.expand(len(sets), -1, -1, -1).clone()  # pixels no caller uses keep x
+        for i, cs in enumerate(sets):
+            if len(cs) == 1:
+                blocks = post.blocks(cs[0])
             else:
-                logits = torch.stack([torch.where(use[(i, c)], cache[c][1].double() + logw[i, c], -math.inf)
-                                      for c in sets[i]])
+                logits = torch.stack([torch.where(use[(i, c)], post.lse(c) + logw[i, c], -math.inf) for c in cs])
                 p = torch.softmax(logits, dim=0).float()
-                blocks = torch.zeros(m_rows, 3 * s * s)
-                for k, c in enumerate(sets[i]):
-                    u = use[(i, c)]
-                    blocks.addcmul_(torch.where(u[:, None], cache[c][0], 0.0), p[k][:, None])
-            if rows is None:
-                full = blocks
-            else:
-                full = torch.zeros(m_all, 3 * s * s)
-                full[rows] = blocks
-            img = full.reshape(hh, ww, 3, s, s).permute(2, 0, 3, 1, 4).reshape(3, hh * s, ww * s)[:, :h, :w]
-            if need is None:
-                out[i] = img
-            else:
-                out[i] = torch.where(need, img, out[i])
+                blocks = torch.zeros_like(post.blocks(cs[0]))
+                for k, c in enumerate(cs):
+                    blocks.addcmul_(torch.where(use[(i, c)][:, None], post.blocks(c), 0.0), p[k][:, None])
+            img = self._stitch(blocks, rows, state)
+            out[i] = img if need is None else torch.where(need, img, out[i])
         return out
+
+    def _query_rows(self, state, need: torch.Tensor | None) -> torch.Tensor | None:
+        """Indices of the query rows (pooled pixels) whose s x s block holds a needed pixel; None for all."""
+        if need is None:
+            return None
+        s = self.levels[state["li"]].pool
+        hh, ww, h, w = state["hh"], state["ww"], state["h"], state["w"]
+        nm = F.pad(need[None, None].float(), (0, ww * s - w, 0, hh * s - h))
+        nm = F.max_pool2d(nm, s) if s > 1 else nm
+        return torch.nonzero(nm.reshape(-1) > 0).reshape(-1)
+
+    def _stitch(self, blocks: torch.Tensor, rows: torch.Tensor | None, state) -> torch.Tensor:
+        """Centre blocks (M, 3 s^2) of the computed query rows -> image (3, H, W) (pixel shuffle)."""
+        s = self.levels[state["li"]].pool
+        hh, ww, h, w = state["hh"], state["ww"], state["h"], state["w"]
+        if rows is not None:
+            full = blocks.new_zeros(hh * ww, blocks.shape[1])
+            full[rows] = blocks
+            blocks = full
+        return blocks.reshape(hh, ww, 3, s, s).permute(2, 0, 3, 1, 4).reshape(3, hh * s, ww * s)[:, :h, :w]
+
+    def _prune_unions(self, post: _ClassPosteriors, sets: list[list[int]], logw: torch.Tensor, ids: list[int],
+                      state) -> dict[tuple[int, int], torch.Tensor]:
+        """For rows whose prompt is a union of classes: compute each class exactly where it can matter."""
+        union = sorted({c for cs in sets for c in cs})
+        margin = min(PRUNE_MARGIN, PRUNE_MARGIN_MIN + PRUNE_DIST * state["scale"])
+        exact = [c for c in union if post.complete(c)]  # e.g. the cond class of a CFG batch
+        est = {c: post.lse(c) for c in exact}
+        rest = [c for c in union if c not in exact]
+        if rest:
+            est.update(self._proxy_lse(post.q, rest, state["li"], state["scale"]))
+        for cs, lw in zip(sets, logw, strict=True):  # where none of a row's classes is known: the best estimate's
+            known = post.known(cs)
+            anchor = torch.stack([est[c] + lw[c] for c in cs]).argmax(0)
+            for k, c in enumerate(cs):
+                post.compute(c, (anchor == k) & ~known)
+        use = {}
+        for i, cs, lw in zip(ids, sets, logw, strict=True):
+            # the best exact value among the row's classes computed so far (its anchor, the cond class, ...)
+            ref = torch.stack([torch.where(post.done(c), post.lse(c) + lw[c], -math.inf) for c in cs]).max(0).values
+            for c in cs:
+                value = torch.where(post.done(c), post.lse(c), est[c])  # exact where already computed
+                want = value + lw[c] >= ref - margin
+                post.compute(c, want)
+                use[(i, c)] = want
+        return use
 
     def _posterior_rows(self, q: torch.Tensor, bank: _Bank, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
         """(posterior-mean centre blocks (M, 3 s^2), log partition sums (M,)) of query rows q (M, 3 P^2)."""
@@ -573,6 +551,57 @@ class _Bank:
     centres: torch.Tensor
     proxy_wt: torch.Tensor
     proxy_neg_norm: torch.Tensor
+
+
+class _ClassPosteriors:
+    """Exact posterior centre blocks and log partition sums per class, filled in row by row on demand."""
+
+    def __init__(self, model: TextureModel, q: torch.Tensor, state) -> None:
+        self.model, self.q, self.state = model, q, state
+        self._data: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+
+    def _entry(self, c: int):
+        if c not in self._data:
+            m, s = self.q.shape[0], self.model.levels[self.state["li"]].pool
+            self._data[c] = (torch.zeros(m, 3 * s * s), torch.zeros(m), torch.zeros(m, dtype=torch.bool))
+        return self._data[c]
+
+    def blocks(self, c: int) -> torch.Tensor:
+        return self._entry(c)[0]
+
+    def lse(self, c: int) -> torch.Tensor:
+        """float64 (M,), valid where done(c)."""
+        return self._entry(c)[1].double()
+
+    def done(self, c: int) -> torch.Tensor:
+        return self._entry(c)[2]
+
+    def complete(self, c: int) -> bool:
+        return c in self._data and bool(self._data[c][2].all())
+
+    def known(self, classes: list[int]) -> torch.Tensor:
+        out = torch.zeros(self.q.shape[0], dtype=torch.bool)
+        for c in classes:
+            out |= self.done(c)
+        return out
+
+    def compute(self, c: int, want: torch.Tensor | None) -> None:
+        """Compute class c at the wanted rows (None: all) that are not done yet."""
+        blocks, lse, done = self._entry(c)
+        todo = ~done if want is None else want & ~done
+        idx = torch.nonzero(todo).reshape(-1)
+        if idx.numel() == 0:
+            return
+        every = idx.numel() == self.q.shape[0]
+        b, l_ = self.model._posterior_rows(self.q if every else self.q[idx], self.model._bank(c, self.state["li"]),
+                                           self.state["scale"])
+        if every:
+            blocks.copy_(b)
+            lse.copy_(l_)
+        else:
+            blocks[idx] = b
+            lse[idx] = l_
+        done |= todo
 
 
 def _pad_rows(q: torch.Tensor) -> torch.Tensor:
