@@ -226,8 +226,8 @@ def test_engine_passes_the_noise_mask_only_to_models_that_accept_it(textures):
     mask[:, 8:24, 4:20] = 1.0
     lat = {"samples": torch.rand(1, 3, 32, 32) * 2 - 1, "noise_mask": mask}
     runs = [common_ksampler(m, 3, 4, 2.5, "euler", "normal", m.encode_prompt("gravel"), m.encode_prompt(""), lat,
-                            disable_pbar=True)["samples"] for m in (textures, Plain())]
-    assert torch.equal(runs[0], runs[1])
+                            disable_pbar=True)["samples"] for m in (textures, Plain(), textures)]
+    assert torch.equal(runs[0], runs[1]) and torch.equal(runs[0], runs[2])  # exact, and deterministic
 
 
 def tile_classes(img: torch.Tensor, tile: int = 8) -> torch.Tensor:
