@@ -445,8 +445,8 @@ class TextureModel(_ClassConditionalModel):
                 logits = torch.stack([torch.where(use[(i, c)], post.lse(c) + logw[i, c], -math.inf) for c in cs])
                 p = torch.softmax(logits, dim=0).float()
                 blocks = torch.zeros_like(post.blocks(cs[0]))
-                for k, c in enumerate(cs):
-                    blocks.addcmul_(torch.where(use[(i, c)][:, None], post.blocks(c), 0.0), p[k][:, None])
+                for k, c in enumerate(cs):  # p is 0 where a class is not used; its blocks are finite (0 if unset)
+                    blocks.addcmul_(post.blocks(c), p[k][:, None])
             img = self._stitch(blocks, rows, state)
             out[i] = img if need is None else torch.where(need, img, out[i])
         return out
