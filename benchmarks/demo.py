@@ -4,8 +4,9 @@
 
 Prints the demo's wall time (whole process: import, sampling, writing) and its peak RSS, then the textures
 model's time per apply_model call at each size: one conditional row (cfg 1) and a cond + uncond batch (cfg != 1),
-median over the calls of a real 20-step sampling run. Targets on a 2-core CPU (issue 12): demo <= 10 s whole
-process, <= 600 MB; a cfg != 1 call <= 1.5x a cfg 1 call.
+median over the calls of a real 20-step sampling run, and the ratio of the summed CPU times (the first,
+large-sigma steps, where the classes still compete, cost more at cfg != 1). Targets on a 2-core CPU
+(issue 12): demo <= 10 s whole process, <= 600 MB; a cfg != 1 call <= 1.5x a cfg 1 call.
 The numbers need a quiet machine: other processes on the same cores slow torch's thread pool a lot. CPU times
 are printed too: with one torch thread (OMP_NUM_THREADS=1) they hardly depend on the load.
 """
@@ -36,7 +37,7 @@ def bench_demo(size: int, steps: int) -> tuple[float, float, float]:
     return wall, cpu, after.ru_maxrss / 1024  # KiB on Linux
 
 
-def bench_calls(sizes: list[int], repeats: int) -> list[tuple[int, float, float, float, float]]:
+def bench_calls(sizes: list[int], repeats: int) -> list[tuple[int, float, float, float, float, float]]:
     """Median time per apply_model call on the inputs of a real sampling run (grass, cfg 3, 20 Euler steps):
     pure-noise inputs at small sigma would not resemble any texture, which no sampler ever feeds the model."""
     import torch
@@ -74,7 +75,8 @@ def bench_calls(sizes: list[int], repeats: int) -> list[tuple[int, float, float,
                     best_cpu = min(best_cpu, time.process_time() - c)
                 store.append(best)
                 cpu_store.append(best_cpu)
-        rows.append((size, *(statistics.median(v) * 1000 for v in (one, two, cpu_one, cpu_two))))
+        rows.append((size, *(statistics.median(v) * 1000 for v in (one, two, cpu_one, cpu_two)),
+                     sum(cpu_two) / sum(cpu_one)))
     return rows
 
 
@@ -99,10 +101,10 @@ def main() -> None:
     wall, cpu, peak = bench_demo(a.size, a.steps)
     print(f"demo {a.size}x{a.size}, {a.steps} steps per pass, cfg 3: wall {wall:.1f} s (target <= 10), "
           f"CPU {cpu:.1f} s, peak RSS {peak:.0f} MB (target <= 600)")
-    for size, one, two, cpu_one, cpu_two in bench_calls(a.call_sizes, a.repeats):
+    for size, one, two, cpu_one, cpu_two, cpu_sum in bench_calls(a.call_sizes, a.repeats):
         print(f"textures apply_model {size}x{size}: cfg 1 {one:.0f} ms, cfg != 1 (cond + uncond batch, uncond = all "
               f"textures) {two:.0f} ms: ratio {two / one:.2f} (target <= 1.5); CPU {cpu_one:.0f} / {cpu_two:.0f} ms: "
-              f"ratio {cpu_two / cpu_one:.2f}")
+              f"ratio {cpu_two / cpu_one:.2f}; CPU summed over the 20 calls: ratio {cpu_sum:.2f}")
 
 
 if __name__ == "__main__":
