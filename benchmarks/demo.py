@@ -80,11 +80,15 @@ def bench_calls(sizes: list[int], repeats: int) -> list[tuple[int, float, float,
     return rows
 
 
-def import_time() -> float:
+def import_time() -> tuple[float, float]:
+    """(wall s, CPU s) of a process that imports what the demo imports."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     subprocess.run([sys.executable, "-c", "import twosamplers, twosamplers.cli, twosamplers.front, "
                     "twosamplers.models.analytic"], check=True)
-    return time.perf_counter() - t
+    wall = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
 
 
 def main() -> None:
@@ -97,7 +101,8 @@ def main() -> None:
     import torch
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print(f"python -c 'import twosamplers (+ cli, front, analytic)': {import_time():.2f} s")
+    wall, cpu = import_time()
+    print(f"python -c 'import twosamplers (+ cli, front, analytic)': wall {wall:.2f} s, CPU {cpu:.2f} s")
     wall, cpu, peak = bench_demo(a.size, a.steps)
     print(f"demo {a.size}x{a.size}, {a.steps} steps per pass, cfg 3: wall {wall:.1f} s (target <= 10), "
           f"CPU {cpu:.1f} s, peak RSS {peak:.0f} MB (target <= 600)")
