@@ -7,7 +7,9 @@ Each configuration renders the same jobs (one grid line, seeds 0..jobs-1) into a
 thread per worker, side by side in one run. Reported per configuration:
 - wall: the whole `run_batch` call (planning, starting workers / actors, loading models, rendering, writing);
 - jobs/s = jobs / wall, and the scaling factor against 1 local worker;
-- render: the mean time of one job inside a worker (the manifest's `seconds`, model already loaded);
+- render: the mean wall time of one job inside a worker (the manifest's `seconds`; the first job of a worker
+  includes its model load), and CPU s its CPU time (`cpu_seconds`): when render grows with more workers but
+  CPU s does not, the workers are waiting for cores (other load), not doing more work;
 - overhead/job: what a job costs a worker beyond its render, = wall * workers / jobs - render, in all and in
   steady state (between the first and the last result, so without worker start-up), also as % of render.
 The Ray cluster (`ray.init(num_cpus=2)`) is started before its configuration and not counted in its wall.
@@ -53,15 +55,17 @@ def measure(folder: Path, jobs_file: Path, n_jobs: int, workers: int, ray: bool)
     finally:
         driver.Scheduler.finish = original
     assert result.rendered == n_jobs and not result.failed, result
-    render = statistics.mean(r["seconds"] for r in read_records(folder / "manifest.jsonl"))
+    records = read_records(folder / "manifest.jsonl")
+    render = statistics.mean(r["seconds"] for r in records)
+    cpu = statistics.mean(r["cpu_seconds"] for r in records)
     steady = finished[workers:]  # results after each worker's first one (start-up and warm-up excluded)
     steady_wall = finished[-1][0] - finished[workers - 1][0]
     steady_render = statistics.mean(s for _, s in steady) if steady else float("nan")
     overhead = wall * workers / n_jobs - render
     steady_overhead = steady_wall * workers / len(steady) - steady_render if steady else float("nan")
     return {"workers": workers, "ray": ray, "wall_s": wall, "jobs_per_s": n_jobs / wall, "render_s": render,
-            "overhead_s": overhead, "overhead_pct": 100 * overhead / render, "steady_overhead_s": steady_overhead,
-            "steady_overhead_pct": 100 * steady_overhead / steady_render}
+            "cpu_s": cpu, "overhead_s": overhead, "overhead_pct": 100 * overhead / render,
+            "steady_overhead_s": steady_overhead, "steady_overhead_pct": 100 * steady_overhead / steady_render}
 
 
 def main() -> None:
@@ -99,12 +103,12 @@ def main() -> None:
     base = rows[0]["jobs_per_s"]
     print(f"{args.jobs} jobs, textures model, {args.size}x{args.size}, {args.steps} steps per pass, "
           "1 thread per worker")
-    print(f"{'configuration':<16}{'wall s':>8}{'jobs/s':>8}{'scaling':>9}{'render s':>10}"
+    print(f"{'configuration':<16}{'wall s':>8}{'jobs/s':>8}{'scaling':>9}{'render s':>10}{'CPU s':>8}"
           f"{'overhead/job':>22}{'steady overhead/job':>26}")
     for r in rows:
         name = f"{'ray' if r['ray'] else 'local'} x{r['workers']}"
         print(f"{name:<16}{r['wall_s']:>8.1f}{r['jobs_per_s']:>8.2f}{r['jobs_per_s'] / base:>8.2f}x"
-              f"{r['render_s']:>10.3f}{r['overhead_s']:>13.3f} s {r['overhead_pct']:>5.1f}%"
+              f"{r['render_s']:>10.3f}{r['cpu_s']:>8.3f}{r['overhead_s']:>13.3f} s {r['overhead_pct']:>5.1f}%"
               f"{r['steady_overhead_s']:>17.3f} s {r['steady_overhead_pct']:>5.1f}%")
     if ray_start is not None:
         r = rows[2]

@@ -48,6 +48,7 @@ class Outcome:
     error: str | None
     worker: str
     seconds: float
+    cpu_seconds: float = 0.0  # the worker process's CPU time for the job (all its threads)
 
 
 class Scheduler:
@@ -94,7 +95,8 @@ class Scheduler:
                 outcome = Outcome(False, None, f"writing {task.output}: {e}", outcome.worker, outcome.seconds)
         if outcome.ok:
             self.manifest.append({"job": task.digest, "line": task.line, "output": task.output, "time": now(),
-                                  "seconds": round(outcome.seconds, 3), "worker": outcome.worker,
+                                  "seconds": round(outcome.seconds, 3),
+                                  "cpu_seconds": round(outcome.cpu_seconds, 3), "worker": outcome.worker,
                                   "attempts": task.attempts, "status": "done", "settings": task.job.to_dict()})
             self.rendered += 1
             self._tick()
