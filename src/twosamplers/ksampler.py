@@ -17,6 +17,7 @@ from .conditioning import CondBatch, CondEntry, check_batch, normalize_condition
 from .latent import check_latent, fit_latent_channels
 from .masks import check_mask, resize_mask
 from .noise import prepare_noise
+from .regional_cond import RegionalConditioning
 from .samplers import DISCARD_PENULTIMATE_SIGMA_SAMPLERS, RANDOM_INPAINT_NOISE_SAMPLERS, SAMPLER_NAMES, get_sampler
 from .schedules import SCHEDULER_NAMES, ModelSamplingDiscrete, calculate_sigmas
 
@@ -86,6 +87,9 @@ class GuidedDenoiser:
         self.sigmas = sigmas
         self._batches: dict[tuple[bool, int], list[tuple[CondBatch, list[CondEntry]]]] = {}
         self._mask_cache: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        # masks / areas / timestep ranges: evaluated by regional_cond; plain entries keep the path below
+        self._regional = (RegionalConditioning(positive, negative, model, tuple(latent_image.shape))
+                          if any(e.regional for e in positive + negative) else None)
 
     # -- conditioning batches, built once per (with uncond?, batch size)
     def _cond_batches(self, with_uncond: bool, batch: int, device, dtype):
@@ -100,6 +104,8 @@ class GuidedDenoiser:
 
     def predict(self, x: torch.Tensor, sigma: torch.Tensor, with_uncond: bool):
         """-> (cond_pred, uncond_pred or None): each a strength-weighted mean over its entries."""
+        if self._regional is not None:
+            return self._regional.predict(x, sigma, with_uncond)
         b = x.shape[0]
         n_pos = len(self.positive)
         outs: list[torch.Tensor] = []

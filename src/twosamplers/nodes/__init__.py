@@ -1,8 +1,20 @@
-"""ComfyUI-style node classes of the TwoSamplersForMask family (Impact Pack names, inputs and defaults).
+"""ComfyUI-style node classes of the TwoSamplersForMask family (Impact Pack names, inputs and defaults) and
+ComfyUI's own conditioning nodes (masked / area / timestep-range conditioning).
 
 `NODE_CLASS_MAPPINGS` / `NODE_DISPLAY_NAME_MAPPINGS` follow ComfyUI's custom-node convention.
 """
 
+from . import conditioning as _conditioning
+from .conditioning import (
+    ConditioningAverage,
+    ConditioningCombine,
+    ConditioningConcat,
+    ConditioningSetArea,
+    ConditioningSetAreaPercentage,
+    ConditioningSetAreaStrength,
+    ConditioningSetMask,
+    ConditioningSetTimestepRange,
+)
 from .providers import KSamplerAdvancedProvider, KSamplerAdvancedWrapper, KSamplerProvider, KSamplerWrapper
 from .regional import CombineRegionalPrompts, RegionalPrompt, RegionalPromptItem, RegionalSampler
 from .two_samplers import TwoAdvancedSamplersForMask, TwoSamplersForMask
@@ -15,6 +27,7 @@ NODE_CLASS_MAPPINGS = {
     "RegionalPrompt": RegionalPrompt,
     "CombineRegionalPrompts": CombineRegionalPrompts,
     "RegionalSampler": RegionalSampler,
+    **_conditioning.NODE_CLASS_MAPPINGS,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -25,12 +38,21 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "RegionalPrompt": "RegionalPrompt",
     "CombineRegionalPrompts": "CombineRegionalPrompts",
     "RegionalSampler": "RegionalSampler",
+    **_conditioning.NODE_DISPLAY_NAME_MAPPINGS,
 }
 
 __all__ = [
     "NODE_CLASS_MAPPINGS",
     "NODE_DISPLAY_NAME_MAPPINGS",
     "CombineRegionalPrompts",
+    "ConditioningAverage",
+    "ConditioningCombine",
+    "ConditioningConcat",
+    "ConditioningSetArea",
+    "ConditioningSetAreaPercentage",
+    "ConditioningSetAreaStrength",
+    "ConditioningSetMask",
+    "ConditioningSetTimestepRange",
     "KSamplerAdvancedProvider",
     "KSamplerAdvancedWrapper",
     "KSamplerProvider",
