@@ -114,9 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--clip-skip", type=int, help="text encoder layer, as ComfyUI's CLIPSetLastLayer: -1 last, "
                    "-2 penultimate, ... (a positive n means -n, A1111 style)")
     m.add_argument("--prediction", choices=("eps", "v"), help="override the prediction type (SD2.x 768 models are v)")
-    g.add_argument("--mode", choices=("two-pass", "interleaved", "regional"), default=None,
+    g.add_argument("--mode", choices=("two-pass", "interleaved", "regional", "joint"), default=None,
                    help="two-pass: a base pass over the whole image, then the mask pass (default); "
-                   "interleaved/regional: both samplers step by step")
+                   "interleaved/regional: both samplers step by step; joint: one sampler, the mask prompt as "
+                   "masked conditioning (base seed/steps/cfg/sampler; same model)")
     g.add_argument("--inversion", choices=("soft", "binary"), default=None,
                    help="base-pass mask when --no-base-covers-mask: 1 - mask (soft) or mask != 1 (binary)")
     g.add_argument("--base-covers-mask", action=argparse.BooleanOptionalAction, default=None,

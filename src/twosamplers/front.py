@@ -13,7 +13,10 @@ the fixed behaviour described in docs/two-samplers.md:
 - crop_to_mask samples only the mask's bounding box plus crop_context, rounded up to the model's multiple,
   then pastes it back; outside the box the result is bit-identical to the base pass;
 - interleaved/regional modes: no pixel is left undenoised by soft masks, the initial noise is added once,
-  stochastic samplers get a different seed at every step, masks keep their orientation, one mask per image.
+  stochastic samplers get a different seed at every step, masks keep their orientation, one mask per image;
+- joint mode: regions that share the base's model are masked conditioning of ONE sampler (`joint.py`): one
+  evaluation per step whatever the number of regions, each region costing its box; other regions fall back to
+  the interleaved mode with a warning.
 
 Inputs are never modified. The returned LATENT has no "noise_mask" (an input noise_mask is ignored).
 """
@@ -21,10 +24,12 @@ Inputs are never modified. The returned LATENT has no "noise_mask" (an input noi
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import torch
 
+from . import joint
 from ._checks import check_choice, check_float, check_int, check_seed
 from .conditioning import check_batch, normalize_conditioning
 from .ksampler import MAX_CFG, MAX_STEPS, compute_sigmas, sample_with_sigmas
@@ -52,7 +57,8 @@ from .noise import prepare_noise
 from .samplers import SAMPLER_NAMES
 from .schedules import SCHEDULER_NAMES
 
-MODES = ("two-pass", "interleaved", "regional")
+MODES = ("two-pass", "interleaved", "regional", "joint")
+REGIONAL_MODES = ("interleaved", "regional", "joint")
 INVERSIONS = ("soft", "binary")
 DEFAULT_CROP_MULTIPLE = 8
 
@@ -169,6 +175,8 @@ def two_samplers_for_mask(latent: dict, mask: torch.Tensor, base: SamplerSetting
     are the same algorithm): `regional_sample(latent, base, [(mask, inside)], ...)`; the shared schedule is
     base's seed/steps/denoise, `inside` contributes model, prompts, cfg, sampler, scheduler and the seed of
     its stochastic noise. Options: overlap_factor, base_only_steps, additional_*.
+    mode "joint": `regional_sample(..., mode="joint")`: inside's prompts as masked conditioning of one sampler
+    with base's settings (see there).
     grow (int) and feather (Gaussian sigma) are in image pixels. callback(step, x0, x, total) counts steps
     over the whole job.
     """
@@ -180,8 +188,9 @@ def two_samplers_for_mask(latent: dict, mask: torch.Tensor, base: SamplerSetting
             raise ValueError(f"crop_to_mask is only available in mode='two-pass' (got mode={mode!r})")
         if differential:
             raise ValueError(f"differential is only available in mode='two-pass' (got mode={mode!r})")
-        return regional_sample(latent, base, [(mask, inside)], grow=grow, feather=feather,
-                               overlap_factor=overlap_factor, base_only_steps=base_only_steps,
+        return regional_sample(latent, base, [(mask, inside)], mode="interleaved" if mode == "regional" else mode,
+                               grow=grow, feather=feather, overlap_factor=overlap_factor,
+                               crop_multiple=crop_multiple, base_only_steps=base_only_steps,
                                additional_mode=additional_mode, additional_sampler=additional_sampler,
                                additional_sigma_ratio=additional_sigma_ratio, callback=callback,
                                disable_pbar=disable_pbar)
@@ -258,11 +267,24 @@ def two_samplers_for_mask(latent: dict, mask: torch.Tensor, base: SamplerSetting
     return result
 
 
-def regional_sample(latent: dict, base: SamplerSettings, regions: list, *, grow: int = 0, feather: float = 0.0,
-                    overlap_factor: int = 10, base_only_steps: int = 1, additional_mode: str = "ratio between",
-                    additional_sampler: str = "AUTO", additional_sigma_ratio: float = 0.3, callback=None,
+def regional_sample(latent: dict, base: SamplerSettings, regions: list, *, mode: str = "interleaved", grow: int = 0,
+                    feather: float = 0.0, overlap_factor: int = 10, base_only_steps: int = 1,
+                    additional_mode: str = "ratio between", additional_sampler: str = "AUTO",
+                    additional_sigma_ratio: float = 0.3, crop_multiple: int | None = None, callback=None,
                     disable_pbar=None) -> dict:
-    """RegionalSampler's per-step interleaving with the fixes on; returns a LATENT without noise_mask.
+    """Base prompt outside the regions, each region's prompt inside it; returns a LATENT without noise_mask.
+
+    mode "joint": the regions that share base's model become masked conditioning of ONE sampler with base's
+    seed, steps, denoise, cfg, sampler and scheduler (regions contribute their prompts; a warning lists region
+    cfg/sampler/scheduler values that are therefore not used). A region's prompts act on its mask after `grow`,
+    feathered outward by `feather` image px (at least one latent pixel, so that edges are always soft), and are
+    evaluated on the mask's box only (rounded up to `crop_multiple` latent px, default model.latent_multiple or
+    8); the base prompts act on 1 - the union of the regions. Every step is one evaluation of that conditioning
+    (entries of one box size in one network call). If any region has another model (or other per-model
+    settings), everything falls back to mode "interleaved" with a warning. overlap_factor, base_only_steps and
+    additional_* are interleaved-only.
+
+    mode "interleaved" ("regional" is the same): RegionalSampler's per-step interleaving with the fixes on.
 
     regions: a non-empty list of (mask, SamplerSettings). The shared schedule is base.seed / steps / denoise;
     each region contributes its model, prompts, cfg, sampler, scheduler and seed (its seed + i drives the
@@ -271,6 +293,7 @@ def regional_sample(latent: dict, base: SamplerSettings, regions: list, *, grow:
     `feather` (image px) adds a soft ramp outside the dilated region. The base sampler covers exactly the
     pixels no region covers. Regions are applied in order, each composited over the previous ones.
     """
+    check_choice("mode", mode, REGIONAL_MODES)
     _check_settings(base, "base")
     _validate_common(latent, grow, feather, callback)
     if not isinstance(regions, (list, tuple)):
@@ -286,7 +309,7 @@ def regional_sample(latent: dict, base: SamplerSettings, regions: list, *, grow:
     b, _, h, w = samples.shape
     downscale = int(base.model.latent_format.downscale)
 
-    grown, prepared = [], []
+    checked = []
     for j, item in enumerate(regions):
         if not isinstance(item, (list, tuple)) or len(item) != 2:
             raise TypeError(f"regions[{j}] must be a (mask, SamplerSettings) pair, got {type(item).__name__}")
@@ -294,6 +317,17 @@ def regional_sample(latent: dict, base: SamplerSettings, regions: list, *, grow:
         _check_settings(s, f"regions[{j}] settings")
         m = check_mask(m, f"regions[{j}] mask")
         check_mask_batch(m, b, f"regions[{j}] mask")
+        checked.append((m, s))
+
+    if mode == "joint":
+        blockers = joint.joint_blockers(base, [s for _, s in checked])
+        if not blockers:
+            return _joint(latent, base, checked, grow, feather, crop_multiple, callback, disable_pbar)
+        warnings.warn("mode='joint' fell back to the interleaved mode (one sampler per region): "
+                      + "; ".join(blockers), stacklevel=2)
+
+    grown, prepared = [], []
+    for m, s in checked:
         g = _grow_feather(m, (h, w), downscale, grow, 0.0)
         region = dilate_region(g, overlap_factor, "nonzero")
         if feather > 0:
@@ -311,4 +345,22 @@ def regional_sample(latent: dict, base: SamplerSettings, regions: list, *, grow:
                               callback=callback, disable_pbar=disable_pbar)
 
 
-__all__ = ["INVERSIONS", "MODES", "SamplerSettings", "regional_sample", "two_samplers_for_mask"]
+def _joint(latent, base, checked, grow_px, feather_px, crop_multiple, callback, disable_pbar) -> dict:
+    """mode="joint" once the regions are known to share base's model."""
+    ignored = joint.ignored_settings(base, [s for _, s in checked])
+    if ignored:
+        warnings.warn("mode='joint' samples every region with the base's cfg, sampler and scheduler; not used: "
+                      + ", ".join(ignored), stacklevel=3)
+    samples = latent["samples"]
+    h, w = samples.shape[-2:]
+    downscale = int(base.model.latent_format.downscale)
+    multiple = crop_multiple if crop_multiple is not None else getattr(base.model, "latent_multiple", None)
+    multiple = check_int("crop_multiple", multiple if multiple is not None else DEFAULT_CROP_MULTIPLE, 1)
+    regions = []
+    for j, (m, s) in enumerate(checked):
+        g = _grow_feather(m, (h, w), downscale, grow_px, max(float(feather_px), float(downscale)), outward=True)
+        regions.append((to_latent(g, samples.shape, f"regions[{j}] mask"), s))
+    return joint.joint_sample(latent, base, regions, multiple=multiple, callback=callback, disable_pbar=disable_pbar)
+
+
+__all__ = ["INVERSIONS", "MODES", "REGIONAL_MODES", "SamplerSettings", "regional_sample", "two_samplers_for_mask"]
