@@ -11,6 +11,7 @@ from test_regional_cond import PointNet
 
 import twosamplers as ts
 from twosamplers import joint
+from twosamplers.conditioning import normalize_conditioning
 from twosamplers.ksampler import common_ksampler
 from twosamplers.models import NetworkModel
 
@@ -65,22 +66,27 @@ def test_pixels_away_from_regions_follow_the_base_and_region_interiors_follow_th
     assert not torch.equal(out[..., 4, 4:12], plain_base["samples"][..., 4, 4:12])  # the ramp blends
 
 
+def _e(cond):
+    return normalize_conditioning(cond, "c")
+
+
 def test_joint_conditioning_weights_and_boxes():
     w = torch.zeros(1, 1, 32, 32)
     w[..., 4:10, 20:23] = 1.0
     w[..., 3, 20:23] = 0.5
-    pos, neg = joint.joint_conditioning(_p(1), _p(0), [(w, _p(2), [[_p(-1), {"strength": 0.5}]])])
+    pos, neg = joint.joint_conditioning(_e(_p(1)), _e(_p(0)), [(w, _e(_p(2)), _e([[_p(-1), {"strength": 0.5}]]))])
     assert len(pos) == 2 and len(neg) == 2
-    assert torch.equal(pos[0][1]["mask"], 1.0 - w.reshape(1, 32, 32))  # base on the rest
-    assert pos[1][1]["area"] == (8, 8, 3, 18)  # rows 3..9, cols 20..22 widened to 8 x 8 (centred)
-    assert neg[1][1]["strength"] == 0.5 and neg[1][1]["area"] == (8, 8, 3, 18)
+    assert torch.equal(pos[0].mask, 1.0 - w.reshape(1, 32, 32))  # base on the rest, whole image
+    assert pos[0].area is None
+    assert pos[1].area == (8, 8, 3, 18)  # rows 3..9, cols 20..22 widened to 8 x 8 (centred)
+    assert neg[1].strength == 0.5 and neg[1].area == (8, 8, 3, 18) and torch.equal(neg[1].mask, w[:, 0])
     # an empty region adds nothing; regions covering everything drop the base entries
-    pos, _ = joint.joint_conditioning(_p(1), _p(0), [(torch.zeros(1, 1, 8, 8), _p(2), _p(0))])
-    assert len(pos) == 1 and "mask" not in pos[0][1]
-    pos, _ = joint.joint_conditioning(_p(1), _p(0), [(torch.ones(1, 1, 8, 8), _p(2), _p(0))])
-    assert len(pos) == 1 and torch.equal(pos[0][0], _p(2))
-    with pytest.raises(ValueError, match="already has mask"):
-        joint.joint_conditioning(_p(1), _p(0), [(w, [[_p(2), {"mask": torch.ones(4, 4)}]], _p(0))])
+    pos, _ = joint.joint_conditioning(_e(_p(1)), _e(_p(0)), [(torch.zeros(1, 1, 8, 8), _e(_p(2)), _e(_p(0)))])
+    assert len(pos) == 1 and pos[0].mask is None
+    pos, _ = joint.joint_conditioning(_e(_p(1)), _e(_p(0)), [(torch.ones(1, 1, 8, 8), _e(_p(2)), _e(_p(0)))])
+    assert len(pos) == 1 and torch.equal(pos[0].cross_attn, _p(2))
+    with pytest.raises(ValueError, match="already has a mask"):
+        joint.joint_conditioning(_e(_p(1)), _e(_p(0)), [(w, _e([[_p(2), {"mask": torch.ones(4, 4)}]]), _e(_p(0)))])
 
 
 def test_other_models_fall_back_to_interleaved_with_a_notice():

@@ -1,14 +1,16 @@
-"""Joint regional sampling: all regions as masked conditioning of ONE sampler.
+"""The joint regional algorithm: all regions as masked conditioning of ONE pass.
 
-The interleaved mode (RegionalSampler) runs a sampler per region, so N regions cost N + 1 network calls per
-step over the whole image. Regions that share the base's model need none of that: each region's prompts become
-entries weighted by the region's mask (ComfyUI's ConditioningSetMask semantics, `regional_cond.py`) and the
-base prompts take the rest of the image, so every step is one evaluation of a conditioning list. Each region's
-entries run on the region's box only (its mask bounds, rounded up to the model's multiple), so a region costs
-its area, and regions whose boxes have one size share one network call.
+The interleaved algorithm (`regional.py`, RegionalSampler) runs a sampler per region, so N regions cost
+N + 1 network evaluations of the whole image per step. Regions that share the base's model need none of that:
+each region's prompts become conditioning entries weighted by the region's mask (ComfyUI's ConditioningSetMask
+semantics, `regional_cond.py`), the base prompts take the rest of the image, and one `run_pass` samples it all.
+A region's entries run on the region's box only (the nonzero bounds of its weight, widened to the model's
+multiple), so a region costs its area, and regions whose boxes have one size share one network call.
 
-Regions whose model (or any other per-model setting, e.g. LoRAs or ControlNets) differs from the base's cannot
-be conditioning of one sampler; `joint_blockers` names them and the front door falls back to interleaving.
+Regions whose model (or any other per-model `Pass` field, e.g. LoRAs or ControlNets once passes carry them)
+differs from the base's cannot be conditioning of one pass: `joint_blockers` names them and the front door
+falls back to interleaving. Contract: the caller validated everything (passes are `Pass` values, weights are
+latent-size masks [B or 1, 1, h, w] in [0, 1]).
 """
 
 from __future__ import annotations
@@ -17,68 +19,69 @@ import dataclasses
 
 import torch
 
-from .ksampler import common_ksampler
-from .mask_tools import bbox, crop_box
+from .conditioning import CondEntry
+from .mask_ops import bbox, crop_box
+from .passes import Pass, run_pass
 
-# settings that are per-model (must equal the base's for joint sampling) vs. per-pass (the base's are used)
-PASS_FIELDS = ("positive", "negative", "seed", "steps", "cfg", "sampler_name", "scheduler", "denoise")
+# Pass fields that are not per-model: the prompts, the settings joint sampling takes from the base, and the
+# per-call fields the front door refuses for regions anyway. Any other field that differs blocks joint mode.
+_NOT_PER_MODEL = frozenset({
+    "positive", "negative", "cond_pos", "cond_neg", "name", "seed", "steps", "cfg", "sampler_name", "scheduler",
+    "denoise", "start_step", "last_step", "force_full_denoise", "disable_noise", "sigmas", "sigma_factor",
+    "model_options", "sampler_options"})
 IGNORED_IN_JOINT = ("cfg", "sampler_name", "scheduler")
-_REGION_KEYS = ("mask", "mask_strength", "set_area_to_bounds", "area")
 
 
-def joint_blockers(base, settings: list) -> list[str]:
-    """Why these regions cannot be sampled jointly with `base` (empty when they can): a different model
-    object, or any other per-model field (anything beyond prompts, seed and schedule) that differs."""
+def _same(a, b) -> bool:
+    if a is b:
+        return True
+    try:
+        return bool(a == b)
+    except (RuntimeError, TypeError, ValueError):  # e.g. tensors of several elements
+        return False
+
+
+def joint_blockers(base: Pass, regions: list[Pass]) -> list[str]:
+    """Why these region passes cannot be sampled jointly with `base` (empty when they can)."""
     reasons = []
-    for j, s in enumerate(settings):
+    for j, s in enumerate(regions):
         if s.model is not base.model:
             reasons.append(f"regions[{j}] uses another model")
             continue
         for f in dataclasses.fields(s):
-            if f.name not in PASS_FIELDS and f.name != "model" and getattr(s, f.name) != getattr(base, f.name):
+            if f.name != "model" and f.name not in _NOT_PER_MODEL \
+                    and not _same(getattr(s, f.name), getattr(base, f.name, None)):
                 reasons.append(f"regions[{j}] has another {f.name}")
     return reasons
 
 
-def ignored_settings(base, settings: list) -> list[str]:
+def ignored_settings(base: Pass, regions: list[Pass]) -> list[str]:
     """Region settings that joint sampling replaces by the base's (one sampler, one cfg)."""
+    return [f"regions[{j}].{name}={getattr(s, name)!r}" for j, s in enumerate(regions) for name in IGNORED_IN_JOINT
+            if getattr(s, name) != getattr(base, name)]
+
+
+def _on_mask(entries: list[CondEntry], mask: torch.Tensor, area: tuple | None, name: str) -> list[CondEntry]:
+    """Every entry restricted to `mask` (B or 1, h, w), and run on `area` (h, w, y, x) when given."""
     out = []
-    for j, s in enumerate(settings):
-        for name in IGNORED_IN_JOINT:
-            if getattr(s, name) != getattr(base, name):
-                out.append(f"regions[{j}].{name}={getattr(s, name)!r}")
+    for i, e in enumerate(entries):
+        if e.mask is not None or e.area is not None:
+            raise ValueError(f"{name}[{i}] already has a mask or area: joint mode places each prompt on its region "
+                             "itself; combine such conditioning with the conditioning nodes instead")
+        out.append(dataclasses.replace(e, mask=mask, mask_strength=1.0, set_area_to_bounds=False, area=area))
     return out
 
 
-def _entries(cond) -> list:
-    return [[cond, {}]] if isinstance(cond, torch.Tensor) else [list(e) for e in cond]
+def joint_conditioning(base_positive: list[CondEntry], base_negative: list[CondEntry], regions: list,
+                       multiple: int = 8) -> tuple[list[CondEntry], list[CondEntry]]:
+    """(positive, negative) entries for one pass.
 
-
-def _on_mask(cond, mask: torch.Tensor, area: tuple | None, name: str) -> list:
-    """Every entry of `cond` restricted to `mask` (and run on `area` when given); other options kept."""
-    out = []
-    for i, (t, opts) in enumerate(_entries(cond)):
-        clash = [k for k in _REGION_KEYS if opts.get(k) is not None and k != "mask_strength"]
-        if clash:
-            raise ValueError(f"{name}[{i}] already has {', '.join(clash)}: joint mode places each prompt on its "
-                             "region itself; combine such conditioning with the conditioning nodes instead")
-        new = {**opts, "mask": mask, "set_area_to_bounds": False, "mask_strength": 1.0}
-        if area is not None:
-            new["area"] = area
-        out.append([t, new])
-    return out
-
-
-def joint_conditioning(base_positive, base_negative, regions: list, multiple: int = 8) -> tuple[list, list]:
-    """(positive, negative) CONDITIONING for one sampler.
-
-    regions: (weight, positive, negative) with weight a [B or 1, 1, h, w] latent-size mask in [0, 1]. A region's
-    prompts act on its weight, run on its box (the weight's nonzero bounds widened to a multiple of `multiple`);
-    the base prompts act on 1 - the union (max) of the weights, over the whole image. Empty regions are dropped;
-    base entries are dropped where the regions cover everything.
+    regions: (weight [B or 1, 1, h, w], positive entries, negative entries). A region's prompts act with its
+    weight and run on its box (the weight's nonzero bounds widened to a multiple of `multiple`); the base
+    prompts act with 1 - the union (max) of the weights over the whole image. Empty regions are dropped, and
+    the base entries too where the regions cover everything.
     """
-    pos, neg = [], []
-    union = None
+    pos, neg, union = [], [], None
     for j, (weight, rpos, rneg) in enumerate(regions):
         box = bbox(weight)
         if box is None:
@@ -91,7 +94,7 @@ def joint_conditioning(base_positive, base_negative, regions: list, multiple: in
         neg += _on_mask(rneg, m, area, f"regions[{j}].negative")
         union = m if union is None else torch.maximum(union, m)
     if union is None:
-        return _entries(base_positive), _entries(base_negative)
+        return list(base_positive), list(base_negative)
     rest = 1.0 - union
     if bool((rest > 0).any()):
         pos = _on_mask(base_positive, rest, None, "base.positive") + pos
@@ -99,14 +102,14 @@ def joint_conditioning(base_positive, base_negative, regions: list, multiple: in
     return pos, neg
 
 
-def joint_sample(latent: dict, base, regions: list, *, multiple: int = 8, callback=None,
-                 disable_pbar=None) -> dict:
-    """Sample `latent` once with base's model, seed, schedule, cfg and sampler; `regions` as in
-    `joint_conditioning` but with SamplerSettings: (weight, settings). Returns a LATENT without noise_mask."""
-    pos, neg = joint_conditioning(base.positive, base.negative,
-                                  [(w, s.positive, s.negative) for w, s in regions], multiple)
-    start = {k: v for k, v in latent.items() if k != "noise_mask"}
-    out = common_ksampler(base.model, base.seed, base.steps, base.cfg, base.sampler_name, base.scheduler, pos, neg,
-                          start, denoise=base.denoise, callback=callback, disable_pbar=disable_pbar)
-    out.pop("noise_mask", None)
-    return out
+def joint_sample(samples: torch.Tensor, base: Pass, regions: list[tuple[torch.Tensor, Pass]], *, multiple: int = 8,
+                 batch_index=None, callback=None, disable_pbar=None) -> torch.Tensor:
+    """One pass with base's model, seed, schedule, cfg and sampler over `samples`; each region (weight, pass)
+    contributes its prompts on its weight. Returns the new samples."""
+    pos, neg = joint_conditioning(base.cond_pos, base.cond_neg, [(w, s.cond_pos, s.cond_neg) for w, s in regions],
+                                  multiple)
+    p = dataclasses.replace(base, positive=pos, negative=neg)
+    return run_pass(p, samples, batch_index=batch_index, callback=callback, disable_pbar=disable_pbar)
+
+
+__all__ = ["IGNORED_IN_JOINT", "ignored_settings", "joint_blockers", "joint_conditioning", "joint_sample"]

@@ -30,16 +30,8 @@ NODE_CLASS_MAPPINGS = {
     **_conditioning.NODE_CLASS_MAPPINGS,
 }
 
-NODE_DISPLAY_NAME_MAPPINGS = {
-    "KSamplerProvider": "KSamplerProvider",
-    "KSamplerAdvancedProvider": "KSamplerAdvancedProvider",
-    "TwoSamplersForMask": "TwoSamplersForMask",
-    "TwoAdvancedSamplersForMask": "TwoAdvancedSamplersForMask",
-    "RegionalPrompt": "RegionalPrompt",
-    "CombineRegionalPrompts": "CombineRegionalPrompts",
-    "RegionalSampler": "RegionalSampler",
-    **_conditioning.NODE_DISPLAY_NAME_MAPPINGS,
-}
+# ComfyUI shows each node under its own name; its conditioning nodes have display names of their own
+NODE_DISPLAY_NAME_MAPPINGS = {name: name for name in NODE_CLASS_MAPPINGS} | _conditioning.NODE_DISPLAY_NAME_MAPPINGS
 
 __all__ = [
     "NODE_CLASS_MAPPINGS",

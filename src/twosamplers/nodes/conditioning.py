@@ -12,9 +12,8 @@ import warnings
 
 import torch
 
-from .._checks import check_choice, check_float, check_int
+from .._checks import check_choice, check_float, check_int, check_mask
 from ..conditioning import normalize_conditioning
-from ..masks import check_mask
 
 MAX_RESOLUTION = 16384
 SET_COND_AREAS = ("default", "mask bounds")
