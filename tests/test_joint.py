@@ -133,3 +133,17 @@ def test_cli_mode_joint(tmp_path, capsys):
     px = load_image(out)[0]
     # brick-red inside the disc, grass-green outside
     assert float(px[16, 16, 0]) > float(px[16, 16, 1]) and float(px[1, 1, 1]) > float(px[1, 1, 0])
+
+
+def test_region_boxes_of_similar_size_share_one_call_and_very_different_ones_do_not():
+    w1 = torch.zeros(1, 1, 32, 32)
+    w1[..., 2:6, 2:6] = 1.0  # box 8 x 8
+    w2 = torch.zeros(1, 1, 32, 32)
+    w2[..., 20:30, 18:22] = 1.0  # box 16 x 8
+    regions = [(w1, _e(_p(2)), _e(_p(0))), (w2, _e(_p(3)), _e(_p(0)))]
+    pos, _ = joint.joint_conditioning(_e(_p(1)), _e(_p(0)), regions)
+    assert pos[1].area == (16, 8, 0, 0) and pos[2].area == (16, 8, 16, 16)  # 2 x 128 <= 1.5 x (64 + 128)
+    w3 = torch.zeros(1, 1, 32, 32)
+    w3[..., 4:28, 4:28] = 1.0  # box 24 x 24: widening the 8 x 8 one to it would cost too much
+    pos, _ = joint.joint_conditioning(_e(_p(1)), _e(_p(0)), [regions[0], (w3, _e(_p(3)), _e(_p(0)))])
+    assert pos[1].area == (8, 8, 0, 0) and pos[2].area == (24, 24, 4, 4)

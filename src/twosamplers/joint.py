@@ -77,29 +77,57 @@ def joint_conditioning(base_positive: list[CondEntry], base_negative: list[CondE
     """(positive, negative) entries for one pass.
 
     regions: (weight [B or 1, 1, h, w], positive entries, negative entries). A region's prompts act with its
-    weight and run on its box (the weight's nonzero bounds widened to a multiple of `multiple`); the base
-    prompts act with 1 - the union (max) of the weights over the whole image. Empty regions are dropped, and
-    the base entries too where the regions cover everything.
+    weight and run on its box (the weight's nonzero bounds widened to a multiple of `multiple`, then to the
+    largest region box when that costs at most SAME_BOX_SLACK x their own areas, so that they share one network
+    call); the base prompts act with 1 - the union (max) of the weights over the whole image. Empty regions
+    are dropped, and the base entries too where the regions cover everything.
     """
+    kept = [(j, r) for j, r in enumerate(regions) if bbox(r[0]) is not None]
+    if not kept:
+        return list(base_positive), list(base_negative)
+    h, w = kept[0][1][0].shape[-2:]
+    boxes = _common_size([crop_box(bbox(r[0]), h, w, 0, multiple) for _, r in kept], h, w)
     pos, neg, union = [], [], None
-    for j, (weight, rpos, rneg) in enumerate(regions):
-        box = bbox(weight)
-        if box is None:
-            continue
-        h, w = weight.shape[-2:]
-        top, left, bottom, right = crop_box(box, h, w, 0, multiple)
+    for (j, (weight, rpos, rneg)), (top, left, bottom, right) in zip(kept, boxes, strict=True):
         area = (bottom - top, right - left, top, left)
         m = weight.reshape(-1, h, w)
         pos += _on_mask(rpos, m, area, f"regions[{j}].positive")
         neg += _on_mask(rneg, m, area, f"regions[{j}].negative")
         union = m if union is None else torch.maximum(union, m)
-    if union is None:
-        return list(base_positive), list(base_negative)
     rest = 1.0 - union
     if bool((rest > 0).any()):
         pos = _on_mask(base_positive, rest, None, "base.positive") + pos
         neg = _on_mask(base_negative, rest, None, "base.negative") + neg
     return pos, neg
+
+
+SAME_BOX_SLACK = 1.5
+
+
+def _widen(lo: int, hi: int, size: int, target: int) -> tuple[int, int]:
+    """[lo, hi) widened to `target` pixels, centred where the border allows."""
+    extra = target - (hi - lo)
+    lo, hi = lo - extra // 2, hi + extra - extra // 2
+    if lo < 0:
+        lo, hi = 0, hi - lo
+    if hi > size:
+        lo, hi = lo - (hi - size), size
+    return lo, hi
+
+
+def _common_size(boxes: list, h: int, w: int) -> list:
+    """The boxes all widened to the largest height and width, unless that costs more than SAME_BOX_SLACK x."""
+    th = max(b - t for t, _, b, _ in boxes)
+    tw = max(r - left for _, left, _, r in boxes)
+    own = sum((b - t) * (r - left) for t, left, b, r in boxes)
+    if len(boxes) * th * tw > SAME_BOX_SLACK * own:
+        return boxes
+    out = []
+    for t, left, b, r in boxes:
+        t, b = _widen(t, b, h, th)
+        left, r = _widen(left, r, w, tw)
+        out.append((t, left, b, r))
+    return out
 
 
 def joint_sample(samples: torch.Tensor, base: Pass, regions: list[tuple[torch.Tensor, Pass]], *, multiple: int = 8,
