@@ -147,3 +147,25 @@ def test_region_boxes_of_similar_size_share_one_call_and_very_different_ones_do_
     w3[..., 4:28, 4:28] = 1.0  # box 24 x 24: widening the 8 x 8 one to it would cost too much
     pos, _ = joint.joint_conditioning(_e(_p(1)), _e(_p(0)), [regions[0], (w3, _e(_p(3)), _e(_p(0)))])
     assert pos[1].area == (8, 8, 0, 0) and pos[2].area == (24, 24, 4, 4)
+
+
+def test_shared_controlnets_see_each_region_s_box_of_the_hint():
+    from twosamplers.models.control import ControlNet
+
+    class Loaded:
+        def residuals(self, *args):
+            raise AssertionError("not called here")
+
+    hint = torch.rand(1, 256, 256, 3)  # image px of a 32 x 32 latent
+    cn = ControlNet(Loaded(), hint)
+    w = torch.zeros(1, 1, 32, 32)
+    w[..., 4:10, 20:23] = 1.0  # box rows 3..11, cols 18..26 (8 x 8)
+    pos, neg = joint.joint_conditioning(_e(_p(1)), _e(_p(0)), [(w, _e(_p(2)), _e(_p(0)))], 8, (cn,), 8)
+    assert torch.equal(pos[0].extras["control"].image, hint)  # the base: the whole hint
+    region_hint = pos[1].extras["control"].image
+    assert tuple(region_hint.shape) == (1, 64, 64, 3) and torch.equal(region_hint, hint[:, 24:88, 144:208])
+    assert neg[1].extras["control"] is pos[1].extras["control"]  # cond and uncond of a region share it
+    model = NetworkModel(PointNet())
+    base = _settings(model, _p(1), _p(0))
+    other = _settings(model, _p(2), _p(0))
+    assert joint.joint_blockers(base, [other]) == []

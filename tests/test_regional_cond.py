@@ -291,7 +291,7 @@ def test_plain_conditioning_keeps_the_fast_path():
     assert g._regional is None
 
 
-@pytest.mark.parametrize("key", ["control", "gligen", "hooks", "default"])
+@pytest.mark.parametrize("key", ["gligen", "hooks", "default", "concat_latent_image", "control_apply_to_uncond"])
 def test_unsupported_options_raise(key):
     with pytest.raises(NotImplementedError, match=key):
         common_ksampler(NetworkModel(PointNet()), 1, 2, 5.0, "euler", "normal", [[_prompt(1), {key: object()}]],
@@ -403,3 +403,43 @@ def test_nodes_chain_into_the_sampler_like_comfyui_cases():
     cond, _ = rc.predict(X, SIGMA, True)
     assert torch.allclose(cond[..., :8], _plain(model, X, SIGMA, 1)[..., :8], atol=1e-6)
     assert torch.allclose(cond[..., 8:], _plain(model, X, SIGMA, 3)[..., 8:], atol=1e-6)
+
+
+class ExtrasNet(PointNet):
+    """PointNet that also takes a latent-shaped extra input, recording its shape per call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.extra_shapes: list[tuple[int, ...]] = []
+
+    def forward(self, x, timesteps, context, c_concat=None, **kwargs):
+        self.extra_shapes.append(tuple(c_concat.shape))
+        assert c_concat.shape[-2:] == x.shape[-2:]
+        return super().forward(x, timesteps, context) + 0.01 * c_concat[:, :1]
+
+
+def test_latent_shaped_extras_are_cut_to_the_area():
+    net = ExtrasNet()
+    concat = torch.randn(1, 5, 16, 16, generator=torch.Generator().manual_seed(0))
+    pos = [[_prompt(1), {"c_concat": concat}], [_prompt(5), {"c_concat": concat, "area": (8, 4, 2, 3)}]]
+    rc, model = _regional(pos, [[_prompt(0), {"c_concat": concat}]], net=net)
+    cond, _ = rc.predict(X, SIGMA, True)
+    assert (2, 5, 8, 4) in net.extra_shapes and (2, 5, 16, 16) in net.extra_shapes
+    crop = model.apply_model(X[..., 2:10, 3:7].contiguous(), SIGMA, _prompt(5), c_concat=concat[..., 2:10, 3:7])
+    full = model.apply_model(X, SIGMA, _prompt(1), c_concat=concat)
+    # an interior pixel of the area (no fade there): the mean of the full and the crop prediction
+    assert torch.allclose(cond[..., 5, 5], (full[..., 5, 5] + crop[..., 3, 2]) / 2, atol=1e-6)
+
+
+def test_attached_controlnets_keep_the_regional_options():
+    from twosamplers.models.control import ControlNet, attach_controlnets
+
+    class Loaded:
+        def residuals(self, *args):  # a stand-in for a loaded ControlNet network
+            raise AssertionError("not called here")
+
+    entries = normalize_conditioning([[_prompt(1), {"mask": torch.ones(4, 4), "start_percent": 0.5,
+                                                     "area": (2, 2, 0, 0)}]], "p")
+    pos, _ = attach_controlnets(entries, [], (ControlNet(Loaded(), torch.rand(1, 32, 32, 3)),))
+    assert pos[0].extras["control"] is not None and pos[0].mask is not None and pos[0].start_percent == 0.5
+    assert pos[0].area == (2, 2, 0, 0)

@@ -5,7 +5,8 @@ Each entry is a prompt tensor plus options. The options ComfyUI's conditioning n
 "end_percent" (and the sigma thresholds "timestep_start" / "timestep_end" ComfyUI derives from them). What they
 mean at each model call lives in `regional_cond.py`. Any other option is a model input (e.g. SDXL's
 "pooled_output") handed to the model as a keyword argument, except the ComfyUI options this engine does not
-implement (ControlNet, GLIGEN, hooks, ...): those raise NotImplementedError instead of being silently ignored.
+implement (GLIGEN, hooks, ...): those raise NotImplementedError instead of being silently ignored. ControlNets
+come through `Pass.controlnets`: models/control.py attaches them to the entries under "control".
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ import torch
 
 from ._checks import check_float, check_mask_values
 
-# ComfyUI options that change the model call in ways this engine does not implement.
+# ComfyUI options that change the model call in ways this engine does not implement. ("control" is ours:
+# Pass.controlnets attaches models/control.py's ControlApply objects under it.)
 UNSUPPORTED_KEYS = (
-    "control", "control_apply_to_uncond", "gligen", "hooks", "default", "concat_latent_image", "concat_mask",
+    "control_apply_to_uncond", "gligen", "hooks", "default", "concat_latent_image", "concat_mask",
     "concat_image", "noise_augmentation", "unclip_conditioning", "reference_latents", "attention_mask",
     "clip_vision_output", "transformer_options", "uuid",
 )
@@ -165,6 +167,8 @@ class CondBatch:
         keys = set(entries[0].extras)
         if any(set(e.extras) != keys for e in entries):
             raise ValueError("conditioning entries carry different extras and cannot be batched")
+        if "control" in keys:  # ControlNet hints are broadcast per entry (models/control.py)
+            self.extras["batched_number"] = self.n
         for k in keys:
             vals = [e.extras[k] for e in entries]
             if all(isinstance(v, torch.Tensor) for v in vals):

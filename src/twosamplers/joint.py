@@ -7,10 +7,11 @@ semantics, `regional_cond.py`), the base prompts take the rest of the image, and
 A region's entries run on the region's box only (the nonzero bounds of its weight, widened to the model's
 multiple), so a region costs its area, and regions whose boxes have one size share one network call.
 
-Regions whose model (or any other per-model `Pass` field, e.g. LoRAs or ControlNets once passes carry them)
-differs from the base's cannot be conditioning of one pass: `joint_blockers` names them and the front door
-falls back to interleaving. Contract: the caller validated everything (passes are `Pass` values, weights are
-latent-size masks [B or 1, 1, h, w] in [0, 1]).
+Regions whose model (or any other per-model `Pass` field: ControlNets, later LoRAs) differs from the base's
+cannot be conditioning of one pass: `joint_blockers` names them and the front door falls back to interleaving.
+The base's ControlNets (shared by every region) act on every entry, each region seeing its box of the hint.
+Contract: the caller validated everything (passes are `Pass` values, weights are latent-size masks
+[B or 1, 1, h, w] in [0, 1]).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch
 
 from .conditioning import CondEntry
 from .mask_ops import bbox, crop_box
+from .models.control import attach_controlnets
 from .passes import Pass, run_pass
 
 # Pass fields that are not per-model: the prompts, the settings joint sampling takes from the base, and the
@@ -41,6 +43,14 @@ def _same(a, b) -> bool:
         return False
 
 
+def _same_controlnets(a: tuple, b: tuple) -> bool:
+    """The same networks (loaded once per file), hints and windows, in the same order."""
+    return len(a) == len(b) and all(
+        x.source is y.source and (x.image is y.image or torch.equal(x.image, y.image))
+        and (x.strength, x.start_percent, x.end_percent) == (y.strength, y.start_percent, y.end_percent)
+        for x, y in zip(a, b, strict=True))
+
+
 def joint_blockers(base: Pass, regions: list[Pass]) -> list[str]:
     """Why these region passes cannot be sampled jointly with `base` (empty when they can)."""
     reasons = []
@@ -49,8 +59,10 @@ def joint_blockers(base: Pass, regions: list[Pass]) -> list[str]:
             reasons.append(f"regions[{j}] uses another model")
             continue
         for f in dataclasses.fields(s):
-            if f.name != "model" and f.name not in _NOT_PER_MODEL \
-                    and not _same(getattr(s, f.name), getattr(base, f.name, None)):
+            if f.name in _NOT_PER_MODEL or f.name == "model":
+                continue
+            same = _same_controlnets if f.name == "controlnets" else _same
+            if not same(getattr(s, f.name), getattr(base, f.name, None)):
                 reasons.append(f"regions[{j}] has another {f.name}")
     return reasons
 
@@ -73,29 +85,34 @@ def _on_mask(entries: list[CondEntry], mask: torch.Tensor, area: tuple | None, n
 
 
 def joint_conditioning(base_positive: list[CondEntry], base_negative: list[CondEntry], regions: list,
-                       multiple: int = 8) -> tuple[list[CondEntry], list[CondEntry]]:
+                       multiple: int = 8, controlnets: tuple = (), downscale: int = 8,
+                       ) -> tuple[list[CondEntry], list[CondEntry]]:
     """(positive, negative) entries for one pass.
 
     regions: (weight [B or 1, 1, h, w], positive entries, negative entries). A region's prompts act with its
     weight and run on its box (the weight's nonzero bounds widened to a multiple of `multiple`, then to the
     largest region box when that costs at most SAME_BOX_SLACK x their own areas, so that they share one network
     call); the base prompts act with 1 - the union (max) of the weights over the whole image. Empty regions
-    are dropped, and the base entries too where the regions cover everything.
+    are dropped, and the base entries too where the regions cover everything. `controlnets` (loaded) are
+    attached to every entry, a region's cut to its box (`downscale` image px per latent px).
     """
     kept = [(j, r) for j, r in enumerate(regions) if bbox(r[0]) is not None]
     if not kept:
-        return list(base_positive), list(base_negative)
+        return attach_controlnets(list(base_positive), list(base_negative), controlnets)
     h, w = kept[0][1][0].shape[-2:]
     boxes = _common_size([crop_box(bbox(r[0]), h, w, 0, multiple) for _, r in kept], h, w)
     pos, neg, union = [], [], None
     for (j, (weight, rpos, rneg)), (top, left, bottom, right) in zip(kept, boxes, strict=True):
         area = (bottom - top, right - left, top, left)
         m = weight.reshape(-1, h, w)
+        rpos, rneg = attach_controlnets(rpos, rneg, tuple(c.cropped((top, left, bottom, right), (h, w), downscale)
+                                                          for c in controlnets))
         pos += _on_mask(rpos, m, area, f"regions[{j}].positive")
         neg += _on_mask(rneg, m, area, f"regions[{j}].negative")
         union = m if union is None else torch.maximum(union, m)
     rest = 1.0 - union
     if bool((rest > 0).any()):
+        base_positive, base_negative = attach_controlnets(base_positive, base_negative, controlnets)
         pos = _on_mask(base_positive, rest, None, "base.positive") + pos
         neg = _on_mask(base_negative, rest, None, "base.negative") + neg
     return pos, neg
@@ -135,8 +152,8 @@ def joint_sample(samples: torch.Tensor, base: Pass, regions: list[tuple[torch.Te
     """One pass with base's model, seed, schedule, cfg and sampler over `samples`; each region (weight, pass)
     contributes its prompts on its weight. Returns the new samples."""
     pos, neg = joint_conditioning(base.cond_pos, base.cond_neg, [(w, s.cond_pos, s.cond_neg) for w, s in regions],
-                                  multiple)
-    p = dataclasses.replace(base, positive=pos, negative=neg)
+                                  multiple, base.controlnets, int(base.model.latent_format.downscale))
+    p = dataclasses.replace(base, positive=pos, negative=neg, controlnets=())  # attached above, crop-aware
     return run_pass(p, samples, batch_index=batch_index, callback=callback, disable_pbar=disable_pbar)
 
 

@@ -158,11 +158,31 @@ def entry_weight(e: CondEntry, area: tuple | None, shape: tuple[int, ...], devic
 
 
 def _extras_signature(extras: dict) -> tuple:
+    """What must match for entries to share a network call: tensor shapes, plain values, other objects' identity
+    (e.g. one ControlNet application)."""
     sig = []
     for k in sorted(extras):
         v = extras[k]
-        sig.append((k, ("tensor", tuple(v.shape[1:]), v.dtype) if isinstance(v, torch.Tensor) else repr(v)))
+        if isinstance(v, torch.Tensor):
+            sig.append((k, "tensor", tuple(v.shape[1:]), v.dtype))
+        elif isinstance(v, (bool, int, float, str, type(None))):
+            sig.append((k, "value", v))
+        else:
+            sig.append((k, "object", id(v)))
     return tuple(sig)
+
+
+def crop_extras(e: CondEntry, area: tuple | None, hw: tuple[int, int]) -> CondEntry:
+    """An area entry's latent-shaped extras (e.g. an inpainting model's extra input channels) cut to its area,
+    as ComfyUI crops noise-shaped conditioning."""
+    if area is None or not any(_latent_shaped(v, hw) for v in e.extras.values()):
+        return e
+    extras = {k: _view(v, area) if _latent_shaped(v, hw) else v for k, v in e.extras.items()}
+    return replace(e, extras=extras)
+
+
+def _latent_shaped(v, hw) -> bool:
+    return isinstance(v, torch.Tensor) and v.ndim == 4 and tuple(v.shape[-2:]) == tuple(hw)
 
 
 def _view(t: torch.Tensor, area: tuple | None) -> torch.Tensor:
@@ -207,7 +227,7 @@ class RegionalConditioning:
         for side, entries, name in ((0, pos, "positive"), (1, neg, "negative")):
             for i, e in enumerate(entries):
                 area = None if e.area is None else clip_area(e.area, hw, f"{name}[{i}]")
-                items.append(_Item(e, side, area, entry_weight(e, area, self.shape, device)))
+                items.append(_Item(crop_extras(e, area, hw), side, area, entry_weight(e, area, self.shape, device)))
         self.items = tuple(items)
         self.timed = any(it.entry.sigma_start is not None or it.entry.sigma_end is not None for it in items)
         self._keys = tuple(
