@@ -167,5 +167,9 @@ def test_shared_controlnets_see_each_region_s_box_of_the_hint():
     assert neg[1].extras["control"] is pos[1].extras["control"]  # cond and uncond of a region share it
     model = NetworkModel(PointNet())
     base = _settings(model, _p(1), _p(0))
-    other = _settings(model, _p(2), _p(0))
-    assert joint.joint_blockers(base, [other]) == []
+    assert joint.joint_blockers(base, [_settings(model, _p(2), _p(0))]) == []
+    # region ControlNets equal to the base's: same network, equal hint and window; anything else blocks
+    assert joint._same_controlnets((cn,), (ControlNet(cn.source, hint.clone()),))
+    assert not joint._same_controlnets((cn,), (ControlNet(cn.source, hint, strength=0.5),))
+    assert not joint._same_controlnets((cn,), (ControlNet(Loaded(), hint),))
+    assert not joint._same_controlnets((), (cn,))

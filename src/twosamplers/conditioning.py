@@ -6,7 +6,8 @@ Each entry is a prompt tensor plus options. The options ComfyUI's conditioning n
 mean at each model call lives in `regional_cond.py`. Any other option is a model input (e.g. SDXL's
 "pooled_output") handed to the model as a keyword argument, except the ComfyUI options this engine does not
 implement (GLIGEN, hooks, ...): those raise NotImplementedError instead of being silently ignored. ControlNets
-come through `Pass.controlnets`: models/control.py attaches them to the entries under "control".
+come through `Pass.controlnets`: models/control.py attaches them to the entries under "control"; inpainting
+models read "concat_latent_image" / "concat_mask" (models/inpaint.py).
 """
 
 from __future__ import annotations
@@ -22,9 +23,8 @@ from ._checks import check_float, check_mask_values
 # ComfyUI options that change the model call in ways this engine does not implement. ("control" is ours:
 # Pass.controlnets attaches models/control.py's ControlApply objects under it.)
 UNSUPPORTED_KEYS = (
-    "control_apply_to_uncond", "gligen", "hooks", "default", "concat_latent_image", "concat_mask",
-    "concat_image", "noise_augmentation", "unclip_conditioning", "reference_latents", "attention_mask",
-    "clip_vision_output", "transformer_options", "uuid",
+    "control_apply_to_uncond", "gligen", "hooks", "default", "concat_image", "noise_augmentation",
+    "unclip_conditioning", "reference_latents", "attention_mask", "clip_vision_output", "transformer_options", "uuid",
 )
 _REGIONAL_KEYS = ("strength", "mask", "mask_strength", "set_area_to_bounds", "area", "start_percent", "end_percent",
                   "timestep_start", "timestep_end")
