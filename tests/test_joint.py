@@ -173,3 +173,19 @@ def test_shared_controlnets_see_each_region_s_box_of_the_hint():
     assert not joint._same_controlnets((cn,), (ControlNet(cn.source, hint, strength=0.5),))
     assert not joint._same_controlnets((cn,), (ControlNet(Loaded(), hint),))
     assert not joint._same_controlnets((), (cn,))
+
+
+def test_regions_with_other_loras_block_joint_mode():
+    import copy
+
+    from twosamplers.models.lora import Lora
+
+    model = NetworkModel(PointNet())
+    base = _settings(model, _p(1), _p(0))
+    region = _settings(model, _p(2), _p(0))
+    # a pass as one with a LoRA looks (loading a real LoRA needs an SD model; only the fields matter here)
+    with_lora = copy.copy(region)
+    object.__setattr__(with_lora, "loras", (Lora("x.safetensors"),))
+    object.__setattr__(with_lora, "net", object())
+    assert joint.joint_blockers(base, [with_lora]) == ["regions[0] has another loras"]
+    assert joint.joint_blockers(base, [region]) == []

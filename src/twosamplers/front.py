@@ -264,7 +264,7 @@ def _joint(latent, base, checked, grow_px, feather_px, crop_multiple, callback, 
 def _advanced(s: Pass) -> KSamplerAdvancedWrapper:
     """A pass as a KSAMPLER_ADVANCED (Brownian trees over each call's own sigmas, ComfyUI's default)."""
     pos, neg = attach_controlnets(s.cond_pos, s.cond_neg, s.controlnets)
-    return KSamplerAdvancedWrapper(s.model, s.cfg, s.sampler_name, s.scheduler, pos, neg, brownian_tree="call")
+    return KSamplerAdvancedWrapper(s.net, s.cfg, s.sampler_name, s.scheduler, pos, neg, brownian_tree="call")
 
 
 __all__ = ["DEFAULT_CROP_MULTIPLE", "INVERSIONS", "MODES", "REGIONAL_MODES", "SamplerSettings", "regional_sample",

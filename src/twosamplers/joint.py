@@ -7,7 +7,7 @@ semantics, `regional_cond.py`), the base prompts take the rest of the image, and
 A region's entries run on the region's box only (the nonzero bounds of its weight, widened to the model's
 multiple), so a region costs its area, and regions whose boxes have one size share one network call.
 
-Regions whose model (or any other per-model `Pass` field: ControlNets, later LoRAs) differs from the base's
+Regions whose model (or any other per-model `Pass` field: LoRAs, ControlNets) differs from the base's
 cannot be conditioning of one pass: `joint_blockers` names them and the front door falls back to interleaving.
 The base's ControlNets (shared by every region) act on every entry, each region seeing its box of the hint.
 Contract: the caller validated everything (passes are `Pass` values, weights are latent-size masks
@@ -25,12 +25,13 @@ from .mask_ops import bbox, crop_box
 from .models.control import attach_controlnets
 from .passes import Pass, run_pass
 
-# Pass fields that are not per-model: the prompts, the settings joint sampling takes from the base, and the
-# per-call fields the front door refuses for regions anyway. Any other field that differs blocks joint mode.
+# Pass fields that are not per-model: the prompts, the settings joint sampling takes from the base, the
+# per-call fields the front door refuses for regions anyway, and `net` (made from model + loras, compared
+# through those). Any other field that differs (loras, controlnets, ...) blocks joint mode.
 _NOT_PER_MODEL = frozenset({
     "positive", "negative", "cond_pos", "cond_neg", "name", "seed", "steps", "cfg", "sampler_name", "scheduler",
     "denoise", "start_step", "last_step", "force_full_denoise", "disable_noise", "sigmas", "sigma_factor",
-    "model_options", "sampler_options"})
+    "model_options", "sampler_options", "net"})
 IGNORED_IN_JOINT = ("cfg", "sampler_name", "scheduler")
 
 

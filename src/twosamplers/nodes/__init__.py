@@ -15,6 +15,7 @@ from .conditioning import (
     ConditioningSetMask,
     ConditioningSetTimestepRange,
 )
+from .loras import LoraLoader, LoraLoaderModelOnly
 from .providers import KSamplerAdvancedProvider, KSamplerAdvancedWrapper, KSamplerProvider, KSamplerWrapper
 from .regional import CombineRegionalPrompts, RegionalPrompt, RegionalPromptItem, RegionalSampler
 from .two_samplers import TwoAdvancedSamplersForMask, TwoSamplersForMask
@@ -27,11 +28,14 @@ NODE_CLASS_MAPPINGS = {
     "RegionalPrompt": RegionalPrompt,
     "CombineRegionalPrompts": CombineRegionalPrompts,
     "RegionalSampler": RegionalSampler,
+    "LoraLoader": LoraLoader,
+    "LoraLoaderModelOnly": LoraLoaderModelOnly,
     **_conditioning.NODE_CLASS_MAPPINGS,
 }
 
-# ComfyUI shows each node under its own name; its conditioning nodes have display names of their own
+# ComfyUI shows each node under its own name, LoraLoader as "Load LoRA", its conditioning nodes as it names them
 NODE_DISPLAY_NAME_MAPPINGS = {name: name for name in NODE_CLASS_MAPPINGS} | _conditioning.NODE_DISPLAY_NAME_MAPPINGS
+NODE_DISPLAY_NAME_MAPPINGS["LoraLoader"] = "Load LoRA"
 
 __all__ = [
     "NODE_CLASS_MAPPINGS",
@@ -49,6 +53,8 @@ __all__ = [
     "KSamplerAdvancedWrapper",
     "KSamplerProvider",
     "KSamplerWrapper",
+    "LoraLoader",
+    "LoraLoaderModelOnly",
     "RegionalPrompt",
     "RegionalPromptItem",
     "RegionalSampler",
