@@ -27,7 +27,8 @@ CATEGORY = "ImpactPack/Sampler"
 # Samplers for which Impact runs a recovery pass in per-step use ("additional_mode").
 RECOVERY_SAMPLERS = ("uni_pc", "uni_pc_bh2", "dpmpp_sde", "dpmpp_sde_gpu", "dpmpp_2m_sde", "dpmpp_2m_sde_gpu",
                      "dpmpp_3m_sde", "dpmpp_3m_sde_gpu")
-# ... of which these recover with dpm_fast from the same step; the 2m/3m SDE ones with dpmpp_2m from 2 steps back.
+# ... of which these recover with dpm_fast (AUTO); the 2m/3m SDE ones with dpmpp_2m. Every recovery call covers
+# exactly the steps of the main call: upstream's "2 steps back" compensation can never be reached (it is 0).
 _RECOVER_WITH_DPM_FAST = ("uni_pc", "uni_pc_bh2", "dpmpp_sde", "dpmpp_sde_gpu")
 RECOVERY_MODES = ("DISABLE", "ratio additional", "ratio between")
 ADDITIONAL_SAMPLERS = ("AUTO", "euler", "heun", "heunpp2", "dpm_2", "dpm_fast", "dpmpp_2m", "ddpm")
@@ -270,8 +271,9 @@ class KSamplerAdvancedWrapper:
         recovery_mode "ratio between" / "ratio additional" (used by RegionalSampler; off by default here):
         for uni_pc(_bh2) and the dpmpp SDE samplers the step runs at sigmas * (1 - r) ("between") or * 1
         ("additional"), the result is composited into the input through the noise mask, and a recovery sampler
-        (AUTO: dpm_fast for uni_pc/dpmpp_sde, dpmpp_2m from two steps earlier for the 2m/3m SDE ones) runs the
-        same steps at sigmas * r. `noise` overrides the initial noise tensor (then add_noise is not consulted).
+        (AUTO: dpm_fast for uni_pc/dpmpp_sde, dpmpp_2m for the 2m/3m SDE ones) runs the same steps at
+        sigmas * r, with no noise tensor: fresh seeded noise when add_noise is true, zeros when it is false.
+        `noise` overrides the main call's initial noise tensor (then add_noise is not consulted for it).
         """
         seed = check_seed("seed", seed)
         steps = check_int("steps", steps, 1, MAX_STEPS)
@@ -298,14 +300,12 @@ class KSamplerAdvancedWrapper:
             latent = self._call(self.sampler_name, add_noise, seed, steps, latent, start_at_step, end_at_step,
                                 leftover, ratio * self.sigma_factor, noise, callback, disable_pbar, model_options)
         if recover and r > 0:
-            compensate = 0 if self.sampler_name in _RECOVER_WITH_DPM_FAST else 2
             name = recovery_sampler
             if name == "AUTO":
                 name = "dpm_fast" if self.sampler_name in _RECOVER_WITH_DPM_FAST else "dpmpp_2m"
             latent = dict(latent)
             latent["samples"] = composite(base_image["samples"], latent["samples"], latent.get("noise_mask"))
-            start = None if start_at_step is None else start_at_step - compensate
-            latent = self._call(name, add_noise, seed, steps, latent, start, end_at_step, leftover,
+            latent = self._call(name, add_noise, seed, steps, latent, start_at_step, end_at_step, leftover,
                                 r * self.sigma_factor, None, callback, disable_pbar, model_options)
         if latent is latent_image:
             latent = dict(latent_image)

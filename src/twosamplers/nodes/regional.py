@@ -177,8 +177,11 @@ def interleaved_sample(latent: dict, base_sampler, regions: list[tuple[torch.Ten
             step_in["noise_mask"] = inv_mask
             cur = base_sampler.sample_advanced(add_noise, at(seed, i), adv_steps, step_in, i, i + 1, True,
                                                noise=noise, disable_pbar=inner_pbar, **recovery)
-            if noise_once and add_noise:
-                add_noise, noise = False, None
+            # upstream: add_noise is true only for the first per-step base call. The noise tensor is still
+            # passed to every later one (quirk 6), but the recovery call, which gets no tensor, adds no noise.
+            add_noise = False
+            if noise_once:
+                noise = None
             base_latent = None
             if restore_latent:
                 cur = dict(cur)
@@ -199,13 +202,7 @@ def interleaved_sample(latent: dict, base_sampler, regions: list[tuple[torch.Ten
                 callback(i - first, cur["samples"], cur["samples"], total)
     finally:
         bar.close()
-    if not restore_latent:
-        # upstream's closing base call from step adv_steps: a no-op, except that the recovery pass of the
-        # 2m/3m SDE samplers restarts two steps back (its result is discarded when restore_latent is on)
-        step_in = dict(cur)
-        step_in["noise_mask"] = inv_mask
-        cur = base_sampler.sample_advanced(False, seed, adv_steps, step_in, adv_steps, adv_steps + 1, False,
-                                           disable_pbar=inner_pbar, **recovery)
+    # upstream ends with a base call from step adv_steps when restore_latent is off: a pure no-op (quirk 14)
     out = dict(cur)
     out.pop("noise_mask", None)
     if out["samples"] is latent["samples"]:
