@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterable
 
 import torch
@@ -20,6 +21,8 @@ def check_choice(name: str, value: object, valid: Iterable[str]) -> str:
 def check_int(name: str, value: object, lo: int | None = None, hi: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_floating_point():
+            value = int(value)
+        elif isinstance(value, numbers.Integral) and not isinstance(value, bool):  # numpy integers
             value = int(value)
         else:
             raise TypeError(f"{name} must be an int, got {type(value).__name__}")
@@ -44,6 +47,10 @@ def check_seed(name: str, value: object) -> int:
 def check_tensor(name: str, value: object, ndims: Iterable[int] | None = None) -> torch.Tensor:
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    if value.is_complex():
+        raise TypeError(f"{name} must be a real tensor, got {value.dtype}")
+    if value.device.type == "meta":
+        raise TypeError(f"{name} is on the 'meta' device (it has no data); give a tensor on the cpu or a GPU")
     if ndims is not None:
         ndims = tuple(ndims)
         if value.ndim not in ndims:
@@ -52,8 +59,18 @@ def check_tensor(name: str, value: object, ndims: Iterable[int] | None = None) -
     return value
 
 
+def check_finite(name: str, value: torch.Tensor) -> torch.Tensor:
+    """Reject NaN and +-inf: sampling would silently turn them into an all-NaN result."""
+    if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+        n_nan = int(torch.isnan(value).sum())
+        n_inf = int(torch.isinf(value).sum())
+        raise ValueError(f"{name} contains {n_nan} NaN and {n_inf} infinite values; every value must be finite")
+    return value
+
+
 def check_mask_values(name: str, mask: torch.Tensor) -> torch.Tensor:
     """A mask is a float tensor with every value in [0, 1] (no NaN)."""
+    check_tensor(name, mask)
     if not mask.is_floating_point():
         mask = mask.float()
     if mask.numel() == 0:

@@ -45,7 +45,7 @@ from .mask_tools import (
     soft_inverse,
     to_latent,
 )
-from .masks import check_mask
+from .masks import check_mask, check_mask_aspect
 from .nodes.providers import ADDITIONAL_SAMPLERS, RECOVERY_MODES, KSamplerAdvancedWrapper
 from .nodes.regional import interleaved_sample
 from .noise import prepare_noise
@@ -157,11 +157,13 @@ def two_samplers_for_mask(latent: dict, mask: torch.Tensor, base: SamplerSetting
                           crop_to_mask: bool = False, crop_context: int = 8, overlap_factor: int = 10,
                           base_only_steps: int = 1, callback=None, disable_pbar=None,
                           crop_multiple: int | None = None, additional_mode: str = "ratio between",
-                          additional_sampler: str = "AUTO", additional_sigma_ratio: float = 0.3) -> dict:
+                          additional_sampler: str = "AUTO", additional_sigma_ratio: float = 0.3,
+                          stretch_mask: bool = False) -> dict:
     """Render `latent` with `base` outside `mask` and `inside` inside it; returns a LATENT without noise_mask.
 
     mask: [H, W], [B, H, W] or [B, 1, H, W] in [0, 1], at image (H*downscale) or latent resolution (any size is
-    resized like ComfyUI); batch 1 or one mask per image.
+    resized like ComfyUI); batch 1 or one mask per image. A mask whose aspect ratio differs from the latent's is
+    an error unless stretch_mask=True.
     mode "two-pass" (TwoSamplersForMask): a full base pass, then the inside pass over its result with the mask
     as noise mask. Options: base_covers_mask, inversion (only used when base_covers_mask is False),
     differential, crop_to_mask / crop_context (latent px) / crop_multiple (default: model.latent_multiple or 8).
@@ -184,7 +186,7 @@ def two_samplers_for_mask(latent: dict, mask: torch.Tensor, base: SamplerSetting
                                overlap_factor=overlap_factor, base_only_steps=base_only_steps,
                                additional_mode=additional_mode, additional_sampler=additional_sampler,
                                additional_sigma_ratio=additional_sigma_ratio, callback=callback,
-                               disable_pbar=disable_pbar)
+                               disable_pbar=disable_pbar, stretch_mask=stretch_mask)
 
     _validate_common(latent, grow, feather, callback)
     check_choice("inversion", inversion, INVERSIONS)
@@ -193,6 +195,8 @@ def two_samplers_for_mask(latent: dict, mask: torch.Tensor, base: SamplerSetting
     samples = latent["samples"]
     b, _, h, w = samples.shape
     check_mask_batch(mask, b, "mask")
+    if not stretch_mask:
+        check_mask_aspect(mask, (h, w), "mask")
     batch_index = latent.get("batch_index")
     downscale = int(inside.model.latent_format.downscale)
 
@@ -261,7 +265,7 @@ def two_samplers_for_mask(latent: dict, mask: torch.Tensor, base: SamplerSetting
 def regional_sample(latent: dict, base: SamplerSettings, regions: list, *, grow: int = 0, feather: float = 0.0,
                     overlap_factor: int = 10, base_only_steps: int = 1, additional_mode: str = "ratio between",
                     additional_sampler: str = "AUTO", additional_sigma_ratio: float = 0.3, callback=None,
-                    disable_pbar=None) -> dict:
+                    disable_pbar=None, stretch_mask: bool = False) -> dict:
     """RegionalSampler's per-step interleaving with the fixes on; returns a LATENT without noise_mask.
 
     regions: a non-empty list of (mask, SamplerSettings). The shared schedule is base.seed / steps / denoise;
@@ -269,7 +273,8 @@ def regional_sample(latent: dict, base: SamplerSettings, regions: list, *, grow:
     stochastic noise of its step i; its steps/denoise are not used). A region is every pixel with mask > 0 (after
     `grow`, in image pixels), dilated by a box of size overlap_factor in the mask's own pixels (as upstream);
     `feather` (image px) adds a soft ramp outside the dilated region. The base sampler covers exactly the
-    pixels no region covers. Regions are applied in order, each composited over the previous ones.
+    pixels no region covers. Regions are applied in order, each composited over the previous ones. A mask whose
+    aspect ratio differs from the latent's is an error unless stretch_mask=True.
     """
     _check_settings(base, "base")
     _validate_common(latent, grow, feather, callback)
@@ -294,6 +299,8 @@ def regional_sample(latent: dict, base: SamplerSettings, regions: list, *, grow:
         _check_settings(s, f"regions[{j}] settings")
         m = check_mask(m, f"regions[{j}] mask")
         check_mask_batch(m, b, f"regions[{j}] mask")
+        if not stretch_mask:
+            check_mask_aspect(m, (h, w), f"regions[{j}] mask")
         g = _grow_feather(m, (h, w), downscale, grow, 0.0)
         region = dilate_region(g, overlap_factor, "nonzero")
         if feather > 0:

@@ -23,6 +23,18 @@ def check_mask(mask: torch.Tensor, name: str = "mask") -> torch.Tensor:
     return check_mask_values(name, mask)
 
 
+def check_mask_aspect(mask: torch.Tensor, latent_hw: tuple[int, int], name: str = "mask",
+                      tolerance: float = 0.01) -> None:
+    """Raise ValueError when `mask`'s aspect ratio differs from the latent's by more than `tolerance`
+    (relative): resizing it would stretch the shape. Callers that want the stretch skip this check."""
+    mh, mw = int(mask.shape[-2]), int(mask.shape[-1])
+    h, w = int(latent_hw[0]), int(latent_hw[1])
+    if abs((mw / mh) / (w / h) - 1.0) > tolerance:
+        raise ValueError(f"{name} is {mw}x{mh} but the latent is {w}x{h} (aspect ratios {mw / mh:.4g} vs "
+                         f"{w / h:.4g}): resizing would stretch it; crop or pad the mask to the image's shape, "
+                         "or pass stretch_mask=True to resize it anyway")
+
+
 def repeat_to_batch_size(tensor: torch.Tensor, batch_size: int, dim: int = 0) -> torch.Tensor:
     """Tile along `dim` ceil(batch_size / n) times and cut to batch_size (ComfyUI's rule)."""
     n = tensor.shape[dim]
