@@ -158,3 +158,39 @@ def test_mask_of_another_aspect_ratio_is_an_error_unless_stretched(model, cond):
         ts.regional_sample(latent, s, [(wide, s)], disable_pbar=True)
     # the same shape at image resolution (x8) and at latent resolution are both fine
     ts.two_samplers_for_mask(latent, torch.ones(64, 64), s, s, disable_pbar=True)
+
+
+# ------------------------------------------------------------------------------------------ older ComfyUI
+DEFAULT_NOISE_SAMPLERS = ["euler_ancestral", "euler_ancestral_cfg_pp", "dpm_2_ancestral", "dpmpp_2s_ancestral",
+                          "dpmpp_2s_ancestral_cfg_pp", "lcm", "ddpm", "res_multistep_ancestral",
+                          "res_multistep_ancestral_cfg_pp", "er_sde", "seeds_2", "seeds_3", "sa_solver",
+                          "sa_solver_pece"]
+
+
+@pytest.mark.parametrize("name", DEFAULT_NOISE_SAMPLERS)
+def test_comfyui_version_below_030_seeds_the_sampler_generator_with_seed(model, cond, name):
+    from twosamplers.noise import default_noise_sampler
+
+    latent = {"samples": torch.zeros(1, 4, 8, 8)}
+    seed = 11
+    old = ks(model, cond, latent, seed=seed, sampler_name=name, steps=3, comfyui_version="0.3.64")
+    new = ks(model, cond, latent, seed=seed, sampler_name=name, steps=3)
+    assert torch.equal(new["samples"], ks(model, cond, latent, seed=seed, sampler_name=name, steps=3,
+                                          comfyui_version="0.30")["samples"])
+    # the old seeding is exactly a generator seeded with `seed`; 0.30's is one seeded with seed + 1
+    like = torch.zeros(1, 4, 8, 8)
+    ref_old = ks(model, cond, latent, seed=seed, sampler_name=name, steps=3,
+                 sampler_options={"noise_sampler": default_noise_sampler(like, seed - 1)})
+    assert torch.equal(old["samples"], ref_old["samples"])
+    assert not torch.equal(old["samples"], new["samples"])
+
+
+def test_comfyui_version_is_validated_and_leaves_deterministic_samplers_alone(model, cond):
+    latent = {"samples": torch.zeros(1, 4, 8, 8)}
+    for bad in ("latest", "", "0.3.x", 0.3):
+        with pytest.raises(ValueError, match="comfyui_version"):
+            ks(model, cond, latent, comfyui_version=bad)
+    for name in ("euler", "dpmpp_2m", "dpmpp_2m_sde", "ddim"):
+        a = ks(model, cond, latent, sampler_name=name, comfyui_version="0.3.64")
+        b = ks(model, cond, latent, sampler_name=name)
+        assert torch.equal(a["samples"], b["samples"]), name

@@ -16,7 +16,7 @@ from ._checks import SEED_MAX, check_choice, check_float, check_int, check_seed
 from .conditioning import CondBatch, CondEntry, check_batch, normalize_conditioning
 from .latent import check_latent, fit_latent_channels
 from .masks import check_mask, resize_mask
-from .noise import prepare_noise
+from .noise import DEFAULT_COMFYUI_VERSION, parse_comfyui_version, prepare_noise
 from .samplers import DISCARD_PENULTIMATE_SIGMA_SAMPLERS, RANDOM_INPAINT_NOISE_SAMPLERS, SAMPLER_NAMES, get_sampler
 from .schedules import SCHEDULER_NAMES, ModelSamplingDiscrete, calculate_sigmas
 
@@ -135,7 +135,7 @@ class GuidedDenoiser:
             self._mask_cache = (denoise_mask, latent_mask, self.latent_image * latent_mask)
         return self._mask_cache[1], self._mask_cache[2]
 
-    def __call__(self, x, sigma, denoise_mask=None, model_options=None, seed=None):
+    def __call__(self, x, sigma, denoise_mask=None, model_options=None, seed=None, comfyui_version=None):
         model_options = model_options or {}
         if denoise_mask is not None:
             fn = model_options.get("denoise_mask_function")
@@ -199,9 +199,14 @@ def common_ksampler(
     model_options: dict | None = None,
     sampler_options: dict | None = None,
     sigmas: torch.Tensor | None = None,
+    comfyui_version: str = DEFAULT_COMFYUI_VERSION,
 ) -> dict:
     """ComfyUI's KSampler / KSamplerAdvanced: sample `latent` and return a new LATENT dict.
 
+    `comfyui_version` reproduces images made with an older ComfyUI: below "0.30" (e.g. "0.3.64") the samplers that
+    draw from the default noise sampler (euler_ancestral, dpm_2_ancestral, dpmpp_2s_ancestral, lcm, ddpm,
+    res_multistep_ancestral, er_sde, seeds_2/3, sa_solver, their variants) seed it with `seed` instead of
+    `seed + 1` on the CPU.
     `callback(step, x0, x, total_steps)` runs after every step; `disable_pbar` None shows a progress bar only
     on a terminal. `sigmas` overrides the computed schedule (then steps/scheduler/denoise are not used for it).
     The input latent dict, its tensors and the conditioning are never modified.
@@ -213,6 +218,7 @@ def common_ksampler(
     check_choice("sampler_name", sampler_name, SAMPLER_NAMES)
     check_choice("scheduler", scheduler, SCHEDULER_NAMES)
     denoise = check_float("denoise", denoise, 0.0, 1.0)
+    parse_comfyui_version(comfyui_version)
     if start_step is not None:
         start_step = check_int("start_step", start_step, 0)
     if last_step is not None:
@@ -252,13 +258,14 @@ def common_ksampler(
 
     samples_out = sample_with_sigmas(model, noise, sigmas, samples, pos, neg, cfg, sampler_name, seed, noise_mask,
                                      callback=callback, disable_pbar=disable_pbar, model_options=model_options,
-                                     sampler_options=sampler_options)
+                                     sampler_options=sampler_options, comfyui_version=comfyui_version)
     out["samples"] = samples_out
     return out
 
 
 def sample_with_sigmas(model, noise, sigmas, samples, positive, negative, cfg, sampler_name, seed, noise_mask=None,
-                       *, callback=None, disable_pbar=None, model_options=None, sampler_options=None):
+                       *, callback=None, disable_pbar=None, model_options=None, sampler_options=None,
+                       comfyui_version=DEFAULT_COMFYUI_VERSION):
     """The sampling core once sigmas and noise are known (ComfyUI's CFGGuider + KSAMPLER.sample)."""
     device = model.device
     sigmas = sigmas.to(device)
@@ -280,7 +287,7 @@ def sample_with_sigmas(model, noise, sigmas, samples, positive, negative, cfg, s
     max_denoise = math.isclose(sigma_max, sigma0, rel_tol=1e-05) or sigma0 > sigma_max
     x = ms.noise_scaling(sigmas[0], noise, latent_image, max_denoise)
 
-    extra_args = {"seed": seed, "model_options": dict(model_options or {})}
+    extra_args = {"seed": seed, "model_options": dict(model_options or {}), "comfyui_version": comfyui_version}
     if denoise_mask is not None:
         extra_args["denoise_mask"] = denoise_mask
     total = len(sigmas) - 1
