@@ -25,7 +25,11 @@ DEFAULTS = {"seed": 0, "steps": 20, "sampler": "euler", "scheduler": "normal", "
             "model": "textures", "mask_channel": "gray", "invert_mask": False, "mode": "two-pass",
             "inversion": "soft", "base_covers_mask": True, "grow": 0, "feather": 0.0, "differential": False,
             "crop_to_mask": False, "crop_context": 8, "overlap_factor": 10, "base_only_steps": 1}
-DEFAULT_CFG = {"textures": 3.0, "ideal": 3.0}  # the analytic models; checkpoints default to 8.0 like ComfyUI
+# The analytic models' conditional prediction is already exact, so they default to cfg 1: at cfg 3 the guidance
+# (cond - uncond) * 2 overshoots at a class boundary, where the unconditional posterior follows the neighbouring
+# class, into a 1-2 px rim of saturated red/magenta around the demo's disc (docs/default-model.md).
+# Checkpoints default to 8.0 like ComfyUI.
+DEFAULT_CFG = {"textures": 1.0, "ideal": 1.0}
 DEFAULT_SIZE = 256
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
@@ -51,7 +55,7 @@ def _add_pass_options(p: argparse.ArgumentParser) -> None:
     spec = {
         "seed": dict(type=int, help="noise seed (default 0)"),
         "steps": dict(type=int, help="sampling steps (default 20)"),
-        "cfg": dict(type=float, help="classifier-free guidance scale (default 3 for textures/ideal, 8 otherwise)"),
+        "cfg": dict(type=float, help="classifier-free guidance scale (default 1 for textures/ideal, 8 otherwise)"),
         "sampler": dict(choices=samplers, metavar="NAME", help="sampler name, as in ComfyUI (default euler)"),
         "scheduler": dict(choices=schedulers, metavar="NAME", help=f"scheduler: {', '.join(schedulers)} "
                                                                    "(default normal)"),
@@ -148,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--size", type=int, default=DEFAULT_SIZE, help=f"width and height (default {DEFAULT_SIZE})")
     d.add_argument("--steps", type=int, default=20, help="steps per pass (default 20)")
     d.add_argument("--seed", type=int, default=0, help="seed (default 0)")
-    d.add_argument("--cfg", type=float, default=None, help="guidance scale (default 3)")
+    d.add_argument("--cfg", type=float, default=None, help="guidance scale (default 1 for textures/ideal, 8 otherwise)")
     d.add_argument("--sampler", choices=_names()[0], metavar="NAME", default="euler", help="sampler (default euler)")
     d.add_argument("--base-prompt", default="grass", help="prompt outside the disc (default grass)")
     d.add_argument("--mask-prompt", default="brick", help="prompt inside the disc (default brick)")

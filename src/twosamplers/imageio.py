@@ -133,7 +133,7 @@ def mask_to_uint8(mask: torch.Tensor) -> np.ndarray:
 def encode_mask_png(mask: torch.Tensor) -> str:
     """A MASK as an 8-bit grayscale PNG, hex-encoded (to embed in a text chunk)."""
     buf = io.BytesIO()
-    Image.fromarray(mask_to_uint8(mask), "L").save(buf, format="PNG", optimize=True)
+    Image.fromarray(mask_to_uint8(mask)).save(buf, format="PNG", optimize=True)
     return buf.getvalue().hex()
 
 
