@@ -9,12 +9,12 @@ from PIL import Image
 from safetensors.torch import save_file
 
 import twosamplers as ts
+from twosamplers._checks import check_mask
 from twosamplers.conditioning import normalize_conditioning
 from twosamplers.imageio import load_image, load_mask
-from twosamplers.ksampler import common_ksampler
 from twosamplers.latent import load_latent
-from twosamplers.masks import check_mask
 from twosamplers.models import NetworkModel
+from twosamplers.passes import common_ksampler
 
 
 @pytest.fixture(scope="module")

@@ -244,10 +244,10 @@ class SpyAdvanced(ts.KSamplerAdvancedWrapper):
         super().__init__(*a, **kw)
         self.calls = []
 
-    def sample_advanced(self, add_noise, seed, steps, latent_image, start_at_step, end_at_step, leftover, **kw):
+    def sample_trusted(self, add_noise, seed, steps, latent_image, start_at_step, end_at_step, leftover, **kw):
         self.calls.append((bool(add_noise), start_at_step, end_at_step))
-        return super().sample_advanced(add_noise, seed, steps, latent_image, start_at_step, end_at_step, leftover,
-                                       **kw)
+        return super().sample_trusted(add_noise, seed, steps, latent_image, start_at_step, end_at_step, leftover,
+                                      **kw)
 
 
 @pytest.mark.parametrize("name", ["dpmpp_2m_sde", "dpmpp_3m_sde_gpu", "dpmpp_sde", "uni_pc"])

@@ -1,4 +1,8 @@
-"""Argument checks shared by the public functions: each raises a clear error naming the argument."""
+"""Argument checks and named limits shared by every entrance: each check raises a clear error naming the argument.
+
+Entrances (the front door, node inputs, `Pass`, `Job`) validate here once; functions below them trust their
+callers (their docstrings say what they expect).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,13 @@ from collections.abc import Iterable
 
 import torch
 
-SEED_MAX = 2**64 - 1
+SEED_MAX = 2**64 - 1          # seeds are unsigned 64-bit, as ComfyUI's widgets
+MAX_STEPS = 10000             # ComfyUI's KSampler widget maximum
+MAX_CFG = 100.0               # ComfyUI's KSampler widget maximum
+MAX_SIGMA_FACTOR = 10.0       # Impact's KSamplerAdvancedProvider widget maximum
+MAX_OVERLAP = 10000           # Impact's overlap_factor widget maximum
+MAX_IMAGE_SIDE = 16384        # ComfyUI's MAX_RESOLUTION
+MODEL_PROTOCOL = ("apply_model", "model_sampling", "latent_format")
 
 
 def check_choice(name: str, value: object, valid: Iterable[str]) -> str:
@@ -66,6 +76,43 @@ def check_finite(name: str, value: torch.Tensor) -> torch.Tensor:
         n_inf = int(torch.isinf(value).sum())
         raise ValueError(f"{name} contains {n_nan} NaN and {n_inf} infinite values; every value must be finite")
     return value
+
+
+def check_model(name: str, model: object) -> object:
+    """A twosamplers model: anything with the protocol attributes of `models/base.py`."""
+    for attr in MODEL_PROTOCOL:
+        if not hasattr(model, attr):
+            raise TypeError(f"{name} must implement the twosamplers model protocol (missing {attr!r}); "
+                            "wrap a plain network with twosamplers.models.NetworkModel")
+    return model
+
+
+def check_mask(mask: object, name: str = "mask") -> torch.Tensor:
+    """A MASK: [H, W], [B, H, W] or [B, 1, H, W], values in [0, 1]; returned as float (the input is untouched)."""
+    check_tensor(name, mask, ndims=(2, 3, 4))
+    if mask.ndim == 4 and mask.shape[1] != 1:
+        raise ValueError(f"{name} must be [H, W], [B, H, W] or [B, 1, H, W]; got shape {tuple(mask.shape)}")
+    return check_mask_values(name, mask)
+
+
+def check_mask_batch(mask: torch.Tensor, batch: int, name: str = "mask") -> None:
+    """One mask for all images (batch 1) or one per image (batch == latent batch); anything else is an error."""
+    b = mask.reshape((-1, mask.shape[-2], mask.shape[-1])).shape[0]
+    if b not in (1, batch):
+        raise ValueError(f"{name} has batch {b}, which cannot broadcast to the latent batch {batch} "
+                         "(give one mask, or one mask per image)")
+
+
+def check_mask_aspect(mask: torch.Tensor, latent_hw: tuple[int, int], name: str = "mask",
+                      tolerance: float = 0.01) -> None:
+    """Raise ValueError when `mask`'s aspect ratio differs from the latent's by more than `tolerance`
+    (relative): resizing it would stretch the shape. Callers that want the stretch skip this check."""
+    mh, mw = int(mask.shape[-2]), int(mask.shape[-1])
+    h, w = int(latent_hw[0]), int(latent_hw[1])
+    if abs((mw / mh) / (w / h) - 1.0) > tolerance:
+        raise ValueError(f"{name} is {mw}x{mh} but the latent is {w}x{h} (aspect ratios {mw / mh:.4g} vs "
+                         f"{w / h:.4g}): resizing would stretch it; crop or pad the mask to the image's shape, "
+                         "or pass stretch_mask=True to resize it anyway")
 
 
 def check_mask_values(name: str, mask: torch.Tensor) -> torch.Tensor:

@@ -407,10 +407,8 @@ def _read_json(path: Path) -> dict:
         raise CheckpointError(f"{path}: cannot read ({e})") from None
 
 
-def _load_folder(path: Path, dev, dt, pred, skip, source: str | None = None) -> SDModel:
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
-
+def _check_folder(path: Path) -> tuple[bool, dict]:
+    """A diffusers folder we can load: -> (is SDXL, scheduler config); a clear error otherwise."""
     index_file = path / "model_index.json"
     if not index_file.exists():
         raise CheckpointError(f"{path} is a folder without model_index.json: not a diffusers model folder. "
@@ -434,6 +432,41 @@ def _load_folder(path: Path, dev, dt, pred, skip, source: str | None = None) -> 
     if sched.get("beta_schedule", "scaled_linear") != "scaled_linear":
         raise UnsupportedModelError(f"{path}: beta_schedule {sched.get('beta_schedule')!r} is not supported "
                                     "(only scaled_linear, the SD1/SD2/SDXL schedule)")
+    return sdxl, sched
+
+
+def _folder_tokenizer(path: Path, sub: str, encoder) -> TokenizerSpec:
+    """The folder's own tokenizer (its vocabulary and special tokens); the shipped CLIP one only when the
+    folder has none and the text encoder has CLIP's vocabulary size."""
+    from transformers import CLIPTokenizer
+
+    folder = path / sub
+    vocab_size = int(encoder.config.vocab_size)
+    if any((folder / f).exists() for f in ("vocab.json", "tokenizer.json", "tokenizer_config.json")):
+        try:
+            tok = CLIPTokenizer.from_pretrained(folder)
+        except (OSError, ValueError) as e:
+            raise CheckpointError(f"{folder}: cannot load the tokenizer ({type(e).__name__}: {e})") from None
+    elif vocab_size == len(clip_tokenizer()):
+        tok = clip_tokenizer()
+    else:
+        raise CheckpointError(f"{path}: no {sub}/ folder with a tokenizer, and the text encoder's vocabulary "
+                              f"({vocab_size} tokens) is not CLIP's ({len(clip_tokenizer())})")
+    if len(tok) > vocab_size:
+        raise CheckpointError(f"{folder}: the tokenizer has {len(tok)} tokens but the text encoder only "
+                              f"{vocab_size}; they do not belong together")
+    ids = {k: getattr(tok, f"{k}_token_id") for k in ("bos", "eos", "pad")}
+    if ids["bos"] is None or ids["eos"] is None:
+        raise CheckpointError(f"{folder}: the tokenizer has no start/end token (bos/eos)")
+    pad = ids["eos"] if ids["pad"] is None else ids["pad"]
+    return TokenizerSpec(tok, pad_token=int(pad), start_token=int(ids["bos"]), end_token=int(ids["eos"]))
+
+
+def _load_folder(path: Path, dev, dt, pred, skip, source: str | None = None) -> SDModel:
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    sdxl, sched = _check_folder(path)
     folder_pred = _prediction_arg(sched.get("prediction_type", "epsilon"))
     load = {"torch_dtype": dt}
     from diffusers.utils import is_accelerate_available
@@ -453,37 +486,13 @@ def _load_folder(path: Path, dev, dt, pred, skip, source: str | None = None) -> 
     for m in [unet, vae] + ([te_l, te_g] if sdxl else [te]):
         m.eval().requires_grad_(False)
 
-    def spec(sub: str, encoder) -> TokenizerSpec:
-        """The folder's own tokenizer (its vocabulary and special tokens); the shipped CLIP one only when the
-        folder has none and the text encoder has CLIP's vocabulary size."""
-        folder = path / sub
-        vocab_size = int(encoder.config.vocab_size)
-        if any((folder / f).exists() for f in ("vocab.json", "tokenizer.json", "tokenizer_config.json")):
-            try:
-                tok = CLIPTokenizer.from_pretrained(folder)
-            except (OSError, ValueError) as e:
-                raise CheckpointError(f"{folder}: cannot load the tokenizer ({type(e).__name__}: {e})") from None
-        elif vocab_size == len(clip_tokenizer()):
-            tok = clip_tokenizer()
-        else:
-            raise CheckpointError(f"{path}: no {sub}/ folder with a tokenizer, and the text encoder's vocabulary "
-                                  f"({vocab_size} tokens) is not CLIP's ({len(clip_tokenizer())})")
-        if len(tok) > vocab_size:
-            raise CheckpointError(f"{folder}: the tokenizer has {len(tok)} tokens but the text encoder only "
-                                  f"{vocab_size}; they do not belong together")
-        ids = {k: getattr(tok, f"{k}_token_id") for k in ("bos", "eos", "pad")}
-        if ids["bos"] is None or ids["eos"] is None:
-            raise CheckpointError(f"{folder}: the tokenizer has no start/end token (bos/eos)")
-        pad = ids["eos"] if ids["pad"] is None else ids["pad"]
-        return TokenizerSpec(tok, pad_token=int(pad), start_token=int(ids["bos"]), end_token=int(ids["eos"]))
-
     if sdxl:
         family = "sdxl"
-        encoders = [ClipTextEncoder(te_l, spec("tokenizer", te_l), layer_idx=-2, layer_norm_hidden_state=False),
-                    ClipTextEncoder(te_g, spec("tokenizer_2", te_g), layer_idx=-2, layer_norm_hidden_state=False,
-                                    projected_pooled=True)]
+        tl, tg = _folder_tokenizer(path, "tokenizer", te_l), _folder_tokenizer(path, "tokenizer_2", te_g)
+        encoders = [ClipTextEncoder(te_l, tl, layer_idx=-2, layer_norm_hidden_state=False),
+                    ClipTextEncoder(te_g, tg, layer_idx=-2, layer_norm_hidden_state=False, projected_pooled=True)]
     else:
-        t1 = spec("tokenizer", te)
+        t1 = _folder_tokenizer(path, "tokenizer", te)
         openclip = te.config.hidden_act == "gelu"
         if openclip:
             # diffusers' SD2 folders drop OpenCLIP's last layer and use the (now last) penultimate one, which
