@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ._checks import (
+    MAX_IMAGE_SIDE,
     MAX_OVERLAP,
     MAX_STEPS,
     check_choice,
@@ -88,8 +89,9 @@ def _grow_feather(mask: torch.Tensor, latent_hw, downscale: int, grow_px, feathe
 
 def _validate_common(latent, grow_px, feather_px, callback):
     check_latent(latent, "latent")
-    check_int("grow", grow_px)
-    check_float("feather", feather_px, 0.0)
+    # bounded by the largest image (inf and huge values are errors); a grow beyond the mask acts as its side
+    check_int("grow", grow_px, -MAX_IMAGE_SIDE, MAX_IMAGE_SIDE)
+    check_float("feather", feather_px, 0.0, float(MAX_IMAGE_SIDE))
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable as callback(step, x0, x, total), got {type(callback).__name__}")
 
@@ -141,7 +143,7 @@ def two_samplers_for_mask(latent: dict, mask: torch.Tensor, base: SamplerSetting
     _validate_common(latent, grow, feather, callback)
     opts = TwoPassOptions(base_covers_mask=bool(base_covers_mask), inversion=check_choice("inversion", inversion,
                           INVERSIONS), differential=bool(differential), crop_to_mask=bool(crop_to_mask),
-                          crop_context=check_int("crop_context", crop_context, 0),
+                          crop_context=check_int("crop_context", crop_context, 0, MAX_IMAGE_SIDE),
                           crop_multiple=None if crop_multiple is None else check_int("crop_multiple", crop_multiple, 1))
     samples = latent["samples"]
     b, _, h, w = samples.shape
@@ -210,7 +212,7 @@ def regional_sample(latent: dict, base: SamplerSettings, regions: list, *, grow:
 def _advanced(s: Pass) -> KSamplerAdvancedWrapper:
     """A pass as a KSAMPLER_ADVANCED (Brownian trees over each call's own sigmas, ComfyUI's default)."""
     return KSamplerAdvancedWrapper(s.model, s.cfg, s.sampler_name, s.scheduler, s.cond_pos, s.cond_neg,
-                                   brownian_tree="call")
+                                   brownian_tree="call", comfyui_version=s.comfyui_version)
 
 
 __all__ = ["DEFAULT_CROP_MULTIPLE", "INVERSIONS", "MODES", "SamplerSettings", "regional_sample",

@@ -183,6 +183,9 @@ def read_settings(path: str | os.PathLike) -> tuple[dict, torch.Tensor | None]:
         settings = json.loads(chunks[SETTINGS_KEY])
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: the '{SETTINGS_KEY}' text chunk is not valid JSON: {e}") from e
+    except RecursionError:
+        raise ValueError(f"{path}: the '{SETTINGS_KEY}' text chunk is nested too deeply (settings are a flat "
+                         "JSON object)") from None
     if not isinstance(settings, dict):
         raise ValueError(f"{path}: the '{SETTINGS_KEY}' text chunk is not a JSON object")
     mask = decode_mask_png(chunks[MASK_KEY]) if MASK_KEY in chunks else None

@@ -79,7 +79,9 @@ def grow(mask: torch.Tensor, pixels) -> torch.Tensor:
     if (ry > 0 and rx < 0) or (ry < 0 and rx > 0):
         raise ValueError(f"pixels={pixels!r}: grow and shrink at once is not supported")
     shrink = ry < 0 or rx < 0
-    ry, rx = abs(ry), abs(rx)
+    # a window wider than the mask covers all of it: growing by more than the mask's side is the same as
+    # growing by its side (exactly), so huge values cost no more than that
+    ry, rx = min(abs(ry), m.shape[-2]), min(abs(rx), m.shape[-1])
     src = 1.0 - m if shrink else m
     out = F.max_pool2d(F.pad(src, (rx, rx, ry, ry), value=0.0), (2 * ry + 1, 2 * rx + 1), stride=1)
     if shrink:

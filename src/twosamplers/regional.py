@@ -29,7 +29,7 @@ from ._checks import (
 from .ksampler import compute_sigmas
 from .latent import check_latent, fit_latent_channels
 from .mask_ops import composite
-from .noise import BrownianTreeNoiseSampler, prepare_noise
+from .noise import DEFAULT_COMFYUI_VERSION, BrownianTreeNoiseSampler, parse_comfyui_version, prepare_noise
 from .passes import Pass, as_entries, check_noise_mask, run_pass
 from .samplers import SAMPLER_NAMES
 from .schedules import SCHEDULER_NAMES, calculate_sigmas
@@ -81,10 +81,11 @@ class KSamplerAdvancedWrapper:
     `sampler_opt` (optional) is a sampler name that replaces `sampler_name` for sampling; the schedule is then
     computed without the dpm_2/uni_pc penultimate-sigma rule (as upstream does for a custom SAMPLER).
     `brownian_tree`: "schedule" (Impact's wrapper, default) or "call" (see `_call`, Impact's "separated sample").
+    `comfyui_version` (default "0.30"): "0.3.64" reproduces the older ComfyUI's default-noise-sampler seeding.
     """
 
     def __init__(self, model, cfg, sampler_name, scheduler, positive, negative, sampler_opt=None, sigma_factor=1.0,
-                 *, brownian_tree: str = "schedule"):
+                 *, brownian_tree: str = "schedule", comfyui_version: str = DEFAULT_COMFYUI_VERSION):
         self.model = check_model("model", model)
         self.cfg = check_float("cfg", cfg, 0.0, MAX_CFG)
         self.sampler_name = check_choice("sampler_name", sampler_name, SAMPLER_NAMES)
@@ -97,6 +98,8 @@ class KSamplerAdvancedWrapper:
         self.sampler_opt = sampler_opt
         self.sigma_factor = check_float("sigma_factor", sigma_factor, 0.0, MAX_SIGMA_FACTOR)
         self.brownian_tree = check_choice("brownian_tree", brownian_tree, BROWNIAN_TREE_MODES)
+        parse_comfyui_version(comfyui_version)
+        self.comfyui_version = comfyui_version
         self._sigma_cache: dict[tuple, torch.Tensor] = {}
 
     @property
@@ -141,7 +144,7 @@ class KSamplerAdvancedWrapper:
                  sampler_name=sampler_name if self.sampler_opt is None else self.sampler_opt,
                  scheduler=self.scheduler, start_step=start, last_step=end, force_full_denoise=not leftover,
                  disable_noise=not add_noise, sigmas=total, sigma_factor=ratio if start is not None else 1.0,
-                 model_options=model_options)
+                 model_options=model_options, comfyui_version=self.comfyui_version)
         samples = latent["samples"]
         out = dict(latent)
         if p.run_sigmas() is None:

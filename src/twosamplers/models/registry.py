@@ -77,8 +77,9 @@ BUILTIN_MODELS = tuple(REGISTRY)
 
 
 def _registered_name(name) -> str | None:
-    if isinstance(name, str) and name.strip().lower() in REGISTRY:
-        return name.strip().lower()
+    # exactly as typed: ' TEXTURES ' is not the textures model (it is a path that does not exist)
+    if isinstance(name, str) and name in REGISTRY:
+        return name
     return None
 
 
