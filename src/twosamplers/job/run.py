@@ -119,7 +119,8 @@ def prepare_job(job: Job, cache: ModelCache | None = None, *, load_options: dict
 
         problem = memory_problem(model, job.width, job.height)
         if problem:
-            raise JobError("memory", f"{problem}; render a smaller image, or override the check (--ignore-memory-limit; check_memory=False)")
+            raise JobError("memory", f"{problem}; render a smaller image, or override the check "
+                           "(--ignore-memory-limit; check_memory=False)")
     return Prepared(job, model, mask, pixels)
 
 
