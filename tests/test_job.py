@@ -144,9 +144,11 @@ def test_model_cache_loads_once_per_key():
 
     cache = ModelCache(loader)
     a = cache.get("textures")
-    assert cache.get(" Textures ") is a and len(calls) == 1
+    assert cache.get("textures") is a and len(calls) == 1
+    assert cache.get(" Textures ") is not a and len(calls) == 2  # names are exact: that one is a path
+    calls.pop()
     b = cache.get("textures", device="cpu")
-    assert b is not a and len(calls) == 2 and len(cache) == 2
+    assert b is not a and len(calls) == 2 and len(cache) == 3
     cache.clear()
     assert len(cache) == 0
 

@@ -146,12 +146,16 @@ def _add_generate(sub) -> None:
                    "the seed, 0.30 and later with seed + 1 (default 0.30)")
     _add_memory_option(g)
     _add_pass_options(g)
+    _add_generate_outputs(g)
+    g.set_defaults(func=cmd_generate)
+
+
+def _add_generate_outputs(g) -> None:
     g.add_argument("-o", "--output", metavar="PNG", required=True, help="output PNG (required). An existing file is "
                    "replaced whole; a symbolic link is followed: the file it points to is replaced, the link stays")
     g.add_argument("--save-latent", metavar="FILE", help="also write the result as a ComfyUI .latent file")
     g.add_argument("--preview", metavar="PNG", help="also write a side-by-side preview: mask | base | result")
     _add_common_output(g)
-    g.set_defaults(func=cmd_generate)
 
 
 def _add_demo(sub) -> None:
