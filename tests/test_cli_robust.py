@@ -329,3 +329,37 @@ def test_comfyui_version_through_node_classes_and_front_door():
         assert not torch.equal(*outs), mode
     with pytest.raises(ValueError, match="comfyui_version"):
         ts.SamplerSettings(model, pos, neg, comfyui_version="new")
+
+
+def test_feather_wider_than_the_image_is_an_error(mask, capsys, no_sampling):
+    code, _, err = run(gen(mask, "-o", "never.png", "--width", 32, "--height", 32, "--feather", 500), capsys)
+    one_line_error(code, err, "--feather", "wider than the image")
+
+
+def test_region_dilation_with_a_huge_overlap_is_bounded_and_exact():
+    import math
+
+    import torch.nn.functional as F
+
+    from twosamplers.mask_ops import dilate_region
+
+    def conv_reference(mask, k, threshold):  # the box filter as upstream computes it
+        m = mask.reshape(-1, 1, *mask.shape[-2:]).float()
+        h, w = m.shape[-2:]
+        binarize = torch.round if threshold == "round" else (lambda t: (t > 0).to(t.dtype))
+        if k == 0:
+            return binarize(m)
+        pad = math.ceil((k - 1) / 2)
+        return binarize(torch.clamp(F.conv2d(binarize(m), torch.ones(1, 1, k, k), padding=pad), 0, 1)[:, :, :h, :w])
+
+    g = torch.Generator().manual_seed(0)
+    for _ in range(60):
+        h, w = torch.randint(1, 14, (2,), generator=g).tolist()
+        m = torch.rand(h, w, generator=g) ** 3
+        k = int(torch.randint(0, 40, (1,), generator=g))
+        for th in ("round", "nonzero"):
+            assert torch.equal(dilate_region(m, k, th), conv_reference(m, k, th)), (h, w, k, th)
+    m = torch.zeros(16, 16)
+    m[3, 4] = 1.0
+    assert bool(dilate_region(m, 10000).all())  # covers everything, without a 10000 x 10000 box
+    assert not bool(dilate_region(torch.zeros(16, 16), 10000).any())

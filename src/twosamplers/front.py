@@ -75,7 +75,12 @@ _PER_CALL_FIELDS = {"start_step": None, "last_step": None, "force_full_denoise":
 
 
 def _grow_feather(mask: torch.Tensor, latent_hw, downscale: int, grow_px, feather_px, outward: bool = False):
-    """grow (int, image px) then feather (float, image px) at the mask's own resolution."""
+    """grow (int, image px) then feather (float, image px) at the mask's own resolution. A feather wider than
+    the image is an error (its cost grows with it); a grow beyond the image acts as the image size."""
+    side = max(latent_hw) * downscale
+    if feather_px > side:
+        raise ValueError(f"feather={feather_px:g} is wider than the image ({latent_hw[1] * downscale}x"
+                         f"{latent_hw[0] * downscale} px); accepted: 0 .. {side}")
     sy, sx = pixel_scale(mask, latent_hw, downscale)
     if grow_px:
         def g(scale):

@@ -114,6 +114,10 @@ def prepare_job(job: Job, cache: ModelCache | None = None, *, load_options: dict
     model = cache.get(job.model, **options)
     factor = int(model.latent_format.downscale)
     job = resolve_size(job, tuple(mask.shape[-2:]), None if pixels is None else tuple(pixels.shape[1:3]), factor)
+    side = max(job.width, job.height)
+    if job.feather > side:
+        raise JobError("feather", f"{job.feather:g} is wider than the image ({job.width}x{job.height} px); "
+                       f"accepted: 0 .. {side}")
     if check_memory:
         from .memory import memory_problem
 
