@@ -124,6 +124,7 @@ def _add_generate(sub) -> None:
     m.add_argument("--clip-skip", type=int, help="text encoder layer, as ComfyUI's CLIPSetLastLayer: -1 last, "
                    "-2 penultimate, ... (a positive n means -n, A1111 style)")
     m.add_argument("--prediction", choices=("eps", "v"), help="override the prediction type (SD2.x 768 models are v)")
+    _add_lora_options(g)
     g.add_argument("--mode", choices=MODES, default=None,
                    help="two-pass: a base pass over the whole image, then the mask pass (default); "
                    "interleaved/regional: both samplers step by step")
@@ -137,6 +138,7 @@ def _add_generate(sub) -> None:
                    help="grey mask values = per-pixel denoise (Differential Diffusion), two-pass mode")
     g.add_argument("--crop-to-mask", action=argparse.BooleanOptionalAction, default=None,
                    help="sample the mask pass only in the mask's bounding box (two-pass mode)")
+    _add_controlnet_options(g)
     g.add_argument("--crop-context", type=int, help="pixels of context around the crop box (latent px, default 8)")
     g.add_argument("--overlap-factor", type=int, help="interleaved/regional: mask overlap (default 10)")
     g.add_argument("--base-only-steps", type=int, help="interleaved/regional: steps before the mask joins "
@@ -156,6 +158,34 @@ def _add_generate_outputs(g) -> None:
     g.add_argument("--save-latent", metavar="FILE", help="also write the result as a ComfyUI .latent file")
     g.add_argument("--preview", metavar="PNG", help="also write a side-by-side preview: mask | base | result")
     _add_common_output(g)
+
+
+def _add_controlnet_options(g) -> None:
+    g.add_argument("--inpaint-conditioning", action=argparse.BooleanOptionalAction, default=None,
+                   help="when the mask pass's model is an inpainting checkpoint, give it the base result with the "
+                   "mask greyed out, as ComfyUI's InpaintModelConditioning (default yes; no: the latent itself)")
+    c = g.add_argument_group("ControlNets (SD checkpoints): FILE:IMAGE[:STRENGTH[:START:END]], repeatable; "
+                             "the hint IMAGE is resized to the output like ComfyUI; START/END in 0..1")
+    c.add_argument("--controlnet", dest="controlnets", action="append", metavar="SPEC",
+                   help="a ControlNet for both passes")
+    c.add_argument("--base-controlnet", dest="base_controlnets", action="append", metavar="SPEC",
+                   help="a ControlNet for the base pass (after the --controlnet ones)")
+    c.add_argument("--mask-controlnet", dest="mask_controlnets", action="append", metavar="SPEC",
+                   help="a ControlNet for the mask pass (after the --controlnet ones)")
+
+
+def _add_lora_options(g: argparse.ArgumentParser) -> None:
+    lo = g.add_argument_group("LoRAs and embeddings (SD checkpoints; also <lora:NAME:S[:S_CLIP]> in a prompt)")
+    spec = "FILE[:S[:S_CLIP]]"
+    lo.add_argument("--lora", dest="loras", action="append", metavar=spec, default=None,
+                    help="a LoRA for both passes at model strength S and text-encoder strength S_CLIP (default 1 and "
+                    "S); repeatable, applied in order before each pass's own")
+    lo.add_argument("--base-lora", "--base-loras", dest="base_loras", action="append", metavar=spec, default=None,
+                    help="a LoRA for the base pass only (repeatable)")
+    lo.add_argument("--mask-lora", "--mask-loras", dest="mask_loras", action="append", metavar=spec, default=None,
+                    help="a LoRA for the mask pass only (repeatable)")
+    lo.add_argument("--lora-dir", metavar="DIR", help="where LoRA names (of the flags and prompt tags) are looked up")
+    lo.add_argument("--embeddings", metavar="DIR", help="textual-inversion embeddings for embedding:NAME in prompts")
 
 
 def _add_demo(sub) -> None:
@@ -191,17 +221,24 @@ def flags_to_dict(args: argparse.Namespace) -> dict:
     for which in PASSES:
         for key in PASS_KEYS:
             v = getattr(args, f"{which}_{key}", None)
-            v = getattr(args, key, None) if v is None else v
+            both = getattr(args, key, None)
+            if isinstance(both, list):  # repeatable per-pass flags add up: --x for both, then --base-x / --mask-x
+                v = both + (v or [])
+            v = both if v is None else v
             if v is not None:
                 d[f"{which}_{key}"] = v
     return d
 
 
+_LIST_FLAGS = {"base_controlnets": "--base-controlnet", "mask_controlnets": "--mask-controlnet"}
+
+
 def _flag(field: str, origins: dict[str, str] | None = None) -> str:
     """The flag (or other source) the user gave `field` through: `origins` says, else --field."""
+    field = field.split("[")[0]
     if origins and field in origins:
         return origins[field]
-    return "--" + field.replace("_", "-")
+    return _LIST_FLAGS.get(field) or "--" + field.replace("_", "-")
 
 
 def flag_origins(args: argparse.Namespace, extra: dict[str, str] | None = None) -> dict[str, str]:

@@ -10,7 +10,7 @@ LoRAs, ControlNets) become fields of `Pass`, so every front end gets them at onc
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -29,6 +29,7 @@ from ._checks import (
 from .conditioning import CondEntry, check_batch, normalize_conditioning
 from .ksampler import StepCallback, compute_sigmas, sample_with_sigmas, slice_sigmas
 from .latent import check_latent, fit_latent_channels
+from .models.control import ControlNet, attach_controlnets
 from .noise import DEFAULT_COMFYUI_VERSION, parse_comfyui_version, prepare_noise
 from .samplers import SAMPLER_NAMES
 from .schedules import SCHEDULER_NAMES
@@ -56,6 +57,10 @@ class Pass:
       draw from the default noise sampler (euler_ancestral, dpm_2_ancestral, dpmpp_2s_ancestral, lcm, ddpm,
       res_multistep_ancestral, er_sde, seeds_2/3, sa_solver and their variants) seed it with `seed`, not
       `seed + 1` on the CPU.
+    - `loras`: [Lora(path, strength_model, strength_clip), ...] patched into the network for this pass only
+      (`net` is the model carrying them; ComfyUI's LoraLoader chain order). The conditioning is given already
+      encoded: for the text-encoder half (strength_clip), encode the prompts with `pass.net.encode_prompt` or
+      `model.with_loras(...)`.
     `name` prefixes error messages ("base.steps=0 is out of range"). Validated on construction.
     """
 
@@ -77,7 +82,10 @@ class Pass:
     model_options: dict | None = None
     sampler_options: dict | None = None
     comfyui_version: str = DEFAULT_COMFYUI_VERSION
+    controlnets: tuple = ()
+    loras: tuple = ()
     name: str = field(default="", repr=False)
+    net: object = field(init=False, repr=False)
     cond_pos: list = field(init=False, repr=False)
     cond_neg: list = field(init=False, repr=False)
 
@@ -101,6 +109,10 @@ class Pass:
                 fix[key] = check_int(f"{n}{key}", getattr(self, key), 0)
         if self.sigmas is not None:
             fix["sigmas"] = torch.as_tensor(self.sigmas, dtype=torch.float32).reshape(-1).clone()
+        if self.controlnets:
+            fix["controlnets"] = tuple(_check_controlnet(f"{n}controlnets[{i}]", c).loaded(self.model)
+                                       for i, c in enumerate(self.controlnets))
+        fix.update(_with_loras(self.model, self.loras, f"{n}loras"))
         for key, value in fix.items():
             object.__setattr__(self, key, value)
 
@@ -125,6 +137,35 @@ class Pass:
         return 0 if sigmas is None else len(sigmas) - 1
 
 
+def _check_controlnet(name: str, c) -> ControlNet:
+    if not isinstance(c, ControlNet):
+        raise TypeError(f"{name} must be a twosamplers ControlNet(path, image, strength, start_percent, "
+                        f"end_percent), got {type(c).__name__}")
+    return c
+
+
+def crop_pass(p: Pass, box: tuple[int, int, int, int], latent_hw: tuple[int, int]) -> Pass:
+    """`p` for a crop of the latent: ControlNet hints cut to the same box (in pixels)."""
+    if not p.controlnets:
+        return p
+    factor = int(p.model.latent_format.downscale)
+    return replace(p, controlnets=tuple(c.cropped(box, latent_hw, factor) for c in p.controlnets))
+
+
+def _with_loras(model, loras, name: str) -> dict:
+    """The `loras` and `net` fields: the LoRA files are read and checked here, once (errors name the field)."""
+    from .models.lora import Lora, with_loras
+
+    if isinstance(loras, Lora):
+        loras = (loras,)
+    if not isinstance(loras, (list, tuple)) or not all(isinstance(x, Lora) for x in loras):
+        raise TypeError(f"{name} must be a list of twosamplers.Lora, got {loras!r}")
+    try:
+        return {"loras": tuple(loras), "net": with_loras(model, list(loras)) if loras else model}
+    except ValueError as e:
+        raise ValueError(f"{name}: {e}") from None
+
+
 def run_pass(p: Pass, samples: torch.Tensor, *, noise_mask: torch.Tensor | None = None,
              noise: torch.Tensor | None = None, batch_index=None, callback: StepCallback | None = None,
              disable_pbar: bool | None = None) -> torch.Tensor:
@@ -145,7 +186,8 @@ def run_pass(p: Pass, samples: torch.Tensor, *, noise_mask: torch.Tensor | None 
             noise = prepare_noise(samples, p.seed, batch_index)
     check_batch(p.cond_pos, samples.shape[0], f"{p.name}.positive" if p.name else "positive")
     check_batch(p.cond_neg, samples.shape[0], f"{p.name}.negative" if p.name else "negative")
-    return sample_with_sigmas(p.model, noise, sigmas, samples, p.cond_pos, p.cond_neg, p.cfg, p.sampler_name, p.seed,
+    pos, neg = attach_controlnets(p.cond_pos, p.cond_neg, p.controlnets)
+    return sample_with_sigmas(p.net, noise, sigmas, samples, pos, neg, p.cfg, p.sampler_name, p.seed,
                               noise_mask, callback=callback, disable_pbar=disable_pbar,
                               model_options=p.model_options, sampler_options=p.sampler_options,
                               comfyui_version=p.comfyui_version)
@@ -203,4 +245,4 @@ def common_ksampler(
     return out
 
 
-__all__ = ["Pass", "as_entries", "check_noise_mask", "common_ksampler", "run_pass"]
+__all__ = ["Pass", "as_entries", "check_noise_mask", "common_ksampler", "crop_pass", "run_pass"]
