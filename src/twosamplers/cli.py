@@ -230,7 +230,12 @@ def flags_to_dict(args: argparse.Namespace) -> dict:
     return d
 
 
-_LIST_FLAGS = {"base_controlnets": "--base-controlnet", "mask_controlnets": "--mask-controlnet"}
+_LIST_FLAGS = {"base_controlnets": "--base-controlnet", "mask_controlnets": "--mask-controlnet",
+               "controlnets": "--controlnet"}
+
+
+def _flag_name(key: str) -> str:
+    return _LIST_FLAGS.get(key) or "--" + key.replace("_", "-")
 
 
 def _flag(field: str, origins: dict[str, str] | None = None) -> str:
@@ -238,7 +243,7 @@ def _flag(field: str, origins: dict[str, str] | None = None) -> str:
     field = field.split("[")[0]
     if origins and field in origins:
         return origins[field]
-    return _LIST_FLAGS.get(field) or "--" + field.replace("_", "-")
+    return _flag_name(field)
 
 
 def flag_origins(args: argparse.Namespace, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -249,16 +254,16 @@ def flag_origins(args: argparse.Namespace, extra: dict[str, str] | None = None) 
     origins = {"output": "-o/--output", "memory": "--width/--height", "from": "--from"}
     png = getattr(args, "from_png", None)
     for key in job_keys():
-        origins[key] = f"{key} (stored in {png})" if png else "--" + key.replace("_", "-")
+        origins[key] = f"{key} (stored in {png})" if png else _flag_name(key)
     for which in PASSES:
         for key in PASS_KEYS:
             if getattr(args, f"{which}_{key}", None) is not None:
-                origins[f"{which}_{key}"] = f"--{which}-{key}"
+                origins[f"{which}_{key}"] = _flag_name(f"{which}_{key}")
             elif getattr(args, key, None) is not None:
-                origins[f"{which}_{key}"] = f"--{key}"
+                origins[f"{which}_{key}"] = _flag_name(key)
     for key in job_keys():
         if getattr(args, key, None) is not None:
-            origins[key] = "--" + key.replace("_", "-")
+            origins[key] = _flag_name(key)
     origins.update(extra or {})
     return origins
 
