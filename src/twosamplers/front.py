@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ._checks import (
+    MAX_IMAGE_SIDE,
     MAX_OVERLAP,
     MAX_STEPS,
     check_bool,
@@ -37,6 +38,7 @@ from ._checks import (
     check_float,
     check_int,
     check_mask,
+    check_mask_aspect,
     check_mask_batch,
 )
 from .joint import ignored_settings, joint_blockers, joint_sample
@@ -81,7 +83,12 @@ _PER_CALL_FIELDS = {"start_step": None, "last_step": None, "force_full_denoise":
 
 
 def _grow_feather(mask: torch.Tensor, latent_hw, downscale: int, grow_px, feather_px, outward: bool = False):
-    """grow (int, image px) then feather (float, image px) at the mask's own resolution."""
+    """grow (int, image px) then feather (float, image px) at the mask's own resolution. A feather wider than
+    the image is an error (its cost grows with it); a grow beyond the image acts as the image size."""
+    side = max(latent_hw) * downscale
+    if feather_px > side:
+        raise ValueError(f"feather={feather_px:g} is wider than the image ({latent_hw[1] * downscale}x"
+                         f"{latent_hw[0] * downscale} px); accepted: 0 .. {side}")
     sy, sx = pixel_scale(mask, latent_hw, downscale)
     if grow_px:
         def g(scale):
@@ -95,15 +102,18 @@ def _grow_feather(mask: torch.Tensor, latent_hw, downscale: int, grow_px, feathe
 
 def _validate_common(latent, grow_px, feather_px, callback):
     check_latent(latent, "latent")
-    check_int("grow", grow_px)
-    check_float("feather", feather_px, 0.0)
+    # bounded by the largest image (inf and huge values are errors); a grow beyond the mask acts as its side
+    check_int("grow", grow_px, -MAX_IMAGE_SIDE, MAX_IMAGE_SIDE)
+    check_float("feather", feather_px, 0.0, float(MAX_IMAGE_SIDE))
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable as callback(step, x0, x, total), got {type(callback).__name__}")
 
 
-def _check_region_mask(mask, batch: int, name: str) -> torch.Tensor:
+def _check_region_mask(mask, latent_shape, name: str, stretch: bool) -> torch.Tensor:
     mask = check_mask(mask, name)
-    check_mask_batch(mask, batch, name)
+    check_mask_batch(mask, latent_shape[0], name)
+    if not stretch:
+        check_mask_aspect(mask, tuple(latent_shape[-2:]), name)
     return mask
 
 
@@ -114,11 +124,12 @@ def two_samplers_for_mask(latent: dict, mask: torch.Tensor, base: SamplerSetting
                           base_only_steps: int = 1, callback=None, disable_pbar=None,
                           crop_multiple: int | None = None, additional_mode: str = "ratio between",
                           additional_sampler: str = "AUTO", additional_sigma_ratio: float = 0.3,
-                          inpaint_conditioning: bool = True) -> dict:
+                          inpaint_conditioning: bool = True, stretch_mask: bool = False) -> dict:
     """Render `latent` with `base` outside `mask` and `inside` inside it; returns a LATENT without noise_mask.
 
     mask: [H, W], [B, H, W] or [B, 1, H, W] in [0, 1], at image (H*downscale) or latent resolution (any size is
-    resized like ComfyUI); batch 1 or one mask per image.
+    resized like ComfyUI); batch 1 or one mask per image. A mask whose aspect ratio differs from the latent's is
+    an error unless stretch_mask=True.
     mode "two-pass" (TwoSamplersForMask): a full base pass, then the inside pass over its result with the mask
     as noise mask. Options: base_covers_mask, inversion (only used when base_covers_mask is False),
     differential, crop_to_mask / crop_context (latent px) / crop_multiple (default: model.latent_multiple or 8),
@@ -147,16 +158,16 @@ def two_samplers_for_mask(latent: dict, mask: torch.Tensor, base: SamplerSetting
                                crop_multiple=crop_multiple,
                                additional_mode=additional_mode, additional_sampler=additional_sampler,
                                additional_sigma_ratio=additional_sigma_ratio, callback=callback,
-                               disable_pbar=disable_pbar)
+                               disable_pbar=disable_pbar, stretch_mask=stretch_mask)
     _validate_common(latent, grow, feather, callback)
     opts = TwoPassOptions(base_covers_mask=bool(base_covers_mask), inversion=check_choice("inversion", inversion,
                           INVERSIONS), differential=bool(differential), crop_to_mask=bool(crop_to_mask),
-                          crop_context=check_int("crop_context", crop_context, 0),
+                          crop_context=check_int("crop_context", crop_context, 0, MAX_IMAGE_SIDE),
                           crop_multiple=None if crop_multiple is None else check_int("crop_multiple", crop_multiple, 1),
                           inpaint_conditioning=check_bool("inpaint_conditioning", inpaint_conditioning))
     samples = latent["samples"]
     b, _, h, w = samples.shape
-    mask = _check_region_mask(mask, b, "mask")
+    mask = _check_region_mask(mask, samples.shape, "mask", stretch_mask)
     m = _grow_feather(mask, (h, w), int(inside.model.latent_format.downscale), grow, feather)
     result = dict(latent)
     result.pop("noise_mask", None)
@@ -169,7 +180,7 @@ def regional_sample(latent: dict, base: SamplerSettings, regions: list, *, mode:
                     feather: float = 0.0, overlap_factor: int = 10, base_only_steps: int = 1,
                     additional_mode: str = "ratio between", additional_sampler: str = "AUTO",
                     additional_sigma_ratio: float = 0.3, crop_multiple: int | None = None, callback=None,
-                    disable_pbar=None) -> dict:
+                    disable_pbar=None, stretch_mask: bool = False) -> dict:
     """Base prompts outside the regions, each region's prompts inside it; returns a LATENT without noise_mask.
 
     regions: a non-empty list of (mask, SamplerSettings). The shared schedule is base.seed / steps / denoise.
@@ -185,11 +196,12 @@ def regional_sample(latent: dict, base: SamplerSettings, regions: list, *, mode:
     box only (rounded up to `crop_multiple` latent px; default model.latent_multiple or 8); the base prompts act
     on 1 - the union of the regions. If a region has another model (or other per-model settings), the call
     falls back to "interleaved" with a warning. overlap_factor, base_only_steps, additional_* are interleaved's.
+    A mask whose aspect ratio differs from the latent's is an error unless stretch_mask=True.
     """
     check_choice("mode", mode, REGIONAL_MODES)
     _check_settings(base, "base", per_step=True)
     _validate_common(latent, grow, feather, callback)
-    checked = _check_regions(regions, latent["samples"].shape[0])
+    checked = _check_regions(regions, latent["samples"].shape, stretch_mask)
     if mode == "joint":
         blockers = joint_blockers(base, [s for _, s in checked])
         if not blockers:
@@ -223,7 +235,7 @@ def regional_sample(latent: dict, base: SamplerSettings, regions: list, *, mode:
                               callback=callback, disable_pbar=disable_pbar)
 
 
-def _check_regions(regions, batch: int) -> list:
+def _check_regions(regions, latent_shape, stretch_mask: bool) -> list:
     """regions -> [(validated mask, settings)], errors naming regions[j]."""
     if not isinstance(regions, (list, tuple)):
         raise TypeError(f"regions must be a list of (mask, SamplerSettings) pairs, got {type(regions).__name__}")
@@ -235,7 +247,7 @@ def _check_regions(regions, batch: int) -> list:
             raise TypeError(f"regions[{j}] must be a (mask, SamplerSettings) pair, got {type(item).__name__}")
         m, s = item
         _check_settings(s, f"regions[{j}] settings", per_step=True)
-        checked.append((_check_region_mask(m, batch, f"regions[{j}] mask"), s))
+        checked.append((_check_region_mask(m, latent_shape, f"regions[{j}] mask", stretch_mask), s))
     return checked
 
 
@@ -264,7 +276,8 @@ def _joint(latent, base, checked, grow_px, feather_px, crop_multiple, callback, 
 def _advanced(s: Pass) -> KSamplerAdvancedWrapper:
     """A pass as a KSAMPLER_ADVANCED (Brownian trees over each call's own sigmas, ComfyUI's default)."""
     pos, neg = attach_controlnets(s.cond_pos, s.cond_neg, s.controlnets)
-    return KSamplerAdvancedWrapper(s.net, s.cfg, s.sampler_name, s.scheduler, pos, neg, brownian_tree="call")
+    return KSamplerAdvancedWrapper(s.net, s.cfg, s.sampler_name, s.scheduler, pos, neg, brownian_tree="call",
+                                   comfyui_version=s.comfyui_version)
 
 
 __all__ = ["DEFAULT_CROP_MULTIPLE", "INVERSIONS", "MODES", "REGIONAL_MODES", "SamplerSettings", "regional_sample",

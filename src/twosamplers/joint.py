@@ -25,13 +25,14 @@ from .mask_ops import bbox, crop_box
 from .models.control import attach_controlnets
 from .passes import Pass, run_pass
 
-# Pass fields that are not per-model: the prompts, the settings joint sampling takes from the base, the
-# per-call fields the front door refuses for regions anyway, and `net` (made from model + loras, compared
-# through those). Any other field that differs (loras, controlnets, ...) blocks joint mode.
+# Pass fields that are not per-model: the prompts, the settings joint sampling takes from the base (seeding
+# included: comfyui_version), the per-call fields the front door refuses for regions anyway, and `net` (made
+# from model + loras, compared through those). Any other field that differs (loras, controlnets, ...) blocks
+# joint mode.
 _NOT_PER_MODEL = frozenset({
     "positive", "negative", "cond_pos", "cond_neg", "name", "seed", "steps", "cfg", "sampler_name", "scheduler",
     "denoise", "start_step", "last_step", "force_full_denoise", "disable_noise", "sigmas", "sigma_factor",
-    "model_options", "sampler_options", "net"})
+    "model_options", "sampler_options", "comfyui_version", "net"})
 IGNORED_IN_JOINT = ("cfg", "sampler_name", "scheduler")
 
 
