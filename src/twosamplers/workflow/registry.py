@@ -1,0 +1,80 @@
+"""The node types a workflow may use: ComfyUI name -> node class. Adding a node is one class and one line here.
+
+A node class follows ComfyUI's convention: `INPUT_TYPES()` (required / optional / hidden inputs, in widget
+order), `RETURN_TYPES`, `FUNCTION`, optional `OUTPUT_NODE`. Classes that read or write files derive from
+`nodes.core.FolderNode` (they get the run's folders), may take `folders` in INPUT_TYPES (file-name choices)
+and may define `check_inputs(**constant inputs)`, which the runner calls before anything runs.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+from ..nodes import NODE_CLASS_MAPPINGS as IMPACT_NODES
+from ..nodes import core, image, mask, pipe
+
+NODES: dict[str, type] = {
+    # loaders and prompts
+    "CheckpointLoaderSimple": core.CheckpointLoaderSimple,
+    "CLIPTextEncode": core.CLIPTextEncode,
+    "CLIPSetLastLayer": core.CLIPSetLastLayer,
+    "ConditioningCombine": core.ConditioningCombine,
+    # sampling
+    "KSampler": core.KSampler,
+    "KSamplerAdvanced": core.KSamplerAdvanced,
+    # latents
+    "EmptyLatentImage": core.EmptyLatentImage,
+    "SetLatentNoiseMask": core.SetLatentNoiseMask,
+    "LatentCompositeMasked": core.LatentCompositeMasked,
+    "VAEEncode": core.VAEEncode,
+    "VAEEncodeForInpaint": core.VAEEncodeForInpaint,
+    "VAEDecode": core.VAEDecode,
+    "SaveLatent": core.SaveLatent,
+    "LoadLatent": core.LoadLatent,
+    # images and masks
+    "LoadImage": image.LoadImage,
+    "LoadImageMask": image.LoadImageMask,
+    "ImageScale": image.ImageScale,
+    "SaveImage": image.SaveImage,
+    "PreviewImage": image.PreviewImage,
+    "ImageToMask": mask.ImageToMask,
+    "MaskToImage": mask.MaskToImage,
+    "SolidMask": mask.SolidMask,
+    "InvertMask": mask.InvertMask,
+    "GrowMask": mask.GrowMask,
+    "FeatherMask": mask.FeatherMask,
+    # Impact Pack: pipes, then the sampler family (nodes/__init__.py's NODE_CLASS_MAPPINGS)
+    "ToBasicPipe": pipe.ToBasicPipe,
+    "FromBasicPipe": pipe.FromBasicPipe,
+    "FromBasicPipe_v2": pipe.FromBasicPipe_v2,
+    "EditBasicPipe": pipe.EditBasicPipe,
+    **IMPACT_NODES,
+}
+
+
+def node_class(class_type: str) -> type | None:
+    return NODES.get(class_type)
+
+
+def input_types(cls: type, folders=None) -> dict:
+    """cls.INPUT_TYPES(), given the run's folders when it takes them (file-name choices)."""
+    fn = cls.INPUT_TYPES
+    try:
+        takes = len(inspect.signature(fn).parameters) > 0
+    except (TypeError, ValueError):
+        takes = False
+    return fn(folders) if takes else fn()
+
+
+def node_list_markdown() -> str:
+    """The supported node list for the README: one line per node type, by category."""
+    by_cat: dict[str, list[str]] = {}
+    for name, cls in NODES.items():
+        by_cat.setdefault(getattr(cls, "CATEGORY", "other"), []).append(name)
+    lines = []
+    for cat in sorted(by_cat):
+        lines.append(f"- {cat}: " + ", ".join(f"`{n}`" for n in sorted(by_cat[cat])))
+    return "\n".join(lines)
+
+
+__all__ = ["NODES", "input_types", "node_class", "node_list_markdown"]
