@@ -83,7 +83,7 @@ def _accepts(fn, name: str) -> bool:
         params = inspect.signature(fn).parameters
     except (TypeError, ValueError):
         return False
-    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    return name in params
 
 
 def execute(wf: Workflow, folders: Folders, *, progress: Callable[[int, int, str, str], None] | None = None,
