@@ -68,8 +68,12 @@ def test_ksampler_nodes_are_common_ksampler():
     ref = common_ksampler(model, 3, 6, 5.0, "dpmpp_2m", "normal", pos, neg, lat, disable_noise=True, start_step=2,
                           last_step=4, force_full_denoise=False, disable_pbar=True)
     assert torch.equal(got["samples"], ref["samples"])
+    plain = KSampler().sample(model, 3, 4, 5.0, "euler", "karras", pos, neg, lat, 0.7, disable_pbar=True)[0]
+    assert torch.equal(plain["samples"], KSampler().sample(m, 3, 4, 5.0, "euler", "karras", pos, neg, lat, 0.7,
+                                                           disable_pbar=True)[0]["samples"])
+    assert m.network is model.network  # other attributes are read through from the model
     with pytest.raises(TypeError, match="MODEL"):
-        KSampler().sample(model, 3, 4, 5.0, "euler", "karras", pos, neg, lat)
+        KSampler().sample(VaeHandle(model), 3, 4, 5.0, "euler", "karras", pos, neg, lat)
 
 
 def test_clip_nodes():
@@ -78,7 +82,10 @@ def test_clip_nodes():
     CLIPTextEncode().encode(clip, "grass")
     skipped = CLIPSetLastLayer().set_last_layer(clip, -2)[0]
     CLIPTextEncode().encode(skipped, "brick")
-    assert model.prompts == [("grass", {}), ("brick", {"clip_skip": -2})]
+    CLIPTextEncode().encode(CLIPSetLastLayer().set_last_layer(model, -3)[0], "water")  # a plain model as CLIP
+    assert model.prompts == [("grass", {}), ("brick", {"clip_skip": -2}), ("water", {"clip_skip": -3})]
+    with pytest.raises(TypeError, match="CLIP"):
+        CLIPTextEncode().encode(VaeHandle(model), "x")
     a, b = model.encode_prompt("x"), model.encode_prompt("yy")
     assert ConditioningCombine().combine(a, b)[0] == a + b
     with pytest.raises(ValueError, match="stop_at_clip_layer"):

@@ -17,7 +17,7 @@ from ..masks import check_mask, repeat_to_batch_size
 from ..samplers import SAMPLER_NAMES
 from ..schedules import SCHEDULER_NAMES
 from .folders import BUILTIN_CHECKPOINTS, Folders, PendingWrite, split_prefix
-from .handles import ClipHandle, ModelHandle, VaeHandle
+from .handles import ClipHandle, ModelHandle, VaeHandle, is_model
 
 MAX_RESOLUTION = 16384
 
@@ -29,10 +29,17 @@ class FolderNode:
         self.folders = folders if folders is not None else Folders()
 
 
-def _check_model(model, name: str = "model") -> ModelHandle:
-    if not isinstance(model, ModelHandle):
+def _check_model(model, name: str = "model"):
+    if not is_model(model):
         raise TypeError(f"{name} must be a MODEL (from CheckpointLoaderSimple), got {type(model).__name__}")
     return model
+
+
+def _check_clip(clip, name: str = "clip"):
+    """A CLIP: a ClipHandle, or any model with encode_prompt (e.g. a LoRA-patched model)."""
+    if not isinstance(clip, ClipHandle) and not callable(getattr(clip, "encode_prompt", None)):
+        raise TypeError(f"{name} must be a CLIP (from CheckpointLoaderSimple), got {type(clip).__name__}")
+    return clip
 
 
 # ---------------------------------------------------------------------------------------------- loaders
@@ -69,8 +76,9 @@ class CLIPTextEncode:
     CATEGORY = "conditioning"
 
     def encode(self, clip, text):
+        clip = _check_clip(clip)
         if not isinstance(clip, ClipHandle):
-            raise TypeError(f"clip must be a CLIP (from CheckpointLoaderSimple), got {type(clip).__name__}")
+            clip = ClipHandle(clip)
         return (clip.encode(text),)
 
 
@@ -85,9 +93,9 @@ class CLIPSetLastLayer:
     CATEGORY = "conditioning"
 
     def set_last_layer(self, clip, stop_at_clip_layer):
-        if not isinstance(clip, ClipHandle):
-            raise TypeError(f"clip must be a CLIP, got {type(clip).__name__}")
-        return (clip.with_clip_skip(check_int("stop_at_clip_layer", stop_at_clip_layer, -24, -1)),)
+        skip = check_int("stop_at_clip_layer", stop_at_clip_layer, -24, -1)
+        clip = _check_clip(clip)
+        return (clip.with_clip_skip(skip) if isinstance(clip, ClipHandle) else ClipHandle(clip, skip),)
 
 
 class ConditioningCombine:

@@ -5,8 +5,7 @@ the VAE in one model object (`models/base.py`). The handles give the node classe
 without copying anything:
 
 - `ModelHandle` (MODEL): the sampling model, usable wherever the engine takes a model (it forwards the
-  protocol: apply_model, model_sampling, latent_format, device, dtype), plus the weight patches (LoRA) that
-  later nodes add. Patching returns a new handle; the loaded model is shared, never modified.
+  protocol: apply_model, model_sampling, latent_format, device, dtype).
 - `ClipHandle` (CLIP): prompt encoding with an optional clip skip (CLIPSetLastLayer's value).
 - `VaeHandle` (VAE): pixels <-> latents.
 """
@@ -17,20 +16,25 @@ import torch
 
 
 class ModelHandle:
-    """MODEL: a twosamplers model plus the weight patches to apply to it (none until LoRA nodes add some)."""
+    """MODEL: the sampling model (the engine's protocol: apply_model, model_sampling, latent_format, device,
+    dtype). Other attributes (a checkpoint's unet, text_encoders, ...) are read through from the model, so
+    node classes written against plain twosamplers models (LoRA loaders) accept a MODEL too."""
 
-    def __init__(self, model, patches: tuple = ()) -> None:
+    def __init__(self, model) -> None:
         if isinstance(model, ModelHandle):
-            patches = model.patches + tuple(patches)
             model = model.model
         for attr in ("apply_model", "model_sampling", "latent_format"):
             if not hasattr(model, attr):
                 raise TypeError(f"MODEL must wrap a twosamplers model (missing {attr!r}), got {type(model).__name__}")
         self.model = model
-        self.patches = tuple(patches)
 
     def __repr__(self) -> str:
-        return f"ModelHandle({self.model!r}, patches={len(self.patches)})"
+        return f"ModelHandle({self.model!r})"
+
+    def __getattr__(self, name: str):
+        if name == "model":
+            raise AttributeError(name)
+        return getattr(self.model, name)
 
     @property
     def model_sampling(self):
@@ -49,12 +53,7 @@ class ModelHandle:
         return self.model.dtype
 
     def apply_model(self, x, sigma, context, **extras):
-        if self.patches:
-            raise NotImplementedError("this MODEL carries weight patches, which this model backend cannot apply")
         return self.model.apply_model(x, sigma, context, **extras)
-
-    def with_patches(self, *patches) -> ModelHandle:
-        return ModelHandle(self.model, self.patches + patches)
 
 
 class ClipHandle:
@@ -69,6 +68,11 @@ class ClipHandle:
 
     def __repr__(self) -> str:
         return f"ClipHandle({self.model!r}, clip_skip={self.clip_skip})"
+
+    def __getattr__(self, name: str):
+        if name in ("model", "clip_skip"):
+            raise AttributeError(name)
+        return getattr(self.model, name)
 
     def with_clip_skip(self, clip_skip: int) -> ClipHandle:
         return ClipHandle(self.model, clip_skip)
@@ -108,11 +112,16 @@ class VaeHandle:
         return self.model.decode_latent(samples)
 
 
+def is_model(value) -> bool:
+    """Whether `value` implements the engine's model protocol (a MODEL handle or a plain model)."""
+    return all(hasattr(value, a) for a in ("apply_model", "model_sampling", "latent_format"))
+
+
 def model_of(value):
-    """The MODEL inside a value that carries one (MODEL, KSAMPLER, KSAMPLER_ADVANCED, BASIC_PIPE), or None."""
-    if isinstance(value, ModelHandle):
+    """The model inside a value that carries one (MODEL, KSAMPLER, KSAMPLER_ADVANCED, BASIC_PIPE), or None."""
+    if is_model(value):
         return value
-    if isinstance(value, tuple) and len(value) == 5 and isinstance(value[0], ModelHandle):
+    if isinstance(value, tuple) and len(value) == 5 and is_model(value[0]):
         return value[0]
     inner = getattr(value, "model", None)
     sampler = callable(getattr(value, "sample", None)) or callable(getattr(value, "sample_advanced", None))
@@ -121,4 +130,4 @@ def model_of(value):
     return None
 
 
-__all__ = ["ClipHandle", "ModelHandle", "VaeHandle", "model_of"]
+__all__ = ["ClipHandle", "ModelHandle", "VaeHandle", "is_model", "model_of"]
