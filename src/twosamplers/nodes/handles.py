@@ -81,9 +81,14 @@ class ClipHandle:
         """Text -> CONDITIONING (ComfyUI's CLIPTextEncode)."""
         if not isinstance(text, str):
             raise TypeError(f"text must be a string, got {type(text).__name__}")
-        if self.clip_skip is None:
-            return self.model.encode_prompt(text)
-        return self.model.encode_prompt(text, clip_skip=self.clip_skip)
+        return self.encode_prompt(text)
+
+    def encode_prompt(self, text: str, **options) -> list:
+        """The model's encode_prompt with this CLIP's clip skip (so a wrapper around the handle, e.g. a LoRA
+        loader's, keeps it)."""
+        if self.clip_skip is not None:
+            options.setdefault("clip_skip", self.clip_skip)
+        return self.model.encode_prompt(text, **options)
 
 
 class VaeHandle:
