@@ -108,6 +108,18 @@ def test_only_needed_nodes_run_in_dependency_order():
                 assert pos[str(v[0])] < pos[nid]
 
 
+def test_primitive_nodes_feed_widget_inputs_and_are_type_checked():
+    prompt = api_t2i()
+    prompt["40"] = {"class_type": "PrimitiveInt", "inputs": {"value": 5}}
+    prompt["41"] = {"class_type": "PrimitiveFloat", "inputs": {"value": 2.5}}
+    prompt["3"]["inputs"].update(seed=["40", 0], steps=["40", 0])
+    assert {"40"} < set(plan(prompt).order)
+    prompt["3"]["inputs"]["steps"] = ["41", 0]
+    with pytest.raises(WorkflowError, match=r"input 'steps' expects INT but node 41 \(PrimitiveFloat\) output 0 "
+                                            "gives FLOAT"):
+        plan(prompt)
+
+
 def test_no_output_node_is_an_error():
     prompt = {k: v for k, v in api_t2i().items() if k != "9"}
     with pytest.raises(WorkflowError, match="no output node"):
@@ -126,3 +138,14 @@ def test_readme_node_list_is_current():
     m = re.search(r"<!-- nodes:start -->\n(.*?)\n<!-- nodes:end -->", text, re.S)
     assert m, "README.md has no <!-- nodes:start --> ... <!-- nodes:end --> section"
     assert m.group(1) == node_list_markdown(), "README node list is stale: paste workflow.node_list_markdown()"
+
+
+@pytest.mark.parametrize("name", ["t2i", "inpaint", "two_samplers", "regional"])
+def test_ui_twins_of_the_run_workflows_convert_back_exactly(name):
+    import workflow_cases as wc
+
+    api = getattr(wc, f"api_{name}")()
+    prompt = ui_to_api(wc.api_to_ui(api, types_of), types_of)
+    assert sorted(prompt) == sorted(api)
+    for nid in api:
+        assert prompt[nid]["inputs"] == api[nid]["inputs"], nid

@@ -150,3 +150,37 @@ def with_inputs(wf: dict, nid: str, **inputs) -> dict:
     wf = copy.deepcopy(wf)
     wf[nid]["inputs"].update(inputs)
     return wf
+
+
+def api_to_ui(prompt: dict, input_types) -> dict:
+    """A UI-format twin of an API prompt, as ComfyUI's "Save" writes it: sockets with links, widget values in
+    INPUT_TYPES order with a "randomize" control value after seed widgets, an upload value after LoadImage's."""
+    from twosamplers.workflow.formats import has_control_widget, widget_inputs
+
+    nodes, links = [], []
+    outputs: dict[tuple[str, int], list[int]] = {}
+    for nid, node in prompt.items():
+        types = input_types(node["class_type"])
+        widgets, values = {n for n, _s, _r in widget_inputs(types)}, []
+        for name, spec, _req in widget_inputs(types):
+            if name in node["inputs"] and not isinstance(node["inputs"][name], list):
+                values.append(node["inputs"][name])
+                if has_control_widget(name, spec):
+                    values.append("randomize")
+        if node["class_type"] in ("LoadImage", "LoadImageMask"):
+            values.append("image")
+        ins = []
+        for name, value in node["inputs"].items():
+            if isinstance(value, list):
+                link_id = len(links) + 1
+                links.append([link_id, int(value[0]), value[1], int(nid), len(ins), "*"])
+                outputs.setdefault((str(value[0]), value[1]), []).append(link_id)
+                entry = {"name": name, "type": "*", "link": link_id}
+                if name in widgets:
+                    entry["widget"] = {"name": name}
+                ins.append(entry)
+        nodes.append(_node(int(nid), node["class_type"], inputs=ins, widgets=values, order=len(nodes)))
+    for n in nodes:
+        n["outputs"] = [{"name": "out", "type": "*", "links": outputs.get((str(n["id"]), slot), [])}
+                        for slot in range(1 + max([s for (i, s) in outputs if i == str(n["id"])], default=-1))]
+    return {"nodes": nodes, "links": links, "version": 0.4}

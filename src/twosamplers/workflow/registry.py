@@ -11,7 +11,7 @@ from __future__ import annotations
 import inspect
 
 from ..nodes import NODE_CLASS_MAPPINGS as IMPACT_NODES
-from ..nodes import core, image, mask, pipe
+from ..nodes import core, image, mask, pipe, primitive
 
 NODES: dict[str, type] = {
     # loaders and prompts
@@ -43,6 +43,12 @@ NODES: dict[str, type] = {
     "InvertMask": mask.InvertMask,
     "GrowMask": mask.GrowMask,
     "FeatherMask": mask.FeatherMask,
+    # constants
+    "PrimitiveInt": primitive.PrimitiveInt,
+    "PrimitiveFloat": primitive.PrimitiveFloat,
+    "PrimitiveString": primitive.PrimitiveString,
+    "PrimitiveStringMultiline": primitive.PrimitiveStringMultiline,
+    "PrimitiveBoolean": primitive.PrimitiveBoolean,
     # Impact Pack: pipes, then the sampler family (nodes/__init__.py's NODE_CLASS_MAPPINGS)
     "ToBasicPipe": pipe.ToBasicPipe,
     "FromBasicPipe": pipe.FromBasicPipe,
