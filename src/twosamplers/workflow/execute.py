@@ -100,7 +100,7 @@ def execute(wf: Workflow, folders: Folders, *, progress: Callable[[int, int, str
     bar = None
     if not quiet:
         from tqdm.auto import tqdm
-        bar = tqdm(total=len(p.order), desc="nodes", unit="node")
+        bar = tqdm(total=len(p.order), desc="nodes", unit="node", disable=None)
     try:
         for i, nid in enumerate(p.order):
             node = prompt[nid]
