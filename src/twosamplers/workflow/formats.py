@@ -193,7 +193,8 @@ def ui_to_api(ui: dict, input_types: Callable[[str], dict | None]) -> dict:
               (MUTED, BYPASSED)]
     unknown = [n for n in active if input_types(n["type"]) is None]
     if unknown:
-        raise WorkflowError(unsupported_message([(str(n["id"]), n["type"]) for n in unknown]))
+        subgraphs = {g.get("id") for g in (ui.get("definitions") or {}).get("subgraphs") or [] if isinstance(g, dict)}
+        raise WorkflowError(unsupported_message([(str(n["id"]), n["type"]) for n in unknown], subgraphs))
 
     def follow(link_id, seen=()):
         """-> ("link", node_id, slot) | ("value", v) | None for the source of a link."""
@@ -272,11 +273,15 @@ def ui_to_api(ui: dict, input_types: Callable[[str], dict | None]) -> dict:
     return prompt
 
 
-def unsupported_message(items: list[tuple[str, str]]) -> str:
+def unsupported_message(items: list[tuple[str, str]], subgraphs: set | frozenset = frozenset()) -> str:
     parts = []
     for nid, kind in items:
-        group = " (a group node: ungroup it in ComfyUI)" if kind.startswith(("workflow/", "workflow>")) else ""
-        parts.append(f"{kind} (node {nid}){group}")
+        note = ""
+        if kind.startswith(("workflow/", "workflow>")):
+            note = " (a group node: ungroup it in ComfyUI)"
+        elif kind in subgraphs:
+            note = " (a subgraph: unpack it in ComfyUI)"
+        parts.append(f"{kind} (node {nid}){note}")
     return (f"unsupported node type{'s' if len(parts) > 1 else ''}: {', '.join(parts)}; "
             "`twosamplers run --list-nodes` lists the supported ones")
 
