@@ -6,7 +6,7 @@ import torch
 from conftest import ToyNet
 
 import twosamplers as ts
-from twosamplers import mask_tools as mt
+from twosamplers import mask_ops as mt
 from twosamplers.ksampler import common_ksampler
 from twosamplers.models import NetworkModel
 

@@ -18,7 +18,7 @@ from twosamplers.imageio import (
     side_by_side,
     to_uint8,
 )
-from twosamplers.masks import prepare_mask
+from twosamplers.noise_mask import prepare_mask
 
 
 def test_image_roundtrip_and_settings(tmp_path):

@@ -384,8 +384,9 @@ def test_sa_solver_coefficients_integrate_the_lagrange_basis(tau):
 
 
 def test_sa_solver_takes_the_noise_interval_from_the_ksampler_model():
-    class Guided:  # what the KSampler passes: the model is reachable as .model with its model_sampling
+    class Guided:  # what the KSampler passes: a denoiser with a public model_sampling
         model = NetworkModel(TinyNet(), model_sampling=ModelSamplingDiscrete(linear_start=0.0001, linear_end=0.02))
+        model_sampling = model.model_sampling
 
     ms = _model_sampling_of(Guided())
     assert ms is Guided.model.model_sampling

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from workflow_cases import _node, api_t2i
 
+from twosamplers.nodes.registry import input_types
 from twosamplers.workflow import NODES, WorkflowError, node_list_markdown, ui_to_api
 from twosamplers.workflow.graph import plan
-from twosamplers.workflow.registry import input_types
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

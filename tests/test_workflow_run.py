@@ -17,6 +17,7 @@ from twosamplers.imageio import load_image, load_mask
 from twosamplers.ksampler import common_ksampler
 from twosamplers.models import load
 from twosamplers.nodes import KSamplerAdvancedWrapper, KSamplerWrapper, RegionalPrompt
+from twosamplers.nodes.registry import NODES, input_types
 from twosamplers.workflow import WorkflowError, run, ui_to_api
 from twosamplers.workflow.execute import load as load_workflow
 
@@ -72,8 +73,7 @@ def test_txt2img_matches_the_engine_call(model, tmp_path):
 
 def test_ui_format_twin_converts_to_the_api_prompt_and_gives_identical_outputs(model, tmp_path):
     ui = ui_t2i()
-    prompt = ui_to_api(ui, lambda t: ts.workflow.registry.input_types(ts.workflow.NODES[t])
-                       if t in ts.workflow.NODES else None)
+    prompt = ui_to_api(ui, lambda t: input_types(NODES[t]) if t in NODES else None)
     api = api_t2i()
     assert sorted(prompt) == sorted(api)  # Reroute, Primitive, Note, the muted and the bypassed node are gone
     for nid in api:
@@ -254,3 +254,16 @@ def test_webp_exif_workflow(tmp_path):
     exif[0x0110] = "prompt:" + json.dumps(api_t2i())
     Image.new("RGB", (8, 8)).save(p, exif=exif)
     assert load_workflow(p).prompt["3"]["inputs"]["seed"] == 1
+
+
+def test_each_model_is_loaded_once_per_cache(model, tmp_path):
+    from twosamplers.models import ModelCache
+
+    calls = []
+    cache = ModelCache(loader=lambda name, **kw: calls.append(name) or model)
+    wf = api_t2i()
+    wf["40"] = {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "Textures"}}
+    wf["7"]["inputs"]["clip"] = ["40", 1]
+    run(wf, cache=cache, output_dir=tmp_path)
+    run(wf, cache=cache, output_dir=tmp_path)
+    assert calls == ["textures"]

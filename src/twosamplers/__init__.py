@@ -5,7 +5,7 @@ masks, samplers, KSampler) reproduces ComfyUI 0.30.x for the same seed and setti
 """
 
 from .front import SamplerSettings, regional_sample, two_samplers_for_mask
-from .ksampler import common_ksampler, compute_sigmas
+from .ksampler import compute_sigmas
 from .latent import empty_latent, load_latent, save_latent
 from .models import NetworkModel
 from .nodes import (
@@ -20,6 +20,7 @@ from .nodes import (
     TwoAdvancedSamplersForMask,
     TwoSamplersForMask,
 )
+from .passes import Pass, common_ksampler, run_pass
 from .samplers import SAMPLER_NAMES, get_sampler
 from .schedules import SCHEDULER_NAMES, ModelSamplingDiscrete, calculate_sigmas
 
@@ -47,6 +48,8 @@ __all__ = [
     "RegionalSampler",
     "NODE_CLASS_MAPPINGS",
     "NODE_DISPLAY_NAME_MAPPINGS",
+    "Pass",
+    "run_pass",
     "SamplerSettings",
     "two_samplers_for_mask",
     "regional_sample",

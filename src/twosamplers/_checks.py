@@ -1,4 +1,8 @@
-"""Argument checks shared by the public functions: each raises a clear error naming the argument."""
+"""Argument checks and named limits shared by every entrance: each check raises a clear error naming the argument.
+
+Entrances (the front door, node inputs, `Pass`, `Job`) validate here once; functions below them trust their
+callers (their docstrings say what they expect).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,13 @@ from collections.abc import Iterable
 
 import torch
 
-SEED_MAX = 2**64 - 1
+SEED_MAX = 2**64 - 1          # seeds are unsigned 64-bit, as ComfyUI's widgets
+MAX_STEPS = 10000             # ComfyUI's KSampler widget maximum
+MAX_CFG = 100.0               # ComfyUI's KSampler widget maximum
+MAX_SIGMA_FACTOR = 10.0       # Impact's KSamplerAdvancedProvider widget maximum
+MAX_OVERLAP = 10000           # Impact's overlap_factor widget maximum
+MAX_IMAGE_SIDE = 16384        # ComfyUI's MAX_RESOLUTION
+MODEL_PROTOCOL = ("apply_model", "model_sampling", "latent_format")
 
 
 def check_choice(name: str, value: object, valid: Iterable[str]) -> str:
@@ -50,6 +60,31 @@ def check_tensor(name: str, value: object, ndims: Iterable[int] | None = None) -
             want = " or ".join(f"{n}-D" for n in ndims)
             raise ValueError(f"{name} must be {want}, got shape {tuple(value.shape)}")
     return value
+
+
+def check_model(name: str, model: object) -> object:
+    """A twosamplers model: anything with the protocol attributes of `models/base.py`."""
+    for attr in MODEL_PROTOCOL:
+        if not hasattr(model, attr):
+            raise TypeError(f"{name} must implement the twosamplers model protocol (missing {attr!r}); "
+                            "wrap a plain network with twosamplers.models.NetworkModel")
+    return model
+
+
+def check_mask(mask: object, name: str = "mask") -> torch.Tensor:
+    """A MASK: [H, W], [B, H, W] or [B, 1, H, W], values in [0, 1]; returned as float (the input is untouched)."""
+    check_tensor(name, mask, ndims=(2, 3, 4))
+    if mask.ndim == 4 and mask.shape[1] != 1:
+        raise ValueError(f"{name} must be [H, W], [B, H, W] or [B, 1, H, W]; got shape {tuple(mask.shape)}")
+    return check_mask_values(name, mask)
+
+
+def check_mask_batch(mask: torch.Tensor, batch: int, name: str = "mask") -> None:
+    """One mask for all images (batch 1) or one per image (batch == latent batch); anything else is an error."""
+    b = mask.reshape((-1, mask.shape[-2], mask.shape[-1])).shape[0]
+    if b not in (1, batch):
+        raise ValueError(f"{name} has batch {b}, which cannot broadcast to the latent batch {batch} "
+                         "(give one mask, or one mask per image)")
 
 
 def check_mask_values(name: str, mask: torch.Tensor) -> torch.Tensor:

@@ -11,19 +11,30 @@ from pathlib import Path
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     """Call write(tmp_path) on a temporary file next to `path`, then rename it over `path`."""
-    path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise FileNotFoundError(f"output folder does not exist: {folder}")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    os.close(fd)
+    return atomic_write_all([(path, write)])[0]
+
+
+def atomic_write_all(items: list[tuple[str | os.PathLike, Callable[[str], None]]]) -> list[Path]:
+    """Write several outputs together: every write(tmp_path) first, then every rename. A failure while writing
+    any of them (error, Ctrl-C) leaves all targets as they were and no temporary file behind."""
+    temps: list[tuple[str, Path]] = []
     try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give outputs the usual permissions
-        os.replace(tmp, path)
+        for path, write in items:
+            path = Path(path)
+            folder = path.parent if str(path.parent) else Path(".")
+            if not folder.is_dir():
+                raise FileNotFoundError(f"output folder does not exist: {folder}")
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+            os.close(fd)
+            temps.append((tmp, path))
+            write(tmp)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give outputs the usual permissions
+        for tmp, path in temps:
+            os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        for tmp, _ in temps:
+            Path(tmp).unlink(missing_ok=True)
         raise
-    return path
+    return [path for _, path in temps]

@@ -23,7 +23,7 @@ import torch
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from ._files import atomic_write
-from .masks import resize_mask as engine_resize_mask
+from .noise_mask import fit_mask
 
 MASK_CHANNELS = ("gray", "alpha", "red", "green", "blue")
 SETTINGS_KEY = "twosamplers"
@@ -82,7 +82,7 @@ def resize_mask(mask: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """Resize a MASK ([H, W] or [B, H, W]) like ComfyUI (the engine's resize: bilinear, no antialias)."""
     shape = mask.shape
     n = mask.reshape(-1, shape[-2], shape[-1]).shape[0]
-    m = engine_resize_mask(mask.float(), (n, 1, height, width))
+    m = fit_mask(mask.float(), (n, 1, height, width))
     return m.reshape(*shape[:-2], height, width)
 
 
@@ -129,6 +129,12 @@ def save_png(path: str | os.PathLike, image: torch.Tensor | np.ndarray, settings
              mask: torch.Tensor | None = None, text: dict[str, str] | None = None) -> Path:
     """Write an IMAGE (or a uint8 array) as PNG, atomically. `settings` goes into the "twosamplers" text chunk
     as JSON, `mask` (optional) into a compressed "twosamplers-mask" chunk, `text` as further text chunks."""
+    return atomic_write(path, png_writer(image, settings, mask, text))
+
+
+def png_writer(image: torch.Tensor | np.ndarray, settings: dict | None = None, mask: torch.Tensor | None = None,
+               text: dict[str, str] | None = None):
+    """`save_png`'s encoding as a function of the file path (for writing several outputs together)."""
     arr = image if isinstance(image, np.ndarray) else to_uint8(image)
     if arr.dtype != np.uint8 or arr.ndim not in (2, 3):
         raise ValueError(f"image must be (H, W[, C]) uint8 or an IMAGE tensor, got {arr.dtype} {arr.shape}")
@@ -140,7 +146,7 @@ def save_png(path: str | os.PathLike, image: torch.Tensor | np.ndarray, settings
     for k, v in (text or {}).items():
         info.add_text(str(k), str(v))
     pil = Image.fromarray(arr)
-    return atomic_write(path, lambda tmp: pil.save(tmp, format="PNG", pnginfo=info))
+    return lambda tmp: pil.save(tmp, format="PNG", pnginfo=info)
 
 
 def read_settings(path: str | os.PathLike) -> tuple[dict, torch.Tensor | None]:

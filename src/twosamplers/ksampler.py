@@ -1,8 +1,9 @@
-"""KSampler: sigmas + seeded noise + noise-mask inpainting + classifier-free guidance around a sampler.
+"""The KSampler's sampling core: sigma schedules and slicing, noise-mask inpainting and classifier-free guidance
+around a sampler (ComfyUI's CFGGuider + KSAMPLER.sample).
 
-Semantics: `comfyui-sampling.md` s.3, 6, 7 and 9 (ComfyUI's KSampler and KSamplerAdvanced). Differences
-from upstream are deliberate and documented in docs/engine.md: unknown names raise, inputs are never
-mutated, seeds wrap where upstream overflows.
+Semantics: `comfyui-sampling.md` s.3, 6, 7 and 9. Differences from upstream are deliberate and documented in
+docs/engine.md: unknown names raise, inputs are never mutated, seeds wrap where upstream overflows.
+This module trusts its callers: `twosamplers.passes` (Pass, run_pass, common_ksampler) validates first.
 """
 
 from __future__ import annotations
@@ -12,16 +13,11 @@ from collections.abc import Callable
 
 import torch
 
-from ._checks import SEED_MAX, check_choice, check_float, check_int, check_seed
-from .conditioning import CondBatch, CondEntry, check_batch, normalize_conditioning
-from .latent import check_latent, fit_latent_channels
-from .masks import check_mask, resize_mask
-from .noise import prepare_noise
+from ._checks import MAX_CFG, MAX_STEPS, SEED_MAX, check_choice, check_float, check_int
+from .conditioning import CondBatch, CondEntry
+from .noise_mask import fit_mask
 from .samplers import DISCARD_PENULTIMATE_SIGMA_SAMPLERS, RANDOM_INPAINT_NOISE_SAMPLERS, SAMPLER_NAMES, get_sampler
 from .schedules import SCHEDULER_NAMES, ModelSamplingDiscrete, calculate_sigmas
-
-MAX_STEPS = 10000
-MAX_CFG = 100.0
 
 StepCallback = Callable[[int, torch.Tensor, torch.Tensor, int], None]
 
@@ -79,6 +75,7 @@ class GuidedDenoiser:
     def __init__(self, model, positive: list[CondEntry], negative: list[CondEntry], cfg: float,
                  latent_image: torch.Tensor, inpaint_noise: torch.Tensor, sigmas: torch.Tensor) -> None:
         self.model = model
+        self.model_sampling = model.model_sampling  # public: samplers that need the schedule (sa_solver) read it
         self.positive, self.negative = positive, negative
         self.cfg = cfg
         self.latent_image = latent_image
@@ -171,102 +168,19 @@ def _weighted_mean(outs: list[torch.Tensor], entries: list[CondEntry]) -> torch.
     return acc / count
 
 
-def _check_model(model) -> None:
-    for attr in ("apply_model", "model_sampling", "latent_format"):
-        if not hasattr(model, attr):
-            raise TypeError(f"model must implement the twosamplers model protocol (missing {attr!r}); "
-                            "wrap a plain network with twosamplers.models.NetworkModel")
-
-
-def common_ksampler(
-    model,
-    seed: int,
-    steps: int,
-    cfg: float,
-    sampler_name: str,
-    scheduler: str,
-    positive,
-    negative,
-    latent: dict,
-    denoise: float = 1.0,
-    disable_noise: bool = False,
-    start_step: int | None = None,
-    last_step: int | None = None,
-    force_full_denoise: bool = False,
-    *,
-    callback: StepCallback | None = None,
-    disable_pbar: bool | None = None,
-    model_options: dict | None = None,
-    sampler_options: dict | None = None,
-    sigmas: torch.Tensor | None = None,
-) -> dict:
-    """ComfyUI's KSampler / KSamplerAdvanced: sample `latent` and return a new LATENT dict.
-
-    `callback(step, x0, x, total_steps)` runs after every step; `disable_pbar` None shows a progress bar only
-    on a terminal. `sigmas` overrides the computed schedule (then steps/scheduler/denoise are not used for it).
-    The input latent dict, its tensors and the conditioning are never modified.
-    """
-    _check_model(model)
-    seed = check_seed("seed", seed)
-    steps = check_int("steps", steps, 1, MAX_STEPS)
-    cfg = check_float("cfg", cfg, 0.0, MAX_CFG)
-    check_choice("sampler_name", sampler_name, SAMPLER_NAMES)
-    check_choice("scheduler", scheduler, SCHEDULER_NAMES)
-    denoise = check_float("denoise", denoise, 0.0, 1.0)
-    if start_step is not None:
-        start_step = check_int("start_step", start_step, 0)
-    if last_step is not None:
-        last_step = check_int("last_step", last_step, 0)
-    check_latent(latent)
-    samples = latent["samples"]
-    pos = normalize_conditioning(positive, "positive")
-    neg = normalize_conditioning(negative, "negative")
-
-    samples = fit_latent_channels(samples, model.latent_format.channels)
-    batch = samples.shape[0]
-    check_batch(pos, batch, "positive")
-    check_batch(neg, batch, "negative")
-    noise_mask = latent.get("noise_mask")
-    if noise_mask is not None:
-        noise_mask = check_mask(noise_mask, "latent['noise_mask']")
-        mb = noise_mask.reshape(-1, noise_mask.shape[-2], noise_mask.shape[-1]).shape[0]
-        if mb not in (1, batch):
-            raise ValueError(f"latent['noise_mask'] has batch {mb}, which cannot broadcast to the latent batch {batch}")
-
-    if disable_noise:
-        noise = torch.zeros(samples.size(), dtype=samples.dtype, layout=samples.layout)
-    else:
-        noise = prepare_noise(samples, seed, latent.get("batch_index"))
-
-    ms = model.model_sampling
-    if sigmas is None:
-        sigmas = compute_sigmas(ms, sampler_name, scheduler, steps, denoise)
-    else:
-        sigmas = torch.as_tensor(sigmas, dtype=torch.float32).reshape(-1).clone()
-    sliced = slice_sigmas(sigmas, start_step, last_step, force_full_denoise)
-    out = dict(latent)
-    if sliced is None or sliced.shape[-1] == 0:
-        out["samples"] = samples.clone()
-        return out
-    sigmas = sliced
-
-    samples_out = sample_with_sigmas(model, noise, sigmas, samples, pos, neg, cfg, sampler_name, seed, noise_mask,
-                                     callback=callback, disable_pbar=disable_pbar, model_options=model_options,
-                                     sampler_options=sampler_options)
-    out["samples"] = samples_out
-    return out
-
-
 def sample_with_sigmas(model, noise, sigmas, samples, positive, negative, cfg, sampler_name, seed, noise_mask=None,
                        *, callback=None, disable_pbar=None, model_options=None, sampler_options=None):
-    """The sampling core once sigmas and noise are known (ComfyUI's CFGGuider + KSAMPLER.sample)."""
+    """The sampling core once sigmas and noise are known (ComfyUI's CFGGuider + KSAMPLER.sample).
+
+    Contract: arguments validated by the caller (`passes.run_pass`): positive/negative are normalized
+    CondEntry lists, noise_mask a valid MASK whose batch broadcasts to the latent's, sigmas non-empty."""
     device = model.device
     sigmas = sigmas.to(device)
     latent_image = samples.to(device=device, dtype=torch.float32)
     if torch.count_nonzero(latent_image) > 0:
         latent_image = model.latent_format.process_in(latent_image)
     noise = noise.to(device=device, dtype=torch.float32)
-    denoise_mask = resize_mask(noise_mask, tuple(noise.shape)).to(device) if noise_mask is not None else None
+    denoise_mask = fit_mask(noise_mask, tuple(noise.shape)).to(device) if noise_mask is not None else None
 
     inpaint_noise = noise
     if sampler_name in RANDOM_INPAINT_NOISE_SAMPLERS:
@@ -304,3 +218,15 @@ def sample_with_sigmas(model, noise, sigmas, samples, positive, negative, cfg, s
 def _pbar_flag(disable_pbar: bool | None) -> bool | None:
     """tqdm's convention: None = show only on a terminal."""
     return None if disable_pbar is None else bool(disable_pbar)
+
+
+def __getattr__(name: str):
+    # `twosamplers.ksampler.common_ksampler` (the path README documents) lives one floor up, in passes.py
+    if name == "common_ksampler":
+        from .passes import common_ksampler
+        return common_ksampler
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["GuidedDenoiser", "MAX_CFG", "MAX_STEPS", "StepCallback", "compute_sigmas", "sample_with_sigmas",
+           "slice_sigmas"]

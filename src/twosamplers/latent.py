@@ -85,10 +85,15 @@ def remake_empty_latent(latent: dict, latent_format) -> dict:
 
 def save_latent(path: str | os.PathLike, latent: dict, metadata: dict[str, str] | None = None) -> Path:
     """Write a ComfyUI `.latent` file atomically (a temp file in the same folder, then rename)."""
+    return atomic_write(path, latent_writer(latent, metadata))
+
+
+def latent_writer(latent: dict, metadata: dict[str, str] | None = None):
+    """`save_latent`'s encoding as a function of the file path (for writing several outputs together)."""
     check_latent(latent)
     tensors = {TENSOR_KEY: latent["samples"].detach().cpu().contiguous(), FORMAT_MARKER: torch.tensor([])}
     meta = {str(k): str(v) for k, v in (metadata or {}).items()}
-    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+    return lambda tmp: save_file(tensors, tmp, metadata=meta)
 
 
 def load_latent(path: str | os.PathLike) -> dict:

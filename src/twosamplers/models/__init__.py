@@ -5,6 +5,6 @@ from .base import DiffusionModel, LatentFormat, NetworkModel
 __all__ = ["DiffusionModel", "LatentFormat", "NetworkModel"]
 
 from .analytic import IdealModel, TextureModel  # noqa: E402
-from .registry import load  # noqa: E402
+from .registry import ModelCache, ModelDefaults, defaults_for, load  # noqa: E402
 
-__all__ += ["IdealModel", "TextureModel", "load"]
+__all__ += ["IdealModel", "ModelCache", "ModelDefaults", "TextureModel", "defaults_for", "load"]

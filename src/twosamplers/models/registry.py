@@ -1,40 +1,147 @@
-"""`load(name)`: the models by name ("textures", the default, and "ideal") or a checkpoint path."""
+"""Model loading by name: a small registry of loaders (each with its model's defaults) and a per-process cache.
+
+`load(name)` takes a registered name ("textures", the default, and "ideal") or a checkpoint path. Each loader
+carries the defaults front ends use for its models (`defaults_for(name)`: guidance scale, image side), so no
+front end hard-codes model names. `ModelCache` loads each (name, device, dtype, options) once per process
+and is what jobs, batch workers and a UI share. A new backend registers one `Loader`.
+"""
 
 from __future__ import annotations
 
 import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
-from .analytic import IdealModel, TextureModel
-
 DEFAULT_MODEL = "textures"
-BUILTIN_MODELS = ("textures", "ideal")
+
+
+@dataclass(frozen=True)
+class ModelDefaults:
+    """What a front end uses when the user does not say: ComfyUI's KSampler default cfg is 8."""
+
+    cfg: float = 8.0
+    size: int = 256
+
+
+@dataclass(frozen=True)
+class Loader:
+    """name -> model. `load(device=..., dtype=..., **options)`; `defaults` belong to the models it loads."""
+
+    name: str
+    load: Callable[..., object]
+    defaults: ModelDefaults = ModelDefaults()
+    description: str = ""
+
+
+def _analytic(name: str, cls_name: str) -> Callable[..., object]:
+    def load(*, device=None, dtype=None, **options):
+        if dtype not in (None, torch.float32, "fp32", "float32"):
+            raise ValueError(f"the {name!r} model computes in float32; dtype={dtype} is not supported")
+        if options:
+            raise ValueError(f"{', '.join(sorted(options))} only apply to SD checkpoints, not the {name!r} model")
+        from . import analytic
+        return getattr(analytic, cls_name)(device=device)
+    return load
+
+
+_ANALYTIC_DEFAULTS = ModelDefaults(cfg=3.0, size=256)
+REGISTRY: dict[str, Loader] = {}
+
+
+def register(loader: Loader) -> Loader:
+    """Add (or replace) a named loader."""
+    REGISTRY[loader.name] = loader
+    return loader
+
+
+register(Loader("textures", _analytic("textures", "TextureModel"), _ANALYTIC_DEFAULTS,
+                "patch-based analytic denoiser over five CC0 textures (the default)"))
+register(Loader("ideal", _analytic("ideal", "IdealModel"), _ANALYTIC_DEFAULTS,
+                "exact posterior mean of the texture images"))
+
+
+def _load_checkpoint(path, *, device=None, dtype=None, **options):
+    from .sd import load_sd
+    return load_sd(path, device=device, dtype=dtype, **options)
+
+
+CHECKPOINT = Loader("checkpoint", _load_checkpoint, ModelDefaults(cfg=8.0, size=256),
+                    "an SD 1.x/2.x/SDXL .safetensors checkpoint or diffusers folder (a path)")
+BUILTIN_MODELS = tuple(REGISTRY)
+
+
+def _registered_name(name) -> str | None:
+    if isinstance(name, str) and name.strip().lower() in REGISTRY:
+        return name.strip().lower()
+    return None
+
+
+def loader_for(name: str | os.PathLike) -> Loader:
+    """The loader a name or path resolves to (a registered name, else the checkpoint loader)."""
+    if not isinstance(name, (str, os.PathLike)):
+        raise TypeError(f"model name must be a str or a path, got {type(name).__name__}")
+    key = _registered_name(name)
+    return REGISTRY[key] if key else CHECKPOINT
+
+
+def defaults_for(name: str | os.PathLike) -> ModelDefaults:
+    """The defaults of the model `name` would load (no loading)."""
+    return loader_for(name).defaults
 
 
 def load(name: str | os.PathLike = DEFAULT_MODEL, *, device: str | torch.device | None = None,
          dtype: torch.dtype | None = None, **options):
     """A model for the engine: "textures" (patch-based analytic model, the default), "ideal" (exact
     posterior mean of a finite image set), or a path to an SD checkpoint (.safetensors / diffusers folder)."""
-    if isinstance(name, str) and name.strip().lower() in BUILTIN_MODELS:
-        if dtype not in (None, torch.float32, "fp32", "float32"):
-            raise ValueError(f"the {name!r} model computes in float32; dtype={dtype} is not supported")
-        if options:
-            raise ValueError(f"{', '.join(sorted(options))} only apply to SD checkpoints, not the {name!r} model")
-        cls = TextureModel if name.strip().lower() == "textures" else IdealModel
-        return cls(device=device)
-    if not isinstance(name, (str, os.PathLike)):
-        raise TypeError(f"model name must be a str or a path, got {type(name).__name__}")
+    loader = loader_for(name)
+    if loader is not CHECKPOINT:
+        return loader.load(device=device, dtype=dtype, **options)
+    known = f"known: {', '.join(REGISTRY)}, or a path to a .safetensors checkpoint / diffusers folder"
     try:
-        from .sd import load_sd
-    except ImportError:
-        load_sd = None
-    known = "known: textures, ideal, or a path to a .safetensors checkpoint / diffusers folder"
-    if load_sd is None:
-        raise ValueError(f"unknown model {os.fspath(name)!r}; {known}")
-    try:
-        return load_sd(name, device=device, dtype=dtype, **options)
+        return loader.load(name, device=device, dtype=dtype, **options)
     except FileNotFoundError as e:
         if os.path.exists(os.path.expanduser(os.fspath(name))):
             raise
         raise ValueError(f"unknown model {os.fspath(name)!r}; {known} ({e})") from None
+
+
+class ModelCache:
+    """Loads each (name, device, dtype, options) once per process and hands the same model back.
+
+    Share one cache between jobs (a batch worker, a UI server) so a model is not loaded twice. `loader` is the
+    load function (default `load`). Thread-safe: concurrent `get`s of one key load once.
+    """
+
+    def __init__(self, loader: Callable[..., object] | None = None) -> None:
+        self._load = loader
+        self._models: dict[tuple, object] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def key(name, device=None, dtype=None, **options) -> tuple:
+        n = _registered_name(name) or os.fspath(name)
+        return (n, None if device is None else str(device), None if dtype is None else str(dtype),
+                tuple(sorted((k, repr(v)) for k, v in options.items())))
+
+    def get(self, name, *, device=None, dtype=None, **options):
+        k = self.key(name, device, dtype, **options)
+        with self._lock:
+            if k not in self._models:
+                from .. import models  # late: `twosamplers.models.load` may be replaced (tests, plugins)
+                load_fn = self._load or models.load
+                self._models[k] = load_fn(name, device=device, dtype=dtype, **options)
+            return self._models[k]
+
+    def __len__(self) -> int:
+        return len(self._models)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._models.clear()
+
+
+__all__ = ["BUILTIN_MODELS", "DEFAULT_MODEL", "Loader", "ModelCache", "ModelDefaults", "REGISTRY", "defaults_for",
+           "load", "loader_for", "register"]

@@ -407,10 +407,8 @@ def _read_json(path: Path) -> dict:
         raise CheckpointError(f"{path}: cannot read ({e})") from None
 
 
-def _load_folder(path: Path, dev, dt, pred, skip, source: str | None = None) -> SDModel:
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
-
+def _check_folder(path: Path) -> tuple[bool, dict]:
+    """A diffusers folder we can load: -> (is SDXL, scheduler config); a clear error otherwise."""
     index_file = path / "model_index.json"
     if not index_file.exists():
         raise CheckpointError(f"{path} is a folder without model_index.json: not a diffusers model folder. "
@@ -434,6 +432,14 @@ def _load_folder(path: Path, dev, dt, pred, skip, source: str | None = None) -> 
     if sched.get("beta_schedule", "scaled_linear") != "scaled_linear":
         raise UnsupportedModelError(f"{path}: beta_schedule {sched.get('beta_schedule')!r} is not supported "
                                     "(only scaled_linear, the SD1/SD2/SDXL schedule)")
+    return sdxl, sched
+
+
+def _load_folder(path: Path, dev, dt, pred, skip, source: str | None = None) -> SDModel:
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    sdxl, sched = _check_folder(path)
     folder_pred = _prediction_arg(sched.get("prediction_type", "epsilon"))
     load = {"torch_dtype": dt}
     from diffusers.utils import is_accelerate_available

@@ -186,6 +186,27 @@ def _depth(sd: dict, prefix: str) -> int:
     return len(_indices(sd, prefix + "transformer_blocks."))
 
 
+def _down_levels(sd: dict[str, torch.Tensor], levels: int, lpb: int):
+    """Per down level: output channels, block type, transformer depth; and the cross-attention width and
+    whether the projections are linear (from the last level with attention)."""
+    p = UNET
+    channels, down_types, depths = [], [], []
+    cross_dim, linear_proj = None, None
+    for lvl in range(levels):
+        first = 1 + lvl * (lpb + 1)
+        channels.append(sd[p + f"input_blocks.{first}.0.out_layers.3.weight"].shape[0])
+        attn = p + f"input_blocks.{first}.1."
+        if any(k.startswith(attn) for k in sd):
+            down_types.append("CrossAttnDownBlock2D")
+            depths.append(_depth(sd, attn))
+            cross_dim = sd[attn + "transformer_blocks.0.attn2.to_k.weight"].shape[1]
+            linear_proj = sd[attn + "proj_in.weight"].ndim == 2
+        else:
+            down_types.append("DownBlock2D")
+            depths.append(1)
+    return channels, down_types, depths, cross_dim, linear_proj
+
+
 def infer_unet_config(sd: dict[str, torch.Tensor], family: str) -> dict:
     """A diffusers UNet2DConditionModel config from the LDM UNet's weight shapes.
 
@@ -201,20 +222,7 @@ def infer_unet_config(sd: dict[str, torch.Tensor], family: str) -> dict:
     lpb = (n_in - 1 - len(down_idx)) // levels
     if lpb < 1 or 1 + levels * lpb + len(down_idx) != n_in:
         raise UnsupportedModelError(f"unexpected UNet layout ({n_in} input blocks, {len(down_idx)} downsamplers)")
-    channels, down_types, depths = [], [], []
-    cross_dim, linear_proj = None, None
-    for lvl in range(levels):
-        first = 1 + lvl * (lpb + 1)
-        channels.append(sd[p + f"input_blocks.{first}.0.out_layers.3.weight"].shape[0])
-        attn = p + f"input_blocks.{first}.1."
-        if any(k.startswith(attn) for k in sd):
-            down_types.append("CrossAttnDownBlock2D")
-            depths.append(_depth(sd, attn))
-            cross_dim = sd[attn + "transformer_blocks.0.attn2.to_k.weight"].shape[1]
-            linear_proj = sd[attn + "proj_in.weight"].ndim == 2
-        else:
-            down_types.append("DownBlock2D")
-            depths.append(1)
+    channels, down_types, depths, cross_dim, linear_proj = _down_levels(sd, levels, lpb)
     if cross_dim is None:
         raise UnsupportedModelError("UNet without cross-attention is not supported")
     mid_attn = any(k.startswith(p + "middle_block.1.transformer_blocks.") for k in sd)

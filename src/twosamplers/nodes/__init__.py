@@ -17,15 +17,8 @@ NODE_CLASS_MAPPINGS = {
     "RegionalSampler": RegionalSampler,
 }
 
-NODE_DISPLAY_NAME_MAPPINGS = {
-    "KSamplerProvider": "KSamplerProvider",
-    "KSamplerAdvancedProvider": "KSamplerAdvancedProvider",
-    "TwoSamplersForMask": "TwoSamplersForMask",
-    "TwoAdvancedSamplersForMask": "TwoAdvancedSamplersForMask",
-    "RegionalPrompt": "RegionalPrompt",
-    "CombineRegionalPrompts": "CombineRegionalPrompts",
-    "RegionalSampler": "RegionalSampler",
-}
+# ComfyUI shows each node under its own name
+NODE_DISPLAY_NAME_MAPPINGS = {name: name for name in NODE_CLASS_MAPPINGS}
 
 __all__ = [
     "NODE_CLASS_MAPPINGS",

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import torch
 
-from .._checks import SEED_MAX, check_choice, check_int
+from .._checks import MAX_CFG, MAX_STEPS, SEED_MAX, check_choice, check_int, check_mask
 from ..conditioning import normalize_conditioning
-from ..ksampler import MAX_CFG, MAX_STEPS, common_ksampler
 from ..latent import check_latent, load_latent, remake_empty_latent, save_latent
-from ..masks import check_mask, repeat_to_batch_size
+from ..noise_mask import repeat_to_batch_size
+from ..passes import common_ksampler
 from ..samplers import SAMPLER_NAMES
 from ..schedules import SCHEDULER_NAMES
-from .folders import BUILTIN_CHECKPOINTS, Folders, PendingWrite, split_prefix
+from .folders import Folders, PendingWrite, embedded_models, split_prefix
 from .handles import ClipHandle, ModelHandle, VaeHandle, is_model
 
 MAX_RESOLUTION = 16384
@@ -49,7 +49,7 @@ class CheckpointLoaderSimple(FolderNode):
 
     @classmethod
     def INPUT_TYPES(cls, folders: Folders | None = None):
-        names = list(BUILTIN_CHECKPOINTS) + (folders.list_models("checkpoints") if folders is not None else [])
+        names = list(embedded_models()) + (folders.list_models("checkpoints") if folders is not None else [])
         return {"required": {"ckpt_name": (names,)}}
 
     RETURN_TYPES = ("MODEL", "CLIP", "VAE")

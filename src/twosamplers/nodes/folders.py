@@ -17,11 +17,23 @@ from pathlib import Path
 
 from .._files import atomic_write
 
-BUILTIN_CHECKPOINTS = ("textures", "ideal")
 MODEL_KINDS = ("checkpoints", "loras", "vae", "controlnet", "embeddings", "upscale_models", "clip", "unet",
                "diffusion_models", "text_encoders", "clip_vision")
 CHECKPOINT_EXTENSIONS = (".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".bin")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+
+
+def embedded_models() -> tuple[str, ...]:
+    """The models CheckpointLoaderSimple takes by name, without a file (the model registry's names)."""
+    from ..models.registry import REGISTRY
+
+    return tuple(REGISTRY)
+
+
+def embedded_name(name: str) -> str | None:
+    if isinstance(name, str) and name.strip().lower() in embedded_models():
+        return name.strip().lower()
+    return None
 
 
 @dataclass
@@ -49,7 +61,7 @@ class Folders:
     defer_writes: bool = False
     disable_pbar: bool | None = None
     pending: list[PendingWrite] = field(default_factory=list)
-    _models: dict = field(default_factory=dict, repr=False)
+    cache: object = None  # a twosamplers.models.ModelCache (made on first use)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -147,31 +159,29 @@ class Folders:
         """ckpt_name -> a path, or the name of an embedded model / a preloaded model; clear error otherwise."""
         if not isinstance(name, str) or not name:
             raise ValueError(f"ckpt_name must be a non-empty string, got {name!r}")
-        if name in self.preloaded or name.strip().lower() in BUILTIN_CHECKPOINTS:
+        if name in self.preloaded or embedded_name(name):
             return name
         p = self.find_model("checkpoints", name)
         if p is None:
             where = ", ".join(str(d) for d in self.search_dirs("checkpoints")) or "no checkpoints folder given " \
                 "(use --models DIR or --comfyui DIR)"
             raise FileNotFoundError(f"checkpoint {name!r} not found (searched: {where}); the embedded models "
-                                    f"{', '.join(BUILTIN_CHECKPOINTS)} need no file")
+                                    f"{', '.join(embedded_models())} need no file")
         return p
 
     def load_checkpoint(self, name: str):
-        """The model for ckpt_name, loaded once per Folders object."""
+        """The model for ckpt_name, through the ModelCache (each model loaded once per cache; one per run unless
+        the caller shares a cache between runs)."""
         if name in self.preloaded:
             return self.preloaded[name]
         resolved = self.resolve_checkpoint(name)
-        key = ("checkpoints", str(resolved).lower() if isinstance(resolved, str) else str(resolved.resolve()))
-        if key not in self._models:
-            from ..models import load
+        if self.cache is None:
+            from ..models import ModelCache
 
-            opts = {} if isinstance(resolved, str) else dict(self.load_options)
-            if isinstance(resolved, str):
-                self._models[key] = load(resolved.strip().lower(), device=self.load_options.get("device"))
-            else:
-                self._models[key] = load(resolved, **opts)
-        return self._models[key]
+            self.cache = ModelCache()
+        if isinstance(resolved, str):
+            return self.cache.get(embedded_name(resolved), device=self.load_options.get("device"))
+        return self.cache.get(resolved, **self.load_options)
 
     def input_path(self, name: str) -> Path:
         """A file in the input folder ("name [input]" annotations as ComfyUI writes them are accepted)."""
@@ -238,4 +248,4 @@ def next_counter(folder: Path, filename: str) -> int:
     return best + 1
 
 
-__all__ = ["BUILTIN_CHECKPOINTS", "Folders", "PendingWrite", "next_counter", "split_prefix"]
+__all__ = ["Folders", "embedded_models", "embedded_name", "PendingWrite", "next_counter", "split_prefix"]

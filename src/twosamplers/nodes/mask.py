@@ -8,8 +8,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .._checks import check_choice, check_float, check_int
-from ..masks import check_mask
+from .._checks import check_choice, check_float, check_int, check_mask
 from .core import MAX_RESOLUTION, _image
 
 IMAGE_CHANNELS = ("red", "green", "blue", "alpha")

@@ -11,15 +11,13 @@ recovery "ratio between" / AUTO / 0.3).
 
 from __future__ import annotations
 
-from .._checks import SEED_MAX, check_choice, check_float, check_int, check_seed
-from ..ksampler import MAX_STEPS
+from .._checks import check_choice, check_mask, check_mask_batch
 from ..latent import check_latent
-from ..mask_tools import binary_inverse, check_mask_batch, soft_inverse
-from ..masks import check_mask
-from .providers import CATEGORY, check_advanced_sampler, check_ksampler
+from ..mask_ops import INVERSIONS, inverse
+from ..regional import check_advanced_sampler
+from . import widgets as W
+from .providers import CATEGORY, check_ksampler
 from .regional import RegionalPrompt, RegionalSampler
-
-INVERSIONS = ("binary", "soft")
 
 
 class TwoSamplersForMask:
@@ -36,7 +34,7 @@ class TwoSamplersForMask:
             },
             "optional": {
                 "inversion": (list(INVERSIONS), {"default": "binary"}),
-                "base_covers_mask": ("BOOLEAN", {"default": False}),
+                "base_covers_mask": W.OFF,
             },
         }
 
@@ -70,7 +68,7 @@ class TwoSamplersForMask:
         if base_covers_mask:
             first.pop("noise_mask", None)
         else:
-            first["noise_mask"] = binary_inverse(mask) if inversion == "binary" else soft_inverse(mask)
+            first["noise_mask"] = inverse(mask, inversion)
         stage1 = base_sampler.sample(first, **kw)
         second = dict(stage1)
         second["noise_mask"] = mask.clone()
@@ -88,18 +86,18 @@ class TwoAdvancedSamplersForMask:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "seed": ("INT", {"default": 0, "min": 0, "max": SEED_MAX}),
-                "steps": ("INT", {"default": 20, "min": 1, "max": MAX_STEPS}),
-                "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01}),
+                "seed": W.SEED,
+                "steps": W.STEPS,
+                "denoise": W.DENOISE,
                 "samples": ("LATENT",),
                 "base_sampler": ("KSAMPLER_ADVANCED",),
                 "mask_sampler": ("KSAMPLER_ADVANCED",),
                 "mask": ("MASK",),
-                "overlap_factor": ("INT", {"default": 10, "min": 0, "max": 10000}),
+                "overlap_factor": W.OVERLAP,
             },
             "optional": {
-                "fix_soft_masks": ("BOOLEAN", {"default": False}),
-                "step_seeds": ("BOOLEAN", {"default": False}),
+                "fix_soft_masks": W.OFF,
+                "step_seeds": W.OFF,
             },
         }
 
@@ -109,13 +107,8 @@ class TwoAdvancedSamplersForMask:
 
     def doit(self, seed, steps, denoise, samples, base_sampler, mask_sampler, mask, overlap_factor,
              *, fix_soft_masks=False, step_seeds=False, callback=None, disable_pbar=None):
-        check_seed("seed", seed)
-        check_int("steps", steps, 1, MAX_STEPS)
-        check_float("denoise", denoise, 0.0, 1.0)
-        check_latent(samples, "samples")
         check_advanced_sampler(base_sampler, "base_sampler")
         check_advanced_sampler(mask_sampler, "mask_sampler")
-        check_mask(mask, "mask")
         regional_prompts = RegionalPrompt().doit(mask, mask_sampler)[0]
         return RegionalSampler().doit(seed, 0, "ignore", steps, 1, denoise, samples, base_sampler, regional_prompts,
                                       overlap_factor, True, "ratio between", "AUTO", 0.3,

@@ -21,9 +21,9 @@ _DEFAULT_MODEL_SAMPLING: ModelSamplingDiscrete | None = None
 
 
 def _model_sampling_of(model) -> ModelSamplingDiscrete:
-    """The KSampler's GuidedDenoiser exposes model.model.model_sampling; anything else gets SD1.5's."""
+    """The denoiser's public `model_sampling` (the KSampler's GuidedDenoiser has one); anything else gets SD1.5's."""
     global _DEFAULT_MODEL_SAMPLING
-    ms = getattr(getattr(model, "model", None), "model_sampling", None)
+    ms = getattr(model, "model_sampling", None)
     if ms is not None and hasattr(ms, "percent_to_sigma"):
         return ms
     if _DEFAULT_MODEL_SAMPLING is None:

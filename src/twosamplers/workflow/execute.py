@@ -18,10 +18,10 @@ from pathlib import Path
 from ..latent import remake_empty_latent
 from ..nodes.folders import Folders, PendingWrite
 from ..nodes.handles import model_of
+from ..nodes.registry import NODES, input_types
 from .errors import WorkflowError
 from .formats import Workflow, input_kind, read_workflow
 from .graph import _spec_of, describe, is_link, plan
-from .registry import NODES, input_types
 
 
 def _input_types_of(class_type: str, folders: Folders | None = None):
@@ -91,11 +91,10 @@ def execute(wf: Workflow, folders: Folders, *, progress: Callable[[int, int, str
     """Run a Workflow (already overridden) and return the outputs; see `run`."""
     prompt = wf.prompt
     p = plan(prompt, folders)
-    extra = {"workflow": wf.ui} if wf.ui is not None else {}
+    hidden = {"PROMPT": prompt, "EXTRA_PNGINFO": {"workflow": wf.ui} if wf.ui is not None else {}}
     cache: dict[str, tuple] = {}
     ui: dict[str, dict] = {}
-    folders.defer_writes = True
-    folders.pending = []
+    folders.defer_writes, folders.pending = True, []
     folders.disable_pbar = True if quiet else None
     bar = None
     if not quiet:
@@ -103,53 +102,56 @@ def execute(wf: Workflow, folders: Folders, *, progress: Callable[[int, int, str
         bar = tqdm(total=len(p.order), desc="nodes", unit="node", disable=None)
     try:
         for i, nid in enumerate(p.order):
-            node = prompt[nid]
-            class_type = node["class_type"]
-            cls = NODES[class_type]
             if bar is not None:
-                bar.set_postfix_str(f"{nid} {class_type}")
+                bar.set_postfix_str(f"{nid} {prompt[nid]['class_type']}")
             if progress is not None:
-                progress(i, len(p.order), nid, class_type)
-            obj = cls(folders) if getattr(cls, "check_inputs", None) is not None or _takes_folders(cls) else cls()
-            kwargs = _gather(prompt, nid, p.types[nid], cache)
-            fn = getattr(obj, cls.FUNCTION)
-            if _accepts(fn, "disable_pbar") and "disable_pbar" not in kwargs:
-                kwargs["disable_pbar"] = folders.disable_pbar
-            for name, value in (p.types[nid].get("hidden") or {}).items():
-                if _accepts(fn, name):
-                    kwargs[name] = {"PROMPT": prompt, "EXTRA_PNGINFO": extra, "UNIQUE_ID": nid}.get(value)
-            try:
-                result = fn(**kwargs)
-            except (ValueError, TypeError, FileNotFoundError, NotImplementedError) as e:
-                raise WorkflowError(f"{describe(prompt, nid)}: {e}") from e
-            if isinstance(result, dict):
-                ui[nid] = result.get("ui") or {}
-                result = tuple(result.get("result") or ())
-            result = tuple(result)
-            if len(result) != len(cls.RETURN_TYPES):
-                raise WorkflowError(f"{describe(prompt, nid)} returned {len(result)} values for "
-                                    f"{len(cls.RETURN_TYPES)} outputs")
-            cache[nid] = result
+                progress(i, len(p.order), nid, prompt[nid]["class_type"])
+            cache[nid], ui[nid] = run_node(prompt, nid, p.types[nid], cache, folders, hidden)
             if bar is not None:
                 bar.update(1)
-        written = folders.commit()
+        folders.commit()
     finally:
         if bar is not None:
             bar.close()
-        folders.pending = []
-        folders.defer_writes = False
-    outputs = []
-    for nid in p.outputs:
-        node = prompt[nid]
-        items = [it for v in ui.get(nid, {}).values() for it in v if isinstance(it, PendingWrite)]
-        entry = {"node": nid, "class_type": node["class_type"], "files": [str(it.path) for it in items]}
-        for name in ("images", "samples"):
-            if name in node["inputs"] and is_link(node["inputs"][name]):
-                src = node["inputs"][name]
-                entry[name] = cache[str(src[0])][src[1]]
-        outputs.append(entry)
-    assert all(it.path is not None for it in written)
-    return outputs
+        folders.pending, folders.defer_writes = [], False
+    return [_output_entry(prompt, nid, ui.get(nid) or {}, cache) for nid in p.outputs]
+
+
+def run_node(prompt: dict, nid: str, types: dict, cache: dict, folders: Folders, hidden: dict) -> tuple[tuple, dict]:
+    """One node: its inputs from the cache and constants, its function called -> (outputs, ui)."""
+    cls = NODES[prompt[nid]["class_type"]]
+    obj = cls(folders) if _takes_folders(cls) else cls()
+    kwargs = _gather(prompt, nid, types, cache)
+    fn = getattr(obj, cls.FUNCTION)
+    if _accepts(fn, "disable_pbar") and "disable_pbar" not in kwargs:
+        kwargs["disable_pbar"] = folders.disable_pbar
+    for name, value in (types.get("hidden") or {}).items():
+        if _accepts(fn, name):
+            kwargs[name] = nid if value == "UNIQUE_ID" else hidden.get(value)
+    try:
+        result = fn(**kwargs)
+    except (ValueError, TypeError, FileNotFoundError, NotImplementedError) as e:
+        raise WorkflowError(f"{describe(prompt, nid)}: {e}") from e
+    ui = {}
+    if isinstance(result, dict):
+        ui = result.get("ui") or {}
+        result = result.get("result") or ()
+    result = tuple(result)
+    if len(result) != len(cls.RETURN_TYPES):
+        raise WorkflowError(f"{describe(prompt, nid)} returned {len(result)} values for {len(cls.RETURN_TYPES)} "
+                            "outputs")
+    return result, ui
+
+
+def _output_entry(prompt: dict, nid: str, ui: dict, cache: dict) -> dict:
+    node = prompt[nid]
+    items = [it for v in ui.values() for it in v if isinstance(it, PendingWrite)]
+    entry = {"node": nid, "class_type": node["class_type"], "files": [str(it.path) for it in items]}
+    for name in ("images", "samples"):
+        if name in node["inputs"] and is_link(node["inputs"][name]):
+            src = node["inputs"][name]
+            entry[name] = cache[str(src[0])][src[1]]
+    return entry
 
 
 def _takes_folders(cls) -> bool:
@@ -188,7 +190,7 @@ def _gather(prompt: dict, nid: str, types: dict, cache: dict) -> dict:
 def run(workflow, models: str | os.PathLike | Mapping | None = None, overrides: Mapping | None = None, *,
         comfyui: str | os.PathLike | None = None, input_dir: str | os.PathLike | None = None,
         output_dir: str | os.PathLike | None = None, extra_model_paths: str | os.PathLike | None = None,
-        device=None, dtype=None, quiet: bool = True,
+        device=None, dtype=None, cache=None, quiet: bool = True,
         progress: Callable[[int, int, str, str], None] | None = None) -> list[dict]:
     """Run a ComfyUI workflow headless and return its outputs.
 
@@ -198,13 +200,15 @@ def run(workflow, models: str | os.PathLike | Mapping | None = None, overrides: 
     overrides: {"NODE_ID.input": value} set before the run (like `--set`).
     comfyui: a ComfyUI install: its models/, input/ and extra_model_paths.yaml.
     input_dir / output_dir: LoadImage's folder / where SaveImage and SaveLatent write (default: the current
-    folder). Returns one dict per output node: {"node", "class_type", "files": [paths written], "images" or
-    "samples": what it received}. Raises WorkflowError (a ValueError) for a workflow that cannot run; nothing
-    is written then.
+    folder). cache: a `twosamplers.models.ModelCache` to share loaded models between runs (default: a new
+    one, so each model is loaded once per run).
+    Returns one dict per output node: {"node", "class_type", "files": [paths written], "images" or "samples":
+    what it received}. Raises WorkflowError (a ValueError) for a workflow that cannot run; nothing is written
+    then.
     """
     opts = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
     folders = Folders.create(models, comfyui=comfyui, input_dir=input_dir, output_dir=output_dir,
-                             extra_model_paths=extra_model_paths, load_options=opts)
+                             extra_model_paths=extra_model_paths, load_options=opts, cache=cache)
     if output_dir is None:
         folders.output_dir = Path(".")
     out_dir = folders.output_dir

@@ -187,21 +187,70 @@ def ui_to_api(ui: dict, input_types: Callable[[str], dict | None]) -> dict:
         if not isinstance(n, dict) or "id" not in n or not isinstance(n.get("type"), str):
             raise WorkflowError(f"UI workflow: malformed node {str(n)[:80]}")
         nodes[n["id"]] = n
-    links = _links(ui)
-
     active = [n for n in nodes.values() if n["type"] not in VIRTUAL_NODES and n.get("mode", 0) not in
               (MUTED, BYPASSED)]
     unknown = [n for n in active if input_types(n["type"]) is None]
     if unknown:
         subgraphs = {g.get("id") for g in (ui.get("definitions") or {}).get("subgraphs") or [] if isinstance(g, dict)}
         raise WorkflowError(unsupported_message([(str(n["id"]), n["type"]) for n in unknown], subgraphs))
+    links = _LinkResolver(nodes, _links(ui))
+    prompt = {}
+    for n in sorted(active, key=lambda n: (n.get("order", 0), n["id"])):
+        inputs = widget_values(n, input_types(n["type"]) or {})
+        for inp in n.get("inputs") or []:
+            if inp.get("link") is None:
+                continue
+            src = links.follow(inp["link"])
+            if src is None:  # from a muted node, or a bypassed one with nothing to pass on
+                if not inp.get("widget"):
+                    inputs.pop(inp.get("name"), None)
+                continue
+            inputs[inp.get("name")] = list(src[1:]) if src[0] == "link" else src[1]
+        entry = {"class_type": n["type"], "inputs": inputs}
+        if n.get("title"):
+            entry["_meta"] = {"title": n["title"]}
+        prompt[str(n["id"])] = entry
+    if not prompt:
+        raise WorkflowError("UI workflow: no active nodes")
+    return prompt
 
-    def follow(link_id, seen=()):
-        """-> ("link", node_id, slot) | ("value", v) | None for the source of a link."""
-        if link_id is None or link_id not in links:
+
+def widget_values(node: dict, types: dict) -> dict:
+    """A UI node's widgets_values as {input name: value}, in the node type's widget order (see the module doc);
+    required widgets that the file lacks take their defaults."""
+    inputs: dict = {}
+    vals = node.get("widgets_values")
+    widgets = widget_inputs(types)
+    if isinstance(vals, dict):
+        inputs.update({name: vals[name] for name, _spec, _req in widgets if name in vals})
+    else:
+        vals = list(vals or [])
+        i = 0
+        for name, spec, _req in widgets:
+            if i >= len(vals):
+                break
+            inputs[name] = vals[i]
+            i += 1
+            if has_control_widget(name, spec) and i < len(vals) and vals[i] in CONTROL_VALUES:
+                i += 1
+    for name, spec, req in widgets:
+        if name not in inputs and req:
+            inputs[name] = default_value(spec)
+    return inputs
+
+
+class _LinkResolver:
+    """Where a UI link's value comes from, through Reroutes, Primitive nodes, muted and bypassed nodes."""
+
+    def __init__(self, nodes: dict, links: dict) -> None:
+        self.nodes, self.links = nodes, links
+
+    def follow(self, link_id, seen: tuple = ()):
+        """-> ("link", node_id, slot) | ("value", v) | None (nothing arrives)."""
+        if link_id is None or link_id not in self.links:
             return None
-        origin, slot, *_ = links[link_id]
-        src = nodes.get(origin)
+        origin, slot, *_ = self.links[link_id]
+        src = self.nodes.get(origin)
         if src is None:
             raise WorkflowError(f"UI workflow: link {link_id} comes from node {origin}, which does not exist")
         if origin in seen:
@@ -209,8 +258,7 @@ def ui_to_api(ui: dict, input_types: Callable[[str], dict | None]) -> dict:
         seen = (*seen, origin)
         kind, mode = src["type"], src.get("mode", 0)
         if kind == "Reroute":
-            ins = src.get("inputs") or [{}]
-            return follow(ins[0].get("link"), seen)
+            return self.follow(((src.get("inputs") or [{}])[0]).get("link"), seen)
         if kind == "PrimitiveNode":
             vals = src.get("widgets_values") or []
             if not vals:
@@ -219,58 +267,20 @@ def ui_to_api(ui: dict, input_types: Callable[[str], dict | None]) -> dict:
         if mode == MUTED:
             return None
         if mode == BYPASSED:
-            outs = src.get("outputs") or []
-            out_type = outs[slot].get("type") if slot is not None and slot < len(outs) else None
-            ins = src.get("inputs") or []
-            pick = None
-            if slot is not None and slot < len(ins) and ins[slot].get("type") == out_type:
-                pick = ins[slot]
-            else:
-                pick = next((i for i in ins if i.get("type") == out_type and i.get("link") is not None), None)
-            return follow(pick.get("link"), seen) if pick is not None else None
+            pick = self._bypass_input(src, slot)
+            return self.follow(pick.get("link"), seen) if pick is not None else None
         return ("link", str(origin), int(slot))
 
-    order = sorted(active, key=lambda n: (n.get("order", 0), n["id"]))
-    prompt = {}
-    for n in order:
-        types = input_types(n["type"]) or {}
-        inputs: dict = {}
-        vals = n.get("widgets_values")
-        widgets = widget_inputs(types)
-        if isinstance(vals, dict):
-            for name, _spec, _req in widgets:
-                if name in vals:
-                    inputs[name] = vals[name]
-        else:
-            vals = list(vals or [])
-            i = 0
-            for name, spec, _req in widgets:
-                if i >= len(vals):
-                    break
-                inputs[name] = vals[i]
-                i += 1
-                if has_control_widget(name, spec) and i < len(vals) and vals[i] in CONTROL_VALUES:
-                    i += 1
-        for name, spec, req in widgets:
-            if name not in inputs and req:
-                inputs[name] = default_value(spec)
-        for inp in n.get("inputs") or []:
-            name = inp.get("name")
-            if inp.get("link") is None:
-                continue
-            src = follow(inp["link"])
-            if src is None:  # from a muted node, or a bypassed one with nothing to pass on
-                if not inp.get("widget"):
-                    inputs.pop(name, None)
-                continue
-            inputs[name] = list(src[1:]) if src[0] == "link" else src[1]
-        entry = {"class_type": n["type"], "inputs": inputs}
-        if n.get("title"):
-            entry["_meta"] = {"title": n["title"]}
-        prompt[str(n["id"])] = entry
-    if not prompt:
-        raise WorkflowError("UI workflow: no active nodes")
-    return prompt
+    @staticmethod
+    def _bypass_input(src: dict, slot) -> dict | None:
+        """The input a bypassed node passes to output `slot`: the same slot if its type matches, else the first
+        linked input of the output's type."""
+        outs = src.get("outputs") or []
+        out_type = outs[slot].get("type") if slot is not None and slot < len(outs) else None
+        ins = src.get("inputs") or []
+        if slot is not None and slot < len(ins) and ins[slot].get("type") == out_type:
+            return ins[slot]
+        return next((i for i in ins if i.get("type") == out_type and i.get("link") is not None), None)
 
 
 def unsupported_message(items: list[tuple[str, str]], subgraphs: set | frozenset = frozenset()) -> str:

@@ -13,9 +13,9 @@ import math
 import re
 from dataclasses import dataclass
 
+from ..nodes.registry import NODES, input_types
 from .errors import WorkflowError
 from .formats import input_kind, input_options, unsupported_message
-from .registry import NODES, input_types
 
 MAX_ERRORS = 20
 
@@ -92,8 +92,16 @@ def plan(prompt: dict, folders=None) -> Plan:
     if not outputs:
         out_types = sorted(k for k, c in NODES.items() if getattr(c, "OUTPUT_NODE", False))
         raise WorkflowError(f"the workflow has no output node ({', '.join(out_types)}): nothing to run")
+    order = dependency_order(prompt, outputs)
+    errors = [e for nid in order for e in check_node(prompt, nid, types[nid], folders)]
+    if errors:
+        more = f" (and {len(errors) - MAX_ERRORS} more)" if len(errors) > MAX_ERRORS else ""
+        raise WorkflowError("; ".join(errors[:MAX_ERRORS]) + more)
+    return Plan(order, outputs, types)
 
-    errors: list[str] = []
+
+def dependency_order(prompt: dict, outputs: list[str]) -> list[str]:
+    """The nodes `outputs` need, each after its inputs; a cycle is an error naming the nodes on it."""
     order: list[str] = []
     state: dict[str, int] = {}   # 1 = on the current path, 2 = done
 
@@ -112,58 +120,52 @@ def plan(prompt: dict, folders=None) -> Plan:
 
     for nid in outputs:
         visit(nid, [])
-
-    for nid in order:
-        node = prompt[nid]
-        cls = NODES[node["class_type"]]
-        t = types[nid]
-        where = describe(prompt, nid)
-        for name in t.get("required") or {}:
-            if name not in node["inputs"]:
-                errors.append(f"{where}: required input '{name}' is missing")
-        file_inputs = getattr(cls, "FILE_INPUTS", ())
-        constants = {}
-        for name, value in node["inputs"].items():
-            spec, _req = _spec_of(t, name)
-            if spec is None:
-                continue  # inputs this node type does not have are ignored, as ComfyUI does
-            want = input_kind(spec)
-            if is_link(value):
-                src = str(value[0])
-                if src not in prompt:
-                    errors.append(f"{where}: input '{name}' is linked to node {src}, which is not in the workflow")
-                    continue
-                src_cls = NODES[prompt[src]["class_type"]]
-                rtypes = list(getattr(src_cls, "RETURN_TYPES", ()))
-                if not 0 <= value[1] < len(rtypes):
-                    errors.append(f"{where}: input '{name}' is linked to output {value[1]} of "
-                                  f"{describe(prompt, src)}, which has {len(rtypes)} outputs")
-                    continue
-                got = rtypes[value[1]]
-                got = "COMBO" if isinstance(got, (list, tuple)) else str(got)
-                if got != want and "*" not in (got, want):
-                    errors.append(f"{where}: input '{name}' expects {want} but {describe(prompt, src)} output "
-                                  f"{value[1]} gives {got}")
-            elif name in file_inputs:
-                if not isinstance(value, str):
-                    errors.append(f"{where}: input '{name}' must be a file name, got {value!r}")
-                else:
-                    constants[name] = value
-            else:
-                problem = check_value(name, spec, value)
-                if problem:
-                    errors.append(f"{where}: {problem}")
-        check = getattr(cls, "check_inputs", None)
-        if constants and check is not None:
-            obj = cls(folders) if folders is not None else cls()
-            try:
-                obj.check_inputs(**constants)
-            except (FileNotFoundError, ValueError, TypeError) as e:
-                errors.append(f"{where}: {e}")
-    if errors:
-        more = f" (and {len(errors) - MAX_ERRORS} more)" if len(errors) > MAX_ERRORS else ""
-        raise WorkflowError("; ".join(errors[:MAX_ERRORS]) + more)
-    return Plan(order, outputs, types)
+    return order
 
 
-__all__ = ["Plan", "check_value", "describe", "is_link", "plan"]
+def check_node(prompt: dict, nid: str, types: dict, folders=None) -> list[str]:
+    """Every problem with one node's inputs (missing, bad links, wrong types, bad values, files not found)."""
+    node = prompt[nid]
+    cls = NODES[node["class_type"]]
+    where = describe(prompt, nid)
+    errors = [f"{where}: required input '{name}' is missing" for name in types.get("required") or {}
+              if name not in node["inputs"]]
+    file_inputs = getattr(cls, "FILE_INPUTS", ())
+    constants = {}
+    for name, value in node["inputs"].items():
+        spec, _req = _spec_of(types, name)
+        if spec is None:
+            continue  # inputs this node type does not have are ignored, as ComfyUI does
+        if is_link(value):
+            problem = _check_link(prompt, name, input_kind(spec), value)
+        elif name in file_inputs:
+            problem = None if isinstance(value, str) else f"input '{name}' must be a file name, got {value!r}"
+            constants[name] = value
+        else:
+            problem = check_value(name, spec, value)
+        if problem:
+            errors.append(f"{where}: {problem}")
+    if constants and not errors and getattr(cls, "check_inputs", None) is not None:
+        try:
+            (cls(folders) if folders is not None else cls()).check_inputs(**constants)
+        except (FileNotFoundError, ValueError, TypeError) as e:
+            errors.append(f"{where}: {e}")
+    return errors
+
+
+def _check_link(prompt: dict, name: str, want: str, value: list) -> str | None:
+    src = str(value[0])
+    if src not in prompt:
+        return f"input '{name}' is linked to node {src}, which is not in the workflow"
+    rtypes = list(getattr(NODES[prompt[src]["class_type"]], "RETURN_TYPES", ()))
+    if not 0 <= value[1] < len(rtypes):
+        return f"input '{name}' is linked to output {value[1]} of {describe(prompt, src)}, which has " \
+               f"{len(rtypes)} outputs"
+    got = rtypes[value[1]]
+    got = "COMBO" if isinstance(got, (list, tuple)) else str(got)
+    if got != want and "*" not in (got, want):
+        return f"input '{name}' expects {want} but {describe(prompt, src)} output {value[1]} gives {got}"
+    return None
+
+
+__all__ = ["Plan", "check_node", "check_value", "dependency_order", "describe", "is_link", "plan"]

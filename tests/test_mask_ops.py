@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from twosamplers import mask_tools as mt
+from twosamplers import mask_ops as mt
+from twosamplers._checks import check_mask, check_mask_batch
 from twosamplers.schedules import ModelSamplingDiscrete
 
 
@@ -24,10 +25,11 @@ def test_binary_inverse_is_upstream_exact_compare():
     assert torch.equal(mt.binary_inverse(m), torch.tensor([[1.0, 1.0, 1.0], [1.0, 0.0, 0.0]]))
 
 
-def test_soft_inverse_and_invert():
+def test_soft_inverse_and_inverse():
     m = torch.tensor([[0.0, 0.25], [0.75, 1.0]])
     assert torch.equal(mt.soft_inverse(m), 1 - m)
-    assert torch.equal(mt.invert(m), 1 - m)
+    assert torch.equal(mt.inverse(m, "soft"), 1 - m)
+    assert torch.equal(mt.inverse(m, "binary"), mt.binary_inverse(m))
 
 
 # ---- grow / shrink
@@ -172,9 +174,10 @@ def test_crop_paste_roundtrip():
 
 
 def test_to_latent_batch_rules():
+    """The batch rule is checked where a mask enters (check_mask_batch); to_latent trusts it."""
     m = torch.rand(3, 16, 16)
     with pytest.raises(ValueError, match="mask has batch 3"):
-        mt.to_latent(m, (2, 4, 8, 8))
+        check_mask_batch(m, 2, "mask")
     assert mt.to_latent(m[:1], (2, 4, 8, 8)).shape == (2, 1, 8, 8)
     assert mt.to_latent(m[:2], (2, 4, 8, 8)).shape == (2, 1, 8, 8)
 
@@ -207,8 +210,23 @@ def test_differential_threshold_moves_from_one_to_zero():
     (torch.zeros(1, 2, 4, 4), "shape"),
 ])
 def test_bad_masks_are_named(bad, match):
-    for fn in (mt.binary_inverse, mt.soft_inverse, lambda m: mt.grow(m, 1), lambda m: mt.feather(m, 1.0),
-               lambda m: mt.dilate_region(m, 3), mt.bbox):
+    """Masks are validated once, where they enter (mask_ops trusts its callers): the check, ComfyUI's
+    prepare_mask, the front door and the node classes all reject a bad mask naming it."""
+    from twosamplers import RegionalPrompt, SamplerSettings, TwoSamplersForMask, two_samplers_for_mask
+    from twosamplers.models import NetworkModel
+    from twosamplers.nodes.providers import KSamplerAdvancedWrapper, KSamplerWrapper
+    from twosamplers.noise_mask import prepare_mask
+
+    model = NetworkModel(lambda x, t, c: x * 0)
+    cond = torch.zeros(1, 1, 4)
+    settings = SamplerSettings(model, cond, cond, steps=1)
+    ks = KSamplerWrapper(model, 0, 1, 1.0, "euler", "normal", cond, cond)
+    adv = KSamplerAdvancedWrapper(model, 1.0, "euler", "normal", cond, cond)
+    latent = {"samples": torch.zeros(1, 4, 4, 4)}
+    for fn in (lambda m: check_mask(m, "mask"), lambda m: prepare_mask(m, (1, 4, 4, 4)),
+               lambda m: two_samplers_for_mask(latent, m, settings, settings),
+               lambda m: TwoSamplersForMask().doit(latent, ks, ks, m),
+               lambda m: RegionalPrompt().doit(m, adv)):
         with pytest.raises(ValueError, match=match):
             fn(bad)
 

@@ -1,10 +1,12 @@
-"""Mask tools for the two-sampler flows: inversion, grow/shrink, feather, Impact's region dilation,
-per-image batching, bounding boxes with crop/paste, and the Differential-Diffusion threshold.
+"""Operations on region masks for the two-sampler flows: inversion, grow/shrink, feather, Impact's region
+dilation, bounding boxes with crop/paste, compositing, and the Differential-Diffusion threshold.
 
-Every function returns a new tensor and never modifies its input. Masks are float tensors in [0, 1],
-shaped [H, W], [B, H, W] or [B, 1, H, W]; functions that change values keep the input's shape unless
-they say otherwise. Distances (grow, feather) are in pixels of the tensor they are applied to; the front door
-(`twosamplers.front`) converts image pixels to mask pixels with `pixel_scale`.
+Contract: these functions trust their callers. A mask given to them is a valid MASK (a float tensor shaped
+[H, W], [B, H, W] or [B, 1, H, W] with values in [0, 1], as `_checks.check_mask` guarantees) and numeric
+arguments are in range; the entrances (the front door, the node classes, `Pass`/`Job`) validate user input
+once. Every function returns a new tensor and never modifies its input; functions that change values keep
+the input's shape unless they say otherwise. Distances (grow, feather) are in pixels of the tensor they are
+applied to; `pixel_scale` converts image pixels to mask pixels.
 """
 
 from __future__ import annotations
@@ -14,8 +16,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ._checks import check_float, check_int
-from .masks import check_mask, prepare_mask
+from .noise_mask import fit_mask, repeat_to_batch_size
 
 Box = tuple[int, int, int, int]  # (top, left, bottom, right), bottom/right exclusive
 
@@ -23,64 +24,44 @@ Box = tuple[int, int, int, int]  # (top, left, bottom, right), bottom/right excl
 # ------------------------------------------------------------------------------------------------
 # shapes
 # ------------------------------------------------------------------------------------------------
-def as_bchw(mask: torch.Tensor, name: str = "mask") -> torch.Tensor:
-    """Validate a MASK and view it as [B, 1, H, W] (float)."""
-    mask = check_mask(mask, name)
+def as_bchw(mask: torch.Tensor) -> torch.Tensor:
+    """View a MASK as [B, 1, H, W]."""
     return mask.reshape((-1, 1, mask.shape[-2], mask.shape[-1]))
 
 
-def mask_batch(mask: torch.Tensor) -> int:
-    return mask.reshape((-1, mask.shape[-2], mask.shape[-1])).shape[0]
-
-
-def check_mask_batch(mask: torch.Tensor, batch: int, name: str = "mask") -> None:
-    """One mask for all images (batch 1) or one per image (batch == latent batch); anything else is an error."""
-    b = mask_batch(mask)
-    if b not in (1, batch):
-        raise ValueError(f"{name} has batch {b}, which cannot broadcast to the latent batch {batch} "
-                         "(give one mask, or one mask per image)")
-
-
-def to_latent(mask: torch.Tensor, latent_shape, name: str = "mask") -> torch.Tensor:
+def to_latent(mask: torch.Tensor, latent_shape) -> torch.Tensor:
     """The mask at the latent's resolution as [B, 1, h, w], resized like ComfyUI (bilinear, no antialias).
-
-    The batch must be 1 (shared) or the latent's batch (one mask per image); ComfyUI's silent tiling of
-    other sizes is refused.
-    """
+    Contract: the mask's batch is 1 or the latent's (checked at the entrance)."""
     b, _, h, w = (int(s) for s in latent_shape)
-    mask = check_mask(mask, name)
-    check_mask_batch(mask, b, name)
-    return prepare_mask(mask, (b, 1, h, w))
+    return fit_mask(mask, (b, 1, h, w))
 
 
 # ------------------------------------------------------------------------------------------------
 # inversion
 # ------------------------------------------------------------------------------------------------
+INVERSIONS = ("binary", "soft")  # Impact's TwoSamplersForMask (binary) and the fix (soft)
+
+
+def inverse(mask: torch.Tensor, inversion: str) -> torch.Tensor:
+    """The base pass's area for `inversion` (one of INVERSIONS)."""
+    return binary_inverse(mask) if inversion == "binary" else soft_inverse(mask)
+
+
 def binary_inverse(mask: torch.Tensor) -> torch.Tensor:
     """Impact Pack's inverse: 1 where mask != 1.0, else 0 (exact compare at the mask's own resolution)."""
-    mask = check_mask(mask)
     return torch.where(mask != 1.0, torch.tensor(1.0, device=mask.device), torch.tensor(0.0, device=mask.device))
 
 
 def soft_inverse(mask: torch.Tensor) -> torch.Tensor:
     """1 - mask: the complement that lets a soft mask blend both passes."""
-    mask = check_mask(mask)
     return 1.0 - mask
-
-
-invert = soft_inverse
 
 
 # ------------------------------------------------------------------------------------------------
 # grow / shrink / feather
 # ------------------------------------------------------------------------------------------------
-def _pair(v, name: str, cast):
-    if isinstance(v, (tuple, list)):
-        if len(v) != 2:
-            raise ValueError(f"{name} must be a number or a pair (vertical, horizontal), got {v!r}")
-        return cast(name, v[0]), cast(name, v[1])
-    v = cast(name, v)
-    return v, v
+def _pair(v):
+    return (v[0], v[1]) if isinstance(v, (tuple, list)) else (v, v)
 
 
 def grow(mask: torch.Tensor, pixels) -> torch.Tensor:
@@ -91,8 +72,7 @@ def grow(mask: torch.Tensor, pixels) -> torch.Tensor:
     Pixels beyond the border count as "not in the mask" for growing and "in the mask" for shrinking, so a mask
     touching the border keeps touching it.
     """
-    ry, rx = _pair(pixels, "pixels", check_int)
-    mask = check_mask(mask)
+    ry, rx = _pair(pixels)
     m = mask.reshape((-1, 1, mask.shape[-2], mask.shape[-1]))
     if ry == 0 and rx == 0:
         return mask.clone()
@@ -120,8 +100,7 @@ def feather(mask: torch.Tensor, sigma) -> torch.Tensor:
     The kernel is cut at 3 sigma; the border is replicated, so a mask touching the image edge is not faded
     there. The result is clamped to [0, 1].
     """
-    sy, sx = _pair(sigma, "sigma", lambda n, v: check_float(n, v, 0.0))
-    mask = check_mask(mask)
+    sy, sx = _pair(sigma)
     m = mask.reshape((-1, 1, mask.shape[-2], mask.shape[-1]))
     out = m
     if sy > 0:
@@ -137,7 +116,7 @@ def feather(mask: torch.Tensor, sigma) -> torch.Tensor:
 
 def feather_outward(mask: torch.Tensor, sigma) -> torch.Tensor:
     """max(mask, feather(mask, sigma)): a soft ramp outside the mask that leaves its inside at full strength."""
-    return torch.maximum(check_mask(mask), feather(mask, sigma))
+    return torch.maximum(mask, feather(mask, sigma))
 
 
 def pixel_scale(mask: torch.Tensor, latent_hw: tuple[int, int], downscale: int) -> tuple[float, float]:
@@ -160,7 +139,7 @@ def dilate_region(mask: torch.Tensor, overlap_factor: int, threshold: str = "rou
     ceil((k-1)/2) down/right (k = 10: 4 up/left, 5 down/right; k = 0 or 1: no growth; k = 2: 1 down/right).
     Unlike upstream, a non-square mask keeps its orientation and each image of a batch gets its own mask.
     """
-    k = check_int("overlap_factor", overlap_factor, 0, 10000)
+    k = int(overlap_factor)
     m = as_bchw(mask)
     h, w = m.shape[-2:]
     if threshold == "round":
@@ -179,15 +158,13 @@ def dilate_region(mask: torch.Tensor, overlap_factor: int, threshold: str = "rou
     return binarize(out)
 
 
-def region_union_inverse(masks: list[torch.Tensor], threshold: str = "ceil") -> torch.Tensor:
+def region_union_inverse(masks: list[torch.Tensor]) -> torch.Tensor:
     """The base sampler's area in RegionalSampler: 1 where no region mask is > 0 (upstream: ceil, then OR).
 
     Masks of different resolutions (upstream crashes) are brought to the largest one by nearest-neighbour
     resizing of their binarized values. Returns [B, 1, H, W].
     """
-    if threshold not in ("ceil",):
-        raise ValueError(f"threshold={threshold!r} is not known; valid: ceil")
-    bins = [(as_bchw(m, f"regions[{i}] mask") > 0) for i, m in enumerate(masks)]
+    bins = [as_bchw(m) > 0 for m in masks]
     if not bins:
         raise ValueError("regions is empty: give at least one (mask, sampler) region")
     h = max(b.shape[-2] for b in bins)
@@ -208,8 +185,6 @@ def region_union_inverse(masks: list[torch.Tensor], threshold: str = "ceil") -> 
 # ------------------------------------------------------------------------------------------------
 def composite(destination: torch.Tensor, source: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """mask * source + (1 - mask) * destination, with the mask resized bilinearly to the latent (a new tensor)."""
-    from .masks import repeat_to_batch_size
-
     source = repeat_to_batch_size(source.to(destination.device), destination.shape[0])
     if mask is None:
         return source.clone()
@@ -250,8 +225,6 @@ def _expand(lo: int, hi: int, size: int, context: int, multiple: int) -> tuple[i
 def crop_box(box: Box, height: int, width: int, context: int = 0, multiple: int = 1) -> Box:
     """`box` grown by `context` pixels on each side, clipped to the image, then widened (centred where the
     border allows) so that each side is a multiple of `multiple` (or the whole image side)."""
-    context = check_int("crop_context", context, 0)
-    multiple = check_int("crop_multiple", multiple, 1)
     top, left, bottom, right = box
     top, bottom = _expand(top, bottom, height, context, multiple)
     left, right = _expand(left, right, width, context, multiple)
@@ -300,10 +273,11 @@ def differential_denoise_mask(sigma: torch.Tensor, denoise_mask: torch.Tensor, e
 
 
 __all__ = [
+    "INVERSIONS",
+    "inverse",
     "as_bchw",
     "bbox",
     "binary_inverse",
-    "check_mask_batch",
     "composite",
     "crop",
     "crop_box",
@@ -312,7 +286,6 @@ __all__ = [
     "feather",
     "feather_outward",
     "grow",
-    "invert",
     "paste",
     "pixel_scale",
     "region_union_inverse",

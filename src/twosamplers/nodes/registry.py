@@ -1,8 +1,10 @@
-"""The node types a workflow may use: ComfyUI name -> node class. Adding a node is one class and one line here.
+"""The node types a workflow may use: ComfyUI name -> node class. Adding a node is one class and one line here
+(or in `NODE_CLASS_MAPPINGS`, whose nodes are all included). ComfyUI's own nodes (KSampler, CheckpointLoaderSimple,
+...) stay out of `NODE_CLASS_MAPPINGS`, which is what ComfyUI would load from us as a custom-node pack.
 
 A node class follows ComfyUI's convention: `INPUT_TYPES()` (required / optional / hidden inputs, in widget
 order), `RETURN_TYPES`, `FUNCTION`, optional `OUTPUT_NODE`. Classes that read or write files derive from
-`nodes.core.FolderNode` (they get the run's folders), may take `folders` in INPUT_TYPES (file-name choices)
+`core.FolderNode` (they get the run's folders), may take `folders` in INPUT_TYPES (file-name choices)
 and may define `check_inputs(**constant inputs)`, which the runner calls before anything runs.
 """
 
@@ -10,8 +12,8 @@ from __future__ import annotations
 
 import inspect
 
-from ..nodes import NODE_CLASS_MAPPINGS as IMPACT_NODES
-from ..nodes import core, image, mask, pipe, primitive
+from . import NODE_CLASS_MAPPINGS as IMPACT_NODES
+from . import core, image, mask, pipe, primitive
 
 NODES: dict[str, type] = {
     # loaders and prompts

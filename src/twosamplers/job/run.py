@@ -1,0 +1,188 @@
+"""Running a `Job`: prepare (read inputs, load the model, size the output: every check before any sampling),
+render (prompts, passes, decode), and write the outputs together.
+
+    prepared = prepare_job(job, cache)        # all validation and loading; raises before any work
+    result = render(prepared, callback=...)   # sampling
+    write_outputs(result, Outputs(image="out.png", preview=..., latent=...))
+
+`run_job` is the three in one. Front ends (CLI, UI, batch, workflow runner) differ only in how they make the
+Job and present the result.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, replace
+
+import torch
+
+from .. import front
+from ..front import SamplerSettings
+from ..models.registry import ModelCache, defaults_for
+from .spec import Job, JobError
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """Where a job's outputs go (None: not written)."""
+
+    image: str | None = None
+    preview: str | None = None
+    latent: str | None = None
+
+    def items(self) -> list[tuple[str, str]]:
+        return [(k, v) for k, v in (("image", self.image), ("preview", self.preview), ("latent", self.latent))
+                if v is not None]
+
+
+@dataclass
+class Prepared:
+    """A job whose inputs are read, model loaded and size resolved: nothing left that can be bad input."""
+
+    job: Job
+    model: object
+    mask: torch.Tensor
+    pixels: torch.Tensor | None
+
+
+@dataclass
+class JobResult:
+    """What a render produced: `image` (1, H, W, 3), `samples` (the latent), `base_preview` (the base pass's
+    last x0 as an image, when asked for), the job as run (sizes resolved) and the seconds it took."""
+
+    job: Job
+    mask: torch.Tensor
+    image: torch.Tensor
+    samples: torch.Tensor
+    base_preview: torch.Tensor | None
+    seconds: float
+
+
+def load_inputs(job: Job) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The mask (from its file or the job's tensor) and the start image, if any."""
+    from ..imageio import load_image, load_mask
+
+    mask = job.mask_tensor if job.mask_tensor is not None else load_mask(job.mask, job.mask_channel,
+                                                                         job.invert_mask)
+    pixels = load_image(job.image) if job.image is not None else None
+    return mask, pixels
+
+
+def resolve_size(job: Job, mask_hw: tuple[int, int], image_hw: tuple[int, int] | None, factor: int) -> Job:
+    """Width and height: the image's; else the given ones (a missing side from the mask's aspect ratio); else
+    about the model's default area with the mask's aspect ratio, on the model's grid."""
+    from ..imageio import check_aspect
+
+    w, h = job.width, job.height
+    mh, mw = mask_hw
+    if image_hw is not None:
+        for key, given, v in (("width", w, image_hw[1]), ("height", h, image_hw[0])):
+            if given is not None and given != v:
+                raise JobError(key, f"{given} differs from the image's {key} {v}; resize the image instead")
+        h, w = image_hw
+    size = defaults_for(job.model).size
+    if w is None and h is None:
+        w = h = size
+        if mw != mh:  # keep the mask's aspect ratio at about size^2 pixels, on the model's grid
+            scale = math.sqrt(size * size / (mw * mh))
+            w, h = (max(factor, round(v * scale / factor) * factor) for v in (mw, mh))
+    elif w is None:
+        w = max(factor, round(h * mw / mh / factor) * factor)
+    elif h is None:
+        h = max(factor, round(w * mh / mw / factor) * factor)
+    for key, v in (("width", w), ("height", h)):
+        if v % factor:
+            raise JobError(key, f"{v} is not a multiple of {factor}, which the model {job.model!r} needs")
+    try:
+        check_aspect((mh, mw), (h, w))
+    except ValueError as e:
+        raise JobError("mask", str(e)) from None
+    return replace(job, width=w, height=h)
+
+
+def prepare_job(job: Job, cache: ModelCache | None = None, *, load_options: dict | None = None) -> Prepared:
+    """Everything that can fail on bad input, before any sampling: inputs, model, sizes, prompts.
+    `load_options`: device / dtype / allow_pickle for checkpoints (the machine's business, not the job's)."""
+    cache = ModelCache() if cache is None else cache
+    mask, pixels = load_inputs(job)
+    options = {k: getattr(job, k) for k in ("clip_skip", "prediction") if getattr(job, k) is not None}
+    options.update({k: v for k, v in (load_options or {}).items() if v})
+    model = cache.get(job.model, **options)
+    factor = int(model.latent_format.downscale)
+    job = resolve_size(job, tuple(mask.shape[-2:]), None if pixels is None else tuple(pixels.shape[1:3]), factor)
+    return Prepared(job, model, mask, pixels)
+
+
+def _settings(prep: Prepared, which: str) -> SamplerSettings:
+    job, model = prep.job, prep.model
+    spec = job.pass_spec(which)
+    prompt = job.base_prompt if which == "base" else job.mask_prompt
+    return SamplerSettings(model, model.encode_prompt(prompt), model.encode_prompt(spec.negative), seed=spec.seed,
+                           steps=spec.steps, cfg=spec.cfg, sampler_name=spec.sampler, scheduler=spec.scheduler,
+                           denoise=spec.denoise)
+
+
+def render(prep: Prepared, *, callback=None, disable_pbar=None, want_base_preview: bool = False) -> JobResult:
+    """Sample and decode. callback(step, x0, x, total) over both passes."""
+    from ..latent import empty_latent
+
+    t0 = time.perf_counter()
+    job, model = prep.job, prep.model
+    fmt = model.latent_format
+    base, inside = _settings(prep, "base"), _settings(prep, "mask")
+    if prep.pixels is not None:
+        latent = {"samples": model.encode_image(prep.pixels)}
+    else:
+        latent = empty_latent(job.width, job.height, channels=fmt.channels, downscale=int(fmt.downscale))
+    captured = {}
+    step_fn = callback
+    if want_base_preview and job.mode == "two-pass":
+        n_base = base.n_steps()
+
+        def step_fn(step, x0, x, total):
+            if step == n_base - 1:  # the base pass's last denoised prediction: its result, for the preview
+                captured["base"] = x0.detach().clone()
+            if callback is not None:
+                callback(step, x0, x, total)
+
+    out = front.two_samplers_for_mask(
+        latent, prep.mask, base, inside, mode=job.mode, inversion=job.inversion,
+        base_covers_mask=job.base_covers_mask, grow=job.grow, feather=job.feather, differential=job.differential,
+        crop_to_mask=job.crop_to_mask, crop_context=job.crop_context, overlap_factor=job.overlap_factor,
+        base_only_steps=job.base_only_steps, callback=step_fn, disable_pbar=disable_pbar)
+    samples = out["samples"]
+    image = model.decode_latent(samples)
+    preview = model.decode_latent(fmt.process_out(captured["base"])) if "base" in captured else None
+    return JobResult(job, prep.mask, image, samples, preview, time.perf_counter() - t0)
+
+
+def run_job(job: Job, cache: ModelCache | None = None, *, outputs: Outputs | None = None, callback=None,
+            disable_pbar=None, load_options: dict | None = None) -> JobResult:
+    """prepare_job, then render, then (when `outputs` names any) write_outputs; returns the result."""
+    from .outputs import check_outputs, write_outputs
+
+    outputs = outputs or Outputs()
+    check_outputs(outputs, job)
+    prep = prepare_job(job, cache, load_options=load_options)
+    result = render(prep, callback=callback, disable_pbar=disable_pbar,
+                    want_base_preview=outputs.preview is not None)
+    if outputs.items():
+        write_outputs(result, outputs)
+    return result
+
+
+def metadata(job: Job) -> dict:
+    """What the PNG's settings chunk stores: the normalised job plus the package version."""
+    from .. import __version__
+
+    return {**job.to_dict(), "twosamplers_version": __version__}
+
+
+def metadata_json(job: Job) -> str:
+    return json.dumps(metadata(job), sort_keys=True)
+
+
+__all__ = ["JobResult", "Outputs", "Prepared", "load_inputs", "metadata", "prepare_job", "render",
+           "resolve_size", "run_job"]

@@ -1,0 +1,257 @@
+"""`Job`: the serialisable, validated description of one render.
+
+It is what the CLI flags, the PNG metadata (`--from`), a UI's fields and a batch line all are: a flat JSON
+object whose keys are the fields below (per-pass keys carry a `base_` or `mask_` prefix). `Job.from_dict`
+validates every field with the shared named limits (errors name the field: `JobError.field`), fills the
+defaults (the guidance scale from the model's registry entry) and normalises; `to_dict` gives the normalised
+JSON-able dict back, and `hash()` a stable digest of it plus the contents of the input files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from dataclasses import dataclass, field, fields, replace
+
+import torch
+
+from .._checks import MAX_CFG, MAX_IMAGE_SIDE, MAX_OVERLAP, MAX_STEPS, SEED_MAX
+from ..front import MODES
+from ..imageio import MASK_CHANNELS
+from ..mask_ops import INVERSIONS
+from ..models.registry import DEFAULT_MODEL, defaults_for
+from ..samplers import SAMPLER_NAMES
+from ..schedules import SCHEDULER_NAMES
+
+PASSES = ("base", "mask")
+METADATA_ONLY_KEYS = ("twosamplers_version",)  # written into PNGs for people; not part of a job
+
+
+class JobError(ValueError):
+    """A bad job field; `field` is its key (e.g. "base_steps"), so each front end can name its own input."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+# ---------------------------------------------------------------------------------------------- field checks
+def _int(key, v, lo=None, hi=None):
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise JobError(key, f"must be an integer, got {v!r}")
+    if (lo is not None and v < lo) or (hi is not None and v > hi):
+        raise JobError(key, f"{v} is out of range ({_rng(lo, hi)})")
+    return v
+
+
+def _float(key, v, lo=None, hi=None):
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v):
+        raise JobError(key, f"must be a number, got {v!r}")
+    if (lo is not None and v < lo) or (hi is not None and v > hi):
+        raise JobError(key, f"{v} is out of range ({_rng(lo, hi)})")
+    return float(v)
+
+
+def _rng(lo, hi):
+    return f"{lo} .. {hi}" if lo is not None and hi is not None else (f">= {lo}" if lo is not None else f"<= {hi}")
+
+
+def _choice(key, v, valid):
+    if v not in valid:
+        raise JobError(key, f"unknown value {v!r}; valid: {', '.join(valid)}")
+    return v
+
+
+def _bool(key, v):
+    if not isinstance(v, bool):
+        raise JobError(key, f"must be true or false, got {v!r}")
+    return v
+
+
+def _str(key, v, optional=False):
+    if v is None and optional:
+        return None
+    if not isinstance(v, str):
+        raise JobError(key, f"must be a string, got {v!r}")
+    return v
+
+
+# ---------------------------------------------------------------------------------------------- the job
+@dataclass(frozen=True)
+class PassSpec:
+    """One pass's settings as a job states them (the model and prompts are job-wide or per pass)."""
+
+    seed: int = 0
+    steps: int = 20
+    cfg: float | None = None  # None: the model's default (registry)
+    sampler: str = "euler"
+    scheduler: str = "normal"
+    denoise: float = 1.0
+    negative: str = ""
+
+    def validated(self, prefix: str, default_cfg: float) -> PassSpec:
+        return PassSpec(
+            seed=_int(f"{prefix}seed", self.seed, 0, SEED_MAX),
+            steps=_int(f"{prefix}steps", self.steps, 1, MAX_STEPS),
+            cfg=_float(f"{prefix}cfg", default_cfg if self.cfg is None else self.cfg, 0.0, MAX_CFG),
+            sampler=_choice(f"{prefix}sampler", self.sampler, SAMPLER_NAMES),
+            scheduler=_choice(f"{prefix}scheduler", self.scheduler, SCHEDULER_NAMES),
+            denoise=_float(f"{prefix}denoise", self.denoise, 0.0, 1.0),
+            negative=_str(f"{prefix}negative", self.negative),
+        )
+
+
+PASS_KEYS = tuple(f.name for f in fields(PassSpec))
+
+
+@dataclass(frozen=True)
+class Job:
+    """One render. Make it with `Job.from_dict` / `Job.from_png` (validated, normalised); `mask_tensor` carries
+    a mask that has no file (embedded in a PNG, or the demo's disc) and is hashed by content."""
+
+    base_prompt: str
+    mask_prompt: str
+    mask: str | None = None
+    base: PassSpec = PassSpec()
+    inside: PassSpec = PassSpec()
+    model: str = DEFAULT_MODEL
+    width: int | None = None
+    height: int | None = None
+    image: str | None = None
+    mask_channel: str = "gray"
+    invert_mask: bool = False
+    mode: str = "two-pass"
+    inversion: str = "soft"
+    base_covers_mask: bool = True
+    grow: int = 0
+    feather: float = 0.0
+    differential: bool = False
+    crop_to_mask: bool = False
+    crop_context: int = 8
+    overlap_factor: int = 10
+    base_only_steps: int = 1
+    clip_skip: int | None = None
+    prediction: str | None = None
+    mask_tensor: torch.Tensor | None = field(default=None, repr=False, compare=False)
+
+    # ------------------------------------------------------------------ parsing
+    @classmethod
+    def from_dict(cls, d: dict, *, mask_tensor: torch.Tensor | None = None) -> Job:
+        """Validate and normalise a flat job dict (the format of `to_dict`, the PNG metadata and batch lines)."""
+        if not isinstance(d, dict):
+            raise JobError("job", f"must be a JSON object, got {type(d).__name__}")
+        d = {k: v for k, v in d.items() if k not in METADATA_ONLY_KEYS and v is not None}
+        passes = {}
+        for which, attr in zip(PASSES, ("base", "inside"), strict=True):
+            passes[attr] = PassSpec(**{k: d.pop(f"{which}_{k}") for k in PASS_KEYS if f"{which}_{k}" in d})
+        known = {f.name for f in fields(cls)} - {"base", "inside", "mask_tensor"}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise JobError(unknown[0], f"unknown field (known: {', '.join(sorted(known | set(job_keys())))})")
+        for key in ("base_prompt", "mask_prompt"):
+            if key not in d:
+                raise JobError(key, "is required")
+        return cls(**d, **passes, mask_tensor=mask_tensor).validated()
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Job:
+        """A job from a JSON object (a batch line, a request body)."""
+        try:
+            d = json.loads(text)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise JobError("job", f"is not valid JSON: {e}") from None
+        return cls.from_dict(d)
+
+    @classmethod
+    def from_png(cls, path: str | os.PathLike, overrides: dict | None = None) -> Job:
+        """The job a PNG written by twosamplers records (its embedded mask included); `overrides` (a flat dict,
+        e.g. from command-line flags) win over the PNG's values."""
+        from ..imageio import read_settings
+
+        stored, embedded = read_settings(path)
+        d = {**stored, **(overrides or {})}
+        if embedded is not None and "mask" not in (overrides or {}):
+            # the mask as it was used (channel and inversion already applied)
+            d.update(mask_channel="gray", invert_mask=False)
+            return cls.from_dict(d, mask_tensor=embedded)
+        return cls.from_dict(d)
+
+    def validated(self) -> Job:
+        """This job with every field checked and the defaults filled in; raises JobError naming the field."""
+        model = _str("model", self.model)
+        if not model.strip():
+            raise JobError("model", "must not be empty")
+        default_cfg = defaults_for(model).cfg
+        for key in ("base_prompt", "mask_prompt"):
+            _str(key, getattr(self, key))
+        for key in ("mask", "image", "prediction"):
+            _str(key, getattr(self, key), optional=True)
+        for key in ("width", "height"):
+            if getattr(self, key) is not None:
+                _int(key, getattr(self, key), 1, MAX_IMAGE_SIDE)
+        for key in ("invert_mask", "base_covers_mask", "differential", "crop_to_mask"):
+            _bool(key, getattr(self, key))
+        _choice("mask_channel", self.mask_channel, MASK_CHANNELS)
+        _choice("mode", self.mode, MODES)
+        _choice("inversion", self.inversion, INVERSIONS)
+        if self.prediction is not None:
+            _choice("prediction", self.prediction, ("eps", "v"))
+        if self.clip_skip is not None:
+            _int("clip_skip", self.clip_skip)
+        _int("grow", self.grow)
+        _int("crop_context", self.crop_context, 0)
+        _int("overlap_factor", self.overlap_factor, 0, MAX_OVERLAP)
+        _int("base_only_steps", self.base_only_steps, 0, MAX_STEPS)
+        if self.mask is None and self.mask_tensor is None:
+            raise JobError("mask", "is required (a mask file)")
+        return replace(self, feather=_float("feather", self.feather, 0.0),
+                       base=self.base.validated("base_", default_cfg),
+                       inside=self.inside.validated("mask_", default_cfg))
+
+    # ------------------------------------------------------------------ output
+    def to_dict(self) -> dict:
+        """The normalised flat dict (JSON-able): what the PNG metadata stores and `from_dict` reads."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("base", "inside", "mask_tensor")}
+        for which, spec in zip(PASSES, (self.base, self.inside), strict=True):
+            out.update({f"{which}_{k}": getattr(spec, k) for k in PASS_KEYS})
+        return dict(sorted(out.items()))
+
+    def pass_spec(self, which: str) -> PassSpec:
+        return self.base if which == "base" else self.inside
+
+    def input_files(self) -> dict[str, str]:
+        """The input files this job reads, by field."""
+        files = {"image": self.image}
+        if self.mask_tensor is None:
+            files["mask"] = self.mask
+        return {k: v for k, v in files.items() if v is not None}
+
+    def hash(self) -> str:
+        """sha256 of the normalised settings and the contents of the input files (and of an embedded mask):
+        equal hashes mean the same render, for idempotent batch outputs. A model is identified by its name
+        or path as given (checkpoint contents are not read)."""
+        h = hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode())
+        for key, path in sorted(self.input_files().items()):
+            h.update(f"\0{key}\0".encode())
+            try:
+                with open(path, "rb") as f:
+                    for block in iter(lambda: f.read(1 << 20), b""):
+                        h.update(block)
+            except OSError as e:
+                raise JobError(key, f"cannot read {path}: {e.strerror or e}") from None
+        if self.mask_tensor is not None:
+            h.update(b"\0mask_tensor\0")
+            h.update(self.mask_tensor.detach().float().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()
+
+
+def job_keys() -> tuple[str, ...]:
+    """Every flat key a job dict may have."""
+    top = [f.name for f in fields(Job) if f.name not in ("base", "inside", "mask_tensor")]
+    return tuple(top + [f"{w}_{k}" for w in PASSES for k in PASS_KEYS])
+
+
+__all__ = ["Job", "JobError", "PASSES", "PASS_KEYS", "PassSpec", "job_keys"]

@@ -1,0 +1,17 @@
+"""ComfyUI widget specs shared by the node classes' INPUT_TYPES (ComfyUI's own defaults and limits)."""
+
+from .._checks import MAX_CFG, MAX_OVERLAP, MAX_SIGMA_FACTOR, MAX_STEPS, SEED_MAX
+from ..samplers import SAMPLER_NAMES
+from ..schedules import SCHEDULER_NAMES
+
+SEED = ("INT", {"default": 0, "min": 0, "max": SEED_MAX})
+STEPS = ("INT", {"default": 20, "min": 1, "max": MAX_STEPS})
+CFG = ("FLOAT", {"default": 8.0, "min": 0.0, "max": MAX_CFG})
+SAMPLER = (list(SAMPLER_NAMES),)
+SCHEDULER = (list(SCHEDULER_NAMES),)
+DENOISE = ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01})
+SIGMA_FACTOR = ("FLOAT", {"default": 1.0, "min": 0.0, "max": MAX_SIGMA_FACTOR, "step": 0.01})
+OVERLAP = ("INT", {"default": 10, "min": 0, "max": MAX_OVERLAP})
+OFF = ("BOOLEAN", {"default": False})  # our opt-in fixes: off keeps upstream's behaviour
+
+__all__ = ["CFG", "DENOISE", "OFF", "OVERLAP", "SAMPLER", "SCHEDULER", "SEED", "SIGMA_FACTOR", "STEPS"]

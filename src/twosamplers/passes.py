@@ -1,0 +1,196 @@
+"""One sampling pass as a value (`Pass`) and the one function that runs it on a latent (`run_pass`).
+
+Everything that samples goes through here: `common_ksampler` (ComfyUI's KSampler / KSamplerAdvanced), Impact's
+separated sample (`regional.AdvancedSampler`), the front door's two passes and every region's per-step call.
+So the pass set-up (sigma computation and slicing, the model check, validation, noise) lives once.
+
+A `Pass` is validated once, when it is made; `run_pass` trusts it. Later per-pass inputs (weight patches such as
+LoRAs, ControlNets) become fields of `Pass`, so every front end gets them at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from ._checks import (
+    MAX_CFG,
+    MAX_SIGMA_FACTOR,
+    MAX_STEPS,
+    check_choice,
+    check_float,
+    check_int,
+    check_mask,
+    check_mask_batch,
+    check_model,
+    check_seed,
+)
+from .conditioning import CondEntry, check_batch, normalize_conditioning
+from .ksampler import StepCallback, compute_sigmas, sample_with_sigmas, slice_sigmas
+from .latent import check_latent, fit_latent_channels
+from .noise import prepare_noise
+from .samplers import SAMPLER_NAMES
+from .schedules import SCHEDULER_NAMES
+
+
+def as_entries(cond: object, name: str) -> list[CondEntry]:
+    """CONDITIONING (or a tensor, or already normalized entries) -> validated CondEntry list."""
+    if isinstance(cond, list) and cond and all(isinstance(e, CondEntry) for e in cond):
+        return cond  # already normalized (e.g. by a node that made many passes from one conditioning)
+    return normalize_conditioning(cond, name)
+
+
+@dataclass(frozen=True, eq=False)
+class Pass:
+    """One sampling pass: the model and its conditioning, and every KSampler/KSamplerAdvanced setting.
+
+    - `sigmas`: an explicit full schedule; otherwise it is computed from steps, scheduler, sampler and denoise
+      as ComfyUI's KSampler does.
+    - `start_step` / `last_step` / `force_full_denoise`: KSamplerAdvanced's slicing of that schedule.
+    - `sigma_factor`: multiplies the sliced sigmas (Impact's KSamplerAdvancedProvider).
+    - `disable_noise`: start from zero noise (KSamplerAdvanced add_noise off).
+    - `model_options` / `sampler_options`: ComfyUI's model_options (post-CFG and denoise-mask functions) and
+      extra keyword arguments of the sampler function (e.g. a noise_sampler).
+    `name` prefixes error messages ("base.steps=0 is out of range"). Validated on construction.
+    """
+
+    model: object
+    positive: object
+    negative: object
+    seed: int = 0
+    steps: int = 20
+    cfg: float = 8.0
+    sampler_name: str = "euler"
+    scheduler: str = "normal"
+    denoise: float = 1.0
+    start_step: int | None = None
+    last_step: int | None = None
+    force_full_denoise: bool = False
+    disable_noise: bool = False
+    sigmas: torch.Tensor | None = None
+    sigma_factor: float = 1.0
+    model_options: dict | None = None
+    sampler_options: dict | None = None
+    name: str = field(default="", repr=False)
+    cond_pos: list = field(init=False, repr=False)
+    cond_neg: list = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        n = f"{self.name}." if self.name else ""
+        check_model(f"{n}model", self.model)
+        fix = {
+            "cond_pos": as_entries(self.positive, f"{n}positive"),
+            "cond_neg": as_entries(self.negative, f"{n}negative"),
+            "seed": check_seed(f"{n}seed", self.seed),
+            "steps": check_int(f"{n}steps", self.steps, 1, MAX_STEPS),
+            "cfg": check_float(f"{n}cfg", self.cfg, 0.0, MAX_CFG),
+            "sampler_name": check_choice(f"{n}sampler_name", self.sampler_name, SAMPLER_NAMES),
+            "scheduler": check_choice(f"{n}scheduler", self.scheduler, SCHEDULER_NAMES),
+            "denoise": check_float(f"{n}denoise", self.denoise, 0.0, 1.0),
+            "sigma_factor": check_float(f"{n}sigma_factor", self.sigma_factor, 0.0, MAX_SIGMA_FACTOR),
+        }
+        for key in ("start_step", "last_step"):
+            if getattr(self, key) is not None:
+                fix[key] = check_int(f"{n}{key}", getattr(self, key), 0)
+        if self.sigmas is not None:
+            fix["sigmas"] = torch.as_tensor(self.sigmas, dtype=torch.float32).reshape(-1).clone()
+        for key, value in fix.items():
+            object.__setattr__(self, key, value)
+
+    def full_sigmas(self) -> torch.Tensor:
+        """The whole schedule before KSamplerAdvanced's slicing."""
+        if self.sigmas is not None:
+            return self.sigmas
+        return compute_sigmas(self.model.model_sampling, self.sampler_name, self.scheduler, self.steps, self.denoise)
+
+    def run_sigmas(self) -> torch.Tensor | None:
+        """The sigmas this pass samples (sliced, times sigma_factor); None when it leaves the latent as it is."""
+        sigmas = slice_sigmas(self.full_sigmas(), self.start_step, self.last_step, self.force_full_denoise)
+        if sigmas is not None and self.sigma_factor != 1.0:
+            sigmas = sigmas * self.sigma_factor
+        if sigmas is None or sigmas.numel() == 0 or float(sigmas[0]) <= 0.0:
+            return None  # nothing to denoise (denoise 0, a start past the end, sigma_factor 0)
+        return sigmas
+
+    def n_steps(self) -> int:
+        """How many sampler steps (callback calls) this pass makes."""
+        sigmas = self.run_sigmas()
+        return 0 if sigmas is None else len(sigmas) - 1
+
+
+def run_pass(p: Pass, samples: torch.Tensor, *, noise_mask: torch.Tensor | None = None,
+             noise: torch.Tensor | None = None, batch_index=None, callback: StepCallback | None = None,
+             disable_pbar: bool | None = None) -> torch.Tensor:
+    """Sample `samples` with pass `p`; returns a new samples tensor (the input is never modified).
+
+    noise_mask: a validated MASK (batch 1 or the latent's) restricting the pass; noise: the initial noise
+    (default: seeded from p.seed and batch_index, or zeros with p.disable_noise); callback(step, x0, x, total).
+    An empty empty-latent of another channel count is remade with the model's channels (ComfyUI's rule).
+    """
+    samples = fit_latent_channels(samples, p.model.latent_format.channels)
+    sigmas = p.run_sigmas()
+    if sigmas is None:
+        return samples.clone()
+    if noise is None:
+        if p.disable_noise:
+            noise = torch.zeros(samples.size(), dtype=samples.dtype, layout=samples.layout)
+        else:
+            noise = prepare_noise(samples, p.seed, batch_index)
+    check_batch(p.cond_pos, samples.shape[0], f"{p.name}.positive" if p.name else "positive")
+    check_batch(p.cond_neg, samples.shape[0], f"{p.name}.negative" if p.name else "negative")
+    return sample_with_sigmas(p.model, noise, sigmas, samples, p.cond_pos, p.cond_neg, p.cfg, p.sampler_name, p.seed,
+                              noise_mask, callback=callback, disable_pbar=disable_pbar,
+                              model_options=p.model_options, sampler_options=p.sampler_options)
+
+
+def check_noise_mask(latent: dict, name: str = "latent") -> torch.Tensor | None:
+    """The LATENT's noise_mask, validated (values, and a batch that broadcasts to the latent's), or None."""
+    noise_mask = latent.get("noise_mask")
+    if noise_mask is not None:
+        noise_mask = check_mask(noise_mask, f"{name}['noise_mask']")
+        check_mask_batch(noise_mask, latent["samples"].shape[0], f"{name}['noise_mask']")
+    return noise_mask
+
+
+def common_ksampler(
+    model,
+    seed: int,
+    steps: int,
+    cfg: float,
+    sampler_name: str,
+    scheduler: str,
+    positive,
+    negative,
+    latent: dict,
+    denoise: float = 1.0,
+    disable_noise: bool = False,
+    start_step: int | None = None,
+    last_step: int | None = None,
+    force_full_denoise: bool = False,
+    *,
+    callback: StepCallback | None = None,
+    disable_pbar: bool | None = None,
+    model_options: dict | None = None,
+    sampler_options: dict | None = None,
+    sigmas: torch.Tensor | None = None,
+) -> dict:
+    """ComfyUI's KSampler / KSamplerAdvanced: sample `latent` and return a new LATENT dict.
+
+    `callback(step, x0, x, total_steps)` runs after every step; `disable_pbar` None shows a progress bar only
+    on a terminal. `sigmas` overrides the computed schedule (then steps/scheduler/denoise are not used for it).
+    The input latent dict, its tensors and the conditioning are never modified.
+    """
+    p = Pass(model, positive, negative, seed=seed, steps=steps, cfg=cfg, sampler_name=sampler_name,
+             scheduler=scheduler, denoise=denoise, start_step=start_step, last_step=last_step,
+             force_full_denoise=force_full_denoise, disable_noise=disable_noise, sigmas=sigmas,
+             model_options=model_options, sampler_options=sampler_options)
+    check_latent(latent)
+    noise_mask = check_noise_mask(latent)
+    out = dict(latent)
+    out["samples"] = run_pass(p, latent["samples"], noise_mask=noise_mask, batch_index=latent.get("batch_index"),
+                              callback=callback, disable_pbar=disable_pbar)
+    return out
+
+
+__all__ = ["Pass", "as_entries", "check_noise_mask", "common_ksampler", "run_pass"]
