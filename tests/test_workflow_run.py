@@ -100,8 +100,10 @@ def test_png_round_trip_gives_the_same_bytes(model, tmp_path):
 def test_counter_continues_after_the_highest_number(model, tmp_path):
     (tmp_path / "t2i_00007_.png").write_bytes(b"x")
     (tmp_path / "other_00042_.png").write_bytes(b"x")
-    out = run(api_t2i(), {"textures": model}, output_dir=tmp_path)
-    assert Path(out[0]["files"][0]).name == "t2i_00008_.png"
+    wf = api_t2i()
+    wf["19"] = {"class_type": "SaveImage", "inputs": {"images": ["8", 0], "filename_prefix": "t2i"}}
+    out = run(wf, {"textures": model}, output_dir=tmp_path)
+    assert [Path(o["files"][0]).name for o in out] == ["t2i_00008_.png", "t2i_00009_.png"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp files left
 
 

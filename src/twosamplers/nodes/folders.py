@@ -4,7 +4,7 @@
 extra_model_paths.yaml describe them), loads each model once per Folders object, and collects the files that
 output nodes write. Writes go through `Folders.write`: by default a file is written at once (atomically); the
 workflow runner sets `defer_writes` so that nothing is written until every node has run, and a failing
-workflow leaves no output.
+workflow leaves no output; the queue is then written together (all files, then all renames).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .._files import atomic_write
+from .._files import atomic_write_all
 
 MODEL_KINDS = ("checkpoints", "loras", "vae", "controlnet", "embeddings", "upscale_models", "clip", "unet",
                "diffusion_models", "text_encoders", "clip_vision")
@@ -211,18 +211,24 @@ class Folders:
         return self._write(item)
 
     def commit(self) -> list[PendingWrite]:
-        done = [self._write(item) for item in self.pending]
-        self.pending = []
-        return done
+        """Write every queued file together (`_files.atomic_write_all`: all written, then all renamed)."""
+        items, self.pending = self.pending, []
+        return self._write_all(items)
 
     def _write(self, item: PendingWrite) -> PendingWrite:
-        folder = self.output_dir / item.subfolder
-        folder.mkdir(parents=True, exist_ok=True)
-        counter = next_counter(folder, item.filename)
-        path = folder / f"{item.filename}_{counter:05}_.{item.extension}"
-        atomic_write(path, item.write)
-        item.path = path
-        return item
+        return self._write_all([item])[0]
+
+    def _write_all(self, items: list[PendingWrite]) -> list[PendingWrite]:
+        taken: dict[tuple[Path, str], int] = {}
+        for item in items:
+            folder = self.output_dir / item.subfolder
+            folder.mkdir(parents=True, exist_ok=True)
+            key = (folder, item.filename)
+            counter = max(next_counter(folder, item.filename), taken.get(key, 0) + 1)
+            taken[key] = counter
+            item.path = folder / f"{item.filename}_{counter:05}_.{item.extension}"
+        atomic_write_all([(item.path, item.write) for item in items])
+        return items
 
 
 def split_prefix(prefix: str) -> tuple[str, str]:
