@@ -92,11 +92,11 @@ def test_numbered_inputs_and_int_link_ids():
     prompt = api_t2i()
     prompt["8"]["inputs"]["samples"] = [3, 0]  # some writers store the node id as a number
     assert plan(prompt).order[-1] == "9"
-    from twosamplers.workflow.graph import _spec_of
+    from twosamplers.workflow.graph import spec_of
 
     combine = input_types(NODES["CombineRegionalPrompts"])
-    assert _spec_of(combine, "regional_prompts2")[0] == ("REGIONAL_PROMPTS",)
-    assert _spec_of(combine, "regional_prompts")[0] is None
+    assert spec_of(combine, "regional_prompts2")[0] == ("REGIONAL_PROMPTS",)
+    assert spec_of(combine, "regional_prompts")[0] is None
 
 
 def test_only_needed_nodes_run_in_dependency_order():

@@ -21,7 +21,7 @@ from ..nodes.handles import model_of
 from ..nodes.registry import NODES, input_types
 from .errors import WorkflowError
 from .formats import Workflow, input_kind, read_workflow
-from .graph import _spec_of, describe, is_link, plan
+from .graph import describe, is_link, plan, spec_of
 
 
 def _input_types_of(class_type: str, folders: Folders | None = None):
@@ -61,7 +61,7 @@ def apply_overrides(prompt: dict, overrides: Mapping | None) -> dict:
             raise WorkflowError(f"override {nid}.{name}: there is no node {nid} (nodes: {', '.join(prompt)})")
         cls = NODES.get(prompt[nid]["class_type"])
         if cls is not None:
-            spec, _ = _spec_of(input_types(cls), name)
+            spec, _ = spec_of(input_types(cls), name)
             if spec is None:
                 names = [n for s in ("required", "optional") for n in (input_types(cls).get(s) or {})]
                 raise WorkflowError(f"override {nid}.{name}: {describe(prompt, nid)} has no input '{name}' "
@@ -164,7 +164,7 @@ def _gather(prompt: dict, nid: str, types: dict, cache: dict) -> dict:
     kwargs = {}
     latents = []
     for name, value in prompt[nid]["inputs"].items():
-        spec, _ = _spec_of(types, name)
+        spec, _ = spec_of(types, name)
         if spec is None:
             continue
         kind = input_kind(spec)

@@ -36,7 +36,7 @@ def describe(prompt: dict, nid: str) -> str:
     return f"node {nid} ({prompt[nid]['class_type']})" if nid in prompt else f"node {nid}"
 
 
-def _spec_of(types: dict, name: str):
+def spec_of(types: dict, name: str):
     """(spec, required) of input `name`; numbered inputs that a UI adds on demand (regional_prompts2, ... after
     a declared regional_prompts1) take the first one's spec."""
     for section in ("required", "optional"):
@@ -133,7 +133,7 @@ def check_node(prompt: dict, nid: str, types: dict, folders=None) -> list[str]:
     file_inputs = getattr(cls, "FILE_INPUTS", ())
     constants = {}
     for name, value in node["inputs"].items():
-        spec, _req = _spec_of(types, name)
+        spec, _req = spec_of(types, name)
         if spec is None:
             continue  # inputs this node type does not have are ignored, as ComfyUI does
         if is_link(value):
@@ -168,4 +168,4 @@ def _check_link(prompt: dict, name: str, want: str, value: list) -> str | None:
     return None
 
 
-__all__ = ["Plan", "check_node", "check_value", "dependency_order", "describe", "is_link", "plan"]
+__all__ = ["Plan", "check_node", "check_value", "dependency_order", "describe", "is_link", "plan", "spec_of"]
