@@ -8,7 +8,9 @@ Three figures, each the median over --iters repetitions after --warmup:
 - apply: SDModel.apply_model(x, sigma, ctx) at batch 2 (NetworkModel's eps math + timestep + adapter);
 - step:  one full KSampler step (euler, cfg 7, 1 latent -> batch-2 network call): per-step times from
   common_ksampler's callback (synced), against bare UNet calls timed the same way;
-- engine_only: the same KSampler steps with a one-multiply stub network: the engine's own cost per step.
+- engine_only: the same KSampler steps with a one-multiply stub network: the engine's own cost per step;
+- controlnet: apply_model with one ControlNet (a copy of the UNet's encoder, as ControlNetModel.from_unet makes
+  it) attached to the batch, against plain apply_model, interleaved. Target: <= 1.6x at SD1.5 size.
 Engine overhead = engine_only / unet (and (step - bare step) / bare step, noisier). Target: <= 2 % at SD1.5
 size on a GPU. Measurements are interleaved and medians reported.
 """
@@ -45,6 +47,34 @@ def build(size: str, device, dtype):
     vae = vae.to(device=device, dtype=torch.float32).eval().requires_grad_(False)
     model = SDModel(unet, vae, [], "sd1")
     return model, unet, latent_hw, ctx_dim
+
+
+def controlnet_call(model, unet, x, sigma, ctx, hw, device, dtype, iters: int, warmup: int) -> tuple[float, float]:
+    """(apply_model with a ControlNet, plain apply_model), medians of interleaved single calls."""
+    from diffusers import ControlNetModel
+
+    from twosamplers.models.control import apply_controlnet
+    from twosamplers.models.controlnet import ControlNetModelHandle
+
+    net = ControlNetModel.from_unet(unet).to(device=device, dtype=dtype).eval().requires_grad_(False)
+    handle = ControlNetModelHandle(net, "from_unet")
+    hint = torch.rand(1, hw * 8, hw * 8, 3, generator=torch.Generator().manual_seed(1))
+    pos, _ = apply_controlnet([[ctx[:1], {}]], [[ctx[1:], {}]], handle, hint, 1.0)
+    control = pos[0][1]["control"]
+
+    def with_cn():
+        return model.apply_model(x, sigma, ctx, control=control, batched_number=2)
+
+    def plain():
+        return model.apply_model(x, sigma, ctx)
+
+    for _ in range(warmup):
+        with_cn(), plain()
+    a, b = [], []
+    for _ in range(iters):
+        a.append(timed(with_cn, device, 1, 0))
+        b.append(timed(plain, device, 1, 0))
+    return statistics.median(a), statistics.median(b)
 
 
 def sync(device):
@@ -104,6 +134,7 @@ def main(argv=None) -> dict:
         t_b.append(timed(bare, device, 1, 0))
         t_a.append(timed(apply, device, 1, 0))
     t_unet, t_apply = statistics.median(t_b), statistics.median(t_a)
+    t_cn = controlnet_call(model, unet, x, sigma, ctx, hw, device, dtype, iters, args.warmup)
 
     latent = {"samples": torch.randn(1, 4, hw, hw, generator=g)}
     pos, neg = [[ctx[:1].float().cpu(), {}]], [[ctx[1:].float().cpu(), {}]]
@@ -159,6 +190,8 @@ def main(argv=None) -> dict:
         "step_overhead_pct": 100 * (t_step - t_loop) / t_loop,
         "engine_only_step_ms": t_engine * 1e3, "engine_only_pct_of_unet": 100 * t_engine / t_unet,
         "sampling_call_ms": statistics.median(totals) * 1e3,
+        "controlnet_apply_ms": t_cn[0] * 1e3, "controlnet_plain_apply_ms": t_cn[1] * 1e3,
+        "controlnet_ratio": t_cn[0] / t_cn[1],
         "torch": torch.__version__,
     }
     if args.json:

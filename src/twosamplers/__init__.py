@@ -8,6 +8,7 @@ from .front import SamplerSettings, regional_sample, two_samplers_for_mask
 from .ksampler import compute_sigmas
 from .latent import empty_latent, load_latent, save_latent
 from .models import NetworkModel
+from .models.control import ControlNet
 from .nodes import (
     NODE_CLASS_MAPPINGS,
     NODE_DISPLAY_NAME_MAPPINGS,
@@ -31,6 +32,7 @@ __all__ = [
     "SCHEDULER_NAMES",
     "ModelSamplingDiscrete",
     "NetworkModel",
+    "ControlNet",
     "calculate_sigmas",
     "common_ksampler",
     "compute_sigmas",

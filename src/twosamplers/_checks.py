@@ -107,3 +107,10 @@ def _range_text(lo: float | None, hi: float | None) -> str:
     if lo is not None:
         return f">= {lo}"
     return f"<= {hi}"
+
+
+def check_bool(name: str, value) -> bool:
+    """A real boolean (not 0/1, not a string such as "false")."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return value

@@ -132,6 +132,7 @@ def _add_generate(sub) -> None:
                    help="grey mask values = per-pixel denoise (Differential Diffusion), two-pass mode")
     g.add_argument("--crop-to-mask", action=argparse.BooleanOptionalAction, default=None,
                    help="sample the mask pass only in the mask's bounding box (two-pass mode)")
+    _add_controlnet_options(g)
     g.add_argument("--crop-context", type=int, help="pixels of context around the crop box (latent px, default 8)")
     g.add_argument("--overlap-factor", type=int, help="interleaved/regional: mask overlap (default 10)")
     g.add_argument("--base-only-steps", type=int, help="interleaved/regional: steps before the mask joins "
@@ -142,6 +143,20 @@ def _add_generate(sub) -> None:
     g.add_argument("--preview", metavar="PNG", help="also write a side-by-side preview: mask | base | result")
     _add_common_output(g)
     g.set_defaults(func=cmd_generate)
+
+
+def _add_controlnet_options(g) -> None:
+    g.add_argument("--inpaint-conditioning", action=argparse.BooleanOptionalAction, default=None,
+                   help="when the mask pass's model is an inpainting checkpoint, give it the base result with the "
+                   "mask greyed out, as ComfyUI's InpaintModelConditioning (default yes; no: the latent itself)")
+    c = g.add_argument_group("ControlNets (SD checkpoints): FILE:IMAGE[:STRENGTH[:START:END]], repeatable; "
+                             "the hint IMAGE is resized to the output like ComfyUI; START/END in 0..1")
+    c.add_argument("--controlnet", dest="controlnets", action="append", metavar="SPEC",
+                   help="a ControlNet for both passes")
+    c.add_argument("--base-controlnet", dest="base_controlnets", action="append", metavar="SPEC",
+                   help="a ControlNet for the base pass (after the --controlnet ones)")
+    c.add_argument("--mask-controlnet", dest="mask_controlnets", action="append", metavar="SPEC",
+                   help="a ControlNet for the mask pass (after the --controlnet ones)")
 
 
 def _add_demo(sub) -> None:
@@ -175,14 +190,21 @@ def flags_to_dict(args: argparse.Namespace) -> dict:
     for which in PASSES:
         for key in PASS_KEYS:
             v = getattr(args, f"{which}_{key}", None)
-            v = getattr(args, key, None) if v is None else v
+            both = getattr(args, key, None)
+            if isinstance(both, list):  # repeatable per-pass flags add up: --x for both, then --base-x / --mask-x
+                v = both + (v or [])
+            v = both if v is None else v
             if v is not None:
                 d[f"{which}_{key}"] = v
     return d
 
 
+_LIST_FLAGS = {"base_controlnets": "--base-controlnet", "mask_controlnets": "--mask-controlnet"}
+
+
 def _flag(field: str) -> str:
-    return "--" + field.replace("_", "-")
+    field = field.split("[")[0]
+    return _LIST_FLAGS.get(field) or "--" + field.replace("_", "-")
 
 
 def make_job(args: argparse.Namespace, extra: dict | None = None):

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-UNSUPPORTED_KEYS = ("area", "mask", "timestep_start", "timestep_end", "control", "gligen", "hooks")
+UNSUPPORTED_KEYS = ("area", "mask", "timestep_start", "timestep_end", "gligen", "hooks")
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,8 @@ class CondBatch:
         keys = set(entries[0].extras)
         if any(set(e.extras) != keys for e in entries):
             raise ValueError("conditioning entries carry different extras and cannot be batched")
+        if "control" in keys:  # ControlNet hints are broadcast per entry (models/control.py)
+            self.extras["batched_number"] = self.n
         for k in keys:
             vals = [e.extras[k] for e in entries]
             if all(isinstance(v, torch.Tensor) for v in vals):

@@ -25,10 +25,20 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ._checks import MAX_OVERLAP, MAX_STEPS, check_choice, check_float, check_int, check_mask, check_mask_batch
+from ._checks import (
+    MAX_OVERLAP,
+    MAX_STEPS,
+    check_bool,
+    check_choice,
+    check_float,
+    check_int,
+    check_mask,
+    check_mask_batch,
+)
 from .latent import check_latent
 from .mask_ops import INVERSIONS, dilate_region, feather_outward, grow, pixel_scale, region_union_inverse
 from .mask_ops import feather as feather_mask
+from .models.control import attach_controlnets
 from .passes import Pass
 from .regional import ADDITIONAL_SAMPLERS, RECOVERY_MODES, KSamplerAdvancedWrapper, interleaved_sample
 from .two_pass import DEFAULT_CROP_MULTIPLE, TwoPassOptions, two_pass_sample
@@ -97,14 +107,18 @@ def two_samplers_for_mask(latent: dict, mask: torch.Tensor, base: SamplerSetting
                           crop_to_mask: bool = False, crop_context: int = 8, overlap_factor: int = 10,
                           base_only_steps: int = 1, callback=None, disable_pbar=None,
                           crop_multiple: int | None = None, additional_mode: str = "ratio between",
-                          additional_sampler: str = "AUTO", additional_sigma_ratio: float = 0.3) -> dict:
+                          additional_sampler: str = "AUTO", additional_sigma_ratio: float = 0.3,
+                          inpaint_conditioning: bool = True) -> dict:
     """Render `latent` with `base` outside `mask` and `inside` inside it; returns a LATENT without noise_mask.
 
     mask: [H, W], [B, H, W] or [B, 1, H, W] in [0, 1], at image (H*downscale) or latent resolution (any size is
     resized like ComfyUI); batch 1 or one mask per image.
     mode "two-pass" (TwoSamplersForMask): a full base pass, then the inside pass over its result with the mask
     as noise mask. Options: base_covers_mask, inversion (only used when base_covers_mask is False),
-    differential, crop_to_mask / crop_context (latent px) / crop_multiple (default: model.latent_multiple or 8).
+    differential, crop_to_mask / crop_context (latent px) / crop_multiple (default: model.latent_multiple or 8),
+    inpaint_conditioning (when `inside.model` is an inpainting checkpoint: its extra inputs are the base result
+    with the mask greyed out, as InpaintModelConditioning makes them; False: the latent itself, as after
+    SetLatentNoiseMask).
     mode "interleaved" / "regional" (TwoAdvancedSamplersForMask / RegionalSampler with this one region, which
     are the same algorithm): `regional_sample(latent, base, [(mask, inside)], ...)`; the shared schedule is
     base's seed/steps/denoise, `inside` contributes model, prompts, cfg, sampler, scheduler and the seed of
@@ -129,7 +143,8 @@ def two_samplers_for_mask(latent: dict, mask: torch.Tensor, base: SamplerSetting
     opts = TwoPassOptions(base_covers_mask=bool(base_covers_mask), inversion=check_choice("inversion", inversion,
                           INVERSIONS), differential=bool(differential), crop_to_mask=bool(crop_to_mask),
                           crop_context=check_int("crop_context", crop_context, 0),
-                          crop_multiple=None if crop_multiple is None else check_int("crop_multiple", crop_multiple, 1))
+                          crop_multiple=None if crop_multiple is None else check_int("crop_multiple", crop_multiple, 1),
+                          inpaint_conditioning=check_bool("inpaint_conditioning", inpaint_conditioning))
     samples = latent["samples"]
     b, _, h, w = samples.shape
     mask = _check_region_mask(mask, b, "mask")
@@ -195,8 +210,8 @@ def regional_sample(latent: dict, base: SamplerSettings, regions: list, *, grow:
 
 def _advanced(s: Pass) -> KSamplerAdvancedWrapper:
     """A pass as a KSAMPLER_ADVANCED (Brownian trees over each call's own sigmas, ComfyUI's default)."""
-    return KSamplerAdvancedWrapper(s.model, s.cfg, s.sampler_name, s.scheduler, s.cond_pos, s.cond_neg,
-                                   brownian_tree="call")
+    pos, neg = attach_controlnets(s.cond_pos, s.cond_neg, s.controlnets)
+    return KSamplerAdvancedWrapper(s.model, s.cfg, s.sampler_name, s.scheduler, pos, neg, brownian_tree="call")
 
 
 __all__ = ["DEFAULT_CROP_MULTIPLE", "INVERSIONS", "MODES", "SamplerSettings", "regional_sample",

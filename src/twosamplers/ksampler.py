@@ -188,6 +188,12 @@ def sample_with_sigmas(model, noise, sigmas, samples, positive, negative, cfg, s
         gen.manual_seed((seed + 1) & SEED_MAX)
         inpaint_noise = torch.randn(noise.shape, generator=gen).to(noise.dtype).to(device)
 
+    hook = getattr(model, "extra_conds", None)
+    if hook is not None:  # per-run extras of the model (inpainting models' extra input channels)
+        def with_extras(entries):
+            return [CondEntry(e.cross_attn, hook(e.extras, latent_image=latent_image, denoise_mask=denoise_mask),
+                              e.strength) for e in entries]
+        positive, negative = with_extras(positive), with_extras(negative)
     ms = model.model_sampling
     denoiser = GuidedDenoiser(model, positive, negative, cfg, latent_image, inpaint_noise, sigmas)
     sigma_max, sigma0 = float(ms.sigma_max), float(sigmas[0])

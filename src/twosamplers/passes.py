@@ -10,7 +10,7 @@ LoRAs, ControlNets) become fields of `Pass`, so every front end gets them at onc
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -29,6 +29,7 @@ from ._checks import (
 from .conditioning import CondEntry, check_batch, normalize_conditioning
 from .ksampler import StepCallback, compute_sigmas, sample_with_sigmas, slice_sigmas
 from .latent import check_latent, fit_latent_channels
+from .models.control import ControlNet, attach_controlnets
 from .noise import prepare_noise
 from .samplers import SAMPLER_NAMES
 from .schedules import SCHEDULER_NAMES
@@ -72,6 +73,7 @@ class Pass:
     sigma_factor: float = 1.0
     model_options: dict | None = None
     sampler_options: dict | None = None
+    controlnets: tuple = ()
     name: str = field(default="", repr=False)
     cond_pos: list = field(init=False, repr=False)
     cond_neg: list = field(init=False, repr=False)
@@ -95,6 +97,9 @@ class Pass:
                 fix[key] = check_int(f"{n}{key}", getattr(self, key), 0)
         if self.sigmas is not None:
             fix["sigmas"] = torch.as_tensor(self.sigmas, dtype=torch.float32).reshape(-1).clone()
+        if self.controlnets:
+            fix["controlnets"] = tuple(_check_controlnet(f"{n}controlnets[{i}]", c).loaded(self.model)
+                                       for i, c in enumerate(self.controlnets))
         for key, value in fix.items():
             object.__setattr__(self, key, value)
 
@@ -119,6 +124,21 @@ class Pass:
         return 0 if sigmas is None else len(sigmas) - 1
 
 
+def _check_controlnet(name: str, c) -> ControlNet:
+    if not isinstance(c, ControlNet):
+        raise TypeError(f"{name} must be a twosamplers ControlNet(path, image, strength, start_percent, "
+                        f"end_percent), got {type(c).__name__}")
+    return c
+
+
+def crop_pass(p: Pass, box: tuple[int, int, int, int], latent_hw: tuple[int, int]) -> Pass:
+    """`p` for a crop of the latent: ControlNet hints cut to the same box (in pixels)."""
+    if not p.controlnets:
+        return p
+    factor = int(p.model.latent_format.downscale)
+    return replace(p, controlnets=tuple(c.cropped(box, latent_hw, factor) for c in p.controlnets))
+
+
 def run_pass(p: Pass, samples: torch.Tensor, *, noise_mask: torch.Tensor | None = None,
              noise: torch.Tensor | None = None, batch_index=None, callback: StepCallback | None = None,
              disable_pbar: bool | None = None) -> torch.Tensor:
@@ -139,7 +159,8 @@ def run_pass(p: Pass, samples: torch.Tensor, *, noise_mask: torch.Tensor | None 
             noise = prepare_noise(samples, p.seed, batch_index)
     check_batch(p.cond_pos, samples.shape[0], f"{p.name}.positive" if p.name else "positive")
     check_batch(p.cond_neg, samples.shape[0], f"{p.name}.negative" if p.name else "negative")
-    return sample_with_sigmas(p.model, noise, sigmas, samples, p.cond_pos, p.cond_neg, p.cfg, p.sampler_name, p.seed,
+    pos, neg = attach_controlnets(p.cond_pos, p.cond_neg, p.controlnets)
+    return sample_with_sigmas(p.model, noise, sigmas, samples, pos, neg, p.cfg, p.sampler_name, p.seed,
                               noise_mask, callback=callback, disable_pbar=disable_pbar,
                               model_options=p.model_options, sampler_options=p.sampler_options)
 
@@ -193,4 +214,4 @@ def common_ksampler(
     return out
 
 
-__all__ = ["Pass", "as_entries", "check_noise_mask", "common_ksampler", "run_pass"]
+__all__ = ["Pass", "as_entries", "check_noise_mask", "common_ksampler", "crop_pass", "run_pass"]

@@ -20,6 +20,7 @@ import torch
 
 from .. import front
 from ..front import SamplerSettings
+from ..models.control import ControlNet
 from ..models.registry import ModelCache, defaults_for
 from .spec import Job, JobError
 
@@ -45,6 +46,7 @@ class Prepared:
     model: object
     mask: torch.Tensor
     pixels: torch.Tensor | None
+    hints: dict | None = None  # ControlNet hint images by path
 
 
 @dataclass
@@ -112,16 +114,38 @@ def prepare_job(job: Job, cache: ModelCache | None = None, *, load_options: dict
     model = cache.get(job.model, **options)
     factor = int(model.latent_format.downscale)
     job = resolve_size(job, tuple(mask.shape[-2:]), None if pixels is None else tuple(pixels.shape[1:3]), factor)
-    return Prepared(job, model, mask, pixels)
+    return Prepared(job, model, mask, pixels, load_hints(job))
+
+
+def load_hints(job: Job) -> dict:
+    """The ControlNet hint images of both passes by path; a missing ControlNet or hint file names its field."""
+    from pathlib import Path
+
+    from ..imageio import load_image
+
+    hints = {}
+    for which in ("base", "mask"):
+        for i, c in enumerate(job.pass_spec(which).controlnets):
+            key = f"{which}_controlnets[{i}]"
+            if not Path(c["file"]).exists():
+                raise JobError(key, f"ControlNet not found: {c['file']}")
+            if c["image"] not in hints:
+                try:
+                    hints[c["image"]] = load_image(c["image"])
+                except (OSError, ValueError) as e:
+                    raise JobError(key, f"cannot read the hint image {c['image']}: {e}") from None
+    return hints
 
 
 def _settings(prep: Prepared, which: str) -> SamplerSettings:
     job, model = prep.job, prep.model
     spec = job.pass_spec(which)
     prompt = job.base_prompt if which == "base" else job.mask_prompt
+    controlnets = [ControlNet(c["file"], prep.hints[c["image"]], c["strength"], c["start_percent"],
+                              c["end_percent"]) for c in spec.controlnets]
     return SamplerSettings(model, model.encode_prompt(prompt), model.encode_prompt(spec.negative), seed=spec.seed,
                            steps=spec.steps, cfg=spec.cfg, sampler_name=spec.sampler, scheduler=spec.scheduler,
-                           denoise=spec.denoise)
+                           denoise=spec.denoise, controlnets=controlnets)
 
 
 def render(prep: Prepared, *, callback=None, disable_pbar=None, want_base_preview: bool = False) -> JobResult:
@@ -151,7 +175,8 @@ def render(prep: Prepared, *, callback=None, disable_pbar=None, want_base_previe
         latent, prep.mask, base, inside, mode=job.mode, inversion=job.inversion,
         base_covers_mask=job.base_covers_mask, grow=job.grow, feather=job.feather, differential=job.differential,
         crop_to_mask=job.crop_to_mask, crop_context=job.crop_context, overlap_factor=job.overlap_factor,
-        base_only_steps=job.base_only_steps, callback=step_fn, disable_pbar=disable_pbar)
+        base_only_steps=job.base_only_steps, inpaint_conditioning=job.inpaint_conditioning, callback=step_fn,
+        disable_pbar=disable_pbar)
     samples = out["samples"]
     image = model.decode_latent(samples)
     preview = model.decode_latent(fmt.process_out(captured["base"])) if "base" in captured else None

@@ -79,6 +79,42 @@ def _str(key, v, optional=False):
     return v
 
 
+CONTROLNET_FORMAT = "FILE:IMAGE[:STRENGTH[:START:END]]"
+
+
+def _controlnet(key: str, v) -> dict:
+    """One ControlNet of a pass: a "FILE:IMAGE[:STRENGTH[:START:END]]" string or its normalised dict."""
+    if isinstance(v, str):
+        parts = v.split(":")
+        if len(parts) not in (2, 3, 5) or not all(parts[:2]):
+            raise JobError(key, f"{v!r} is not {CONTROLNET_FORMAT}")
+        try:
+            nums = [float(x) for x in parts[2:]]
+        except ValueError:
+            raise JobError(key, f"{v!r}: strength, start and end must be numbers ({CONTROLNET_FORMAT})") from None
+        v = dict(zip(("file", "image", "strength", "start_percent", "end_percent"), parts[:2] + nums, strict=False))
+    if not isinstance(v, dict):
+        raise JobError(key, f"must be a {CONTROLNET_FORMAT} string or an object, got {v!r}")
+    unknown = sorted(set(v) - {"file", "image", "strength", "start_percent", "end_percent"})
+    if unknown:
+        raise JobError(key, f"unknown ControlNet field {unknown[0]!r}")
+    out = {"file": _str(f"{key}.file", v.get("file")), "image": _str(f"{key}.image", v.get("image")),
+           "strength": _float(f"{key}.strength", v.get("strength", 1.0), 0.0, 10.0),
+           "start_percent": _float(f"{key}.start_percent", v.get("start_percent", 0.0), 0.0, 1.0),
+           "end_percent": _float(f"{key}.end_percent", v.get("end_percent", 1.0), 0.0, 1.0)}
+    if out["start_percent"] > out["end_percent"]:
+        raise JobError(key, f"start_percent {out['start_percent']} is after end_percent {out['end_percent']}")
+    return out
+
+
+def _controlnets(key: str, v) -> tuple:
+    if isinstance(v, (str, dict)):
+        v = [v]
+    if not isinstance(v, (list, tuple)):
+        raise JobError(key, f"must be a list of ControlNets ({CONTROLNET_FORMAT}), got {v!r}")
+    return tuple(_controlnet(f"{key}[{i}]", c) for i, c in enumerate(v))
+
+
 # ---------------------------------------------------------------------------------------------- the job
 @dataclass(frozen=True)
 class PassSpec:
@@ -91,9 +127,11 @@ class PassSpec:
     scheduler: str = "normal"
     denoise: float = 1.0
     negative: str = ""
+    controlnets: tuple = ()  # ({"file", "image", "strength", "start_percent", "end_percent"}, ...)
 
     def validated(self, prefix: str, default_cfg: float) -> PassSpec:
         return PassSpec(
+            controlnets=_controlnets(f"{prefix}controlnets", self.controlnets),
             seed=_int(f"{prefix}seed", self.seed, 0, SEED_MAX),
             steps=_int(f"{prefix}steps", self.steps, 1, MAX_STEPS),
             cfg=_float(f"{prefix}cfg", default_cfg if self.cfg is None else self.cfg, 0.0, MAX_CFG),
@@ -130,6 +168,7 @@ class Job:
     feather: float = 0.0
     differential: bool = False
     crop_to_mask: bool = False
+    inpaint_conditioning: bool = True
     crop_context: int = 8
     overlap_factor: int = 10
     base_only_steps: int = 1
@@ -192,7 +231,7 @@ class Job:
         for key in ("width", "height"):
             if getattr(self, key) is not None:
                 _int(key, getattr(self, key), 1, MAX_IMAGE_SIDE)
-        for key in ("invert_mask", "base_covers_mask", "differential", "crop_to_mask"):
+        for key in ("invert_mask", "base_covers_mask", "differential", "crop_to_mask", "inpaint_conditioning"):
             _bool(key, getattr(self, key))
         _choice("mask_channel", self.mask_channel, MASK_CHANNELS)
         _choice("mode", self.mode, MODES)
@@ -217,6 +256,7 @@ class Job:
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("base", "inside", "mask_tensor")}
         for which, spec in zip(PASSES, (self.base, self.inside), strict=True):
             out.update({f"{which}_{k}": getattr(spec, k) for k in PASS_KEYS})
+            out[f"{which}_controlnets"] = [dict(c) for c in spec.controlnets]
         return dict(sorted(out.items()))
 
     def pass_spec(self, which: str) -> PassSpec:
@@ -227,6 +267,9 @@ class Job:
         files = {"image": self.image}
         if self.mask_tensor is None:
             files["mask"] = self.mask
+        for which, spec in zip(PASSES, (self.base, self.inside), strict=True):
+            for i, c in enumerate(spec.controlnets):
+                files[f"{which}_controlnets[{i}].image"] = c["image"]
         return {k: v for k, v in files.items() if v is not None}
 
     def hash(self) -> str:

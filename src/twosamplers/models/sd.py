@@ -25,6 +25,7 @@ import torch
 
 from ..schedules import ModelSamplingDiscrete
 from .base import NetworkModel
+from .inpaint import CONCAT_KEYS, EXTRA_CHANNELS, SD15_BLANK_LATENT, concat_cond
 from .sd_loading import (
     FAMILY_NAMES,
     LATENT_SCALE,
@@ -74,10 +75,13 @@ class UNetAdapter(torch.nn.Module):
     height), or a ready `add_time_ids` (B, 6). Other extras are ignored for SD1.x/2.x, as ComfyUI does.
     """
 
-    def __init__(self, unet, sdxl: bool) -> None:
+    supports_control = True
+
+    def __init__(self, unet, sdxl: bool, downscale: int = 8) -> None:
         super().__init__()
         self.unet = unet
         self.sdxl = sdxl
+        self.downscale = downscale
 
     @staticmethod
     def _column(value, batch: int, device) -> torch.Tensor:
@@ -100,6 +104,8 @@ class UNetAdapter(torch.nn.Module):
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor | None, **extras):
         if context is None:
             raise ValueError("Stable Diffusion needs text conditioning (context); got None")
+        control = extras.pop("control", None)
+        concat = extras.get("c_concat")
         added = None
         if self.sdxl:
             pooled = extras.get("pooled_output")
@@ -110,7 +116,32 @@ class UNetAdapter(torch.nn.Module):
             ids = extras.get("add_time_ids")
             ids = ids.float().to(x.device) if ids is not None else self.time_ids(b, x.device, extras)
             added = {"text_embeds": pooled.to(device=x.device, dtype=x.dtype), "time_ids": ids}
-        return self.unet(x, timesteps, encoder_hidden_states=context, added_cond_kwargs=added, return_dict=False)[0]
+        residuals = {}
+        if control is not None:
+            down, mid = self.control_residuals(x, timesteps, context, added, *control)
+            residuals = {"down_block_additional_residuals": tuple(down), "mid_block_additional_residual": mid}
+        if concat is not None:  # inpainting UNets: noisy latent, then mask and masked-image latent
+            x = torch.cat([x, concat.to(x)], dim=1)
+        return self.unet(x, timesteps, encoder_hidden_states=context, added_cond_kwargs=added, return_dict=False,
+                         **residuals)[0]
+
+    def control_residuals(self, x, timesteps, context, added, active, batched_number: int):
+        """Sum of the active ControlNets' residuals, each scaled by its strength in the ControlNet's dtype and
+        cast to the UNet's, added in application order (models/control.py)."""
+        h, w = x.shape[-2] * self.downscale, x.shape[-1] * self.downscale
+        down, mid = None, None
+        for c in active:
+            net = c.control_net
+            hint = c.hint_for(x.shape[0], h, w, batched_number, x.device, net.dtype)
+            d, m = net.residuals(x, timesteps, context, hint, added)
+            d = [(r * c.strength).to(x.dtype) for r in d]
+            m = (m * c.strength).to(x.dtype)
+            if down is None:
+                down, mid = d, m
+            else:
+                down = [p + r for p, r in zip(down, d, strict=True)]
+                mid = mid + m
+        return down, mid
 
 
 class SDModel(NetworkModel):
@@ -122,13 +153,19 @@ class SDModel(NetworkModel):
                  vae_dtype: torch.dtype | None = None, source: str = "") -> None:
         if family not in FAMILY_NAMES:
             raise UnsupportedModelError(f"unknown family {family!r}; supported: {SUPPORTED}")
-        super().__init__(UNetAdapter(unet, family == "sdxl"),
+        super().__init__(UNetAdapter(unet, family == "sdxl", 2 ** (len(vae.config.block_out_channels) - 1)),
                          ModelSamplingDiscrete(prediction, linear_start, linear_end),
                          latent_scale=LATENT_SCALE[family],
-                         latent_channels=int(unet.config.in_channels),
+                         latent_channels=int(vae.config.latent_channels),
                          downscale=2 ** (len(vae.config.block_out_channels) - 1))
         self.unet = unet
         self.vae = vae
+        extra = int(unet.config.in_channels) - int(vae.config.latent_channels)
+        if extra not in (0, EXTRA_CHANNELS):
+            raise UnsupportedModelError(f"a UNet with {unet.config.in_channels} input channels is not supported "
+                                        f"(4 latent channels, or 4 + {EXTRA_CHANNELS} for inpainting models)")
+        self.inpainting = extra == EXTRA_CHANNELS
+        self._blank: torch.Tensor | None = None
         self.text_encoders = text_encoders
         self.family = family
         self.clip_skip = normalize_clip_skip(clip_skip)
@@ -138,6 +175,35 @@ class SDModel(NetworkModel):
     def __repr__(self) -> str:
         return (f"SDModel({FAMILY_NAMES[self.family]}, prediction={self.model_sampling.prediction!r}, "
                 f"device={self.device}, dtype={self.dtype}, source={self.source!r})")
+
+    def load_controlnet(self, path, *, allow_pickle: bool = False):
+        """A ControlNet file or folder loaded for this model (same device and dtype; refused when it was made
+        for another family). Cached per file."""
+        from .controlnet import load_controlnet
+
+        return load_controlnet(path, unet=self.unet, allow_pickle=allow_pickle)
+
+    # ------------------------------------------------------------------------------------ inpainting
+    def extra_conds(self, extras: dict, *, latent_image: torch.Tensor, denoise_mask: torch.Tensor | None) -> dict:
+        """An entry's network extras for one sampling run: inpainting models get their 5 extra input channels
+        (models/inpaint.py); the inpainting keys are dropped for the others, as ComfyUI ignores them."""
+        out = {k: v for k, v in extras.items() if k not in CONCAT_KEYS}
+        if self.inpainting:
+            out["c_concat"] = concat_cond(extras, latent_image=latent_image, denoise_mask=denoise_mask,
+                                          process_in=self.latent_format.process_in, blank=self.blank_latent())
+        return out
+
+    def blank_latent(self) -> torch.Tensor:
+        """The model-space latent of a blank (mid-grey) image, (1, C, 1, 1): ComfyUI's constants for SD1.x/2.x,
+        this VAE's encoding of grey for SDXL."""
+        if self._blank is None:
+            if self.family in ("sd1", "sd2"):
+                self._blank = torch.tensor(SD15_BLANK_LATENT).reshape(1, 4, 1, 1)
+            else:
+                grey = torch.full((1, 64, 64, 3), 0.5)
+                z = self.latent_format.process_in(self.encode_image(grey))
+                self._blank = z.mean(dim=(2, 3), keepdim=True)
+        return self._blank
 
     # ---------------------------------------------------------------------------------------- text
     def encode_prompt(self, text: str, *, clip_skip: int | None = None, width: int | None = None,
@@ -424,9 +490,9 @@ def _check_folder(path: Path) -> tuple[bool, dict]:
     if not has_te1:
         raise UnsupportedModelError(f"{path}: pipeline {cls or '?'} has no text encoder. Supported: {SUPPORTED}.")
     unet_cfg = _read_json(path / "unet" / "config.json")
-    if int(unet_cfg.get("in_channels", 4)) != 4:
-        raise UnsupportedModelError(f"{path}: a UNet with {unet_cfg.get('in_channels')} input channels (inpainting?) "
-                                    f"is not supported. Supported: {SUPPORTED} with 4 latent channels.")
+    if int(unet_cfg.get("in_channels", 4)) not in (4, 4 + EXTRA_CHANNELS):
+        raise UnsupportedModelError(f"{path}: a UNet with {unet_cfg.get('in_channels')} input channels is not "
+                                    f"supported. Supported: {SUPPORTED} with 4 latent channels (9 for inpainting).")
     sched_file = path / "scheduler" / "scheduler_config.json"
     sched = _read_json(sched_file) if sched_file.exists() else {}
     if sched.get("beta_schedule", "scaled_linear") != "scaled_linear":
