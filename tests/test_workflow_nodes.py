@@ -98,9 +98,8 @@ def test_vae_encode_for_inpaint_greys_the_masked_pixels_and_grows_the_mask():
     mask = torch.zeros(20, 19)
     mask[8:10, 8:10] = 1.0
     seen = []
-    vae = VaeHandle(model)
-    vae.encode = lambda p: seen.append(p) or torch.zeros(1, 4, 2, 2)
-    out = VAEEncodeForInpaint().encode(vae, pixels, mask, 2)[0]
+    model.encode_image = lambda p: seen.append(p) or torch.zeros(1, 4, 2, 2)
+    out = VAEEncodeForInpaint().encode(VaeHandle(model), pixels, mask, 2)[0]
     p = seen[0]
     assert p.shape == (1, 16, 16, 3)  # cropped to a multiple of 8, centred (offsets 2 and 1)
     assert torch.equal(p[0, 6:8, 7:9], torch.full((2, 2, 3), 0.5))

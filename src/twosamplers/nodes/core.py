@@ -372,32 +372,9 @@ class VAEEncodeForInpaint:
     CATEGORY = "latent/inpaint"
 
     def encode(self, vae, pixels, mask, grow_mask_by=6):
-        vae = _vae(vae)
-        pixels = _image(pixels, "pixels")
-        mask = check_mask(mask, "mask")
-        grow_mask_by = check_int("grow_mask_by", grow_mask_by, 0, 64)
-        f = vae.downscale_ratio
-        h, w = pixels.shape[1] // f * f, pixels.shape[2] // f * f
-        mask = torch.nn.functional.interpolate(mask.reshape((-1, 1, mask.shape[-2], mask.shape[-1])),
-                                               size=(pixels.shape[1], pixels.shape[2]), mode="bilinear")
-        pixels = pixels.clone()
-        if (pixels.shape[1], pixels.shape[2]) != (h, w):
-            y0, x0 = (pixels.shape[1] % f) // 2, (pixels.shape[2] % f) // 2
-            pixels = pixels[:, y0:y0 + h, x0:x0 + w, :]
-            mask = mask[:, :, y0:y0 + h, x0:x0 + w]
-        if grow_mask_by == 0:
-            grown = mask
-        else:
-            kernel = torch.ones((1, 1, grow_mask_by, grow_mask_by))
-            pad = -(-(grow_mask_by - 1) // 2)
-            grown = torch.clamp(torch.nn.functional.conv2d(mask.round(), kernel, padding=pad), 0, 1)
-        keep = (1.0 - mask.round()).squeeze(1)
-        for c in range(3):
-            pixels[:, :, :, c] -= 0.5
-            pixels[:, :, :, c] *= keep
-            pixels[:, :, :, c] += 0.5
-        samples = vae.encode(pixels)
-        return ({"samples": samples, "noise_mask": grown[:, :, :h, :w].round()},)
+        from ..models.inpaint import vae_encode_for_inpaint
+
+        return (vae_encode_for_inpaint(_vae(vae).model, pixels, check_mask(mask, "mask"), grow_mask_by),)
 
 
 def _vae(vae) -> VaeHandle:

@@ -133,25 +133,27 @@ class Folders:
     def search_dirs(self, kind: str) -> list[Path]:
         return list(self.model_dirs.get(kind, []))
 
-    def list_models(self, kind: str, extensions: tuple[str, ...] = CHECKPOINT_EXTENSIONS) -> list[str]:
+    def list_models(self, kind: str, extensions: tuple[str, ...] = CHECKPOINT_EXTENSIONS,
+                    marker: str = "model_index.json") -> list[str]:
         """Relative names of the model files (and diffusers folders) under the search folders of `kind`."""
         names: set[str] = set()
         for d in self.search_dirs(kind):
             if not d.is_dir():
                 continue
             for p in d.rglob("*"):
-                if p.is_file() and p.suffix.lower() in extensions or p.is_dir() and (p / "model_index.json").is_file():
+                if p.is_file() and p.suffix.lower() in extensions or p.is_dir() and (p / marker).is_file():
                     names.add(p.relative_to(d).as_posix())
         return sorted(names)
 
-    def find_model(self, kind: str, name: str) -> Path | None:
-        """The first file (or diffusers folder) called `name` under the search folders of `kind`."""
+    def find_model(self, kind: str, name: str, marker: str = "model_index.json") -> Path | None:
+        """The first file (or diffusers folder, a folder holding `marker`) called `name` under the search
+        folders of `kind`."""
         rel = Path(name)
         if rel.is_absolute() or ".." in rel.parts:
             return None
         for d in self.search_dirs(kind):
             p = d / rel
-            if p.is_file() or p.is_dir() and (p / "model_index.json").is_file():
+            if p.is_file() or p.is_dir() and (p / marker).is_file():
                 return p
         return None
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import inspect
 
 from . import NODE_CLASS_MAPPINGS as IMPACT_NODES
-from . import core, image, mask, pipe, primitive
+from . import control, core, image, mask, pipe, primitive
 
 NODES: dict[str, type] = {
     # loaders and prompts
@@ -24,6 +24,11 @@ NODES: dict[str, type] = {
     # sampling
     "KSampler": core.KSampler,
     "KSamplerAdvanced": core.KSamplerAdvanced,
+    # ControlNets and inpainting
+    "ControlNetLoader": control.ControlNetLoader,
+    "ControlNetApplyAdvanced": control.ControlNetApplyAdvanced,
+    "ControlNetApply": control.ControlNetApply,
+    "InpaintModelConditioning": control.InpaintModelConditioning,
     # latents
     "EmptyLatentImage": core.EmptyLatentImage,
     "SetLatentNoiseMask": core.SetLatentNoiseMask,
