@@ -7,7 +7,7 @@ masks, samplers, KSampler) reproduces ComfyUI 0.30.x for the same seed and setti
 from .front import SamplerSettings, regional_sample, two_samplers_for_mask
 from .ksampler import compute_sigmas
 from .latent import empty_latent, load_latent, save_latent
-from .models import NetworkModel
+from .models import EmbeddingLibrary, Lora, NetworkModel
 from .models.control import ControlNet
 from .nodes import (
     NODE_CLASS_MAPPINGS,
@@ -53,6 +53,8 @@ __all__ = [
     "Pass",
     "run_pass",
     "SamplerSettings",
+    "Lora",
+    "EmbeddingLibrary",
     "two_samplers_for_mask",
     "regional_sample",
 ]

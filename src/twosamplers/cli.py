@@ -119,6 +119,7 @@ def _add_generate(sub) -> None:
     m.add_argument("--clip-skip", type=int, help="text encoder layer, as ComfyUI's CLIPSetLastLayer: -1 last, "
                    "-2 penultimate, ... (a positive n means -n, A1111 style)")
     m.add_argument("--prediction", choices=("eps", "v"), help="override the prediction type (SD2.x 768 models are v)")
+    _add_lora_options(g)
     g.add_argument("--mode", choices=MODES, default=None,
                    help="two-pass: a base pass over the whole image, then the mask pass (default); "
                    "interleaved/regional: both samplers step by step")
@@ -157,6 +158,20 @@ def _add_controlnet_options(g) -> None:
                    help="a ControlNet for the base pass (after the --controlnet ones)")
     c.add_argument("--mask-controlnet", dest="mask_controlnets", action="append", metavar="SPEC",
                    help="a ControlNet for the mask pass (after the --controlnet ones)")
+
+
+def _add_lora_options(g: argparse.ArgumentParser) -> None:
+    lo = g.add_argument_group("LoRAs and embeddings (SD checkpoints; also <lora:NAME:S[:S_CLIP]> in a prompt)")
+    spec = "FILE[:S[:S_CLIP]]"
+    lo.add_argument("--lora", dest="loras", action="append", metavar=spec, default=None,
+                    help="a LoRA for both passes at model strength S and text-encoder strength S_CLIP (default 1 and "
+                    "S); repeatable, applied in order before each pass's own")
+    lo.add_argument("--base-lora", "--base-loras", dest="base_loras", action="append", metavar=spec, default=None,
+                    help="a LoRA for the base pass only (repeatable)")
+    lo.add_argument("--mask-lora", "--mask-loras", dest="mask_loras", action="append", metavar=spec, default=None,
+                    help="a LoRA for the mask pass only (repeatable)")
+    lo.add_argument("--lora-dir", metavar="DIR", help="where LoRA names (of the flags and prompt tags) are looked up")
+    lo.add_argument("--embeddings", metavar="DIR", help="textual-inversion embeddings for embedding:NAME in prompts")
 
 
 def _add_demo(sub) -> None:

@@ -211,7 +211,7 @@ def regional_sample(latent: dict, base: SamplerSettings, regions: list, *, grow:
 def _advanced(s: Pass) -> KSamplerAdvancedWrapper:
     """A pass as a KSAMPLER_ADVANCED (Brownian trees over each call's own sigmas, ComfyUI's default)."""
     pos, neg = attach_controlnets(s.cond_pos, s.cond_neg, s.controlnets)
-    return KSamplerAdvancedWrapper(s.model, s.cfg, s.sampler_name, s.scheduler, pos, neg, brownian_tree="call")
+    return KSamplerAdvancedWrapper(s.net, s.cfg, s.sampler_name, s.scheduler, pos, neg, brownian_tree="call")
 
 
 __all__ = ["DEFAULT_CROP_MULTIPLE", "INVERSIONS", "MODES", "SamplerSettings", "regional_sample",

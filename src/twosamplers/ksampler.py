@@ -8,6 +8,7 @@ This module trusts its callers: `twosamplers.passes` (Pass, run_pass, common_ksa
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 
@@ -210,9 +211,11 @@ def sample_with_sigmas(model, noise, sigmas, samples, positive, negative, cfg, s
             callback(info["i"], info["denoised"], info["x"], total)
 
     fn = get_sampler(sampler_name)
+    # A model may ask to be prepared once around the whole call (a LoRA stack patches its weights here).
+    session = getattr(model, "sampling_session", None)
     # inference_mode: cheaper dispatch for the many small per-step ops; the result is cloned out of it so that
     # callers get an ordinary tensor.
-    with torch.inference_mode():
+    with session() if session is not None else contextlib.nullcontext(), torch.inference_mode():
         x = fn(denoiser, x, sigmas, extra_args=extra_args, callback=k_callback, disable=_pbar_flag(disable_pbar),
                **(sampler_options or {}))
         x = ms.inverse_noise_scaling(sigmas[-1], x)

@@ -53,6 +53,10 @@ class Pass:
     - `disable_noise`: start from zero noise (KSamplerAdvanced add_noise off).
     - `model_options` / `sampler_options`: ComfyUI's model_options (post-CFG and denoise-mask functions) and
       extra keyword arguments of the sampler function (e.g. a noise_sampler).
+    - `loras`: [Lora(path, strength_model, strength_clip), ...] patched into the network for this pass only
+      (`net` is the model carrying them; ComfyUI's LoraLoader chain order). The conditioning is given already
+      encoded: for the text-encoder half (strength_clip), encode the prompts with `pass.net.encode_prompt` or
+      `model.with_loras(...)`.
     `name` prefixes error messages ("base.steps=0 is out of range"). Validated on construction.
     """
 
@@ -74,7 +78,9 @@ class Pass:
     model_options: dict | None = None
     sampler_options: dict | None = None
     controlnets: tuple = ()
+    loras: tuple = ()
     name: str = field(default="", repr=False)
+    net: object = field(init=False, repr=False)
     cond_pos: list = field(init=False, repr=False)
     cond_neg: list = field(init=False, repr=False)
 
@@ -100,6 +106,7 @@ class Pass:
         if self.controlnets:
             fix["controlnets"] = tuple(_check_controlnet(f"{n}controlnets[{i}]", c).loaded(self.model)
                                        for i, c in enumerate(self.controlnets))
+        fix.update(_with_loras(self.model, self.loras, f"{n}loras"))
         for key, value in fix.items():
             object.__setattr__(self, key, value)
 
@@ -139,6 +146,20 @@ def crop_pass(p: Pass, box: tuple[int, int, int, int], latent_hw: tuple[int, int
     return replace(p, controlnets=tuple(c.cropped(box, latent_hw, factor) for c in p.controlnets))
 
 
+def _with_loras(model, loras, name: str) -> dict:
+    """The `loras` and `net` fields: the LoRA files are read and checked here, once (errors name the field)."""
+    from .models.lora import Lora, with_loras
+
+    if isinstance(loras, Lora):
+        loras = (loras,)
+    if not isinstance(loras, (list, tuple)) or not all(isinstance(x, Lora) for x in loras):
+        raise TypeError(f"{name} must be a list of twosamplers.Lora, got {loras!r}")
+    try:
+        return {"loras": tuple(loras), "net": with_loras(model, list(loras)) if loras else model}
+    except ValueError as e:
+        raise ValueError(f"{name}: {e}") from None
+
+
 def run_pass(p: Pass, samples: torch.Tensor, *, noise_mask: torch.Tensor | None = None,
              noise: torch.Tensor | None = None, batch_index=None, callback: StepCallback | None = None,
              disable_pbar: bool | None = None) -> torch.Tensor:
@@ -160,7 +181,7 @@ def run_pass(p: Pass, samples: torch.Tensor, *, noise_mask: torch.Tensor | None 
     check_batch(p.cond_pos, samples.shape[0], f"{p.name}.positive" if p.name else "positive")
     check_batch(p.cond_neg, samples.shape[0], f"{p.name}.negative" if p.name else "negative")
     pos, neg = attach_controlnets(p.cond_pos, p.cond_neg, p.controlnets)
-    return sample_with_sigmas(p.model, noise, sigmas, samples, pos, neg, p.cfg, p.sampler_name, p.seed,
+    return sample_with_sigmas(p.net, noise, sigmas, samples, pos, neg, p.cfg, p.sampler_name, p.seed,
                               noise_mask, callback=callback, disable_pbar=disable_pbar,
                               model_options=p.model_options, sampler_options=p.sampler_options)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -22,6 +22,7 @@ from .. import front
 from ..front import SamplerSettings
 from ..models.control import ControlNet
 from ..models.registry import ModelCache, defaults_for
+from .loras import prepare_loras
 from .spec import Job, JobError
 
 
@@ -47,6 +48,9 @@ class Prepared:
     mask: torch.Tensor
     pixels: torch.Tensor | None
     hints: dict | None = None  # ControlNet hint images by path
+    pass_models: dict = field(default_factory=dict)  # "base"/"mask" -> the model with that pass's LoRAs
+    prompts: dict = field(default_factory=dict)  # "base"/"mask" -> the prompt without its <lora:...> tags
+    embeddings: object = None  # an EmbeddingLibrary, or None
 
 
 @dataclass
@@ -114,7 +118,9 @@ def prepare_job(job: Job, cache: ModelCache | None = None, *, load_options: dict
     model = cache.get(job.model, **options)
     factor = int(model.latent_format.downscale)
     job = resolve_size(job, tuple(mask.shape[-2:]), None if pixels is None else tuple(pixels.shape[1:3]), factor)
-    return Prepared(job, model, mask, pixels, load_hints(job))
+    hints = load_hints(job)
+    job, pass_models, prompts, library = prepare_loras(job, model, allow_pickle=bool(options.get("allow_pickle")))
+    return Prepared(job, model, mask, pixels, hints, pass_models, prompts, library)
 
 
 def load_hints(job: Job) -> dict:
@@ -138,14 +144,17 @@ def load_hints(job: Job) -> dict:
 
 
 def _settings(prep: Prepared, which: str) -> SamplerSettings:
-    job, model = prep.job, prep.model
+    """One pass: its model (with its LoRA stack) encodes its prompts (with the embeddings) and samples."""
+    job = prep.job
+    model = prep.pass_models.get(which, prep.model)
     spec = job.pass_spec(which)
-    prompt = job.base_prompt if which == "base" else job.mask_prompt
+    prompt = prep.prompts.get(which, job.base_prompt if which == "base" else job.mask_prompt)
+    extra = {"embeddings": prep.embeddings} if prep.embeddings is not None else {}
     controlnets = [ControlNet(c["file"], prep.hints[c["image"]], c["strength"], c["start_percent"],
                               c["end_percent"]) for c in spec.controlnets]
-    return SamplerSettings(model, model.encode_prompt(prompt), model.encode_prompt(spec.negative), seed=spec.seed,
-                           steps=spec.steps, cfg=spec.cfg, sampler_name=spec.sampler, scheduler=spec.scheduler,
-                           denoise=spec.denoise, controlnets=controlnets)
+    return SamplerSettings(model, model.encode_prompt(prompt, **extra), model.encode_prompt(spec.negative, **extra),
+                           seed=spec.seed, steps=spec.steps, cfg=spec.cfg, sampler_name=spec.sampler,
+                           scheduler=spec.scheduler, denoise=spec.denoise, controlnets=controlnets)
 
 
 def render(prep: Prepared, *, callback=None, disable_pbar=None, want_base_preview: bool = False) -> JobResult:

@@ -128,8 +128,11 @@ class PassSpec:
     denoise: float = 1.0
     negative: str = ""
     controlnets: tuple = ()  # ({"file", "image", "strength", "start_percent", "end_percent"}, ...)
+    loras: tuple = ()  # LoRA entries: "FILE[:S[:S_CLIP]]" or {"file", "strength_model", ...} (job/loras.py)
 
     def validated(self, prefix: str, default_cfg: float) -> PassSpec:
+        from .loras import normalize_entries
+
         return PassSpec(
             controlnets=_controlnets(f"{prefix}controlnets", self.controlnets),
             seed=_int(f"{prefix}seed", self.seed, 0, SEED_MAX),
@@ -139,6 +142,7 @@ class PassSpec:
             scheduler=_choice(f"{prefix}scheduler", self.scheduler, SCHEDULER_NAMES),
             denoise=_float(f"{prefix}denoise", self.denoise, 0.0, 1.0),
             negative=_str(f"{prefix}negative", self.negative),
+            loras=normalize_entries(f"{prefix}loras", self.loras),
         )
 
 
@@ -174,6 +178,8 @@ class Job:
     base_only_steps: int = 1
     clip_skip: int | None = None
     prediction: str | None = None
+    lora_dir: str | None = None  # where LoRA names (entries, prompt tags) are looked up
+    embeddings: str | None = None  # the textual-inversion embeddings directory (embedding:NAME in prompts)
     mask_tensor: torch.Tensor | None = field(default=None, repr=False, compare=False)
 
     # ------------------------------------------------------------------ parsing
@@ -226,7 +232,7 @@ class Job:
         default_cfg = defaults_for(model).cfg
         for key in ("base_prompt", "mask_prompt"):
             _str(key, getattr(self, key))
-        for key in ("mask", "image", "prediction"):
+        for key in ("mask", "image", "prediction", "lora_dir", "embeddings"):
             _str(key, getattr(self, key), optional=True)
         for key in ("width", "height"):
             if getattr(self, key) is not None:
@@ -255,8 +261,7 @@ class Job:
         """The normalised flat dict (JSON-able): what the PNG metadata stores and `from_dict` reads."""
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("base", "inside", "mask_tensor")}
         for which, spec in zip(PASSES, (self.base, self.inside), strict=True):
-            out.update({f"{which}_{k}": getattr(spec, k) for k in PASS_KEYS})
-            out[f"{which}_controlnets"] = [dict(c) for c in spec.controlnets]
+            out.update({f"{which}_{k}": _plain(getattr(spec, k)) for k in PASS_KEYS})
         return dict(sorted(out.items()))
 
     def pass_spec(self, which: str) -> PassSpec:
@@ -264,12 +269,16 @@ class Job:
 
     def input_files(self) -> dict[str, str]:
         """The input files this job reads, by field."""
+        from .loras import entry_files
+
         files = {"image": self.image}
         if self.mask_tensor is None:
             files["mask"] = self.mask
         for which, spec in zip(PASSES, (self.base, self.inside), strict=True):
             for i, c in enumerate(spec.controlnets):
                 files[f"{which}_controlnets[{i}].image"] = c["image"]
+            for i, path in enumerate(entry_files(spec.loras)):
+                files[f"{which}_loras[{i}]"] = path
         return {k: v for k, v in files.items() if v is not None}
 
     def hash(self) -> str:
@@ -289,6 +298,11 @@ class Job:
             h.update(b"\0mask_tensor\0")
             h.update(self.mask_tensor.detach().float().cpu().contiguous().numpy().tobytes())
         return h.hexdigest()
+
+
+def _plain(v):
+    """JSON's form of a field value (tuples of LoRA entries as lists), so that to_dict equals a PNG's copy."""
+    return [dict(e) for e in v] if isinstance(v, tuple) else v
 
 
 def job_keys() -> tuple[str, ...]:

@@ -25,6 +25,7 @@ import torch
 
 from ..schedules import ModelSamplingDiscrete
 from .base import NetworkModel
+from .embeddings import EmbeddingLibrary
 from .inpaint import CONCAT_KEYS, EXTRA_CHANNELS, SD15_BLANK_LATENT, concat_cond
 from .sd_loading import (
     FAMILY_NAMES,
@@ -208,19 +209,22 @@ class SDModel(NetworkModel):
     # ---------------------------------------------------------------------------------------- text
     def encode_prompt(self, text: str, *, clip_skip: int | None = None, width: int | None = None,
                       height: int | None = None, crop_w: int = 0, crop_h: int = 0, target_width: int | None = None,
-                      target_height: int | None = None) -> list:
+                      target_height: int | None = None, embeddings=None) -> list:
         """Prompt -> CONDITIONING [[cond (1, 77*k, D), {"pooled_output": (1, P), ...}]] like ComfyUI's
         CLIPTextEncode (after CLIPSetLastLayer when `clip_skip` or the model's clip_skip is set).
 
         SDXL: the size arguments are ComfyUI's CLIPTextEncodeSDXL fields; unset, the model uses ComfyUI's
         plain-CLIPTextEncode defaults (768 x 768, no crop). They are stored as (1,) tensors so that positive
         and negative prompts with different sizes still batch into one network call.
+        embeddings: an `EmbeddingLibrary` (or a directory) for `embedding:name` words.
         """
+        if embeddings is not None and not isinstance(embeddings, EmbeddingLibrary):
+            embeddings = EmbeddingLibrary(embeddings)
         skip = normalize_clip_skip(clip_skip) if clip_skip is not None else self.clip_skip
         if self.family == "sdxl":
             (l_enc, g_enc) = self.text_encoders
-            cl, _ = l_enc.encode(text, skip)
-            cg, pooled = g_enc.encode(text, skip)
+            cl, _ = l_enc.encode(text, skip, embeddings)
+            cg, pooled = g_enc.encode(text, skip, embeddings)
             n = min(cl.shape[1], cg.shape[1])
             cond = torch.cat([cl[:, :n], cg[:, :n]], dim=-1)
             extras: dict = {"pooled_output": pooled}
@@ -235,8 +239,16 @@ class SDModel(NetworkModel):
                 for k, v in sizes.items():
                     extras[k] = torch.tensor([float(v)])
             return [[cond, extras]]
-        cond, pooled = self.text_encoders[0].encode(text, skip)
+        cond, pooled = self.text_encoders[0].encode(text, skip, embeddings)
         return [[cond, {"pooled_output": pooled}]]
+
+    def with_loras(self, loras, *, allow_pickle: bool = False):
+        """This model with LoRAs ([Lora(path, strength_model, strength_clip), ...], applied in order): a
+        `LoraModel` over the same weights, patched only while it samples or encodes a prompt. Files are checked
+        (shapes, values, keys) now."""
+        from .lora import with_loras
+
+        return with_loras(self, loras, allow_pickle=allow_pickle)
 
     # ------------------------------------------------------------------------------------------ VAE
     def _vae_in(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -446,16 +458,19 @@ def _load_single_file(path: Path, dev, dt, pred, skip, allow_pickle) -> SDModel:
     vae = build_vae(sd, fam.name, vae_dt).to(dev)
     tok = clip_tokenizer()
     if fam.name == "sd1":
-        encoders = [ClipTextEncoder(build_clip_l(sd, fam.clip_l_prefix, dt).to(dev), TokenizerSpec(tok, END_TOKEN))]
+        encoders = [ClipTextEncoder(build_clip_l(sd, fam.clip_l_prefix, dt).to(dev), TokenizerSpec(tok, END_TOKEN),
+                                    embedding_key="clip_l")]
     elif fam.name == "sd2":
         te = build_open_clip(sd, fam.clip_g_prefix, dt, with_projection=False).to(dev)
-        encoders = [ClipTextEncoder(te, TokenizerSpec(tok, 0), layer_idx=-2, layer_norm_hidden_state=True)]
+        encoders = [ClipTextEncoder(te, TokenizerSpec(tok, 0), layer_idx=-2, layer_norm_hidden_state=True,
+                                    embedding_key="clip_h")]
     else:
         te_l = build_clip_l(sd, fam.clip_l_prefix, dt).to(dev)
         te_g = build_open_clip(sd, fam.clip_g_prefix, dt, with_projection=True).to(dev)
-        encoders = [ClipTextEncoder(te_l, TokenizerSpec(tok, END_TOKEN), layer_idx=-2, layer_norm_hidden_state=False),
+        encoders = [ClipTextEncoder(te_l, TokenizerSpec(tok, END_TOKEN), layer_idx=-2, layer_norm_hidden_state=False,
+                                    embedding_key="clip_l"),
                     ClipTextEncoder(te_g, TokenizerSpec(tok, 0), layer_idx=-2, layer_norm_hidden_state=False,
-                                    projected_pooled=True)]
+                                    projected_pooled=True, embedding_key="clip_g")]
     if pred is None:
         pred, how = guess_prediction(sd, fam.name)
         if fam.name == "sd2":
@@ -538,9 +553,10 @@ def _load_folder(path: Path, dev, dt, pred, skip, source: str | None = None) -> 
     if sdxl:
         family = "sdxl"
         tl, tg = tokenizer("tokenizer"), tokenizer("tokenizer_2")
-        encoders = [ClipTextEncoder(te_l, TokenizerSpec(tl, pad_of(tl)), layer_idx=-2, layer_norm_hidden_state=False),
+        encoders = [ClipTextEncoder(te_l, TokenizerSpec(tl, pad_of(tl)), layer_idx=-2, layer_norm_hidden_state=False,
+                                    embedding_key="clip_l"),
                     ClipTextEncoder(te_g, TokenizerSpec(tg, pad_of(tg)), layer_idx=-2, layer_norm_hidden_state=False,
-                                    projected_pooled=True)]
+                                    projected_pooled=True, embedding_key="clip_g")]
     else:
         t1 = tokenizer("tokenizer")
         openclip = te.config.hidden_act == "gelu"
@@ -548,10 +564,11 @@ def _load_folder(path: Path, dev, dt, pred, skip, source: str | None = None) -> 
             # diffusers' SD2 folders drop OpenCLIP's last layer and use the (now last) penultimate one, which
             # is ComfyUI's default too
             family = "sd2"
-            encoders = [ClipTextEncoder(te, TokenizerSpec(t1, pad_of(t1)), layer_idx=None, dropped_layers=1)]
+            encoders = [ClipTextEncoder(te, TokenizerSpec(t1, pad_of(t1)), layer_idx=None, dropped_layers=1,
+                                        embedding_key="clip_h")]
         else:
             family = "sd1"
-            encoders = [ClipTextEncoder(te, TokenizerSpec(t1, pad_of(t1)))]
+            encoders = [ClipTextEncoder(te, TokenizerSpec(t1, pad_of(t1)), embedding_key="clip_l")]
     return SDModel(unet, vae, encoders, family, prediction=pred or folder_pred,
                    linear_start=float(sched.get("beta_start", 0.00085)), linear_end=float(sched.get("beta_end", 0.012)),
                    clip_skip=skip, vae_dtype=vae_dt, source=source or str(path))

@@ -3,6 +3,7 @@
 `NODE_CLASS_MAPPINGS` / `NODE_DISPLAY_NAME_MAPPINGS` follow ComfyUI's custom-node convention.
 """
 
+from .loras import LoraLoader, LoraLoaderModelOnly
 from .providers import KSamplerAdvancedProvider, KSamplerAdvancedWrapper, KSamplerProvider, KSamplerWrapper
 from .regional import CombineRegionalPrompts, RegionalPrompt, RegionalPromptItem, RegionalSampler
 from .two_samplers import TwoAdvancedSamplersForMask, TwoSamplersForMask
@@ -15,10 +16,13 @@ NODE_CLASS_MAPPINGS = {
     "RegionalPrompt": RegionalPrompt,
     "CombineRegionalPrompts": CombineRegionalPrompts,
     "RegionalSampler": RegionalSampler,
+    "LoraLoader": LoraLoader,
+    "LoraLoaderModelOnly": LoraLoaderModelOnly,
 }
 
-# ComfyUI shows each node under its own name
+# ComfyUI shows each node under its own name, LoraLoader as "Load LoRA"
 NODE_DISPLAY_NAME_MAPPINGS = {name: name for name in NODE_CLASS_MAPPINGS}
+NODE_DISPLAY_NAME_MAPPINGS["LoraLoader"] = "Load LoRA"
 
 __all__ = [
     "NODE_CLASS_MAPPINGS",
@@ -28,6 +32,8 @@ __all__ = [
     "KSamplerAdvancedWrapper",
     "KSamplerProvider",
     "KSamplerWrapper",
+    "LoraLoader",
+    "LoraLoaderModelOnly",
     "RegionalPrompt",
     "RegionalPromptItem",
     "RegionalSampler",
