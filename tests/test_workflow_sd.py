@@ -11,6 +11,7 @@ pytest.importorskip("transformers")
 
 from safetensors.torch import save_file  # noqa: E402
 from test_controlnet import tiny_controlnet, to_ldm_controlnet  # noqa: E402
+from test_lora import make_lora  # noqa: E402
 from test_sd_backend import folder_to_single_file, save_folder  # noqa: E402
 
 from twosamplers.ksampler import common_ksampler  # noqa: E402
@@ -33,6 +34,9 @@ def models_dir(tmp_path_factory):
     (root / "controlnet").mkdir()
     cn = tiny_controlnet(UNet2DConditionModel.from_pretrained(folder / "unet"))
     save_file(to_ldm_controlnet(cn), str(root / "controlnet" / "tiny_cn.safetensors"))
+    (root / "loras" / "style").mkdir(parents=True)
+    model = load_sd(folder, device="cpu", dtype="fp32")
+    save_file(make_lora(model, rank=4, alpha=2.0, seed=3)[0], str(root / "loras" / "style" / "tiny.safetensors"))
     return root
 
 
@@ -130,3 +134,49 @@ def test_inpaint_model_conditioning_workflow(models_dir, input_dir, tmp_path):
                                                   pixels, mask, True)
     ref = common_ksampler(model, 2, 3, 5.0, "euler", "normal", pos, neg, latent, denoise=0.9, disable_pbar=True)
     assert torch.equal(got["samples"]["samples"], ref["samples"])
+
+
+def test_lora_workflow_matches_direct_node_class_calls(models_dir, tmp_path):
+    from twosamplers.nodes.loras import LoraLoader, LoraLoaderModelOnly
+
+    wf = _base()
+    del wf["10"]
+    wf.update({
+        "5": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+        "40": {"class_type": "LoraLoader", "inputs": {"model": ["4", 0], "clip": ["4", 1],
+                                                      "lora_name": "style/tiny.safetensors", "strength_model": 0.8,
+                                                      "strength_clip": 0.6}},
+        "41": {"class_type": "LoraLoaderModelOnly", "inputs": {"model": ["40", 0],
+                                                               "lora_name": "style/tiny.safetensors",
+                                                               "strength_model": -0.3}},
+        "42": {"class_type": "CLIPSetLastLayer", "inputs": {"clip": ["40", 1], "stop_at_clip_layer": -2}},
+    })
+    wf["6"]["inputs"]["clip"] = wf["7"]["inputs"]["clip"] = ["42", 0]
+    wf["3"]["inputs"]["model"] = ["41", 0]
+    got = run(wf, models_dir, output_dir=tmp_path, device="cpu", dtype="fp32")[0]["samples"]["samples"]
+    model = load_sd(models_dir / "checkpoints" / "tiny_sd1", device="cpu", dtype="fp32")
+    path = str(models_dir / "loras" / "style" / "tiny.safetensors")
+    m, clip = LoraLoader().load_lora(model, model, path, 0.8, 0.6)
+    (m,) = LoraLoaderModelOnly().load_lora_model_only(m, path, -0.3)
+    pos, neg = clip.encode_prompt("a red barn", clip_skip=-2), clip.encode_prompt("", clip_skip=-2)
+    ref = common_ksampler(m, 2, 3, 5.0, "euler", "normal", pos, neg, {"samples": torch.zeros(1, 4, 8, 8)},
+                          denoise=0.9, disable_pbar=True)["samples"]
+    plain = common_ksampler(model, 2, 3, 5.0, "euler", "normal", model.encode_prompt("a red barn", clip_skip=-2),
+                            model.encode_prompt("", clip_skip=-2), {"samples": torch.zeros(1, 4, 8, 8)},
+                            denoise=0.9, disable_pbar=True)["samples"]
+    assert torch.equal(got, ref)
+    assert not torch.equal(ref, plain)
+
+
+def test_missing_lora_is_reported_before_running(models_dir, tmp_path):
+    from twosamplers.workflow import WorkflowError
+
+    wf = _base()
+    del wf["10"]
+    wf["5"] = {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}}
+    wf["40"] = {"class_type": "LoraLoaderModelOnly", "inputs": {"model": ["4", 0], "lora_name": "nope.safetensors",
+                                                                "strength_model": 1.0}}
+    wf["3"]["inputs"]["model"] = ["40", 0]
+    with pytest.raises(WorkflowError, match=r"node 40 \(LoraLoaderModelOnly\): LoRA 'nope.safetensors' not found"):
+        run(wf, models_dir, output_dir=tmp_path)
+    assert not any(tmp_path.iterdir())

@@ -13,7 +13,7 @@ from __future__ import annotations
 import inspect
 
 from . import NODE_CLASS_MAPPINGS as IMPACT_NODES
-from . import control, core, image, mask, pipe, primitive
+from . import control, core, image, lora_files, mask, pipe, primitive
 
 NODES: dict[str, type] = {
     # loaders and prompts
@@ -62,6 +62,9 @@ NODES: dict[str, type] = {
     "FromBasicPipe_v2": pipe.FromBasicPipe_v2,
     "EditBasicPipe": pipe.EditBasicPipe,
     **IMPACT_NODES,
+    # LoRA loaders that look lora_name up in the run's loras/ folders
+    "LoraLoader": lora_files.LoraLoader,
+    "LoraLoaderModelOnly": lora_files.LoraLoaderModelOnly,
 }
 
 
