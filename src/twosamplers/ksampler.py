@@ -96,23 +96,27 @@ class GuidedDenoiser:
                 self._batches[key] = [(CondBatch([e], batch, device, dtype), [e]) for e in entries]
         return self._batches[key]
 
-    def predict(self, x: torch.Tensor, sigma: torch.Tensor, with_uncond: bool):
-        """-> (cond_pred, uncond_pred or None): each a strength-weighted mean over its entries."""
+    def predict(self, x: torch.Tensor, sigma: torch.Tensor, with_uncond: bool, output_mask=None):
+        """-> (cond_pred, uncond_pred or None): each a strength-weighted mean over its entries.
+        output_mask: passed on to models that declare `accepts_output_mask` (pixels where it is 0 are unused)."""
         b = x.shape[0]
         n_pos = len(self.positive)
         outs: list[torch.Tensor] = []
         for cb, _ in self._cond_batches(with_uncond, b, x.device, self.model.dtype):
             x_in = x if cb.n == 1 else torch.cat([x] * cb.n)
             s_in = sigma if cb.n == 1 else torch.cat([sigma] * cb.n)
-            out = self.model.apply_model(x_in, s_in, cb.context, **cb.extras)
+            extras = cb.extras
+            if output_mask is not None:
+                extras = {**extras, "output_mask": output_mask if cb.n == 1 else torch.cat([output_mask] * cb.n)}
+            out = self.model.apply_model(x_in, s_in, cb.context, **extras)
             outs.extend(out.chunk(cb.n, dim=0) if cb.n > 1 else [out])
         cond = _weighted_mean(outs[:n_pos], self.positive)
         uncond = _weighted_mean(outs[n_pos:], self.negative) if with_uncond else None
         return cond, uncond
 
-    def guided(self, x, sigma, model_options: dict):
+    def guided(self, x, sigma, model_options: dict, output_mask=None):
         with_uncond = not (math.isclose(self.cfg, 1.0) and not model_options.get("disable_cfg1_optimization", False))
-        cond, uncond = self.predict(x, sigma, with_uncond)
+        cond, uncond = self.predict(x, sigma, with_uncond, output_mask)
         if uncond is None:
             result = cond
             uncond = torch.zeros_like(cond)
@@ -146,7 +150,12 @@ class GuidedDenoiser:
             noisy.add_(self.latent_image).mul_(latent_mask)
             x = x * denoise_mask
             x.add_(noisy)
-        out = self.guided(x, sigma, model_options)
+        # a model that can skip pixels learns which ones the blend below discards (unless hooks see them all)
+        output_mask = None
+        if (denoise_mask is not None and getattr(self.model, "accepts_output_mask", False)
+                and not model_options.get("post_cfg_functions")):
+            output_mask = denoise_mask.expand(x.shape[0], -1, -1, -1)
+        out = self.guided(x, sigma, model_options, output_mask)
         if denoise_mask is not None:
             out = out * denoise_mask
             out.add_(latent_part)
