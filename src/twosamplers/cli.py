@@ -23,6 +23,7 @@ from pathlib import Path
 DEFAULT_SIZE = 256  # the demo's side
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
+EXIT_FAILED = 1
 
 
 class BadInput(Exception):
@@ -45,9 +46,10 @@ def _add_pass_options(p: argparse.ArgumentParser) -> None:
     spec = {
         "seed": dict(type=int, help="noise seed (default 0)"),
         "steps": dict(type=int, help="sampling steps (default 20)"),
-        "cfg": dict(type=float, help="classifier-free guidance scale (default: the model's; 3 for textures/ideal, "
+        "cfg": dict(type=float, help="classifier-free guidance scale (default: the model's; 1 for textures/ideal, "
                     "8 for checkpoints)"),
-        "sampler": dict(choices=samplers, metavar="NAME", help="sampler name, as in ComfyUI (default euler)"),
+        "sampler": dict(choices=samplers, metavar="NAME", help=f"sampler, as in ComfyUI: {', '.join(samplers)} "
+                                                                 "(default euler)"),
         "scheduler": dict(choices=schedulers, metavar="NAME", help=f"scheduler: {', '.join(schedulers)} "
                                                                    "(default normal)"),
         "denoise": dict(type=float, help="denoise strength 0..1 (default 1)"),
@@ -64,6 +66,11 @@ def _add_pass_options(p: argparse.ArgumentParser) -> None:
                        **short)
         g.add_argument(f"--mask-{flag}", dest=f"mask_{key}", default=None, help=f"{key} of the mask pass only",
                        **short)
+
+
+def _add_memory_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ignore-memory-limit", action="store_true", help="render even when the memory estimate "
+                   "exceeds what this machine has available (by default such sizes are refused with the estimate)")
 
 
 def _add_common_output(p: argparse.ArgumentParser) -> None:
@@ -138,12 +145,21 @@ def _add_generate(sub) -> None:
     g.add_argument("--overlap-factor", type=int, help="interleaved/regional: mask overlap (default 10)")
     g.add_argument("--base-only-steps", type=int, help="interleaved/regional: steps before the mask joins "
                    "(default 1)")
+    g.add_argument("--comfyui-version", metavar="VERSION", help="reproduce the seeding of this ComfyUI version: "
+                   "below 0.30 (e.g. 0.3.64) the ancestral and other default-noise samplers seed their generator with "
+                   "the seed, 0.30 and later with seed + 1 (default 0.30)")
+    _add_memory_option(g)
     _add_pass_options(g)
-    g.add_argument("-o", "--output", metavar="PNG", required=False, help="output PNG (required)")
+    _add_generate_outputs(g)
+    g.set_defaults(func=cmd_generate)
+
+
+def _add_generate_outputs(g) -> None:
+    g.add_argument("-o", "--output", metavar="PNG", required=True, help="output PNG (required). An existing file is "
+                   "replaced whole; a symbolic link is followed: the file it points to is replaced, the link stays")
     g.add_argument("--save-latent", metavar="FILE", help="also write the result as a ComfyUI .latent file")
     g.add_argument("--preview", metavar="PNG", help="also write a side-by-side preview: mask | base | result")
     _add_common_output(g)
-    g.set_defaults(func=cmd_generate)
 
 
 def _add_controlnet_options(g) -> None:
@@ -185,13 +201,15 @@ def _add_demo(sub) -> None:
     d.add_argument("--size", type=int, default=DEFAULT_SIZE, help=f"width and height (default {DEFAULT_SIZE})")
     d.add_argument("--steps", type=int, default=20, help="steps per pass (default 20)")
     d.add_argument("--seed", type=int, default=0, help="seed (default 0)")
-    d.add_argument("--cfg", type=float, default=None, help="guidance scale (default 3)")
-    d.add_argument("--sampler", choices=_names()[0], metavar="NAME", default="euler", help="sampler (default euler)")
+    d.add_argument("--cfg", type=float, default=None, help="guidance scale (default: the model's, 1 for textures)")
+    d.add_argument("--sampler", choices=_names()[0], metavar="NAME", default="euler",
+                   help=f"sampler: {', '.join(_names()[0])} (default euler)")
     d.add_argument("--base-prompt", default="grass", help="prompt outside the disc (default grass)")
     d.add_argument("--mask-prompt", default="brick", help="prompt inside the disc (default brick)")
     d.add_argument("--model", default="textures", metavar="NAME|PATH", help="model (default textures)")
     d.add_argument("--feather", type=float, default=2.0, help="feather of the disc edge in pixels (default 2)")
     d.add_argument("--save-latent", metavar="FILE", help="also write the result as a ComfyUI .latent file")
+    _add_memory_option(d)
     _add_common_output(d)
     d.set_defaults(func=cmd_demo)
 
@@ -214,15 +232,45 @@ def flags_to_dict(args: argparse.Namespace) -> dict:
     return d
 
 
-_LIST_FLAGS = {"base_controlnets": "--base-controlnet", "mask_controlnets": "--mask-controlnet"}
+_LIST_FLAGS = {"base_controlnets": "--base-controlnet", "mask_controlnets": "--mask-controlnet",
+               "controlnets": "--controlnet"}
 
 
-def _flag(field: str) -> str:
+def _flag_name(key: str) -> str:
+    return _LIST_FLAGS.get(key) or "--" + key.replace("_", "-")
+
+
+def _flag(field: str, origins: dict[str, str] | None = None) -> str:
+    """The flag (or other source) the user gave `field` through: `origins` says, else --field."""
     field = field.split("[")[0]
-    return _LIST_FLAGS.get(field) or "--" + field.replace("_", "-")
+    if origins and field in origins:
+        return origins[field]
+    return _flag_name(field)
 
 
-def make_job(args: argparse.Namespace, extra: dict | None = None):
+def flag_origins(args: argparse.Namespace, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """field -> the flag the user typed for it (`--steps` when --steps set base_steps), or, for a field that
+    came from the --from PNG, where it came from. `extra` adds command-specific names."""
+    from .job import PASS_KEYS, PASSES, job_keys
+
+    origins = {"output": "-o/--output", "memory": "--width/--height", "from": "--from"}
+    png = getattr(args, "from_png", None)
+    for key in job_keys():
+        origins[key] = f"{key} (stored in {png})" if png else _flag_name(key)
+    for which in PASSES:
+        for key in PASS_KEYS:
+            if getattr(args, f"{which}_{key}", None) is not None:
+                origins[f"{which}_{key}"] = _flag_name(f"{which}_{key}")
+            elif getattr(args, key, None) is not None:
+                origins[f"{which}_{key}"] = _flag_name(key)
+    for key in job_keys():
+        if getattr(args, key, None) is not None:
+            origins[key] = _flag_name(key)
+    origins.update(extra or {})
+    return origins
+
+
+def make_job(args: argparse.Namespace, extra: dict | None = None, origins: dict[str, str] | None = None):
     """Flags (over the --from PNG's job, when given) -> a validated Job; errors name the flag."""
     from .job import Job, JobError
 
@@ -236,17 +284,44 @@ def make_job(args: argparse.Namespace, extra: dict | None = None):
             raise BadInput("--mask is required (or --from a PNG written by twosamplers)")
         return Job.from_dict(d)
     except JobError as e:
-        raise BadInput(f"{_flag(e.field)}: {e.message}") from None
+        raise BadInput(f"{_flag(e.field, origins)}: {e.message}") from None
 
 
-def _run(args, job, outputs) -> int:
+def check_device(device: str | None) -> None:
+    """--device: a torch device this machine has (one clear line otherwise)."""
+    if device is None:
+        return
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise BadInput(f"--device {device!r} is not a device; use cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise BadInput(f"--device {device}: CUDA is not available on this machine (this torch "
+                           f"{'has no CUDA support' if torch.version.cuda is None else 'finds no CUDA GPU'}); "
+                           "use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise BadInput(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise BadInput(f"--device {device}: MPS is not available on this machine; use --device cpu")
+    elif dev.type != "cpu":
+        raise BadInput(f"--device {device}: only cpu, cuda, cuda:N and mps are supported")
+
+
+def _run(args, job, outputs, origins: dict[str, str] | None = None) -> int:
     from .job import JobError, run_job
 
+    check_device(getattr(args, "device", None))
     load_options = {k: getattr(args, k, None) for k in ("device", "dtype", "allow_pickle")}
     try:
-        result = run_job(job, outputs=outputs, disable_pbar=True if args.quiet else None, load_options=load_options)
+        result = run_job(job, outputs=outputs, disable_pbar=True if args.quiet else None, load_options=load_options,
+                         inputs={"from": getattr(args, "from_png", None)},
+                         check_memory=not getattr(args, "ignore_memory_limit", False))
     except JobError as e:
-        raise BadInput(f"{_flag(e.field)}: {e.message}") from None
+        raise BadInput(f"{_flag(e.field, origins)}: {e.message}") from None
     info = {"outputs": dict(outputs.items()), "seconds": round(result.seconds, 3)}
     if args.json:
         print(json.dumps({"settings": result.job.to_dict(), **info}, sort_keys=True))
@@ -270,14 +345,13 @@ def demo_mask(size: int):
 def cmd_generate(args) -> int:
     from .job import Outputs
 
-    if args.output is None:
-        raise BadInput("-o/--output is required")
-    job = make_job(args)
-    return _run(args, job, Outputs(image=args.output, preview=args.preview, latent=args.save_latent))
+    origins = flag_origins(args)
+    job = make_job(args, origins=origins)
+    return _run(args, job, Outputs(image=args.output, preview=args.preview, latent=args.save_latent), origins)
 
 
 def cmd_demo(args) -> int:
-    from .job import Job, Outputs
+    from .job import Job, JobError, Outputs
 
     if not 8 <= args.size <= 4096:
         raise BadInput(f"--size {args.size} is out of range (8 .. 4096)")
@@ -291,11 +365,13 @@ def cmd_demo(args) -> int:
         d.update({f"{which}_seed": args.seed, f"{which}_steps": args.steps, f"{which}_sampler": args.sampler})
         if args.cfg is not None:
             d[f"{which}_cfg"] = args.cfg
+    origins = {"output": "-o/--output", "width": "--size", "height": "--size", "memory": "--size"}
+    origins.update({f"{w}_{k}": f"--{k}" for w in ("base", "mask") for k in ("seed", "steps", "sampler", "cfg")})
     try:
         job = Job.from_dict(d, mask_tensor=demo_mask(args.size))
-    except ValueError as e:
-        raise BadInput(str(e)) from None
-    return _run(args, job, Outputs(image=args.output, preview=preview, latent=args.save_latent))
+    except JobError as e:
+        raise BadInput(f"{_flag(e.field, origins)}: {e.message}") from None
+    return _run(args, job, Outputs(image=args.output, preview=preview, latent=args.save_latent), origins)
 
 
 # ---------------------------------------------------------------------------------------------- run
@@ -357,9 +433,11 @@ def cmd_run(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    # everything, the parser included (it imports torch and the models), runs inside the handlers: Ctrl-C at
+    # any point is the one "interrupted" line, never a traceback
     try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
         return args.func(args)
     except KeyboardInterrupt:
         print("twosamplers: interrupted (no partial file was written)", file=sys.stderr)
@@ -367,9 +445,17 @@ def main(argv: list[str] | None = None) -> int:
     except (BadInput, ValueError, FileNotFoundError, TypeError, NotImplementedError) as e:
         if os.environ.get("TWOSAMPLERS_DEBUG"):
             raise
-        msg = " ".join(str(e).split()) or type(e).__name__
-        print(f"twosamplers: error: {msg}", file=sys.stderr)
+        print(f"twosamplers: error: {_one_line(e)}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except OSError as e:  # the machine, not the input (a full disk while writing): one line, exit status 1
+        if os.environ.get("TWOSAMPLERS_DEBUG"):
+            raise
+        print(f"twosamplers: error: {_one_line(e)}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
 
 
 if __name__ == "__main__":

@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-UNSUPPORTED_KEYS = ("area", "mask", "timestep_start", "timestep_end", "gligen", "hooks")
+# start_percent / end_percent: ComfyUI's ConditioningSetTimestepRange (dropping them silently gives wrong numbers)
+UNSUPPORTED_KEYS = ("area", "mask", "timestep_start", "timestep_end", "start_percent", "end_percent", "gligen",
+                    "hooks")
 
 
 @dataclass(frozen=True)

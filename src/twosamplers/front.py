@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ._checks import (
+    MAX_IMAGE_SIDE,
     MAX_OVERLAP,
     MAX_STEPS,
     check_bool,
@@ -33,6 +34,7 @@ from ._checks import (
     check_float,
     check_int,
     check_mask,
+    check_mask_aspect,
     check_mask_batch,
 )
 from .latent import check_latent
@@ -75,7 +77,12 @@ _PER_CALL_FIELDS = {"start_step": None, "last_step": None, "force_full_denoise":
 
 
 def _grow_feather(mask: torch.Tensor, latent_hw, downscale: int, grow_px, feather_px, outward: bool = False):
-    """grow (int, image px) then feather (float, image px) at the mask's own resolution."""
+    """grow (int, image px) then feather (float, image px) at the mask's own resolution. A feather wider than
+    the image is an error (its cost grows with it); a grow beyond the image acts as the image size."""
+    side = max(latent_hw) * downscale
+    if feather_px > side:
+        raise ValueError(f"feather={feather_px:g} is wider than the image ({latent_hw[1] * downscale}x"
+                         f"{latent_hw[0] * downscale} px); accepted: 0 .. {side}")
     sy, sx = pixel_scale(mask, latent_hw, downscale)
     if grow_px:
         def g(scale):
@@ -89,15 +96,18 @@ def _grow_feather(mask: torch.Tensor, latent_hw, downscale: int, grow_px, feathe
 
 def _validate_common(latent, grow_px, feather_px, callback):
     check_latent(latent, "latent")
-    check_int("grow", grow_px)
-    check_float("feather", feather_px, 0.0)
+    # bounded by the largest image (inf and huge values are errors); a grow beyond the mask acts as its side
+    check_int("grow", grow_px, -MAX_IMAGE_SIDE, MAX_IMAGE_SIDE)
+    check_float("feather", feather_px, 0.0, float(MAX_IMAGE_SIDE))
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable as callback(step, x0, x, total), got {type(callback).__name__}")
 
 
-def _check_region_mask(mask, batch: int, name: str) -> torch.Tensor:
+def _check_region_mask(mask, latent_shape, name: str, stretch: bool) -> torch.Tensor:
     mask = check_mask(mask, name)
-    check_mask_batch(mask, batch, name)
+    check_mask_batch(mask, latent_shape[0], name)
+    if not stretch:
+        check_mask_aspect(mask, tuple(latent_shape[-2:]), name)
     return mask
 
 
@@ -108,11 +118,12 @@ def two_samplers_for_mask(latent: dict, mask: torch.Tensor, base: SamplerSetting
                           base_only_steps: int = 1, callback=None, disable_pbar=None,
                           crop_multiple: int | None = None, additional_mode: str = "ratio between",
                           additional_sampler: str = "AUTO", additional_sigma_ratio: float = 0.3,
-                          inpaint_conditioning: bool = True) -> dict:
+                          inpaint_conditioning: bool = True, stretch_mask: bool = False) -> dict:
     """Render `latent` with `base` outside `mask` and `inside` inside it; returns a LATENT without noise_mask.
 
     mask: [H, W], [B, H, W] or [B, 1, H, W] in [0, 1], at image (H*downscale) or latent resolution (any size is
-    resized like ComfyUI); batch 1 or one mask per image.
+    resized like ComfyUI); batch 1 or one mask per image. A mask whose aspect ratio differs from the latent's is
+    an error unless stretch_mask=True.
     mode "two-pass" (TwoSamplersForMask): a full base pass, then the inside pass over its result with the mask
     as noise mask. Options: base_covers_mask, inversion (only used when base_covers_mask is False),
     differential, crop_to_mask / crop_context (latent px) / crop_multiple (default: model.latent_multiple or 8),
@@ -138,16 +149,16 @@ def two_samplers_for_mask(latent: dict, mask: torch.Tensor, base: SamplerSetting
                                overlap_factor=overlap_factor, base_only_steps=base_only_steps,
                                additional_mode=additional_mode, additional_sampler=additional_sampler,
                                additional_sigma_ratio=additional_sigma_ratio, callback=callback,
-                               disable_pbar=disable_pbar)
+                               disable_pbar=disable_pbar, stretch_mask=stretch_mask)
     _validate_common(latent, grow, feather, callback)
     opts = TwoPassOptions(base_covers_mask=bool(base_covers_mask), inversion=check_choice("inversion", inversion,
                           INVERSIONS), differential=bool(differential), crop_to_mask=bool(crop_to_mask),
-                          crop_context=check_int("crop_context", crop_context, 0),
+                          crop_context=check_int("crop_context", crop_context, 0, MAX_IMAGE_SIDE),
                           crop_multiple=None if crop_multiple is None else check_int("crop_multiple", crop_multiple, 1),
                           inpaint_conditioning=check_bool("inpaint_conditioning", inpaint_conditioning))
     samples = latent["samples"]
     b, _, h, w = samples.shape
-    mask = _check_region_mask(mask, b, "mask")
+    mask = _check_region_mask(mask, samples.shape, "mask", stretch_mask)
     m = _grow_feather(mask, (h, w), int(inside.model.latent_format.downscale), grow, feather)
     result = dict(latent)
     result.pop("noise_mask", None)
@@ -159,7 +170,7 @@ def two_samplers_for_mask(latent: dict, mask: torch.Tensor, base: SamplerSetting
 def regional_sample(latent: dict, base: SamplerSettings, regions: list, *, grow: int = 0, feather: float = 0.0,
                     overlap_factor: int = 10, base_only_steps: int = 1, additional_mode: str = "ratio between",
                     additional_sampler: str = "AUTO", additional_sigma_ratio: float = 0.3, callback=None,
-                    disable_pbar=None) -> dict:
+                    disable_pbar=None, stretch_mask: bool = False) -> dict:
     """RegionalSampler's per-step interleaving with the fixes on; returns a LATENT without noise_mask.
 
     regions: a non-empty list of (mask, SamplerSettings). The shared schedule is base.seed / steps / denoise;
@@ -167,7 +178,8 @@ def regional_sample(latent: dict, base: SamplerSettings, regions: list, *, grow:
     stochastic noise of its step i; its steps/denoise are not used). A region is every pixel with mask > 0 (after
     `grow`, in image pixels), dilated by a box of size overlap_factor in the mask's own pixels (as upstream);
     `feather` (image px) adds a soft ramp outside the dilated region. The base sampler covers exactly the
-    pixels no region covers. Regions are applied in order, each composited over the previous ones.
+    pixels no region covers. Regions are applied in order, each composited over the previous ones. A mask whose
+    aspect ratio differs from the latent's is an error unless stretch_mask=True.
     """
     _check_settings(base, "base", per_step=True)
     _validate_common(latent, grow, feather, callback)
@@ -190,7 +202,7 @@ def regional_sample(latent: dict, base: SamplerSettings, regions: list, *, grow:
             raise TypeError(f"regions[{j}] must be a (mask, SamplerSettings) pair, got {type(item).__name__}")
         m, s = item
         _check_settings(s, f"regions[{j}] settings", per_step=True)
-        m = _check_region_mask(m, b, f"regions[{j}] mask")
+        m = _check_region_mask(m, samples.shape, f"regions[{j}] mask", stretch_mask)
         g = _grow_feather(m, (h, w), downscale, grow, 0.0)
         region = dilate_region(g, overlap_factor, "nonzero")
         if feather > 0:
@@ -211,7 +223,8 @@ def regional_sample(latent: dict, base: SamplerSettings, regions: list, *, grow:
 def _advanced(s: Pass) -> KSamplerAdvancedWrapper:
     """A pass as a KSAMPLER_ADVANCED (Brownian trees over each call's own sigmas, ComfyUI's default)."""
     pos, neg = attach_controlnets(s.cond_pos, s.cond_neg, s.controlnets)
-    return KSamplerAdvancedWrapper(s.net, s.cfg, s.sampler_name, s.scheduler, pos, neg, brownian_tree="call")
+    return KSamplerAdvancedWrapper(s.net, s.cfg, s.sampler_name, s.scheduler, pos, neg, brownian_tree="call",
+                                   comfyui_version=s.comfyui_version)
 
 
 __all__ = ["DEFAULT_CROP_MULTIPLE", "INVERSIONS", "MODES", "SamplerSettings", "regional_sample",

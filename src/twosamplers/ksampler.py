@@ -16,6 +16,7 @@ import torch
 
 from ._checks import MAX_CFG, MAX_STEPS, SEED_MAX, check_choice, check_float, check_int
 from .conditioning import CondBatch, CondEntry
+from .noise import DEFAULT_COMFYUI_VERSION
 from .noise_mask import fit_mask
 from .samplers import DISCARD_PENULTIMATE_SIGMA_SAMPLERS, RANDOM_INPAINT_NOISE_SAMPLERS, SAMPLER_NAMES, get_sampler
 from .schedules import SCHEDULER_NAMES, ModelSamplingDiscrete, calculate_sigmas
@@ -137,7 +138,7 @@ class GuidedDenoiser:
             self._mask_cache = (denoise_mask, latent_mask, self.latent_image * latent_mask)
         return self._mask_cache[1], self._mask_cache[2]
 
-    def __call__(self, x, sigma, denoise_mask=None, model_options=None, seed=None):
+    def __call__(self, x, sigma, denoise_mask=None, model_options=None, seed=None, comfyui_version=None):
         model_options = model_options or {}
         if denoise_mask is not None:
             fn = model_options.get("denoise_mask_function")
@@ -179,7 +180,8 @@ def _weighted_mean(outs: list[torch.Tensor], entries: list[CondEntry]) -> torch.
 
 
 def sample_with_sigmas(model, noise, sigmas, samples, positive, negative, cfg, sampler_name, seed, noise_mask=None,
-                       *, callback=None, disable_pbar=None, model_options=None, sampler_options=None):
+                       *, callback=None, disable_pbar=None, model_options=None, sampler_options=None,
+                       comfyui_version=DEFAULT_COMFYUI_VERSION):
     """The sampling core once sigmas and noise are known (ComfyUI's CFGGuider + KSAMPLER.sample).
 
     Contract: arguments validated by the caller (`passes.run_pass`): positive/negative are normalized
@@ -210,7 +212,8 @@ def sample_with_sigmas(model, noise, sigmas, samples, positive, negative, cfg, s
     max_denoise = math.isclose(sigma_max, sigma0, rel_tol=1e-05) or sigma0 > sigma_max
     x = ms.noise_scaling(sigmas[0], noise, latent_image, max_denoise)
 
-    extra_args = {"seed": seed, "model_options": dict(model_options or {})}
+    # comfyui_version: the samplers seed their default noise sampler as that ComfyUI did (noise.sampler_seed)
+    extra_args = {"seed": seed, "model_options": dict(model_options or {}), "comfyui_version": comfyui_version}
     if denoise_mask is not None:
         extra_args["denoise_mask"] = denoise_mask
     total = len(sigmas) - 1

@@ -14,7 +14,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ._checks import check_int, check_tensor
+from ._checks import check_finite, check_int, check_tensor
 from ._files import atomic_write
 
 FORMAT_MARKER = "latent_format_version_0"
@@ -48,6 +48,7 @@ def check_latent(latent: object, name: str = "latent") -> dict:
         raise TypeError(f"{name}['samples'] must be a float tensor, got {samples.dtype}")
     if samples.shape[0] < 1 or samples.numel() == 0:
         raise ValueError(f"{name}['samples'] is empty (shape {tuple(samples.shape)})")
+    check_finite(f"{name}['samples']", samples)
     bi = latent.get("batch_index")
     if bi is not None and len(bi) != samples.shape[0]:
         raise ValueError(f"{name}['batch_index'] has {len(bi)} entries for a batch of {samples.shape[0]}")
@@ -97,7 +98,10 @@ def latent_writer(latent: dict, metadata: dict[str, str] | None = None):
 
 
 def load_latent(path: str | os.PathLike) -> dict:
-    """Read a ComfyUI `.latent` file into a LATENT dict (old-format files are rescaled by 1/0.18215)."""
+    """Read a ComfyUI `.latent` file into a LATENT dict (old-format files are rescaled by 1/0.18215).
+
+    The tensor must be 4-D (B, C, H, W) or 5-D (B, C, T, H, W, video models), floating point and finite;
+    every error names the file."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"latent file not found: {path}")
@@ -107,5 +111,17 @@ def load_latent(path: str | os.PathLike) -> dict:
         raise ValueError(f"{path} is not a readable safetensors .latent file: {e}") from e
     if TENSOR_KEY not in data:
         raise ValueError(f"{path} has no '{TENSOR_KEY}' tensor (keys: {sorted(data)})")
+    t = data[TENSOR_KEY]
+    if t.ndim not in (4, 5):
+        raise ValueError(f"{path}: '{TENSOR_KEY}' has shape {tuple(t.shape)}; a latent is 4-D (B, C, H, W) or "
+                         "5-D (B, C, T, H, W)")
+    if not t.is_floating_point():
+        raise ValueError(f"{path}: '{TENSOR_KEY}' is {t.dtype}; a latent is a floating-point tensor")
+    if t.numel() == 0:
+        raise ValueError(f"{path}: '{TENSOR_KEY}' is empty (shape {tuple(t.shape)})")
+    try:
+        check_finite(f"'{TENSOR_KEY}'", t)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
     multiplier = 1.0 if FORMAT_MARKER in data else 1.0 / OLD_FORMAT_SCALE
-    return {"samples": data[TENSOR_KEY].float() * multiplier}
+    return {"samples": t.float() * multiplier}

@@ -30,7 +30,7 @@ from .conditioning import CondEntry, check_batch, normalize_conditioning
 from .ksampler import StepCallback, compute_sigmas, sample_with_sigmas, slice_sigmas
 from .latent import check_latent, fit_latent_channels
 from .models.control import ControlNet, attach_controlnets
-from .noise import prepare_noise
+from .noise import DEFAULT_COMFYUI_VERSION, parse_comfyui_version, prepare_noise
 from .samplers import SAMPLER_NAMES
 from .schedules import SCHEDULER_NAMES
 
@@ -53,6 +53,10 @@ class Pass:
     - `disable_noise`: start from zero noise (KSamplerAdvanced add_noise off).
     - `model_options` / `sampler_options`: ComfyUI's model_options (post-CFG and denoise-mask functions) and
       extra keyword arguments of the sampler function (e.g. a noise_sampler).
+    - `comfyui_version`: the ComfyUI whose seeding to reproduce; below "0.30" (e.g. "0.3.64") the samplers that
+      draw from the default noise sampler (euler_ancestral, dpm_2_ancestral, dpmpp_2s_ancestral, lcm, ddpm,
+      res_multistep_ancestral, er_sde, seeds_2/3, sa_solver and their variants) seed it with `seed`, not
+      `seed + 1` on the CPU.
     - `loras`: [Lora(path, strength_model, strength_clip), ...] patched into the network for this pass only
       (`net` is the model carrying them; ComfyUI's LoraLoader chain order). The conditioning is given already
       encoded: for the text-encoder half (strength_clip), encode the prompts with `pass.net.encode_prompt` or
@@ -77,6 +81,7 @@ class Pass:
     sigma_factor: float = 1.0
     model_options: dict | None = None
     sampler_options: dict | None = None
+    comfyui_version: str = DEFAULT_COMFYUI_VERSION
     controlnets: tuple = ()
     loras: tuple = ()
     name: str = field(default="", repr=False)
@@ -98,6 +103,7 @@ class Pass:
             "denoise": check_float(f"{n}denoise", self.denoise, 0.0, 1.0),
             "sigma_factor": check_float(f"{n}sigma_factor", self.sigma_factor, 0.0, MAX_SIGMA_FACTOR),
         }
+        parse_comfyui_version(self.comfyui_version, f"{n}comfyui_version")
         for key in ("start_step", "last_step"):
             if getattr(self, key) is not None:
                 fix[key] = check_int(f"{n}{key}", getattr(self, key), 0)
@@ -183,7 +189,8 @@ def run_pass(p: Pass, samples: torch.Tensor, *, noise_mask: torch.Tensor | None 
     pos, neg = attach_controlnets(p.cond_pos, p.cond_neg, p.controlnets)
     return sample_with_sigmas(p.net, noise, sigmas, samples, pos, neg, p.cfg, p.sampler_name, p.seed,
                               noise_mask, callback=callback, disable_pbar=disable_pbar,
-                              model_options=p.model_options, sampler_options=p.sampler_options)
+                              model_options=p.model_options, sampler_options=p.sampler_options,
+                              comfyui_version=p.comfyui_version)
 
 
 def check_noise_mask(latent: dict, name: str = "latent") -> torch.Tensor | None:
@@ -216,9 +223,12 @@ def common_ksampler(
     model_options: dict | None = None,
     sampler_options: dict | None = None,
     sigmas: torch.Tensor | None = None,
+    comfyui_version: str = DEFAULT_COMFYUI_VERSION,
 ) -> dict:
     """ComfyUI's KSampler / KSamplerAdvanced: sample `latent` and return a new LATENT dict.
 
+    `comfyui_version` reproduces images made with an older ComfyUI (see `Pass`): "0.3.64" seeds the ancestral
+    and other default-noise samplers' generator with `seed` instead of 0.30's `seed + 1` on the CPU.
     `callback(step, x0, x, total_steps)` runs after every step; `disable_pbar` None shows a progress bar only
     on a terminal. `sigmas` overrides the computed schedule (then steps/scheduler/denoise are not used for it).
     The input latent dict, its tensors and the conditioning are never modified.
@@ -226,7 +236,7 @@ def common_ksampler(
     p = Pass(model, positive, negative, seed=seed, steps=steps, cfg=cfg, sampler_name=sampler_name,
              scheduler=scheduler, denoise=denoise, start_step=start_step, last_step=last_step,
              force_full_denoise=force_full_denoise, disable_noise=disable_noise, sigmas=sigmas,
-             model_options=model_options, sampler_options=sampler_options)
+             model_options=model_options, sampler_options=sampler_options, comfyui_version=comfyui_version)
     check_latent(latent)
     noise_mask = check_noise_mask(latent)
     out = dict(latent)

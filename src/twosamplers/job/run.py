@@ -108,8 +108,10 @@ def resolve_size(job: Job, mask_hw: tuple[int, int], image_hw: tuple[int, int] |
     return replace(job, width=w, height=h)
 
 
-def prepare_job(job: Job, cache: ModelCache | None = None, *, load_options: dict | None = None) -> Prepared:
-    """Everything that can fail on bad input, before any sampling: inputs, model, sizes, prompts.
+def prepare_job(job: Job, cache: ModelCache | None = None, *, load_options: dict | None = None,
+                check_memory: bool = True) -> Prepared:
+    """Everything that can fail on bad input, before any sampling: inputs, model, sizes, prompts, and (unless
+    `check_memory` is False) the memory estimate against what the machine has (JobError field "memory").
     `load_options`: device / dtype / allow_pickle for checkpoints (the machine's business, not the job's)."""
     cache = ModelCache() if cache is None else cache
     mask, pixels = load_inputs(job)
@@ -118,6 +120,17 @@ def prepare_job(job: Job, cache: ModelCache | None = None, *, load_options: dict
     model = cache.get(job.model, **options)
     factor = int(model.latent_format.downscale)
     job = resolve_size(job, tuple(mask.shape[-2:]), None if pixels is None else tuple(pixels.shape[1:3]), factor)
+    side = max(job.width, job.height)
+    if job.feather > side:
+        raise JobError("feather", f"{job.feather:g} is wider than the image ({job.width}x{job.height} px); "
+                       f"accepted: 0 .. {side}")
+    if check_memory:
+        from .memory import memory_problem
+
+        problem = memory_problem(model, job.width, job.height)
+        if problem:
+            raise JobError("memory", f"{problem}; render a smaller image, or override the check "
+                           "(--ignore-memory-limit; check_memory=False)")
     hints = load_hints(job)
     job, pass_models, prompts, library = prepare_loras(job, model, allow_pickle=bool(options.get("allow_pickle")))
     return Prepared(job, model, mask, pixels, hints, pass_models, prompts, library)
@@ -154,7 +167,8 @@ def _settings(prep: Prepared, which: str) -> SamplerSettings:
                               c["end_percent"]) for c in spec.controlnets]
     return SamplerSettings(model, model.encode_prompt(prompt, **extra), model.encode_prompt(spec.negative, **extra),
                            seed=spec.seed, steps=spec.steps, cfg=spec.cfg, sampler_name=spec.sampler,
-                           scheduler=spec.scheduler, denoise=spec.denoise, controlnets=controlnets)
+                           scheduler=spec.scheduler, denoise=spec.denoise, controlnets=controlnets,
+                           comfyui_version=job.comfyui_version)
 
 
 def render(prep: Prepared, *, callback=None, disable_pbar=None, want_base_preview: bool = False) -> JobResult:
@@ -193,13 +207,15 @@ def render(prep: Prepared, *, callback=None, disable_pbar=None, want_base_previe
 
 
 def run_job(job: Job, cache: ModelCache | None = None, *, outputs: Outputs | None = None, callback=None,
-            disable_pbar=None, load_options: dict | None = None) -> JobResult:
-    """prepare_job, then render, then (when `outputs` names any) write_outputs; returns the result."""
+            disable_pbar=None, load_options: dict | None = None, inputs: dict[str, str] | None = None,
+            check_memory: bool = True) -> JobResult:
+    """check_outputs, prepare_job, then render, then (when `outputs` names any) write_outputs; returns the result.
+    `inputs`: further input files by field (e.g. {"from": png}) that no output may overwrite."""
     from .outputs import check_outputs, write_outputs
 
     outputs = outputs or Outputs()
-    check_outputs(outputs, job)
-    prep = prepare_job(job, cache, load_options=load_options)
+    check_outputs(outputs, job, inputs=inputs)
+    prep = prepare_job(job, cache, load_options=load_options, check_memory=check_memory)
     result = render(prep, callback=callback, disable_pbar=disable_pbar,
                     want_base_preview=outputs.preview is not None)
     if outputs.items():

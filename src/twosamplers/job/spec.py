@@ -22,10 +22,12 @@ from ..front import MODES
 from ..imageio import MASK_CHANNELS
 from ..mask_ops import INVERSIONS
 from ..models.registry import DEFAULT_MODEL, defaults_for
+from ..noise import DEFAULT_COMFYUI_VERSION, parse_comfyui_version
 from ..samplers import SAMPLER_NAMES
 from ..schedules import SCHEDULER_NAMES
 
 PASSES = ("base", "mask")
+MAX_CLIP_LAYERS = 1000  # clip_skip beyond any text encoder's depth is an error, not an IndexError later
 METADATA_ONLY_KEYS = ("twosamplers_version",)  # written into PNGs for people; not part of a job
 
 
@@ -178,6 +180,7 @@ class Job:
     base_only_steps: int = 1
     clip_skip: int | None = None
     prediction: str | None = None
+    comfyui_version: str = DEFAULT_COMFYUI_VERSION
     lora_dir: str | None = None  # where LoRA names (entries, prompt tags) are looked up
     embeddings: str | None = None  # the textual-inversion embeddings directory (embedding:NAME in prompts)
     mask_tensor: torch.Tensor | None = field(default=None, repr=False, compare=False)
@@ -208,6 +211,8 @@ class Job:
             d = json.loads(text)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise JobError("job", f"is not valid JSON: {e}") from None
+        except RecursionError:
+            raise JobError("job", "is nested too deeply to be a job (a job is a flat JSON object)") from None
         return cls.from_dict(d)
 
     @classmethod
@@ -245,14 +250,21 @@ class Job:
         if self.prediction is not None:
             _choice("prediction", self.prediction, ("eps", "v"))
         if self.clip_skip is not None:
-            _int("clip_skip", self.clip_skip)
-        _int("grow", self.grow)
-        _int("crop_context", self.crop_context, 0)
+            _int("clip_skip", self.clip_skip, -MAX_CLIP_LAYERS, MAX_CLIP_LAYERS)
+        # size-like numbers: anything beyond the largest image is an error (inf and huge values included);
+        # within that, a grow or context larger than this image acts as the image size
+        _int("grow", self.grow, -MAX_IMAGE_SIDE, MAX_IMAGE_SIDE)
+        _int("crop_context", self.crop_context, 0, MAX_IMAGE_SIDE)
+        try:
+            parse_comfyui_version(self.comfyui_version)
+        except ValueError:
+            raise JobError("comfyui_version", f"{self.comfyui_version!r} is not a ComfyUI version such as "
+                           f"'0.3.64' or '0.30' (default {DEFAULT_COMFYUI_VERSION!r})") from None
         _int("overlap_factor", self.overlap_factor, 0, MAX_OVERLAP)
         _int("base_only_steps", self.base_only_steps, 0, MAX_STEPS)
         if self.mask is None and self.mask_tensor is None:
             raise JobError("mask", "is required (a mask file)")
-        return replace(self, feather=_float("feather", self.feather, 0.0),
+        return replace(self, feather=_float("feather", self.feather, 0.0, float(MAX_IMAGE_SIDE)),
                        base=self.base.validated("base_", default_cfg),
                        inside=self.inside.validated("mask_", default_cfg))
 

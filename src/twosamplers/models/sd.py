@@ -516,9 +516,36 @@ def _check_folder(path: Path) -> tuple[bool, dict]:
     return sdxl, sched
 
 
+def _folder_tokenizer(path: Path, sub: str, encoder) -> TokenizerSpec:
+    """The folder's own tokenizer (its vocabulary and special tokens); the shipped CLIP one only when the
+    folder has none and the text encoder has CLIP's vocabulary size."""
+    from transformers import CLIPTokenizer
+
+    folder = path / sub
+    vocab_size = int(encoder.config.vocab_size)
+    if any((folder / f).exists() for f in ("vocab.json", "tokenizer.json", "tokenizer_config.json")):
+        try:
+            tok = CLIPTokenizer.from_pretrained(folder)
+        except (OSError, ValueError) as e:
+            raise CheckpointError(f"{folder}: cannot load the tokenizer ({type(e).__name__}: {e})") from None
+    elif vocab_size == len(clip_tokenizer()):
+        tok = clip_tokenizer()
+    else:
+        raise CheckpointError(f"{path}: no {sub}/ folder with a tokenizer, and the text encoder's vocabulary "
+                              f"({vocab_size} tokens) is not CLIP's ({len(clip_tokenizer())})")
+    if len(tok) > vocab_size:
+        raise CheckpointError(f"{folder}: the tokenizer has {len(tok)} tokens but the text encoder only "
+                              f"{vocab_size}; they do not belong together")
+    ids = {k: getattr(tok, f"{k}_token_id") for k in ("bos", "eos", "pad")}
+    if ids["bos"] is None or ids["eos"] is None:
+        raise CheckpointError(f"{folder}: the tokenizer has no start/end token (bos/eos)")
+    pad = ids["eos"] if ids["pad"] is None else ids["pad"]
+    return TokenizerSpec(tok, pad_token=int(pad), start_token=int(ids["bos"]), end_token=int(ids["eos"]))
+
+
 def _load_folder(path: Path, dev, dt, pred, skip, source: str | None = None) -> SDModel:
     from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     sdxl, sched = _check_folder(path)
     folder_pred = _prediction_arg(sched.get("prediction_type", "epsilon"))
@@ -540,35 +567,23 @@ def _load_folder(path: Path, dev, dt, pred, skip, source: str | None = None) -> 
     for m in [unet, vae] + ([te_l, te_g] if sdxl else [te]):
         m.eval().requires_grad_(False)
 
-    def tokenizer(sub: str):
-        folder = path / sub
-        if any((folder / f).exists() for f in ("vocab.json", "tokenizer.json", "tokenizer_config.json")):
-            return CLIPTokenizer.from_pretrained(folder)
-        return clip_tokenizer()
-
-    def pad_of(tok) -> int:
-        pid = tok.pad_token_id
-        return END_TOKEN if pid is None else int(pid)
-
     if sdxl:
         family = "sdxl"
-        tl, tg = tokenizer("tokenizer"), tokenizer("tokenizer_2")
-        encoders = [ClipTextEncoder(te_l, TokenizerSpec(tl, pad_of(tl)), layer_idx=-2, layer_norm_hidden_state=False,
-                                    embedding_key="clip_l"),
-                    ClipTextEncoder(te_g, TokenizerSpec(tg, pad_of(tg)), layer_idx=-2, layer_norm_hidden_state=False,
-                                    projected_pooled=True, embedding_key="clip_g")]
+        tl, tg = _folder_tokenizer(path, "tokenizer", te_l), _folder_tokenizer(path, "tokenizer_2", te_g)
+        encoders = [ClipTextEncoder(te_l, tl, layer_idx=-2, layer_norm_hidden_state=False, embedding_key="clip_l"),
+                    ClipTextEncoder(te_g, tg, layer_idx=-2, layer_norm_hidden_state=False, projected_pooled=True,
+                                    embedding_key="clip_g")]
     else:
-        t1 = tokenizer("tokenizer")
+        t1 = _folder_tokenizer(path, "tokenizer", te)
         openclip = te.config.hidden_act == "gelu"
         if openclip:
             # diffusers' SD2 folders drop OpenCLIP's last layer and use the (now last) penultimate one, which
             # is ComfyUI's default too
             family = "sd2"
-            encoders = [ClipTextEncoder(te, TokenizerSpec(t1, pad_of(t1)), layer_idx=None, dropped_layers=1,
-                                        embedding_key="clip_h")]
+            encoders = [ClipTextEncoder(te, t1, layer_idx=None, dropped_layers=1, embedding_key="clip_h")]
         else:
             family = "sd1"
-            encoders = [ClipTextEncoder(te, TokenizerSpec(t1, pad_of(t1)), embedding_key="clip_l")]
+            encoders = [ClipTextEncoder(te, t1, embedding_key="clip_l")]
     return SDModel(unet, vae, encoders, family, prediction=pred or folder_pred,
                    linear_start=float(sched.get("beta_start", 0.00085)), linear_end=float(sched.get("beta_end", 0.012)),
                    clip_skip=skip, vae_dtype=vae_dt, source=source or str(path))
