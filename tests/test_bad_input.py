@@ -96,12 +96,17 @@ def test_load_latent_takes_4d_and_5d_floats(tmp_path):
 
 # ------------------------------------------------------------------------------------------ conditioning
 @pytest.mark.parametrize("key", ["start_percent", "end_percent"])
-def test_timestep_range_options_are_refused_not_dropped(model, cond, key):
+def test_timestep_range_options_are_honoured_not_dropped(model, cond, key):
+    """ConditioningSetTimestepRange's keys take effect (regional_cond.py; tests/test_regional_cond.py checks
+    the exact steps): the only positive entry is inactive for part of the schedule, which changes the result."""
     entry = [[cond[0][0][0], {key: 0.5}]]
-    with pytest.raises(NotImplementedError, match=key):
-        normalize_conditioning(entry, "positive")
-    with pytest.raises(NotImplementedError, match=key):
-        ks(model, cond, {"samples": torch.zeros(1, 4, 8, 8)}, positive=entry)
+    assert getattr(normalize_conditioning(entry, "positive")[0], key) == 0.5
+    latent = {"samples": torch.zeros(1, 4, 8, 8)}
+    plain = ks(model, cond, latent)["samples"]
+    ranged = ks(model, cond, latent, positive=entry)["samples"]
+    assert not torch.equal(plain, ranged)
+    with pytest.raises(ValueError, match=key):
+        normalize_conditioning([[cond[0][0][0], {key: 1.5}]], "positive")
 
 
 # ------------------------------------------------------------------------------------------ masks

@@ -128,8 +128,8 @@ def _add_generate(sub) -> None:
     m.add_argument("--prediction", choices=("eps", "v"), help="override the prediction type (SD2.x 768 models are v)")
     _add_lora_options(g)
     g.add_argument("--mode", choices=MODES, default=None,
-                   help="two-pass: a base pass over the whole image, then the mask pass (default); "
-                   "interleaved/regional: both samplers step by step")
+                   help="two-pass: base pass, then mask pass (default); interleaved/regional: both samplers step "
+                   "by step; joint: one sampler, the mask prompt as masked conditioning (base settings)")
     g.add_argument("--inversion", choices=INVERSIONS, default=None,
                    help="base-pass mask when --no-base-covers-mask: 1 - mask (soft) or mask != 1 (binary)")
     g.add_argument("--base-covers-mask", action=argparse.BooleanOptionalAction, default=None,

@@ -13,7 +13,10 @@ the fixed behaviour described in docs/two-samplers.md:
 - crop_to_mask samples only the mask's bounding box plus crop_context, rounded up to the model's multiple,
   then pastes it back; outside the box the result is bit-identical to the base pass;
 - interleaved/regional modes: no pixel is left undenoised by soft masks, the initial noise is added once,
-  stochastic samplers get a different seed at every step, masks keep their orientation, one mask per image.
+  stochastic samplers get a different seed at every step, masks keep their orientation, one mask per image;
+- joint mode: regions that share the base's model are masked conditioning of ONE pass (`joint.py`): one
+  evaluation per step whatever the number of regions, each region costing its box; regions with another
+  model fall back to the interleaved mode with a warning.
 
 Inputs are never modified. The returned LATENT has no "noise_mask" (an input noise_mask is ignored).
 """
@@ -21,6 +24,7 @@ Inputs are never modified. The returned LATENT has no "noise_mask" (an input noi
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -37,15 +41,17 @@ from ._checks import (
     check_mask_aspect,
     check_mask_batch,
 )
+from .joint import ignored_settings, joint_blockers, joint_sample
 from .latent import check_latent
-from .mask_ops import INVERSIONS, dilate_region, feather_outward, grow, pixel_scale, region_union_inverse
+from .mask_ops import INVERSIONS, dilate_region, feather_outward, grow, pixel_scale, region_union_inverse, to_latent
 from .mask_ops import feather as feather_mask
 from .models.control import attach_controlnets
 from .passes import Pass
 from .regional import ADDITIONAL_SAMPLERS, RECOVERY_MODES, KSamplerAdvancedWrapper, interleaved_sample
 from .two_pass import DEFAULT_CROP_MULTIPLE, TwoPassOptions, two_pass_sample
 
-MODES = ("two-pass", "interleaved", "regional")
+MODES = ("two-pass", "interleaved", "regional", "joint")
+REGIONAL_MODES = ("interleaved", "regional", "joint")
 
 
 @dataclass(frozen=True, eq=False)
@@ -134,6 +140,8 @@ def two_samplers_for_mask(latent: dict, mask: torch.Tensor, base: SamplerSetting
     are the same algorithm): `regional_sample(latent, base, [(mask, inside)], ...)`; the shared schedule is
     base's seed/steps/denoise, `inside` contributes model, prompts, cfg, sampler, scheduler and the seed of
     its stochastic noise. Options: overlap_factor, base_only_steps, additional_*.
+    mode "joint": `regional_sample(..., mode="joint")`: inside's prompts as masked conditioning of one pass with
+    base's settings (see there); crop_multiple sets its box rounding.
     grow (int) and feather (Gaussian sigma) are in image pixels. callback(step, x0, x, total) counts steps
     over the whole job.
     """
@@ -145,8 +153,9 @@ def two_samplers_for_mask(latent: dict, mask: torch.Tensor, base: SamplerSetting
             raise ValueError(f"crop_to_mask is only available in mode='two-pass' (got mode={mode!r})")
         if differential:
             raise ValueError(f"differential is only available in mode='two-pass' (got mode={mode!r})")
-        return regional_sample(latent, base, [(mask, inside)], grow=grow, feather=feather,
+        return regional_sample(latent, base, [(mask, inside)], mode=mode, grow=grow, feather=feather,
                                overlap_factor=overlap_factor, base_only_steps=base_only_steps,
+                               crop_multiple=crop_multiple,
                                additional_mode=additional_mode, additional_sampler=additional_sampler,
                                additional_sigma_ratio=additional_sigma_ratio, callback=callback,
                                disable_pbar=disable_pbar, stretch_mask=stretch_mask)
@@ -167,42 +176,48 @@ def two_samplers_for_mask(latent: dict, mask: torch.Tensor, base: SamplerSetting
     return result
 
 
-def regional_sample(latent: dict, base: SamplerSettings, regions: list, *, grow: int = 0, feather: float = 0.0,
-                    overlap_factor: int = 10, base_only_steps: int = 1, additional_mode: str = "ratio between",
-                    additional_sampler: str = "AUTO", additional_sigma_ratio: float = 0.3, callback=None,
+def regional_sample(latent: dict, base: SamplerSettings, regions: list, *, mode: str = "interleaved", grow: int = 0,
+                    feather: float = 0.0, overlap_factor: int = 10, base_only_steps: int = 1,
+                    additional_mode: str = "ratio between", additional_sampler: str = "AUTO",
+                    additional_sigma_ratio: float = 0.3, crop_multiple: int | None = None, callback=None,
                     disable_pbar=None, stretch_mask: bool = False) -> dict:
-    """RegionalSampler's per-step interleaving with the fixes on; returns a LATENT without noise_mask.
+    """Base prompts outside the regions, each region's prompts inside it; returns a LATENT without noise_mask.
 
-    regions: a non-empty list of (mask, SamplerSettings). The shared schedule is base.seed / steps / denoise;
-    each region contributes its model, prompts, cfg, sampler, scheduler and seed (its seed + i drives the
-    stochastic noise of its step i; its steps/denoise are not used). A region is every pixel with mask > 0 (after
-    `grow`, in image pixels), dilated by a box of size overlap_factor in the mask's own pixels (as upstream);
-    `feather` (image px) adds a soft ramp outside the dilated region. The base sampler covers exactly the
-    pixels no region covers. Regions are applied in order, each composited over the previous ones. A mask whose
-    aspect ratio differs from the latent's is an error unless stretch_mask=True.
+    regions: a non-empty list of (mask, SamplerSettings). The shared schedule is base.seed / steps / denoise.
+    mode "interleaved" ("regional" is the same): RegionalSampler's per-step interleaving with the fixes on. Each
+    region contributes its model, prompts, cfg, sampler, scheduler and seed (its seed + i drives the stochastic
+    noise of its step i; its steps/denoise are not used). A region is every pixel with mask > 0 (after `grow`,
+    in image pixels), dilated by a box of size overlap_factor in the mask's own pixels (as upstream); `feather`
+    (image px) adds a soft ramp outside the dilated region. The base sampler covers exactly the pixels no region
+    covers. Regions are applied in order, each composited over the previous ones.
+    mode "joint": the regions become masked conditioning of ONE pass with base's settings (cfg, sampler and
+    scheduler too; a warning names region values that are therefore not used). A region's prompts act on its
+    mask after `grow`, ramped outward by `feather` image px (at least one latent pixel), and run on the mask's
+    box only (rounded up to `crop_multiple` latent px; default model.latent_multiple or 8); the base prompts act
+    on 1 - the union of the regions. If a region has another model (or other per-model settings), the call
+    falls back to "interleaved" with a warning. overlap_factor, base_only_steps, additional_* are interleaved's.
+    A mask whose aspect ratio differs from the latent's is an error unless stretch_mask=True.
     """
+    check_choice("mode", mode, REGIONAL_MODES)
     _check_settings(base, "base", per_step=True)
     _validate_common(latent, grow, feather, callback)
-    if not isinstance(regions, (list, tuple)):
-        raise TypeError(f"regions must be a list of (mask, SamplerSettings) pairs, got {type(regions).__name__}")
-    if len(regions) == 0:
-        raise ValueError("regions is empty: give at least one (mask, SamplerSettings) region")
+    checked = _check_regions(regions, latent["samples"].shape, stretch_mask)
+    if mode == "joint":
+        blockers = joint_blockers(base, [s for _, s in checked])
+        if not blockers:
+            return _joint(latent, base, checked, grow, feather, crop_multiple, callback, disable_pbar)
+        warnings.warn("mode='joint' fell back to the interleaved mode (one sampler per region): "
+                      + "; ".join(blockers), stacklevel=2)
     base_only_steps = check_int("base_only_steps", base_only_steps, 0, MAX_STEPS)
     overlap_factor = check_int("overlap_factor", overlap_factor, 0, MAX_OVERLAP)
     check_choice("additional_mode", additional_mode, RECOVERY_MODES)
     check_choice("additional_sampler", additional_sampler, ADDITIONAL_SAMPLERS)
     additional_sigma_ratio = check_float("additional_sigma_ratio", additional_sigma_ratio, 0.0, 1.0)
-    samples = latent["samples"]
-    b, _, h, w = samples.shape
+    h, w = latent["samples"].shape[-2:]
     downscale = int(base.model.latent_format.downscale)
 
     grown, prepared = [], []
-    for j, item in enumerate(regions):
-        if not isinstance(item, (list, tuple)) or len(item) != 2:
-            raise TypeError(f"regions[{j}] must be a (mask, SamplerSettings) pair, got {type(item).__name__}")
-        m, s = item
-        _check_settings(s, f"regions[{j}] settings", per_step=True)
-        m = _check_region_mask(m, samples.shape, f"regions[{j}] mask", stretch_mask)
+    for m, s in checked:
         g = _grow_feather(m, (h, w), downscale, grow, 0.0)
         region = dilate_region(g, overlap_factor, "nonzero")
         if feather > 0:
@@ -220,6 +235,44 @@ def regional_sample(latent: dict, base: SamplerSettings, regions: list, *, grow:
                               callback=callback, disable_pbar=disable_pbar)
 
 
+def _check_regions(regions, latent_shape, stretch_mask: bool) -> list:
+    """regions -> [(validated mask, settings)], errors naming regions[j]."""
+    if not isinstance(regions, (list, tuple)):
+        raise TypeError(f"regions must be a list of (mask, SamplerSettings) pairs, got {type(regions).__name__}")
+    if len(regions) == 0:
+        raise ValueError("regions is empty: give at least one (mask, SamplerSettings) region")
+    checked = []
+    for j, item in enumerate(regions):
+        if not isinstance(item, (list, tuple)) or len(item) != 2:
+            raise TypeError(f"regions[{j}] must be a (mask, SamplerSettings) pair, got {type(item).__name__}")
+        m, s = item
+        _check_settings(s, f"regions[{j}] settings", per_step=True)
+        checked.append((_check_region_mask(m, latent_shape, f"regions[{j}] mask", stretch_mask), s))
+    return checked
+
+
+def _joint(latent, base, checked, grow_px, feather_px, crop_multiple, callback, disable_pbar) -> dict:
+    """mode="joint" once the regions are known to share base's model: region weights at latent size, then
+    `joint.joint_sample`."""
+    ignored = ignored_settings(base, [s for _, s in checked])
+    if ignored:
+        warnings.warn("mode='joint' samples every region with the base's cfg, sampler and scheduler; not used: "
+                      + ", ".join(ignored), stacklevel=3)
+    samples = latent["samples"]
+    h, w = samples.shape[-2:]
+    downscale = int(base.model.latent_format.downscale)
+    multiple = crop_multiple if crop_multiple is not None else getattr(base.model, "latent_multiple", None)
+    multiple = check_int("crop_multiple", multiple if multiple is not None else DEFAULT_CROP_MULTIPLE, 1)
+    regions = []
+    for m, s in checked:
+        g = _grow_feather(m, (h, w), downscale, grow_px, max(float(feather_px), float(downscale)), outward=True)
+        regions.append((to_latent(g, samples.shape), s))
+    out = {k: v for k, v in latent.items() if k != "noise_mask"}
+    out["samples"] = joint_sample(samples, base, regions, multiple=multiple, batch_index=latent.get("batch_index"),
+                                  callback=callback, disable_pbar=disable_pbar)
+    return out
+
+
 def _advanced(s: Pass) -> KSamplerAdvancedWrapper:
     """A pass as a KSAMPLER_ADVANCED (Brownian trees over each call's own sigmas, ComfyUI's default)."""
     pos, neg = attach_controlnets(s.cond_pos, s.cond_neg, s.controlnets)
@@ -227,5 +280,5 @@ def _advanced(s: Pass) -> KSamplerAdvancedWrapper:
                                    comfyui_version=s.comfyui_version)
 
 
-__all__ = ["DEFAULT_CROP_MULTIPLE", "INVERSIONS", "MODES", "SamplerSettings", "regional_sample",
+__all__ = ["DEFAULT_CROP_MULTIPLE", "INVERSIONS", "MODES", "REGIONAL_MODES", "SamplerSettings", "regional_sample",
            "two_samplers_for_mask"]

@@ -9,6 +9,7 @@ This module trusts its callers: `twosamplers.passes` (Pass, run_pass, common_ksa
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 from collections.abc import Callable
 
@@ -18,6 +19,7 @@ from ._checks import MAX_CFG, MAX_STEPS, SEED_MAX, check_choice, check_float, ch
 from .conditioning import CondBatch, CondEntry
 from .noise import DEFAULT_COMFYUI_VERSION
 from .noise_mask import fit_mask
+from .regional_cond import RegionalConditioning
 from .samplers import DISCARD_PENULTIMATE_SIGMA_SAMPLERS, RANDOM_INPAINT_NOISE_SAMPLERS, SAMPLER_NAMES, get_sampler
 from .schedules import SCHEDULER_NAMES, ModelSamplingDiscrete, calculate_sigmas
 
@@ -85,6 +87,9 @@ class GuidedDenoiser:
         self.sigmas = sigmas
         self._batches: dict[tuple[bool, int], list[tuple[CondBatch, list[CondEntry]]]] = {}
         self._mask_cache: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        # masks / areas / timestep ranges: evaluated by regional_cond; plain entries keep the path below
+        self._regional = (RegionalConditioning(positive, negative, model, tuple(latent_image.shape))
+                          if any(e.regional for e in positive + negative) else None)
 
     # -- conditioning batches, built once per (with uncond?, batch size)
     def _cond_batches(self, with_uncond: bool, batch: int, device, dtype):
@@ -99,7 +104,10 @@ class GuidedDenoiser:
 
     def predict(self, x: torch.Tensor, sigma: torch.Tensor, with_uncond: bool, output_mask=None):
         """-> (cond_pred, uncond_pred or None): each a strength-weighted mean over its entries.
-        output_mask: passed on to models that declare `accepts_output_mask` (pixels where it is 0 are unused)."""
+        output_mask: passed on to models that declare `accepts_output_mask` (pixels where it is 0 are unused);
+        regional conditioning (masks, areas, time ranges) evaluates every pixel and does not pass it."""
+        if self._regional is not None:
+            return self._regional.predict(x, sigma, with_uncond)
         b = x.shape[0]
         n_pos = len(self.positive)
         outs: list[torch.Tensor] = []
@@ -203,8 +211,8 @@ def sample_with_sigmas(model, noise, sigmas, samples, positive, negative, cfg, s
     hook = getattr(model, "extra_conds", None)
     if hook is not None:  # per-run extras of the model (inpainting models' extra input channels)
         def with_extras(entries):
-            return [CondEntry(e.cross_attn, hook(e.extras, latent_image=latent_image, denoise_mask=denoise_mask),
-                              e.strength) for e in entries]
+            return [dataclasses.replace(e, extras=hook(e.extras, latent_image=latent_image, denoise_mask=denoise_mask))
+                    for e in entries]
         positive, negative = with_extras(positive), with_extras(negative)
     ms = model.model_sampling
     denoiser = GuidedDenoiser(model, positive, negative, cfg, latent_image, inpaint_noise, sigmas)

@@ -21,6 +21,7 @@ ControlApply means at sampling time:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -189,8 +190,6 @@ class ControlNet:
 def attach_controlnets(positive: list, negative: list, controlnets) -> tuple[list, list]:
     """CondEntry lists with `controlnets` (loaded, in order) chained onto every entry, as repeated
     ControlNetApplyAdvanced nodes would attach them. Inputs are not modified."""
-    from ..conditioning import CondEntry
-
     for cn in controlnets:
         if cn.strength == 0.0:
             continue
@@ -203,7 +202,7 @@ def attach_controlnets(positive: list, negative: list, controlnets) -> tuple[lis
                 if id(prev) not in shared:
                     shared[id(prev)] = ControlApply(cn.source, cn.image, cn.strength, cn.start_percent,
                                                     cn.end_percent, prev)
-                out.append(CondEntry(e.cross_attn, {**e.extras, "control": shared[id(prev)]}, e.strength))
+                out.append(dataclasses.replace(e, extras={**e.extras, "control": shared[id(prev)]}))
             return out
         positive, negative = attach(positive), attach(negative)
     return positive, negative
