@@ -10,11 +10,11 @@ from PIL import Image
 
 from twosamplers.ksampler import common_ksampler
 from twosamplers.models import NetworkModel
+from twosamplers.nodes.conditioning import ConditioningCombine
 from twosamplers.nodes.core import (
     CheckpointLoaderSimple,
     CLIPSetLastLayer,
     CLIPTextEncode,
-    ConditioningCombine,
     EmptyLatentImage,
     KSampler,
     KSamplerAdvanced,

@@ -164,6 +164,34 @@ def test_regional_sampler_two_regions_with_loaded_masks(model, input_dir, tmp_pa
     assert float(alpha.sum()) > 0 and float(red.sum()) > 0
 
 
+def test_masked_conditioning_workflow(model, input_dir, tmp_path):
+    from twosamplers.nodes.conditioning import ConditioningCombine, ConditioningSetMask, ConditioningSetTimestepRange
+
+    wf = api_t2i(prefix="cond")
+    wf.update({
+        "12": {"class_type": "LoadImageMask", "inputs": {"image": "mask.png", "channel": "red"}},
+        "13": {"class_type": "InvertMask", "inputs": {"mask": ["12", 0]}},
+        "16": {"class_type": "CLIPTextEncode", "inputs": {"text": "brick", "clip": ["4", 1]}},
+        "20": {"class_type": "ConditioningSetMask", "inputs": {"conditioning": ["16", 0], "mask": ["12", 0],
+                                                               "strength": 1.0, "set_cond_area": "default"}},
+        "21": {"class_type": "ConditioningSetMask", "inputs": {"conditioning": ["6", 0], "mask": ["13", 0],
+                                                               "strength": 0.8, "set_cond_area": "mask bounds"}},
+        "22": {"class_type": "ConditioningCombine", "inputs": {"conditioning_1": ["20", 0],
+                                                               "conditioning_2": ["21", 0]}},
+        "23": {"class_type": "ConditioningSetTimestepRange", "inputs": {"conditioning": ["22", 0], "start": 0.0,
+                                                                        "end": 0.8}},
+    })
+    wf["3"]["inputs"]["positive"] = ["23", 0]
+    got = run(wf, {"textures": model}, input_dir=input_dir, output_dir=tmp_path)[0]["images"]
+    mask = load_mask(input_dir / "mask.png", "red")[None]
+    a = ConditioningSetMask().append(enc(model, "brick"), mask, 1.0, "default")[0]
+    b = ConditioningSetMask().append(enc(model, "grass"), 1.0 - mask, 0.8, "mask bounds")[0]
+    pos = ConditioningSetTimestepRange().set_range(ConditioningCombine().combine(a, b)[0], 0.0, 0.8)[0]
+    ref = common_ksampler(model, 1, STEPS, 3.0, "euler", "normal", pos, enc(model, ""), empty(model),
+                          disable_pbar=True)
+    assert torch.equal(got, model.decode_latent(ref["samples"]))
+
+
 # ------------------------------------------------------------------------------------------------ CLI
 def _files(d: Path) -> list[Path]:
     return sorted(p for p in d.rglob("*") if p.is_file()) if d.exists() else []

@@ -10,7 +10,6 @@ from __future__ import annotations
 import torch
 
 from .._checks import MAX_CFG, MAX_STEPS, SEED_MAX, check_choice, check_int, check_mask
-from ..conditioning import normalize_conditioning
 from ..latent import check_latent, load_latent, remake_empty_latent, save_latent
 from ..noise_mask import repeat_to_batch_size
 from ..passes import common_ksampler
@@ -96,23 +95,6 @@ class CLIPSetLastLayer:
         skip = check_int("stop_at_clip_layer", stop_at_clip_layer, -24, -1)
         clip = _check_clip(clip)
         return (clip.with_clip_skip(skip) if isinstance(clip, ClipHandle) else ClipHandle(clip, skip),)
-
-
-class ConditioningCombine:
-    """Both conditionings' entries in one list: each is predicted and the predictions averaged."""
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"conditioning_1": ("CONDITIONING",), "conditioning_2": ("CONDITIONING",)}}
-
-    RETURN_TYPES = ("CONDITIONING",)
-    FUNCTION = "combine"
-    CATEGORY = "conditioning"
-
-    def combine(self, conditioning_1, conditioning_2):
-        normalize_conditioning(conditioning_1, "conditioning_1")
-        normalize_conditioning(conditioning_2, "conditioning_2")
-        return (list(conditioning_1) + list(conditioning_2),)
 
 
 # ---------------------------------------------------------------------------------------------- sampling
@@ -394,7 +376,6 @@ __all__ = [
     "CLIPSetLastLayer",
     "CLIPTextEncode",
     "CheckpointLoaderSimple",
-    "ConditioningCombine",
     "EmptyLatentImage",
     "FolderNode",
     "KSampler",

@@ -20,7 +20,6 @@ NODES: dict[str, type] = {
     "CheckpointLoaderSimple": core.CheckpointLoaderSimple,
     "CLIPTextEncode": core.CLIPTextEncode,
     "CLIPSetLastLayer": core.CLIPSetLastLayer,
-    "ConditioningCombine": core.ConditioningCombine,
     # sampling
     "KSampler": core.KSampler,
     "KSamplerAdvanced": core.KSamplerAdvanced,
@@ -56,7 +55,8 @@ NODES: dict[str, type] = {
     "PrimitiveString": primitive.PrimitiveString,
     "PrimitiveStringMultiline": primitive.PrimitiveStringMultiline,
     "PrimitiveBoolean": primitive.PrimitiveBoolean,
-    # Impact Pack: pipes, then the sampler family (nodes/__init__.py's NODE_CLASS_MAPPINGS)
+    # Impact Pack's pipes; then nodes/__init__.py's NODE_CLASS_MAPPINGS: the Impact sampler family, ComfyUI's
+    # conditioning nodes (ConditioningCombine, ...SetMask, ...SetArea, ...SetTimestepRange, ...) and LoRA loaders
     "ToBasicPipe": pipe.ToBasicPipe,
     "FromBasicPipe": pipe.FromBasicPipe,
     "FromBasicPipe_v2": pipe.FromBasicPipe_v2,
