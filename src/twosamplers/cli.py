@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 DEFAULT_SIZE = 256  # the demo's side
@@ -88,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generate(sub)
     _add_demo(sub)
     _add_batch(sub)
+    add_run_parser(sub)
     return parser
 
 
@@ -421,6 +423,64 @@ def cmd_batch(args) -> int:
         print(f"twosamplers: {len(result.failed)} job(s) failed; see {Path(args.output_dir) / 'failures.jsonl'}",
               file=sys.stderr)
         return 1
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- run
+def add_run_parser(sub) -> None:
+    """`twosamplers run FILE`: a ComfyUI workflow (API or UI format JSON, or a PNG/WebP carrying one)."""
+    r = sub.add_parser("run", help="run a ComfyUI workflow (JSON in API or UI format, or a PNG/WebP with one)",
+                       description="Run a ComfyUI workflow headless: only the nodes its outputs need, each once. "
+                       "CheckpointLoaderSimple also takes the embedded models 'textures' and 'ideal' by name. "
+                       "The workflow is checked before anything runs; a bad one exits with status 2 and writes "
+                       "nothing. Outputs: SaveImage -> PREFIX_00001_.png (the counter continues), SaveLatent -> "
+                       ".latent, with the workflow embedded.")
+    r.add_argument("file", nargs="?", metavar="FILE", help="workflow .json, or a .png/.webp that carries one")
+    where = r.add_mutually_exclusive_group()
+    where.add_argument("--models", metavar="DIR", help="folder with checkpoints/, loras/, ... (ComfyUI's models/)")
+    where.add_argument("--comfyui", metavar="DIR", help="a ComfyUI install: its models/ and input/ folders and its "
+                       "extra_model_paths.yaml")
+    r.add_argument("--input-dir", metavar="DIR", help="where LoadImage / LoadImageMask / LoadLatent read files "
+                   "(default: ./input, or the ComfyUI install's input/)")
+    r.add_argument("--output-dir", metavar="DIR", default=".", help="where outputs are written (default: .)")
+    r.add_argument("--set", dest="overrides", action="append", default=[], metavar="ID.INPUT=VALUE",
+                   help="set a node input before running, e.g. --set 3.seed=42 --set 6.text='a red barn' "
+                   "(VALUE is read as JSON when it parses, else as text); repeatable")
+    r.add_argument("--device", help="device for checkpoints: cpu, cuda, cuda:1, ... (default: cuda if available)")
+    r.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), help="network precision for checkpoints")
+    r.add_argument("--list-nodes", action="store_true", help="list the supported node types and exit")
+    _add_common_output(r)
+    r.set_defaults(func=cmd_run)
+
+
+def cmd_run(args) -> int:
+    from .workflow import NODES, run
+    from .workflow.execute import parse_value
+
+    if args.list_nodes:
+        print("\n".join(sorted(NODES)))
+        return 0
+    if args.file is None:
+        raise BadInput("run needs a workflow FILE (or --list-nodes)")
+    overrides = {}
+    for item in args.overrides:
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise BadInput(f"--set {item!r} must look like ID.INPUT=VALUE (e.g. 3.seed=42)")
+        overrides[key.strip()] = parse_value(value)
+    out_dir = Path(args.output_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise BadInput(f"--output-dir {out_dir} is not a folder")
+    t0 = time.perf_counter()
+    outputs = run(args.file, args.models, overrides, comfyui=args.comfyui, input_dir=args.input_dir,
+                  output_dir=out_dir, device=args.device, dtype=args.dtype, quiet=args.quiet or args.json)
+    files = [f for o in outputs for f in o["files"]]
+    if args.json:
+        print(json.dumps({"outputs": [{"node": o["node"], "class_type": o["class_type"], "files": o["files"]}
+                                      for o in outputs], "seconds": round(time.perf_counter() - t0, 3)}, indent=2))
+    else:
+        for f in files:
+            print(f)
     return 0
 
 
