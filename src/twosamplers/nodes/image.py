@@ -15,6 +15,7 @@ import torch
 from PIL import Image, ImageOps, ImageSequence, PngImagePlugin
 
 from .._checks import check_choice, check_int
+from ..models.control import center_crop
 from .core import MAX_RESOLUTION, FolderNode, _image
 from .folders import Folders, PendingWrite, split_prefix
 
@@ -147,14 +148,7 @@ def upscale(samples: torch.Tensor, width: int, height: int, method: str, crop: s
     """(B, C, H, W) -> (B, C, height, width): centre crop to the new aspect ratio (crop="center"), then
     torch interpolation (or Pillow's Lanczos on 8-bit values for "lanczos")."""
     if crop == "center":
-        old_w, old_h = samples.shape[3], samples.shape[2]
-        old_aspect, new_aspect = old_w / old_h, width / height
-        x = y = 0
-        if old_aspect > new_aspect:
-            x = round((old_w - old_w * (new_aspect / old_aspect)) / 2)
-        elif old_aspect < new_aspect:
-            y = round((old_h - old_h * (old_aspect / new_aspect)) / 2)
-        samples = samples.narrow(-2, y, old_h - y * 2).narrow(-1, x, old_w - x * 2)
+        samples = center_crop(samples, height, width)
     if method == "lanczos":
         out = []
         for img in samples:
