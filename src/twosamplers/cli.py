@@ -1,4 +1,5 @@
-"""The `twosamplers` command line: `generate` (one sampler outside a mask, another inside), `demo` and `batch`.
+"""The `twosamplers` command line: `generate` (one sampler outside a mask, another inside), `demo`, `batch`
+and `run` (ComfyUI workflows).
 
 Bad input (missing or unreadable file, mask of another aspect ratio, unknown model or prompt word, sizes
 that the model cannot take, ...) prints one line on stderr and exits with status 2 before anything is
