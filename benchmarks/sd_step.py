@@ -104,6 +104,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--json", action="store_true", help="print one JSON line")
+    ap.add_argument("--controlnet-only", action="store_true", help="only the ControlNet ratio (quick at SD1.5 size "
+                    "on a CPU)")
+    ap.add_argument("--latent", type=int, default=None, help="latent side (default 8 tiny, 64 sd15)")
     args = ap.parse_args(argv)
 
     from twosamplers import common_ksampler
@@ -113,12 +116,21 @@ def main(argv=None) -> dict:
     iters = args.iters or (20 if args.size == "sd15" else 50)
     torch.set_grad_enabled(False)
     model, unet, hw, ctx_dim = build(args.size, device, dtype)
+    hw = args.latent or hw
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 4, hw, hw, generator=g).to(device)
     ctx = torch.randn(2, 77, ctx_dim, generator=g).to(device=device, dtype=dtype)
     sigma = torch.full((2,), 3.0, device=device)
     x_in = (x / (sigma[:, None, None, None] ** 2 + 1) ** 0.5).to(dtype)
     t = model.timesteps(sigma)
+
+    if args.controlnet_only:
+        t_cn = controlnet_call(model, unet, x, sigma, ctx, hw, device, dtype, iters, args.warmup)
+        result = {"size": args.size, "device": str(device), "latent": [hw, hw], "batch": 2,
+                  "controlnet_apply_ms": t_cn[0] * 1e3, "controlnet_plain_apply_ms": t_cn[1] * 1e3,
+                  "controlnet_ratio": t_cn[0] / t_cn[1]}
+        print(json.dumps(result) if args.json else "\n".join(f"{k:>26}: {v}" for k, v in result.items()))
+        return result
 
     def bare():
         return unet(x_in, t, encoder_hidden_states=ctx).sample
