@@ -8,7 +8,9 @@ Three figures, each the median over --iters repetitions after --warmup:
 - apply: SDModel.apply_model(x, sigma, ctx) at batch 2 (NetworkModel's eps math + timestep + adapter);
 - step:  one full KSampler step (euler, cfg 7, 1 latent -> batch-2 network call): per-step times from
   common_ksampler's callback (synced), against bare UNet calls timed the same way;
-- engine_only: the same KSampler steps with a one-multiply stub network: the engine's own cost per step.
+- engine_only: the same KSampler steps with a one-multiply stub network: the engine's own cost per step;
+- controlnet: apply_model with one ControlNet (a copy of the UNet's encoder, as ControlNetModel.from_unet makes
+  it) attached to the batch, against plain apply_model, interleaved. Target: <= 1.6x at SD1.5 size.
 Engine overhead = engine_only / unet (and (step - bare step) / bare step, noisier). Target: <= 2 % at SD1.5
 size on a GPU. Measurements are interleaved and medians reported.
 """
@@ -47,6 +49,34 @@ def build(size: str, device, dtype):
     return model, unet, latent_hw, ctx_dim
 
 
+def controlnet_call(model, unet, x, sigma, ctx, hw, device, dtype, iters: int, warmup: int) -> tuple[float, float]:
+    """(apply_model with a ControlNet, plain apply_model), medians of interleaved single calls."""
+    from diffusers import ControlNetModel
+
+    from twosamplers.models.control import apply_controlnet
+    from twosamplers.models.controlnet import ControlNetModelHandle
+
+    net = ControlNetModel.from_unet(unet).to(device=device, dtype=dtype).eval().requires_grad_(False)
+    handle = ControlNetModelHandle(net, "from_unet")
+    hint = torch.rand(1, hw * 8, hw * 8, 3, generator=torch.Generator().manual_seed(1))
+    pos, _ = apply_controlnet([[ctx[:1], {}]], [[ctx[1:], {}]], handle, hint, 1.0)
+    control = pos[0][1]["control"]
+
+    def with_cn():
+        return model.apply_model(x, sigma, ctx, control=control, batched_number=2)
+
+    def plain():
+        return model.apply_model(x, sigma, ctx)
+
+    for _ in range(warmup):
+        with_cn(), plain()
+    a, b = [], []
+    for _ in range(iters):
+        a.append(timed(with_cn, device, 1, 0))
+        b.append(timed(plain, device, 1, 0))
+    return statistics.median(a), statistics.median(b)
+
+
 def sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -74,6 +104,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--json", action="store_true", help="print one JSON line")
+    ap.add_argument("--controlnet-only", action="store_true", help="only the ControlNet ratio (quick at SD1.5 size "
+                    "on a CPU)")
+    ap.add_argument("--latent", type=int, default=None, help="latent side (default 8 tiny, 64 sd15)")
     args = ap.parse_args(argv)
 
     from twosamplers import common_ksampler
@@ -83,12 +116,21 @@ def main(argv=None) -> dict:
     iters = args.iters or (20 if args.size == "sd15" else 50)
     torch.set_grad_enabled(False)
     model, unet, hw, ctx_dim = build(args.size, device, dtype)
+    hw = args.latent or hw
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 4, hw, hw, generator=g).to(device)
     ctx = torch.randn(2, 77, ctx_dim, generator=g).to(device=device, dtype=dtype)
     sigma = torch.full((2,), 3.0, device=device)
     x_in = (x / (sigma[:, None, None, None] ** 2 + 1) ** 0.5).to(dtype)
     t = model.timesteps(sigma)
+
+    if args.controlnet_only:
+        t_cn = controlnet_call(model, unet, x, sigma, ctx, hw, device, dtype, iters, args.warmup)
+        result = {"size": args.size, "device": str(device), "latent": [hw, hw], "batch": 2,
+                  "controlnet_apply_ms": t_cn[0] * 1e3, "controlnet_plain_apply_ms": t_cn[1] * 1e3,
+                  "controlnet_ratio": t_cn[0] / t_cn[1]}
+        print(json.dumps(result) if args.json else "\n".join(f"{k:>26}: {v}" for k, v in result.items()))
+        return result
 
     def bare():
         return unet(x_in, t, encoder_hidden_states=ctx).sample
@@ -104,6 +146,7 @@ def main(argv=None) -> dict:
         t_b.append(timed(bare, device, 1, 0))
         t_a.append(timed(apply, device, 1, 0))
     t_unet, t_apply = statistics.median(t_b), statistics.median(t_a)
+    t_cn = controlnet_call(model, unet, x, sigma, ctx, hw, device, dtype, iters, args.warmup)
 
     latent = {"samples": torch.randn(1, 4, hw, hw, generator=g)}
     pos, neg = [[ctx[:1].float().cpu(), {}]], [[ctx[1:].float().cpu(), {}]]
@@ -159,6 +202,8 @@ def main(argv=None) -> dict:
         "step_overhead_pct": 100 * (t_step - t_loop) / t_loop,
         "engine_only_step_ms": t_engine * 1e3, "engine_only_pct_of_unet": 100 * t_engine / t_unet,
         "sampling_call_ms": statistics.median(totals) * 1e3,
+        "controlnet_apply_ms": t_cn[0] * 1e3, "controlnet_plain_apply_ms": t_cn[1] * 1e3,
+        "controlnet_ratio": t_cn[0] / t_cn[1],
         "torch": torch.__version__,
     }
     if args.json:

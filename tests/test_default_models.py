@@ -197,3 +197,89 @@ def test_textures_small_and_odd_sizes(textures):
     for sigma in (14.0, 2.0, 0.7, 0.2, 0.03):
         d = textures.apply_model(x * sigma, torch.tensor([sigma]), textures.encode_prompt("sand")[0][0])
         assert d.shape == x.shape and torch.isfinite(d).all()
+
+
+# ------------------------------------------------------------------ textures: speed-ups keep the results
+def test_textures_output_mask_is_exact(textures):
+    """Skipping the pixels the engine's noise-mask blend discards changes no used pixel."""
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(1, 3, 40, 48, generator=g)
+    mask = torch.zeros(1, 1, 40, 48)
+    mask[..., 9:30, 5:20] = 0.5
+    ctx = torch.cat([textures.encode_prompt("brick")[0][0], textures.encode_prompt("")[0][0]])
+    for sigma in (8.0, 2.0, 0.7, 0.3, 0.05):
+        xs = (x * sigma).repeat(2, 1, 1, 1)
+        full = textures.apply_model(xs, torch.tensor([sigma] * 2), ctx)
+        part = textures.apply_model(xs, torch.tensor([sigma] * 2), ctx, output_mask=mask)
+        used = (mask > 0).expand_as(full)
+        assert torch.equal(full[used], part[used])
+        assert torch.equal(part[~used], xs[~used])  # pixels no one uses keep x
+    with pytest.raises(ValueError, match="output_mask"):
+        textures.apply_model(xs, torch.tensor([0.3] * 2), ctx, output_mask=mask[..., :10])
+
+
+def test_engine_passes_the_noise_mask_only_to_models_that_accept_it(textures):
+    class Plain(TextureModel):
+        accepts_output_mask = False
+
+    mask = torch.zeros(1, 32, 32)
+    mask[:, 8:24, 4:20] = 1.0
+    lat = {"samples": torch.rand(1, 3, 32, 32) * 2 - 1, "noise_mask": mask}
+    runs = [common_ksampler(m, 3, 4, 2.5, "euler", "normal", m.encode_prompt("gravel"), m.encode_prompt(""), lat,
+                            disable_pbar=True)["samples"] for m in (textures, Plain(), textures)]
+    assert torch.equal(runs[0], runs[1]) and torch.equal(runs[0], runs[2])  # exact, and deterministic
+
+
+def tile_classes(img: torch.Tensor, tile: int = 8) -> torch.Tensor:
+    """Index of the nearest texture (min MSE over the texture's windows) of every tile x tile tile of img."""
+    t = load_textures()
+    win = img.unfold(1, tile, tile).unfold(2, tile, tile)  # (3, ny, nx, t, t)
+    ny, nx = win.shape[1:3]
+    win = win.permute(1, 2, 0, 3, 4).reshape(-1, 3, tile, tile).contiguous()
+    w2 = (win * win).sum((1, 2, 3)).reshape(1, -1, 1, 1)
+    best = []
+    for k in range(len(t.names)):
+        tex = t.images[k][None, :, :128, :128]
+        t2 = F.avg_pool2d((tex * tex).sum(1, keepdim=True), tile, stride=1) * tile * tile
+        best.append((t2 - 2 * F.conv2d(tex, win) + w2).flatten(2).min(2).values[0])
+    return torch.stack(best).argmin(0).reshape(ny, nx)
+
+
+def test_textures_demo_statistics_unchanged(textures):
+    """The demo's flow at 96 px (two passes, crop to the mask, feathered disc, cfg 3) keeps the statistics its
+    output had before the speed-ups (issue 12: pruned classes, skipped pixels). Recorded with the model as of
+    7f1d9d2 on the 2-core CI machine; a different thread count or BLAS gives another sample from the same model,
+    so the bounds are the size of such differences, not of float rounding."""
+    front = pytest.importorskip("twosamplers.front")
+    from twosamplers.cli import demo_mask
+
+    size = 96
+    mask = demo_mask(size)
+    lat = empty_latent(size, size, channels=3, downscale=1)
+    base = front.SamplerSettings(textures, textures.encode_prompt("grass"), textures.encode_prompt(""), seed=0,
+                                 steps=12, cfg=3.0)
+    inside = front.SamplerSettings(textures, textures.encode_prompt("brick"), textures.encode_prompt(""), seed=1,
+                                   steps=12, cfg=3.0)
+    out = front.two_samplers_for_mask(lat, mask, base, inside, feather=2.0, crop_to_mask=True,
+                                      disable_pbar=True)["samples"][0]
+    recorded = {  # region: (mean colour, per-channel std, mean |gradient| of luminance, vertical/horizontal)
+        "inside": ([0.2025, -0.3700, -0.4927], [0.1924, 0.3227, 0.3253], 0.0840, 2.2154),
+        "outside": ([-0.3082, 0.0631, -0.6174], [0.1928, 0.2442, 0.1123], 0.1116, 1.0267),
+    }
+    core = F.max_pool2d(1 - mask[None, None], 5, stride=1, padding=2)[0, 0] < 0.5
+    ring = F.max_pool2d(mask[None, None], 5, stride=1, padding=2)[0, 0] < 0.5
+    lum = out.mean(0)
+    gx, gy = (lum[:, 1:] - lum[:, :-1]).abs(), (lum[1:] - lum[:-1]).abs()
+    classes = tile_classes(out)
+    names = load_textures().names
+    for region, m, expected in (("inside", core, "brick"), ("outside", ring, "grass")):
+        mean, std, grad, ratio = recorded[region]
+        mx, my = m[:, 1:] & m[:, :-1], m[1:] & m[:-1]
+        assert torch.allclose(out[:, m].mean(1), torch.tensor(mean), atol=0.02), region
+        assert torch.allclose(out[:, m].std(1), torch.tensor(std), atol=0.02), region
+        g = float((gx[mx].mean() + gy[my].mean()) / 2)
+        assert abs(g - grad) < 0.1 * grad, (region, g, grad)
+        r = float(gy[my].mean() / gx[mx].mean())
+        assert abs(r - ratio) < 0.1 * ratio, (region, r, ratio)
+        tiles = m.reshape(12, 8, 12, 8).all(3).all(1)
+        assert float((classes[tiles] == names.index(expected)).float().mean()) > 0.95, region

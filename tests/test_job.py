@@ -30,7 +30,7 @@ def test_dict_round_trip_is_normalised(tmp_path):
     d = j.to_dict()
     assert set(d) == set(job_keys())
     assert d["feather"] == 1.0 and isinstance(d["feather"], float)
-    assert d["base_cfg"] == d["mask_cfg"] == defaults_for("textures").cfg == 3.0
+    assert d["base_cfg"] == d["mask_cfg"] == defaults_for("textures").cfg == 1.0
     json.dumps(d)  # JSON-able
     assert Job.from_dict(d) == j and Job.from_dict(d).to_dict() == d
 
@@ -144,9 +144,11 @@ def test_model_cache_loads_once_per_key():
 
     cache = ModelCache(loader)
     a = cache.get("textures")
-    assert cache.get(" Textures ") is a and len(calls) == 1
+    assert cache.get("textures") is a and len(calls) == 1
+    assert cache.get(" Textures ") is not a and len(calls) == 2  # names are exact: that one is a path
+    calls.pop()
     b = cache.get("textures", device="cpu")
-    assert b is not a and len(calls) == 2 and len(cache) == 2
+    assert b is not a and len(calls) == 2 and len(cache) == 3
     cache.clear()
     assert len(cache) == 0
 

@@ -10,20 +10,20 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "twosamplers"
 
 # floor of each module (a package's modules share its floor); see docs/architecture.md
 FLOORS = {
-    "_checks": 0, "_files": 0, "schedules": 0, "noise": 0, "noise_mask": 0, "masks": 0, "latent": 0,
+    "_checks": 0, "_files": 0, "_paths": 0, "schedules": 0, "noise": 0, "noise_mask": 0, "masks": 0, "latent": 0,
     "conditioning": 0, "mask_ops": 0,
     "samplers": 1, "models": 1, "imageio": 1,
-    "ksampler": 2,
+    "ksampler": 2, "regional_cond": 2,
     "passes": 3,
-    "regional": 4, "two_pass": 4,
+    "regional": 4, "two_pass": 4, "joint": 4,
     "nodes": 5, "front": 5,
     "job": 6,
-    "cli": 7, "__main__": 7, "__init__": 7, "ui": 7,
+    "cli": 7, "__main__": 7, "workflow": 7, "batch": 7, "ui": 7, "__init__": 7,
 }
 # the one upward import: ksampler.common_ksampler, a lazy alias of passes.common_ksampler kept for the path the
 # README and the parity checker use
 ALLOWED_UP = {("ksampler", "passes")}
-NO_NODES = ("front", "job", "cli", "passes", "regional", "two_pass", "ksampler")
+NO_NODES = ("front", "job", "cli", "passes", "regional", "two_pass", "joint", "ksampler", "regional_cond")
 
 
 def module_of(path: Path) -> str:

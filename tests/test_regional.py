@@ -235,3 +235,55 @@ def test_errors(model, cond, latent):
         rs(latent, base, [(box(0, 0, 2, 2), base)], mode="double")
     with pytest.raises(TypeError, match="mask_sampler must be a KSAMPLER_ADVANCED"):
         ts.TwoAdvancedSamplersForMask().doit(0, 4, 1.0, latent, base, object(), box(0, 0, 2, 2), 3)
+
+
+class SpyAdvanced(ts.KSamplerAdvancedWrapper):
+    """A KSAMPLER_ADVANCED that records every sample_advanced call (add_noise, start, end)."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.calls = []
+
+    def sample_trusted(self, add_noise, seed, steps, latent_image, start_at_step, end_at_step, leftover, **kw):
+        self.calls.append((bool(add_noise), start_at_step, end_at_step))
+        return super().sample_trusted(add_noise, seed, steps, latent_image, start_at_step, end_at_step, leftover,
+                                      **kw)
+
+
+@pytest.mark.parametrize("name", ["dpmpp_2m_sde", "dpmpp_3m_sde_gpu", "dpmpp_sde", "uni_pc"])
+def test_recovery_pass_covers_the_same_steps_as_the_main_call(model, cond, latent, name):
+    """Upstream's 2-step "compensate" is unreachable: every recovery call runs exactly the main call's steps."""
+    s = sampler(model, cond, name, "karras")
+    totals = []
+    lat = dict(latent, noise_mask=box(2, 2, 6, 6))
+    s.sample_advanced(True, 5, 8, lat, 4, 5, True, recovery_mode="ratio between", recovery_sampler="AUTO",
+                      callback=lambda step, x0, x, total: totals.append(total), disable_pbar=True)
+    assert totals == [1, 1]  # the main step 4 -> 5, then the recovery step 4 -> 5 (was 2 -> 5 for 2m/3m SDE)
+
+
+@pytest.mark.parametrize("bos,mode", [(0, "ignore"), (1, "fixed")])
+def test_add_noise_only_for_the_first_per_step_base_call(model, cond, latent, bos, mode):
+    """Upstream sets add_noise False after the first per-step iteration (its noise tensor is still re-added)."""
+    base = SpyAdvanced(model, 5.0, "uni_pc", "normal", cond[0], cond[1])
+    rs(latent, base, [(box(2, 2, 5, 5), sampler(model, cond, which=2))], bos=bos, mode=mode, steps=4)
+    per_step = [c for c in base.calls if c[2] == c[1] + 1 and (bos == 0 or c[1] >= bos)]
+    assert [c[0] for c in per_step] == [True, False, False, False][: len(per_step)] and len(per_step) == 4 - bos
+
+
+def test_add_noise_reaches_the_recovery_call_even_with_a_noise_tensor(model, cond, latent):
+    """With a noise tensor given, add_noise only decides the recovery call's noise (seeded draw vs zeros)."""
+    base = sampler(model, cond, "uni_pc", "karras")
+    lat = dict(latent, noise_mask=box(0, 0, 4, 8))
+    noise = torch.randn(latent["samples"].shape, generator=torch.Generator().manual_seed(9))
+    kw = dict(recovery_mode="ratio between", recovery_sampler="AUTO", noise=noise, disable_pbar=True)
+    off = base.sample_advanced(False, 5, 6, lat, 3, 4, True, **kw)["samples"]
+    on = base.sample_advanced(True, 5, 6, lat, 3, 4, True, **kw)["samples"]
+    assert float((on - off).abs().max()) > 1e-3
+
+
+def test_restore_latent_off_makes_no_closing_base_call(model, cond, latent):
+    base = SpyAdvanced(model, 5.0, "dpmpp_2m_sde", "karras", cond[0], cond[1])
+    reg = [(box(2, 2, 5, 5), sampler(model, cond, which=2))]
+    a = rs(latent, base, reg, restore=False, steps=4, bos=1)
+    assert [c[1:] for c in base.calls] == [(0, 1), (1, 2), (2, 3), (3, 4)]  # no call from step 4 (a no-op)
+    assert torch.isfinite(a["samples"]).all()

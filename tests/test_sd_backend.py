@@ -482,9 +482,9 @@ def test_unsupported_family(tmp_path):
     save_file({"lora_unet_down.lora_up.weight": torch.zeros(2, 2)}, str(p))
     with pytest.raises(UnsupportedModelError, match="SD1.x, SD2.x .* SDXL base"):
         load_sd(p, device="cpu")
-    inpaint = {"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(320, 9, 3, 3)}
-    with pytest.raises(UnsupportedModelError, match="inpainting"):
-        detect_family(inpaint)
+    odd = {"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(320, 8, 3, 3)}
+    with pytest.raises(UnsupportedModelError, match="8 input channels"):
+        detect_family(odd)
     refiner = {"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(384, 4, 3, 3),
                "model.diffusion_model.label_emb.0.0.weight": torch.zeros(1536, 2560),
                "conditioner.embedders.0.model.ln_final.weight": torch.zeros(1280)}
@@ -590,3 +590,52 @@ def test_real_size_unet_config_is_inferred_from_shapes(family):
         {k: tuple(v.shape) for k, v in unet.state_dict().items()}
     heads = {"sd1": 8, "sd2": [5, 10, 20, 20], "sdxl": [5, 10, 20]}[family]
     assert got["attention_head_dim"] == heads
+
+
+def _small_vocab_tokenizer(folder):
+    """A CLIP tokenizer with its own 514-token vocabulary (bytes, bytes + </w>, then start/end): not CLIP's."""
+    from transformers import CLIPTokenizer
+
+    from twosamplers.models.sd_text import _bytes_to_unicode
+
+    base = list(_bytes_to_unicode().values())
+    vocab = {t: i for i, t in enumerate(base + [c + "</w>" for c in base] + ["<|startoftext|>", "<|endoftext|>"])}
+    folder.mkdir(parents=True)
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    tok = CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"))
+    tok.save_pretrained(folder)
+    return tok
+
+
+def test_diffusers_folder_uses_its_own_tokenizer(tmp_path):
+    """A folder whose text encoder has another vocabulary is tokenized with the folder's tokenizer and its own
+    start/end tokens (the shipped CLIP vocabulary gave ids past the embedding: IndexError)."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    root = save_folder(tmp_path / "small_vocab", sdxl=False)
+    import shutil
+
+    shutil.rmtree(root / "tokenizer")
+    shutil.rmtree(root / "text_encoder")
+    tok = _small_vocab_tokenizer(root / "tokenizer")
+    assert len(tok) == 514 and tok.bos_token_id == 512 and tok.eos_token_id == 513
+    torch.manual_seed(3)
+    cfg = CLIPTextConfig(vocab_size=514, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=1, max_position_embeddings=77, hidden_act="quick_gelu",
+                         projection_dim=64, bos_token_id=512, eos_token_id=513, pad_token_id=513)
+    CLIPTextModel(cfg).eval().save_pretrained(root / "text_encoder")
+    clear_cache()
+    model = _cpu(root)
+    spec = model.text_encoders[0].spec
+    cond = model.encode_prompt("a red barn")
+    assert cond[0][0].shape == (1, 77, 64) and torch.isfinite(cond[0][0]).all()
+    assert (spec.start_token, spec.end_token, spec.pad_token) == (512, 513, 513)
+    other = model.encode_prompt("a blue barn")
+    assert not torch.equal(cond[0][0], other[0][0])
+    # a folder without a tokenizer for such an encoder is a clear error, not an IndexError
+    shutil.rmtree(root / "tokenizer")
+    clear_cache()
+    with pytest.raises(CheckpointError, match="vocabulary"):
+        _cpu(root)
+    clear_cache()

@@ -4,33 +4,46 @@ One sampler renders the area outside a mask, a second the area inside it. The en
 masks, samplers, KSampler) reproduces ComfyUI 0.30.x for the same seed and settings.
 """
 
-from .front import SamplerSettings, regional_sample, two_samplers_for_mask
-from .ksampler import compute_sigmas
-from .latent import empty_latent, load_latent, save_latent
-from .models import NetworkModel
-from .nodes import (
-    NODE_CLASS_MAPPINGS,
-    NODE_DISPLAY_NAME_MAPPINGS,
-    KSamplerAdvancedProvider,
-    KSamplerAdvancedWrapper,
-    KSamplerProvider,
-    KSamplerWrapper,
-    RegionalPrompt,
-    RegionalSampler,
-    TwoAdvancedSamplersForMask,
-    TwoSamplersForMask,
-)
-from .passes import Pass, common_ksampler, run_pass
-from .samplers import SAMPLER_NAMES, get_sampler
-from .schedules import SCHEDULER_NAMES, ModelSamplingDiscrete, calculate_sigmas
+from importlib import import_module
 
 __version__ = "0.1.0"
+
+# The public names load on first use (PEP 562), so that `twosamplers --help` and a Ctrl-C while torch is being
+# imported are handled by the CLI (one line, no traceback) rather than by the interpreter.
+_LAZY = {
+    "SamplerSettings": "front", "regional_sample": "front", "two_samplers_for_mask": "front",
+    "compute_sigmas": "ksampler",
+    "empty_latent": "latent", "load_latent": "latent", "save_latent": "latent",
+    "NetworkModel": "models", "Lora": "models", "EmbeddingLibrary": "models", "ControlNet": "models.control",
+    "NODE_CLASS_MAPPINGS": "nodes", "NODE_DISPLAY_NAME_MAPPINGS": "nodes", "KSamplerAdvancedProvider": "nodes",
+    "KSamplerAdvancedWrapper": "nodes", "KSamplerProvider": "nodes", "KSamplerWrapper": "nodes",
+    "RegionalPrompt": "nodes", "RegionalSampler": "nodes", "TwoAdvancedSamplersForMask": "nodes",
+    "TwoSamplersForMask": "nodes",
+    "Pass": "passes", "common_ksampler": "passes", "run_pass": "passes",
+    "SAMPLER_NAMES": "samplers", "get_sampler": "samplers",
+    "SCHEDULER_NAMES": "schedules", "ModelSamplingDiscrete": "schedules", "calculate_sigmas": "schedules",
+}
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'twosamplers' has no attribute {name!r}")
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "SAMPLER_NAMES",
     "SCHEDULER_NAMES",
     "ModelSamplingDiscrete",
     "NetworkModel",
+    "ControlNet",
     "calculate_sigmas",
     "common_ksampler",
     "compute_sigmas",
@@ -51,6 +64,8 @@ __all__ = [
     "Pass",
     "run_pass",
     "SamplerSettings",
+    "Lora",
+    "EmbeddingLibrary",
     "two_samplers_for_mask",
     "regional_sample",
 ]

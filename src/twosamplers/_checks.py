@@ -7,6 +7,7 @@ callers (their docstrings say what they expect).
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterable
 
 import torch
@@ -31,6 +32,8 @@ def check_int(name: str, value: object, lo: int | None = None, hi: int | None = 
     if isinstance(value, bool) or not isinstance(value, int):
         if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_floating_point():
             value = int(value)
+        elif isinstance(value, numbers.Integral) and not isinstance(value, bool):  # numpy integers
+            value = int(value)
         else:
             raise TypeError(f"{name} must be an int, got {type(value).__name__}")
     if (lo is not None and value < lo) or (hi is not None and value > hi):
@@ -54,11 +57,24 @@ def check_seed(name: str, value: object) -> int:
 def check_tensor(name: str, value: object, ndims: Iterable[int] | None = None) -> torch.Tensor:
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    if value.is_complex():
+        raise TypeError(f"{name} must be a real tensor, got {value.dtype}")
+    if value.device.type == "meta":
+        raise TypeError(f"{name} is on the 'meta' device (it has no data); give a tensor on the cpu or a GPU")
     if ndims is not None:
         ndims = tuple(ndims)
         if value.ndim not in ndims:
             want = " or ".join(f"{n}-D" for n in ndims)
             raise ValueError(f"{name} must be {want}, got shape {tuple(value.shape)}")
+    return value
+
+
+def check_finite(name: str, value: torch.Tensor) -> torch.Tensor:
+    """Reject NaN and +-inf: sampling would silently turn them into an all-NaN result."""
+    if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+        n_nan = int(torch.isnan(value).sum())
+        n_inf = int(torch.isinf(value).sum())
+        raise ValueError(f"{name} contains {n_nan} NaN and {n_inf} infinite values; every value must be finite")
     return value
 
 
@@ -87,8 +103,21 @@ def check_mask_batch(mask: torch.Tensor, batch: int, name: str = "mask") -> None
                          "(give one mask, or one mask per image)")
 
 
+def check_mask_aspect(mask: torch.Tensor, latent_hw: tuple[int, int], name: str = "mask",
+                      tolerance: float = 0.01) -> None:
+    """Raise ValueError when `mask`'s aspect ratio differs from the latent's by more than `tolerance`
+    (relative): resizing it would stretch the shape. Callers that want the stretch skip this check."""
+    mh, mw = int(mask.shape[-2]), int(mask.shape[-1])
+    h, w = int(latent_hw[0]), int(latent_hw[1])
+    if abs((mw / mh) / (w / h) - 1.0) > tolerance:
+        raise ValueError(f"{name} is {mw}x{mh} but the latent is {w}x{h} (aspect ratios {mw / mh:.4g} vs "
+                         f"{w / h:.4g}): resizing would stretch it; crop or pad the mask to the image's shape, "
+                         "or pass stretch_mask=True to resize it anyway")
+
+
 def check_mask_values(name: str, mask: torch.Tensor) -> torch.Tensor:
     """A mask is a float tensor with every value in [0, 1] (no NaN)."""
+    check_tensor(name, mask)
     if not mask.is_floating_point():
         mask = mask.float()
     if mask.numel() == 0:
@@ -107,3 +136,10 @@ def _range_text(lo: float | None, hi: float | None) -> str:
     if lo is not None:
         return f">= {lo}"
     return f"<= {hi}"
+
+
+def check_bool(name: str, value) -> bool:
+    """A real boolean (not 0/1, not a string such as "false")."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return value

@@ -14,12 +14,17 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     return atomic_write_all([(path, write)])[0]
 
 
-def atomic_write_all(items: list[tuple[str | os.PathLike, Callable[[str], None]]]) -> list[Path]:
+def atomic_write_all(items: list[tuple[str | os.PathLike, Callable[[str], None]]],
+                     shown: list[str | os.PathLike] | None = None) -> list[Path]:
     """Write several outputs together: every write(tmp_path) first, then every rename. A failure while writing
-    any of them (error, Ctrl-C) leaves all targets as they were and no temporary file behind."""
+    any of them (error, Ctrl-C) leaves all targets as they were and no temporary file behind. An OSError is
+    re-raised naming the target as `shown` gives it (default: the target path), never the temporary file."""
     temps: list[tuple[str, Path]] = []
+    names = [str(p) for p in (shown if shown is not None else [p for p, _ in items])]
+    current = ""
     try:
-        for path, write in items:
+        for (path, write), name in zip(items, names, strict=True):
+            current = name
             path = Path(path)
             folder = path.parent if str(path.parent) else Path(".")
             if not folder.is_dir():
@@ -31,10 +36,13 @@ def atomic_write_all(items: list[tuple[str | os.PathLike, Callable[[str], None]]
             umask = os.umask(0)
             os.umask(umask)
             os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give outputs the usual permissions
-        for tmp, path in temps:
+        for (tmp, path), name in zip(temps, names, strict=False):
+            current = name
             os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         for tmp, _ in temps:
             Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and not isinstance(e, FileNotFoundError):
+            raise OSError(e.errno, f"cannot write {current}: {e.strerror or e}") from None
         raise
     return [path for _, path in temps]

@@ -1,4 +1,5 @@
-"""The `twosamplers` command line: `generate` (one sampler outside a mask, another inside) and `demo`.
+"""The `twosamplers` command line: `generate` (one sampler outside a mask, another inside), `demo`, `batch`
+and `run` (ComfyUI workflows).
 
 Bad input (missing or unreadable file, mask of another aspect ratio, unknown model or prompt word, sizes
 that the model cannot take, ...) prints one line on stderr and exits with status 2 before anything is
@@ -17,11 +18,13 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 DEFAULT_SIZE = 256  # the demo's side
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
+EXIT_FAILED = 1
 
 
 class BadInput(Exception):
@@ -44,9 +47,10 @@ def _add_pass_options(p: argparse.ArgumentParser) -> None:
     spec = {
         "seed": dict(type=int, help="noise seed (default 0)"),
         "steps": dict(type=int, help="sampling steps (default 20)"),
-        "cfg": dict(type=float, help="classifier-free guidance scale (default: the model's; 3 for textures/ideal, "
+        "cfg": dict(type=float, help="classifier-free guidance scale (default: the model's; 1 for textures/ideal, "
                     "8 for checkpoints)"),
-        "sampler": dict(choices=samplers, metavar="NAME", help="sampler name, as in ComfyUI (default euler)"),
+        "sampler": dict(choices=samplers, metavar="NAME", help=f"sampler, as in ComfyUI: {', '.join(samplers)} "
+                                                                 "(default euler)"),
         "scheduler": dict(choices=schedulers, metavar="NAME", help=f"scheduler: {', '.join(schedulers)} "
                                                                    "(default normal)"),
         "denoise": dict(type=float, help="denoise strength 0..1 (default 1)"),
@@ -65,6 +69,11 @@ def _add_pass_options(p: argparse.ArgumentParser) -> None:
                        **short)
 
 
+def _add_memory_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ignore-memory-limit", action="store_true", help="render even when the memory estimate "
+                   "exceeds what this machine has available (by default such sizes are refused with the estimate)")
+
+
 def _add_common_output(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the settings and output paths as JSON on stdout")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars (they only show on a terminal)")
@@ -80,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     _add_generate(sub)
     _add_demo(sub)
+    _add_batch(sub)
+    add_run_parser(sub)
     _add_ui(sub)
     return parser
 
@@ -118,9 +129,10 @@ def _add_generate(sub) -> None:
     m.add_argument("--clip-skip", type=int, help="text encoder layer, as ComfyUI's CLIPSetLastLayer: -1 last, "
                    "-2 penultimate, ... (a positive n means -n, A1111 style)")
     m.add_argument("--prediction", choices=("eps", "v"), help="override the prediction type (SD2.x 768 models are v)")
+    _add_lora_options(g)
     g.add_argument("--mode", choices=MODES, default=None,
-                   help="two-pass: a base pass over the whole image, then the mask pass (default); "
-                   "interleaved/regional: both samplers step by step")
+                   help="two-pass: base pass, then mask pass (default); interleaved/regional: both samplers step "
+                   "by step; joint: one sampler, the mask prompt as masked conditioning (base settings)")
     g.add_argument("--inversion", choices=INVERSIONS, default=None,
                    help="base-pass mask when --no-base-covers-mask: 1 - mask (soft) or mask != 1 (binary)")
     g.add_argument("--base-covers-mask", action=argparse.BooleanOptionalAction, default=None,
@@ -131,16 +143,54 @@ def _add_generate(sub) -> None:
                    help="grey mask values = per-pixel denoise (Differential Diffusion), two-pass mode")
     g.add_argument("--crop-to-mask", action=argparse.BooleanOptionalAction, default=None,
                    help="sample the mask pass only in the mask's bounding box (two-pass mode)")
+    _add_controlnet_options(g)
     g.add_argument("--crop-context", type=int, help="pixels of context around the crop box (latent px, default 8)")
     g.add_argument("--overlap-factor", type=int, help="interleaved/regional: mask overlap (default 10)")
     g.add_argument("--base-only-steps", type=int, help="interleaved/regional: steps before the mask joins "
                    "(default 1)")
+    g.add_argument("--comfyui-version", metavar="VERSION", help="reproduce the seeding of this ComfyUI version: "
+                   "below 0.30 (e.g. 0.3.64) the ancestral and other default-noise samplers seed their generator with "
+                   "the seed, 0.30 and later with seed + 1 (default 0.30)")
+    _add_memory_option(g)
     _add_pass_options(g)
-    g.add_argument("-o", "--output", metavar="PNG", required=False, help="output PNG (required)")
+    _add_generate_outputs(g)
+    g.set_defaults(func=cmd_generate)
+
+
+def _add_generate_outputs(g) -> None:
+    g.add_argument("-o", "--output", metavar="PNG", required=True, help="output PNG (required). An existing file is "
+                   "replaced whole; a symbolic link is followed: the file it points to is replaced, the link stays")
     g.add_argument("--save-latent", metavar="FILE", help="also write the result as a ComfyUI .latent file")
     g.add_argument("--preview", metavar="PNG", help="also write a side-by-side preview: mask | base | result")
     _add_common_output(g)
-    g.set_defaults(func=cmd_generate)
+
+
+def _add_controlnet_options(g) -> None:
+    g.add_argument("--inpaint-conditioning", action=argparse.BooleanOptionalAction, default=None,
+                   help="when the mask pass's model is an inpainting checkpoint, give it the base result with the "
+                   "mask greyed out, as ComfyUI's InpaintModelConditioning (default yes; no: the latent itself)")
+    c = g.add_argument_group("ControlNets (SD checkpoints): FILE:IMAGE[:STRENGTH[:START:END]], repeatable; "
+                             "the hint IMAGE is resized to the output like ComfyUI; START/END in 0..1")
+    c.add_argument("--controlnet", dest="controlnets", action="append", metavar="SPEC",
+                   help="a ControlNet for both passes")
+    c.add_argument("--base-controlnet", dest="base_controlnets", action="append", metavar="SPEC",
+                   help="a ControlNet for the base pass (after the --controlnet ones)")
+    c.add_argument("--mask-controlnet", dest="mask_controlnets", action="append", metavar="SPEC",
+                   help="a ControlNet for the mask pass (after the --controlnet ones)")
+
+
+def _add_lora_options(g: argparse.ArgumentParser) -> None:
+    lo = g.add_argument_group("LoRAs and embeddings (SD checkpoints; also <lora:NAME:S[:S_CLIP]> in a prompt)")
+    spec = "FILE[:S[:S_CLIP]]"
+    lo.add_argument("--lora", dest="loras", action="append", metavar=spec, default=None,
+                    help="a LoRA for both passes at model strength S and text-encoder strength S_CLIP (default 1 and "
+                    "S); repeatable, applied in order before each pass's own")
+    lo.add_argument("--base-lora", "--base-loras", dest="base_loras", action="append", metavar=spec, default=None,
+                    help="a LoRA for the base pass only (repeatable)")
+    lo.add_argument("--mask-lora", "--mask-loras", dest="mask_loras", action="append", metavar=spec, default=None,
+                    help="a LoRA for the mask pass only (repeatable)")
+    lo.add_argument("--lora-dir", metavar="DIR", help="where LoRA names (of the flags and prompt tags) are looked up")
+    lo.add_argument("--embeddings", metavar="DIR", help="textual-inversion embeddings for embedding:NAME in prompts")
 
 
 def _add_demo(sub) -> None:
@@ -154,13 +204,15 @@ def _add_demo(sub) -> None:
     d.add_argument("--size", type=int, default=DEFAULT_SIZE, help=f"width and height (default {DEFAULT_SIZE})")
     d.add_argument("--steps", type=int, default=20, help="steps per pass (default 20)")
     d.add_argument("--seed", type=int, default=0, help="seed (default 0)")
-    d.add_argument("--cfg", type=float, default=None, help="guidance scale (default 3)")
-    d.add_argument("--sampler", choices=_names()[0], metavar="NAME", default="euler", help="sampler (default euler)")
+    d.add_argument("--cfg", type=float, default=None, help="guidance scale (default: the model's, 1 for textures)")
+    d.add_argument("--sampler", choices=_names()[0], metavar="NAME", default="euler",
+                   help=f"sampler: {', '.join(_names()[0])} (default euler)")
     d.add_argument("--base-prompt", default="grass", help="prompt outside the disc (default grass)")
     d.add_argument("--mask-prompt", default="brick", help="prompt inside the disc (default brick)")
     d.add_argument("--model", default="textures", metavar="NAME|PATH", help="model (default textures)")
     d.add_argument("--feather", type=float, default=2.0, help="feather of the disc edge in pixels (default 2)")
     d.add_argument("--save-latent", metavar="FILE", help="also write the result as a ComfyUI .latent file")
+    _add_memory_option(d)
     _add_common_output(d)
     d.set_defaults(func=cmd_demo)
 
@@ -179,6 +231,26 @@ def _add_ui(sub) -> None:
     u.set_defaults(func=cmd_ui)
 
 
+def _add_batch(sub) -> None:
+    b = sub.add_parser("batch", help="render every job of a JSON Lines file; safe to stop and restart",
+                       description="Each line of JOBS is a JSON object with generate's settings (base_prompt, "
+                       "mask_prompt, mask, seed, mask_seed, steps, ...); a list or {\"range\": [start, stop]} "
+                       "value expands the line into one job per value. Every line is checked before anything runs. "
+                       "Outputs are named by a hash of the job, so a rerun skips finished jobs. "
+                       "See docs/scale-out.md for Ray clusters.")
+    b.add_argument("jobs", metavar="JOBS", help="JSON Lines jobs file, or - for stdin")
+    b.add_argument("-o", "--output-dir", metavar="DIR", default="batch-out", help="output folder (default "
+                   "batch-out); holds the PNGs, manifest.jsonl and failures.jsonl")
+    b.add_argument("--workers", type=int, metavar="N", help="local worker processes (default: one per CPU core); "
+                   "with --ray the number of actors (default: one per GPU, else per CPU)")
+    b.add_argument("--ray", nargs="?", const=True, default=None, metavar="ADDRESS",
+                   help="run on a Ray cluster: join ADDRESS (or $RAY_ADDRESS), else start a local one")
+    b.add_argument("--retries", type=int, default=0, metavar="K", help="retry a failed job K times (default 0)")
+    b.add_argument("--threads", type=int, metavar="T", help="torch threads per worker (default: cores / workers)")
+    _add_common_output(b)
+    b.set_defaults(func=cmd_batch)
+
+
 # ---------------------------------------------------------------------------------------------- flags -> job
 def flags_to_dict(args: argparse.Namespace) -> dict:
     """The job fields the user gave on the command line: --base-X / --mask-X, else --X for both passes."""
@@ -188,17 +260,54 @@ def flags_to_dict(args: argparse.Namespace) -> dict:
     for which in PASSES:
         for key in PASS_KEYS:
             v = getattr(args, f"{which}_{key}", None)
-            v = getattr(args, key, None) if v is None else v
+            both = getattr(args, key, None)
+            if isinstance(both, list):  # repeatable per-pass flags add up: --x for both, then --base-x / --mask-x
+                v = both + (v or [])
+            v = both if v is None else v
             if v is not None:
                 d[f"{which}_{key}"] = v
     return d
 
 
-def _flag(field: str) -> str:
-    return "--" + field.replace("_", "-")
+_LIST_FLAGS = {"base_controlnets": "--base-controlnet", "mask_controlnets": "--mask-controlnet",
+               "controlnets": "--controlnet"}
 
 
-def make_job(args: argparse.Namespace, extra: dict | None = None):
+def _flag_name(key: str) -> str:
+    return _LIST_FLAGS.get(key) or "--" + key.replace("_", "-")
+
+
+def _flag(field: str, origins: dict[str, str] | None = None) -> str:
+    """The flag (or other source) the user gave `field` through: `origins` says, else --field."""
+    field = field.split("[")[0]
+    if origins and field in origins:
+        return origins[field]
+    return _flag_name(field)
+
+
+def flag_origins(args: argparse.Namespace, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """field -> the flag the user typed for it (`--steps` when --steps set base_steps), or, for a field that
+    came from the --from PNG, where it came from. `extra` adds command-specific names."""
+    from .job import PASS_KEYS, PASSES, job_keys
+
+    origins = {"output": "-o/--output", "memory": "--width/--height", "from": "--from"}
+    png = getattr(args, "from_png", None)
+    for key in job_keys():
+        origins[key] = f"{key} (stored in {png})" if png else _flag_name(key)
+    for which in PASSES:
+        for key in PASS_KEYS:
+            if getattr(args, f"{which}_{key}", None) is not None:
+                origins[f"{which}_{key}"] = _flag_name(f"{which}_{key}")
+            elif getattr(args, key, None) is not None:
+                origins[f"{which}_{key}"] = _flag_name(key)
+    for key in job_keys():
+        if getattr(args, key, None) is not None:
+            origins[key] = _flag_name(key)
+    origins.update(extra or {})
+    return origins
+
+
+def make_job(args: argparse.Namespace, extra: dict | None = None, origins: dict[str, str] | None = None):
     """Flags (over the --from PNG's job, when given) -> a validated Job; errors name the flag."""
     from .job import Job, JobError
 
@@ -212,17 +321,44 @@ def make_job(args: argparse.Namespace, extra: dict | None = None):
             raise BadInput("--mask is required (or --from a PNG written by twosamplers)")
         return Job.from_dict(d)
     except JobError as e:
-        raise BadInput(f"{_flag(e.field)}: {e.message}") from None
+        raise BadInput(f"{_flag(e.field, origins)}: {e.message}") from None
 
 
-def _run(args, job, outputs) -> int:
+def check_device(device: str | None) -> None:
+    """--device: a torch device this machine has (one clear line otherwise)."""
+    if device is None:
+        return
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise BadInput(f"--device {device!r} is not a device; use cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise BadInput(f"--device {device}: CUDA is not available on this machine (this torch "
+                           f"{'has no CUDA support' if torch.version.cuda is None else 'finds no CUDA GPU'}); "
+                           "use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise BadInput(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise BadInput(f"--device {device}: MPS is not available on this machine; use --device cpu")
+    elif dev.type != "cpu":
+        raise BadInput(f"--device {device}: only cpu, cuda, cuda:N and mps are supported")
+
+
+def _run(args, job, outputs, origins: dict[str, str] | None = None) -> int:
     from .job import JobError, run_job
 
+    check_device(getattr(args, "device", None))
     load_options = {k: getattr(args, k, None) for k in ("device", "dtype", "allow_pickle")}
     try:
-        result = run_job(job, outputs=outputs, disable_pbar=True if args.quiet else None, load_options=load_options)
+        result = run_job(job, outputs=outputs, disable_pbar=True if args.quiet else None, load_options=load_options,
+                         inputs={"from": getattr(args, "from_png", None)},
+                         check_memory=not getattr(args, "ignore_memory_limit", False))
     except JobError as e:
-        raise BadInput(f"{_flag(e.field)}: {e.message}") from None
+        raise BadInput(f"{_flag(e.field, origins)}: {e.message}") from None
     info = {"outputs": dict(outputs.items()), "seconds": round(result.seconds, 3)}
     if args.json:
         print(json.dumps({"settings": result.job.to_dict(), **info}, sort_keys=True))
@@ -246,14 +382,13 @@ def demo_mask(size: int):
 def cmd_generate(args) -> int:
     from .job import Outputs
 
-    if args.output is None:
-        raise BadInput("-o/--output is required")
-    job = make_job(args)
-    return _run(args, job, Outputs(image=args.output, preview=args.preview, latent=args.save_latent))
+    origins = flag_origins(args)
+    job = make_job(args, origins=origins)
+    return _run(args, job, Outputs(image=args.output, preview=args.preview, latent=args.save_latent), origins)
 
 
 def cmd_demo(args) -> int:
-    from .job import Job, Outputs
+    from .job import Job, JobError, Outputs
 
     if not 8 <= args.size <= 4096:
         raise BadInput(f"--size {args.size} is out of range (8 .. 4096)")
@@ -267,11 +402,102 @@ def cmd_demo(args) -> int:
         d.update({f"{which}_seed": args.seed, f"{which}_steps": args.steps, f"{which}_sampler": args.sampler})
         if args.cfg is not None:
             d[f"{which}_cfg"] = args.cfg
+    origins = {"output": "-o/--output", "width": "--size", "height": "--size", "memory": "--size"}
+    origins.update({f"{w}_{k}": f"--{k}" for w in ("base", "mask") for k in ("seed", "steps", "sampler", "cfg")})
     try:
         job = Job.from_dict(d, mask_tensor=demo_mask(args.size))
-    except ValueError as e:
-        raise BadInput(str(e)) from None
-    return _run(args, job, Outputs(image=args.output, preview=preview, latent=args.save_latent))
+    except JobError as e:
+        raise BadInput(f"{_flag(e.field, origins)}: {e.message}") from None
+    return _run(args, job, Outputs(image=args.output, preview=preview, latent=args.save_latent), origins)
+
+
+def cmd_batch(args) -> int:
+    from .batch import BatchInputError, run_batch
+
+    for name in ("workers", "threads"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise BadInput(f"--{name} {getattr(args, name)} is out of range (>= 1)")
+    if args.retries < 0:
+        raise BadInput(f"--retries {args.retries} is out of range (>= 0)")
+    try:
+        result = run_batch(args.jobs, args.output_dir, workers=args.workers, ray=args.ray, retries=args.retries,
+                           quiet=args.quiet, threads=args.threads)
+    except BatchInputError as e:
+        for line in e.errors:
+            print(f"twosamplers: error: {line}", file=sys.stderr)
+        print(f"twosamplers: {len(e.errors)} bad line(s) in {args.jobs}; nothing was run", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    summary = {"total": result.total, "skipped": result.skipped, "rendered": result.rendered,
+               "failed": len(result.failed), "duplicates": result.duplicates, "seconds": round(result.seconds, 3),
+               "output_dir": str(args.output_dir)}
+    if args.json:
+        print(json.dumps(summary, sort_keys=True))
+    elif not args.quiet or result.failed:
+        print(f"batch: {result.rendered} rendered, {result.skipped} already done, {len(result.failed)} failed "
+              f"of {result.total} jobs in {result.seconds:.1f} s -> {args.output_dir}", file=sys.stderr)
+    if result.failed:
+        print(f"twosamplers: {len(result.failed)} job(s) failed; see {Path(args.output_dir) / 'failures.jsonl'}",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- run
+def add_run_parser(sub) -> None:
+    """`twosamplers run FILE`: a ComfyUI workflow (API or UI format JSON, or a PNG/WebP carrying one)."""
+    r = sub.add_parser("run", help="run a ComfyUI workflow (JSON in API or UI format, or a PNG/WebP with one)",
+                       description="Run a ComfyUI workflow headless: only the nodes its outputs need, each once. "
+                       "CheckpointLoaderSimple also takes the embedded models 'textures' and 'ideal' by name. "
+                       "The workflow is checked before anything runs; a bad one exits with status 2 and writes "
+                       "nothing. Outputs: SaveImage -> PREFIX_00001_.png (the counter continues), SaveLatent -> "
+                       ".latent, with the workflow embedded.")
+    r.add_argument("file", nargs="?", metavar="FILE", help="workflow .json, or a .png/.webp that carries one")
+    where = r.add_mutually_exclusive_group()
+    where.add_argument("--models", metavar="DIR", help="folder with checkpoints/, loras/, ... (ComfyUI's models/)")
+    where.add_argument("--comfyui", metavar="DIR", help="a ComfyUI install: its models/ and input/ folders and its "
+                       "extra_model_paths.yaml")
+    r.add_argument("--input-dir", metavar="DIR", help="where LoadImage / LoadImageMask / LoadLatent read files "
+                   "(default: ./input, or the ComfyUI install's input/)")
+    r.add_argument("--output-dir", metavar="DIR", default=".", help="where outputs are written (default: .)")
+    r.add_argument("--set", dest="overrides", action="append", default=[], metavar="ID.INPUT=VALUE",
+                   help="set a node input before running, e.g. --set 3.seed=42 --set 6.text='a red barn' "
+                   "(VALUE is read as JSON when it parses, else as text); repeatable")
+    r.add_argument("--device", help="device for checkpoints: cpu, cuda, cuda:1, ... (default: cuda if available)")
+    r.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), help="network precision for checkpoints")
+    r.add_argument("--list-nodes", action="store_true", help="list the supported node types and exit")
+    _add_common_output(r)
+    r.set_defaults(func=cmd_run)
+
+
+def cmd_run(args) -> int:
+    from .workflow import NODES, run
+    from .workflow.execute import parse_value
+
+    if args.list_nodes:
+        print("\n".join(sorted(NODES)))
+        return 0
+    if args.file is None:
+        raise BadInput("run needs a workflow FILE (or --list-nodes)")
+    overrides = {}
+    for item in args.overrides:
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise BadInput(f"--set {item!r} must look like ID.INPUT=VALUE (e.g. 3.seed=42)")
+        overrides[key.strip()] = parse_value(value)
+    out_dir = Path(args.output_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise BadInput(f"--output-dir {out_dir} is not a folder")
+    t0 = time.perf_counter()
+    outputs = run(args.file, args.models, overrides, comfyui=args.comfyui, input_dir=args.input_dir,
+                  output_dir=out_dir, device=args.device, dtype=args.dtype, quiet=args.quiet or args.json)
+    files = [f for o in outputs for f in o["files"]]
+    if args.json:
+        print(json.dumps({"outputs": [{"node": o["node"], "class_type": o["class_type"], "files": o["files"]}
+                                      for o in outputs], "seconds": round(time.perf_counter() - t0, 3)}, indent=2))
+    else:
+        for f in files:
+            print(f)
+    return 0
 
 
 def cmd_ui(args) -> int:
@@ -291,9 +517,11 @@ def cmd_ui(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    # everything, the parser included (it imports torch and the models), runs inside the handlers: Ctrl-C at
+    # any point is the one "interrupted" line, never a traceback
     try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
         return args.func(args)
     except KeyboardInterrupt:
         print("twosamplers: interrupted (no partial file was written)", file=sys.stderr)
@@ -301,9 +529,17 @@ def main(argv: list[str] | None = None) -> int:
     except (BadInput, ValueError, FileNotFoundError, TypeError, NotImplementedError) as e:
         if os.environ.get("TWOSAMPLERS_DEBUG"):
             raise
-        msg = " ".join(str(e).split()) or type(e).__name__
-        print(f"twosamplers: error: {msg}", file=sys.stderr)
+        print(f"twosamplers: error: {_one_line(e)}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except OSError as e:  # the machine, not the input (a full disk while writing): one line, exit status 1
+        if os.environ.get("TWOSAMPLERS_DEBUG"):
+            raise
+        print(f"twosamplers: error: {_one_line(e)}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
 
 
 if __name__ == "__main__":

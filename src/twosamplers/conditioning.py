@@ -1,26 +1,58 @@
-"""CONDITIONING in ComfyUI's shape ([[tensor(1, L, D), {extras}], ...]) and batching it for one network call.
+"""CONDITIONING in ComfyUI's shape ([[tensor(1, L, D), {options}], ...]): parsing, validation and batching.
 
-Each entry is evaluated and the entries' predictions are averaged, weighted by their "strength" (default 1),
-which is what ComfyUI does for plain (area-less) conditioning. Extras (e.g. "pooled_output") are handed to
-the model as keyword arguments. Area, mask, timestep-range and ControlNet entries are not supported yet and
-raise NotImplementedError instead of being silently ignored.
+Each entry is a prompt tensor plus options. The options ComfyUI's conditioning nodes set are parsed into
+`CondEntry` fields: "strength", "mask" / "mask_strength" / "set_area_to_bounds", "area", "start_percent" /
+"end_percent" (and the sigma thresholds "timestep_start" / "timestep_end" ComfyUI derives from them). What they
+mean at each model call lives in `regional_cond.py`. Any other option is a model input (e.g. SDXL's
+"pooled_output") handed to the model as a keyword argument, except the ComfyUI options this engine does not
+implement (GLIGEN, hooks, ...): those raise NotImplementedError instead of being silently ignored. ControlNets
+come through `Pass.controlnets`: models/control.py attaches them to the entries under "control"; inpainting
+models read "concat_latent_image" / "concat_mask" (models/inpaint.py).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from numbers import Integral
 
 import torch
 
-UNSUPPORTED_KEYS = ("area", "mask", "timestep_start", "timestep_end", "control", "gligen", "hooks")
+from ._checks import check_float, check_mask_values
+
+# ComfyUI options that change the model call in ways this engine does not implement. ("control" is ours:
+# Pass.controlnets attaches models/control.py's ControlApply objects under it.)
+UNSUPPORTED_KEYS = (
+    "control_apply_to_uncond", "gligen", "hooks", "default", "concat_image", "noise_augmentation",
+    "unclip_conditioning", "reference_latents", "attention_mask", "clip_vision_output", "transformer_options", "uuid",
+)
+_REGIONAL_KEYS = ("strength", "mask", "mask_strength", "set_area_to_bounds", "area", "start_percent", "end_percent",
+                  "timestep_start", "timestep_end")
 
 
 @dataclass(frozen=True)
 class CondEntry:
+    """One CONDITIONING entry. `mask` is (B, H, W) at any resolution (resized to the latent when sampling);
+    `area` is (h, w, y, x) in latent pixels or ("percentage", h, w, y, x) as fractions of the latent;
+    `sigma_start` / `sigma_end` are ComfyUI's "timestep_start" / "timestep_end" (sigmas, despite the name)."""
+
     cross_attn: torch.Tensor  # (1 or B, L, D)
     extras: dict = field(default_factory=dict)
     strength: float = 1.0
+    mask: torch.Tensor | None = None
+    mask_strength: float = 1.0
+    set_area_to_bounds: bool = False
+    area: tuple | None = None
+    start_percent: float | None = None
+    end_percent: float | None = None
+    sigma_start: float | None = None
+    sigma_end: float | None = None
+
+    @property
+    def regional(self) -> bool:
+        """True when the entry needs the per-pixel / per-sigma evaluation (anything beyond a plain strength)."""
+        return (self.mask is not None or self.area is not None or self.start_percent is not None
+                or self.end_percent is not None or self.sigma_start is not None or self.sigma_end is not None)
 
 
 def normalize_conditioning(cond: object, name: str) -> list[CondEntry]:
@@ -33,26 +65,83 @@ def normalize_conditioning(cond: object, name: str) -> list[CondEntry]:
     for i, item in enumerate(cond):
         if not isinstance(item, (list, tuple)) or len(item) != 2:
             raise TypeError(f"{name}[{i}] must be a pair [tensor, dict], got {type(item).__name__}")
-        tensor, extras = item
+        tensor, options = item
         if not isinstance(tensor, torch.Tensor) or tensor.ndim != 3 or not tensor.is_floating_point():
             shape = tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else type(tensor).__name__
             raise ValueError(f"{name}[{i}][0] must be a float tensor (B, L, D), got {shape}")
-        if not isinstance(extras, dict):
-            raise TypeError(f"{name}[{i}][1] must be a dict, got {type(extras).__name__}")
-        bad = [k for k in UNSUPPORTED_KEYS if k in extras]
-        if bad:
-            raise NotImplementedError(f"{name}[{i}] uses {', '.join(bad)}: not supported yet")
-        extras = dict(extras)
-        strength = float(extras.pop("strength", 1.0))
-        entries.append(CondEntry(tensor, extras, strength))
+        if not isinstance(options, dict):
+            raise TypeError(f"{name}[{i}][1] must be a dict, got {type(options).__name__}")
+        entries.append(_parse_entry(tensor, options, f"{name}[{i}]"))
     return entries
 
 
+def _parse_entry(tensor: torch.Tensor, options: dict, where: str) -> CondEntry:
+    bad = [k for k in UNSUPPORTED_KEYS if k in options]
+    if bad:
+        raise NotImplementedError(f"{where} uses {', '.join(bad)}: not supported by this engine")
+    extras = {k: v for k, v in options.items() if k not in _REGIONAL_KEYS}
+    kw: dict = {}
+    if "strength" in options:
+        kw["strength"] = check_float(f"{where}['strength']", options["strength"], 0.0)
+    if "mask_strength" in options:
+        kw["mask_strength"] = check_float(f"{where}['mask_strength']", options["mask_strength"], 0.0)
+    if "set_area_to_bounds" in options:
+        v = options["set_area_to_bounds"]
+        if not isinstance(v, bool):
+            raise TypeError(f"{where}['set_area_to_bounds'] must be a bool, got {type(v).__name__}")
+        kw["set_area_to_bounds"] = v
+    if options.get("mask") is not None:
+        kw["mask"] = _parse_mask(options["mask"], f"{where}['mask']")
+    if options.get("area") is not None:
+        kw["area"] = _parse_area(options["area"], f"{where}['area']")
+    for key, attr in (("start_percent", "start_percent"), ("end_percent", "end_percent")):
+        if options.get(key) is not None:
+            kw[attr] = check_float(f"{where}[{key!r}]", options[key], 0.0, 1.0)
+    for key, attr in (("timestep_start", "sigma_start"), ("timestep_end", "sigma_end")):
+        if options.get(key) is not None:
+            kw[attr] = check_float(f"{where}[{key!r}]", options[key], 0.0)
+    return CondEntry(tensor, extras, **kw)
+
+
+def _parse_mask(mask: object, where: str) -> torch.Tensor:
+    """A MASK [H, W], [B, H, W] or [B, 1, H, W] in [0, 1] -> (B, H, W) float (a view or copy; never modified)."""
+    if not isinstance(mask, torch.Tensor) or mask.ndim not in (2, 3, 4) or (mask.ndim == 4 and mask.shape[1] != 1):
+        shape = tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
+        raise ValueError(f"{where} must be a mask tensor [H, W], [B, H, W] or [B, 1, H, W], got {shape}")
+    mask = check_mask_values(where, mask)
+    return mask.reshape(-1, mask.shape[-2], mask.shape[-1])
+
+
+def _parse_area(area: object, where: str) -> tuple:
+    """(h, w, y, x) ints in latent pixels, or ("percentage", h, w, y, x) fractions in [0, 1]."""
+    if not isinstance(area, (tuple, list)):
+        raise TypeError(f"{where} must be a tuple (h, w, y, x) or ('percentage', h, w, y, x), "
+                        f"got {type(area).__name__}")
+    if len(area) == 5 and area[0] == "percentage":
+        return ("percentage",) + tuple(check_float(f"{where}[{j}]", v, 0.0, 1.0) for j, v in enumerate(area[1:], 1))
+    if len(area) != 4:
+        raise ValueError(f"{where} must have 4 numbers (h, w, y, x) in latent pixels (2-D latents only), got {area!r}")
+    out = []
+    for j, v in enumerate(area):
+        if isinstance(v, torch.Tensor) and v.numel() == 1 and not v.is_floating_point():
+            v = int(v)
+        if isinstance(v, bool) or not isinstance(v, Integral):
+            raise TypeError(f"{where}[{j}] must be an int (latent pixels), got {v!r}")
+        if v < (1 if j < 2 else 0):
+            raise ValueError(f"{where}[{j}]={v} is out of range; accepted: >= {1 if j < 2 else 0}")
+        out.append(int(v))
+    return tuple(out)
+
+
 def check_batch(entries: list[CondEntry], batch: int, name: str) -> None:
+    """Prompt tensors and masks come as one for the whole batch or one per image."""
     for i, e in enumerate(entries):
         b = e.cross_attn.shape[0]
         if b not in (1, batch):
             raise ValueError(f"{name}[{i}] has batch {b}, which cannot broadcast to the latent batch {batch}")
+        if e.mask is not None and e.mask.shape[0] not in (1, batch):
+            raise ValueError(f"{name}[{i}]['mask'] has batch {e.mask.shape[0]}, which cannot broadcast to the "
+                             f"latent batch {batch} (give one mask, or one per image)")
 
 
 def _repeat_batch(t: torch.Tensor, batch: int) -> torch.Tensor:
@@ -78,6 +167,8 @@ class CondBatch:
         keys = set(entries[0].extras)
         if any(set(e.extras) != keys for e in entries):
             raise ValueError("conditioning entries carry different extras and cannot be batched")
+        if "control" in keys:  # ControlNet hints are broadcast per entry (models/control.py)
+            self.extras["batched_number"] = self.n
         for k in keys:
             vals = [e.extras[k] for e in entries]
             if all(isinstance(v, torch.Tensor) for v in vals):

@@ -13,7 +13,10 @@ the fixed behaviour described in docs/two-samplers.md:
 - crop_to_mask samples only the mask's bounding box plus crop_context, rounded up to the model's multiple,
   then pastes it back; outside the box the result is bit-identical to the base pass;
 - interleaved/regional modes: no pixel is left undenoised by soft masks, the initial noise is added once,
-  stochastic samplers get a different seed at every step, masks keep their orientation, one mask per image.
+  stochastic samplers get a different seed at every step, masks keep their orientation, one mask per image;
+- joint mode: regions that share the base's model are masked conditioning of ONE pass (`joint.py`): one
+  evaluation per step whatever the number of regions, each region costing its box; regions with another
+  model fall back to the interleaved mode with a warning.
 
 Inputs are never modified. The returned LATENT has no "noise_mask" (an input noise_mask is ignored).
 """
@@ -21,19 +24,34 @@ Inputs are never modified. The returned LATENT has no "noise_mask" (an input noi
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 
 import torch
 
-from ._checks import MAX_OVERLAP, MAX_STEPS, check_choice, check_float, check_int, check_mask, check_mask_batch
+from ._checks import (
+    MAX_IMAGE_SIDE,
+    MAX_OVERLAP,
+    MAX_STEPS,
+    check_bool,
+    check_choice,
+    check_float,
+    check_int,
+    check_mask,
+    check_mask_aspect,
+    check_mask_batch,
+)
+from .joint import ignored_settings, joint_blockers, joint_sample
 from .latent import check_latent
-from .mask_ops import INVERSIONS, dilate_region, feather_outward, grow, pixel_scale, region_union_inverse
+from .mask_ops import INVERSIONS, dilate_region, feather_outward, grow, pixel_scale, region_union_inverse, to_latent
 from .mask_ops import feather as feather_mask
+from .models.control import attach_controlnets
 from .passes import Pass
 from .regional import ADDITIONAL_SAMPLERS, RECOVERY_MODES, KSamplerAdvancedWrapper, interleaved_sample
 from .two_pass import DEFAULT_CROP_MULTIPLE, TwoPassOptions, two_pass_sample
 
-MODES = ("two-pass", "interleaved", "regional")
+MODES = ("two-pass", "interleaved", "regional", "joint")
+REGIONAL_MODES = ("interleaved", "regional", "joint")
 
 
 @dataclass(frozen=True, eq=False)
@@ -65,7 +83,12 @@ _PER_CALL_FIELDS = {"start_step": None, "last_step": None, "force_full_denoise":
 
 
 def _grow_feather(mask: torch.Tensor, latent_hw, downscale: int, grow_px, feather_px, outward: bool = False):
-    """grow (int, image px) then feather (float, image px) at the mask's own resolution."""
+    """grow (int, image px) then feather (float, image px) at the mask's own resolution. A feather wider than
+    the image is an error (its cost grows with it); a grow beyond the image acts as the image size."""
+    side = max(latent_hw) * downscale
+    if feather_px > side:
+        raise ValueError(f"feather={feather_px:g} is wider than the image ({latent_hw[1] * downscale}x"
+                         f"{latent_hw[0] * downscale} px); accepted: 0 .. {side}")
     sy, sx = pixel_scale(mask, latent_hw, downscale)
     if grow_px:
         def g(scale):
@@ -79,15 +102,18 @@ def _grow_feather(mask: torch.Tensor, latent_hw, downscale: int, grow_px, feathe
 
 def _validate_common(latent, grow_px, feather_px, callback):
     check_latent(latent, "latent")
-    check_int("grow", grow_px)
-    check_float("feather", feather_px, 0.0)
+    # bounded by the largest image (inf and huge values are errors); a grow beyond the mask acts as its side
+    check_int("grow", grow_px, -MAX_IMAGE_SIDE, MAX_IMAGE_SIDE)
+    check_float("feather", feather_px, 0.0, float(MAX_IMAGE_SIDE))
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable as callback(step, x0, x, total), got {type(callback).__name__}")
 
 
-def _check_region_mask(mask, batch: int, name: str) -> torch.Tensor:
+def _check_region_mask(mask, latent_shape, name: str, stretch: bool) -> torch.Tensor:
     mask = check_mask(mask, name)
-    check_mask_batch(mask, batch, name)
+    check_mask_batch(mask, latent_shape[0], name)
+    if not stretch:
+        check_mask_aspect(mask, tuple(latent_shape[-2:]), name)
     return mask
 
 
@@ -97,18 +123,25 @@ def two_samplers_for_mask(latent: dict, mask: torch.Tensor, base: SamplerSetting
                           crop_to_mask: bool = False, crop_context: int = 8, overlap_factor: int = 10,
                           base_only_steps: int = 1, callback=None, disable_pbar=None,
                           crop_multiple: int | None = None, additional_mode: str = "ratio between",
-                          additional_sampler: str = "AUTO", additional_sigma_ratio: float = 0.3) -> dict:
+                          additional_sampler: str = "AUTO", additional_sigma_ratio: float = 0.3,
+                          inpaint_conditioning: bool = True, stretch_mask: bool = False) -> dict:
     """Render `latent` with `base` outside `mask` and `inside` inside it; returns a LATENT without noise_mask.
 
     mask: [H, W], [B, H, W] or [B, 1, H, W] in [0, 1], at image (H*downscale) or latent resolution (any size is
-    resized like ComfyUI); batch 1 or one mask per image.
+    resized like ComfyUI); batch 1 or one mask per image. A mask whose aspect ratio differs from the latent's is
+    an error unless stretch_mask=True.
     mode "two-pass" (TwoSamplersForMask): a full base pass, then the inside pass over its result with the mask
     as noise mask. Options: base_covers_mask, inversion (only used when base_covers_mask is False),
-    differential, crop_to_mask / crop_context (latent px) / crop_multiple (default: model.latent_multiple or 8).
+    differential, crop_to_mask / crop_context (latent px) / crop_multiple (default: model.latent_multiple or 8),
+    inpaint_conditioning (when `inside.model` is an inpainting checkpoint: its extra inputs are the base result
+    with the mask greyed out, as InpaintModelConditioning makes them; False: the latent itself, as after
+    SetLatentNoiseMask).
     mode "interleaved" / "regional" (TwoAdvancedSamplersForMask / RegionalSampler with this one region, which
     are the same algorithm): `regional_sample(latent, base, [(mask, inside)], ...)`; the shared schedule is
     base's seed/steps/denoise, `inside` contributes model, prompts, cfg, sampler, scheduler and the seed of
     its stochastic noise. Options: overlap_factor, base_only_steps, additional_*.
+    mode "joint": `regional_sample(..., mode="joint")`: inside's prompts as masked conditioning of one pass with
+    base's settings (see there); crop_multiple sets its box rounding.
     grow (int) and feather (Gaussian sigma) are in image pixels. callback(step, x0, x, total) counts steps
     over the whole job.
     """
@@ -120,19 +153,21 @@ def two_samplers_for_mask(latent: dict, mask: torch.Tensor, base: SamplerSetting
             raise ValueError(f"crop_to_mask is only available in mode='two-pass' (got mode={mode!r})")
         if differential:
             raise ValueError(f"differential is only available in mode='two-pass' (got mode={mode!r})")
-        return regional_sample(latent, base, [(mask, inside)], grow=grow, feather=feather,
+        return regional_sample(latent, base, [(mask, inside)], mode=mode, grow=grow, feather=feather,
                                overlap_factor=overlap_factor, base_only_steps=base_only_steps,
+                               crop_multiple=crop_multiple,
                                additional_mode=additional_mode, additional_sampler=additional_sampler,
                                additional_sigma_ratio=additional_sigma_ratio, callback=callback,
-                               disable_pbar=disable_pbar)
+                               disable_pbar=disable_pbar, stretch_mask=stretch_mask)
     _validate_common(latent, grow, feather, callback)
     opts = TwoPassOptions(base_covers_mask=bool(base_covers_mask), inversion=check_choice("inversion", inversion,
                           INVERSIONS), differential=bool(differential), crop_to_mask=bool(crop_to_mask),
-                          crop_context=check_int("crop_context", crop_context, 0),
-                          crop_multiple=None if crop_multiple is None else check_int("crop_multiple", crop_multiple, 1))
+                          crop_context=check_int("crop_context", crop_context, 0, MAX_IMAGE_SIDE),
+                          crop_multiple=None if crop_multiple is None else check_int("crop_multiple", crop_multiple, 1),
+                          inpaint_conditioning=check_bool("inpaint_conditioning", inpaint_conditioning))
     samples = latent["samples"]
     b, _, h, w = samples.shape
-    mask = _check_region_mask(mask, b, "mask")
+    mask = _check_region_mask(mask, samples.shape, "mask", stretch_mask)
     m = _grow_feather(mask, (h, w), int(inside.model.latent_format.downscale), grow, feather)
     result = dict(latent)
     result.pop("noise_mask", None)
@@ -141,41 +176,48 @@ def two_samplers_for_mask(latent: dict, mask: torch.Tensor, base: SamplerSetting
     return result
 
 
-def regional_sample(latent: dict, base: SamplerSettings, regions: list, *, grow: int = 0, feather: float = 0.0,
-                    overlap_factor: int = 10, base_only_steps: int = 1, additional_mode: str = "ratio between",
-                    additional_sampler: str = "AUTO", additional_sigma_ratio: float = 0.3, callback=None,
-                    disable_pbar=None) -> dict:
-    """RegionalSampler's per-step interleaving with the fixes on; returns a LATENT without noise_mask.
+def regional_sample(latent: dict, base: SamplerSettings, regions: list, *, mode: str = "interleaved", grow: int = 0,
+                    feather: float = 0.0, overlap_factor: int = 10, base_only_steps: int = 1,
+                    additional_mode: str = "ratio between", additional_sampler: str = "AUTO",
+                    additional_sigma_ratio: float = 0.3, crop_multiple: int | None = None, callback=None,
+                    disable_pbar=None, stretch_mask: bool = False) -> dict:
+    """Base prompts outside the regions, each region's prompts inside it; returns a LATENT without noise_mask.
 
-    regions: a non-empty list of (mask, SamplerSettings). The shared schedule is base.seed / steps / denoise;
-    each region contributes its model, prompts, cfg, sampler, scheduler and seed (its seed + i drives the
-    stochastic noise of its step i; its steps/denoise are not used). A region is every pixel with mask > 0 (after
-    `grow`, in image pixels), dilated by a box of size overlap_factor in the mask's own pixels (as upstream);
-    `feather` (image px) adds a soft ramp outside the dilated region. The base sampler covers exactly the
-    pixels no region covers. Regions are applied in order, each composited over the previous ones.
+    regions: a non-empty list of (mask, SamplerSettings). The shared schedule is base.seed / steps / denoise.
+    mode "interleaved" ("regional" is the same): RegionalSampler's per-step interleaving with the fixes on. Each
+    region contributes its model, prompts, cfg, sampler, scheduler and seed (its seed + i drives the stochastic
+    noise of its step i; its steps/denoise are not used). A region is every pixel with mask > 0 (after `grow`,
+    in image pixels), dilated by a box of size overlap_factor in the mask's own pixels (as upstream); `feather`
+    (image px) adds a soft ramp outside the dilated region. The base sampler covers exactly the pixels no region
+    covers. Regions are applied in order, each composited over the previous ones.
+    mode "joint": the regions become masked conditioning of ONE pass with base's settings (cfg, sampler and
+    scheduler too; a warning names region values that are therefore not used). A region's prompts act on its
+    mask after `grow`, ramped outward by `feather` image px (at least one latent pixel), and run on the mask's
+    box only (rounded up to `crop_multiple` latent px; default model.latent_multiple or 8); the base prompts act
+    on 1 - the union of the regions. If a region has another model (or other per-model settings), the call
+    falls back to "interleaved" with a warning. overlap_factor, base_only_steps, additional_* are interleaved's.
+    A mask whose aspect ratio differs from the latent's is an error unless stretch_mask=True.
     """
+    check_choice("mode", mode, REGIONAL_MODES)
     _check_settings(base, "base", per_step=True)
     _validate_common(latent, grow, feather, callback)
-    if not isinstance(regions, (list, tuple)):
-        raise TypeError(f"regions must be a list of (mask, SamplerSettings) pairs, got {type(regions).__name__}")
-    if len(regions) == 0:
-        raise ValueError("regions is empty: give at least one (mask, SamplerSettings) region")
+    checked = _check_regions(regions, latent["samples"].shape, stretch_mask)
+    if mode == "joint":
+        blockers = joint_blockers(base, [s for _, s in checked])
+        if not blockers:
+            return _joint(latent, base, checked, grow, feather, crop_multiple, callback, disable_pbar)
+        warnings.warn("mode='joint' fell back to the interleaved mode (one sampler per region): "
+                      + "; ".join(blockers), stacklevel=2)
     base_only_steps = check_int("base_only_steps", base_only_steps, 0, MAX_STEPS)
     overlap_factor = check_int("overlap_factor", overlap_factor, 0, MAX_OVERLAP)
     check_choice("additional_mode", additional_mode, RECOVERY_MODES)
     check_choice("additional_sampler", additional_sampler, ADDITIONAL_SAMPLERS)
     additional_sigma_ratio = check_float("additional_sigma_ratio", additional_sigma_ratio, 0.0, 1.0)
-    samples = latent["samples"]
-    b, _, h, w = samples.shape
+    h, w = latent["samples"].shape[-2:]
     downscale = int(base.model.latent_format.downscale)
 
     grown, prepared = [], []
-    for j, item in enumerate(regions):
-        if not isinstance(item, (list, tuple)) or len(item) != 2:
-            raise TypeError(f"regions[{j}] must be a (mask, SamplerSettings) pair, got {type(item).__name__}")
-        m, s = item
-        _check_settings(s, f"regions[{j}] settings", per_step=True)
-        m = _check_region_mask(m, b, f"regions[{j}] mask")
+    for m, s in checked:
         g = _grow_feather(m, (h, w), downscale, grow, 0.0)
         region = dilate_region(g, overlap_factor, "nonzero")
         if feather > 0:
@@ -193,11 +235,50 @@ def regional_sample(latent: dict, base: SamplerSettings, regions: list, *, grow:
                               callback=callback, disable_pbar=disable_pbar)
 
 
+def _check_regions(regions, latent_shape, stretch_mask: bool) -> list:
+    """regions -> [(validated mask, settings)], errors naming regions[j]."""
+    if not isinstance(regions, (list, tuple)):
+        raise TypeError(f"regions must be a list of (mask, SamplerSettings) pairs, got {type(regions).__name__}")
+    if len(regions) == 0:
+        raise ValueError("regions is empty: give at least one (mask, SamplerSettings) region")
+    checked = []
+    for j, item in enumerate(regions):
+        if not isinstance(item, (list, tuple)) or len(item) != 2:
+            raise TypeError(f"regions[{j}] must be a (mask, SamplerSettings) pair, got {type(item).__name__}")
+        m, s = item
+        _check_settings(s, f"regions[{j}] settings", per_step=True)
+        checked.append((_check_region_mask(m, latent_shape, f"regions[{j}] mask", stretch_mask), s))
+    return checked
+
+
+def _joint(latent, base, checked, grow_px, feather_px, crop_multiple, callback, disable_pbar) -> dict:
+    """mode="joint" once the regions are known to share base's model: region weights at latent size, then
+    `joint.joint_sample`."""
+    ignored = ignored_settings(base, [s for _, s in checked])
+    if ignored:
+        warnings.warn("mode='joint' samples every region with the base's cfg, sampler and scheduler; not used: "
+                      + ", ".join(ignored), stacklevel=3)
+    samples = latent["samples"]
+    h, w = samples.shape[-2:]
+    downscale = int(base.model.latent_format.downscale)
+    multiple = crop_multiple if crop_multiple is not None else getattr(base.model, "latent_multiple", None)
+    multiple = check_int("crop_multiple", multiple if multiple is not None else DEFAULT_CROP_MULTIPLE, 1)
+    regions = []
+    for m, s in checked:
+        g = _grow_feather(m, (h, w), downscale, grow_px, max(float(feather_px), float(downscale)), outward=True)
+        regions.append((to_latent(g, samples.shape), s))
+    out = {k: v for k, v in latent.items() if k != "noise_mask"}
+    out["samples"] = joint_sample(samples, base, regions, multiple=multiple, batch_index=latent.get("batch_index"),
+                                  callback=callback, disable_pbar=disable_pbar)
+    return out
+
+
 def _advanced(s: Pass) -> KSamplerAdvancedWrapper:
     """A pass as a KSAMPLER_ADVANCED (Brownian trees over each call's own sigmas, ComfyUI's default)."""
-    return KSamplerAdvancedWrapper(s.model, s.cfg, s.sampler_name, s.scheduler, s.cond_pos, s.cond_neg,
-                                   brownian_tree="call")
+    pos, neg = attach_controlnets(s.cond_pos, s.cond_neg, s.controlnets)
+    return KSamplerAdvancedWrapper(s.net, s.cfg, s.sampler_name, s.scheduler, pos, neg, brownian_tree="call",
+                                   comfyui_version=s.comfyui_version)
 
 
-__all__ = ["DEFAULT_CROP_MULTIPLE", "INVERSIONS", "MODES", "SamplerSettings", "regional_sample",
+__all__ = ["DEFAULT_CROP_MULTIPLE", "INVERSIONS", "MODES", "REGIONAL_MODES", "SamplerSettings", "regional_sample",
            "two_samplers_for_mask"]

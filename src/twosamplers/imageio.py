@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -37,20 +38,36 @@ def _open(path: str | os.PathLike, what: str) -> Image.Image:
     if not path.is_file():
         raise ValueError(f"{what} is not a file: {path}")
     try:
-        im = Image.open(path)
-        im.load()
+        with warnings.catch_warnings():
+            # Pillow only warns between MAX_IMAGE_PIXELS and twice that: refuse those too, before decoding
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(path)
+            im.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ValueError(f"{what} {path} is too large to read safely (a possible decompression bomb): {e}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ValueError(f"{what} {path} is not a readable image: {e}") from e
     return im
+
+
+def _is_16bit_gray(im: Image.Image) -> bool:
+    return im.mode == "I" or im.mode.startswith("I;16")
+
+
+def _gray16(im: Image.Image, path, what: str) -> np.ndarray:
+    """A 16-bit greyscale image (Pillow mode I / I;16) as float32 in [0, 1] at full precision."""
+    arr = np.asarray(im, dtype=np.float32)
+    if arr.size and (arr.min() < 0 or arr.max() > 65535):
+        raise ValueError(f"{what} {path} has integer values outside 0 .. 65535 (mode {im.mode})")
+    return arr / np.float32(65535.0)
 
 
 def load_image(path: str | os.PathLike) -> torch.Tensor:
     """An image file -> IMAGE (1, H, W, 3) float32 in [0, 1] (alpha dropped, EXIF orientation applied)."""
     with _open(path, "image") as im:
         im = ImageOps.exif_transpose(im)
-        if im.mode == "I" or im.mode.startswith("I;16"):
-            arr = np.asarray(im, dtype=np.float32) / np.float32(65535.0)
-            arr = np.repeat(arr[..., None], 3, axis=-1)
+        if _is_16bit_gray(im):
+            arr = np.repeat(_gray16(im, path, "image")[..., None], 3, axis=-1)
         else:
             arr = np.asarray(im.convert("RGB"), dtype=np.float32) / np.float32(255.0)
     return torch.from_numpy(np.ascontiguousarray(arr))[None]
@@ -62,15 +79,19 @@ def load_mask(path: str | os.PathLike, channel: str = "gray", invert: bool = Fal
         raise ValueError(f"mask channel {channel!r} is not known; valid: {', '.join(MASK_CHANNELS)}")
     with _open(path, "mask") as im:
         im = ImageOps.exif_transpose(im)
-        if channel == "gray":
-            band = im.convert("L")
-        elif channel == "alpha":
-            if "A" not in im.getbands() and "transparency" not in im.info:
-                raise ValueError(f"mask {path} has no alpha channel (mode {im.mode}); use --mask-channel gray")
-            band = im.convert("RGBA").getchannel("A")
+        if _is_16bit_gray(im) and channel != "alpha":
+            # 16-bit greyscale: every colour channel is the grey value; Pillow's "L" would clip it to 255
+            mask = torch.from_numpy(_gray16(im, path, "mask"))
         else:
-            band = im.convert("RGB").getchannel(channel[0].upper())
-        mask = torch.from_numpy(np.asarray(band, dtype=np.float32) / np.float32(255.0))
+            if channel == "gray":
+                band = im.convert("L")
+            elif channel == "alpha":
+                if "A" not in im.getbands() and "transparency" not in im.info:
+                    raise ValueError(f"mask {path} has no alpha channel (mode {im.mode}); use --mask-channel gray")
+                band = im.convert("RGBA").getchannel("A")
+            else:
+                band = im.convert("RGB").getchannel(channel[0].upper())
+            mask = torch.from_numpy(np.asarray(band, dtype=np.float32) / np.float32(255.0))
     if channel == "alpha":
         mask = 1.0 - mask
     if invert:
@@ -112,15 +133,18 @@ def mask_to_uint8(mask: torch.Tensor) -> np.ndarray:
 def encode_mask_png(mask: torch.Tensor) -> str:
     """A MASK as an 8-bit grayscale PNG, hex-encoded (to embed in a text chunk)."""
     buf = io.BytesIO()
-    Image.fromarray(mask_to_uint8(mask), "L").save(buf, format="PNG", optimize=True)
+    Image.fromarray(mask_to_uint8(mask)).save(buf, format="PNG", optimize=True)
     return buf.getvalue().hex()
 
 
 def decode_mask_png(text: str) -> torch.Tensor:
     try:
-        with Image.open(io.BytesIO(bytes.fromhex(text))) as im:
-            arr = np.asarray(im.convert("L"), dtype=np.float32) / np.float32(255.0)
-    except (ValueError, OSError, UnidentifiedImageError) as e:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(bytes.fromhex(text))) as im:
+                arr = np.asarray(im.convert("L"), dtype=np.float32) / np.float32(255.0)
+    except (ValueError, OSError, UnidentifiedImageError, Image.DecompressionBombError,
+            Image.DecompressionBombWarning) as e:
         raise ValueError(f"the embedded mask is not readable: {e}") from e
     return torch.from_numpy(arr)
 
@@ -159,6 +183,9 @@ def read_settings(path: str | os.PathLike) -> tuple[dict, torch.Tensor | None]:
         settings = json.loads(chunks[SETTINGS_KEY])
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: the '{SETTINGS_KEY}' text chunk is not valid JSON: {e}") from e
+    except RecursionError:
+        raise ValueError(f"{path}: the '{SETTINGS_KEY}' text chunk is nested too deeply (settings are a flat "
+                         "JSON object)") from None
     if not isinstance(settings, dict):
         raise ValueError(f"{path}: the '{SETTINGS_KEY}' text chunk is not a JSON object")
     mask = decode_mask_png(chunks[MASK_KEY]) if MASK_KEY in chunks else None

@@ -8,6 +8,8 @@ This module trusts its callers: `twosamplers.passes` (Pass, run_pass, common_ksa
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import math
 from collections.abc import Callable
 
@@ -15,7 +17,9 @@ import torch
 
 from ._checks import MAX_CFG, MAX_STEPS, SEED_MAX, check_choice, check_float, check_int
 from .conditioning import CondBatch, CondEntry
+from .noise import DEFAULT_COMFYUI_VERSION
 from .noise_mask import fit_mask
+from .regional_cond import RegionalConditioning
 from .samplers import DISCARD_PENULTIMATE_SIGMA_SAMPLERS, RANDOM_INPAINT_NOISE_SAMPLERS, SAMPLER_NAMES, get_sampler
 from .schedules import SCHEDULER_NAMES, ModelSamplingDiscrete, calculate_sigmas
 
@@ -83,6 +87,9 @@ class GuidedDenoiser:
         self.sigmas = sigmas
         self._batches: dict[tuple[bool, int], list[tuple[CondBatch, list[CondEntry]]]] = {}
         self._mask_cache: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        # masks / areas / timestep ranges: evaluated by regional_cond; plain entries keep the path below
+        self._regional = (RegionalConditioning(positive, negative, model, tuple(latent_image.shape))
+                          if any(e.regional for e in positive + negative) else None)
 
     # -- conditioning batches, built once per (with uncond?, batch size)
     def _cond_batches(self, with_uncond: bool, batch: int, device, dtype):
@@ -95,23 +102,30 @@ class GuidedDenoiser:
                 self._batches[key] = [(CondBatch([e], batch, device, dtype), [e]) for e in entries]
         return self._batches[key]
 
-    def predict(self, x: torch.Tensor, sigma: torch.Tensor, with_uncond: bool):
-        """-> (cond_pred, uncond_pred or None): each a strength-weighted mean over its entries."""
+    def predict(self, x: torch.Tensor, sigma: torch.Tensor, with_uncond: bool, output_mask=None):
+        """-> (cond_pred, uncond_pred or None): each a strength-weighted mean over its entries.
+        output_mask: passed on to models that declare `accepts_output_mask` (pixels where it is 0 are unused);
+        regional conditioning (masks, areas, time ranges) evaluates every pixel and does not pass it."""
+        if self._regional is not None:
+            return self._regional.predict(x, sigma, with_uncond)
         b = x.shape[0]
         n_pos = len(self.positive)
         outs: list[torch.Tensor] = []
         for cb, _ in self._cond_batches(with_uncond, b, x.device, self.model.dtype):
             x_in = x if cb.n == 1 else torch.cat([x] * cb.n)
             s_in = sigma if cb.n == 1 else torch.cat([sigma] * cb.n)
-            out = self.model.apply_model(x_in, s_in, cb.context, **cb.extras)
+            extras = cb.extras
+            if output_mask is not None:
+                extras = {**extras, "output_mask": output_mask if cb.n == 1 else torch.cat([output_mask] * cb.n)}
+            out = self.model.apply_model(x_in, s_in, cb.context, **extras)
             outs.extend(out.chunk(cb.n, dim=0) if cb.n > 1 else [out])
         cond = _weighted_mean(outs[:n_pos], self.positive)
         uncond = _weighted_mean(outs[n_pos:], self.negative) if with_uncond else None
         return cond, uncond
 
-    def guided(self, x, sigma, model_options: dict):
+    def guided(self, x, sigma, model_options: dict, output_mask=None):
         with_uncond = not (math.isclose(self.cfg, 1.0) and not model_options.get("disable_cfg1_optimization", False))
-        cond, uncond = self.predict(x, sigma, with_uncond)
+        cond, uncond = self.predict(x, sigma, with_uncond, output_mask)
         if uncond is None:
             result = cond
             uncond = torch.zeros_like(cond)
@@ -132,7 +146,7 @@ class GuidedDenoiser:
             self._mask_cache = (denoise_mask, latent_mask, self.latent_image * latent_mask)
         return self._mask_cache[1], self._mask_cache[2]
 
-    def __call__(self, x, sigma, denoise_mask=None, model_options=None, seed=None):
+    def __call__(self, x, sigma, denoise_mask=None, model_options=None, seed=None, comfyui_version=None):
         model_options = model_options or {}
         if denoise_mask is not None:
             fn = model_options.get("denoise_mask_function")
@@ -145,7 +159,12 @@ class GuidedDenoiser:
             noisy.add_(self.latent_image).mul_(latent_mask)
             x = x * denoise_mask
             x.add_(noisy)
-        out = self.guided(x, sigma, model_options)
+        # a model that can skip pixels learns which ones the blend below discards (unless hooks see them all)
+        output_mask = None
+        if (denoise_mask is not None and getattr(self.model, "accepts_output_mask", False)
+                and not model_options.get("post_cfg_functions")):
+            output_mask = denoise_mask.expand(x.shape[0], -1, -1, -1)
+        out = self.guided(x, sigma, model_options, output_mask)
         if denoise_mask is not None:
             out = out * denoise_mask
             out.add_(latent_part)
@@ -169,7 +188,8 @@ def _weighted_mean(outs: list[torch.Tensor], entries: list[CondEntry]) -> torch.
 
 
 def sample_with_sigmas(model, noise, sigmas, samples, positive, negative, cfg, sampler_name, seed, noise_mask=None,
-                       *, callback=None, disable_pbar=None, model_options=None, sampler_options=None):
+                       *, callback=None, disable_pbar=None, model_options=None, sampler_options=None,
+                       comfyui_version=DEFAULT_COMFYUI_VERSION):
     """The sampling core once sigmas and noise are known (ComfyUI's CFGGuider + KSAMPLER.sample).
 
     Contract: arguments validated by the caller (`passes.run_pass`): positive/negative are normalized
@@ -188,13 +208,20 @@ def sample_with_sigmas(model, noise, sigmas, samples, positive, negative, cfg, s
         gen.manual_seed((seed + 1) & SEED_MAX)
         inpaint_noise = torch.randn(noise.shape, generator=gen).to(noise.dtype).to(device)
 
+    hook = getattr(model, "extra_conds", None)
+    if hook is not None:  # per-run extras of the model (inpainting models' extra input channels)
+        def with_extras(entries):
+            return [dataclasses.replace(e, extras=hook(e.extras, latent_image=latent_image, denoise_mask=denoise_mask))
+                    for e in entries]
+        positive, negative = with_extras(positive), with_extras(negative)
     ms = model.model_sampling
     denoiser = GuidedDenoiser(model, positive, negative, cfg, latent_image, inpaint_noise, sigmas)
     sigma_max, sigma0 = float(ms.sigma_max), float(sigmas[0])
     max_denoise = math.isclose(sigma_max, sigma0, rel_tol=1e-05) or sigma0 > sigma_max
     x = ms.noise_scaling(sigmas[0], noise, latent_image, max_denoise)
 
-    extra_args = {"seed": seed, "model_options": dict(model_options or {})}
+    # comfyui_version: the samplers seed their default noise sampler as that ComfyUI did (noise.sampler_seed)
+    extra_args = {"seed": seed, "model_options": dict(model_options or {}), "comfyui_version": comfyui_version}
     if denoise_mask is not None:
         extra_args["denoise_mask"] = denoise_mask
     total = len(sigmas) - 1
@@ -204,9 +231,11 @@ def sample_with_sigmas(model, noise, sigmas, samples, positive, negative, cfg, s
             callback(info["i"], info["denoised"], info["x"], total)
 
     fn = get_sampler(sampler_name)
+    # A model may ask to be prepared once around the whole call (a LoRA stack patches its weights here).
+    session = getattr(model, "sampling_session", None)
     # inference_mode: cheaper dispatch for the many small per-step ops; the result is cloned out of it so that
     # callers get an ordinary tensor.
-    with torch.inference_mode():
+    with session() if session is not None else contextlib.nullcontext(), torch.inference_mode():
         x = fn(denoiser, x, sigmas, extra_args=extra_args, callback=k_callback, disable=_pbar_flag(disable_pbar),
                **(sampler_options or {}))
         x = ms.inverse_noise_scaling(sigmas[-1], x)

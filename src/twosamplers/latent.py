@@ -14,7 +14,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ._checks import check_int, check_tensor
+from ._checks import check_finite, check_int, check_tensor
 from ._files import atomic_write
 
 FORMAT_MARKER = "latent_format_version_0"
@@ -48,6 +48,7 @@ def check_latent(latent: object, name: str = "latent") -> dict:
         raise TypeError(f"{name}['samples'] must be a float tensor, got {samples.dtype}")
     if samples.shape[0] < 1 or samples.numel() == 0:
         raise ValueError(f"{name}['samples'] is empty (shape {tuple(samples.shape)})")
+    check_finite(f"{name}['samples']", samples)
     bi = latent.get("batch_index")
     if bi is not None and len(bi) != samples.shape[0]:
         raise ValueError(f"{name}['batch_index'] has {len(bi)} entries for a batch of {samples.shape[0]}")
@@ -64,6 +65,25 @@ def fit_latent_channels(samples: torch.Tensor, channels: int) -> torch.Tensor:
     raise ValueError(f"latent['samples'] has {samples.shape[1]} channels; the model expects {channels}")
 
 
+def remake_empty_latent(latent: dict, latent_format) -> dict:
+    """ComfyUI's empty latent (all zeros, 4 channels at 1/8 of the image size) re-made for a model with another
+    latent format: zeros with the model's channels at the model's downscale, so the latent still stands for
+    the same image size (the pixel-space embedded models: 3 channels at full size). Any other latent, or a
+    model at 1/8 scale (only the channel count differs; the samplers' channel rule applies), comes back as is.
+    """
+    samples = latent["samples"]
+    channels, downscale = int(latent_format.channels), int(latent_format.downscale)
+    if samples.shape[1] != 4 or downscale == 8 or (channels == 4 and downscale == 8) \
+            or torch.count_nonzero(samples) != 0:
+        return latent
+    b, _, h, w = samples.shape
+    if (h * 8) % downscale or (w * 8) % downscale:
+        raise ValueError(f"an empty latent of {w * 8}x{h * 8} pixels is not a multiple of the model's {downscale}")
+    out = dict(latent)
+    out["samples"] = samples.new_zeros((b, channels, h * 8 // downscale, w * 8 // downscale))
+    return out
+
+
 def save_latent(path: str | os.PathLike, latent: dict, metadata: dict[str, str] | None = None) -> Path:
     """Write a ComfyUI `.latent` file atomically (a temp file in the same folder, then rename)."""
     return atomic_write(path, latent_writer(latent, metadata))
@@ -78,7 +98,10 @@ def latent_writer(latent: dict, metadata: dict[str, str] | None = None):
 
 
 def load_latent(path: str | os.PathLike) -> dict:
-    """Read a ComfyUI `.latent` file into a LATENT dict (old-format files are rescaled by 1/0.18215)."""
+    """Read a ComfyUI `.latent` file into a LATENT dict (old-format files are rescaled by 1/0.18215).
+
+    The tensor must be 4-D (B, C, H, W) or 5-D (B, C, T, H, W, video models), floating point and finite;
+    every error names the file."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"latent file not found: {path}")
@@ -88,5 +111,17 @@ def load_latent(path: str | os.PathLike) -> dict:
         raise ValueError(f"{path} is not a readable safetensors .latent file: {e}") from e
     if TENSOR_KEY not in data:
         raise ValueError(f"{path} has no '{TENSOR_KEY}' tensor (keys: {sorted(data)})")
+    t = data[TENSOR_KEY]
+    if t.ndim not in (4, 5):
+        raise ValueError(f"{path}: '{TENSOR_KEY}' has shape {tuple(t.shape)}; a latent is 4-D (B, C, H, W) or "
+                         "5-D (B, C, T, H, W)")
+    if not t.is_floating_point():
+        raise ValueError(f"{path}: '{TENSOR_KEY}' is {t.dtype}; a latent is a floating-point tensor")
+    if t.numel() == 0:
+        raise ValueError(f"{path}: '{TENSOR_KEY}' is empty (shape {tuple(t.shape)})")
+    try:
+        check_finite(f"'{TENSOR_KEY}'", t)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
     multiplier = 1.0 if FORMAT_MARKER in data else 1.0 / OLD_FORMAT_SCALE
-    return {"samples": data[TENSOR_KEY].float() * multiplier}
+    return {"samples": t.float() * multiplier}

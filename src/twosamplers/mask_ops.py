@@ -79,7 +79,9 @@ def grow(mask: torch.Tensor, pixels) -> torch.Tensor:
     if (ry > 0 and rx < 0) or (ry < 0 and rx > 0):
         raise ValueError(f"pixels={pixels!r}: grow and shrink at once is not supported")
     shrink = ry < 0 or rx < 0
-    ry, rx = abs(ry), abs(rx)
+    # a window wider than the mask covers all of it: growing by more than the mask's side is the same as
+    # growing by its side (exactly), so huge values cost no more than that
+    ry, rx = min(abs(ry), m.shape[-2]), min(abs(rx), m.shape[-1])
     src = 1.0 - m if shrink else m
     out = F.max_pool2d(F.pad(src, (rx, rx, ry, ry), value=0.0), (2 * ry + 1, 2 * rx + 1), stride=1)
     if shrink:
@@ -152,9 +154,12 @@ def dilate_region(mask: torch.Tensor, overlap_factor: int, threshold: str = "rou
     if k == 0:
         out = m
     else:
-        kernel = torch.ones((1, 1, k, k), dtype=m.dtype, device=m.device)
+        # A box wider than twice the mask covers all of it, so k is capped there (the same result, at a bounded
+        # cost). On a binary mask "box sum, clamped to 1" is the box maximum: two 1-D max-pools, O(k) per pixel.
+        k = min(k, 2 * max(h, w) + 1)
         pad = math.ceil((k - 1) / 2)
-        out = torch.clamp(F.conv2d(binarize(m), kernel, padding=pad), 0, 1)[:, :, :h, :w]
+        padded = F.pad(binarize(m), (pad, pad, pad, pad))
+        out = F.max_pool2d(F.max_pool2d(padded, (k, 1), stride=1), (1, k), stride=1)[:, :, :h, :w]
     return binarize(out)
 
 

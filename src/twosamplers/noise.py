@@ -3,11 +3,13 @@
 - `prepare_noise`: ComfyUI's initial noise (global-CPU-generator stream, one sample per batch index).
 - `default_noise_sampler`: a private generator per sampler call, seeded with `seed + 1` on the CPU
   (ComfyUI 0.30.x) and `seed` on other devices; we wrap `seed + 1` modulo 2**64 where upstream crashes.
+  ComfyUI before 0.30 (e.g. 0.3.64) seeded it with `seed` everywhere: `comfyui_version` selects that.
 - `BrownianTreeNoiseSampler`: torchsde's Brownian tree, for the SDE samplers.
 """
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Callable, Sequence
 
@@ -17,6 +19,26 @@ import torchsde
 from ._checks import SEED_MAX, check_int, check_seed, check_tensor
 
 NoiseSampler = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+DEFAULT_COMFYUI_VERSION = "0.30"
+_SEED_PLUS_ONE_SINCE = (0, 30)  # the first ComfyUI version that seeds the CPU sampler generator with seed + 1
+_VERSION = re.compile(r"v?(\d+(?:\.\d+){0,3})")
+
+
+def parse_comfyui_version(version: object, name: str = "comfyui_version") -> tuple[int, ...]:
+    """A ComfyUI version string ("0.3.64", "0.30", "v0.30.1") -> a tuple of ints; anything else is an error."""
+    m = _VERSION.fullmatch(version.strip()) if isinstance(version, str) else None
+    if m is None:
+        raise ValueError(f"{name}={version!r} is not a ComfyUI version such as '0.3.64' or '0.30' "
+                         f"(default {DEFAULT_COMFYUI_VERSION!r})")
+    return tuple(int(p) for p in m.group(1).split("."))
+
+
+def seeds_plus_one(comfyui_version: str | None) -> bool:
+    """Whether that ComfyUI version seeds the default noise sampler's CPU generator with seed + 1 (>= 0.30)."""
+    if comfyui_version is None:
+        return True
+    return parse_comfyui_version(comfyui_version) >= _SEED_PLUS_ONE_SINCE
 
 
 def prepare_noise(samples: torch.Tensor, seed: int, batch_index: Sequence[int] | None = None) -> torch.Tensor:
@@ -43,18 +65,21 @@ def prepare_noise(samples: torch.Tensor, seed: int, batch_index: Sequence[int] |
     return torch.cat([draws[i] for i in batch_index], dim=0).to(samples.dtype)
 
 
-def sampler_seed(seed: int, device: torch.device) -> int:
-    """The seed of a sampler's private generator: seed + 1 on the CPU (mod 2**64), seed elsewhere."""
-    if torch.device(device).type == "cpu":
+def sampler_seed(seed: int, device: torch.device, comfyui_version: str | None = None) -> int:
+    """The seed of a sampler's private generator: seed + 1 on the CPU (mod 2**64), seed elsewhere; with a
+    comfyui_version below 0.30, seed everywhere."""
+    if torch.device(device).type == "cpu" and seeds_plus_one(comfyui_version):
         return (seed + 1) & SEED_MAX
     return seed
 
 
-def default_noise_sampler(x: torch.Tensor, seed: int | None = None) -> NoiseSampler:
-    """n(sigma, sigma_next) -> a fresh standard-normal tensor like x from the sampler's own generator."""
+def default_noise_sampler(x: torch.Tensor, seed: int | None = None,
+                          comfyui_version: str | None = None) -> NoiseSampler:
+    """n(sigma, sigma_next) -> a fresh standard-normal tensor like x from the sampler's own generator
+    (seeded as `sampler_seed` says for that ComfyUI version; default: 0.30's seeding)."""
     if seed is not None:
         generator = torch.Generator(device=x.device)
-        generator.manual_seed(sampler_seed(seed, x.device))
+        generator.manual_seed(sampler_seed(seed, x.device, comfyui_version))
     else:
         generator = None
 

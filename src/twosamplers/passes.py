@@ -10,7 +10,7 @@ LoRAs, ControlNets) become fields of `Pass`, so every front end gets them at onc
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -29,7 +29,8 @@ from ._checks import (
 from .conditioning import CondEntry, check_batch, normalize_conditioning
 from .ksampler import StepCallback, compute_sigmas, sample_with_sigmas, slice_sigmas
 from .latent import check_latent, fit_latent_channels
-from .noise import prepare_noise
+from .models.control import ControlNet, attach_controlnets
+from .noise import DEFAULT_COMFYUI_VERSION, parse_comfyui_version, prepare_noise
 from .samplers import SAMPLER_NAMES
 from .schedules import SCHEDULER_NAMES
 
@@ -52,6 +53,14 @@ class Pass:
     - `disable_noise`: start from zero noise (KSamplerAdvanced add_noise off).
     - `model_options` / `sampler_options`: ComfyUI's model_options (post-CFG and denoise-mask functions) and
       extra keyword arguments of the sampler function (e.g. a noise_sampler).
+    - `comfyui_version`: the ComfyUI whose seeding to reproduce; below "0.30" (e.g. "0.3.64") the samplers that
+      draw from the default noise sampler (euler_ancestral, dpm_2_ancestral, dpmpp_2s_ancestral, lcm, ddpm,
+      res_multistep_ancestral, er_sde, seeds_2/3, sa_solver and their variants) seed it with `seed`, not
+      `seed + 1` on the CPU.
+    - `loras`: [Lora(path, strength_model, strength_clip), ...] patched into the network for this pass only
+      (`net` is the model carrying them; ComfyUI's LoraLoader chain order). The conditioning is given already
+      encoded: for the text-encoder half (strength_clip), encode the prompts with `pass.net.encode_prompt` or
+      `model.with_loras(...)`.
     `name` prefixes error messages ("base.steps=0 is out of range"). Validated on construction.
     """
 
@@ -72,7 +81,11 @@ class Pass:
     sigma_factor: float = 1.0
     model_options: dict | None = None
     sampler_options: dict | None = None
+    comfyui_version: str = DEFAULT_COMFYUI_VERSION
+    controlnets: tuple = ()
+    loras: tuple = ()
     name: str = field(default="", repr=False)
+    net: object = field(init=False, repr=False)
     cond_pos: list = field(init=False, repr=False)
     cond_neg: list = field(init=False, repr=False)
 
@@ -90,11 +103,16 @@ class Pass:
             "denoise": check_float(f"{n}denoise", self.denoise, 0.0, 1.0),
             "sigma_factor": check_float(f"{n}sigma_factor", self.sigma_factor, 0.0, MAX_SIGMA_FACTOR),
         }
+        parse_comfyui_version(self.comfyui_version, f"{n}comfyui_version")
         for key in ("start_step", "last_step"):
             if getattr(self, key) is not None:
                 fix[key] = check_int(f"{n}{key}", getattr(self, key), 0)
         if self.sigmas is not None:
             fix["sigmas"] = torch.as_tensor(self.sigmas, dtype=torch.float32).reshape(-1).clone()
+        if self.controlnets:
+            fix["controlnets"] = tuple(_check_controlnet(f"{n}controlnets[{i}]", c).loaded(self.model)
+                                       for i, c in enumerate(self.controlnets))
+        fix.update(_with_loras(self.model, self.loras, f"{n}loras"))
         for key, value in fix.items():
             object.__setattr__(self, key, value)
 
@@ -119,6 +137,35 @@ class Pass:
         return 0 if sigmas is None else len(sigmas) - 1
 
 
+def _check_controlnet(name: str, c) -> ControlNet:
+    if not isinstance(c, ControlNet):
+        raise TypeError(f"{name} must be a twosamplers ControlNet(path, image, strength, start_percent, "
+                        f"end_percent), got {type(c).__name__}")
+    return c
+
+
+def crop_pass(p: Pass, box: tuple[int, int, int, int], latent_hw: tuple[int, int]) -> Pass:
+    """`p` for a crop of the latent: ControlNet hints cut to the same box (in pixels)."""
+    if not p.controlnets:
+        return p
+    factor = int(p.model.latent_format.downscale)
+    return replace(p, controlnets=tuple(c.cropped(box, latent_hw, factor) for c in p.controlnets))
+
+
+def _with_loras(model, loras, name: str) -> dict:
+    """The `loras` and `net` fields: the LoRA files are read and checked here, once (errors name the field)."""
+    from .models.lora import Lora, with_loras
+
+    if isinstance(loras, Lora):
+        loras = (loras,)
+    if not isinstance(loras, (list, tuple)) or not all(isinstance(x, Lora) for x in loras):
+        raise TypeError(f"{name} must be a list of twosamplers.Lora, got {loras!r}")
+    try:
+        return {"loras": tuple(loras), "net": with_loras(model, list(loras)) if loras else model}
+    except ValueError as e:
+        raise ValueError(f"{name}: {e}") from None
+
+
 def run_pass(p: Pass, samples: torch.Tensor, *, noise_mask: torch.Tensor | None = None,
              noise: torch.Tensor | None = None, batch_index=None, callback: StepCallback | None = None,
              disable_pbar: bool | None = None) -> torch.Tensor:
@@ -139,9 +186,11 @@ def run_pass(p: Pass, samples: torch.Tensor, *, noise_mask: torch.Tensor | None 
             noise = prepare_noise(samples, p.seed, batch_index)
     check_batch(p.cond_pos, samples.shape[0], f"{p.name}.positive" if p.name else "positive")
     check_batch(p.cond_neg, samples.shape[0], f"{p.name}.negative" if p.name else "negative")
-    return sample_with_sigmas(p.model, noise, sigmas, samples, p.cond_pos, p.cond_neg, p.cfg, p.sampler_name, p.seed,
+    pos, neg = attach_controlnets(p.cond_pos, p.cond_neg, p.controlnets)
+    return sample_with_sigmas(p.net, noise, sigmas, samples, pos, neg, p.cfg, p.sampler_name, p.seed,
                               noise_mask, callback=callback, disable_pbar=disable_pbar,
-                              model_options=p.model_options, sampler_options=p.sampler_options)
+                              model_options=p.model_options, sampler_options=p.sampler_options,
+                              comfyui_version=p.comfyui_version)
 
 
 def check_noise_mask(latent: dict, name: str = "latent") -> torch.Tensor | None:
@@ -174,9 +223,12 @@ def common_ksampler(
     model_options: dict | None = None,
     sampler_options: dict | None = None,
     sigmas: torch.Tensor | None = None,
+    comfyui_version: str = DEFAULT_COMFYUI_VERSION,
 ) -> dict:
     """ComfyUI's KSampler / KSamplerAdvanced: sample `latent` and return a new LATENT dict.
 
+    `comfyui_version` reproduces images made with an older ComfyUI (see `Pass`): "0.3.64" seeds the ancestral
+    and other default-noise samplers' generator with `seed` instead of 0.30's `seed + 1` on the CPU.
     `callback(step, x0, x, total_steps)` runs after every step; `disable_pbar` None shows a progress bar only
     on a terminal. `sigmas` overrides the computed schedule (then steps/scheduler/denoise are not used for it).
     The input latent dict, its tensors and the conditioning are never modified.
@@ -184,7 +236,7 @@ def common_ksampler(
     p = Pass(model, positive, negative, seed=seed, steps=steps, cfg=cfg, sampler_name=sampler_name,
              scheduler=scheduler, denoise=denoise, start_step=start_step, last_step=last_step,
              force_full_denoise=force_full_denoise, disable_noise=disable_noise, sigmas=sigmas,
-             model_options=model_options, sampler_options=sampler_options)
+             model_options=model_options, sampler_options=sampler_options, comfyui_version=comfyui_version)
     check_latent(latent)
     noise_mask = check_noise_mask(latent)
     out = dict(latent)
@@ -193,4 +245,4 @@ def common_ksampler(
     return out
 
 
-__all__ = ["Pass", "as_entries", "check_noise_mask", "common_ksampler", "run_pass"]
+__all__ = ["Pass", "as_entries", "check_noise_mask", "common_ksampler", "crop_pass", "run_pass"]

@@ -29,7 +29,7 @@ from ._checks import (
 from .ksampler import compute_sigmas
 from .latent import check_latent, fit_latent_channels
 from .mask_ops import composite
-from .noise import BrownianTreeNoiseSampler, prepare_noise
+from .noise import DEFAULT_COMFYUI_VERSION, BrownianTreeNoiseSampler, parse_comfyui_version, prepare_noise
 from .passes import Pass, as_entries, check_noise_mask, run_pass
 from .samplers import SAMPLER_NAMES
 from .schedules import SCHEDULER_NAMES, calculate_sigmas
@@ -37,7 +37,8 @@ from .schedules import SCHEDULER_NAMES, calculate_sigmas
 # Samplers for which Impact runs a recovery pass in per-step use ("additional_mode").
 RECOVERY_SAMPLERS = ("uni_pc", "uni_pc_bh2", "dpmpp_sde", "dpmpp_sde_gpu", "dpmpp_2m_sde", "dpmpp_2m_sde_gpu",
                      "dpmpp_3m_sde", "dpmpp_3m_sde_gpu")
-# ... of which these recover with dpm_fast from the same step; the 2m/3m SDE ones with dpmpp_2m from 2 steps back.
+# ... of which these recover with dpm_fast (AUTO); the 2m/3m SDE ones with dpmpp_2m. Every recovery call covers
+# exactly the steps of the main call: upstream's "2 steps back" compensation can never be reached (it is 0).
 _RECOVER_WITH_DPM_FAST = ("uni_pc", "uni_pc_bh2", "dpmpp_sde", "dpmpp_sde_gpu")
 RECOVERY_MODES = ("DISABLE", "ratio additional", "ratio between")
 ADDITIONAL_SAMPLERS = ("AUTO", "euler", "heun", "heunpp2", "dpm_2", "dpm_fast", "dpmpp_2m", "ddpm")
@@ -80,10 +81,11 @@ class KSamplerAdvancedWrapper:
     `sampler_opt` (optional) is a sampler name that replaces `sampler_name` for sampling; the schedule is then
     computed without the dpm_2/uni_pc penultimate-sigma rule (as upstream does for a custom SAMPLER).
     `brownian_tree`: "schedule" (Impact's wrapper, default) or "call" (see `_call`, Impact's "separated sample").
+    `comfyui_version` (default "0.30"): "0.3.64" reproduces the older ComfyUI's default-noise-sampler seeding.
     """
 
     def __init__(self, model, cfg, sampler_name, scheduler, positive, negative, sampler_opt=None, sigma_factor=1.0,
-                 *, brownian_tree: str = "schedule"):
+                 *, brownian_tree: str = "schedule", comfyui_version: str = DEFAULT_COMFYUI_VERSION):
         self.model = check_model("model", model)
         self.cfg = check_float("cfg", cfg, 0.0, MAX_CFG)
         self.sampler_name = check_choice("sampler_name", sampler_name, SAMPLER_NAMES)
@@ -96,6 +98,8 @@ class KSamplerAdvancedWrapper:
         self.sampler_opt = sampler_opt
         self.sigma_factor = check_float("sigma_factor", sigma_factor, 0.0, MAX_SIGMA_FACTOR)
         self.brownian_tree = check_choice("brownian_tree", brownian_tree, BROWNIAN_TREE_MODES)
+        parse_comfyui_version(comfyui_version)
+        self.comfyui_version = comfyui_version
         self._sigma_cache: dict[tuple, torch.Tensor] = {}
 
     @property
@@ -140,7 +144,7 @@ class KSamplerAdvancedWrapper:
                  sampler_name=sampler_name if self.sampler_opt is None else self.sampler_opt,
                  scheduler=self.scheduler, start_step=start, last_step=end, force_full_denoise=not leftover,
                  disable_noise=not add_noise, sigmas=total, sigma_factor=ratio if start is not None else 1.0,
-                 model_options=model_options)
+                 model_options=model_options, comfyui_version=self.comfyui_version)
         samples = latent["samples"]
         out = dict(latent)
         if p.run_sigmas() is None:
@@ -175,8 +179,9 @@ class KSamplerAdvancedWrapper:
         recovery_mode "ratio between" / "ratio additional" (used by RegionalSampler; off by default here):
         for uni_pc(_bh2) and the dpmpp SDE samplers the step runs at sigmas * (1 - r) ("between") or * 1
         ("additional"), the result is composited into the input through the noise mask, and a recovery sampler
-        (AUTO: dpm_fast for uni_pc/dpmpp_sde, dpmpp_2m from two steps earlier for the 2m/3m SDE ones) runs the
-        same steps at sigmas * r. `noise` overrides the initial noise tensor (then add_noise is not consulted).
+        (AUTO: dpm_fast for uni_pc/dpmpp_sde, dpmpp_2m for the 2m/3m SDE ones) runs the same steps at
+        sigmas * r, with no noise tensor: fresh seeded noise when add_noise is true, zeros when it is false.
+        `noise` overrides the main call's initial noise tensor (then add_noise is not consulted for it).
         """
         seed = check_seed("seed", seed)
         steps = check_int("steps", steps, 1, MAX_STEPS)
@@ -212,14 +217,12 @@ class KSamplerAdvancedWrapper:
             latent = self._call(self.sampler_name, add_noise, seed, steps, latent, start_at_step, end_at_step,
                                 leftover, ratio * self.sigma_factor, noise, callback, disable_pbar, model_options)
         if recover and r > 0:
-            compensate = 0 if self.sampler_name in _RECOVER_WITH_DPM_FAST else 2
             name = recovery_sampler
             if name == "AUTO":
                 name = "dpm_fast" if self.sampler_name in _RECOVER_WITH_DPM_FAST else "dpmpp_2m"
             latent = dict(latent)
             latent["samples"] = composite(base_image["samples"], latent["samples"], latent.get("noise_mask"))
-            start = None if start_at_step is None else start_at_step - compensate
-            latent = self._call(name, add_noise, seed, steps, latent, start, end_at_step, leftover,
+            latent = self._call(name, add_noise, seed, steps, latent, start_at_step, end_at_step, leftover,
                                 r * self.sigma_factor, None, callback, disable_pbar, model_options)
         if latent is latent_image:
             latent = dict(latent_image)
@@ -285,11 +288,7 @@ def interleaved_sample(latent: dict, base_sampler, regions: list[tuple[torch.Ten
     seed = second_seed(seed, seed_2nd, seed_2nd_mode)
     noise = None if leftover else prepare_noise(cur["samples"], seed, batch_index)
     cur = loop.run(cur, seed, start + base_only_steps, noise, noise_once, callback, disable_pbar)
-    if not restore_latent:
-        # upstream's closing base call from step adv_steps: a no-op, except that the recovery pass of the
-        # 2m/3m SDE samplers restarts two steps back (its result is discarded when restore_latent is on)
-        cur = loop.base_call(False, seed, adv_steps, {**cur, "noise_mask": inv_mask}, adv_steps, adv_steps + 1,
-                             False, disable_pbar=True, **loop.recovery)
+    # upstream ends with a base call from step adv_steps when restore_latent is off: a pure no-op (quirk 14)
     samples = cur["samples"]
     return _without_noise_mask(cur, latent["samples"].clone() if samples is latent["samples"] else samples)
 
@@ -324,8 +323,11 @@ class _Interleave:
         try:
             for i in range(first, self.adv_steps):
                 cur = self.step(cur, seed, i, add_noise, noise)
-                if noise_once and add_noise:
-                    add_noise, noise = False, None
+                # upstream: add_noise is true only for the first per-step base call. The noise tensor is still
+                # passed to every later one (quirk 6), but the recovery call, which gets no tensor, adds no noise.
+                add_noise = False
+                if noise_once:
+                    noise = None
                 bar.update(1)
                 if callback is not None:
                     callback(i - first, cur["samples"], cur["samples"], total)

@@ -14,8 +14,9 @@ import torch
 
 from .latent import fit_latent_channels
 from .mask_ops import bbox, crop, crop_box, differential_denoise_mask, inverse, paste, to_latent
+from .models.inpaint import masked_image_conditioning, with_extras
 from .noise import prepare_noise
-from .passes import Pass, run_pass
+from .passes import Pass, crop_pass, run_pass
 
 DEFAULT_CROP_MULTIPLE = 8
 
@@ -25,7 +26,9 @@ class TwoPassOptions:
     """How the two passes share the image. base_covers_mask: the base pass renders the whole image (else it is
     restricted to `inverse(mask, inversion)`); differential: grey mask values are per-pixel denoise;
     crop_to_mask: the mask pass samples only the mask's box plus `crop_context` latent px, rounded up to
-    `crop_multiple` (None: the model's `latent_multiple`, else 8)."""
+    `crop_multiple` (None: the model's `latent_multiple`, else 8); inpaint_conditioning: when the mask pass's
+    model is an inpainting checkpoint, give it the base result with the mask greyed out and the mask, as
+    InpaintModelConditioning would (off: ComfyUI's plain noise-mask behaviour, the latent itself)."""
 
     base_covers_mask: bool = True
     inversion: str = "soft"
@@ -33,6 +36,7 @@ class TwoPassOptions:
     crop_to_mask: bool = False
     crop_context: int = 8
     crop_multiple: int | None = None
+    inpaint_conditioning: bool = True
 
 
 def two_pass_sample(samples: torch.Tensor, mask: torch.Tensor, base: Pass, inside: Pass, opts: TwoPassOptions, *,
@@ -58,6 +62,7 @@ def two_pass_sample(samples: torch.Tensor, mask: torch.Tensor, base: Pass, insid
         return base_out.clone()
     inside = replace(inside, model_options=diff)
     if not opts.crop_to_mask:
+        inside = _inpaint_inputs(inside, base_out, m_lat, opts)
         out = run_pass(inside, base_out, noise_mask=m_lat, batch_index=batch_index,
                        callback=_relay(callback, n1, total), disable_pbar=disable_pbar)
         return torch.where(m_lat > 0, out, base_out)
@@ -81,10 +86,19 @@ def _cropped_mask_pass(base_out, m_lat, box, inside: Pass, opts: TwoPassOptions,
     frame = None
     if callback is not None:  # previews see the whole image: the crop pasted into the (scaled) base result
         frame = inside.model.latent_format.process_in(base_out.float())
+    inside = _inpaint_inputs(crop_pass(inside, box, (h, w)), base_crop, m_crop, opts)
     out_crop = run_pass(inside, base_crop.contiguous(), noise_mask=m_crop.contiguous(),
                         noise=crop(full_noise, box).contiguous(), callback=_relay(callback, *steps, frame, box),
                         disable_pbar=disable_pbar)
     return paste(base_out, torch.where(m_crop > 0, out_crop, base_crop), box)
+
+
+def _inpaint_inputs(inside: Pass, samples: torch.Tensor, m_lat: torch.Tensor, opts: TwoPassOptions) -> Pass:
+    if not (opts.inpaint_conditioning and getattr(inside.model, "inpainting", False)):
+        return inside
+    extras = masked_image_conditioning(inside.model, samples, m_lat)
+    return replace(inside, positive=with_extras(inside.cond_pos, extras),
+                   negative=with_extras(inside.cond_neg, extras))
 
 
 def _relay(callback, offset: int, total: int, frame: torch.Tensor | None = None, box=None):

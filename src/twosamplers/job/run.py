@@ -14,13 +14,15 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 
 from .. import front
 from ..front import SamplerSettings
+from ..models.control import ControlNet
 from ..models.registry import ModelCache, defaults_for
+from .loras import prepare_loras
 from .spec import Job, JobError
 
 
@@ -45,6 +47,10 @@ class Prepared:
     model: object
     mask: torch.Tensor
     pixels: torch.Tensor | None
+    hints: dict | None = None  # ControlNet hint images by path
+    pass_models: dict = field(default_factory=dict)  # "base"/"mask" -> the model with that pass's LoRAs
+    prompts: dict = field(default_factory=dict)  # "base"/"mask" -> the prompt without its <lora:...> tags
+    embeddings: object = None  # an EmbeddingLibrary, or None
 
 
 @dataclass
@@ -102,8 +108,10 @@ def resolve_size(job: Job, mask_hw: tuple[int, int], image_hw: tuple[int, int] |
     return replace(job, width=w, height=h)
 
 
-def prepare_job(job: Job, cache: ModelCache | None = None, *, load_options: dict | None = None) -> Prepared:
-    """Everything that can fail on bad input, before any sampling: inputs, model, sizes, prompts.
+def prepare_job(job: Job, cache: ModelCache | None = None, *, load_options: dict | None = None,
+                check_memory: bool = True) -> Prepared:
+    """Everything that can fail on bad input, before any sampling: inputs, model, sizes, prompts, and (unless
+    `check_memory` is False) the memory estimate against what the machine has (JobError field "memory").
     `load_options`: device / dtype / allow_pickle for checkpoints (the machine's business, not the job's)."""
     cache = ModelCache() if cache is None else cache
     mask, pixels = load_inputs(job)
@@ -112,16 +120,55 @@ def prepare_job(job: Job, cache: ModelCache | None = None, *, load_options: dict
     model = cache.get(job.model, **options)
     factor = int(model.latent_format.downscale)
     job = resolve_size(job, tuple(mask.shape[-2:]), None if pixels is None else tuple(pixels.shape[1:3]), factor)
-    return Prepared(job, model, mask, pixels)
+    side = max(job.width, job.height)
+    if job.feather > side:
+        raise JobError("feather", f"{job.feather:g} is wider than the image ({job.width}x{job.height} px); "
+                       f"accepted: 0 .. {side}")
+    if check_memory:
+        from .memory import memory_problem
+
+        problem = memory_problem(model, job.width, job.height)
+        if problem:
+            raise JobError("memory", f"{problem}; render a smaller image, or override the check "
+                           "(--ignore-memory-limit; check_memory=False)")
+    hints = load_hints(job)
+    job, pass_models, prompts, library = prepare_loras(job, model, allow_pickle=bool(options.get("allow_pickle")))
+    return Prepared(job, model, mask, pixels, hints, pass_models, prompts, library)
+
+
+def load_hints(job: Job) -> dict:
+    """The ControlNet hint images of both passes by path; a missing ControlNet or hint file names its field."""
+    from pathlib import Path
+
+    from ..imageio import load_image
+
+    hints = {}
+    for which in ("base", "mask"):
+        for i, c in enumerate(job.pass_spec(which).controlnets):
+            key = f"{which}_controlnets[{i}]"
+            if not Path(c["file"]).exists():
+                raise JobError(key, f"ControlNet not found: {c['file']}")
+            if c["image"] not in hints:
+                try:
+                    hints[c["image"]] = load_image(c["image"])
+                except (OSError, ValueError) as e:
+                    raise JobError(key, f"cannot read the hint image {c['image']}: {e}") from None
+    return hints
 
 
 def _settings(prep: Prepared, which: str) -> SamplerSettings:
-    job, model = prep.job, prep.model
+    """One pass: its model (with its LoRA stack) encodes its prompts (with the embeddings) and samples."""
+    job = prep.job
+    model = prep.pass_models.get(which, prep.model)
     spec = job.pass_spec(which)
-    prompt = job.base_prompt if which == "base" else job.mask_prompt
-    return SamplerSettings(model, model.encode_prompt(prompt), model.encode_prompt(spec.negative), seed=spec.seed,
-                           steps=spec.steps, cfg=spec.cfg, sampler_name=spec.sampler, scheduler=spec.scheduler,
-                           denoise=spec.denoise)
+    prompt = prep.prompts.get(which, job.base_prompt if which == "base" else job.mask_prompt)
+    extra = {"embeddings": prep.embeddings} if prep.embeddings is not None else {}
+    controlnets = [ControlNet(c["file"], prep.hints[c["image"]], c["strength"], c["start_percent"],
+                              c["end_percent"]) for c in spec.controlnets]
+    return SamplerSettings(model, model.encode_prompt(prompt, **extra), model.encode_prompt(spec.negative, **extra),
+                           seed=spec.seed, steps=spec.steps, cfg=spec.cfg, sampler_name=spec.sampler,
+                           scheduler=spec.scheduler, denoise=spec.denoise, controlnets=controlnets,
+                           comfyui_version=job.comfyui_version)
 
 
 def render(prep: Prepared, *, callback=None, disable_pbar=None, want_base_preview: bool = False) -> JobResult:
@@ -151,7 +198,8 @@ def render(prep: Prepared, *, callback=None, disable_pbar=None, want_base_previe
         latent, prep.mask, base, inside, mode=job.mode, inversion=job.inversion,
         base_covers_mask=job.base_covers_mask, grow=job.grow, feather=job.feather, differential=job.differential,
         crop_to_mask=job.crop_to_mask, crop_context=job.crop_context, overlap_factor=job.overlap_factor,
-        base_only_steps=job.base_only_steps, callback=step_fn, disable_pbar=disable_pbar)
+        base_only_steps=job.base_only_steps, inpaint_conditioning=job.inpaint_conditioning, callback=step_fn,
+        disable_pbar=disable_pbar)
     samples = out["samples"]
     image = model.decode_latent(samples)
     preview = model.decode_latent(fmt.process_out(captured["base"])) if "base" in captured else None
@@ -159,13 +207,15 @@ def render(prep: Prepared, *, callback=None, disable_pbar=None, want_base_previe
 
 
 def run_job(job: Job, cache: ModelCache | None = None, *, outputs: Outputs | None = None, callback=None,
-            disable_pbar=None, load_options: dict | None = None) -> JobResult:
-    """prepare_job, then render, then (when `outputs` names any) write_outputs; returns the result."""
+            disable_pbar=None, load_options: dict | None = None, inputs: dict[str, str] | None = None,
+            check_memory: bool = True) -> JobResult:
+    """check_outputs, prepare_job, then render, then (when `outputs` names any) write_outputs; returns the result.
+    `inputs`: further input files by field (e.g. {"from": png}) that no output may overwrite."""
     from .outputs import check_outputs, write_outputs
 
     outputs = outputs or Outputs()
-    check_outputs(outputs, job)
-    prep = prepare_job(job, cache, load_options=load_options)
+    check_outputs(outputs, job, inputs=inputs)
+    prep = prepare_job(job, cache, load_options=load_options, check_memory=check_memory)
     result = render(prep, callback=callback, disable_pbar=disable_pbar,
                     want_base_preview=outputs.preview is not None)
     if outputs.items():

@@ -22,10 +22,12 @@ from ..front import MODES
 from ..imageio import MASK_CHANNELS
 from ..mask_ops import INVERSIONS
 from ..models.registry import DEFAULT_MODEL, defaults_for
+from ..noise import DEFAULT_COMFYUI_VERSION, parse_comfyui_version
 from ..samplers import SAMPLER_NAMES
 from ..schedules import SCHEDULER_NAMES
 
 PASSES = ("base", "mask")
+MAX_CLIP_LAYERS = 1000  # clip_skip beyond any text encoder's depth is an error, not an IndexError later
 METADATA_ONLY_KEYS = ("twosamplers_version",)  # written into PNGs for people; not part of a job
 
 
@@ -79,6 +81,42 @@ def _str(key, v, optional=False):
     return v
 
 
+CONTROLNET_FORMAT = "FILE:IMAGE[:STRENGTH[:START:END]]"
+
+
+def _controlnet(key: str, v) -> dict:
+    """One ControlNet of a pass: a "FILE:IMAGE[:STRENGTH[:START:END]]" string or its normalised dict."""
+    if isinstance(v, str):
+        parts = v.split(":")
+        if len(parts) not in (2, 3, 5) or not all(parts[:2]):
+            raise JobError(key, f"{v!r} is not {CONTROLNET_FORMAT}")
+        try:
+            nums = [float(x) for x in parts[2:]]
+        except ValueError:
+            raise JobError(key, f"{v!r}: strength, start and end must be numbers ({CONTROLNET_FORMAT})") from None
+        v = dict(zip(("file", "image", "strength", "start_percent", "end_percent"), parts[:2] + nums, strict=False))
+    if not isinstance(v, dict):
+        raise JobError(key, f"must be a {CONTROLNET_FORMAT} string or an object, got {v!r}")
+    unknown = sorted(set(v) - {"file", "image", "strength", "start_percent", "end_percent"})
+    if unknown:
+        raise JobError(key, f"unknown ControlNet field {unknown[0]!r}")
+    out = {"file": _str(f"{key}.file", v.get("file")), "image": _str(f"{key}.image", v.get("image")),
+           "strength": _float(f"{key}.strength", v.get("strength", 1.0), 0.0, 10.0),
+           "start_percent": _float(f"{key}.start_percent", v.get("start_percent", 0.0), 0.0, 1.0),
+           "end_percent": _float(f"{key}.end_percent", v.get("end_percent", 1.0), 0.0, 1.0)}
+    if out["start_percent"] > out["end_percent"]:
+        raise JobError(key, f"start_percent {out['start_percent']} is after end_percent {out['end_percent']}")
+    return out
+
+
+def _controlnets(key: str, v) -> tuple:
+    if isinstance(v, (str, dict)):
+        v = [v]
+    if not isinstance(v, (list, tuple)):
+        raise JobError(key, f"must be a list of ControlNets ({CONTROLNET_FORMAT}), got {v!r}")
+    return tuple(_controlnet(f"{key}[{i}]", c) for i, c in enumerate(v))
+
+
 # ---------------------------------------------------------------------------------------------- the job
 @dataclass(frozen=True)
 class PassSpec:
@@ -91,9 +129,14 @@ class PassSpec:
     scheduler: str = "normal"
     denoise: float = 1.0
     negative: str = ""
+    controlnets: tuple = ()  # ({"file", "image", "strength", "start_percent", "end_percent"}, ...)
+    loras: tuple = ()  # LoRA entries: "FILE[:S[:S_CLIP]]" or {"file", "strength_model", ...} (job/loras.py)
 
     def validated(self, prefix: str, default_cfg: float) -> PassSpec:
+        from .loras import normalize_entries
+
         return PassSpec(
+            controlnets=_controlnets(f"{prefix}controlnets", self.controlnets),
             seed=_int(f"{prefix}seed", self.seed, 0, SEED_MAX),
             steps=_int(f"{prefix}steps", self.steps, 1, MAX_STEPS),
             cfg=_float(f"{prefix}cfg", default_cfg if self.cfg is None else self.cfg, 0.0, MAX_CFG),
@@ -101,6 +144,7 @@ class PassSpec:
             scheduler=_choice(f"{prefix}scheduler", self.scheduler, SCHEDULER_NAMES),
             denoise=_float(f"{prefix}denoise", self.denoise, 0.0, 1.0),
             negative=_str(f"{prefix}negative", self.negative),
+            loras=normalize_entries(f"{prefix}loras", self.loras),
         )
 
 
@@ -130,11 +174,15 @@ class Job:
     feather: float = 0.0
     differential: bool = False
     crop_to_mask: bool = False
+    inpaint_conditioning: bool = True
     crop_context: int = 8
     overlap_factor: int = 10
     base_only_steps: int = 1
     clip_skip: int | None = None
     prediction: str | None = None
+    comfyui_version: str = DEFAULT_COMFYUI_VERSION
+    lora_dir: str | None = None  # where LoRA names (entries, prompt tags) are looked up
+    embeddings: str | None = None  # the textual-inversion embeddings directory (embedding:NAME in prompts)
     mask_tensor: torch.Tensor | None = field(default=None, repr=False, compare=False)
 
     # ------------------------------------------------------------------ parsing
@@ -163,6 +211,8 @@ class Job:
             d = json.loads(text)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise JobError("job", f"is not valid JSON: {e}") from None
+        except RecursionError:
+            raise JobError("job", "is nested too deeply to be a job (a job is a flat JSON object)") from None
         return cls.from_dict(d)
 
     @classmethod
@@ -187,12 +237,12 @@ class Job:
         default_cfg = defaults_for(model).cfg
         for key in ("base_prompt", "mask_prompt"):
             _str(key, getattr(self, key))
-        for key in ("mask", "image", "prediction"):
+        for key in ("mask", "image", "prediction", "lora_dir", "embeddings"):
             _str(key, getattr(self, key), optional=True)
         for key in ("width", "height"):
             if getattr(self, key) is not None:
                 _int(key, getattr(self, key), 1, MAX_IMAGE_SIDE)
-        for key in ("invert_mask", "base_covers_mask", "differential", "crop_to_mask"):
+        for key in ("invert_mask", "base_covers_mask", "differential", "crop_to_mask", "inpaint_conditioning"):
             _bool(key, getattr(self, key))
         _choice("mask_channel", self.mask_channel, MASK_CHANNELS)
         _choice("mode", self.mode, MODES)
@@ -200,14 +250,21 @@ class Job:
         if self.prediction is not None:
             _choice("prediction", self.prediction, ("eps", "v"))
         if self.clip_skip is not None:
-            _int("clip_skip", self.clip_skip)
-        _int("grow", self.grow)
-        _int("crop_context", self.crop_context, 0)
+            _int("clip_skip", self.clip_skip, -MAX_CLIP_LAYERS, MAX_CLIP_LAYERS)
+        # size-like numbers: anything beyond the largest image is an error (inf and huge values included);
+        # within that, a grow or context larger than this image acts as the image size
+        _int("grow", self.grow, -MAX_IMAGE_SIDE, MAX_IMAGE_SIDE)
+        _int("crop_context", self.crop_context, 0, MAX_IMAGE_SIDE)
+        try:
+            parse_comfyui_version(self.comfyui_version)
+        except ValueError:
+            raise JobError("comfyui_version", f"{self.comfyui_version!r} is not a ComfyUI version such as "
+                           f"'0.3.64' or '0.30' (default {DEFAULT_COMFYUI_VERSION!r})") from None
         _int("overlap_factor", self.overlap_factor, 0, MAX_OVERLAP)
         _int("base_only_steps", self.base_only_steps, 0, MAX_STEPS)
         if self.mask is None and self.mask_tensor is None:
             raise JobError("mask", "is required (a mask file)")
-        return replace(self, feather=_float("feather", self.feather, 0.0),
+        return replace(self, feather=_float("feather", self.feather, 0.0, float(MAX_IMAGE_SIDE)),
                        base=self.base.validated("base_", default_cfg),
                        inside=self.inside.validated("mask_", default_cfg))
 
@@ -216,7 +273,7 @@ class Job:
         """The normalised flat dict (JSON-able): what the PNG metadata stores and `from_dict` reads."""
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("base", "inside", "mask_tensor")}
         for which, spec in zip(PASSES, (self.base, self.inside), strict=True):
-            out.update({f"{which}_{k}": getattr(spec, k) for k in PASS_KEYS})
+            out.update({f"{which}_{k}": _plain(getattr(spec, k)) for k in PASS_KEYS})
         return dict(sorted(out.items()))
 
     def pass_spec(self, which: str) -> PassSpec:
@@ -224,9 +281,16 @@ class Job:
 
     def input_files(self) -> dict[str, str]:
         """The input files this job reads, by field."""
+        from .loras import entry_files
+
         files = {"image": self.image}
         if self.mask_tensor is None:
             files["mask"] = self.mask
+        for which, spec in zip(PASSES, (self.base, self.inside), strict=True):
+            for i, c in enumerate(spec.controlnets):
+                files[f"{which}_controlnets[{i}].image"] = c["image"]
+            for i, path in enumerate(entry_files(spec.loras)):
+                files[f"{which}_loras[{i}]"] = path
         return {k: v for k, v in files.items() if v is not None}
 
     def hash(self) -> str:
@@ -246,6 +310,11 @@ class Job:
             h.update(b"\0mask_tensor\0")
             h.update(self.mask_tensor.detach().float().cpu().contiguous().numpy().tobytes())
         return h.hexdigest()
+
+
+def _plain(v):
+    """JSON's form of a field value (tuples of LoRA entries as lists), so that to_dict equals a PNG's copy."""
+    return [dict(e) for e in v] if isinstance(v, tuple) else v
 
 
 def job_keys() -> tuple[str, ...]:

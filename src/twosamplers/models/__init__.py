@@ -8,3 +8,8 @@ from .analytic import IdealModel, TextureModel  # noqa: E402
 from .registry import ModelCache, ModelDefaults, defaults_for, load  # noqa: E402
 
 __all__ += ["IdealModel", "ModelCache", "ModelDefaults", "TextureModel", "defaults_for", "load"]
+
+from .embeddings import EmbeddingLibrary  # noqa: E402
+from .lora import Lora, LoraError, LoraModel, with_loras  # noqa: E402
+
+__all__ += ["EmbeddingLibrary", "Lora", "LoraError", "LoraModel", "with_loras"]

@@ -16,6 +16,7 @@ import torch
 
 from .._checks import check_float, check_int
 from ..schedules import ModelSamplingDiscrete
+from .control import active_controls
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,11 @@ class DiffusionModel:
     def apply_model(self, x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor | None, **extras):
         """Denoised (x0) prediction of `x` at noise levels `sigma` (shape [B]) given `context` (B, L, D)."""
         raise NotImplementedError
+
+    def extra_conds(self, extras: dict, *, latent_image: torch.Tensor, denoise_mask: torch.Tensor | None) -> dict:
+        """An entry's network extras for one sampling run, given the run's model-space latent and prepared
+        noise mask (inpainting models add their extra input channels here). Default: unchanged."""
+        return extras
 
     def encode_prompt(self, text: str, **options) -> list:
         """Text -> ComfyUI CONDITIONING ([[tensor(1, L, D), {...}]])."""
@@ -118,6 +124,16 @@ class NetworkModel(DiffusionModel):
         ms = self.model_sampling
         values = sigma.reshape(-1).tolist()
         s0 = values[0]
+        control = extras.pop("control", None)
+        batched_number = extras.pop("batched_number", 1)
+        if control is not None:
+            # ControlNets whose step window holds this sigma (ComfyUI tests the batch's first sigma)
+            active = active_controls(control, s0, ms)
+            if active:
+                if not getattr(self.network, "supports_control", False):
+                    raise TypeError(f"{type(self.network).__name__} cannot take ControlNet residuals; ControlNets "
+                                    "need a Stable Diffusion model (twosamplers.models.sd)")
+                extras["control"] = (active, batched_number)
         # Fast path (every row at one sigma, EPS, float32): the per-row scalars become memoised Python floats
         # holding the same float32 values, so the result is bit-identical with three tensor ops fewer per call.
         fast = ms.prediction == "eps" and x.dtype == torch.float32 and all(v == s0 for v in values)

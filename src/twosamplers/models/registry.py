@@ -47,7 +47,10 @@ def _analytic(name: str, cls_name: str) -> Callable[..., object]:
     return load
 
 
-_ANALYTIC_DEFAULTS = ModelDefaults(cfg=3.0, size=256)
+# The analytic models' conditional prediction is exact, so they default to cfg 1: at cfg 3 the guidance term
+# 2 * (cond - uncond) overshoots at a class boundary, where the unconditional posterior follows the neighbouring
+# class, into a 1-2 px rim of saturated red/magenta around the demo's disc (docs/default-model.md, issue 10).
+_ANALYTIC_DEFAULTS = ModelDefaults(cfg=1.0, size=256)
 REGISTRY: dict[str, Loader] = {}
 
 
@@ -74,8 +77,9 @@ BUILTIN_MODELS = tuple(REGISTRY)
 
 
 def _registered_name(name) -> str | None:
-    if isinstance(name, str) and name.strip().lower() in REGISTRY:
-        return name.strip().lower()
+    # exactly as typed: ' TEXTURES ' is not the textures model (it is a path that does not exist)
+    if isinstance(name, str) and name in REGISTRY:
+        return name
     return None
 
 

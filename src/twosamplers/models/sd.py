@@ -25,6 +25,8 @@ import torch
 
 from ..schedules import ModelSamplingDiscrete
 from .base import NetworkModel
+from .embeddings import EmbeddingLibrary
+from .inpaint import CONCAT_KEYS, EXTRA_CHANNELS, SD15_BLANK_LATENT, concat_cond
 from .sd_loading import (
     FAMILY_NAMES,
     LATENT_SCALE,
@@ -74,10 +76,13 @@ class UNetAdapter(torch.nn.Module):
     height), or a ready `add_time_ids` (B, 6). Other extras are ignored for SD1.x/2.x, as ComfyUI does.
     """
 
-    def __init__(self, unet, sdxl: bool) -> None:
+    supports_control = True
+
+    def __init__(self, unet, sdxl: bool, downscale: int = 8) -> None:
         super().__init__()
         self.unet = unet
         self.sdxl = sdxl
+        self.downscale = downscale
 
     @staticmethod
     def _column(value, batch: int, device) -> torch.Tensor:
@@ -100,6 +105,8 @@ class UNetAdapter(torch.nn.Module):
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor | None, **extras):
         if context is None:
             raise ValueError("Stable Diffusion needs text conditioning (context); got None")
+        control = extras.pop("control", None)
+        concat = extras.get("c_concat")
         added = None
         if self.sdxl:
             pooled = extras.get("pooled_output")
@@ -110,7 +117,32 @@ class UNetAdapter(torch.nn.Module):
             ids = extras.get("add_time_ids")
             ids = ids.float().to(x.device) if ids is not None else self.time_ids(b, x.device, extras)
             added = {"text_embeds": pooled.to(device=x.device, dtype=x.dtype), "time_ids": ids}
-        return self.unet(x, timesteps, encoder_hidden_states=context, added_cond_kwargs=added, return_dict=False)[0]
+        residuals = {}
+        if control is not None:
+            down, mid = self.control_residuals(x, timesteps, context, added, *control)
+            residuals = {"down_block_additional_residuals": tuple(down), "mid_block_additional_residual": mid}
+        if concat is not None:  # inpainting UNets: noisy latent, then mask and masked-image latent
+            x = torch.cat([x, concat.to(x)], dim=1)
+        return self.unet(x, timesteps, encoder_hidden_states=context, added_cond_kwargs=added, return_dict=False,
+                         **residuals)[0]
+
+    def control_residuals(self, x, timesteps, context, added, active, batched_number: int):
+        """Sum of the active ControlNets' residuals, each scaled by its strength in the ControlNet's dtype and
+        cast to the UNet's, added in application order (models/control.py)."""
+        h, w = x.shape[-2] * self.downscale, x.shape[-1] * self.downscale
+        down, mid = None, None
+        for c in active:
+            net = c.control_net
+            hint = c.hint_for(x.shape[0], h, w, batched_number, x.device, net.dtype)
+            d, m = net.residuals(x, timesteps, context, hint, added)
+            d = [(r * c.strength).to(x.dtype) for r in d]
+            m = (m * c.strength).to(x.dtype)
+            if down is None:
+                down, mid = d, m
+            else:
+                down = [p + r for p, r in zip(down, d, strict=True)]
+                mid = mid + m
+        return down, mid
 
 
 class SDModel(NetworkModel):
@@ -122,13 +154,19 @@ class SDModel(NetworkModel):
                  vae_dtype: torch.dtype | None = None, source: str = "") -> None:
         if family not in FAMILY_NAMES:
             raise UnsupportedModelError(f"unknown family {family!r}; supported: {SUPPORTED}")
-        super().__init__(UNetAdapter(unet, family == "sdxl"),
+        super().__init__(UNetAdapter(unet, family == "sdxl", 2 ** (len(vae.config.block_out_channels) - 1)),
                          ModelSamplingDiscrete(prediction, linear_start, linear_end),
                          latent_scale=LATENT_SCALE[family],
-                         latent_channels=int(unet.config.in_channels),
+                         latent_channels=int(vae.config.latent_channels),
                          downscale=2 ** (len(vae.config.block_out_channels) - 1))
         self.unet = unet
         self.vae = vae
+        extra = int(unet.config.in_channels) - int(vae.config.latent_channels)
+        if extra not in (0, EXTRA_CHANNELS):
+            raise UnsupportedModelError(f"a UNet with {unet.config.in_channels} input channels is not supported "
+                                        f"(4 latent channels, or 4 + {EXTRA_CHANNELS} for inpainting models)")
+        self.inpainting = extra == EXTRA_CHANNELS
+        self._blank: torch.Tensor | None = None
         self.text_encoders = text_encoders
         self.family = family
         self.clip_skip = normalize_clip_skip(clip_skip)
@@ -139,22 +177,54 @@ class SDModel(NetworkModel):
         return (f"SDModel({FAMILY_NAMES[self.family]}, prediction={self.model_sampling.prediction!r}, "
                 f"device={self.device}, dtype={self.dtype}, source={self.source!r})")
 
+    def load_controlnet(self, path, *, allow_pickle: bool = False):
+        """A ControlNet file or folder loaded for this model (same device and dtype; refused when it was made
+        for another family). Cached per file."""
+        from .controlnet import load_controlnet
+
+        return load_controlnet(path, unet=self.unet, allow_pickle=allow_pickle)
+
+    # ------------------------------------------------------------------------------------ inpainting
+    def extra_conds(self, extras: dict, *, latent_image: torch.Tensor, denoise_mask: torch.Tensor | None) -> dict:
+        """An entry's network extras for one sampling run: inpainting models get their 5 extra input channels
+        (models/inpaint.py); the inpainting keys are dropped for the others, as ComfyUI ignores them."""
+        out = {k: v for k, v in extras.items() if k not in CONCAT_KEYS}
+        if self.inpainting:
+            out["c_concat"] = concat_cond(extras, latent_image=latent_image, denoise_mask=denoise_mask,
+                                          process_in=self.latent_format.process_in, blank=self.blank_latent())
+        return out
+
+    def blank_latent(self) -> torch.Tensor:
+        """The model-space latent of a blank (mid-grey) image, (1, C, 1, 1): ComfyUI's constants for SD1.x/2.x,
+        this VAE's encoding of grey for SDXL."""
+        if self._blank is None:
+            if self.family in ("sd1", "sd2"):
+                self._blank = torch.tensor(SD15_BLANK_LATENT).reshape(1, 4, 1, 1)
+            else:
+                grey = torch.full((1, 64, 64, 3), 0.5)
+                z = self.latent_format.process_in(self.encode_image(grey))
+                self._blank = z.mean(dim=(2, 3), keepdim=True)
+        return self._blank
+
     # ---------------------------------------------------------------------------------------- text
     def encode_prompt(self, text: str, *, clip_skip: int | None = None, width: int | None = None,
                       height: int | None = None, crop_w: int = 0, crop_h: int = 0, target_width: int | None = None,
-                      target_height: int | None = None) -> list:
+                      target_height: int | None = None, embeddings=None) -> list:
         """Prompt -> CONDITIONING [[cond (1, 77*k, D), {"pooled_output": (1, P), ...}]] like ComfyUI's
         CLIPTextEncode (after CLIPSetLastLayer when `clip_skip` or the model's clip_skip is set).
 
         SDXL: the size arguments are ComfyUI's CLIPTextEncodeSDXL fields; unset, the model uses ComfyUI's
         plain-CLIPTextEncode defaults (768 x 768, no crop). They are stored as (1,) tensors so that positive
         and negative prompts with different sizes still batch into one network call.
+        embeddings: an `EmbeddingLibrary` (or a directory) for `embedding:name` words.
         """
+        if embeddings is not None and not isinstance(embeddings, EmbeddingLibrary):
+            embeddings = EmbeddingLibrary(embeddings)
         skip = normalize_clip_skip(clip_skip) if clip_skip is not None else self.clip_skip
         if self.family == "sdxl":
             (l_enc, g_enc) = self.text_encoders
-            cl, _ = l_enc.encode(text, skip)
-            cg, pooled = g_enc.encode(text, skip)
+            cl, _ = l_enc.encode(text, skip, embeddings)
+            cg, pooled = g_enc.encode(text, skip, embeddings)
             n = min(cl.shape[1], cg.shape[1])
             cond = torch.cat([cl[:, :n], cg[:, :n]], dim=-1)
             extras: dict = {"pooled_output": pooled}
@@ -169,8 +239,16 @@ class SDModel(NetworkModel):
                 for k, v in sizes.items():
                     extras[k] = torch.tensor([float(v)])
             return [[cond, extras]]
-        cond, pooled = self.text_encoders[0].encode(text, skip)
+        cond, pooled = self.text_encoders[0].encode(text, skip, embeddings)
         return [[cond, {"pooled_output": pooled}]]
+
+    def with_loras(self, loras, *, allow_pickle: bool = False):
+        """This model with LoRAs ([Lora(path, strength_model, strength_clip), ...], applied in order): a
+        `LoraModel` over the same weights, patched only while it samples or encodes a prompt. Files are checked
+        (shapes, values, keys) now."""
+        from .lora import with_loras
+
+        return with_loras(self, loras, allow_pickle=allow_pickle)
 
     # ------------------------------------------------------------------------------------------ VAE
     def _vae_in(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -380,16 +458,19 @@ def _load_single_file(path: Path, dev, dt, pred, skip, allow_pickle) -> SDModel:
     vae = build_vae(sd, fam.name, vae_dt).to(dev)
     tok = clip_tokenizer()
     if fam.name == "sd1":
-        encoders = [ClipTextEncoder(build_clip_l(sd, fam.clip_l_prefix, dt).to(dev), TokenizerSpec(tok, END_TOKEN))]
+        encoders = [ClipTextEncoder(build_clip_l(sd, fam.clip_l_prefix, dt).to(dev), TokenizerSpec(tok, END_TOKEN),
+                                    embedding_key="clip_l")]
     elif fam.name == "sd2":
         te = build_open_clip(sd, fam.clip_g_prefix, dt, with_projection=False).to(dev)
-        encoders = [ClipTextEncoder(te, TokenizerSpec(tok, 0), layer_idx=-2, layer_norm_hidden_state=True)]
+        encoders = [ClipTextEncoder(te, TokenizerSpec(tok, 0), layer_idx=-2, layer_norm_hidden_state=True,
+                                    embedding_key="clip_h")]
     else:
         te_l = build_clip_l(sd, fam.clip_l_prefix, dt).to(dev)
         te_g = build_open_clip(sd, fam.clip_g_prefix, dt, with_projection=True).to(dev)
-        encoders = [ClipTextEncoder(te_l, TokenizerSpec(tok, END_TOKEN), layer_idx=-2, layer_norm_hidden_state=False),
+        encoders = [ClipTextEncoder(te_l, TokenizerSpec(tok, END_TOKEN), layer_idx=-2, layer_norm_hidden_state=False,
+                                    embedding_key="clip_l"),
                     ClipTextEncoder(te_g, TokenizerSpec(tok, 0), layer_idx=-2, layer_norm_hidden_state=False,
-                                    projected_pooled=True)]
+                                    projected_pooled=True, embedding_key="clip_g")]
     if pred is None:
         pred, how = guess_prediction(sd, fam.name)
         if fam.name == "sd2":
@@ -424,9 +505,9 @@ def _check_folder(path: Path) -> tuple[bool, dict]:
     if not has_te1:
         raise UnsupportedModelError(f"{path}: pipeline {cls or '?'} has no text encoder. Supported: {SUPPORTED}.")
     unet_cfg = _read_json(path / "unet" / "config.json")
-    if int(unet_cfg.get("in_channels", 4)) != 4:
-        raise UnsupportedModelError(f"{path}: a UNet with {unet_cfg.get('in_channels')} input channels (inpainting?) "
-                                    f"is not supported. Supported: {SUPPORTED} with 4 latent channels.")
+    if int(unet_cfg.get("in_channels", 4)) not in (4, 4 + EXTRA_CHANNELS):
+        raise UnsupportedModelError(f"{path}: a UNet with {unet_cfg.get('in_channels')} input channels is not "
+                                    f"supported. Supported: {SUPPORTED} with 4 latent channels (9 for inpainting).")
     sched_file = path / "scheduler" / "scheduler_config.json"
     sched = _read_json(sched_file) if sched_file.exists() else {}
     if sched.get("beta_schedule", "scaled_linear") != "scaled_linear":
@@ -435,9 +516,36 @@ def _check_folder(path: Path) -> tuple[bool, dict]:
     return sdxl, sched
 
 
+def _folder_tokenizer(path: Path, sub: str, encoder) -> TokenizerSpec:
+    """The folder's own tokenizer (its vocabulary and special tokens); the shipped CLIP one only when the
+    folder has none and the text encoder has CLIP's vocabulary size."""
+    from transformers import CLIPTokenizer
+
+    folder = path / sub
+    vocab_size = int(encoder.config.vocab_size)
+    if any((folder / f).exists() for f in ("vocab.json", "tokenizer.json", "tokenizer_config.json")):
+        try:
+            tok = CLIPTokenizer.from_pretrained(folder)
+        except (OSError, ValueError) as e:
+            raise CheckpointError(f"{folder}: cannot load the tokenizer ({type(e).__name__}: {e})") from None
+    elif vocab_size == len(clip_tokenizer()):
+        tok = clip_tokenizer()
+    else:
+        raise CheckpointError(f"{path}: no {sub}/ folder with a tokenizer, and the text encoder's vocabulary "
+                              f"({vocab_size} tokens) is not CLIP's ({len(clip_tokenizer())})")
+    if len(tok) > vocab_size:
+        raise CheckpointError(f"{folder}: the tokenizer has {len(tok)} tokens but the text encoder only "
+                              f"{vocab_size}; they do not belong together")
+    ids = {k: getattr(tok, f"{k}_token_id") for k in ("bos", "eos", "pad")}
+    if ids["bos"] is None or ids["eos"] is None:
+        raise CheckpointError(f"{folder}: the tokenizer has no start/end token (bos/eos)")
+    pad = ids["eos"] if ids["pad"] is None else ids["pad"]
+    return TokenizerSpec(tok, pad_token=int(pad), start_token=int(ids["bos"]), end_token=int(ids["eos"]))
+
+
 def _load_folder(path: Path, dev, dt, pred, skip, source: str | None = None) -> SDModel:
     from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     sdxl, sched = _check_folder(path)
     folder_pred = _prediction_arg(sched.get("prediction_type", "epsilon"))
@@ -459,33 +567,23 @@ def _load_folder(path: Path, dev, dt, pred, skip, source: str | None = None) -> 
     for m in [unet, vae] + ([te_l, te_g] if sdxl else [te]):
         m.eval().requires_grad_(False)
 
-    def tokenizer(sub: str):
-        folder = path / sub
-        if any((folder / f).exists() for f in ("vocab.json", "tokenizer.json", "tokenizer_config.json")):
-            return CLIPTokenizer.from_pretrained(folder)
-        return clip_tokenizer()
-
-    def pad_of(tok) -> int:
-        pid = tok.pad_token_id
-        return END_TOKEN if pid is None else int(pid)
-
     if sdxl:
         family = "sdxl"
-        tl, tg = tokenizer("tokenizer"), tokenizer("tokenizer_2")
-        encoders = [ClipTextEncoder(te_l, TokenizerSpec(tl, pad_of(tl)), layer_idx=-2, layer_norm_hidden_state=False),
-                    ClipTextEncoder(te_g, TokenizerSpec(tg, pad_of(tg)), layer_idx=-2, layer_norm_hidden_state=False,
-                                    projected_pooled=True)]
+        tl, tg = _folder_tokenizer(path, "tokenizer", te_l), _folder_tokenizer(path, "tokenizer_2", te_g)
+        encoders = [ClipTextEncoder(te_l, tl, layer_idx=-2, layer_norm_hidden_state=False, embedding_key="clip_l"),
+                    ClipTextEncoder(te_g, tg, layer_idx=-2, layer_norm_hidden_state=False, projected_pooled=True,
+                                    embedding_key="clip_g")]
     else:
-        t1 = tokenizer("tokenizer")
+        t1 = _folder_tokenizer(path, "tokenizer", te)
         openclip = te.config.hidden_act == "gelu"
         if openclip:
             # diffusers' SD2 folders drop OpenCLIP's last layer and use the (now last) penultimate one, which
             # is ComfyUI's default too
             family = "sd2"
-            encoders = [ClipTextEncoder(te, TokenizerSpec(t1, pad_of(t1)), layer_idx=None, dropped_layers=1)]
+            encoders = [ClipTextEncoder(te, t1, layer_idx=None, dropped_layers=1, embedding_key="clip_h")]
         else:
             family = "sd1"
-            encoders = [ClipTextEncoder(te, TokenizerSpec(t1, pad_of(t1)))]
+            encoders = [ClipTextEncoder(te, t1, embedding_key="clip_l")]
     return SDModel(unet, vae, encoders, family, prediction=pred or folder_pred,
                    linear_start=float(sched.get("beta_start", 0.00085)), linear_end=float(sched.get("beta_end", 0.012)),
                    clip_skip=skip, vae_dtype=vae_dt, source=source or str(path))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-SUPPORTED = "SD1.x, SD2.x (eps or v-prediction) and SDXL base"
+SUPPORTED = "SD1.x, SD2.x (eps or v-prediction) and SDXL base, and their inpainting models"
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl")
 UNET = "model.diffusion_model."
 VAE_PREFIXES = ("first_stage_model.", "vae.")
@@ -133,10 +133,9 @@ def detect_family(sd: dict[str, torch.Tensor], source: str = "checkpoint") -> Fa
         raise UnsupportedModelError(f"{source}: unknown UNet layout (no input_blocks.0.0.weight). "
                                     f"Supported: {SUPPORTED}.")
     in_ch = conv_in.shape[1]
-    if in_ch != 4:
-        kind = "an inpainting model (9 input channels)" if in_ch == 9 else f"a UNet with {in_ch} input channels"
-        raise UnsupportedModelError(f"{source}: {kind} is not supported. Supported: {SUPPORTED} with 4 latent "
-                                    "channels.")
+    if in_ch not in (4, 9):
+        raise UnsupportedModelError(f"{source}: a UNet with {in_ch} input channels is not supported. Supported: "
+                                    f"{SUPPORTED} with 4 latent channels (9 for inpainting models).")
     if "ztsnr" in sd:
         raise UnsupportedModelError(f"{source}: zero-terminal-SNR ('ztsnr') checkpoints are not supported yet. "
                                     f"Supported: {SUPPORTED}.")

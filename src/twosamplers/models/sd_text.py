@@ -25,13 +25,15 @@ from pathlib import Path
 
 import torch
 
+from .embeddings import EMBEDDING_PREFIX, embedding_for_word
+
 START_TOKEN = 49406
 END_TOKEN = 49407
 MAX_LENGTH = 77
 MAX_WORD_LENGTH = 8
 EMPHASIS = 1.1
 
-Token = tuple[int, float]
+Token = tuple[int | torch.Tensor, float]  # a token id, or a textual-inversion vector, with its weight
 
 
 # ---------------------------------------------------------------------------------------------- weights
@@ -148,16 +150,24 @@ class TokenizerSpec:
     def word_tokens(self, word: str) -> list[int]:
         return list(self.tokenizer(word, add_special_tokens=False)["input_ids"])
 
-    def tokenize(self, text: str) -> list[list[Token]]:
-        """Prompt -> chunks of (token, weight), each `max_length` long."""
+    def tokenize(self, text: str, embeddings=None, *, embedding_key: str | None = None,
+                 width: int | None = None) -> list[list[Token]]:
+        """Prompt -> chunks of (token, weight), each `max_length` long. `embedding:name` words become the
+        vectors of that embedding in `embeddings` (an EmbeddingLibrary; `embedding_key` and `width` pick an
+        encoder's vectors in multi-encoder files); unknown names are dropped with a warning, as ComfyUI does."""
         groups: list[list[Token]] = []
         for segment, weight in parse_prompt_weights(text):
             for word in segment.replace("\n", " ").split(" "):
                 if not word:
                     continue
-                if word.startswith("embedding:"):
-                    warnings.warn(f"textual-inversion embeddings are not supported; {word!r} is ignored", stacklevel=3)
-                    continue
+                if word.startswith(EMBEDDING_PREFIX):
+                    emb, leftover = embedding_for_word(embeddings, word[len(EMBEDDING_PREFIX):], embedding_key,
+                                                       width or 0)
+                    if emb is not None:
+                        groups.append([(emb[i], weight) for i in range(emb.shape[0])])
+                    if not leftover:
+                        continue
+                    word = leftover
                 groups.append([(t, weight) for t in self.word_tokens(word)])
         body = self.max_length - 1  # room before the end token
         chunks: list[list[Token]] = []
@@ -201,8 +211,9 @@ class ClipTextEncoder:
     """
 
     def __init__(self, model, spec: TokenizerSpec, layer_idx: int | None = None, layer_norm_hidden_state: bool = True,
-                 projected_pooled: bool = False, dropped_layers: int = 0) -> None:
+                 projected_pooled: bool = False, dropped_layers: int = 0, embedding_key: str | None = None) -> None:
         self.model = model
+        self.embedding_key = embedding_key
         self.spec = spec
         self.layer_idx = layer_idx
         self.layer_norm_hidden_state = layer_norm_hidden_state
@@ -232,12 +243,19 @@ class ClipTextEncoder:
         """-> (cond (1, 77 * n_chunks, D) float32 on CPU, pooled (1, P) float32 on CPU)."""
         layer_idx = self.layer_idx if clip_skip is None else clip_skip
         weighted = any(w != 1.0 for chunk in chunks for _, w in chunk)
-        rows = [[t for t, _ in chunk] for chunk in chunks]
+        rows, vectors = self._rows(chunks)
         if weighted:
             rows.append(self.spec.empty_tokens(max(len(r) for r in rows)))
         device = self.model.device
         ids = torch.tensor(rows, dtype=torch.long, device=device)
-        out = self.model(input_ids=ids, output_hidden_states=True)
+        hook = None
+        if vectors:
+            hook = self._token_embedding().register_forward_hook(_put_vectors(vectors))
+        try:
+            out = self.model(input_ids=ids, output_hidden_states=True)
+        finally:
+            if hook is not None:
+                hook.remove()
         z = self._hidden(out, layer_idx).float()
         if self.projected_pooled:
             pooled = out.text_embeds
@@ -255,8 +273,45 @@ class ClipTextEncoder:
             pieces.append(zk)
         return torch.cat(pieces, dim=0)[None].cpu(), pooled
 
-    def encode(self, text: str, clip_skip: int | None = None):
-        return self.encode_tokens(self.spec.tokenize(text), clip_skip)
+    def _token_embedding(self) -> torch.nn.Module:
+        return getattr(self.model, "text_model", self.model).embeddings.token_embedding
+
+    def _rows(self, chunks: list[list[Token]]) -> tuple[list[list[int]], list[tuple[int, int, torch.Tensor]]]:
+        """Token ids per chunk, and (row, column, vector) for the embedding vectors. Vectors go in through the
+        token-embedding layer's output; their id slot holds a placeholder. A vector of the wrong width is left
+        out of its row, which is padded at the end (ComfyUI; the weights stay by position)."""
+        width = int(self._token_embedding().weight.shape[1])
+        rows, vectors = [], []
+        for r, chunk in enumerate(chunks):
+            row: list[int] = []
+            for t, _ in chunk:
+                if isinstance(t, torch.Tensor):
+                    if t.shape[-1] != width:
+                        warnings.warn(f"an embedding vector of width {t.shape[-1]} does not fit this text encoder "
+                                      f"(width {width}); it is left out", stacklevel=4)
+                        continue
+                    vectors.append((r, len(row), t))
+                    row.append(0)
+                else:
+                    row.append(int(t))
+            row += [self.spec.pad_token] * (len(chunk) - len(row))
+            rows.append(row)
+        return rows, vectors
+
+    def encode(self, text: str, clip_skip: int | None = None, embeddings=None):
+        width = int(self._token_embedding().weight.shape[1])
+        return self.encode_tokens(self.spec.tokenize(text, embeddings, embedding_key=self.embedding_key, width=width),
+                                  clip_skip)
+
+
+def _put_vectors(vectors: list[tuple[int, int, torch.Tensor]]):
+    """A forward hook for the token-embedding layer that writes the embedding vectors into their slots."""
+    def hook(module, args, out):
+        out = out.clone()
+        for r, c, v in vectors:
+            out[r, c] = v.to(device=out.device, dtype=out.dtype)
+        return out
+    return hook
 
 
 def normalize_clip_skip(clip_skip: int | None) -> int | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..latent import check_latent
+from ..noise import DEFAULT_COMFYUI_VERSION
 from ..passes import Pass, check_noise_mask, run_pass
 from ..regional import (
     ADDITIONAL_SAMPLERS,
@@ -44,11 +45,14 @@ def check_ksampler(obj, name: str):
 # ------------------------------------------------------------------------------------------------
 class KSamplerWrapper:
     """A KSAMPLER: `.sample(latent)` == common_ksampler(model, seed, steps, cfg, sampler_name, scheduler,
-    positive, negative, latent, denoise=denoise). Settings are validated here, so a bad one fails early."""
+    positive, negative, latent, denoise=denoise). Settings are validated here, so a bad one fails early.
+    `comfyui_version` (default "0.30"): "0.3.64" reproduces the older ComfyUI's default-noise-sampler seeding."""
 
-    def __init__(self, model, seed, steps, cfg, sampler_name, scheduler, positive, negative, denoise=1.0):
+    def __init__(self, model, seed, steps, cfg, sampler_name, scheduler, positive, negative, denoise=1.0, *,
+                 comfyui_version: str = DEFAULT_COMFYUI_VERSION):
         self.pass_ = p = Pass(model, positive, negative, seed=seed, steps=steps, cfg=cfg, sampler_name=sampler_name,
-                              scheduler=scheduler, denoise=denoise)
+                              scheduler=scheduler, denoise=denoise, comfyui_version=comfyui_version)
+        self.comfyui_version = p.comfyui_version
         self.model, self.seed, self.steps, self.cfg = p.model, p.seed, p.steps, p.cfg
         self.sampler_name, self.scheduler, self.denoise = p.sampler_name, p.scheduler, p.denoise
         self.positive, self.negative = positive, negative
@@ -88,16 +92,19 @@ class KSamplerProvider:
                 "scheduler": W.SCHEDULER,
                 "denoise": W.DENOISE,
                 "basic_pipe": ("BASIC_PIPE",),
-            }
+            },
+            "optional": {"comfyui_version": W.COMFYUI_VERSION},
         }
 
     RETURN_TYPES = ("KSAMPLER",)
     FUNCTION = "doit"
     CATEGORY = CATEGORY
 
-    def doit(self, seed, steps, cfg, sampler_name, scheduler, denoise, basic_pipe):
+    def doit(self, seed, steps, cfg, sampler_name, scheduler, denoise, basic_pipe,
+             comfyui_version=DEFAULT_COMFYUI_VERSION):
         model, _clip, _vae, positive, negative = check_basic_pipe(basic_pipe)
-        return (KSamplerWrapper(model, seed, steps, cfg, sampler_name, scheduler, positive, negative, denoise),)
+        return (KSamplerWrapper(model, seed, steps, cfg, sampler_name, scheduler, positive, negative, denoise,
+                                comfyui_version=comfyui_version),)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -117,17 +124,19 @@ class KSamplerAdvancedProvider:
                 "sigma_factor": W.SIGMA_FACTOR,
                 "basic_pipe": ("BASIC_PIPE",),
             },
-            "optional": {"sampler_opt": ("SAMPLER",)},
+            "optional": {"sampler_opt": ("SAMPLER",), "comfyui_version": W.COMFYUI_VERSION},
         }
 
     RETURN_TYPES = ("KSAMPLER_ADVANCED",)
     FUNCTION = "doit"
     CATEGORY = CATEGORY
 
-    def doit(self, cfg, sampler_name, scheduler, basic_pipe, sigma_factor=1.0, sampler_opt=None):
+    def doit(self, cfg, sampler_name, scheduler, basic_pipe, sigma_factor=1.0, sampler_opt=None,
+             comfyui_version=DEFAULT_COMFYUI_VERSION):
         model, _clip, _vae, positive, negative = check_basic_pipe(basic_pipe)
         return (KSamplerAdvancedWrapper(model, cfg, sampler_name, scheduler, positive, negative,
-                                        sampler_opt=sampler_opt, sigma_factor=sigma_factor),)
+                                        sampler_opt=sampler_opt, sigma_factor=sigma_factor,
+                                        comfyui_version=comfyui_version),)
 
 
 __all__ = [

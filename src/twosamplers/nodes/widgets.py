@@ -1,6 +1,7 @@
 """ComfyUI widget specs shared by the node classes' INPUT_TYPES (ComfyUI's own defaults and limits)."""
 
 from .._checks import MAX_CFG, MAX_OVERLAP, MAX_SIGMA_FACTOR, MAX_STEPS, SEED_MAX
+from ..noise import DEFAULT_COMFYUI_VERSION
 from ..samplers import SAMPLER_NAMES
 from ..schedules import SCHEDULER_NAMES
 
@@ -12,6 +13,9 @@ SCHEDULER = (list(SCHEDULER_NAMES),)
 DENOISE = ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01})
 SIGMA_FACTOR = ("FLOAT", {"default": 1.0, "min": 0.0, "max": MAX_SIGMA_FACTOR, "step": 0.01})
 OVERLAP = ("INT", {"default": 10, "min": 0, "max": MAX_OVERLAP})
+# the ComfyUI whose default-noise-sampler seeding to reproduce: below 0.30 (e.g. "0.3.64") `seed`, else `seed + 1`
+COMFYUI_VERSION = ("STRING", {"default": DEFAULT_COMFYUI_VERSION})
 OFF = ("BOOLEAN", {"default": False})  # our opt-in fixes: off keeps upstream's behaviour
 
-__all__ = ["CFG", "DENOISE", "OFF", "OVERLAP", "SAMPLER", "SCHEDULER", "SEED", "SIGMA_FACTOR", "STEPS"]
+__all__ = ["CFG", "COMFYUI_VERSION", "DENOISE", "OFF", "OVERLAP", "SAMPLER", "SCHEDULER", "SEED", "SIGMA_FACTOR",
+           "STEPS"]

@@ -2,8 +2,9 @@
 
 A sampler is `fn(model, x, sigmas, extra_args=None, callback=None, disable=None, **options) -> x`, where
 `model(x, sigma_batch, **extra_args)` returns the guided, mask-blended denoised (x0) prediction. The
-KSampler passes extra_args {"seed", "denoise_mask", "model_options"}; a bare callable gets what the caller
-gives (often {}).
+KSampler passes extra_args {"seed", "denoise_mask", "model_options", "comfyui_version"}; a bare callable gets
+what the caller gives (often {}). "comfyui_version" (e.g. "0.3.64") selects that ComfyUI's seeding of the
+default noise sampler (below 0.30: `seed`, else `seed + 1` on the CPU).
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def seed_of(extra_args: dict) -> int | None:
 def make_default_noise(x: torch.Tensor, extra_args: dict, noise_sampler: NoiseSampler | None) -> NoiseSampler:
     if noise_sampler is not None:
         return noise_sampler
-    return default_noise_sampler(x, seed=seed_of(extra_args))
+    return default_noise_sampler(x, seed=seed_of(extra_args), comfyui_version=extra_args.get("comfyui_version"))
 
 
 def make_brownian_noise(
