@@ -30,7 +30,9 @@ from ..models.registry import defaults_for
 MAX_REGIONS = 3
 MODES = ("two-pass", "interleaved", "regional")
 REGIONS_KEY = "twosamplers-regions"  # PNG text chunk of regions 2.. (regional mode with several regions)
-REGION_KEYS = ("prompt",) + PASS_KEYS
+# the per-pass fields the page shows (the job's LoRA / ControlNet lists are not in the page yet)
+UI_PASS_KEYS = tuple(k for k in PASS_KEYS if k not in ("controlnets", "loras"))
+REGION_KEYS = ("prompt",) + UI_PASS_KEYS
 PASS_FIELDS = tuple(f"{which}_{k}" for which in ("base", "mask") for k in REGION_KEYS)
 GLOBAL_FIELDS = ("model", "mode", "grow", "feather", "crop_to_mask", "differential", "width", "height",
                  "use_image")
@@ -55,7 +57,7 @@ def default_fields(model: str = "textures") -> dict:
     prompts = {"base": "grass", "mask": "brick", "r2": "water", "r3": "sand"}
     for i, prefix in enumerate(("base", "mask", "r2", "r3")):
         f[f"{prefix}_prompt"] = prompts[prefix] if model in ("textures", "ideal") else ""
-        for k in PASS_KEYS:
+        for k in UI_PASS_KEYS:
             f[f"{prefix}_{k}"] = getattr(spec, k) if k != "cfg" else cfg
         f[f"{prefix}_seed"] = max(0, i - 1)
     return f
@@ -131,13 +133,13 @@ def fields_to_settings(fields: dict, n_regions: int = 1) -> dict:
 def validate_region(region: dict, number: int, model: str) -> dict:
     """One extra region's pass, checked by the job layer's PassSpec (same limits as the base and mask passes)."""
     try:
-        spec = PassSpec(**{k: region[k] for k in PASS_KEYS if k in region}).validated(
+        spec = PassSpec(**{k: region[k] for k in UI_PASS_KEYS if k in region}).validated(
             f"region{number}_", defaults_for(model).cfg)
     except JobError as e:
         raise UIError(f"{_label(e.field)}: {e.message}") from None
     if not isinstance(region.get("prompt", ""), str):
         raise UIError(f"region {number} prompt must be text")
-    return {"prompt": region.get("prompt", ""), **{k: getattr(spec, k) for k in PASS_KEYS}}
+    return {"prompt": region.get("prompt", ""), **{k: getattr(spec, k) for k in UI_PASS_KEYS}}
 
 
 def settings_to_fields(settings: dict, current: dict | None = None) -> dict:
