@@ -215,6 +215,9 @@ def sample_with_sigmas(model, noise, sigmas, samples, positive, negative, cfg, s
                     for e in entries]
         positive, negative = with_extras(positive), with_extras(negative)
     ms = model.model_sampling
+    memoise = getattr(ms, "memoise", None)
+    if memoise is not None:  # the schedule's timesteps and input scales, batched once per run (same bits)
+        memoise(sigmas)
     denoiser = GuidedDenoiser(model, positive, negative, cfg, latent_image, inpaint_noise, sigmas)
     sigma_max, sigma0 = float(ms.sigma_max), float(sigmas[0])
     max_denoise = math.isclose(sigma_max, sigma0, rel_tol=1e-05) or sigma0 > sigma_max

@@ -96,6 +96,19 @@ class ModelSamplingDiscrete:
             self._timestep_memo[sigma] = t
         return t
 
+    def memoise(self, sigmas: torch.Tensor) -> None:
+        """Fill the timestep and input-scale memos for every value of `sigmas` with one batched computation per
+        run instead of a dozen 0-dim ops per step. Same bits as the one-value path: these elementwise ops (log,
+        pow, sub, abs, argmin per column) give each element the value they give it alone."""
+        sig = sigmas.detach().reshape(-1).to(device=self.log_sigmas.device, dtype=torch.float32)
+        new = [v for v in dict.fromkeys(sig.tolist()) if v not in self._timestep_memo or v not in self._input_scale_memo]
+        if not new:
+            return
+        t = torch.tensor(new, dtype=torch.float32)
+        for v, ts, c in zip(new, self.timestep(t).tolist(), ((t**2 + self.sigma_data**2) ** 0.5).tolist(), strict=True):
+            self._timestep_memo.setdefault(v, ts)
+            self._input_scale_memo.setdefault(v, c)
+
     def sigma(self, timestep: torch.Tensor) -> torch.Tensor:
         """Sigma at a (possibly fractional) timestep: linear interpolation of log-sigma."""
         timestep = torch.as_tensor(timestep)

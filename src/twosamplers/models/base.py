@@ -122,7 +122,7 @@ class NetworkModel(DiffusionModel):
 
     def apply_model(self, x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor | None, **extras):
         ms = self.model_sampling
-        values = sigma.reshape(-1).tolist()
+        values = (sigma if sigma.ndim == 1 else sigma.reshape(-1)).tolist()
         s0 = values[0]
         control = extras.pop("control", None)
         batched_number = extras.pop("batched_number", 1)
@@ -148,7 +148,9 @@ class NetworkModel(DiffusionModel):
             context = context.to(dtype)
         if xc.dtype != dtype:
             xc = xc.to(dtype)
-        out = self.network(xc, t, context, **extras).float()
+        out = self.network(xc, t, context, **extras)
+        if out.dtype != torch.float32:
+            out = out.float()
         if fast:
             scaled = out * s0
             return torch.sub(x, scaled, out=scaled)
