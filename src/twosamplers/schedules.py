@@ -101,7 +101,8 @@ class ModelSamplingDiscrete:
         run instead of a dozen 0-dim ops per step. Same bits as the one-value path: these elementwise ops (log,
         pow, sub, abs, argmin per column) give each element the value they give it alone."""
         sig = sigmas.detach().reshape(-1).to(device=self.log_sigmas.device, dtype=torch.float32)
-        new = [v for v in dict.fromkeys(sig.tolist()) if v not in self._timestep_memo or v not in self._input_scale_memo]
+        memos = self._timestep_memo, self._input_scale_memo
+        new = [v for v in dict.fromkeys(sig.tolist()) if v not in memos[0] or v not in memos[1]]
         if not new:
             return
         t = torch.tensor(new, dtype=torch.float32)
