@@ -24,13 +24,19 @@ def progress(n: int, disable: bool | None):
     return trange(n, disable=disable, leave=False, dynamic_ncols=True)
 
 
-def to_d(x: torch.Tensor, sigma: torch.Tensor | float, denoised: torch.Tensor) -> torch.Tensor:
-    """Karras ODE derivative dx/dsigma = (x - D) / sigma. A Python float sigma (a float32 value from a per-run
-    table) gives the same bits as the 0-dim tensor, with two ops instead of five."""
-    if isinstance(sigma, float):
+def to_d(x: torch.Tensor, sigma: torch.Tensor, denoised: torch.Tensor) -> torch.Tensor:
+    """Karras ODE derivative dx/dsigma = (x - D) / sigma. A 0-dim sigma of x's dtype divides as it is: the
+    same bits as the reshaped one, with two ops instead of seven."""
+    if isinstance(sigma, torch.Tensor) and sigma.ndim == 0 and sigma.dtype == x.dtype == denoised.dtype:
         d = x - denoised
         return d.div_(sigma)
     return (x - denoised) / append_dims(sigma, x.ndim)
+
+
+def scalars(t: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The elements of a per-run table as 0-dim tensors (views). Used as operands they give the bits the
+    per-step 0-dim maths gives, and unlike Python floats they need no float64 -> float32 copy per op."""
+    return t.unbind(0)
 
 
 def sigma_rows(sigmas: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -149,6 +155,7 @@ __all__ = [
     "make_default_noise",
     "noise_scaling_eps",
     "progress",
+    "scalars",
     "seed_of",
     "sigma_from_half_log_snr",
     "sigma_rows",

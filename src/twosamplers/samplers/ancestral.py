@@ -15,6 +15,7 @@ from ._common import (
     make_default_noise,
     noise_scaling_eps,
     progress,
+    scalars,
     sigma_rows,
     to_d,
 )
@@ -27,10 +28,10 @@ def sample_euler_ancestral(model, x, sigmas, extra_args=None, callback=None, dis
     the per-step scalar maths, about 25 ops fewer a step."""
     extra_args = {} if extra_args is None else extra_args
     noise_sampler = make_default_noise(x, extra_args, noise_sampler)
-    rows, sig, sv = sigma_rows(sigmas, x), sigmas.tolist(), sigmas.unbind(0)
+    rows, sv = sigma_rows(sigmas, x), scalars(sigmas)
     down, up = ancestral_table(sigmas, eta=eta)
-    down_f, dt = down.tolist(), (down - sigmas[:-1]).tolist()
-    up_f = up.tolist() if up is not None else [0.0] * len(dt)
+    down_f, dt = down.tolist(), scalars(down - sigmas[:-1])
+    up_t = scalars(up) if up is not None else [0.0] * len(dt)
     for i in progress(len(sigmas) - 1, disable):
         denoised = model(x, rows[i], **extra_args)
         if callback is not None:
@@ -38,12 +39,12 @@ def sample_euler_ancestral(model, x, sigmas, extra_args=None, callback=None, dis
         if down_f[i] == 0:
             x = denoised
         else:
-            d = to_d(x, sig[i], denoised)
+            d = to_d(x, sv[i], denoised)
             x = x + d.mul_(dt[i])
             noise = noise_sampler(sv[i], sv[i + 1])
             if s_noise != 1.0:  # times 1.0 is exact: skip it
                 noise = noise * s_noise
-            x.add_(noise * up_f[i])
+            x.add_(noise * up_t[i])
     return x
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from ._common import churn_gamma, progress, sigma_rows, to_d
+from ._common import churn_gamma, progress, scalars, sigma_rows, to_d
 
 
 def _churn(x, sigma, gamma, s_noise):
@@ -29,7 +29,7 @@ def sample_euler(model, x, sigmas, extra_args=None, callback=None, disable=None,
     s_in = x.new_ones([x.shape[0]])
     n = len(sigmas) - 1
     if s_churn <= 0:
-        rows, sig, dt = sigma_rows(sigmas, x), sigmas.tolist(), (sigmas[1:] - sigmas[:-1]).tolist()
+        rows, sv, dt = sigma_rows(sigmas, x), scalars(sigmas), scalars(sigmas[1:] - sigmas[:-1])
     for i in progress(n, disable):
         if s_churn > 0:
             gamma = churn_gamma(s_churn, n, sigmas[i], s_tmin, s_tmax)
@@ -39,8 +39,8 @@ def sample_euler(model, x, sigmas, extra_args=None, callback=None, disable=None,
             step = sigmas[i + 1] - sigma_hat
         else:
             denoised = model(x, rows[i], **extra_args)
-            d = to_d(x, sig[i], denoised)
-            sigma_hat, step = sigmas[i], dt[i]
+            d = to_d(x, sv[i], denoised)
+            sigma_hat, step = sv[i], dt[i]
         if callback is not None:
             callback({"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigma_hat, "denoised": denoised})
         x = x + d.mul_(step)
