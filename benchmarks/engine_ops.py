@@ -9,7 +9,9 @@ work (wall-clock ratios are in `engine_overhead.py`). Work: common_ksampler on a
 Columns: `per step` = (ops of a 20-step run - ops of a 10-step run) / 10, everything the engine does per
 extra step (including any per-run tables it builds); `in loop` = ops dispatched after the first network call,
 per step (the ops that run right after a network call, where small ops are slowest); `syncs` = per-step
-reads of a tensor's value into Python (.item(), bool(), .tolist(); a device sync on a GPU). Ops inside the network and
+reads of a tensor's value into Python (.item(), bool(), .tolist(); a device sync on a GPU); `copies` = per-step
+hidden float64 -> float32 copies torch makes for Python-float operands (aten::_to_copy, seen by the profiler
+only; a dispatch mode does not see them), marginal as `per step`. Ops inside the network and
 the sampler's noise draws (torch.randn on the sampler's generator) are counted too, as engine work.
 """
 
@@ -51,17 +53,20 @@ class Network(torch.nn.Module):
     def __init__(self, counter: OpCounter) -> None:
         super().__init__()
         self.conv = torch.nn.Conv2d(4, 4, 3, padding=1)
+        with torch.no_grad():
+            self.conv.weight.mul_(0.1)
         self.counter = counter
 
     def forward(self, x, timesteps, context):
         self.counter.paused = self.counter.started = True
         try:
-            return self.conv(x) * 0.1
+            return self.conv(x)
         finally:
             self.counter.paused = False
 
 
-def count(sampler: str, masked: bool, steps: int) -> OpCounter:
+def count(sampler: str, masked: bool, steps: int) -> tuple[OpCounter, int]:
+    """(op counter, number of aten::_to_copy calls) of one run."""
     counter = OpCounter()
     model = NetworkModel(Network(counter))
     g = torch.Generator().manual_seed(1)
@@ -72,9 +77,10 @@ def count(sampler: str, masked: bool, steps: int) -> OpCounter:
         latent["noise_mask"] = mask
     pos = [[torch.randn(1, 77, 16, generator=g), {}]]
     neg = [[torch.randn(1, 77, 16, generator=g), {}]]
-    with counter:
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof, counter:
         common_ksampler(model, 42, steps, 7.5, sampler, "karras", pos, neg, latent, disable_pbar=True)
-    return counter
+    copies = sum(e.count for e in prof.key_averages() if e.key == "aten::_to_copy")
+    return counter, copies
 
 
 def main() -> None:
@@ -82,16 +88,18 @@ def main() -> None:
     ap.add_argument("--top", type=int, default=0, help="also list the N most frequent in-loop ops per config")
     args = ap.parse_args()
     print(f"torch {torch.__version__}; ops outside the network (load independent)")
-    print(f"{'sampler':>16} {'mask':>8} {'per step':>9} {'in loop':>8} {'syncs':>6}")
+    print(f"{'sampler':>16} {'mask':>8} {'per step':>9} {'in loop':>8} {'syncs':>6} {'copies':>7}")
     for sampler in SAMPLERS:
         for masked in (False, True):
-            c20, c10 = count(sampler, masked, 20), count(sampler, masked, 10)
+            (c20, copies20), (c10, copies10) = count(sampler, masked, 20), count(sampler, masked, 10)
             total20 = sum(c20.before.values()) + sum(c20.after.values())
             total10 = sum(c10.before.values()) + sum(c10.after.values())
             per_step = (total20 - total10) / 10
             in_loop = sum(c20.after.values()) / 20
             syncs = sum(c20.after[k] for k in SYNC_OPS) / 20
-            print(f"{sampler:>16} {'512x512' if masked else 'none':>8} {per_step:>9.1f} {in_loop:>8.1f} {syncs:>6.1f}")
+            copies = (copies20 - copies10) / 10
+            print(f"{sampler:>16} {'512x512' if masked else 'none':>8} {per_step:>9.1f} {in_loop:>8.1f} {syncs:>6.1f} "
+                  f"{copies:>7.1f}")
             if args.top:
                 for name, n in c20.after.most_common(args.top):
                     print(f"{'':>26} {name:<28} {n / 20:5.2f}")

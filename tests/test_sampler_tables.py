@@ -118,6 +118,9 @@ def test_memoise_gives_the_one_value_results():
     for v in values.tolist():
         assert batched._timestep_memo[v] == single.timestep_of(v)
         assert batched._input_scale_memo[v] == single.input_scale_of(v)
+        scale_t, sigma_t = batched.scalars_of(v)
+        assert (scale_t.dtype, scale_t.ndim, float(scale_t), float(sigma_t)) == (torch.float32, 0,
+                                                                                 single.input_scale_of(v), v)
 
 
 @pytest.mark.parametrize("cfg", [7.3, 1 / 3, 6.0])

@@ -99,7 +99,6 @@ class NetworkModel(DiffusionModel):
         params = getattr(network, "parameters", None)
         # The first parameter tells device and dtype; nn.Module.to() keeps the Parameter object, so keep it.
         self._param = next(iter(params()), None) if callable(params) else None
-        self._scalar_memo: dict[float, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def __repr__(self) -> str:
         return f"NetworkModel({type(self.network).__name__}, {self.model_sampling!r}, {self.latent_format})"
@@ -121,15 +120,6 @@ class NetworkModel(DiffusionModel):
             return torch.full(sigma.shape, ts[0], dtype=torch.float32, device=sigma.device)
         return torch.tensor(ts, dtype=torch.float32, device=sigma.device).reshape(sigma.shape)
 
-    def _scalars(self, sigma: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """(input scale, sigma) of one float32 sigma value as 0-dim float32 CPU tensors, memoised."""
-        pair = self._scalar_memo.get(sigma)
-        if pair is None:
-            scale = self.model_sampling.input_scale_of(sigma)
-            pair = (torch.tensor(scale, dtype=torch.float32), torch.tensor(sigma, dtype=torch.float32))
-            self._scalar_memo[sigma] = pair
-        return pair
-
     def apply_model(self, x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor | None, **extras):
         ms = self.model_sampling
         values = (sigma if sigma.ndim == 1 else sigma.reshape(-1)).tolist()
@@ -149,7 +139,7 @@ class NetworkModel(DiffusionModel):
         # float32 copy), so the result is bit-identical with three tensor ops fewer per call.
         fast = ms.prediction == "eps" and x.dtype == torch.float32 and all(v == s0 for v in values)
         if fast:
-            scale, s0_t = self._scalars(s0)
+            scale, s0_t = ms.scalars_of(s0)
             xc = x / scale
             t = torch.full(sigma.shape, ms.timestep_of(s0), dtype=torch.float32, device=sigma.device)
         else:
