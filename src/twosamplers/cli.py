@@ -1,4 +1,5 @@
-"""The `twosamplers` command line: `generate` (one sampler outside a mask, another inside) and `demo`.
+"""The `twosamplers` command line: `generate` (one sampler outside a mask, another inside), `demo`, `batch`
+and `run` (ComfyUI workflows).
 
 Bad input (missing or unreadable file, mask of another aspect ratio, unknown model or prompt word, sizes
 that the model cannot take, ...) prints one line on stderr and exits with status 2 before anything is
@@ -17,6 +18,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 DEFAULT_SIZE = 256  # the demo's side
@@ -87,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     _add_generate(sub)
     _add_demo(sub)
+    _add_batch(sub)
+    add_run_parser(sub)
     return parser
 
 
@@ -210,6 +214,26 @@ def _add_demo(sub) -> None:
     _add_memory_option(d)
     _add_common_output(d)
     d.set_defaults(func=cmd_demo)
+
+
+def _add_batch(sub) -> None:
+    b = sub.add_parser("batch", help="render every job of a JSON Lines file; safe to stop and restart",
+                       description="Each line of JOBS is a JSON object with generate's settings (base_prompt, "
+                       "mask_prompt, mask, seed, mask_seed, steps, ...); a list or {\"range\": [start, stop]} "
+                       "value expands the line into one job per value. Every line is checked before anything runs. "
+                       "Outputs are named by a hash of the job, so a rerun skips finished jobs. "
+                       "See docs/scale-out.md for Ray clusters.")
+    b.add_argument("jobs", metavar="JOBS", help="JSON Lines jobs file, or - for stdin")
+    b.add_argument("-o", "--output-dir", metavar="DIR", default="batch-out", help="output folder (default "
+                   "batch-out); holds the PNGs, manifest.jsonl and failures.jsonl")
+    b.add_argument("--workers", type=int, metavar="N", help="local worker processes (default: one per CPU core); "
+                   "with --ray the number of actors (default: one per GPU, else per CPU)")
+    b.add_argument("--ray", nargs="?", const=True, default=None, metavar="ADDRESS",
+                   help="run on a Ray cluster: join ADDRESS (or $RAY_ADDRESS), else start a local one")
+    b.add_argument("--retries", type=int, default=0, metavar="K", help="retry a failed job K times (default 0)")
+    b.add_argument("--threads", type=int, metavar="T", help="torch threads per worker (default: cores / workers)")
+    _add_common_output(b)
+    b.set_defaults(func=cmd_batch)
 
 
 # ---------------------------------------------------------------------------------------------- flags -> job
@@ -370,6 +394,95 @@ def cmd_demo(args) -> int:
     except JobError as e:
         raise BadInput(f"{_flag(e.field, origins)}: {e.message}") from None
     return _run(args, job, Outputs(image=args.output, preview=preview, latent=args.save_latent), origins)
+
+
+def cmd_batch(args) -> int:
+    from .batch import BatchInputError, run_batch
+
+    for name in ("workers", "threads"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise BadInput(f"--{name} {getattr(args, name)} is out of range (>= 1)")
+    if args.retries < 0:
+        raise BadInput(f"--retries {args.retries} is out of range (>= 0)")
+    try:
+        result = run_batch(args.jobs, args.output_dir, workers=args.workers, ray=args.ray, retries=args.retries,
+                           quiet=args.quiet, threads=args.threads)
+    except BatchInputError as e:
+        for line in e.errors:
+            print(f"twosamplers: error: {line}", file=sys.stderr)
+        print(f"twosamplers: {len(e.errors)} bad line(s) in {args.jobs}; nothing was run", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    summary = {"total": result.total, "skipped": result.skipped, "rendered": result.rendered,
+               "failed": len(result.failed), "duplicates": result.duplicates, "seconds": round(result.seconds, 3),
+               "output_dir": str(args.output_dir)}
+    if args.json:
+        print(json.dumps(summary, sort_keys=True))
+    elif not args.quiet or result.failed:
+        print(f"batch: {result.rendered} rendered, {result.skipped} already done, {len(result.failed)} failed "
+              f"of {result.total} jobs in {result.seconds:.1f} s -> {args.output_dir}", file=sys.stderr)
+    if result.failed:
+        print(f"twosamplers: {len(result.failed)} job(s) failed; see {Path(args.output_dir) / 'failures.jsonl'}",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- run
+def add_run_parser(sub) -> None:
+    """`twosamplers run FILE`: a ComfyUI workflow (API or UI format JSON, or a PNG/WebP carrying one)."""
+    r = sub.add_parser("run", help="run a ComfyUI workflow (JSON in API or UI format, or a PNG/WebP with one)",
+                       description="Run a ComfyUI workflow headless: only the nodes its outputs need, each once. "
+                       "CheckpointLoaderSimple also takes the embedded models 'textures' and 'ideal' by name. "
+                       "The workflow is checked before anything runs; a bad one exits with status 2 and writes "
+                       "nothing. Outputs: SaveImage -> PREFIX_00001_.png (the counter continues), SaveLatent -> "
+                       ".latent, with the workflow embedded.")
+    r.add_argument("file", nargs="?", metavar="FILE", help="workflow .json, or a .png/.webp that carries one")
+    where = r.add_mutually_exclusive_group()
+    where.add_argument("--models", metavar="DIR", help="folder with checkpoints/, loras/, ... (ComfyUI's models/)")
+    where.add_argument("--comfyui", metavar="DIR", help="a ComfyUI install: its models/ and input/ folders and its "
+                       "extra_model_paths.yaml")
+    r.add_argument("--input-dir", metavar="DIR", help="where LoadImage / LoadImageMask / LoadLatent read files "
+                   "(default: ./input, or the ComfyUI install's input/)")
+    r.add_argument("--output-dir", metavar="DIR", default=".", help="where outputs are written (default: .)")
+    r.add_argument("--set", dest="overrides", action="append", default=[], metavar="ID.INPUT=VALUE",
+                   help="set a node input before running, e.g. --set 3.seed=42 --set 6.text='a red barn' "
+                   "(VALUE is read as JSON when it parses, else as text); repeatable")
+    r.add_argument("--device", help="device for checkpoints: cpu, cuda, cuda:1, ... (default: cuda if available)")
+    r.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), help="network precision for checkpoints")
+    r.add_argument("--list-nodes", action="store_true", help="list the supported node types and exit")
+    _add_common_output(r)
+    r.set_defaults(func=cmd_run)
+
+
+def cmd_run(args) -> int:
+    from .workflow import NODES, run
+    from .workflow.execute import parse_value
+
+    if args.list_nodes:
+        print("\n".join(sorted(NODES)))
+        return 0
+    if args.file is None:
+        raise BadInput("run needs a workflow FILE (or --list-nodes)")
+    overrides = {}
+    for item in args.overrides:
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise BadInput(f"--set {item!r} must look like ID.INPUT=VALUE (e.g. 3.seed=42)")
+        overrides[key.strip()] = parse_value(value)
+    out_dir = Path(args.output_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise BadInput(f"--output-dir {out_dir} is not a folder")
+    t0 = time.perf_counter()
+    outputs = run(args.file, args.models, overrides, comfyui=args.comfyui, input_dir=args.input_dir,
+                  output_dir=out_dir, device=args.device, dtype=args.dtype, quiet=args.quiet or args.json)
+    files = [f for o in outputs for f in o["files"]]
+    if args.json:
+        print(json.dumps({"outputs": [{"node": o["node"], "class_type": o["class_type"], "files": o["files"]}
+                                      for o in outputs], "seconds": round(time.perf_counter() - t0, 3)}, indent=2))
+    else:
+        for f in files:
+            print(f)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

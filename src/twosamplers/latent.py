@@ -65,6 +65,25 @@ def fit_latent_channels(samples: torch.Tensor, channels: int) -> torch.Tensor:
     raise ValueError(f"latent['samples'] has {samples.shape[1]} channels; the model expects {channels}")
 
 
+def remake_empty_latent(latent: dict, latent_format) -> dict:
+    """ComfyUI's empty latent (all zeros, 4 channels at 1/8 of the image size) re-made for a model with another
+    latent format: zeros with the model's channels at the model's downscale, so the latent still stands for
+    the same image size (the pixel-space embedded models: 3 channels at full size). Any other latent, or a
+    model at 1/8 scale (only the channel count differs; the samplers' channel rule applies), comes back as is.
+    """
+    samples = latent["samples"]
+    channels, downscale = int(latent_format.channels), int(latent_format.downscale)
+    if samples.shape[1] != 4 or downscale == 8 or (channels == 4 and downscale == 8) \
+            or torch.count_nonzero(samples) != 0:
+        return latent
+    b, _, h, w = samples.shape
+    if (h * 8) % downscale or (w * 8) % downscale:
+        raise ValueError(f"an empty latent of {w * 8}x{h * 8} pixels is not a multiple of the model's {downscale}")
+    out = dict(latent)
+    out["samples"] = samples.new_zeros((b, channels, h * 8 // downscale, w * 8 // downscale))
+    return out
+
+
 def save_latent(path: str | os.PathLike, latent: dict, metadata: dict[str, str] | None = None) -> Path:
     """Write a ComfyUI `.latent` file atomically (a temp file in the same folder, then rename)."""
     return atomic_write(path, latent_writer(latent, metadata))

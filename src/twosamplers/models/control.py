@@ -87,8 +87,8 @@ def check_hint(image, name: str) -> torch.Tensor:
     return image.expand(*image.shape[:-1], 3) if image.shape[-1] == 1 else image
 
 
-def center_upscale(x: torch.Tensor, height: int, width: int, mode: str = "nearest-exact") -> torch.Tensor:
-    """(B, C, h, w) -> (B, C, height, width): crop the centre to the target aspect ratio, then resize."""
+def center_crop(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(B, C, h, w) cut to the aspect ratio of height x width around its centre (ComfyUI's crop="center")."""
     h, w = x.shape[-2:]
     old, new = w / h, width / height
     top = left = 0
@@ -96,8 +96,12 @@ def center_upscale(x: torch.Tensor, height: int, width: int, mode: str = "neares
         left = round((w - w * (new / old)) / 2)
     elif old < new:
         top = round((h - h * (old / new)) / 2)
-    x = x.narrow(-2, top, h - 2 * top).narrow(-1, left, w - 2 * left)
-    return F.interpolate(x, size=(height, width), mode=mode)
+    return x.narrow(-2, top, h - 2 * top).narrow(-1, left, w - 2 * left)
+
+
+def center_upscale(x: torch.Tensor, height: int, width: int, mode: str = "nearest-exact") -> torch.Tensor:
+    """(B, C, h, w) -> (B, C, height, width): crop the centre to the target aspect ratio, then resize."""
+    return F.interpolate(center_crop(x, height, width), size=(height, width), mode=mode)
 
 
 def broadcast_batch(x: torch.Tensor, batch: int, batched_number: int) -> torch.Tensor:

@@ -1,0 +1,172 @@
+"""Where batch meets the Job layer: a batch line becomes a `Job`, a worker renders it to bytes.
+
+Everything else in `twosamplers.batch` (jobs files, grids, planning, the process pool, Ray, the manifest) uses
+only this module's small interface:
+
+- `parse(fields, base_dir) -> BatchJob`: one line's fields -> a validated `Job` (`Job.from_dict`, or
+  `Job.from_png` for a `"from"` line), its input files read once (so a missing or unreadable mask, image or
+  model file is reported before any work) and its hash (`Job.hash()`: normalised settings + input file contents).
+- `read_inputs(job) -> {path: bytes}`: what the driver ships to a worker (no shared filesystem needed).
+- `render(job, inputs, cache) -> {"image": png_bytes}`: runs in a worker with a `ModelCache`.
+- `output_matches(path, job)`: the PNG at `path` is this job's finished output (resume / idempotence).
+
+Validation, normalisation and hashing are the Job layer's; this module only resolves a line's relative paths,
+adds the two loading options a line may carry, and stores the hash in the output PNG.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+from types import SimpleNamespace
+
+from ..job import Job, JobError, ModelCache, load_inputs, metadata, prepare_job, resolve_size
+from ..job import render as render_job
+
+JOB_HASH_KEY = "twosamplers-job"  # PNG text chunk: the hash of the job that wrote the file
+LOAD_KEYS = ("dtype", "allow_pickle")  # how a worker loads a checkpoint; not part of the render's settings
+_PATH_KEYS = ("mask", "image", "model")
+SHIPPED = ("mask", "image")  # inputs sent as bytes; model, LoRA and ControlNet files load from workers' own paths
+
+
+@dataclass(frozen=True)
+class BatchJob:
+    """A validated Job, its hash and the loading options its line gave."""
+
+    job: Job
+    digest: str
+    load_options: tuple[tuple[str, object], ...] = ()
+    stamps: tuple = ()  # (path, size, mtime) of the input files when hashed
+
+    @property
+    def model_key(self) -> str:
+        """Jobs with equal keys share a loaded model (the pool hands them to the same worker)."""
+        return json.dumps([self.job.model, list(self.load_options)])
+
+    @property
+    def inputs(self) -> dict[str, str]:
+        """The input files shipped to workers as bytes, by field."""
+        return {k: v for k, v in self.job.input_files().items() if k in SHIPPED}
+
+    def to_dict(self) -> dict:
+        return {**self.job.to_dict(), **dict(self.load_options)}
+
+
+def known_fields() -> tuple[str, ...]:
+    from ..job import PASS_KEYS, job_keys
+
+    return (*job_keys(), *PASS_KEYS, *LOAD_KEYS, "from")
+
+
+def list_fields() -> frozenset[str]:
+    """Job fields whose value is a list (LoRAs, ControlNets): a plain list there is a value, not a grid."""
+    from dataclasses import fields
+
+    from ..job import PASSES, PassSpec
+
+    names = [f.name for f in fields(PassSpec) if isinstance(f.default, tuple)]
+    return frozenset([*names, *(f"{w}_{n}" for w in PASSES for n in names)])
+
+
+def _resolve(value, key: str, base: Path) -> str:
+    if not isinstance(value, str) or not value:
+        raise JobError(key, f"must be a file path, got {value!r}")
+    p = Path(os.path.expanduser(value))
+    return str(p if p.is_absolute() else (base / p).resolve())
+
+
+def _job_fields(fields: dict, base: Path) -> dict:
+    """A line's fields as Job fields: plain pass keys (seed, steps, ...) set both passes, as generate's flags do;
+    relative paths are made absolute against the jobs file's folder."""
+    from ..cli import flags_to_dict
+    from ..models.registry import CHECKPOINT, loader_for
+
+    unknown = sorted(set(fields) - set(known_fields()))
+    if unknown:
+        raise JobError(unknown[0], f"unknown field (known: {', '.join(sorted(known_fields()))})")
+    d = flags_to_dict(SimpleNamespace(**{k: v for k, v in fields.items() if k not in LOAD_KEYS}))
+    for key in _PATH_KEYS:
+        if d.get(key) is None or (key == "model" and loader_for(d[key]) is not CHECKPOINT):
+            continue
+        d[key] = _resolve(d[key], key, base)
+        if not os.path.exists(d[key]):
+            raise JobError(key, f"file not found: {d[key]}")
+    return d
+
+
+def parse(fields: dict, base_dir: str | os.PathLike = ".") -> BatchJob:
+    """Validate one batch line (already grid-expanded); raises JobError (a ValueError) naming the field."""
+    if not isinstance(fields, dict):
+        raise JobError("job", f"must be a JSON object, got {type(fields).__name__}")
+    base = Path(base_dir)
+    d = _job_fields(fields, base)
+    job = Job.from_png(_resolve(fields["from"], "from", base), overrides=d) if "from" in fields else Job.from_dict(d)
+    mask, pixels = load_inputs(job)  # the files exist and are images
+    # sizes and aspect ratios now (the model's latent grid is checked when its worker loads it)
+    resolve_size(job, tuple(mask.shape[-2:]), None if pixels is None else tuple(pixels.shape[1:3]), 1)
+    options = tuple((k, fields[k]) for k in LOAD_KEYS if fields.get(k) is not None)
+    if dict(options).get("dtype", "fp32") not in ("fp32", "fp16", "bf16"):
+        raise JobError("dtype", f"unknown value {fields['dtype']!r}; valid: fp32, fp16, bf16")
+    if not isinstance(dict(options).get("allow_pickle", False), bool):
+        raise JobError("allow_pickle", f"must be true or false, got {fields['allow_pickle']!r}")
+    stamps = _stamps(job)
+    return BatchJob(job, job.hash(), options, stamps)
+
+
+def read_inputs(job: BatchJob) -> dict[str, bytes]:
+    """The input files' bytes by path (read by the driver, so workers need no shared filesystem), after checking
+    that they are still the files the job's hash (and so its output name) was computed from."""
+    if _stamps(job.job) != job.stamps:
+        raise ValueError("an input file changed since the batch was validated; run the batch again")
+    return {path: Path(path).read_bytes() for path in job.inputs.values()}
+
+
+def _stamps(job: Job) -> tuple:
+    """(path, size, mtime) of every input file: a cheap "unchanged since hashing" check (LoRAs can be big)."""
+    out = []
+    for path in sorted(job.input_files().values()):
+        st = os.stat(path)
+        out.append((path, st.st_size, st.st_mtime_ns))
+    return tuple(out)
+
+
+def render(job: BatchJob, inputs: dict[str, bytes], cache: ModelCache, device: str | None = None) -> dict[str, bytes]:
+    """Render one job in a worker and return the output PNG's bytes (the driver writes them)."""
+    from ..imageio import png_writer
+
+    with tempfile.TemporaryDirectory(prefix="twosamplers-job-") as tmp:
+        local = {}
+        for key, path in job.inputs.items():
+            data = inputs[path]
+            if not (os.path.isfile(path) and Path(path).read_bytes() == data):  # not on this machine: use the bytes
+                local[key] = os.path.join(tmp, f"{key}{Path(path).suffix}")
+                Path(local[key]).write_bytes(data)
+        if local:
+            prepared = prepare_job(replace(job.job, **local), cache, load_options=_load_options(job, device))
+            prepared.job = replace(prepared.job, **{k: job.inputs[k] for k in local})  # metadata: the real paths
+        else:
+            prepared = prepare_job(job.job, cache, load_options=_load_options(job, device))
+        result = render_job(prepared, disable_pbar=True)
+        out = os.path.join(tmp, "out.png")
+        png_writer(result.image[:1], settings=metadata(result.job), mask=result.mask,
+                   text={JOB_HASH_KEY: job.digest})(out)
+        return {"image": Path(out).read_bytes()}
+
+
+def _load_options(job: BatchJob, device: str | None) -> dict:
+    return {**dict(job.load_options), **({"device": device} if device else {})}
+
+
+def output_matches(path: str | os.PathLike, job: BatchJob) -> bool:
+    """True when `path` is a complete, readable PNG that carries this job's hash."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return (getattr(im, "text", None) or {}).get(JOB_HASH_KEY) == job.digest
+    except (OSError, ValueError, SyntaxError):
+        return False

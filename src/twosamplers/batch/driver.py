@@ -1,0 +1,190 @@
+"""The batch driver: plan, hand jobs to workers (local processes or Ray actors), write what comes back.
+
+Only the driver writes into the batch folder: workers return output bytes, the driver writes each output
+atomically, then appends its manifest record. Workers pull: whenever one is free it gets the next job, the
+ones for the model it already holds first, so fast workers take more and models are loaded as few times as
+possible. A failed job is retried (`retries` times) and then recorded in failures.jsonl; the others go on.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .._files import atomic_write
+from . import adapter
+from .manifest import FAILURES, MANIFEST, Journal, now, read_records
+from .plan import FolderLock, Task, plan, remove_stale_temporaries, split_done
+
+
+class BatchInputError(ValueError):
+    """The jobs file has bad lines; nothing was run. `errors` lists them as "line N: reason"."""
+
+    def __init__(self, errors: list[str]):
+        super().__init__(f"{len(errors)} bad job line(s)")
+        self.errors = errors
+
+
+@dataclass
+class BatchResult:
+    total: int  # distinct jobs in the file
+    skipped: int  # already done before this run
+    rendered: int  # done by this run
+    failed: list[dict] = field(default_factory=list)  # failure records (after retries)
+    seconds: float = 0.0
+    duplicates: int = 0
+
+
+@dataclass
+class Outcome:
+    """What a worker sends back for one job."""
+
+    ok: bool
+    outputs: dict[str, bytes] | None
+    error: str | None
+    worker: str
+    seconds: float
+    cpu_seconds: float = 0.0  # the worker process's CPU time for the job (all its threads)
+
+
+class Scheduler:
+    """The driver's side of the pull protocol: hands out tasks, receives outcomes, writes and records them."""
+
+    def __init__(self, tasks: list[Task], folder: Path, retries: int, progress=None):
+        self.queues: OrderedDict[str, deque[Task]] = OrderedDict()
+        for t in tasks:
+            self.queues.setdefault(t.job.model_key, deque()).append(t)
+        self.folder, self.retries, self.progress = folder, retries, progress
+        self.manifest, self.failures = Journal(folder / MANIFEST), Journal(folder / FAILURES)
+        self.rendered, self.failed = 0, []
+
+    def remaining(self) -> int:
+        return sum(len(q) for q in self.queues.values())
+
+    def next_task(self, model_key: str | None = None) -> Task | None:
+        """The next job, one for `model_key` (the model the asking worker holds) if any is left."""
+        if model_key in self.queues and self.queues[model_key]:
+            q = self.queues[model_key]
+        else:
+            q = max(self.queues.values(), key=len, default=None)  # the biggest group: fewest model switches
+            if not q:
+                return None
+        task = q.popleft()
+        task.attempts += 1
+        return task
+
+    def give_back(self, task: Task) -> None:
+        """A task that never reached a worker: first in line again, the attempt not counted."""
+        task.attempts -= 1
+        self.queues.setdefault(task.job.model_key, deque()).appendleft(task)
+
+    def inputs(self, task: Task) -> dict[str, bytes]:
+        """The task's input files as bytes, checked against the hashes taken when the batch was validated."""
+        return adapter.read_inputs(task.job)
+
+    def finish(self, task: Task, outcome: Outcome) -> None:
+        if outcome.ok:
+            try:
+                data = outcome.outputs["image"]
+                atomic_write(self.folder / task.output, lambda tmp: Path(tmp).write_bytes(data))
+            except OSError as e:
+                outcome = Outcome(False, None, f"writing {task.output}: {e}", outcome.worker, outcome.seconds)
+        if outcome.ok:
+            self.manifest.append({"job": task.digest, "line": task.line, "output": task.output, "time": now(),
+                                  "seconds": round(outcome.seconds, 3),
+                                  "cpu_seconds": round(outcome.cpu_seconds, 3), "worker": outcome.worker,
+                                  "attempts": task.attempts, "status": "done", "settings": task.job.to_dict()})
+            self.rendered += 1
+            self._tick()
+            return
+        if task.attempts <= self.retries:
+            self.queues.setdefault(task.job.model_key, deque()).append(task)
+            return
+        rec = {"job": task.digest, "line": task.line, "output": task.output, "time": now(), "error": outcome.error,
+               "worker": outcome.worker, "attempts": task.attempts, "settings": task.job.to_dict()}
+        self.failures.append(rec)
+        self.failed.append(rec)
+        self._tick()
+
+    def _tick(self) -> None:
+        if self.progress is not None:
+            self.progress.update(1)
+            if self.failed:
+                self.progress.set_postfix(failed=len(self.failed))
+
+    def close(self) -> None:
+        self.manifest.close()
+        self.failures.close()
+
+
+def _record_found(done: list[Task], folder: Path) -> None:
+    """Outputs that exist but have no manifest record (killed between the write and the record) get one."""
+    recorded = {r.get("job") for r in read_records(folder / MANIFEST)}
+    journal = Journal(folder / MANIFEST)
+    try:
+        for t in done:
+            if t.digest not in recorded:
+                journal.append({"job": t.digest, "line": t.line, "output": t.output, "time": now(), "worker": None,
+                                "status": "found", "settings": t.job.to_dict()})
+    finally:
+        journal.close()
+
+
+def run_batch(source: str, out_dir: str | os.PathLike, *, workers: int | None = None, ray: str | bool | None = None,
+              retries: int = 0, quiet: bool = False, threads: int | None = None, text: str | None = None,
+              base_dir: str | os.PathLike | None = None) -> BatchResult:
+    """Run a jobs file (`-` for stdin, or `text` + `base_dir`) into `out_dir`.
+
+    `workers`: local worker processes (default: one per CPU core, at most the number of jobs), or with `ray` the
+    number of actors (default: one per GPU of the cluster, else one per CPU). `ray`: False/None for local
+    processes, True to start or join a cluster (`RAY_ADDRESS` is honoured), or a cluster address.
+    Raises BatchInputError (nothing run) when any line is bad.
+    """
+    from .jobs_file import read_jobs_text
+
+    if retries < 0:
+        raise ValueError(f"retries={retries} is out of range (>= 0)")
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers={workers} is out of range (>= 1)")
+    if text is None:
+        text, folder_of_jobs = read_jobs_text(source)
+    else:
+        folder_of_jobs = Path(base_dir or ".")
+    t0 = time.perf_counter()
+    tasks, errors, duplicates = plan(text, folder_of_jobs)
+    if errors:
+        raise BatchInputError(errors)
+    folder = Path(out_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    with FolderLock(folder):
+        remove_stale_temporaries(folder)
+        todo, done = split_done(tasks, folder)
+        _record_found(done, folder)
+        result = BatchResult(total=len(tasks), skipped=len(done), rendered=0, duplicates=duplicates)
+        if todo:
+            progress = None
+            if not quiet and sys.stderr.isatty():
+                from tqdm import tqdm
+
+                progress = tqdm(total=len(todo), unit="job", desc="batch", dynamic_ncols=True)
+            scheduler = Scheduler(todo, folder, retries, progress)
+            try:
+                if ray:
+                    from .ray_runner import run_ray
+
+                    run_ray(scheduler, None if ray is True else str(ray), actors=workers, threads=threads)
+                else:
+                    from .pool import run_local
+
+                    run_local(scheduler, workers=workers, threads=threads)
+            finally:
+                scheduler.close()
+                if progress is not None:
+                    progress.close()
+            result.rendered, result.failed = scheduler.rendered, scheduler.failed
+    result.seconds = time.perf_counter() - t0
+    return result

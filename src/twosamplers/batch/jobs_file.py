@@ -1,0 +1,108 @@
+"""Jobs files: JSON Lines, one job (or one grid of jobs) per line, read whole and expanded before any work.
+
+A line is a JSON object with the fields of `twosamplers generate`. A field whose value is a list,
+`{"grid": [v1, v2, ...]}`, or `{"range": [start, stop]}` / `{"range": [start, stop, step]}` (integers, stop
+excluded, as Python's range) expands the line into one job per value; several such fields give their
+cartesian product, in the order the fields appear on the line. Fields whose value is itself a list (LoRAs,
+ControlNets) take a plain list as their value; a grid over them is spelled `{"grid": [[...], [...]]}`.
+Blank lines and lines starting with `#` are skipped. Errors are collected with their line numbers rather
+than raised one at a time, so a user fixes a whole file in one go.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+MAX_JOBS_PER_LINE = 100_000  # a typo such as range [0, 1e9] should be an error, not an hour of expansion
+
+
+@dataclass(frozen=True)
+class Line:
+    number: int  # 1-based line number in the jobs file
+    fields: dict  # one job's fields (grids already expanded)
+
+
+def read_jobs_text(source: str) -> tuple[str, Path]:
+    """The text of a jobs file (`-` reads stdin) and the folder relative paths refer to."""
+    if source == "-":
+        return sys.stdin.read(), Path.cwd()
+    path = Path(source)
+    if not path.is_file():
+        raise FileNotFoundError(f"jobs file not found: {source}")
+    return path.read_text(encoding="utf-8"), path.resolve().parent
+
+
+def _axis(key: str, value, list_valued: bool) -> list | None:
+    """The values a grid field takes, or None when the field is a plain value."""
+    if isinstance(value, list) and not list_valued:
+        if not value:
+            raise ValueError(f"{key}: an empty list gives no jobs")
+        return value
+    if isinstance(value, dict) and set(value) == {"grid"}:
+        if not isinstance(value["grid"], list) or not value["grid"]:
+            raise ValueError(f"{key}: grid must be a non-empty list of values, got {value['grid']!r}")
+        return value["grid"]
+    if isinstance(value, dict) and not list_valued:
+        if set(value) != {"range"}:
+            raise ValueError(f"{key}: an object value must be {{\"range\": [start, stop(, step)]}} or "
+                             f"{{\"grid\": [values]}}, got {value}")
+        r = value["range"]
+        if (not isinstance(r, list) or len(r) not in (2, 3)
+                or any(isinstance(v, bool) or not isinstance(v, int) for v in r)):
+            raise ValueError(f"{key}: range must be 2 or 3 integers [start, stop(, step)], got {r!r}")
+        if len(r) == 3 and r[2] == 0:
+            raise ValueError(f"{key}: range step must not be 0")
+        values = range(*r)
+        if len(values) == 0:
+            raise ValueError(f"{key}: range {r} is empty")
+        if len(values) > MAX_JOBS_PER_LINE:
+            raise ValueError(f"{key}: range {r} has {len(values)} values; at most {MAX_JOBS_PER_LINE} per line")
+        return list(values)
+    return None
+
+
+def expand(fields: dict, list_fields: frozenset[str] = frozenset()) -> list[dict]:
+    """One line's fields -> the jobs of its grid (a line without grid fields is one job). `list_fields`: the
+    fields whose value is a list (only `{"grid": ...}` expands them)."""
+    axes = {}
+    for key, value in fields.items():
+        values = _axis(key, value, key in list_fields)
+        if values is not None:
+            axes[key] = values
+    total = 1
+    for values in axes.values():
+        total *= len(values)
+    if total > MAX_JOBS_PER_LINE:
+        raise ValueError(f"the grid has {total} jobs; at most {MAX_JOBS_PER_LINE} per line")
+    jobs = []
+    for combo in itertools.product(*axes.values()):
+        job = dict(fields)
+        job.update(zip(axes, combo, strict=True))
+        jobs.append(job)
+    return jobs
+
+
+def parse_lines(text: str, list_fields: frozenset[str] = frozenset()) -> tuple[list[Line], list[str]]:
+    """Every job of a jobs file, and the errors as "line N: reason" (both in file order)."""
+    lines, errors = [], []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        raw = raw.strip()
+        if not raw or raw.startswith("#"):
+            continue
+        try:
+            fields = json.loads(raw)
+        except json.JSONDecodeError as e:
+            errors.append(f"line {number}: not valid JSON: {e.msg} (column {e.colno})")
+            continue
+        if not isinstance(fields, dict):
+            errors.append(f"line {number}: a job must be a JSON object, got {type(fields).__name__}")
+            continue
+        try:
+            lines.extend(Line(number, job) for job in expand(fields, list_fields))
+        except ValueError as e:
+            errors.append(f"line {number}: {e}")
+    return lines, errors

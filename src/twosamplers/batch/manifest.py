@@ -1,0 +1,67 @@
+"""The batch folder's records: `manifest.jsonl` (job -> output, time, worker) and `failures.jsonl`.
+
+Both are append-only JSON Lines, one record per finished (or failed) job, flushed and fsynced before the next
+job is handed out, so a batch killed at any moment loses at most the record being written. A torn last line is
+skipped when reading and the next append starts on a fresh line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+MANIFEST = "manifest.jsonl"
+FAILURES = "failures.jsonl"
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def read_records(path: str | os.PathLike) -> list[dict]:
+    """The records of a JSON Lines file; unreadable lines (a torn last write) are skipped."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(rec, dict):
+            out.append(rec)
+    return out
+
+
+def _ends_torn(path: Path) -> bool:
+    if not path.is_file() or path.stat().st_size == 0:
+        return False
+    with open(path, "rb") as f:
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) != b"\n"
+
+
+class Journal:
+    """An append-only JSON Lines file that survives being killed mid-write."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._file = None
+
+    def append(self, record: dict) -> None:
+        if self._file is None:
+            torn = _ends_torn(self.path)
+            self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (kept open for the batch)
+            if torn:
+                self._file.write("\n")
+        self._file.write(json.dumps(record, sort_keys=True) + "\n")
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None

@@ -1,0 +1,98 @@
+"""From a jobs file to the list of renders still to do: validate every job, name outputs by hash, skip done ones.
+
+A job's output is `DIR/<first 20 hex digits of its hash>.png`; the hash covers the normalised settings and the
+input files' contents, so the same job always maps to the same file and a changed mask maps to a new one.
+A job is done when that file is a complete PNG whose metadata carries the job's hash: that check, not the
+manifest, decides what is skipped, so a batch killed between writing an output and recording it loses nothing.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import adapter
+from .jobs_file import parse_lines
+
+HASH_CHARS = 20
+LOCK_NAME = ".batch.lock"
+
+
+@dataclass
+class Task:
+    line: int  # the jobs file line it came from (the first one, when lines repeat a job)
+    job: adapter.BatchJob
+    output: str  # file name inside the batch folder
+    attempts: int = 0
+
+    @property
+    def digest(self) -> str:
+        return self.job.digest
+
+
+def output_name(job: adapter.BatchJob) -> str:
+    return f"{job.digest[:HASH_CHARS]}.png"
+
+
+def plan(text: str, base_dir: str | os.PathLike) -> tuple[list[Task], list[str], int]:
+    """(tasks in file order without duplicates, errors as "line N: reason", number of duplicate jobs)."""
+    lines, errors = parse_lines(text, adapter.list_fields())
+    tasks: dict[str, Task] = {}
+    seen_errors: set[tuple[int, str]] = set()
+    duplicates = 0
+    for line in lines:
+        try:
+            job = adapter.parse(line.fields, base_dir)
+        except (ValueError, TypeError, FileNotFoundError, OSError) as e:
+            msg = " ".join(str(e).split()) or type(e).__name__
+            if (line.number, msg) not in seen_errors:  # a grid repeats its line's error once per job
+                seen_errors.add((line.number, msg))
+                errors.append(f"line {line.number}: {msg}")
+            continue
+        if job.digest in tasks:
+            duplicates += 1
+            continue
+        tasks[job.digest] = Task(line.number, job, output_name(job))
+    errors.sort(key=lambda e: int(e.split(":", 1)[0].split()[1]))
+    return list(tasks.values()), errors, duplicates
+
+
+def split_done(tasks: list[Task], folder: Path) -> tuple[list[Task], list[Task]]:
+    """(to do, already done) by looking at the outputs themselves."""
+    todo, done = [], []
+    for t in tasks:
+        path = folder / t.output
+        (done if path.is_file() and adapter.output_matches(path, t.job) else todo).append(t)
+    return todo, done
+
+
+class FolderLock:
+    """One batch per output folder at a time (an advisory lock the OS drops when the process dies)."""
+
+    def __init__(self, folder: Path):
+        self.path = folder / LOCK_NAME
+        self._fd = None
+
+    def __enter__(self):
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._fd)
+            raise ValueError(f"another batch is writing to {self.path.parent} (lock {self.path})") from None
+        return self
+
+    def __exit__(self, *exc):
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)
+
+
+def remove_stale_temporaries(folder: Path) -> int:
+    """Delete the temporary files an atomic write leaves when its process is killed (only under the lock)."""
+    n = 0
+    for p in folder.glob(".*.png.*.tmp"):
+        p.unlink(missing_ok=True)
+        n += 1
+    return n

@@ -1,0 +1,259 @@
+"""Where node classes find files and write outputs: ComfyUI's models/, input/ and output/ folders.
+
+`Folders` answers "which file is checkpoint X" (search folders per model kind, as ComfyUI's folder_paths and
+extra_model_paths.yaml describe them), loads each model once per Folders object, and collects the files that
+output nodes write. Writes go through `Folders.write`: by default a file is written at once (atomically); the
+workflow runner sets `defer_writes` so that nothing is written until every node has run, and a failing
+workflow leaves no output; the queue is then written together (all files, then all renames).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .._files import atomic_write_all
+
+MODEL_KINDS = ("checkpoints", "loras", "vae", "controlnet", "embeddings", "upscale_models", "clip", "unet",
+               "diffusion_models", "text_encoders", "clip_vision")
+CHECKPOINT_EXTENSIONS = (".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".bin")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+
+
+def embedded_models() -> tuple[str, ...]:
+    """The models CheckpointLoaderSimple takes by name, without a file (the model registry's names)."""
+    from ..models.registry import REGISTRY
+
+    return tuple(REGISTRY)
+
+
+def embedded_name(name: str) -> str | None:
+    if isinstance(name, str) and name.strip().lower() in embedded_models():
+        return name.strip().lower()
+    return None
+
+
+@dataclass
+class PendingWrite:
+    """One output file: `folder/prefix_NNNNN_.ext` once the counter is known."""
+
+    subfolder: str
+    filename: str
+    extension: str
+    write: Callable[[str], None]
+    node_id: str | None = None
+    kind: str = "image"
+    path: Path | None = None
+
+
+@dataclass
+class Folders:
+    """Search folders per model kind, the input folder, the output folder, and loaded models."""
+
+    model_dirs: dict[str, list[Path]] = field(default_factory=dict)
+    input_dir: Path = Path("input")
+    output_dir: Path = Path(".")
+    load_options: dict = field(default_factory=dict)
+    preloaded: dict[str, object] = field(default_factory=dict)
+    defer_writes: bool = False
+    disable_pbar: bool | None = None
+    pending: list[PendingWrite] = field(default_factory=list)
+    cache: object = None  # a twosamplers.models.ModelCache (made on first use)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def create(cls, models: str | os.PathLike | Mapping | None = None, comfyui: str | os.PathLike | None = None,
+               input_dir: str | os.PathLike | None = None, output_dir: str | os.PathLike | None = None,
+               extra_model_paths: str | os.PathLike | None = None, **kw) -> Folders:
+        """models: a folder holding checkpoints/, loras/, ... (or a mapping ckpt_name -> loaded model);
+        comfyui: a ComfyUI install (its models/, input/ and extra_model_paths.yaml)."""
+        f = cls(**kw)
+        if comfyui is not None:
+            root = Path(comfyui).expanduser()
+            if not root.is_dir():
+                raise FileNotFoundError(f"--comfyui folder not found: {root}")
+            f.add_models_root(root / "models")
+            f.input_dir = root / "input"
+            yaml_path = root / "extra_model_paths.yaml"
+            if yaml_path.is_file() and extra_model_paths is None:
+                extra_model_paths = yaml_path
+        if isinstance(models, Mapping):
+            f.preloaded.update({str(k): v for k, v in models.items()})
+        elif models is not None:
+            root = Path(models).expanduser()
+            if not root.is_dir():
+                raise FileNotFoundError(f"--models folder not found: {root}")
+            f.add_models_root(root)
+        if extra_model_paths is not None:
+            f.add_extra_model_paths(extra_model_paths)
+        if input_dir is not None:
+            f.input_dir = Path(input_dir).expanduser()
+        if output_dir is not None:
+            f.output_dir = Path(output_dir).expanduser()
+        return f
+
+    def add_models_root(self, root: Path) -> None:
+        """root/checkpoints, root/loras, ... become search folders (ComfyUI's models/ layout)."""
+        for kind in MODEL_KINDS:
+            self.model_dirs.setdefault(kind, []).append(root / kind)
+
+    def add_extra_model_paths(self, path: str | os.PathLike) -> None:
+        """Read ComfyUI's extra_model_paths.yaml: sections of `kind: folder(s)` relative to `base_path`."""
+        try:
+            import yaml
+        except ImportError as e:
+            raise ImportError("reading extra_model_paths.yaml needs PyYAML: pip install 'twosamplers[workflow]'") \
+                from e
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as e:
+            raise ValueError(f"{path} is not a readable extra_model_paths.yaml: {e}") from e
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected sections of 'kind: folder' entries")
+        for section in data.values():
+            if not isinstance(section, dict):
+                continue
+            base = Path(os.path.expandvars(str(section.get("base_path", "")))).expanduser()
+            if not base.is_absolute():
+                base = path.parent / base
+            for kind, value in section.items():
+                if kind in ("base_path", "is_default") or not isinstance(value, str):
+                    continue
+                for line in value.splitlines():
+                    line = line.strip()
+                    if line:
+                        p = Path(os.path.expandvars(line)).expanduser()
+                        self.model_dirs.setdefault(kind, []).append(p if p.is_absolute() else base / p)
+
+    # ------------------------------------------------------------------ files
+    def search_dirs(self, kind: str) -> list[Path]:
+        return list(self.model_dirs.get(kind, []))
+
+    def list_models(self, kind: str, extensions: tuple[str, ...] = CHECKPOINT_EXTENSIONS,
+                    marker: str = "model_index.json") -> list[str]:
+        """Relative names of the model files (and diffusers folders) under the search folders of `kind`."""
+        names: set[str] = set()
+        for d in self.search_dirs(kind):
+            if not d.is_dir():
+                continue
+            for p in d.rglob("*"):
+                if p.is_file() and p.suffix.lower() in extensions or p.is_dir() and (p / marker).is_file():
+                    names.add(p.relative_to(d).as_posix())
+        return sorted(names)
+
+    def find_model(self, kind: str, name: str, marker: str = "model_index.json") -> Path | None:
+        """The first file (or diffusers folder, a folder holding `marker`) called `name` under the search
+        folders of `kind`."""
+        rel = Path(name)
+        if rel.is_absolute() or ".." in rel.parts:
+            return None
+        for d in self.search_dirs(kind):
+            p = d / rel
+            if p.is_file() or p.is_dir() and (p / marker).is_file():
+                return p
+        return None
+
+    def resolve_checkpoint(self, name: str) -> Path | str:
+        """ckpt_name -> a path, or the name of an embedded model / a preloaded model; clear error otherwise."""
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"ckpt_name must be a non-empty string, got {name!r}")
+        if name in self.preloaded or embedded_name(name):
+            return name
+        p = self.find_model("checkpoints", name)
+        if p is None:
+            where = ", ".join(str(d) for d in self.search_dirs("checkpoints")) or "no checkpoints folder given " \
+                "(use --models DIR or --comfyui DIR)"
+            raise FileNotFoundError(f"checkpoint {name!r} not found (searched: {where}); the embedded models "
+                                    f"{', '.join(embedded_models())} need no file")
+        return p
+
+    def load_checkpoint(self, name: str):
+        """The model for ckpt_name, through the ModelCache (each model loaded once per cache; one per run unless
+        the caller shares a cache between runs)."""
+        if name in self.preloaded:
+            return self.preloaded[name]
+        resolved = self.resolve_checkpoint(name)
+        if self.cache is None:
+            from ..models import ModelCache
+
+            self.cache = ModelCache()
+        if isinstance(resolved, str):
+            return self.cache.get(embedded_name(resolved), device=self.load_options.get("device"))
+        return self.cache.get(resolved, **self.load_options)
+
+    def input_path(self, name: str) -> Path:
+        """A file in the input folder ("name [input]" annotations as ComfyUI writes them are accepted)."""
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"file name must be a non-empty string, got {name!r}")
+        name = re.sub(r"\s*\[(input|output|temp)\]$", "", name)
+        rel = Path(name)
+        if rel.is_absolute() or ".." in rel.parts:
+            raise ValueError(f"{name!r} must be a file name inside the input folder {self.input_dir}")
+        p = self.input_dir / rel
+        if not p.is_file():
+            raise FileNotFoundError(f"input file {name!r} not found in {self.input_dir} (use --input-dir DIR)")
+        return p
+
+    def list_inputs(self, extensions: tuple[str, ...] = IMAGE_EXTENSIONS) -> list[str]:
+        d = self.input_dir
+        if not d.is_dir():
+            return []
+        return sorted(p.name for p in d.iterdir() if p.is_file() and p.suffix.lower() in extensions)
+
+    # ------------------------------------------------------------------ outputs
+    def write(self, item: PendingWrite) -> PendingWrite:
+        """Write `item` now, or queue it when `defer_writes` is set (then `commit` writes the queue)."""
+        if self.defer_writes:
+            self.pending.append(item)
+            return item
+        return self._write(item)
+
+    def commit(self) -> list[PendingWrite]:
+        """Write every queued file together (`_files.atomic_write_all`: all written, then all renamed)."""
+        items, self.pending = self.pending, []
+        return self._write_all(items)
+
+    def _write(self, item: PendingWrite) -> PendingWrite:
+        return self._write_all([item])[0]
+
+    def _write_all(self, items: list[PendingWrite]) -> list[PendingWrite]:
+        taken: dict[tuple[Path, str], int] = {}
+        for item in items:
+            folder = self.output_dir / item.subfolder
+            folder.mkdir(parents=True, exist_ok=True)
+            key = (folder, item.filename)
+            counter = max(next_counter(folder, item.filename), taken.get(key, 0) + 1)
+            taken[key] = counter
+            item.path = folder / f"{item.filename}_{counter:05}_.{item.extension}"
+        atomic_write_all([(item.path, item.write) for item in items])
+        return items
+
+
+def split_prefix(prefix: str) -> tuple[str, str]:
+    """filename_prefix "sub/dir/name" -> ("sub/dir", "name"); refuses paths that leave the output folder."""
+    if not isinstance(prefix, str) or not prefix.strip():
+        raise ValueError(f"filename_prefix must be a non-empty string, got {prefix!r}")
+    p = Path(prefix)
+    if p.is_absolute() or ".." in p.parts:
+        raise ValueError(f"filename_prefix {prefix!r} must stay inside the output folder")
+    return (p.parent.as_posix() if str(p.parent) != "." else ""), p.name
+
+
+def next_counter(folder: Path, filename: str) -> int:
+    """1 + the highest NNNNN of the files `filename_NNNNN_*` in `folder` (1 when there are none), as ComfyUI
+    numbers its outputs, so a new run continues the sequence."""
+    pattern = re.compile(re.escape(filename) + r"_(\d+)_")
+    best = 0
+    if folder.is_dir():
+        for p in folder.iterdir():
+            m = pattern.match(p.name)
+            if m:
+                best = max(best, int(m.group(1)))
+    return best + 1
+
+
+__all__ = ["Folders", "embedded_models", "embedded_name", "PendingWrite", "next_counter", "split_prefix"]

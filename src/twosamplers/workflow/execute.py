@@ -1,0 +1,222 @@
+"""Running a checked workflow: each needed node once, in dependency order, outputs written at the end.
+
+Node outputs are cached by node id for the run. Output nodes queue their files (`Folders.defer_writes`) and
+the queue is written only after every node has run, each file atomically: a workflow that fails part-way
+leaves no output behind. An empty latent (EmptyLatentImage's zeros) that reaches a node together with a
+model of another latent format is re-made for that model (`latent.remake_empty_latent`).
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import json
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from ..latent import remake_empty_latent
+from ..nodes.folders import Folders, PendingWrite
+from ..nodes.handles import model_of
+from ..nodes.registry import NODES, input_types
+from .errors import WorkflowError
+from .formats import Workflow, input_kind, read_workflow
+from .graph import describe, is_link, plan, spec_of
+
+
+def _input_types_of(class_type: str, folders: Folders | None = None):
+    cls = NODES.get(class_type)
+    return None if cls is None else input_types(cls, folders)
+
+
+def load(workflow, folders: Folders | None = None) -> Workflow:
+    """A path / JSON string / dict / Workflow -> Workflow (the UI format converted to the API format)."""
+    return read_workflow(workflow, lambda t: _input_types_of(t, folders))
+
+
+def parse_value(text: str):
+    """A --set VALUE: JSON when it parses (numbers, true/false, quoted strings), else the text itself."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def apply_overrides(prompt: dict, overrides: Mapping | None) -> dict:
+    """{"3.seed": 5} or {"3": {"seed": 5}} -> a new prompt with those input values (the node and the input must
+    exist in the node type's inputs)."""
+    prompt = copy.deepcopy(prompt)
+    flat: dict[tuple[str, str], object] = {}
+    for key, value in (overrides or {}).items():
+        if isinstance(value, Mapping) and "." not in str(key):
+            for name, v in value.items():
+                flat[(str(key), str(name))] = v
+            continue
+        nid, dot, name = str(key).partition(".")
+        if not dot or not nid or not name:
+            raise WorkflowError(f"override {key!r} must look like NODE_ID.INPUT (e.g. 3.seed)")
+        flat[(nid, name)] = value
+    for (nid, name), value in flat.items():
+        if nid not in prompt:
+            raise WorkflowError(f"override {nid}.{name}: there is no node {nid} (nodes: {', '.join(prompt)})")
+        cls = NODES.get(prompt[nid]["class_type"])
+        if cls is not None:
+            spec, _ = spec_of(input_types(cls), name)
+            if spec is None:
+                names = [n for s in ("required", "optional") for n in (input_types(cls).get(s) or {})]
+                raise WorkflowError(f"override {nid}.{name}: {describe(prompt, nid)} has no input '{name}' "
+                                    f"(inputs: {', '.join(names)})")
+        prompt[nid]["inputs"][name] = value
+    return prompt
+
+
+def _model_in(values: dict):
+    for v in values.values():
+        m = model_of(v)
+        if m is not None:
+            return m
+    return None
+
+
+def _accepts(fn, name: str) -> bool:
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in params
+
+
+def execute(wf: Workflow, folders: Folders, *, progress: Callable[[int, int, str, str], None] | None = None,
+            quiet: bool = True) -> list[dict]:
+    """Run a Workflow (already overridden) and return the outputs; see `run`."""
+    prompt = wf.prompt
+    p = plan(prompt, folders)
+    hidden = {"PROMPT": prompt, "EXTRA_PNGINFO": {"workflow": wf.ui} if wf.ui is not None else {}}
+    cache: dict[str, tuple] = {}
+    ui: dict[str, dict] = {}
+    folders.defer_writes, folders.pending = True, []
+    folders.disable_pbar = True if quiet else None
+    bar = None
+    if not quiet:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=len(p.order), desc="nodes", unit="node", disable=None)
+    try:
+        for i, nid in enumerate(p.order):
+            if bar is not None:
+                bar.set_postfix_str(f"{nid} {prompt[nid]['class_type']}")
+            if progress is not None:
+                progress(i, len(p.order), nid, prompt[nid]["class_type"])
+            cache[nid], ui[nid] = run_node(prompt, nid, p.types[nid], cache, folders, hidden)
+            if bar is not None:
+                bar.update(1)
+        folders.commit()
+    finally:
+        if bar is not None:
+            bar.close()
+        folders.pending, folders.defer_writes = [], False
+    return [_output_entry(prompt, nid, ui.get(nid) or {}, cache) for nid in p.outputs]
+
+
+def run_node(prompt: dict, nid: str, types: dict, cache: dict, folders: Folders, hidden: dict) -> tuple[tuple, dict]:
+    """One node: its inputs from the cache and constants, its function called -> (outputs, ui)."""
+    cls = NODES[prompt[nid]["class_type"]]
+    obj = cls(folders) if _takes_folders(cls) else cls()
+    kwargs = _gather(prompt, nid, types, cache)
+    fn = getattr(obj, cls.FUNCTION)
+    if _accepts(fn, "disable_pbar") and "disable_pbar" not in kwargs:
+        kwargs["disable_pbar"] = folders.disable_pbar
+    for name, value in (types.get("hidden") or {}).items():
+        if _accepts(fn, name):
+            kwargs[name] = nid if value == "UNIQUE_ID" else hidden.get(value)
+    try:
+        result = fn(**kwargs)
+    except (ValueError, TypeError, FileNotFoundError, NotImplementedError) as e:
+        raise WorkflowError(f"{describe(prompt, nid)}: {e}") from e
+    ui = {}
+    if isinstance(result, dict):
+        ui = result.get("ui") or {}
+        result = result.get("result") or ()
+    result = tuple(result)
+    if len(result) != len(cls.RETURN_TYPES):
+        raise WorkflowError(f"{describe(prompt, nid)} returned {len(result)} values for {len(cls.RETURN_TYPES)} "
+                            "outputs")
+    return result, ui
+
+
+def _output_entry(prompt: dict, nid: str, ui: dict, cache: dict) -> dict:
+    node = prompt[nid]
+    items = [it for v in ui.values() for it in v if isinstance(it, PendingWrite)]
+    entry = {"node": nid, "class_type": node["class_type"], "files": [str(it.path) for it in items]}
+    for name in ("images", "samples"):
+        if name in node["inputs"] and is_link(node["inputs"][name]):
+            src = node["inputs"][name]
+            entry[name] = cache[str(src[0])][src[1]]
+    return entry
+
+
+def _takes_folders(cls) -> bool:
+    from ..nodes.core import FolderNode
+
+    return isinstance(cls, type) and issubclass(cls, FolderNode)
+
+
+def _gather(prompt: dict, nid: str, types: dict, cache: dict) -> dict:
+    kwargs = {}
+    latents = []
+    for name, value in prompt[nid]["inputs"].items():
+        spec, _ = spec_of(types, name)
+        if spec is None:
+            continue
+        kind = input_kind(spec)
+        if is_link(value):
+            v = cache[str(value[0])][value[1]]
+        elif kind == "INT":
+            v = int(value)
+        elif kind == "FLOAT":
+            v = float(value)
+        else:
+            v = value
+        kwargs[name] = v
+        if kind == "LATENT" and isinstance(v, dict) and "samples" in v:
+            latents.append(name)
+    if latents:
+        model = _model_in(kwargs)
+        if model is not None:
+            for name in latents:
+                kwargs[name] = remake_empty_latent(kwargs[name], model.latent_format)
+    return kwargs
+
+
+def run(workflow, models: str | os.PathLike | Mapping | None = None, overrides: Mapping | None = None, *,
+        comfyui: str | os.PathLike | None = None, input_dir: str | os.PathLike | None = None,
+        output_dir: str | os.PathLike | None = None, extra_model_paths: str | os.PathLike | None = None,
+        device=None, dtype=None, cache=None, quiet: bool = True,
+        progress: Callable[[int, int, str, str], None] | None = None) -> list[dict]:
+    """Run a ComfyUI workflow headless and return its outputs.
+
+    workflow: a path (API- or UI-format JSON, or a PNG/WebP carrying one), a JSON string, or a dict.
+    models: a folder with checkpoints/, loras/, ... (ComfyUI's models/ layout), or a mapping ckpt_name -> a
+    loaded model; CheckpointLoaderSimple also takes the embedded models "textures" and "ideal" by name.
+    overrides: {"NODE_ID.input": value} set before the run (like `--set`).
+    comfyui: a ComfyUI install: its models/, input/ and extra_model_paths.yaml.
+    input_dir / output_dir: LoadImage's folder / where SaveImage and SaveLatent write (default: the current
+    folder). cache: a `twosamplers.models.ModelCache` to share loaded models between runs (default: a new
+    one, so each model is loaded once per run).
+    Returns one dict per output node: {"node", "class_type", "files": [paths written], "images" or "samples":
+    what it received}. Raises WorkflowError (a ValueError) for a workflow that cannot run; nothing is written
+    then.
+    """
+    opts = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
+    folders = Folders.create(models, comfyui=comfyui, input_dir=input_dir, output_dir=output_dir,
+                             extra_model_paths=extra_model_paths, load_options=opts, cache=cache)
+    if output_dir is None:
+        folders.output_dir = Path(".")
+    out_dir = folders.output_dir
+    if out_dir.exists() and not out_dir.is_dir():
+        raise WorkflowError(f"output folder {out_dir} is a file")
+    wf = load(workflow, folders)
+    wf = Workflow(apply_overrides(wf.prompt, overrides), wf.ui, wf.source)
+    return execute(wf, folders, progress=progress, quiet=quiet)
+
+
+__all__ = ["apply_overrides", "execute", "load", "parse_value", "run"]

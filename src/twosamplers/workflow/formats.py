@@ -1,0 +1,300 @@
+"""Reading workflows: ComfyUI's API format, its UI format, and PNG / WebP images that carry either.
+
+- API format ("Save (API)"): {node_id: {"class_type": str, "inputs": {name: value | [source_id, slot]}}}.
+- UI format ("Save"): {"nodes": [...], "links": [...]}: each node has a type, a mode, input sockets (with
+  links) and `widgets_values`, the widget values in the order of the node type's inputs. `ui_to_api` turns it
+  into the API format as ComfyUI's frontend does when it queues a prompt: widget values are matched to the
+  node type's widget inputs in order (skipping the control_after_generate value stored after seed widgets and
+  trailing extras such as LoadImage's upload button), linked inputs (converted widgets included) take the
+  link, Reroute nodes are followed, Primitive nodes give their value, muted nodes (mode 2) are left out and
+  bypassed nodes (mode 4) pass each input of a matching type through to the output.
+- Images: ComfyUI's SaveImage writes the API prompt into a PNG text chunk "prompt" and the UI workflow into
+  "workflow"; its WebP writer puts "prompt:{json}" / "workflow:{json}" into EXIF fields. The prompt is used
+  when present (it is exactly what ran), else the workflow is converted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import WorkflowError
+
+MUTED, BYPASSED = 2, 4
+VIRTUAL_NODES = ("Reroute", "PrimitiveNode", "Note", "MarkdownNote")
+CONTROL_VALUES = ("fixed", "increment", "decrement", "randomize")
+WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
+
+
+@dataclass
+class Workflow:
+    """A workflow ready to run: the API-format prompt, and the UI workflow when there is one (embedded in
+    outputs as ComfyUI does)."""
+
+    prompt: dict
+    ui: dict | None = None
+    source: str = "<workflow>"
+
+
+# ---------------------------------------------------------------------------------------------- reading
+def read_workflow(source, input_types: Callable[[str], dict | None]) -> Workflow:
+    """A path (JSON, PNG or WebP), a JSON string, or a dict -> Workflow. `input_types(class_type)` gives a
+    node type's INPUT_TYPES (None for unknown types); the UI format needs it to place widget values."""
+    if isinstance(source, Workflow):
+        return source
+    if isinstance(source, Mapping):
+        return _from_json(dict(source), input_types, "<dict>")
+    if isinstance(source, str) and source.lstrip().startswith("{"):
+        return _from_json(_loads(source, "<string>"), input_types, "<string>")
+    if not isinstance(source, (str, os.PathLike)):
+        raise TypeError(f"workflow must be a path, a JSON string or a dict, got {type(source).__name__}")
+    path = Path(source).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"workflow file not found: {path}")
+    head = path.read_bytes()[:16]
+    if head.startswith(b"\x89PNG") or head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        prompt_text, ui_text = image_chunks(path)
+        ui = _loads(ui_text, f"{path} (workflow chunk)") if ui_text else None
+        if prompt_text:
+            prompt = _loads(prompt_text, f"{path} (prompt chunk)")
+            return Workflow(_check_api(prompt, str(path)), ui if isinstance(ui, dict) else None, str(path))
+        if ui is not None:
+            return _from_json(ui, input_types, str(path))
+        raise WorkflowError(f"{path} carries no workflow (no 'prompt' or 'workflow' text chunk)")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise WorkflowError(f"{path} is neither a JSON workflow nor a PNG/WebP image: {e}") from None
+    return _from_json(_loads(text, str(path)), input_types, str(path))
+
+
+def _loads(text: str, where: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise WorkflowError(f"{where} is not valid JSON: {e}") from None
+
+
+def image_chunks(path: Path) -> tuple[str | None, str | None]:
+    """(prompt, workflow) JSON texts stored in a PNG's text chunks or a WebP's EXIF, as ComfyUI writes them."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            text = dict(getattr(im, "text", None) or im.info or {})
+            exif = im.getexif()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise WorkflowError(f"{path} is not a readable image: {e}") from None
+    prompt = text.get("prompt") if isinstance(text.get("prompt"), str) else None
+    workflow = text.get("workflow") if isinstance(text.get("workflow"), str) else None
+    for value in exif.values():
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", "replace")
+        if isinstance(value, str):
+            key, _, rest = value.partition(":")
+            if key == "prompt" and prompt is None:
+                prompt = rest
+            elif key == "workflow" and workflow is None:
+                workflow = rest
+    return prompt, workflow
+
+
+def _from_json(data, input_types, where: str) -> Workflow:
+    if not isinstance(data, dict):
+        raise WorkflowError(f"{where}: a workflow is a JSON object, got {type(data).__name__}")
+    if isinstance(data.get("nodes"), list) and "links" in data:
+        return Workflow(ui_to_api(data, input_types), data, where)
+    if isinstance(data.get("prompt"), dict) and "class_type" not in data["prompt"]:
+        ui = (data.get("extra_data") or {}).get("extra_pnginfo", {}).get("workflow")
+        return Workflow(_check_api(data["prompt"], where), ui if isinstance(ui, dict) else None, where)
+    return Workflow(_check_api(data, where), None, where)
+
+
+def _check_api(prompt, where: str) -> dict:
+    if not isinstance(prompt, dict) or not prompt:
+        raise WorkflowError(f"{where}: not a ComfyUI workflow (neither the API format {{id: {{class_type, inputs}}}} "
+                            "nor the UI format {nodes, links})")
+    bad = [str(k) for k, v in prompt.items() if not isinstance(v, dict) or not isinstance(v.get("class_type"), str)]
+    if bad:
+        raise WorkflowError(f"{where}: not a ComfyUI API-format workflow: entries {', '.join(bad[:10])} have no "
+                            "'class_type' (a UI-format workflow has 'nodes' and 'links')")
+    for k, v in prompt.items():
+        if not isinstance(v.get("inputs", {}), dict):
+            raise WorkflowError(f"{where}: node {k} ({v['class_type']}): 'inputs' must be an object")
+    return {str(k): {"class_type": v["class_type"], "inputs": dict(v.get("inputs", {})),
+                     **({"_meta": v["_meta"]} if "_meta" in v else {})} for k, v in prompt.items()}
+
+
+# ---------------------------------------------------------------------------------------------- UI format
+def input_kind(spec: tuple) -> str:
+    """The type of one INPUT_TYPES entry: "COMBO" for a list of choices, else its type name."""
+    t = spec[0] if isinstance(spec, (tuple, list)) and spec else spec
+    if isinstance(t, (list, tuple)):
+        return "COMBO"
+    return str(t)
+
+
+def input_options(spec: tuple) -> dict:
+    return spec[1] if isinstance(spec, (tuple, list)) and len(spec) > 1 and isinstance(spec[1], dict) else {}
+
+
+def widget_inputs(types: dict) -> list[tuple[str, tuple, bool]]:
+    """(name, spec, required) of the inputs a UI shows as widgets, in ComfyUI's order (required, optional)."""
+    out = []
+    for section, required in (("required", True), ("optional", False)):
+        for name, spec in (types.get(section) or {}).items():
+            if input_kind(spec) in WIDGET_TYPES and not input_options(spec).get("forceInput"):
+                out.append((name, spec, required))
+    return out
+
+
+def has_control_widget(name: str, spec: tuple) -> bool:
+    """Seed widgets store a control_after_generate value ("fixed", "randomize", ...) after their own."""
+    return input_kind(spec) == "INT" and (name in ("seed", "noise_seed")
+                                         or bool(input_options(spec).get("control_after_generate")))
+
+
+def default_value(spec: tuple):
+    opts = input_options(spec)
+    if "default" in opts:
+        return opts["default"]
+    if input_kind(spec) == "COMBO" and spec[0]:
+        return list(spec[0])[0]
+    return None
+
+
+def _links(ui: dict) -> dict[int, tuple]:
+    out = {}
+    for link in ui.get("links") or []:
+        if isinstance(link, list) and len(link) >= 5:
+            out[link[0]] = (link[1], link[2], link[3], link[4], link[5] if len(link) > 5 else None)
+        elif isinstance(link, dict):
+            out[link.get("id")] = (link.get("origin_id"), link.get("origin_slot"), link.get("target_id"),
+                                   link.get("target_slot"), link.get("type"))
+        else:
+            raise WorkflowError(f"UI workflow: malformed link {link!r}")
+    return out
+
+
+def ui_to_api(ui: dict, input_types: Callable[[str], dict | None]) -> dict:
+    """A UI-format workflow -> the API-format prompt ComfyUI's frontend would queue for it."""
+    nodes = {}
+    for n in ui.get("nodes") or []:
+        if not isinstance(n, dict) or "id" not in n or not isinstance(n.get("type"), str):
+            raise WorkflowError(f"UI workflow: malformed node {str(n)[:80]}")
+        nodes[n["id"]] = n
+    active = [n for n in nodes.values() if n["type"] not in VIRTUAL_NODES and n.get("mode", 0) not in
+              (MUTED, BYPASSED)]
+    unknown = [n for n in active if input_types(n["type"]) is None]
+    if unknown:
+        subgraphs = {g.get("id") for g in (ui.get("definitions") or {}).get("subgraphs") or [] if isinstance(g, dict)}
+        raise WorkflowError(unsupported_message([(str(n["id"]), n["type"]) for n in unknown], subgraphs))
+    links = _LinkResolver(nodes, _links(ui))
+    prompt = {}
+    for n in sorted(active, key=lambda n: (n.get("order", 0), n["id"])):
+        inputs = widget_values(n, input_types(n["type"]) or {})
+        for inp in n.get("inputs") or []:
+            if inp.get("link") is None:
+                continue
+            src = links.follow(inp["link"])
+            if src is None:  # from a muted node, or a bypassed one with nothing to pass on
+                if not inp.get("widget"):
+                    inputs.pop(inp.get("name"), None)
+                continue
+            inputs[inp.get("name")] = list(src[1:]) if src[0] == "link" else src[1]
+        entry = {"class_type": n["type"], "inputs": inputs}
+        if n.get("title"):
+            entry["_meta"] = {"title": n["title"]}
+        prompt[str(n["id"])] = entry
+    if not prompt:
+        raise WorkflowError("UI workflow: no active nodes")
+    return prompt
+
+
+def widget_values(node: dict, types: dict) -> dict:
+    """A UI node's widgets_values as {input name: value}, in the node type's widget order (see the module doc);
+    required widgets that the file lacks take their defaults."""
+    inputs: dict = {}
+    vals = node.get("widgets_values")
+    widgets = widget_inputs(types)
+    if isinstance(vals, dict):
+        inputs.update({name: vals[name] for name, _spec, _req in widgets if name in vals})
+    else:
+        vals = list(vals or [])
+        i = 0
+        for name, spec, _req in widgets:
+            if i >= len(vals):
+                break
+            inputs[name] = vals[i]
+            i += 1
+            if has_control_widget(name, spec) and i < len(vals) and vals[i] in CONTROL_VALUES:
+                i += 1
+    for name, spec, req in widgets:
+        if name not in inputs and req:
+            inputs[name] = default_value(spec)
+    return inputs
+
+
+class _LinkResolver:
+    """Where a UI link's value comes from, through Reroutes, Primitive nodes, muted and bypassed nodes."""
+
+    def __init__(self, nodes: dict, links: dict) -> None:
+        self.nodes, self.links = nodes, links
+
+    def follow(self, link_id, seen: tuple = ()):
+        """-> ("link", node_id, slot) | ("value", v) | None (nothing arrives)."""
+        if link_id is None or link_id not in self.links:
+            return None
+        origin, slot, *_ = self.links[link_id]
+        src = self.nodes.get(origin)
+        if src is None:
+            raise WorkflowError(f"UI workflow: link {link_id} comes from node {origin}, which does not exist")
+        if origin in seen:
+            raise WorkflowError(f"UI workflow: link {link_id} loops through node {origin}")
+        seen = (*seen, origin)
+        kind, mode = src["type"], src.get("mode", 0)
+        if kind == "Reroute":
+            return self.follow(((src.get("inputs") or [{}])[0]).get("link"), seen)
+        if kind == "PrimitiveNode":
+            vals = src.get("widgets_values") or []
+            if not vals:
+                raise WorkflowError(f"UI workflow: Primitive node {origin} has no value")
+            return ("value", vals[0])
+        if mode == MUTED:
+            return None
+        if mode == BYPASSED:
+            pick = self._bypass_input(src, slot)
+            return self.follow(pick.get("link"), seen) if pick is not None else None
+        return ("link", str(origin), int(slot))
+
+    @staticmethod
+    def _bypass_input(src: dict, slot) -> dict | None:
+        """The input a bypassed node passes to output `slot`: the same slot if its type matches, else the first
+        linked input of the output's type."""
+        outs = src.get("outputs") or []
+        out_type = outs[slot].get("type") if slot is not None and slot < len(outs) else None
+        ins = src.get("inputs") or []
+        if slot is not None and slot < len(ins) and ins[slot].get("type") == out_type:
+            return ins[slot]
+        return next((i for i in ins if i.get("type") == out_type and i.get("link") is not None), None)
+
+
+def unsupported_message(items: list[tuple[str, str]], subgraphs: set | frozenset = frozenset()) -> str:
+    parts = []
+    for nid, kind in items:
+        note = ""
+        if kind.startswith(("workflow/", "workflow>")):
+            note = " (a group node: ungroup it in ComfyUI)"
+        elif kind in subgraphs:
+            note = " (a subgraph: unpack it in ComfyUI)"
+        parts.append(f"{kind} (node {nid}){note}")
+    return (f"unsupported node type{'s' if len(parts) > 1 else ''}: {', '.join(parts)}; "
+            "`twosamplers run --list-nodes` lists the supported ones")
+
+
+__all__ = ["Workflow", "has_control_widget", "image_chunks", "input_kind", "read_workflow", "ui_to_api",
+           "widget_inputs"]
