@@ -344,6 +344,7 @@ def test_old_diffusers_attention_processor_names(sd1, tmp_path):
 @pytest.mark.filterwarnings("ignore::FutureWarning")
 def test_diffusers_load_lora_weights_and_fuse_lora_agree(files, sd1, tmp_path):
     """An independent implementation: diffusers' own kohya conversion + PEFT fusing on the same file."""
+    pytest.importorskip("peft", reason="the cross-check needs peft (pip install -e '.[test]'; CI installs it)")
     from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
@@ -384,6 +385,7 @@ def test_diffusers_load_lora_weights_and_fuse_lora_agree(files, sd1, tmp_path):
 def test_diffusers_agrees_on_sdxl_kohya_ldm_names(files, sdxl, tmp_path):
     """kohya's SDXL LoRAs use LDM block names (input_blocks_4_1_...): diffusers maps them with its own SGM-block
     conversion; the UNet weights must agree with ours."""
+    pytest.importorskip("peft", reason="the cross-check needs peft (pip install -e '.[test]'; CI installs it)")
     from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 

@@ -87,6 +87,7 @@ class GuidedDenoiser:
         self.sigmas = sigmas
         self._batches: dict[tuple[bool, int], list[tuple[CondBatch, list[CondEntry]]]] = {}
         self._mask_cache: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self._cfg_tensors: dict[torch.dtype, torch.Tensor] = {}  # cfg as 0-dim tensors, by dtype
         # masks / areas / timestep ranges: evaluated by regional_cond; plain entries keep the path below
         self._regional = (RegionalConditioning(positive, negative, model, tuple(latent_image.shape))
                           if any(e.regional for e in positive + negative) else None)
@@ -123,6 +124,17 @@ class GuidedDenoiser:
         uncond = _weighted_mean(outs[n_pos:], self.negative) if with_uncond else None
         return cond, uncond
 
+    def _cfg_scalar(self, dtype: torch.dtype) -> torch.Tensor | float:
+        """cfg for a float32/float64 product as a 0-dim CPU tensor of that dtype: the bits the Python float gives
+        (torch rounds it to dtype first), without the float64 -> dtype copy torch makes for it at every call.
+        Half types multiply by the unrounded float, so they keep it."""
+        if dtype not in (torch.float32, torch.float64):
+            return self.cfg
+        t = self._cfg_tensors.get(dtype)
+        if t is None:
+            t = self._cfg_tensors[dtype] = torch.tensor(self.cfg, dtype=dtype)
+        return t
+
     def guided(self, x, sigma, model_options: dict, output_mask=None):
         with_uncond = not (math.isclose(self.cfg, 1.0) and not model_options.get("disable_cfg1_optimization", False))
         cond, uncond = self.predict(x, sigma, with_uncond, output_mask)
@@ -132,7 +144,7 @@ class GuidedDenoiser:
         else:
             # uncond + (cond - uncond) * cfg, written in place on one fresh tensor (same rounding: + commutes)
             result = cond - uncond
-            result.mul_(self.cfg)
+            result.mul_(self._cfg_scalar(result.dtype))
             result.add_(uncond)
         for fn in model_options.get("post_cfg_functions", ()):
             result = fn({"denoised": result, "cond_denoised": cond, "uncond_denoised": uncond, "cond_scale": self.cfg,
@@ -215,6 +227,9 @@ def sample_with_sigmas(model, noise, sigmas, samples, positive, negative, cfg, s
                     for e in entries]
         positive, negative = with_extras(positive), with_extras(negative)
     ms = model.model_sampling
+    memoise = getattr(ms, "memoise", None)
+    if memoise is not None:  # the schedule's timesteps and input scales, batched once per run (same bits)
+        memoise(sigmas)
     denoiser = GuidedDenoiser(model, positive, negative, cfg, latent_image, inpaint_noise, sigmas)
     sigma_max, sigma0 = float(ms.sigma_max), float(sigmas[0])
     max_denoise = math.isclose(sigma_max, sigma0, rel_tol=1e-05) or sigma0 > sigma_max

@@ -57,6 +57,7 @@ class ModelSamplingDiscrete:
         self.log_sigmas = sigmas.log().float()
         self._timestep_memo: dict[float, float] = {}
         self._input_scale_memo: dict[float, float] = {}
+        self._scalar_memo: dict[float, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def __repr__(self) -> str:
         return (
@@ -95,6 +96,33 @@ class ModelSamplingDiscrete:
             t = float(self.timestep(torch.tensor([sigma], dtype=torch.float32))[0])
             self._timestep_memo[sigma] = t
         return t
+
+    def memoise(self, sigmas: torch.Tensor) -> None:
+        """Fill the timestep, input-scale and scalar memos for every value of `sigmas` with one batched computation
+        per run instead of a dozen 0-dim ops per step. Same bits as the one-value path: these elementwise ops (log,
+        pow, sub, abs, argmin per column) give each element the value they give it alone."""
+        sig = sigmas.detach().reshape(-1).to(device=self.log_sigmas.device, dtype=torch.float32)
+        memos = self._timestep_memo, self._input_scale_memo, self._scalar_memo
+        new = [v for v in dict.fromkeys(sig.tolist()) if any(v not in m for m in memos)]
+        if not new:
+            return
+        t = torch.tensor(new, dtype=torch.float32)
+        scales = (t**2 + self.sigma_data**2) ** 0.5
+        for v, ts, c, c_t, v_t in zip(new, self.timestep(t).tolist(), scales.tolist(), scales.unbind(0), t.unbind(0),
+                                      strict=True):
+            self._timestep_memo.setdefault(v, ts)
+            self._input_scale_memo.setdefault(v, c)
+            self._scalar_memo.setdefault(v, (c_t, v_t))
+
+    def scalars_of(self, sigma: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """(input scale, sigma) of one float32 sigma value as 0-dim float32 CPU tensors, memoised. As operands they
+        give the bits the Python floats give, without the float64 -> float32 copy torch makes for a float per op."""
+        pair = self._scalar_memo.get(sigma)
+        if pair is None:
+            pair = (torch.tensor(self.input_scale_of(sigma), dtype=torch.float32),
+                    torch.tensor(sigma, dtype=torch.float32))
+            self._scalar_memo[sigma] = pair
+        return pair
 
     def sigma(self, timestep: torch.Tensor) -> torch.Tensor:
         """Sigma at a (possibly fractional) timestep: linear interpolation of log-sigma."""

@@ -25,8 +25,39 @@ def progress(n: int, disable: bool | None):
 
 
 def to_d(x: torch.Tensor, sigma: torch.Tensor, denoised: torch.Tensor) -> torch.Tensor:
-    """Karras ODE derivative dx/dsigma = (x - D) / sigma."""
+    """Karras ODE derivative dx/dsigma = (x - D) / sigma. A 0-dim sigma of x's dtype divides as it is: the
+    same bits as the reshaped one, with two ops instead of seven."""
+    if isinstance(sigma, torch.Tensor) and sigma.ndim == 0 and sigma.dtype == x.dtype == denoised.dtype:
+        d = x - denoised
+        return d.div_(sigma)
     return (x - denoised) / append_dims(sigma, x.ndim)
+
+
+def scalars(t: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The elements of a per-run table as 0-dim tensors (views). Used as operands they give the bits the
+    per-step 0-dim maths gives, and unlike Python floats they need no float64 -> float32 copy per op."""
+    return t.unbind(0)
+
+
+def sigma_rows(sigmas: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """`sigmas[i] * x.new_ones([B])` for every i (the sigma batch a sampler passes the model), made with one
+    multiply per run instead of two ops per step; same values (times 1 is exact), dtype and device."""
+    s_in = x.new_ones([x.shape[0]])
+    dtype = torch.result_type(sigmas[0], s_in)
+    return (sigmas.to(device=x.device, dtype=dtype)[:, None] * s_in).unbind(0)
+
+
+def ancestral_table(sigmas: torch.Tensor, eta: float = 1.0) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """`ancestral_step(sigmas[i], sigmas[i + 1], eta)` for every step at once: (sigma_down, sigma_up) as
+    tensors of len(sigmas) - 1 (sigma_up None when eta is 0, where the step gives 0.0). Elementwise float32 ops
+    in the same order as the scalar version, so every element has the bits the per-step scalar has."""
+    s_from, s_to = sigmas[:-1], sigmas[1:]
+    if not eta:
+        return s_to, None
+    up = eta * (s_to**2 * (s_from**2 - s_to**2) / s_from**2) ** 0.5
+    up = torch.where(up < s_to, up, s_to)  # Python's min(s_to, up): s_to unless up is smaller
+    down = (s_to**2 - up**2) ** 0.5
+    return down, up
 
 
 def append_dims(v: torch.Tensor, ndim: int) -> torch.Tensor:
@@ -116,6 +147,7 @@ __all__ = [
     "Denoiser",
     "UncondCapture",
     "ancestral_step",
+    "ancestral_table",
     "append_dims",
     "churn_gamma",
     "half_log_snr",
@@ -123,7 +155,9 @@ __all__ = [
     "make_default_noise",
     "noise_scaling_eps",
     "progress",
+    "scalars",
     "seed_of",
     "sigma_from_half_log_snr",
+    "sigma_rows",
     "to_d",
 ]

@@ -9,29 +9,45 @@ from __future__ import annotations
 
 import torch
 
-from ._common import ancestral_step, half_log_snr, make_brownian_noise, progress, sigma_from_half_log_snr
+from ._common import (
+    ancestral_step,
+    half_log_snr,
+    make_brownian_noise,
+    progress,
+    scalars,
+    sigma_from_half_log_snr,
+    sigma_rows,
+)
 
 
 @torch.no_grad()
 def sample_dpmpp_2m(model, x, sigmas, extra_args=None, callback=None, disable=None):
-    """DPM-Solver++(2M): second-order multistep, first-order first step."""
+    """DPM-Solver++(2M): second-order multistep, first-order first step.
+
+    The step coefficients are computed once per run, elementwise over the whole schedule with the spec's float32
+    ops in the spec's order (each element gets the bits the per-step 0-dim maths gives it), and used as 0-dim
+    tensors (views of the tables): the same bits as the per-step version, with about 25 ops fewer a step."""
     extra_args = {} if extra_args is None else extra_args
-    s_in = x.new_ones([x.shape[0]])
+    rows, sig = sigma_rows(sigmas, x), sigmas.tolist()
+    lam = sigmas.log().neg()  # t = -log(sigma)
+    h = lam[1:] - lam[:-1]  # t_next - t; also h_last of the following step
+    ratio = scalars(lam[1:].neg().exp() / lam[:-1].neg().exp())
+    expm1 = scalars((-h).expm1())
+    r = h[:-1] / h[1:]  # h_last / h of steps 1..n-1
+    old_w, new_w = scalars(1 / (2 * r)), scalars(1 + 1 / (2 * r))
     old_denoised = None
     for i in progress(len(sigmas) - 1, disable):
-        denoised = model(x, sigmas[i] * s_in, **extra_args)
+        denoised = model(x, rows[i], **extra_args)
         if callback is not None:
             callback({"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigmas[i], "denoised": denoised})
-        t, t_next = sigmas[i].log().neg(), sigmas[i + 1].log().neg()
-        h = t_next - t
-        ratio = t_next.neg().exp() / t.neg().exp()
-        if old_denoised is None or sigmas[i + 1] == 0:
-            x = ratio * x - (-h).expm1() * denoised
+        if old_denoised is None or sig[i + 1] == 0:
+            x = x * ratio[i]
+            x.sub_(denoised * expm1[i])
         else:
-            h_last = t - sigmas[i - 1].log().neg()
-            r = h_last / h
-            denoised_d = (1 + 1 / (2 * r)) * denoised - (1 / (2 * r)) * old_denoised
-            x = ratio * x - (-h).expm1() * denoised_d
+            denoised_d = denoised * new_w[i - 1]
+            denoised_d.sub_(old_denoised * old_w[i - 1]).mul_(expm1[i])
+            x = x * ratio[i]
+            x.sub_(denoised_d)
         old_denoised = denoised
     return x
 

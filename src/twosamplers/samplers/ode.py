@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from ._common import churn_gamma, progress, to_d
+from ._common import churn_gamma, progress, scalars, sigma_rows, to_d
 
 
 def _churn(x, sigma, gamma, s_noise):
@@ -23,21 +23,27 @@ def _churn(x, sigma, gamma, s_noise):
 @torch.no_grad()
 def sample_euler(model, x, sigmas, extra_args=None, callback=None, disable=None,
                  s_churn=0.0, s_tmin=0.0, s_tmax=float("inf"), s_noise=1.0):
-    """Euler (Karras et al. 2022, alg. 2 with optional churn). The step to 0 is an Euler step too."""
+    """Euler (Karras et al. 2022, alg. 2 with optional churn). The step to 0 is an Euler step too.
+    Without churn the step sizes come from a per-run float32 table (same bits, fewer ops per step)."""
     extra_args = {} if extra_args is None else extra_args
     s_in = x.new_ones([x.shape[0]])
     n = len(sigmas) - 1
+    if s_churn <= 0:
+        rows, sv, dt = sigma_rows(sigmas, x), scalars(sigmas), scalars(sigmas[1:] - sigmas[:-1])
     for i in progress(n, disable):
         if s_churn > 0:
             gamma = churn_gamma(s_churn, n, sigmas[i], s_tmin, s_tmax)
             x, sigma_hat = _churn(x, sigmas[i], gamma, s_noise)
+            denoised = model(x, sigma_hat * s_in, **extra_args)
+            d = to_d(x, sigma_hat, denoised)
+            step = sigmas[i + 1] - sigma_hat
         else:
-            sigma_hat = sigmas[i]
-        denoised = model(x, sigma_hat * s_in, **extra_args)
-        d = to_d(x, sigma_hat, denoised)
+            denoised = model(x, rows[i], **extra_args)
+            d = to_d(x, sv[i], denoised)
+            sigma_hat, step = sv[i], dt[i]
         if callback is not None:
             callback({"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigma_hat, "denoised": denoised})
-        x = x + d * (sigmas[i + 1] - sigma_hat)
+        x = x + d.mul_(step)
     return x
 
 
