@@ -21,6 +21,7 @@ import argparse
 import collections
 
 import torch
+from engine_overhead import sampling_inputs  # this folder is on sys.path when run as a script
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from twosamplers.ksampler import common_ksampler
@@ -69,14 +70,7 @@ def count(sampler: str, masked: bool, steps: int) -> tuple[OpCounter, int]:
     """(op counter, number of aten::_to_copy calls) of one run."""
     counter = OpCounter()
     model = NetworkModel(Network(counter))
-    g = torch.Generator().manual_seed(1)
-    latent = {"samples": torch.randn(1, 4, 64, 64, generator=g)}
-    if masked:
-        mask = torch.zeros(1, 512, 512)
-        mask[:, 128:384, 96:400] = 1.0
-        latent["noise_mask"] = mask
-    pos = [[torch.randn(1, 77, 16, generator=g), {}]]
-    neg = [[torch.randn(1, 77, 16, generator=g), {}]]
+    latent, pos, neg = sampling_inputs(masked)  # the same inputs as engine_overhead.py
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof, counter:
         common_ksampler(model, 42, steps, 7.5, sampler, "karras", pos, neg, latent, disable_pbar=True)
     copies = sum(e.count for e in prof.key_averages() if e.key == "aten::_to_copy")

@@ -76,8 +76,8 @@ def calibrate(target_ms: float) -> ConvNet:
     return ConvNet(best[0])
 
 
-def run_once(net: ConvNet, masked: bool) -> float:
-    model = NetworkModel(net)
+def sampling_inputs(masked: bool) -> tuple[dict, list, list]:
+    """The benchmark's latent (1x4x64x64, with a 512x512 noise mask when `masked`) and conditioning."""
     g = torch.Generator().manual_seed(1)
     latent = {"samples": torch.randn(1, 4, 64, 64, generator=g)}
     if masked:
@@ -86,6 +86,12 @@ def run_once(net: ConvNet, masked: bool) -> float:
         latent["noise_mask"] = mask
     pos = [[torch.randn(1, 77, 16, generator=g), {}]]
     neg = [[torch.randn(1, 77, 16, generator=g), {}]]
+    return latent, pos, neg
+
+
+def run_once(net: ConvNet, masked: bool) -> float:
+    model = NetworkModel(net)
+    latent, pos, neg = sampling_inputs(masked)
     net.seconds, net.calls = 0.0, 0
     t0 = time.perf_counter()
     common_ksampler(model, 42, 20, 7.5, "dpmpp_2m", "karras", pos, neg, latent, disable_pbar=True)
