@@ -126,3 +126,20 @@ def conds():
     pos = [[torch.randn(1, 3, 8, generator=g), {}]]
     neg = [[torch.randn(1, 3, 8, generator=g), {}]]
     return pos, neg
+
+
+@pytest.fixture(scope="session")
+def tiny_sd_files(tmp_path_factory):
+    """The tiny random SD1.x and SDXL models of test_sd_backend.py, built once per session, each as a diffusers
+    folder and as a single-file LDM checkpoint: {"sd1_folder", "sd1_file", "sdxl_folder", "sdxl_file"}."""
+    pytest.importorskip("diffusers")
+    pytest.importorskip("transformers")
+    from test_sd_backend import folder_to_single_file, save_folder
+
+    root = tmp_path_factory.mktemp("tiny_sd")
+    paths = {}
+    for name, sdxl in (("sd1", False), ("sdxl", True)):
+        folder = save_folder(root / f"{name}_diffusers", sdxl)
+        paths[name + "_folder"] = folder
+        paths[name + "_file"] = folder_to_single_file(folder, root / f"{name}.safetensors", sdxl)
+    return paths

@@ -56,14 +56,14 @@ def to_ldm_controlnet(cn, prefix: str = "control_model.") -> dict:
 
 
 @pytest.fixture(scope="module")
-def cn_files(tmp_path_factory):
+def cn_files(tmp_path_factory, tiny_sd_files):
     from diffusers import UNet2DConditionModel
 
     root = tmp_path_factory.mktemp("cn")
     paths = {}
-    for name, sdxl in (("sd1", False), ("sdxl", True)):
-        folder = save_folder(root / f"{name}_diffusers", sdxl)
-        paths[name] = folder_to_single_file(folder, root / f"{name}.safetensors", sdxl)
+    for name in ("sd1", "sdxl"):
+        folder = tiny_sd_files[name + "_folder"]
+        paths[name] = tiny_sd_files[name + "_file"]
         cn = tiny_controlnet(UNet2DConditionModel.from_pretrained(folder / "unet"))
         cn.save_pretrained(root / f"{name}_cn")
         paths[name + "_cn_folder"] = root / f"{name}_cn"

@@ -16,7 +16,7 @@ diffusers = pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
 
 from safetensors.torch import save_file  # noqa: E402
-from test_sd_backend import folder_to_single_file, save_folder, to_ldm_unet  # noqa: E402
+from test_sd_backend import to_ldm_unet  # noqa: E402
 
 from twosamplers import common_ksampler  # noqa: E402
 from twosamplers.models.embeddings import EmbeddingLibrary  # noqa: E402
@@ -27,14 +27,9 @@ from twosamplers.models.sd_loading import PickleNotAllowedError  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory):
-    root = tmp_path_factory.mktemp("lora_sd")
-    out = {}
-    for name, sdxl in (("sd1", False), ("sdxl", True)):
-        folder = save_folder(root / f"{name}_diffusers", sdxl)
-        out[name + "_folder"] = folder
-        out[name] = folder_to_single_file(folder, root / f"{name}.safetensors", sdxl)
-    return out
+def files(tiny_sd_files):
+    return {"sd1_folder": tiny_sd_files["sd1_folder"], "sd1": tiny_sd_files["sd1_file"],
+            "sdxl_folder": tiny_sd_files["sdxl_folder"], "sdxl": tiny_sd_files["sdxl_file"]}
 
 
 @pytest.fixture(scope="module")

@@ -245,13 +245,8 @@ def folder_to_single_file(folder, target, sdxl: bool):
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    root = tmp_path_factory.mktemp("sd")
-    paths = {}
-    for name, sdxl in (("sd1", False), ("sdxl", True)):
-        folder = save_folder(root / f"{name}_diffusers", sdxl)
-        paths[name + "_folder"] = folder
-        paths[name + "_file"] = folder_to_single_file(folder, root / f"{name}.safetensors", sdxl)
+def tiny(tiny_sd_files):
+    paths = dict(tiny_sd_files)
     clear_cache()
     return paths
 
