@@ -278,7 +278,7 @@ def test_scheduler_keeps_workers_on_their_model_and_retries(tmp_path):
     assert s.next_task(None) is last
     s.give_back(last)  # never reached a worker: not an attempt
     assert s.next_task("a") is last and last.attempts == 1
-    s.finish(last, Outcome(True, {"image": b"png"}, None, "w", 0.1))
+    s.finish(last, Outcome(True, {last.output: b"png"}, None, "w", 0.1))
     assert (tmp_path / last.output).read_bytes() == b"png" and s.remaining() == 0
     assert [r["line"] for r in read_records(tmp_path / "manifest.jsonl")] == [last.line]
 

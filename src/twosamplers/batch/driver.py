@@ -15,7 +15,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .._files import atomic_write
+from .._files import atomic_write_all
 from . import adapter
 from .manifest import FAILURES, MANIFEST, Journal, now, read_records
 from .plan import FolderLock, Task, plan, remove_stale_temporaries, split_done
@@ -84,17 +84,18 @@ class Scheduler:
 
     def inputs(self, task: Task) -> dict[str, bytes]:
         """The task's input files as bytes, checked against the hashes taken when the batch was validated."""
-        return adapter.read_inputs(task.job)
+        return task.job.read_inputs()
 
     def finish(self, task: Task, outcome: Outcome) -> None:
+        names = list(outcome.outputs or ()) if outcome.ok else []
         if outcome.ok:
             try:
-                data = outcome.outputs["image"]
-                atomic_write(self.folder / task.output, lambda tmp: Path(tmp).write_bytes(data))
-            except OSError as e:
+                write_outputs(self.folder, task, outcome.outputs)
+            except (OSError, ValueError) as e:
                 outcome = Outcome(False, None, f"writing {task.output}: {e}", outcome.worker, outcome.seconds)
         if outcome.ok:
-            self.manifest.append({"job": task.digest, "line": task.line, "output": task.output, "time": now(),
+            self.manifest.append({"job": task.digest, "line": task.line, "output": names[0], "outputs": names,
+                                  "time": now(),
                                   "seconds": round(outcome.seconds, 3),
                                   "cpu_seconds": round(outcome.cpu_seconds, 3), "worker": outcome.worker,
                                   "attempts": task.attempts, "status": "done", "settings": task.job.to_dict()})
@@ -121,6 +122,19 @@ class Scheduler:
         self.failures.close()
 
 
+def write_outputs(folder: Path, task: Task, outputs: dict[str, bytes]) -> None:
+    """A job's files, all written before any is renamed into place (`atomic_write_all`). A worker only names
+    files of its own job: the job's output name, or `<hash20>-...` for a workflow line."""
+    prefix = task.digest[:adapter.HASH_CHARS] + "-"
+    if not outputs:
+        raise ValueError("the job returned no file")
+    for name in outputs:
+        if not (name == task.output or name.startswith(prefix)) or "/" in name or "\\" in name or name in (".", ".."):
+            raise ValueError(f"a worker returned the file name {name!r}, which is not one of job {task.digest[:20]}'s")
+    atomic_write_all([(folder / name, lambda tmp, data=data: Path(tmp).write_bytes(data))
+                      for name, data in outputs.items()])
+
+
 def _record_found(done: list[Task], folder: Path) -> None:
     """Outputs that exist but have no manifest record (killed between the write and the record) get one."""
     recorded = {r.get("job") for r in read_records(folder / MANIFEST)}
@@ -128,8 +142,9 @@ def _record_found(done: list[Task], folder: Path) -> None:
     try:
         for t in done:
             if t.digest not in recorded:
-                journal.append({"job": t.digest, "line": t.line, "output": t.output, "time": now(), "worker": None,
-                                "status": "found", "settings": t.job.to_dict()})
+                names = t.outputs or [t.output]
+                journal.append({"job": t.digest, "line": t.line, "output": names[0], "outputs": names, "time": now(),
+                                "worker": None, "status": "found", "settings": t.job.to_dict()})
     finally:
         journal.close()
 

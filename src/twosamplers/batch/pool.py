@@ -46,11 +46,9 @@ class WorkerState:
 
 def render_one(job, inputs, state: WorkerState) -> Outcome:
     """Render one job in a worker; any error becomes a failed Outcome (the worker goes on)."""
-    from . import adapter
-
     t0, c0 = time.perf_counter(), time.process_time()
     try:
-        outputs = adapter.render(job, inputs, state.cache_for(job), device=state.device)
+        outputs = job.render(inputs, state.cache_for(job), device=state.device)
         return Outcome(True, outputs, None, worker_name(), time.perf_counter() - t0, time.process_time() - c0)
     except Exception as e:  # a job's failure is recorded, never fatal to the batch
         msg = " ".join(str(e).split()) or type(e).__name__
