@@ -49,6 +49,7 @@ class Outcome:
     worker: str
     seconds: float
     cpu_seconds: float = 0.0  # the worker process's CPU time for the job (all its threads)
+    device: str | None = None  # where it rendered: "cpu", or "cuda (CUDA_VISIBLE_DEVICES=1)" on a Ray GPU actor
 
 
 class Scheduler:
@@ -98,6 +99,7 @@ class Scheduler:
                                   "time": now(),
                                   "seconds": round(outcome.seconds, 3),
                                   "cpu_seconds": round(outcome.cpu_seconds, 3), "worker": outcome.worker,
+                                  "device": outcome.device,
                                   "attempts": task.attempts, "status": "done", "settings": task.job.to_dict()})
             self.rendered += 1
             self._tick()
