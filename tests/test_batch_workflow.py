@@ -117,6 +117,24 @@ def test_bad_workflow_lines_are_all_reported_and_nothing_runs(tmp_path, capsys):
         assert any(ln.startswith(f"twosamplers: error: line {number}: ") and words in ln for ln in got), (number, err)
 
 
+def test_batch_flags_give_workflow_lines_their_folders(tmp_path, capsys, monkeypatch):
+    """--models / --comfyui / --input-dir are defaults for workflow lines (relative to the current folder, as
+    for `twosamplers run`); a line's own field wins."""
+    make_folder(tmp_path)
+    other = tmp_path / "elsewhere"
+    shutil.copytree(tmp_path / "input", other)
+    line = {"workflow": "two.json"}
+    tasks, errors, _ = plan(json.dumps(line), tmp_path, {"input_dir": str(other)})
+    assert errors == [] and tasks[0].job.files == (("mask.png", str(other / "mask.png")),)
+    tasks, _, _ = plan(json.dumps({**line, "input_dir": "input"}), tmp_path, {"input_dir": str(other)})
+    assert tasks[0].job.files == (("mask.png", str(tmp_path / "input" / "mask.png")),)
+    path = write_jobs(tmp_path, [line, {"base_prompt": "grass", "mask_prompt": "brick", "mask": "input/mask.png"}])
+    monkeypatch.chdir(tmp_path)
+    assert main(["batch", str(path), "-o", str(tmp_path / "out"), "--models", "nowhere", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert f"line 1: models: folder not found: {tmp_path / 'nowhere'}" in err and "line 2: " not in err
+
+
 # ---------------------------------------------------------------------------------------------- running
 @pytest.fixture(scope="module")
 def wf_run(tmp_path_factory):

@@ -153,12 +153,13 @@ def _record_found(done: list[Task], folder: Path) -> None:
 
 def run_batch(source: str, out_dir: str | os.PathLike, *, workers: int | None = None, ray: str | bool | None = None,
               retries: int = 0, quiet: bool = False, threads: int | None = None, text: str | None = None,
-              base_dir: str | os.PathLike | None = None) -> BatchResult:
+              base_dir: str | os.PathLike | None = None, workflow_defaults: dict | None = None) -> BatchResult:
     """Run a jobs file (`-` for stdin, or `text` + `base_dir`) into `out_dir`.
 
     `workers`: local worker processes (default: one per CPU core, at most the number of jobs), or with `ray` the
     number of actors (default: one per GPU of the cluster, else one per CPU). `ray`: False/None for local
     processes, True to start or join a cluster (`RAY_ADDRESS` is honoured), or a cluster address.
+    `workflow_defaults`: `models` / `comfyui` / `input_dir` (absolute paths) for workflow lines without them.
     Raises BatchInputError (nothing run) when any line is bad.
     """
     from .jobs_file import read_jobs_text
@@ -172,7 +173,7 @@ def run_batch(source: str, out_dir: str | os.PathLike, *, workers: int | None = 
     else:
         folder_of_jobs = Path(base_dir or ".")
     t0 = time.perf_counter()
-    tasks, errors, duplicates = plan(text, folder_of_jobs)
+    tasks, errors, duplicates = plan(text, folder_of_jobs, workflow_defaults)
     if errors:
         raise BatchInputError(errors)
     folder = Path(out_dir)

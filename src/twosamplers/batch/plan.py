@@ -38,15 +38,20 @@ def output_name(job) -> str:
     return job.output
 
 
-def plan(text: str, base_dir: str | os.PathLike) -> tuple[list[Task], list[str], int]:
-    """(tasks in file order without duplicates, errors as "line N: reason", number of duplicate jobs)."""
+def plan(text: str, base_dir: str | os.PathLike, workflow_defaults: dict | None = None
+         ) -> tuple[list[Task], list[str], int]:
+    """(tasks in file order without duplicates, errors as "line N: reason", number of duplicate jobs).
+    `workflow_defaults`: fields a workflow line takes when it does not give them (batch's --models, ...)."""
     lines, errors = parse_lines(text, adapter.list_fields(), adapter.nested_fields())
     tasks: dict[str, Task] = {}
     seen_errors: set[tuple[int, str]] = set()
     duplicates = 0
     for line in lines:
         try:
-            job = adapter.parse(line.fields, base_dir)
+            fields = line.fields
+            if workflow_defaults and isinstance(fields, dict) and "workflow" in fields:
+                fields = {**workflow_defaults, **fields}
+            job = adapter.parse(fields, base_dir)
         except (ValueError, TypeError, FileNotFoundError, OSError) as e:
             msg = " ".join(str(e).split()) or type(e).__name__
             if (line.number, msg) not in seen_errors:  # a grid repeats its line's error once per job
