@@ -193,10 +193,12 @@ def test_rerun_skips_and_a_half_written_job_is_redone(wf_run, tmp_path):
 
     two = [r for r in read_records(out / "manifest.jsonl") if len(r["outputs"]) == 2]
     (out / two[0]["outputs"][1]).unlink()  # killed between the two renames: the PNG is there, the latent not
-    data = (out / two[1]["outputs"][0]).read_bytes()
-    (out / two[1]["outputs"][0]).write_bytes(data[: len(data) // 2])  # a damaged file
+    for r, i in ((two[1], 0), (two[2], 1)):  # a damaged PNG, a damaged latent
+        data = (out / r["outputs"][i]).read_bytes()
+        (out / r["outputs"][i]).write_bytes(data[: len(data) - 40])
+        assert read_stamp(out / r["outputs"][i]) is None
     result = run_batch(str(good), out, workers=1, threads=1, quiet=True)
-    assert (result.rendered, result.skipped, result.failed) == (2, 3, [])
+    assert (result.rendered, result.skipped, result.failed) == (3, 2, [])
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.suffix in (".png", ".latent")} == before
 
 

@@ -198,7 +198,7 @@ def parse(fields: dict, base: Path) -> WorkflowJob:
         order = plan_graph(prompt, folders)
         _check_saves(prompt, order.outputs)
         files = _input_files(prompt, order.order, folders)
-    except (WorkflowError, FileNotFoundError, ValueError, TypeError) as e:
+    except (WorkflowError, FileNotFoundError, ValueError, TypeError, ImportError) as e:
         raise ValueError(f"workflow {fields['workflow']}: {e}") from None
     models = sorted({f"{name}={prompt[nid]['inputs'][name]}" for nid in order.order
                      for name in _model_inputs(NODES[prompt[nid]["class_type"]])
