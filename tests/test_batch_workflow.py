@@ -236,6 +236,7 @@ def test_ray_logical_gpus_one_actor_each_loading_on_cuda(wf_run, tmp_path, monke
     assert (result.rendered, result.failed) == (5, [])
     loads = [json.loads(ln) for ln in log.read_text().splitlines()]
     assert len({r["pid"] for r in loads}) == 2  # one actor per GPU (not per CPU)
+    assert [sum(r["pid"] == pid for r in loads) for pid in {r["pid"] for r in loads}] == [1, 1]  # kept loaded
     assert {r["device"] for r in loads} == {"cuda"}
     assert sorted({r["cuda_visible_devices"] for r in loads}) == ["0", "1"]  # one GPU each
     records = read_records(tmp_path / "ray" / "manifest.jsonl")
