@@ -204,7 +204,12 @@ def test_rerun_skips_and_a_half_written_job_is_redone(wf_run, tmp_path):
 
 # ---------------------------------------------------------------------------------------------- Ray GPUs
 def test_actor_device_follows_cuda(monkeypatch):
-    from twosamplers.batch.ray_runner import actor_device, actor_options
+    from twosamplers.batch.ray_runner import actor_count, actor_device, actor_options
+
+    assert actor_count({"CPU": 3.0, "GPU": 2.0}, None, 10) == 2  # per GPU
+    assert actor_count({"CPU": 3.0, "GPU": 2.0}, 4, 10) == 2  # never more than fit: they would wait forever
+    assert actor_count({"CPU": 4.0}, None, 10) == 4 and actor_count({"CPU": 4.0}, 2, 10) == 2
+    assert actor_count({"CPU": 4.0}, None, 3) == 3 and actor_count({"CPU": 1.0, "GPU": 4.0}, None, 9) == 1
 
     assert actor_options({"CPU": 8.0, "GPU": 2.0}) == {"num_gpus": 1, "num_cpus": 1}
     assert actor_options({"CPU": 8.0}) == {"num_cpus": 1}

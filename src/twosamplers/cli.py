@@ -244,7 +244,7 @@ def _add_batch(sub) -> None:
     b.add_argument("-o", "--output-dir", metavar="DIR", default="batch-out", help="output folder (default "
                    "batch-out); holds the PNGs, manifest.jsonl and failures.jsonl")
     b.add_argument("--workers", type=int, metavar="N", help="local worker processes (default: one per CPU core); "
-                   "with --ray the number of actors (default: one per GPU, else per CPU)")
+                   "with --ray the number of actors (default and most: one per GPU, else per CPU)")
     b.add_argument("--ray", nargs="?", const=True, default=None, metavar="ADDRESS",
                    help="run on a Ray cluster: join ADDRESS (or $RAY_ADDRESS), else start a local one")
     b.add_argument("--retries", type=int, default=0, metavar="K", help="retry a failed job K times (default 0)")

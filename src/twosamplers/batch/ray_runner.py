@@ -28,6 +28,14 @@ def actor_options(resources: dict) -> dict:
     return {"num_gpus": 1, "num_cpus": 1} if int(resources.get("GPU", 0)) else {"num_cpus": 1}
 
 
+def actor_count(resources: dict, requested: int | None, jobs: int) -> int:
+    """One actor per GPU (each also takes a CPU), else per CPU; `requested` (--workers) lowers that, never
+    raises it: an actor the cluster has no room for would wait forever with the jobs handed to it."""
+    gpus, cpus = int(resources.get("GPU", 0)), max(1, int(resources.get("CPU", 1)))
+    slots = min(gpus, cpus) if gpus else cpus
+    return max(1, min(requested or slots, slots, jobs))
+
+
 class RenderActor:
     """Lives in a Ray worker process: renders jobs with a model cache that outlives them."""
 
@@ -71,8 +79,7 @@ def run_ray(scheduler: Scheduler, address: str | None = None, actors: int | None
     ray, started = _init(address)
     try:
         resources = ray.cluster_resources()
-        gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 1))
-        n = min(actors or gpus or max(1, cpus), scheduler.remaining())
+        n = actor_count(resources, actors, scheduler.remaining())
         remote_cls = ray.remote(RenderActor).options(**actor_options(resources))
         handles = [remote_cls.remote(threads or 1) for _ in range(n)]
         _drive(ray, scheduler, handles, remote_cls, threads or 1, depth)
