@@ -30,8 +30,8 @@ from .stamp import JOB_HASH_KEY  # PNG text chunk: the hash of the job that wrot
 
 LOAD_KEYS = ("dtype", "allow_pickle")  # how a worker loads a checkpoint; not part of the render's settings
 _PATH_KEYS = ("mask", "image", "model")
-HASH_CHARS = 20  # output names: the first 20 hex digits of the job's hash
 SHIPPED = ("mask", "image")  # inputs sent as bytes; model, LoRA and ControlNet files load from workers' own paths
+HASH_CHARS = 20  # output names: the first 20 hex digits of the job's hash
 
 
 @dataclass(frozen=True)
