@@ -1,0 +1,262 @@
+"""A model per pass (`base_model` / `mask_model`): the job's `model` is the passes' default and the VAE; a pass's
+own model samples that pass (checked against the front door driven by hand), loads once, must share the job
+model's latent format, round-trips through the PNG and the CLI, normalises away when equal to `model`, and
+groups batch jobs by the set of models they load."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from twosamplers import front
+from twosamplers.front import SamplerSettings
+from twosamplers.imageio import load_image, load_mask, read_settings
+from twosamplers.job import Job, JobError, ModelCache, Outputs, job_keys, prepare_job, run_job
+from twosamplers.latent import empty_latent
+from twosamplers.models import defaults_for, load
+
+BASE = {"base_prompt": "grass", "mask_prompt": "brick"}
+
+
+def mask_png(path, size=32):
+    yy, xx = np.mgrid[:size, :size]
+    m = (((yy - size / 2) ** 2 + (xx - size / 2) ** 2) < (0.3 * size) ** 2).astype(np.uint8) * 255
+    Image.fromarray(m).save(path)
+    return str(path)
+
+
+def job(tmp_path, **kw) -> Job:
+    return Job.from_dict({**BASE, "mask": mask_png(tmp_path / "m.png"), "width": 32, "height": 32,
+                          "base_steps": 3, "mask_steps": 3, "base_seed": 1, "mask_seed": 2, **kw})
+
+
+def by_hand(j: Job, base_model, mask_model, vae) -> tuple[torch.Tensor, torch.Tensor]:
+    """(samples, image) of `j` through the front door, each pass given its model by hand, `vae` decoding."""
+    def settings(model, prompt, spec):
+        return SamplerSettings(model, model.encode_prompt(prompt), model.encode_prompt(spec.negative),
+                               seed=spec.seed, steps=spec.steps, cfg=spec.cfg, sampler_name=spec.sampler,
+                               scheduler=spec.scheduler, denoise=spec.denoise, comfyui_version=j.comfyui_version)
+
+    fmt = vae.latent_format
+    latent = empty_latent(j.width, j.height, channels=fmt.channels, downscale=int(fmt.downscale))
+    out = front.two_samplers_for_mask(
+        latent, load_mask(j.mask, j.mask_channel, j.invert_mask), settings(base_model, j.base_prompt, j.base),
+        settings(mask_model, j.mask_prompt, j.inside), mode=j.mode, inversion=j.inversion,
+        base_covers_mask=j.base_covers_mask, grow=j.grow, feather=j.feather, differential=j.differential,
+        crop_to_mask=j.crop_to_mask, crop_context=j.crop_context, overlap_factor=j.overlap_factor,
+        base_only_steps=j.base_only_steps, inpaint_conditioning=j.inpaint_conditioning, disable_pbar=True)
+    return out["samples"], vae.decode_latent(out["samples"])
+
+
+# ---------------------------------------------------------------------------------------------- the job fields
+def test_the_embedded_models_share_a_latent_format():
+    a, b = load("textures").latent_format, load("ideal").latent_format
+    assert (a.channels, a.downscale) == (b.channels, b.downscale)
+
+
+def test_pass_models_are_pass_keys_and_normalise_to_none(tmp_path):
+    assert {"base_model", "mask_model"} <= set(job_keys())
+    plain = job(tmp_path)
+    same = job(tmp_path, base_model="textures", mask_model="textures")  # the job's model stated again
+    assert same.base.model is same.inside.model is None and same.to_dict() == plain.to_dict()
+    assert same.hash() == plain.hash() and "base_model" not in plain.to_dict()
+    own = job(tmp_path, mask_model="ideal")
+    assert own.inside.model == "ideal" and own.base.model is None and own.hash() != plain.hash()
+    assert own.to_dict()["mask_model"] == "ideal" and "base_model" not in own.to_dict()
+    assert own.pass_model("base") == "textures" and own.pass_model("mask") == "ideal"
+    assert own.models() == ("textures", "ideal")
+    assert Job.from_dict(own.to_dict()) == own
+    # a pass model equal to the job's model (whatever the job's model is) is the same job
+    a = Job.from_dict({**BASE, "mask": "m.png", "model": "ideal", "base_model": "ideal"})
+    assert a.to_dict() == Job.from_dict({**BASE, "mask": "m.png", "model": "ideal"}).to_dict()
+
+
+def test_jobs_without_pass_models_hash_as_before(tmp_path, monkeypatch):
+    """The digest of this job dict, computed by the code before pass models existed (commit e8485de): batch
+    outputs and PNGs made then keep their names and hashes."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "m.png").write_bytes(b"not really a png: the hash reads bytes")
+    d = {**BASE, "mask": "m.png", "model": "ideal", "base_seed": 3, "mask_steps": 4}
+    golden = "c0e5c3c42b967834cc87595ab30029b128c3c429decb1d21cb002613fecf444b"
+    assert Job.from_dict(d).hash() == golden
+    assert Job.from_dict({**d, "base_model": "ideal", "mask_model": "ideal"}).hash() == golden
+    assert Job.from_dict({**d, "base_model": None}).hash() == golden  # JSON null: not given
+
+
+def test_guidance_default_comes_from_the_pass_model(tmp_path):
+    j = Job.from_dict({**BASE, "mask": "m.png", "mask_model": "some/checkpoint.safetensors"})
+    assert j.base.cfg == defaults_for("textures").cfg == 1.0
+    assert j.inside.cfg == defaults_for("x.safetensors").cfg == 8.0
+    j = Job.from_dict({**BASE, "mask": "m.png", "model": "a.safetensors", "base_model": "ideal", "mask_cfg": 5})
+    assert j.base.cfg == 1.0 and j.inside.cfg == 5.0
+
+
+@pytest.mark.parametrize("value, field", [("", "base_model"), ("  ", "mask_model"), (3, "mask_model"),
+                                          (["ideal"], "base_model")])
+def test_bad_pass_model_values_name_the_field(value, field):
+    with pytest.raises(JobError) as e:
+        Job.from_dict({**BASE, "mask": "m.png", field: value})
+    assert e.value.field == field
+
+
+# ---------------------------------------------------------------------------------------------- rendering
+@pytest.mark.parametrize("which", ["mask", "base"])
+def test_a_pass_samples_with_its_own_model(tmp_path, which):
+    tex, ide = load("textures"), load("ideal")
+    single = job(tmp_path)
+    per_pass = job(tmp_path, **{f"{which}_model": "ideal"})
+    cache = ModelCache()
+    r1 = run_job(single, cache, disable_pbar=True)
+    r2 = run_job(per_pass, cache, disable_pbar=True)
+    assert len(cache) == 2  # textures (job model, also the single-model job's) and ideal, each loaded once
+    assert not torch.equal(r1.samples, r2.samples)
+    models = {"base": tex, "mask": tex, which: ide}
+    samples, image = by_hand(r2.job, models["base"], models["mask"], tex)
+    assert torch.equal(r2.samples, samples) and torch.equal(r2.image, image)
+    outside = load_mask(single.mask, "gray", False) == 0
+    if which == "mask":  # the base pass is untouched: outside the mask the single-model run's pixels stay
+        assert torch.equal(r1.samples[0][:, outside], r2.samples[0][:, outside])
+        assert not torch.equal(r1.samples[0][:, ~outside], r2.samples[0][:, ~outside])
+
+
+def test_both_passes_on_other_models_load_each_model_once(tmp_path):
+    j = job(tmp_path, base_model="ideal", mask_model="ideal")
+    cache = ModelCache()
+    prep = prepare_job(j, cache)
+    assert len(cache) == 2 and prep.model is cache.get("textures")  # the job's model: the VAE
+    assert prep.pass_models["base"] is prep.pass_models["mask"] is cache.get("ideal")
+
+
+def test_a_pass_model_that_does_not_load_names_its_field(tmp_path):
+    with pytest.raises(JobError) as e:
+        prepare_job(job(tmp_path, base_model=str(tmp_path / "missing.safetensors")), ModelCache())
+    assert e.value.field == "base_model" and "missing.safetensors" in e.value.message
+
+
+def test_pass_model_errors_come_before_any_sampling(tmp_path, monkeypatch):
+    def boom(*a, **k):
+        raise AssertionError("sampled")
+
+    monkeypatch.setattr(front, "two_samplers_for_mask", boom)
+    with pytest.raises(JobError) as e:
+        run_job(job(tmp_path, mask_model="nope"), ModelCache(), outputs=Outputs(image=str(tmp_path / "o.png")))
+    assert e.value.field == "mask_model" and not (tmp_path / "o.png").exists()
+
+
+def test_memory_estimate_counts_every_model(tmp_path):
+    from twosamplers.job import memory
+
+    class Weights(torch.nn.Module):
+        def __init__(self, n):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(n))
+
+    def fake(n):
+        return type("M", (), {"latent_format": load("textures").latent_format, "unet": Weights(n)})()
+
+    a, b = fake(1000), fake(3000)
+    one = memory.estimate_bytes(a, 64, 64)
+    assert memory.estimate_many([a], 64, 64) == one == memory.estimate_many([a, a], 64, 64)
+    assert memory.estimate_many([a, b], 64, 64) == memory.estimate_bytes(b, 64, 64) + 1000 * 4
+
+
+# ---------------------------------------------------------------------------------------------- the CLI
+def test_cli_flags_png_metadata_and_from_reproduce(tmp_path, capsys):
+    from twosamplers.cli import main
+
+    mask = mask_png(tmp_path / "m.png")
+    common = ["generate", "--base-prompt", "grass", "--mask-prompt", "brick", "--mask", mask, "--width", "32",
+              "--height", "32", "--steps", "3", "-q", "--json"]
+    out = tmp_path / "o.png"
+    assert main(common + ["--mask-model", "ideal", "-o", str(out)]) == 0
+    settings = json.loads(capsys.readouterr().out)["settings"]
+    assert settings["mask_model"] == "ideal" and settings["model"] == "textures" and "base_model" not in settings
+    assert read_settings(out)[0]["mask_model"] == "ideal"
+    again = tmp_path / "again.png"
+    assert main(["generate", "--from", str(out), "-o", str(again), "-q"]) == 0
+    assert torch.equal(load_image(again), load_image(out))
+    assert read_settings(again)[0] == read_settings(out)[0]
+    # --model is the job's field: it does not become a pass model (so it cannot undo --from's mask_model)
+    plain = tmp_path / "plain.png"
+    assert main(common + ["--model", "textures", "--base-model", "textures", "-o", str(plain)]) == 0
+    s = json.loads(capsys.readouterr().out)["settings"]
+    assert "base_model" not in s and "mask_model" not in s
+    assert not torch.equal(load_image(plain), load_image(out))
+
+
+def test_cli_bad_pass_model_names_the_flag(tmp_path, capsys):
+    from twosamplers.cli import main
+
+    code = main(["generate", "--base-prompt", "a", "--mask-prompt", "b", "--mask", mask_png(tmp_path / "m.png"),
+                 "--mask-model", "no-such-model", "-o", str(tmp_path / "o.png"), "-q"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--mask-model" in err and "no-such-model" in err
+
+
+def test_cli_help_says_what_the_flags_mean(capsys):
+    from twosamplers.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["generate", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--base-model" in text and "--mask-model" in text
+    assert "the model the mask pass samples with instead of --model" in text
+    assert "VAE encodes --image and decodes the result" in text
+
+
+# ---------------------------------------------------------------------------------------------- batch
+def test_batch_groups_jobs_by_the_models_they_load(tmp_path):
+    from twosamplers.batch import adapter
+    from twosamplers.batch.driver import Scheduler
+    from twosamplers.batch.plan import Task
+
+    mask_png(tmp_path / "m.png")
+    line = {**BASE, "mask": "m.png", "steps": 2}
+
+    def parsed(**kw):
+        return adapter.parse({**line, **kw}, tmp_path)
+
+    plain, same = parsed(), parsed(base_model="textures", seed=4)
+    mixed, mixed2 = parsed(mask_model="ideal"), parsed(model="ideal", base_model="textures", seed=5)
+    other = parsed(model="ideal")
+    assert plain.model_key == same.model_key  # textures alone
+    assert mixed.model_key == mixed2.model_key != plain.model_key  # textures + ideal, whichever does what
+    assert other.model_key not in (plain.model_key, mixed.model_key)
+    assert parsed(mask_model="ideal", dtype="fp16").model_key != mixed.model_key  # loading options too
+    tasks = [Task(i, j, f"{i}.png") for i, j in enumerate([plain, mixed, other, same, mixed2])]
+    s = Scheduler(tasks, tmp_path, retries=0)
+    assert [s.next_task(mixed.model_key).line for _ in range(2)] == [1, 4]
+    assert s.next_task(plain.model_key).line == 0 and s.next_task(plain.model_key).line == 3
+
+
+def test_batch_line_resolves_a_pass_checkpoint_path(tmp_path):
+    from twosamplers.batch import adapter
+
+    mask_png(tmp_path / "m.png")
+    with pytest.raises(JobError) as e:
+        adapter.parse({**BASE, "mask": "m.png", "mask_model": "ckpt/missing.safetensors"}, tmp_path)
+    assert e.value.field == "mask_model" and str(tmp_path / "ckpt" / "missing.safetensors") in e.value.message
+
+
+def test_batch_render_uses_the_pass_model(tmp_path):
+    from twosamplers.batch import adapter
+
+    mask_png(tmp_path / "m.png")
+    bj = adapter.parse({**BASE, "mask": "m.png", "width": 32, "height": 32, "steps": 3, "mask_model": "ideal"},
+                       tmp_path)
+    png = adapter.render(bj, adapter.read_inputs(bj), ModelCache())["image"]
+    (tmp_path / "b.png").write_bytes(png)
+    direct = run_job(bj.job, ModelCache(), disable_pbar=True)
+    assert read_settings(tmp_path / "b.png")[0]["mask_model"] == "ideal"
+    assert torch.equal(load_image(tmp_path / "b.png"), load_image_of(direct, tmp_path))
+
+
+def load_image_of(result, tmp_path) -> torch.Tensor:
+    from twosamplers.job import write_outputs
+
+    write_outputs(result, Outputs(image=str(tmp_path / "direct.png")))
+    return load_image(tmp_path / "direct.png")
