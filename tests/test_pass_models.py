@@ -260,3 +260,88 @@ def load_image_of(result, tmp_path) -> torch.Tensor:
 
     write_outputs(result, Outputs(image=str(tmp_path / "direct.png")))
     return load_image(tmp_path / "direct.png")
+
+
+# ---------------------------------------------------------------------------------------------- SD checkpoints
+@pytest.fixture(scope="module")
+def sd1_pair(tiny_sd_files, tmp_path_factory):
+    """Two different tiny SD1 checkpoints (same latent format): the session's, and a copy with another UNet."""
+    from safetensors.torch import load_file, save_file
+
+    a = tiny_sd_files["sd1_file"]
+    g = torch.Generator().manual_seed(5)
+    sd = load_file(str(a))
+    for k, v in sd.items():
+        if k.startswith("model.diffusion_model.") and v.is_floating_point():
+            sd[k] = (v + 0.05 * torch.randn(v.shape, generator=g, dtype=torch.float32).to(v.dtype)).contiguous()
+    b = tmp_path_factory.mktemp("sd1_b") / "sd1_b.safetensors"
+    save_file(sd, str(b))
+    return str(a), str(b)
+
+
+def sd_job(tmp_path, **kw) -> Job:
+    m = np.zeros((64, 64), np.uint8)
+    m[16:48, 16:48] = 255
+    Image.fromarray(m).save(tmp_path / "sdmask.png")
+    return Job.from_dict({"base_prompt": "grass", "mask_prompt": "a cat", "mask": str(tmp_path / "sdmask.png"),
+                          "width": 64, "height": 64, "base_steps": 2, "mask_steps": 2, "base_cfg": 4.0,
+                          "mask_cfg": 4.0, "base_seed": 1, "mask_seed": 2, **kw})
+
+
+def test_latent_formats_must_match(sd1_pair, tmp_path):
+    with pytest.raises(JobError) as e:
+        prepare_job(job(tmp_path, mask_model=sd1_pair[0]), ModelCache(), load_options={"device": "cpu"})
+    msg = e.value.message
+    assert e.value.field == "mask_model" and "4 channels at 1/8 scale" in msg and "3 channels at 1/1 scale" in msg
+    assert "'textures'" in msg and sd1_pair[0] in msg
+    with pytest.raises(JobError) as e:
+        prepare_job(sd_job(tmp_path, model=sd1_pair[0], base_model="ideal"), ModelCache(),
+                    load_options={"device": "cpu"})
+    assert e.value.field == "base_model" and "3 channels at 1/1 scale" in e.value.message
+
+
+def lora_file(model, tmp_path, name, seed) -> str:
+    from test_lora import make_lora, save
+
+    return str(save(tmp_path, name, make_lora(model, "kohya", "lora", seed=seed, every=2)[0]))
+
+
+def test_loras_patch_their_pass_model(sd1_pair, tmp_path):
+    from twosamplers.models.lora import Lora, LoraModel, with_loras
+
+    a_path, b_path = sd1_pair
+    cache = ModelCache()
+    a, b = cache.get(a_path, device="cpu"), cache.get(b_path, device="cpu")
+    lora = lora_file(b, tmp_path, "style.safetensors", 1)
+    j = sd_job(tmp_path, model=a_path, mask_model=b_path, mask_loras=[f"{lora}:0.7"])
+    r = run_job(j, cache, load_options={"device": "cpu"}, disable_pbar=True)
+    assert len(cache) == 2
+    prep = prepare_job(j, cache, load_options={"device": "cpu"})
+    assert prep.model is a and prep.pass_models["base"] is a
+    assert isinstance(prep.pass_models["mask"], LoraModel) and prep.pass_models["mask"].base is b
+    samples, image = by_hand(r.job, a, with_loras(b, [Lora(lora, 0.7, 0.7)]), a)
+    assert torch.equal(r.samples, samples) and torch.equal(r.image, image)
+    single = run_job(replace_mask_model(j, None), cache, load_options={"device": "cpu"}, disable_pbar=True)
+    assert not torch.equal(single.samples, r.samples)
+
+
+def test_two_passes_on_one_other_checkpoint_with_different_loras(sd1_pair, tmp_path):
+    from twosamplers.models.lora import Lora, with_loras
+
+    a_path, b_path = sd1_pair
+    cache = ModelCache()
+    a, b = cache.get(a_path, device="cpu"), cache.get(b_path, device="cpu")
+    one, two = lora_file(b, tmp_path, "one.safetensors", 3), lora_file(b, tmp_path, "two.safetensors", 4)
+    j = sd_job(tmp_path, model=a_path, base_model=b_path, mask_model=b_path, base_loras=[one],
+               mask_loras=[f"{two}:0.5"])
+    r = run_job(j, cache, load_options={"device": "cpu"}, disable_pbar=True)
+    prep = prepare_job(j, cache, load_options={"device": "cpu"})
+    assert prep.pass_models["base"].base is prep.pass_models["mask"].base is b  # one network, patched per pass
+    samples, image = by_hand(r.job, with_loras(b, [Lora(one, 1.0, 1.0)]), with_loras(b, [Lora(two, 0.5, 0.5)]), a)
+    assert torch.equal(r.samples, samples) and torch.equal(r.image, image)
+
+
+def replace_mask_model(j: Job, model) -> Job:
+    from dataclasses import replace
+
+    return replace(j, inside=replace(j.inside, model=model))

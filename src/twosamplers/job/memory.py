@@ -11,6 +11,8 @@ swapping minutes in. Front ends offer an override (the CLI's `--ignore-memory-li
   uncond batch (~40 feature maps of 320 channels), plus self-attention scores of the first level (8 heads,
   tokens^2, in the network's dtype), plus the VAE decoder's full-resolution feature maps (128 channels, ~4 of
   them, float32) unless the model decodes in tiles.
+- A job whose passes have their own models (`estimate_many`): every distinct model's weights stay loaded, plus
+  the largest one model's working memory (passes run one after another).
 """
 
 from __future__ import annotations

@@ -41,14 +41,16 @@ class Outputs:
 
 @dataclass
 class Prepared:
-    """A job whose inputs are read, model loaded and size resolved: nothing left that can be bad input."""
+    """A job whose inputs are read, models loaded and size resolved: nothing left that can be bad input.
+    `model` is the job's model: it encodes the start image and decodes the result (the VAE); each pass samples
+    with `pass_models[pass]` (its own model or the job's, with the pass's LoRAs)."""
 
     job: Job
     model: object
     mask: torch.Tensor
     pixels: torch.Tensor | None
     hints: dict | None = None  # ControlNet hint images by path
-    pass_models: dict = field(default_factory=dict)  # "base"/"mask" -> the model with that pass's LoRAs
+    pass_models: dict = field(default_factory=dict)  # "base"/"mask" -> the pass's model with its LoRAs
     prompts: dict = field(default_factory=dict)  # "base"/"mask" -> the prompt without its <lora:...> tags
     embeddings: object = None  # an EmbeddingLibrary, or None
 
