@@ -95,6 +95,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_model_flags(g: argparse.ArgumentParser) -> None:
+    g.add_argument("--model", metavar="NAME|PATH", help="textures (default), ideal, or an SD checkpoint path: "
+                   "the model of both passes, and the one whose VAE encodes --image and decodes the result")
+    g.add_argument("--base-model", metavar="NAME|PATH", help="the model the base pass samples with instead of "
+                   "--model (same latent format; --model still encodes and decodes)")
+    g.add_argument("--mask-model", metavar="NAME|PATH", help="the model the mask pass samples with instead of "
+                   "--model (e.g. an inpainting checkpoint; same latent format; --model still encodes and decodes)")
+
+
 def _add_generate(sub) -> None:
     from .front import MODES
     from .imageio import MASK_CHANNELS
@@ -119,12 +128,7 @@ def _add_generate(sub) -> None:
     g.add_argument("--width", type=int, help="output width (default: the image's, else the model's default size)")
     g.add_argument("--height", type=int, help="output height (default: the image's, else from the mask's "
                    "aspect ratio, else the model's default size)")
-    g.add_argument("--model", metavar="NAME|PATH", help="textures (default), ideal, or an SD checkpoint path: "
-                   "the model of both passes, and the one whose VAE encodes --image and decodes the result")
-    g.add_argument("--base-model", metavar="NAME|PATH", help="the model the base pass samples with instead of "
-                   "--model (same latent format; --model still encodes and decodes)")
-    g.add_argument("--mask-model", metavar="NAME|PATH", help="the model the mask pass samples with instead of "
-                   "--model (e.g. an inpainting checkpoint; same latent format; --model still encodes and decodes)")
+    _add_model_flags(g)
     m = g.add_argument_group("loading SD checkpoints (--model PATH)")
     m.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available, else cpu)")
     m.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), help="network precision (default: fp16 on cuda, "
