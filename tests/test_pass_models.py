@@ -34,18 +34,20 @@ def job(tmp_path, **kw) -> Job:
                           "base_steps": 3, "mask_steps": 3, "base_seed": 1, "mask_seed": 2, **kw})
 
 
-def by_hand(j: Job, base_model, mask_model, vae) -> tuple[torch.Tensor, torch.Tensor]:
-    """(samples, image) of `j` through the front door, each pass given its model by hand, `vae` decoding."""
-    def settings(model, prompt, spec):
+def by_hand(j: Job, base_model, mask_model, vae, controlnets=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(samples, image) of `j` through the front door, each pass given its model (and `controlnets[pass]`) by
+    hand, `vae` decoding."""
+    def settings(model, prompt, spec, which):
         return SamplerSettings(model, model.encode_prompt(prompt), model.encode_prompt(spec.negative),
                                seed=spec.seed, steps=spec.steps, cfg=spec.cfg, sampler_name=spec.sampler,
-                               scheduler=spec.scheduler, denoise=spec.denoise, comfyui_version=j.comfyui_version)
+                               scheduler=spec.scheduler, denoise=spec.denoise, comfyui_version=j.comfyui_version,
+                               controlnets=(controlnets or {}).get(which, []))
 
     fmt = vae.latent_format
     latent = empty_latent(j.width, j.height, channels=fmt.channels, downscale=int(fmt.downscale))
     out = front.two_samplers_for_mask(
-        latent, load_mask(j.mask, j.mask_channel, j.invert_mask), settings(base_model, j.base_prompt, j.base),
-        settings(mask_model, j.mask_prompt, j.inside), mode=j.mode, inversion=j.inversion,
+        latent, load_mask(j.mask, j.mask_channel, j.invert_mask), settings(base_model, j.base_prompt, j.base, "base"),
+        settings(mask_model, j.mask_prompt, j.inside, "mask"), mode=j.mode, inversion=j.inversion,
         base_covers_mask=j.base_covers_mask, grow=j.grow, feather=j.feather, differential=j.differential,
         crop_to_mask=j.crop_to_mask, crop_context=j.crop_context, overlap_factor=j.overlap_factor,
         base_only_steps=j.base_only_steps, inpaint_conditioning=j.inpaint_conditioning, disable_pbar=True)
@@ -345,3 +347,60 @@ def replace_mask_model(j: Job, model) -> Job:
     from dataclasses import replace
 
     return replace(j, inside=replace(j.inside, model=model))
+
+
+def test_controlnets_attach_to_their_pass_model(sd1_pair, tiny_sd_files, tmp_path):
+    from diffusers import UNet2DConditionModel
+    from safetensors.torch import save_file
+    from test_controlnet import tiny_controlnet, to_ldm_controlnet
+
+    from twosamplers.job.run import _settings
+    from twosamplers.models.control import ControlNet
+    from twosamplers.models.controlnet import load_controlnet
+
+    a_path, b_path = sd1_pair
+    cache = ModelCache()
+    a, b = cache.get(a_path, device="cpu"), cache.get(b_path, device="cpu")
+    unet = UNet2DConditionModel.from_pretrained(tiny_sd_files["sd1_folder"] / "unet")
+    save_file(to_ldm_controlnet(tiny_controlnet(unet)), str(tmp_path / "cn.safetensors"))
+    hint = (torch.arange(64 * 64 * 3, dtype=torch.float32).reshape(1, 64, 64, 3) % 7) / 6
+    Image.fromarray((hint[0].numpy() * 255).round().astype(np.uint8)).save(tmp_path / "hint.png")
+    j = sd_job(tmp_path, model=a_path, mask_model=b_path,
+               mask_controlnets=[f"{tmp_path / 'cn.safetensors'}:{tmp_path / 'hint.png'}:0.8"])
+    prep = prepare_job(j, cache, load_options={"device": "cpu"})
+    mask_settings = _settings(prep, "mask")
+    assert mask_settings.model is b
+    assert mask_settings.controlnets[0].source is load_controlnet(str(tmp_path / "cn.safetensors"), unet=b.unet)
+    r = run_job(j, cache, load_options={"device": "cpu"}, disable_pbar=True)
+    cn = ControlNet(str(tmp_path / "cn.safetensors"), load_image(tmp_path / "hint.png"), 0.8, 0.0, 1.0)
+    samples, image = by_hand(r.job, a, b, a, controlnets={"mask": [cn]})
+    assert torch.equal(r.samples, samples) and torch.equal(r.image, image)
+    plain = run_job(replace_mask_model(replace_controlnets(j), b_path), cache, load_options={"device": "cpu"},
+                    disable_pbar=True)
+    assert not torch.equal(plain.samples, r.samples)
+
+
+def replace_controlnets(j: Job) -> Job:
+    from dataclasses import replace
+
+    return replace(j, inside=replace(j.inside, controlnets=()))
+
+
+def test_an_inpainting_checkpoint_for_the_mask_pass(sd1_pair, tmp_path):
+    """ComfyUI's common wiring: a plain checkpoint outside, an inpainting one inside (same latent format)."""
+    import shutil
+
+    from test_controlnet import tiny_inpaint_unet
+    from test_sd_backend import folder_to_single_file, save_folder
+
+    folder = save_folder(tmp_path / "inpaint_diffusers", False)
+    shutil.rmtree(folder / "unet")
+    tiny_inpaint_unet().save_pretrained(folder / "unet")
+    inpaint_path = str(folder_to_single_file(folder, tmp_path / "inpaint.safetensors", False))
+    cache = ModelCache()
+    a, inp = cache.get(sd1_pair[0], device="cpu"), cache.get(inpaint_path, device="cpu")
+    assert inp.inpainting and not getattr(a, "inpainting", False)
+    j = sd_job(tmp_path, model=sd1_pair[0], mask_model=inpaint_path)
+    r = run_job(j, cache, load_options={"device": "cpu"}, disable_pbar=True)
+    samples, image = by_hand(r.job, a, inp, a)
+    assert torch.equal(r.samples, samples) and torch.equal(r.image, image)
