@@ -33,7 +33,8 @@ def test_fields_settings_round_trip_covers_every_field():
     f = _fields(mode="regional", base_seed=7, mask_cfg=4.5, r2_prompt="water", r2_seed=11, r3_sampler="heun",
                 grow=3, crop_to_mask=False, base_negative="sand")
     s = H.fields_to_settings(f, n_regions=3)
-    assert set(s) - {"regions"} == set(job_keys())  # a job dict: what the CLI's flags and PNG metadata are
+    # a job dict: what the CLI's flags and PNG metadata are (no per-pass models in the page yet)
+    assert set(s) - {"regions"} == set(job_keys()) - {"base_model", "mask_model"}
     Job.from_dict({k: v for k, v in s.items() if k != "regions"}, mask_tensor=torch.ones(4, 4))
     assert s["base_seed"] == 7 and s["mask_cfg"] == 4.5 and s["grow"] == 3 and s["base_negative"] == "sand"
     assert [r["prompt"] for r in s["regions"]] == ["water", "sand"] and s["regions"][1]["sampler"] == "heun"

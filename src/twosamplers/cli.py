@@ -95,6 +95,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_model_flags(g: argparse.ArgumentParser) -> None:
+    g.add_argument("--model", metavar="NAME|PATH", help="textures (default), ideal, or an SD checkpoint path: "
+                   "the model of both passes, and the one whose VAE encodes --image and decodes the result")
+    g.add_argument("--base-model", metavar="NAME|PATH", help="the model the base pass samples with instead of "
+                   "--model (same latent format; --model still encodes and decodes)")
+    g.add_argument("--mask-model", metavar="NAME|PATH", help="the model the mask pass samples with instead of "
+                   "--model (e.g. an inpainting checkpoint; same latent format; --model still encodes and decodes)")
+
+
 def _add_generate(sub) -> None:
     from .front import MODES
     from .imageio import MASK_CHANNELS
@@ -119,7 +128,7 @@ def _add_generate(sub) -> None:
     g.add_argument("--width", type=int, help="output width (default: the image's, else the model's default size)")
     g.add_argument("--height", type=int, help="output height (default: the image's, else from the mask's "
                    "aspect ratio, else the model's default size)")
-    g.add_argument("--model", metavar="NAME|PATH", help="textures (default), ideal, or an SD checkpoint path")
+    _add_model_flags(g)
     m = g.add_argument_group("loading SD checkpoints (--model PATH)")
     m.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available, else cpu)")
     m.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), help="network precision (default: fp16 on cuda, "
@@ -234,33 +243,42 @@ def _add_ui(sub) -> None:
 def _add_batch(sub) -> None:
     b = sub.add_parser("batch", help="render every job of a JSON Lines file; safe to stop and restart",
                        description="Each line of JOBS is a JSON object with generate's settings (base_prompt, "
-                       "mask_prompt, mask, seed, mask_seed, steps, ...); a list or {\"range\": [start, stop]} "
-                       "value expands the line into one job per value. Every line is checked before anything runs. "
+                       "mask_prompt, mask, seed, mask_seed, steps, ...), or a ComfyUI workflow with overrides "
+                       "({\"workflow\": \"wf.json\", \"set\": {\"3.seed\": 42}}); a list or "
+                       "{\"range\": [start, stop]} value expands the line into one job per value (also inside "
+                       "\"set\"). Every line is checked before anything runs. "
                        "Outputs are named by a hash of the job, so a rerun skips finished jobs. "
                        "See docs/scale-out.md for Ray clusters.")
     b.add_argument("jobs", metavar="JOBS", help="JSON Lines jobs file, or - for stdin")
     b.add_argument("-o", "--output-dir", metavar="DIR", default="batch-out", help="output folder (default "
                    "batch-out); holds the PNGs, manifest.jsonl and failures.jsonl")
     b.add_argument("--workers", type=int, metavar="N", help="local worker processes (default: one per CPU core); "
-                   "with --ray the number of actors (default: one per GPU, else per CPU)")
+                   "with --ray the number of actors (default and most: one per GPU, else per CPU)")
     b.add_argument("--ray", nargs="?", const=True, default=None, metavar="ADDRESS",
                    help="run on a Ray cluster: join ADDRESS (or $RAY_ADDRESS), else start a local one")
     b.add_argument("--retries", type=int, default=0, metavar="K", help="retry a failed job K times (default 0)")
     b.add_argument("--threads", type=int, metavar="T", help="torch threads per worker (default: cores / workers)")
+    for flag, what in (("--models", "models folder (checkpoints/, loras/, ...)"),
+                       ("--comfyui", "ComfyUI install (models/, input/, extra_model_paths.yaml)"),
+                       ("--input-dir", "input folder (LoadImage's files)")):
+        b.add_argument(flag, metavar="DIR", help=f"workflow lines: the {what} for lines that do not give "
+                       f"\"{flag[2:].replace('-', '_')}\"")
     _add_common_output(b)
     b.set_defaults(func=cmd_batch)
 
 
 # ---------------------------------------------------------------------------------------------- flags -> job
 def flags_to_dict(args: argparse.Namespace) -> dict:
-    """The job fields the user gave on the command line: --base-X / --mask-X, else --X for both passes."""
+    """The job fields the user gave on the command line: --base-X / --mask-X, else --X for both passes (--model
+    is the job's own field, not a pass's: it is the passes' default and the VAE, --base-model / --mask-model
+    override a pass)."""
     from .job import PASS_KEYS, PASSES, job_keys
 
     d = {k: getattr(args, k) for k in job_keys() if getattr(args, k, None) is not None}
     for which in PASSES:
         for key in PASS_KEYS:
             v = getattr(args, f"{which}_{key}", None)
-            both = getattr(args, key, None)
+            both = None if key in job_keys() else getattr(args, key, None)
             if isinstance(both, list):  # repeatable per-pass flags add up: --x for both, then --base-x / --mask-x
                 v = both + (v or [])
             v = both if v is None else v
@@ -298,7 +316,7 @@ def flag_origins(args: argparse.Namespace, extra: dict[str, str] | None = None) 
         for key in PASS_KEYS:
             if getattr(args, f"{which}_{key}", None) is not None:
                 origins[f"{which}_{key}"] = _flag_name(f"{which}_{key}")
-            elif getattr(args, key, None) is not None:
+            elif getattr(args, key, None) is not None and key not in job_keys():
                 origins[f"{which}_{key}"] = _flag_name(key)
     for key in job_keys():
         if getattr(args, key, None) is not None:
@@ -420,8 +438,10 @@ def cmd_batch(args) -> int:
     if args.retries < 0:
         raise BadInput(f"--retries {args.retries} is out of range (>= 0)")
     try:
+        defaults = {k: os.path.abspath(os.path.expanduser(v)) for k, v in
+                    (("models", args.models), ("comfyui", args.comfyui), ("input_dir", args.input_dir)) if v}
         result = run_batch(args.jobs, args.output_dir, workers=args.workers, ray=args.ray, retries=args.retries,
-                           quiet=args.quiet, threads=args.threads)
+                           quiet=args.quiet, threads=args.threads, workflow_defaults=defaults)
     except BatchInputError as e:
         for line in e.errors:
             print(f"twosamplers: error: {line}", file=sys.stderr)

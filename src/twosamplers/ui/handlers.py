@@ -30,8 +30,8 @@ from ..models.registry import defaults_for
 MAX_REGIONS = 3
 MODES = ("two-pass", "interleaved", "regional")
 REGIONS_KEY = "twosamplers-regions"  # PNG text chunk of regions 2.. (regional mode with several regions)
-# the per-pass fields the page shows (the job's LoRA / ControlNet lists are not in the page yet)
-UI_PASS_KEYS = tuple(k for k in PASS_KEYS if k not in ("controlnets", "loras"))
+# the per-pass fields the page shows (the job's LoRA / ControlNet lists and per-pass models are not in the page yet)
+UI_PASS_KEYS = tuple(k for k in PASS_KEYS if k not in ("controlnets", "loras", "model"))
 REGION_KEYS = ("prompt",) + UI_PASS_KEYS
 PASS_FIELDS = tuple(f"{which}_{k}" for which in ("base", "mask") for k in REGION_KEYS)
 GLOBAL_FIELDS = ("model", "mode", "grow", "feather", "crop_to_mask", "differential", "width", "height",
