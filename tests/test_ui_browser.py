@@ -255,4 +255,3 @@ def test_errors_are_shown_in_the_page(server, chromium):
             _poll(page, "(sel) => document.querySelector(sel) !== null", "#ts-generate")  # still serving
         finally:
             browser.close()
-
