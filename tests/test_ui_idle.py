@@ -23,7 +23,7 @@ def test_idle_page_holds_back_the_canvas_redraw(server, chromium):
 
     from twosamplers.ui.idle_frames import IDLE_FRAME_MS, IDLE_MS
 
-    url, _ = server
+    url = server[0]
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, args=B.CHROMIUM_ARGS, headless=True)
         try:
