@@ -14,7 +14,7 @@ unchanged: only how often an unchanged canvas is drawn again.
 
 from __future__ import annotations
 
-IDLE_MS = 1000  # no input for this long: the page counts as idle
+IDLE_MS = 500  # no input for this long: the page counts as idle
 IDLE_FRAME_MS = 1000  # then at most one animation frame per this many ms
 
 HEAD = """<script>
