@@ -160,11 +160,9 @@ def test_paint_generate_download_reload(server, chromium, tmp_path):
                 except AssertionError:
                     if attempt == 2:
                         raise
-            # the upload event ticks "start from the canvas image"; it can reach the server before the editor has
-            # the new background (then it leaves the box alone), so tick it here when it is not
-            time.sleep(1.0)
-            if not page.evaluate("() => document.querySelector('#ts-use-image input').checked"):
-                page.click("#ts-use-image input")
+            # the upload ticks "start from the canvas image" in the browser at once (no server round trip, which
+            # waits for the editor's value and lost the tick to a quick Generate)
+            _poll(page, "() => document.querySelector('#ts-use-image input').checked", None, 10_000)
             page.click("#ts-canvas button[aria-label=Brush]")
             canvas = page.locator("#ts-canvas canvas").last
             box = canvas.bounding_box()

@@ -247,8 +247,8 @@ class Page:
     def on_upload(self, value):
         bg = H.editor_background(value)
         if bg is None:
-            return _keep(3)
-        return True, bg.shape[1], bg.shape[0]
+            return _keep(2)
+        return bg.shape[1], bg.shape[0]
 
     def on_show_mask(self, value, upload, g, f):
         try:
@@ -379,7 +379,10 @@ def build_app(models_dir: str | None = None, outputs_dir: str | None = None) -> 
                          queue=False)
         c["blank"].click(page.on_blank, [c["width"], c["height"]], [c["editor"], c["use_image"], c["error"]],
                          queue=False)
-        c["editor"].upload(page.on_upload, c["editor"], [c["use_image"], c["width"], c["height"]], queue=False)
+        # the tick happens in the browser at once: the server-side handler needs the editor's value, which the
+        # page uploads first (seconds on a loaded machine), and a Generate clicked meanwhile would miss the tick
+        c["editor"].upload(None, None, c["use_image"], js="() => true", queue=False)
+        c["editor"].upload(page.on_upload, c["editor"], [c["width"], c["height"]], queue=False)
         c["show_mask"].click(page.on_show_mask, [c["editor"], c["mask_upload"], c["grow"], c["feather"]],
                              [c["mask_view"], c["error"]])
         c["generate"].click(page.on_generate, set(field_comps + [c["editor"], c["mask_upload"], c["results"]]),
