@@ -573,6 +573,7 @@ def save_input(image: np.ndarray, folder: str | os.PathLike) -> str:
     path = Path(folder) / "inputs" / f"{digest}.png"
     if not path.exists():
         from ..imageio import save_png
+        path.parent.mkdir(parents=True, exist_ok=True)
         save_png(path, arr)
     return str(path.resolve())
 

@@ -8,6 +8,7 @@ is read and checked before any sampling; errors name the region and the field ("
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from ..front import SamplerSettings
@@ -64,11 +65,21 @@ def _controlnets(entries, label: str) -> list[ControlNet]:
 
 
 def joint_note(base: SamplerSettings, passes: list[SamplerSettings]) -> str | None:
-    """What the page says when mode "joint" cannot sample these regions as one pass (the front door then falls
-    back to interleaving, with a warning in the server's log)."""
-    from ..joint import joint_blockers
+    """What the page says about mode "joint" with these passes: that it falls back to interleaving (regions with
+    another model, LoRAs or ControlNets), or which region settings it does not use (the front door also warns
+    in the server's log); None when neither."""
+    from ..joint import ignored_settings, joint_blockers
 
     blockers = joint_blockers(base, passes)
-    if not blockers:
-        return None
-    return "joint fell back to interleaved: " + "; ".join(blockers)
+    if blockers:
+        return _page_numbers("joint fell back to interleaved: " + "; ".join(blockers))
+    ignored = ignored_settings(base, passes)
+    if ignored:
+        return _page_numbers("joint uses the base's cfg, sampler and scheduler; not used: " + ", ".join(ignored))
+    return None
+
+
+def _page_numbers(text: str) -> str:
+    """The front door's regions[j] (0 = the mask pass) as the page numbers them (region j + 1)."""
+    return re.sub(r"regions\[(\d+)\](\.?)", lambda m: f"region {int(m.group(1)) + 1}" + (" " if m.group(2) else ""),
+                  text)
