@@ -196,6 +196,12 @@ def test_uploaded_mask_replaces_region_one_and_is_resized():
     assert H.uploaded_mask(rgba)[:4].eq(1).all() and H.uploaded_mask(rgba)[4:].eq(0).all()
 
 
+def test_loaded_mask_as_the_mask_upload_comes_back_exactly():
+    m = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (16, 24)).astype(np.float32) / 255.0)
+    bg = np.zeros((16, 24, 4), np.uint8)
+    assert torch.equal(H.canvas_masks({"background": bg, "layers": []}, H.mask_image(m))[0], m)
+
+
 def test_mask_preview_is_grown_and_feathered():
     bg = np.full((32, 32, 4), 100, np.uint8)
     l1 = _layer(32, 32, (slice(12, 20), slice(12, 20)))

@@ -149,8 +149,8 @@ def _lora_picker(comp: dict, prefix: str, fields: dict, loras: list[str]) -> Non
             with gr.Row(equal_height=True):
                 pick = gr.Dropdown(loras, value=None, label="LoRA", scale=3, elem_id=f"ts-{prefix}-lora-pick")
                 sm = gr.Number(label="strength", value=1.0, scale=1, elem_id=f"ts-{prefix}-lora-strength")
-                sc = gr.Number(label="clip strength (empty: same)", value=None, scale=1,
-                               elem_id=f"ts-{prefix}-lora-clip")
+                sc = gr.Textbox(label="clip strength", value="", placeholder="same", scale=1,
+                                elem_id=f"ts-{prefix}-lora-clip")
                 add = gr.Button("add", scale=1, min_width=40, elem_id=f"ts-{prefix}-lora-add")
             comp.setdefault("_lora_adders", []).append((add, f"{prefix}_loras", pick, sm, sc))
         else:
@@ -407,7 +407,9 @@ class Page:
             value = H.editor_value(bg, masks)
         except Exception as e:
             return _keep(len(H.FIELDS) + 2) + [_error(H.error_message(e))]
-        return [f[k] for k in H.FIELDS] + [value, None, _no_error()]
+        # region 1 also goes to the mask upload (which replaces region 1): Gradio's editor drops layers set on a
+        # page whose canvas was never used, and the mask must come back
+        return [f[k] for k in H.FIELDS] + [value, H.mask_image(masks[0]), _no_error()]
 
 
 def build_app(models_dir: str | None = None, outputs_dir: str | None = None) -> gr.Blocks:

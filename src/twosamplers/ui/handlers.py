@@ -383,6 +383,13 @@ def uploaded_mask(image) -> torch.Tensor:
     return torch.from_numpy(np.round(gray).astype(np.float32) / np.float32(255.0))
 
 
+def mask_image(mask: torch.Tensor) -> np.ndarray:
+    """A MASK as the mask upload shows it (white = inside, uint8 RGB); `uploaded_mask` reads it back exactly
+    for 8-bit masks."""
+    gray = np.clip(np.rint(mask.numpy().astype(np.float64) * 255.0), 0, 255).astype(np.uint8)
+    return np.repeat(gray[..., None], 3, axis=-1)
+
+
 def canvas_masks(editor_value, mask_upload=None) -> list[torch.Tensor]:
     """The editor's layers (and an optional uploaded mask, which replaces region 1) -> one MASK per region.
 
@@ -447,7 +454,7 @@ def editor_value(background: np.ndarray, masks: list[torch.Tensor]) -> dict:
         layer[..., :3] = REGION_COLOURS[i % len(REGION_COLOURS)]
         layer[..., 3] = np.clip(np.rint(m.numpy() * 255.0), 0, 255).astype(np.uint8)
         layers.append(layer)
-    return {"background": bg, "layers": layers, "composite": overlay(bg[..., :3], masks)}
+    return {"background": bg, "layers": layers, "composite": None}
 
 
 # ------------------------------------------------------------------------------------------ previews
