@@ -1,13 +1,16 @@
-"""Engine overhead of common_ksampler: wall time / time spent inside the network calls.
+"""Engine overhead of common_ksampler: wall time / time spent inside the network calls, minus 1.
 
-Work (issue 2): 1x4x64x64 latent, dpmpp_2m + karras, 20 steps, cfg 7.5 (cond + uncond in one batch-2 call),
-with and without a 512x512 noise mask, for a conv network of about 2 ms and one of about 15 ms per call.
-ComfyUI's own loop on exactly this work here: 1.58 / 1.63 at 2 ms and 1.034 / 1.105 at 15 ms
-(unmasked / masked). Target: <= 1.10 at 2 ms and <= 1.01 at 15 ms.
+Work (issues 2 and 12): 1x4x64x64 latent, dpmpp_2m + karras, 20 steps, cfg 7.5 (cond + uncond in one batch-2
+call), with and without a 512x512 noise mask, on plain conv networks calibrated to about 2, 8, 15 and 42 ms per
+call. ComfyUI's own loop on the same work, as recorded in the issues on this 2-core machine type (overhead =
+wall / network - 1, plain / masked): 2 ms 0.58 / 0.63 and 15 ms 0.034 / 0.105 (issue 2); 8 ms 0.52 / 0.56 and
+42 ms 0.078 / 0.080 (issue 12). Targets (issue 12): at least 5x less overhead than ComfyUI at 8 ms and 3x less
+at 42 ms; (issue 2) ratio <= 1.10 at 2 ms.
 
-    python benchmarks/engine_overhead.py [--repeats 7]
+    python benchmarks/engine_overhead.py [--repeats 7] [--sizes 2,8,15,42]
 
-Each configuration is run `repeats` times interleaved with the others; the median ratio is printed.
+Each configuration is run `repeats` times interleaved with the others; the median is printed. ComfyUI itself
+cannot be installed here (not on the package index), so its figures are the recorded ones, not re-measured.
 """
 
 from __future__ import annotations
@@ -56,22 +59,22 @@ class ConvNet(torch.nn.Module):
 
 
 def calibrate(target_ms: float) -> ConvNet:
-    """The width whose batch-2 call at 64x64 costs closest to target_ms (fastest of 9 calls, robust to load)."""
+    """The width (a multiple of 4) whose batch-2 call at 64x64 costs closest to target_ms (fastest of 7 calls:
+    robust to load from other processes; the table prints the median cost seen while sampling)."""
     x, t, c = torch.randn(2, 4, 64, 64), torch.full((2,), 500.0), torch.randn(2, 77, 16)
     best = None
-    for width in range(8, 257, 8):
+    for width in range(4, 513, 4):
         net = ConvNet(width)
-        for _ in range(2):
-            net(x, t, c)
+        net(x, t, c)
         runs = []
-        for _ in range(9):
+        for _ in range(7):
             s0 = net.seconds
             net(x, t, c)
             runs.append((net.seconds - s0) * 1000)
         ms = min(runs)
         if best is None or abs(ms - target_ms) < abs(best[1] - target_ms):
             best = (width, ms)
-        if ms > target_ms * 1.5:
+        if ms > target_ms * 1.3:
             break
     return ConvNet(best[0])
 
@@ -100,11 +103,17 @@ def run_once(net: ConvNet, masked: bool) -> float:
     return wall / net.seconds
 
 
+# ComfyUI's overhead (plain, masked) as recorded in the issues, and the factor by which ours must be smaller
+COMFYUI = {2.0: (0.58, 0.63), 8.0: (0.52, 0.56), 15.0: (0.034, 0.105), 42.0: (0.078, 0.080)}
+TARGET_FACTOR = {8.0: 5.0, 42.0: 3.0}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--sizes", default="2,8,15,42", help="network costs in ms per call (comma separated)")
     args = ap.parse_args()
-    nets = {2.0: calibrate(2.0), 15.0: calibrate(15.0)}
+    nets = {float(ms): calibrate(float(ms)) for ms in args.sizes.split(",")}
     configs = [(ms, masked) for ms in nets for masked in (False, True)]
     for ms, masked in configs:  # warm-up
         run_once(nets[ms], masked)
@@ -114,16 +123,17 @@ def main() -> None:
         for ms, masked in configs:
             ratios[(ms, masked)].append(run_once(nets[ms], masked))
             per_call[ms].append(nets[ms].seconds / nets[ms].calls * 1000)
-    targets = {2.0: (1.10, 1.58, 1.63), 15.0: (1.01, 1.034, 1.105)}
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, repeats {args.repeats} (median)")
-    print(f"{'network':>10} {'mask':>8} {'ms/call':>8} {'ratio':>7} {'us/step':>8} {'target':>7} {'ComfyUI':>8}")
+    print(f"{'network':>8} {'mask':>8} {'ms/call':>8} {'overhead':>9} {'us/step':>8} {'ComfyUI':>8} {'x less':>7} "
+          f"{'target':>7}")
     for ms, masked in configs:
-        r = statistics.median(ratios[(ms, masked)])
-        tgt, c_un, c_m = targets[ms]
+        over = statistics.median(ratios[(ms, masked)]) - 1
         call_ms = statistics.median(per_call[ms])
-        overhead_us = (r - 1) * call_ms * 1000  # engine time per step (one network call per step)
-        print(f"{ms:>8.0f}ms {'512x512' if masked else 'none':>8} {call_ms:>8.2f} {r:>7.3f} {overhead_us:>8.0f} "
-              f"{tgt:>7.2f} {c_m if masked else c_un:>8.3f}")
+        theirs = COMFYUI.get(ms, (None, None))[masked]
+        factor = f"{theirs / over:>6.1f}x" if theirs is not None and over > 0 else f"{'-':>7}"
+        target = f">={TARGET_FACTOR[ms]:.0f}x" if ms in TARGET_FACTOR else ("<=0.10" if ms == 2.0 else "-")
+        print(f"{ms:>6.0f}ms {'512x512' if masked else 'none':>8} {call_ms:>8.2f} {over:>9.3f} "
+              f"{over * call_ms * 1000:>8.0f} {'-' if theirs is None else f'{theirs:.3f}':>8} {factor} {target:>7}")
 
 
 if __name__ == "__main__":

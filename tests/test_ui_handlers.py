@@ -44,11 +44,15 @@ def test_fields_settings_round_trip_covers_every_field(tmp_path):
     hint = str(tmp_path / "hint.png")
     f = _fields(mode="regional", regional_algorithm="joint", base_seed=7, mask_cfg=4.5, r2_prompt="water",
                 r2_seed=11, r3_sampler="heun", grow=3, crop_to_mask=False, base_negative="sand", r2_model="ideal",
+                mask_model="ideal",
                 base_loras="style.safetensors:0.5\nsub/b.safetensors:1:0.25", mask_loras="/abs/x.safetensors:-0.5",
                 mask_controlnets=f"cn.safetensors:{hint}:0.8:0:0.5", r3_loras="style.safetensors:2",
                 r2_controlnets=f"cn.safetensors:{hint}:1:0.25:1")
     s = H.fields_to_settings(f, n_regions=3, models_dir=models)
-    assert set(s) - {"regions"} == set(job_keys())  # a job dict: what the CLI's flags and PNG metadata are
+    # a job dict: what the CLI's flags and PNG metadata are (the base panel's model is the job's `model`)
+    assert set(s) - {"regions"} == set(job_keys()) - {"base_model"}
+    assert s["model"] == "textures" and s["mask_model"] == "ideal"
+    assert "mask_model" not in H.fields_to_settings(dict(f, mask_model=H.SAME_MODEL), 3, models)
     Job.from_dict({k: v for k, v in s.items() if k != "regions"}, mask_tensor=torch.ones(4, 4))
     assert s["base_seed"] == 7 and s["mask_cfg"] == 4.5 and s["grow"] == 3 and s["base_negative"] == "sand"
     assert s["mode"] == "joint"  # regional mode, regions sampled jointly: the job's (and the CLI's) mode "joint"

@@ -133,3 +133,28 @@ def test_joint_regions_on_the_built_in_model(tmp_path):
     settings, _ = H.load_png_settings(joint["image"])
     back = H.settings_to_fields(settings, H.default_fields())
     assert (settings["mode"], back["mode"], back["regional_algorithm"]) == ("joint", "regional", "joint")
+
+
+def test_a_model_per_panel(tiny_models_dir, tmp_path):
+    """The mask panel's model is the job's mask_model, a region's model its own; "same as base" is none."""
+    f = H.default_fields()
+    f.update({"width": 64, "height": 64, "base_steps": 3, "mask_steps": 3, "feather": 1.0})
+    same = render(H.fields_to_settings(f), [_disc()], output=tmp_path / "same.png")
+    own = render(H.fields_to_settings(dict(f, mask_model="ideal")), [_disc()], output=tmp_path / "own.png")
+    settings, _ = H.load_png_settings(own["image"])
+    assert settings["model"] == "textures" and settings["mask_model"] == "ideal"
+    assert H.settings_to_fields(settings, H.default_fields())["mask_model"] == "ideal"
+    assert H.settings_to_fields(read_settings(same["image"])[0], H.default_fields())["mask_model"] == H.SAME_MODEL
+    inside = _disc() > 0.5
+    away = ~torch.nn.functional.max_pool2d(inside[None].float(), 9, 1, 4)[0].bool()  # beyond the feathered seam
+    a, b = _image(same), _image(own)
+    assert not torch.equal(a[inside], b[inside]) and torch.equal(a[away], b[away])  # pixel space: exact
+    regional = dict(f, mode="regional", mask_model="ideal", r2_model="ideal")
+    res = render(H.fields_to_settings(regional, 2), [_disc(), _square()], output=tmp_path / "r.png")
+    settings, _ = H.load_png_settings(res["image"])
+    back = H.settings_to_fields(settings, H.default_fields())
+    assert (back["mask_model"], back["r2_model"]) == ("ideal", "ideal")
+    sd1 = str(tiny_models_dir.resolve() / "checkpoints" / "sd1.safetensors")
+    with pytest.raises(ValueError, match="region 2 model: .*latents of 4 channels at 1/8 scale"):
+        render(H.fields_to_settings(dict(regional, r2_model=sd1), 2), [_disc(), _square()],
+               output=tmp_path / "bad.png")

@@ -95,6 +95,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_model_flags(g: argparse.ArgumentParser) -> None:
+    g.add_argument("--model", metavar="NAME|PATH", help="textures (default), ideal, or an SD checkpoint path: "
+                   "the model of both passes, and the one whose VAE encodes --image and decodes the result")
+    g.add_argument("--base-model", metavar="NAME|PATH", help="the model the base pass samples with instead of "
+                   "--model (same latent format; --model still encodes and decodes)")
+    g.add_argument("--mask-model", metavar="NAME|PATH", help="the model the mask pass samples with instead of "
+                   "--model (e.g. an inpainting checkpoint; same latent format; --model still encodes and decodes)")
+
+
 def _add_generate(sub) -> None:
     from .front import MODES
     from .imageio import MASK_CHANNELS
@@ -119,7 +128,7 @@ def _add_generate(sub) -> None:
     g.add_argument("--width", type=int, help="output width (default: the image's, else the model's default size)")
     g.add_argument("--height", type=int, help="output height (default: the image's, else from the mask's "
                    "aspect ratio, else the model's default size)")
-    g.add_argument("--model", metavar="NAME|PATH", help="textures (default), ideal, or an SD checkpoint path")
+    _add_model_flags(g)
     m = g.add_argument_group("loading SD checkpoints (--model PATH)")
     m.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available, else cpu)")
     m.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), help="network precision (default: fp16 on cuda, "
@@ -253,14 +262,16 @@ def _add_batch(sub) -> None:
 
 # ---------------------------------------------------------------------------------------------- flags -> job
 def flags_to_dict(args: argparse.Namespace) -> dict:
-    """The job fields the user gave on the command line: --base-X / --mask-X, else --X for both passes."""
+    """The job fields the user gave on the command line: --base-X / --mask-X, else --X for both passes (--model
+    is the job's own field, not a pass's: it is the passes' default and the VAE, --base-model / --mask-model
+    override a pass)."""
     from .job import PASS_KEYS, PASSES, job_keys
 
     d = {k: getattr(args, k) for k in job_keys() if getattr(args, k, None) is not None}
     for which in PASSES:
         for key in PASS_KEYS:
             v = getattr(args, f"{which}_{key}", None)
-            both = getattr(args, key, None)
+            both = None if key in job_keys() else getattr(args, key, None)
             if isinstance(both, list):  # repeatable per-pass flags add up: --x for both, then --base-x / --mask-x
                 v = both + (v or [])
             v = both if v is None else v
@@ -298,7 +309,7 @@ def flag_origins(args: argparse.Namespace, extra: dict[str, str] | None = None) 
         for key in PASS_KEYS:
             if getattr(args, f"{which}_{key}", None) is not None:
                 origins[f"{which}_{key}"] = _flag_name(f"{which}_{key}")
-            elif getattr(args, key, None) is not None:
+            elif getattr(args, key, None) is not None and key not in job_keys():
                 origins[f"{which}_{key}"] = _flag_name(key)
     for key in job_keys():
         if getattr(args, key, None) is not None:

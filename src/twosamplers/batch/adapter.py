@@ -28,7 +28,8 @@ from ..job import render as render_job
 
 JOB_HASH_KEY = "twosamplers-job"  # PNG text chunk: the hash of the job that wrote the file
 LOAD_KEYS = ("dtype", "allow_pickle")  # how a worker loads a checkpoint; not part of the render's settings
-_PATH_KEYS = ("mask", "image", "model")
+_PATH_KEYS = ("mask", "image", "model", "base_model", "mask_model")
+_MODEL_KEYS = ("model", "base_model", "mask_model")
 SHIPPED = ("mask", "image")  # inputs sent as bytes; model, LoRA and ControlNet files load from workers' own paths
 
 
@@ -43,8 +44,9 @@ class BatchJob:
 
     @property
     def model_key(self) -> str:
-        """Jobs with equal keys share a loaded model (the pool hands them to the same worker)."""
-        return json.dumps([self.job.model, list(self.load_options)])
+        """Jobs with equal keys share loaded models (the pool hands them to the same worker): the set of models
+        the job loads (the job's model and the passes' own) and the loading options."""
+        return json.dumps([sorted(self.job.models()), list(self.load_options)])
 
     @property
     def inputs(self) -> dict[str, str]:
@@ -89,7 +91,7 @@ def _job_fields(fields: dict, base: Path) -> dict:
         raise JobError(unknown[0], f"unknown field (known: {', '.join(sorted(known_fields()))})")
     d = flags_to_dict(SimpleNamespace(**{k: v for k, v in fields.items() if k not in LOAD_KEYS}))
     for key in _PATH_KEYS:
-        if d.get(key) is None or (key == "model" and loader_for(d[key]) is not CHECKPOINT):
+        if d.get(key) is None or (key in _MODEL_KEYS and loader_for(d[key]) is not CHECKPOINT):
             continue
         d[key] = _resolve(d[key], key, base)
         if not os.path.exists(d[key]):

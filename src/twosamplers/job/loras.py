@@ -154,11 +154,14 @@ def _missing(err: Exception, entries) -> str:
 # ---------------------------------------------------------------------------------------------- the job
 def prepare_loras(job, model, *, allow_pickle: bool = False):
     """(the job with each pass's LoRAs recorded, {pass: model with its stack}, {pass: prompt without tags},
-    the embeddings library or None). Every file is read and checked here; errors are JobErrors naming the field."""
-    library = _library(job, model, allow_pickle)
+    the embeddings library or None). `model`: the model both passes sample with, or {pass: its model}; a pass's
+    LoRAs patch its own model (passes on one checkpoint share its network, patched per pass). Every file is read
+    and checked here; errors are JobErrors naming the field."""
+    bases = model if isinstance(model, dict) else {which: model for which in PASSES}
+    library = _library(job, bases, allow_pickle)
     models, prompts, specs = {}, {}, {}
     for which in PASSES:
-        spec, field = job.pass_spec(which), f"{which}_loras"
+        spec, field, model = job.pass_spec(which), f"{which}_loras", bases[which]
         if "<lora:" in spec.negative:
             raise JobError(f"{which}_negative", "holds a <lora:...> tag; LoRA tags go in the positive prompt")
         try:
@@ -170,7 +173,7 @@ def prepare_loras(job, model, *, allow_pickle: bool = False):
             raise JobError(f"{which}_prompt", str(e)) from None
         warn_changed(stack, spec.loras, which)
         if stack and not (hasattr(model, "unet") and hasattr(model, "text_encoders")):
-            raise JobError(field, f"LoRAs need a Stable Diffusion checkpoint; {job.model!r} is not one")
+            raise JobError(field, f"LoRAs need a Stable Diffusion checkpoint; {job.pass_model(which)!r} is not one")
         try:
             models[which] = with_loras(model, [p.lora for p in stack], allow_pickle=allow_pickle)
         except LoraError as e:
@@ -180,12 +183,13 @@ def prepare_loras(job, model, *, allow_pickle: bool = False):
     return replace(job, base=specs["base"], inside=specs["mask"]), models, prompts, library
 
 
-def _library(job, model, allow_pickle: bool) -> EmbeddingLibrary | None:
+def _library(job, models: dict, allow_pickle: bool) -> EmbeddingLibrary | None:
     if not job.embeddings:
         return None
-    if not hasattr(model, "text_encoders"):
-        raise JobError("embeddings", f"textual-inversion embeddings need a Stable Diffusion checkpoint; "
-                       f"{job.model!r} is not one")
+    for which, model in models.items():  # every pass's model encodes its prompts with the embeddings
+        if not hasattr(model, "text_encoders"):
+            raise JobError("embeddings", f"textual-inversion embeddings need a Stable Diffusion checkpoint; "
+                           f"{job.pass_model(which)!r} is not one")
     try:
         return EmbeddingLibrary(os.fspath(job.embeddings), allow_pickle=allow_pickle)
     except EmbeddingError as e:

@@ -11,6 +11,8 @@ swapping minutes in. Front ends offer an override (the CLI's `--ignore-memory-li
   uncond batch (~40 feature maps of 320 channels), plus self-attention scores of the first level (8 heads,
   tokens^2, in the network's dtype), plus the VAE decoder's full-resolution feature maps (128 channels, ~4 of
   them, float32) unless the model decodes in tiles.
+- A job whose passes have their own models (`estimate_many`): every distinct model's weights stay loaded, plus
+  the largest one model's working memory (passes run one after another).
 """
 
 from __future__ import annotations
@@ -78,14 +80,26 @@ def available_bytes(device: torch.device | str | None = None) -> int | None:
         return None
 
 
+def estimate_many(models, width: int, height: int, batch: int = 1) -> int:
+    """Peak memory of a render whose passes use several models (each distinct one counted once): all their
+    weights stay loaded, while one pass's activations are alive at a time."""
+    distinct = list({id(m): m for m in (models if isinstance(models, (list, tuple)) else [models])}.values())
+    peaks = [estimate_bytes(m, width, height, batch) for m in distinct]
+    weights = [_weight_bytes(m) for m in distinct]
+    top = max(range(len(distinct)), key=peaks.__getitem__)
+    return peaks[top] + sum(w for i, w in enumerate(weights) if i != top)
+
+
 def memory_problem(model, width: int, height: int, batch: int = 1) -> str | None:
-    """A one-line explanation when the estimate exceeds the memory available, else None."""
-    need = estimate_bytes(model, width, height, batch)
-    have = available_bytes(getattr(model, "device", None))
+    """A one-line explanation when the estimate exceeds the memory available, else None. `model`: a model or a
+    list of them (the job's models: each distinct one is counted once)."""
+    need = estimate_many(model, width, height, batch)
+    first = model[0] if isinstance(model, (list, tuple)) else model
+    have = available_bytes(getattr(first, "device", None))
     if have is None or need <= have:
         return None
     return (f"{width}x{height} needs about {need / GB:.1f} GB of memory (estimate) but this machine has "
             f"{have / GB:.1f} GB available")
 
 
-__all__ = ["available_bytes", "estimate_bytes", "memory_problem"]
+__all__ = ["available_bytes", "estimate_bytes", "estimate_many", "memory_problem"]

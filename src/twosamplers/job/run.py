@@ -41,14 +41,16 @@ class Outputs:
 
 @dataclass
 class Prepared:
-    """A job whose inputs are read, model loaded and size resolved: nothing left that can be bad input."""
+    """A job whose inputs are read, models loaded and size resolved: nothing left that can be bad input.
+    `model` is the job's model: it encodes the start image and decodes the result (the VAE); each pass samples
+    with `pass_models[pass]` (its own model or the job's, with the pass's LoRAs)."""
 
     job: Job
     model: object
     mask: torch.Tensor
     pixels: torch.Tensor | None
     hints: dict | None = None  # ControlNet hint images by path
-    pass_models: dict = field(default_factory=dict)  # "base"/"mask" -> the model with that pass's LoRAs
+    pass_models: dict = field(default_factory=dict)  # "base"/"mask" -> the pass's model with its LoRAs
     prompts: dict = field(default_factory=dict)  # "base"/"mask" -> the prompt without its <lora:...> tags
     embeddings: object = None  # an EmbeddingLibrary, or None
 
@@ -110,14 +112,17 @@ def resolve_size(job: Job, mask_hw: tuple[int, int], image_hw: tuple[int, int] |
 
 def prepare_job(job: Job, cache: ModelCache | None = None, *, load_options: dict | None = None,
                 check_memory: bool = True) -> Prepared:
-    """Everything that can fail on bad input, before any sampling: inputs, model, sizes, prompts, and (unless
+    """Everything that can fail on bad input, before any sampling: inputs, models, sizes, prompts, and (unless
     `check_memory` is False) the memory estimate against what the machine has (JobError field "memory").
-    `load_options`: device / dtype / allow_pickle for checkpoints (the machine's business, not the job's)."""
+    `load_options`: device / dtype / allow_pickle for checkpoints (the machine's business, not the job's).
+    Every model the job uses is loaded here (once each, through `cache`) and must share the job model's latent
+    format; the job's model sizes the image and encodes/decodes it, each pass samples with its own."""
     cache = ModelCache() if cache is None else cache
     mask, pixels = load_inputs(job)
     options = {k: getattr(job, k) for k in ("clip_skip", "prediction") if getattr(job, k) is not None}
     options.update({k: v for k, v in (load_options or {}).items() if v})
     model = cache.get(job.model, **options)
+    pass_bases = load_pass_models(job, model, cache, options)
     factor = int(model.latent_format.downscale)
     job = resolve_size(job, tuple(mask.shape[-2:]), None if pixels is None else tuple(pixels.shape[1:3]), factor)
     side = max(job.width, job.height)
@@ -127,13 +132,46 @@ def prepare_job(job: Job, cache: ModelCache | None = None, *, load_options: dict
     if check_memory:
         from .memory import memory_problem
 
-        problem = memory_problem(model, job.width, job.height)
+        problem = memory_problem([model, *pass_bases.values()], job.width, job.height)
         if problem:
             raise JobError("memory", f"{problem}; render a smaller image, or override the check "
                            "(--ignore-memory-limit; check_memory=False)")
     hints = load_hints(job)
-    job, pass_models, prompts, library = prepare_loras(job, model, allow_pickle=bool(options.get("allow_pickle")))
+    job, pass_models, prompts, library = prepare_loras(job, pass_bases,
+                                                      allow_pickle=bool(options.get("allow_pickle")))
     return Prepared(job, model, mask, pixels, hints, pass_models, prompts, library)
+
+
+def load_pass_models(job: Job, model, cache: ModelCache, options: dict) -> dict:
+    """{pass: the model it samples with} (the job's `model` where a pass names none), each loaded once through
+    `cache` with the same loading options; a pass model that cannot load, or whose latent format differs from
+    the job model's (which encodes and decodes the image), is a JobError naming its field."""
+    out = {}
+    for which in ("base", "mask"):
+        name = job.pass_spec(which).model
+        if name is None:
+            out[which] = model
+            continue
+        key = f"{which}_model"
+        try:
+            out[which] = cache.get(name, **options)
+        except (ValueError, OSError, TypeError) as e:
+            raise JobError(key, f"cannot load {name!r}: {' '.join(str(e).split())}") from None
+        ours, theirs = _latent_shape(model), _latent_shape(out[which])
+        if ours != theirs:
+            raise JobError(key, f"{name!r} has latents of {_describe(theirs)}, but the job's model {job.model!r} "
+                           f"(which encodes and decodes the image) has {_describe(ours)}; the passes' models "
+                           "must share the job model's latent format")
+    return out
+
+
+def _latent_shape(model) -> tuple[int, int]:
+    fmt = model.latent_format
+    return int(fmt.channels), int(fmt.downscale)
+
+
+def _describe(shape: tuple[int, int]) -> str:
+    return f"{shape[0]} channels at 1/{shape[1]} scale"
 
 
 def load_hints(job: Job) -> dict:

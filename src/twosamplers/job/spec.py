@@ -5,6 +5,11 @@ object whose keys are the fields below (per-pass keys carry a `base_` or `mask_`
 validates every field with the shared named limits (errors name the field: `JobError.field`), fills the
 defaults (the guidance scale from the model's registry entry) and normalises; `to_dict` gives the normalised
 JSON-able dict back, and `hash()` a stable digest of it plus the contents of the input files.
+
+Models: the job-wide `model` is the default model of both passes and the one whose VAE (decoder) encodes the
+start image and decodes the result, as in ComfyUI, where the VAE is wired apart from the samplers' MODELs.
+A pass may name its own model (`base_model` / `mask_model`, `PassSpec.model`); one equal to `model` normalises
+to None, and None pass models are left out of `to_dict` (so jobs without them hash as they always did).
 """
 
 from __future__ import annotations
@@ -120,7 +125,8 @@ def _controlnets(key: str, v) -> tuple:
 # ---------------------------------------------------------------------------------------------- the job
 @dataclass(frozen=True)
 class PassSpec:
-    """One pass's settings as a job states them (the model and prompts are job-wide or per pass)."""
+    """One pass's settings as a job states them. `model`: the model this pass samples with (a registered name
+    or a checkpoint path; None: the job's `model`). The job's `model` still encodes and decodes the image."""
 
     seed: int = 0
     steps: int = 20
@@ -131,11 +137,16 @@ class PassSpec:
     negative: str = ""
     controlnets: tuple = ()  # ({"file", "image", "strength", "start_percent", "end_percent"}, ...)
     loras: tuple = ()  # LoRA entries: "FILE[:S[:S_CLIP]]" or {"file", "strength_model", ...} (job/loras.py)
+    model: str | None = None  # None: the job's model (which also encodes/decodes); see the module docstring
 
     def validated(self, prefix: str, default_cfg: float) -> PassSpec:
         from .loras import normalize_entries
 
+        model = _str(f"{prefix}model", self.model, optional=True)
+        if model is not None and not model.strip():
+            raise JobError(f"{prefix}model", "must not be empty (leave it out to use the job's model)")
         return PassSpec(
+            model=model,
             controlnets=_controlnets(f"{prefix}controlnets", self.controlnets),
             seed=_int(f"{prefix}seed", self.seed, 0, SEED_MAX),
             steps=_int(f"{prefix}steps", self.steps, 1, MAX_STEPS),
@@ -149,6 +160,8 @@ class PassSpec:
 
 
 PASS_KEYS = tuple(f.name for f in fields(PassSpec))
+# pass keys added after jobs were first stored: left out of `to_dict` when None, so older jobs keep their hashes
+OPTIONAL_PASS_KEYS = ("model",)
 
 
 @dataclass(frozen=True)
@@ -234,7 +247,6 @@ class Job:
         model = _str("model", self.model)
         if not model.strip():
             raise JobError("model", "must not be empty")
-        default_cfg = defaults_for(model).cfg
         for key in ("base_prompt", "mask_prompt"):
             _str(key, getattr(self, key))
         for key in ("mask", "image", "prediction", "lora_dir", "embeddings"):
@@ -264,20 +276,35 @@ class Job:
         _int("base_only_steps", self.base_only_steps, 0, MAX_STEPS)
         if self.mask is None and self.mask_tensor is None:
             raise JobError("mask", "is required (a mask file)")
-        return replace(self, feather=_float("feather", self.feather, 0.0, float(MAX_IMAGE_SIDE)),
-                       base=self.base.validated("base_", default_cfg),
-                       inside=self.inside.validated("mask_", default_cfg))
+        passes = {}
+        for which, attr in zip(PASSES, ("base", "inside"), strict=True):
+            spec = getattr(self, attr)
+            own = _str(f"{which}_model", spec.model, optional=True)
+            if own == model:  # the job's model stated again: the same job as leaving it out
+                own = None
+            spec = replace(spec, model=own).validated(f"{which}_", defaults_for(own or model).cfg)
+            passes[attr] = spec
+        return replace(self, feather=_float("feather", self.feather, 0.0, float(MAX_IMAGE_SIDE)), **passes)
 
     # ------------------------------------------------------------------ output
     def to_dict(self) -> dict:
         """The normalised flat dict (JSON-able): what the PNG metadata stores and `from_dict` reads."""
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("base", "inside", "mask_tensor")}
         for which, spec in zip(PASSES, (self.base, self.inside), strict=True):
-            out.update({f"{which}_{k}": _plain(getattr(spec, k)) for k in PASS_KEYS})
+            out.update({f"{which}_{k}": _plain(getattr(spec, k)) for k in PASS_KEYS
+                        if not (k in OPTIONAL_PASS_KEYS and getattr(spec, k) is None)})
         return dict(sorted(out.items()))
 
     def pass_spec(self, which: str) -> PassSpec:
         return self.base if which == "base" else self.inside
+
+    def pass_model(self, which: str) -> str:
+        """The model pass `which` ("base" / "mask") samples with: its own, else the job's."""
+        return self.pass_spec(which).model or self.model
+
+    def models(self) -> tuple[str, ...]:
+        """Every model this job loads, each once: the job's model (it encodes and decodes) first."""
+        return tuple(dict.fromkeys([self.model, *(self.pass_model(w) for w in PASSES)]))
 
     def input_files(self) -> dict[str, str]:
         """The input files this job reads, by field."""

@@ -409,7 +409,11 @@ class Page:
             return _keep(len(H.FIELDS) + 2) + [_error(H.error_message(e))]
         # region 1 also goes to the mask upload (which replaces region 1): Gradio's editor drops layers set on a
         # page whose canvas was never used, and the mask must come back
-        return [f[k] for k in H.FIELDS] + [value, H.mask_image(masks[0]), _no_error()]
+        note = _no_error()
+        if settings.get("base_model"):  # a CLI job's own base-pass model: the page has no field for it
+            note = _error(f"this PNG's base pass used its own model {settings['base_model']!r} (base_model); the "
+                          f"page's base model is the job's model {settings['model']!r}, which also decodes")
+        return [f[k] for k in H.FIELDS] + [value, H.mask_image(masks[0]), note]
 
 
 def build_app(models_dir: str | None = None, outputs_dir: str | None = None) -> gr.Blocks:

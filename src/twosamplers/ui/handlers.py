@@ -24,7 +24,7 @@ import torch
 
 from .._checks import MAX_IMAGE_SIDE
 from ..imageio import decode_mask_png, encode_mask_png
-from ..job import PASS_KEYS, Job, JobError, PassSpec, job_keys
+from ..job import PASS_KEYS, Job, JobError, PassSpec
 from ..mask_ops import feather, grow
 from ..models.registry import defaults_for
 
@@ -33,7 +33,7 @@ MODES = ("two-pass", "interleaved", "regional")
 REGIONAL_ALGORITHMS = ("interleaved", "joint")  # mode "regional": a sampler per region, or one joint pass
 REGIONS_KEY = "twosamplers-regions"  # PNG text chunk of regions 2.. (regional mode with several regions)
 # the per-pass number/choice fields; a pass's LoRAs and ControlNets are text fields of one line per entry
-UI_PASS_KEYS = tuple(k for k in PASS_KEYS if k not in ("controlnets", "loras"))
+UI_PASS_KEYS = tuple(k for k in PASS_KEYS if k not in ("controlnets", "loras", "model"))
 LIST_KEYS = ("loras", "controlnets")
 REGION_KEYS = ("prompt",) + UI_PASS_KEYS + LIST_KEYS
 PASS_FIELDS = tuple(f"{which}_{k}" for which in ("base", "mask") for k in REGION_KEYS)
@@ -137,11 +137,8 @@ def fields_to_settings(fields: dict, n_regions: int = 1, models_dir: str | os.Pa
     for which, p in passes.items():
         d[f"{which}_prompt"] = p.pop("prompt")
         d.update({f"{which}_{k}": v for k, v in p.items()})
-    mask_model = str(fields.get("mask_model") or SAME_MODEL)
-    if mask_model not in (SAME_MODEL, d["model"]):
-        if "mask_model" not in job_keys():
-            raise UIError("mask model: this version's jobs have one model for both passes; choose 'same as base'")
-        d["mask_model"] = mask_model
+    if fields.get("mask_model"):  # the job's mask_model (the base panel's model is the job's model)
+        d["mask_model"] = str(fields["mask_model"])
     regions = []
     if n_regions > 1:
         if mode != "regional":

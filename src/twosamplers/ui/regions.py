@@ -26,8 +26,14 @@ def region_settings(prep, region: dict, number: int, cache) -> SamplerSettings:
         options = {k: getattr(job, k) for k in ("clip_skip", "prediction") if getattr(job, k) is not None}
         try:
             model = cache.get(region["model"], **options)
-        except (OSError, ValueError) as e:
-            raise ValueError(f"{label} model: {e}") from None
+        except (OSError, ValueError, TypeError) as e:
+            raise ValueError(f"{label} model: cannot load {region['model']!r}: {e}") from None
+        ours, theirs = (tuple(int(x) for x in (m.latent_format.channels, m.latent_format.downscale))
+                        for m in (prep.model, model))
+        if ours != theirs:
+            raise ValueError(f"{label} model: {region['model']!r} has latents of {theirs[0]} channels at 1/"
+                             f"{theirs[1]} scale, but the base's model {job.model!r} has {ours[0]} at 1/{ours[1]}; "
+                             "the regions' models must share its latent format")
     try:
         prompt, stack = resolve_stack(region.get("loras") or (), region.get("prompt", ""), job.lora_dir)
     except FileNotFoundError as e:
