@@ -47,7 +47,9 @@ INT_KEYS = ("seed", "steps")
 FLOAT_KEYS = ("cfg", "denoise")
 REGION_COLOURS = ((255, 64, 64), (64, 160, 255), (64, 220, 96))  # overlay colour of regions 1, 2, 3
 UI_MASK_NAME = "ui-canvas"  # the job's `mask` field: the mask itself is embedded in the PNG
-SAME_MODEL = ""  # a mask/region model dropdown's "same as base" choice (the job's mask_model None)
+# a mask/region model dropdown's "same as base" choice (the job's mask_model None); not empty, which Gradio's
+# dropdown would show as a blank box
+SAME_MODEL = "same as base"
 LORA_LINE = "FILE:STRENGTH[:CLIP_STRENGTH]"
 CONTROLNET_LINE = "FILE:HINT_IMAGE:STRENGTH:START:END"
 
@@ -137,7 +139,7 @@ def fields_to_settings(fields: dict, n_regions: int = 1, models_dir: str | os.Pa
     for which, p in passes.items():
         d[f"{which}_prompt"] = p.pop("prompt")
         d.update({f"{which}_{k}": v for k, v in p.items()})
-    if fields.get("mask_model"):  # the job's mask_model (the base panel's model is the job's model)
+    if own_model(fields.get("mask_model")):  # the job's mask_model (the base panel's model is the job's model)
         d["mask_model"] = str(fields["mask_model"])
     regions = []
     if n_regions > 1:
@@ -157,6 +159,11 @@ def fields_to_settings(fields: dict, n_regions: int = 1, models_dir: str | os.Pa
         out["regions"] = [validate_region(dict(r, model=str(fields.get(f"r{i}_model") or SAME_MODEL)), i,
                                           out["model"]) for i, r in enumerate(regions, start=2)]
     return out
+
+
+def own_model(name) -> str | None:
+    """A mask/region model field's own model, or None for "same as base" (or empty)."""
+    return None if name in (None, "", SAME_MODEL) else str(name)
 
 
 def _set_folders(d: dict, folders: dict, texts: list[str]) -> None:
@@ -180,7 +187,7 @@ def validate_region(region: dict, number: int, model: str) -> dict:
     for k in ("prompt", "model"):
         if not isinstance(region.get(k, ""), str):
             raise UIError(f"region {number} {k} must be text")
-    return {"prompt": region.get("prompt", ""), "model": region.get("model") or SAME_MODEL,
+    return {"prompt": region.get("prompt", ""), "model": own_model(region.get("model")) or SAME_MODEL,
             **{k: _plain(getattr(spec, k)) for k in keys}}
 
 
@@ -559,7 +566,7 @@ def model_folders(models_dir: str | os.PathLike | None) -> dict[str, Path | None
 def model_choices(models_dir, found: dict[str, list[str]], same_as_base: bool = False) -> list[tuple[str, str]]:
     """(label, value) pairs for a model dropdown: the built-in models, then the checkpoints found; the mask and
     region panels' dropdowns start with "same as base"."""
-    choices = [("same as base", SAME_MODEL)] if same_as_base else []
+    choices = [(SAME_MODEL, SAME_MODEL)] if same_as_base else []
     choices += [("textures (built-in)", "textures"), ("ideal (built-in)", "ideal")]
     for rel in found.get("checkpoints", []):
         choices.append((rel, str(Path(models_dir).expanduser().resolve() / "checkpoints" / rel)))

@@ -14,6 +14,7 @@ from pathlib import Path
 from ..front import SamplerSettings
 from ..models.control import ControlNet
 from ..models.lora import LoraError, with_loras
+from .handlers import own_model
 
 
 def region_settings(prep, region: dict, number: int, cache) -> SamplerSettings:
@@ -22,16 +23,17 @@ def region_settings(prep, region: dict, number: int, cache) -> SamplerSettings:
 
     job, label = prep.job, f"region {number}"
     model = prep.model
-    if region.get("model") and region["model"] != job.model:
+    own = own_model(region.get("model"))
+    if own is not None and own != job.model:
         options = {k: getattr(job, k) for k in ("clip_skip", "prediction") if getattr(job, k) is not None}
         try:
-            model = cache.get(region["model"], **options)
+            model = cache.get(own, **options)
         except (OSError, ValueError, TypeError) as e:
-            raise ValueError(f"{label} model: cannot load {region['model']!r}: {e}") from None
+            raise ValueError(f"{label} model: cannot load {own!r}: {e}") from None
         ours, theirs = (tuple(int(x) for x in (m.latent_format.channels, m.latent_format.downscale))
                         for m in (prep.model, model))
         if ours != theirs:
-            raise ValueError(f"{label} model: {region['model']!r} has latents of {theirs[0]} channels at 1/"
+            raise ValueError(f"{label} model: {own!r} has latents of {theirs[0]} channels at 1/"
                              f"{theirs[1]} scale, but the base's model {job.model!r} has {ours[0]} at 1/{ours[1]}; "
                              "the regions' models must share its latent format")
     try:
@@ -39,7 +41,7 @@ def region_settings(prep, region: dict, number: int, cache) -> SamplerSettings:
     except FileNotFoundError as e:
         raise ValueError(f"{label} loras: {e}") from None
     if stack and not (hasattr(model, "unet") and hasattr(model, "text_encoders")):
-        name = region.get("model") or job.model
+        name = own or job.model
         raise ValueError(f"{label} loras: LoRAs need a Stable Diffusion checkpoint; {name!r} is not one")
     try:
         model = with_loras(model, [p.lora for p in stack])
