@@ -38,7 +38,6 @@ LIST_KEYS = ("loras", "controlnets")
 REGION_KEYS = ("prompt",) + UI_PASS_KEYS + LIST_KEYS
 PASS_FIELDS = tuple(f"{which}_{k}" for which in ("base", "mask") for k in REGION_KEYS)
 # "model" is the base panel's model (the job's model: also the VAE); "mask_model", "r2_model", ... the others'
-MODEL_FIELDS = ("model", "mask_model") + tuple(f"r{i}_model" for i in range(2, MAX_REGIONS + 1))
 GLOBAL_FIELDS = ("model", "mask_model", "mode", "regional_algorithm", "grow", "feather", "crop_to_mask",
                  "differential", "width", "height", "use_image")
 EXTRA_FIELDS = tuple(f"r{i}_{k}" for i in range(2, MAX_REGIONS + 1) for k in ("model",) + REGION_KEYS)
