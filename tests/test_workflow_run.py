@@ -97,6 +97,14 @@ def test_png_round_trip_gives_the_same_bytes(model, tmp_path):
         assert first.read_bytes() == second.read_bytes()
 
 
+def test_overrides_drop_the_ui_workflow_chunk_that_would_show_old_values(model, tmp_path):
+    out = run(ui_t2i(), {"textures": model}, {"3.seed": 7}, output_dir=tmp_path)
+    with Image.open(out[0]["files"][0]) as im:
+        chunks = dict(im.text)
+    assert json.loads(chunks["prompt"])["3"]["inputs"]["seed"] == 7
+    assert "workflow" not in chunks
+
+
 def test_counter_continues_after_the_highest_number(model, tmp_path):
     (tmp_path / "t2i_00007_.png").write_bytes(b"x")
     (tmp_path / "other_00042_.png").write_bytes(b"x")

@@ -243,19 +243,26 @@ def _add_ui(sub) -> None:
 def _add_batch(sub) -> None:
     b = sub.add_parser("batch", help="render every job of a JSON Lines file; safe to stop and restart",
                        description="Each line of JOBS is a JSON object with generate's settings (base_prompt, "
-                       "mask_prompt, mask, seed, mask_seed, steps, ...); a list or {\"range\": [start, stop]} "
-                       "value expands the line into one job per value. Every line is checked before anything runs. "
+                       "mask_prompt, mask, seed, mask_seed, steps, ...), or a ComfyUI workflow with overrides "
+                       "({\"workflow\": \"wf.json\", \"set\": {\"3.seed\": 42}}); a list or "
+                       "{\"range\": [start, stop]} value expands the line into one job per value (also inside "
+                       "\"set\"). Every line is checked before anything runs. "
                        "Outputs are named by a hash of the job, so a rerun skips finished jobs. "
                        "See docs/scale-out.md for Ray clusters.")
     b.add_argument("jobs", metavar="JOBS", help="JSON Lines jobs file, or - for stdin")
     b.add_argument("-o", "--output-dir", metavar="DIR", default="batch-out", help="output folder (default "
                    "batch-out); holds the PNGs, manifest.jsonl and failures.jsonl")
     b.add_argument("--workers", type=int, metavar="N", help="local worker processes (default: one per CPU core); "
-                   "with --ray the number of actors (default: one per GPU, else per CPU)")
+                   "with --ray the number of actors (default and most: one per GPU, else per CPU)")
     b.add_argument("--ray", nargs="?", const=True, default=None, metavar="ADDRESS",
                    help="run on a Ray cluster: join ADDRESS (or $RAY_ADDRESS), else start a local one")
     b.add_argument("--retries", type=int, default=0, metavar="K", help="retry a failed job K times (default 0)")
     b.add_argument("--threads", type=int, metavar="T", help="torch threads per worker (default: cores / workers)")
+    for flag, what in (("--models", "models folder (checkpoints/, loras/, ...)"),
+                       ("--comfyui", "ComfyUI install (models/, input/, extra_model_paths.yaml)"),
+                       ("--input-dir", "input folder (LoadImage's files)")):
+        b.add_argument(flag, metavar="DIR", help=f"workflow lines: the {what} for lines that do not give "
+                       f"\"{flag[2:].replace('-', '_')}\"")
     _add_common_output(b)
     b.set_defaults(func=cmd_batch)
 
@@ -431,8 +438,10 @@ def cmd_batch(args) -> int:
     if args.retries < 0:
         raise BadInput(f"--retries {args.retries} is out of range (>= 0)")
     try:
+        defaults = {k: os.path.abspath(os.path.expanduser(v)) for k, v in
+                    (("models", args.models), ("comfyui", args.comfyui), ("input_dir", args.input_dir)) if v}
         result = run_batch(args.jobs, args.output_dir, workers=args.workers, ray=args.ray, retries=args.retries,
-                           quiet=args.quiet, threads=args.threads)
+                           quiet=args.quiet, threads=args.threads, workflow_defaults=defaults)
     except BatchInputError as e:
         for line in e.errors:
             print(f"twosamplers: error: {line}", file=sys.stderr)

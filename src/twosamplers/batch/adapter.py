@@ -1,14 +1,15 @@
 """Where batch meets the Job layer: a batch line becomes a `Job`, a worker renders it to bytes.
 
 Everything else in `twosamplers.batch` (jobs files, grids, planning, the process pool, Ray, the manifest) uses
-only this module's small interface:
+only this module's small interface, which a workflow line (`workflow_line.WorkflowJob`) offers too:
 
-- `parse(fields, base_dir) -> BatchJob`: one line's fields -> a validated `Job` (`Job.from_dict`, or
-  `Job.from_png` for a `"from"` line), its input files read once (so a missing or unreadable mask, image or
-  model file is reported before any work) and its hash (`Job.hash()`: normalised settings + input file contents).
-- `read_inputs(job) -> {path: bytes}`: what the driver ships to a worker (no shared filesystem needed).
-- `render(job, inputs, cache) -> {"image": png_bytes}`: runs in a worker with a `ModelCache`.
-- `output_matches(path, job)`: the PNG at `path` is this job's finished output (resume / idempotence).
+- `parse(fields, base_dir) -> BatchJob | WorkflowJob`: one line's fields -> a validated `Job` (`Job.from_dict`,
+  or `Job.from_png` for a `"from"` line), its input files read once (so a missing or unreadable mask, image or
+  model file is reported before any work) and its hash (`Job.hash()`: normalised settings + input file contents);
+  a line with a `"workflow"` field goes to `workflow_line.parse`.
+- `job.read_inputs() -> {key: bytes}`: what the driver ships to a worker (no shared filesystem needed).
+- `job.render(inputs, cache, device) -> {file name: bytes}`: runs in a worker with a `ModelCache`.
+- `job.done_outputs(folder, names)`: the job's finished files in the batch folder, or None (resume).
 
 Validation, normalisation and hashing are the Job layer's; this module only resolves a line's relative paths,
 adds the two loading options a line may carry, and stores the hash in the output PNG.
@@ -25,12 +26,13 @@ from types import SimpleNamespace
 
 from ..job import Job, JobError, ModelCache, load_inputs, metadata, prepare_job, resolve_size
 from ..job import render as render_job
+from .stamp import JOB_HASH_KEY  # PNG text chunk: the hash of the job that wrote the file
 
-JOB_HASH_KEY = "twosamplers-job"  # PNG text chunk: the hash of the job that wrote the file
 LOAD_KEYS = ("dtype", "allow_pickle")  # how a worker loads a checkpoint; not part of the render's settings
 _PATH_KEYS = ("mask", "image", "model", "base_model", "mask_model")
 _MODEL_KEYS = ("model", "base_model", "mask_model")
 SHIPPED = ("mask", "image")  # inputs sent as bytes; model, LoRA and ControlNet files load from workers' own paths
+HASH_CHARS = 20  # output names: the first 20 hex digits of the job's hash
 
 
 @dataclass(frozen=True)
@@ -53,14 +55,32 @@ class BatchJob:
         """The input files shipped to workers as bytes, by field."""
         return {k: v for k, v in self.job.input_files().items() if k in SHIPPED}
 
+    @property
+    def output(self) -> str:
+        return f"{self.digest[:HASH_CHARS]}.png"
+
     def to_dict(self) -> dict:
         return {**self.job.to_dict(), **dict(self.load_options)}
+
+    def read_inputs(self) -> dict[str, bytes]:
+        return read_inputs(self)
+
+    def render(self, inputs: dict[str, bytes], cache: ModelCache, device: str | None = None) -> dict[str, bytes]:
+        return {self.output: render(self, inputs, cache, device)["image"]}
+
+    def done_outputs(self, folder: Path, names: set[str]) -> list[str] | None:
+        return [self.output] if self.output in names and output_matches(folder / self.output, self) else None
 
 
 def known_fields() -> tuple[str, ...]:
     from ..job import PASS_KEYS, job_keys
 
     return (*job_keys(), *PASS_KEYS, *LOAD_KEYS, "from")
+
+
+def nested_fields() -> frozenset[str]:
+    """Fields whose value is an object of settings, each entry of which may be a grid (a workflow line's set)."""
+    return frozenset({"set"})
 
 
 def list_fields() -> frozenset[str]:
@@ -99,11 +119,16 @@ def _job_fields(fields: dict, base: Path) -> dict:
     return d
 
 
-def parse(fields: dict, base_dir: str | os.PathLike = ".") -> BatchJob:
-    """Validate one batch line (already grid-expanded); raises JobError (a ValueError) naming the field."""
+def parse(fields: dict, base_dir: str | os.PathLike = "."):
+    """Validate one batch line (already grid-expanded) -> BatchJob, or WorkflowJob for a line with "workflow";
+    raises JobError (a ValueError) naming the field."""
     if not isinstance(fields, dict):
         raise JobError("job", f"must be a JSON object, got {type(fields).__name__}")
     base = Path(base_dir)
+    if "workflow" in fields:
+        from . import workflow_line
+
+        return workflow_line.parse(fields, base)
     d = _job_fields(fields, base)
     job = Job.from_png(_resolve(fields["from"], "from", base), overrides=d) if "from" in fields else Job.from_dict(d)
     mask, pixels = load_inputs(job)  # the files exist and are images

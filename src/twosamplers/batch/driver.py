@@ -15,7 +15,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .._files import atomic_write
+from .._files import atomic_write_all
 from . import adapter
 from .manifest import FAILURES, MANIFEST, Journal, now, read_records
 from .plan import FolderLock, Task, plan, remove_stale_temporaries, split_done
@@ -49,6 +49,7 @@ class Outcome:
     worker: str
     seconds: float
     cpu_seconds: float = 0.0  # the worker process's CPU time for the job (all its threads)
+    device: str | None = None  # where it rendered: "cpu", or "cuda (CUDA_VISIBLE_DEVICES=1)" on a Ray GPU actor
 
 
 class Scheduler:
@@ -84,19 +85,21 @@ class Scheduler:
 
     def inputs(self, task: Task) -> dict[str, bytes]:
         """The task's input files as bytes, checked against the hashes taken when the batch was validated."""
-        return adapter.read_inputs(task.job)
+        return task.job.read_inputs()
 
     def finish(self, task: Task, outcome: Outcome) -> None:
+        names = list(outcome.outputs or ()) if outcome.ok else []
         if outcome.ok:
             try:
-                data = outcome.outputs["image"]
-                atomic_write(self.folder / task.output, lambda tmp: Path(tmp).write_bytes(data))
-            except OSError as e:
+                write_outputs(self.folder, task, outcome.outputs)
+            except (OSError, ValueError) as e:
                 outcome = Outcome(False, None, f"writing {task.output}: {e}", outcome.worker, outcome.seconds)
         if outcome.ok:
-            self.manifest.append({"job": task.digest, "line": task.line, "output": task.output, "time": now(),
+            self.manifest.append({"job": task.digest, "line": task.line, "output": names[0], "outputs": names,
+                                  "time": now(),
                                   "seconds": round(outcome.seconds, 3),
                                   "cpu_seconds": round(outcome.cpu_seconds, 3), "worker": outcome.worker,
+                                  "device": outcome.device,
                                   "attempts": task.attempts, "status": "done", "settings": task.job.to_dict()})
             self.rendered += 1
             self._tick()
@@ -121,6 +124,19 @@ class Scheduler:
         self.failures.close()
 
 
+def write_outputs(folder: Path, task: Task, outputs: dict[str, bytes]) -> None:
+    """A job's files, all written before any is renamed into place (`atomic_write_all`). A worker only names
+    files of its own job: the job's output name, or `<hash20>-...` for a workflow line."""
+    prefix = task.digest[:adapter.HASH_CHARS] + "-"
+    if not outputs:
+        raise ValueError("the job returned no file")
+    for name in outputs:
+        if not (name == task.output or name.startswith(prefix)) or "/" in name or "\\" in name or name in (".", ".."):
+            raise ValueError(f"a worker returned the file name {name!r}, which is not one of job {task.digest[:20]}'s")
+    atomic_write_all([(folder / name, lambda tmp, data=data: Path(tmp).write_bytes(data))
+                      for name, data in outputs.items()])
+
+
 def _record_found(done: list[Task], folder: Path) -> None:
     """Outputs that exist but have no manifest record (killed between the write and the record) get one."""
     recorded = {r.get("job") for r in read_records(folder / MANIFEST)}
@@ -128,20 +144,22 @@ def _record_found(done: list[Task], folder: Path) -> None:
     try:
         for t in done:
             if t.digest not in recorded:
-                journal.append({"job": t.digest, "line": t.line, "output": t.output, "time": now(), "worker": None,
-                                "status": "found", "settings": t.job.to_dict()})
+                names = t.outputs or [t.output]
+                journal.append({"job": t.digest, "line": t.line, "output": names[0], "outputs": names, "time": now(),
+                                "worker": None, "status": "found", "settings": t.job.to_dict()})
     finally:
         journal.close()
 
 
 def run_batch(source: str, out_dir: str | os.PathLike, *, workers: int | None = None, ray: str | bool | None = None,
               retries: int = 0, quiet: bool = False, threads: int | None = None, text: str | None = None,
-              base_dir: str | os.PathLike | None = None) -> BatchResult:
+              base_dir: str | os.PathLike | None = None, workflow_defaults: dict | None = None) -> BatchResult:
     """Run a jobs file (`-` for stdin, or `text` + `base_dir`) into `out_dir`.
 
     `workers`: local worker processes (default: one per CPU core, at most the number of jobs), or with `ray` the
     number of actors (default: one per GPU of the cluster, else one per CPU). `ray`: False/None for local
     processes, True to start or join a cluster (`RAY_ADDRESS` is honoured), or a cluster address.
+    `workflow_defaults`: `models` / `comfyui` / `input_dir` (absolute paths) for workflow lines without them.
     Raises BatchInputError (nothing run) when any line is bad.
     """
     from .jobs_file import read_jobs_text
@@ -155,7 +173,7 @@ def run_batch(source: str, out_dir: str | os.PathLike, *, workers: int | None = 
     else:
         folder_of_jobs = Path(base_dir or ".")
     t0 = time.perf_counter()
-    tasks, errors, duplicates = plan(text, folder_of_jobs)
+    tasks, errors, duplicates = plan(text, folder_of_jobs, workflow_defaults)
     if errors:
         raise BatchInputError(errors)
     folder = Path(out_dir)

@@ -1,9 +1,11 @@
 """Jobs files: JSON Lines, one job (or one grid of jobs) per line, read whole and expanded before any work.
 
-A line is a JSON object with the fields of `twosamplers generate`. A field whose value is a list,
+A line is a JSON object with the fields of `twosamplers generate`, or a workflow file and its `set` overrides
+(`batch.workflow_line`). A field whose value is a list,
 `{"grid": [v1, v2, ...]}`, or `{"range": [start, stop]}` / `{"range": [start, stop, step]}` (integers, stop
 excluded, as Python's range) expands the line into one job per value; several such fields give their
-cartesian product, in the order the fields appear on the line. Fields whose value is itself a list (LoRAs,
+cartesian product, in the order the fields appear on the line; each entry of a workflow line's `set` object
+is such a field too. Fields whose value is itself a list (LoRAs,
 ControlNets) take a plain list as their value; a grid over them is spelled `{"grid": [[...], [...]]}`.
 Blank lines and lines starting with `#` are skipped. Errors are collected with their line numbers rather
 than raised one at a time, so a user fixes a whole file in one go.
@@ -65,11 +67,18 @@ def _axis(key: str, value, list_valued: bool) -> list | None:
     return None
 
 
-def expand(fields: dict, list_fields: frozenset[str] = frozenset()) -> list[dict]:
+def expand(fields: dict, list_fields: frozenset[str] = frozenset(), nested: frozenset[str] = frozenset()) -> list[dict]:
     """One line's fields -> the jobs of its grid (a line without grid fields is one job). `list_fields`: the
-    fields whose value is a list (only `{"grid": ...}` expands them)."""
-    axes = {}
+    fields whose value is a list (only `{"grid": ...}` expands them). `nested`: fields whose value is an object
+    of settings (a workflow line's `set`); each of its entries may be a grid axis too."""
+    axes: dict = {}
     for key, value in fields.items():
+        if key in nested and isinstance(value, dict):
+            for inner, v in value.items():
+                values = _axis(f"{key}.{inner}", v, False)
+                if values is not None:
+                    axes[(key, inner)] = values
+            continue
         values = _axis(key, value, key in list_fields)
         if values is not None:
             axes[key] = values
@@ -80,13 +89,18 @@ def expand(fields: dict, list_fields: frozenset[str] = frozenset()) -> list[dict
         raise ValueError(f"the grid has {total} jobs; at most {MAX_JOBS_PER_LINE} per line")
     jobs = []
     for combo in itertools.product(*axes.values()):
-        job = dict(fields)
-        job.update(zip(axes, combo, strict=True))
+        job = {k: dict(v) if k in nested and isinstance(v, dict) else v for k, v in fields.items()}
+        for axis, value in zip(axes, combo, strict=True):
+            if isinstance(axis, tuple):
+                job[axis[0]][axis[1]] = value
+            else:
+                job[axis] = value
         jobs.append(job)
     return jobs
 
 
-def parse_lines(text: str, list_fields: frozenset[str] = frozenset()) -> tuple[list[Line], list[str]]:
+def parse_lines(text: str, list_fields: frozenset[str] = frozenset(),
+                nested: frozenset[str] = frozenset()) -> tuple[list[Line], list[str]]:
     """Every job of a jobs file, and the errors as "line N: reason" (both in file order)."""
     lines, errors = [], []
     for number, raw in enumerate(text.splitlines(), start=1):
@@ -102,7 +116,7 @@ def parse_lines(text: str, list_fields: frozenset[str] = frozenset()) -> tuple[l
             errors.append(f"line {number}: a job must be a JSON object, got {type(fields).__name__}")
             continue
         try:
-            lines.extend(Line(number, job) for job in expand(fields, list_fields))
+            lines.extend(Line(number, job) for job in expand(fields, list_fields, nested))
         except ValueError as e:
             errors.append(f"line {number}: {e}")
     return lines, errors

@@ -36,6 +36,8 @@ class WorkerState:
         from ..job import ModelCache
 
         self.cache, self.device, self.model_key = ModelCache(), device, None
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        self.label = "cpu" if device is None else f"{device} (CUDA_VISIBLE_DEVICES={visible})" if visible else device
 
     def cache_for(self, job):
         if job.model_key != self.model_key:  # another model: free the last one first (GPU memory)
@@ -46,12 +48,11 @@ class WorkerState:
 
 def render_one(job, inputs, state: WorkerState) -> Outcome:
     """Render one job in a worker; any error becomes a failed Outcome (the worker goes on)."""
-    from . import adapter
-
     t0, c0 = time.perf_counter(), time.process_time()
     try:
-        outputs = adapter.render(job, inputs, state.cache_for(job), device=state.device)
-        return Outcome(True, outputs, None, worker_name(), time.perf_counter() - t0, time.process_time() - c0)
+        outputs = job.render(inputs, state.cache_for(job), device=state.device)
+        return Outcome(True, outputs, None, worker_name(), time.perf_counter() - t0, time.process_time() - c0,
+                       state.label)
     except Exception as e:  # a job's failure is recorded, never fatal to the batch
         msg = " ".join(str(e).split()) or type(e).__name__
         return Outcome(False, None, f"{type(e).__name__}: {msg}", worker_name(), time.perf_counter() - t0)

@@ -15,6 +15,27 @@ import socket
 from .driver import Outcome, Scheduler
 
 
+def actor_device() -> str | None:
+    """The device an actor renders on: "cuda" when its process sees a GPU, else None (the CPU). An actor created
+    with num_gpus=1 sees exactly its own GPU (Ray sets CUDA_VISIBLE_DEVICES to it), so "cuda" is that GPU."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else None
+
+
+def actor_options(resources: dict) -> dict:
+    """Ray options of one actor: one GPU each on a cluster with GPUs, else one CPU slot each."""
+    return {"num_gpus": 1, "num_cpus": 1} if int(resources.get("GPU", 0)) else {"num_cpus": 1}
+
+
+def actor_count(resources: dict, requested: int | None, jobs: int) -> int:
+    """One actor per GPU (each also takes a CPU), else per CPU; `requested` (--workers) lowers that, never
+    raises it: an actor the cluster has no room for would wait forever with the jobs handed to it."""
+    gpus, cpus = int(resources.get("GPU", 0)), max(1, int(resources.get("CPU", 1)))
+    slots = min(gpus, cpus) if gpus else cpus
+    return max(1, min(requested or slots, slots, jobs))
+
+
 class RenderActor:
     """Lives in a Ray worker process: renders jobs with a model cache that outlives them."""
 
@@ -24,8 +45,7 @@ class RenderActor:
         from .pool import WorkerState
 
         torch.set_num_threads(threads)
-        device = "cuda" if torch.cuda.is_available() else None  # Ray sets CUDA_VISIBLE_DEVICES to this actor's GPU
-        self.state = WorkerState(device)
+        self.state = WorkerState(actor_device())
 
     def render(self, job, inputs) -> Outcome:
         from .pool import render_one
@@ -59,10 +79,8 @@ def run_ray(scheduler: Scheduler, address: str | None = None, actors: int | None
     ray, started = _init(address)
     try:
         resources = ray.cluster_resources()
-        gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 1))
-        n = min(actors or gpus or max(1, cpus), scheduler.remaining())
-        options = {"num_gpus": 1, "num_cpus": 1} if gpus else {"num_cpus": 1}
-        remote_cls = ray.remote(RenderActor).options(**options)
+        n = actor_count(resources, actors, scheduler.remaining())
+        remote_cls = ray.remote(RenderActor).options(**actor_options(resources))
         handles = [remote_cls.remote(threads or 1) for _ in range(n)]
         _drive(ray, scheduler, handles, remote_cls, threads or 1, depth)
         for h in handles:

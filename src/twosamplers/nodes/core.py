@@ -305,6 +305,7 @@ class LoadLatent(FolderNode):
     FUNCTION = "load"
     CATEGORY = "_for_testing"
     FILE_INPUTS = ("latent",)
+    INPUT_FILES = ("latent",)  # read from the input folder (a batch ships these to its workers)
 
     def check_inputs(self, latent):
         self.folders.input_path(latent)

@@ -46,6 +46,7 @@ class LoadImage(FolderNode):
     FUNCTION = "load_image"
     CATEGORY = "image"
     FILE_INPUTS = ("image",)
+    INPUT_FILES = ("image",)  # read from the input folder (a batch ships these to its workers)
 
     def check_inputs(self, image):
         self.folders.input_path(image)
@@ -89,6 +90,7 @@ class LoadImageMask(FolderNode):
     FUNCTION = "load_image"
     CATEGORY = "mask"
     FILE_INPUTS = ("image",)
+    INPUT_FILES = ("image",)  # read from the input folder (a batch ships these to its workers)
 
     def check_inputs(self, image, channel="alpha"):
         self.folders.input_path(image)

@@ -5,7 +5,8 @@
 A node class follows ComfyUI's convention: `INPUT_TYPES()` (required / optional / hidden inputs, in widget
 order), `RETURN_TYPES`, `FUNCTION`, optional `OUTPUT_NODE`. Classes that read or write files derive from
 `core.FolderNode` (they get the run's folders), may take `folders` in INPUT_TYPES (file-name choices)
-and may define `check_inputs(**constant inputs)`, which the runner calls before anything runs.
+and may define `check_inputs(**constant inputs)`, which the runner calls before anything runs. `INPUT_FILES`
+names the FILE_INPUTS that are files of the input folder (LoadImage's image), as opposed to models.
 """
 
 from __future__ import annotations

@@ -215,7 +215,8 @@ def run(workflow, models: str | os.PathLike | Mapping | None = None, overrides: 
     if out_dir.exists() and not out_dir.is_dir():
         raise WorkflowError(f"output folder {out_dir} is a file")
     wf = load(workflow, folders)
-    wf = Workflow(apply_overrides(wf.prompt, overrides), wf.ui, wf.source)
+    # the UI-format copy is what ComfyUI opens from a PNG: with overrides it would show values that did not run
+    wf = Workflow(apply_overrides(wf.prompt, overrides), None if overrides else wf.ui, wf.source)
     return execute(wf, folders, progress=progress, quiet=quiet)
 
 
