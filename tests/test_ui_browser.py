@@ -68,7 +68,7 @@ def server(chromium, tmp_path_factory, request):
     app = launch(host="127.0.0.1", port=port, models_dir=None if models is None else str(models),
                  outputs_dir=str(out), block=False)
     try:
-        yield f"http://127.0.0.1:{port}/", out, models
+        yield f"http://127.0.0.1:{port}/", out  # test_models_and_loras_round_trip asks for tiny_models_dir itself
     finally:
         app.close()
 
@@ -139,7 +139,7 @@ def test_paint_generate_download_reload(server, chromium, tmp_path):
 
     from twosamplers.imageio import read_settings
 
-    url, out_dir, _ = server
+    url, out_dir = server
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     y, x = np.mgrid[0:256, 0:256]
     src = tmp_path / "input.png"
@@ -242,7 +242,7 @@ def test_errors_are_shown_in_the_page(server, chromium):
     """Generate with nothing painted: a clear message in the page, no traceback, and the server keeps going."""
     from playwright.sync_api import sync_playwright
 
-    url, _, _ = server
+    url, _ = server
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)
         try:
@@ -268,7 +268,7 @@ def _pick(page, elem_id: str, option: str) -> None:
     page.get_by_role("option", name=option, exact=True).click()
 
 
-def test_models_and_loras_round_trip(server, chromium, tmp_path):
+def test_models_and_loras_round_trip(server, chromium, tmp_path, request):
     """A PNG with a checkpoint and a mask-pass LoRA (made by the render adapter, as the CLI would) loads into the
     model dropdown and the LoRA list; a base-pass LoRA added with the picker; Generate; the downloaded PNG
     records both LoRAs and the checkpoint."""
@@ -279,9 +279,8 @@ def test_models_and_loras_round_trip(server, chromium, tmp_path):
     from twosamplers.ui import handlers as H
     from twosamplers.ui.render import render
 
-    url, _, tiny_models_dir = server
-    if tiny_models_dir is None:
-        pytest.skip("diffusers/transformers are not installed: no tiny SD checkpoint for the LoRA picker")
+    url, _ = server
+    tiny_models_dir = request.getfixturevalue("tiny_models_dir")  # the server's (skips without diffusers)
     ckpt = str(tiny_models_dir.resolve() / "checkpoints" / "sd1.safetensors")
     f = H.default_fields(ckpt)
     f.update(width=64, height=64, base_steps=2, mask_steps=2, base_prompt="a field", mask_prompt="a barn",
