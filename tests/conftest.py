@@ -143,3 +143,27 @@ def tiny_sd_files(tmp_path_factory):
         paths[name + "_folder"] = folder
         paths[name + "_file"] = folder_to_single_file(folder, root / f"{name}.safetensors", sdxl)
     return paths
+
+
+@pytest.fixture(scope="session")
+def tiny_models_dir(tiny_sd_files, tmp_path_factory):
+    """A ComfyUI-style models folder around the tiny SD1.x checkpoint of `tiny_sd_files`: checkpoints/sd1.safetensors,
+    loras/style.safetensors (test_lora's builder), controlnet/cn.safetensors (test_controlnet's builder, LDM layout)
+    and embeddings/pet.safetensors (the token vector of "dog"). For the UI's model pickers and renders."""
+    from diffusers import UNet2DConditionModel
+    from safetensors.torch import save_file
+    from test_controlnet import tiny_controlnet, to_ldm_controlnet
+    from test_lora import _vectors_of, make_lora
+
+    from twosamplers.models.sd import load_sd
+
+    root = tmp_path_factory.mktemp("models")
+    for sub in ("checkpoints", "loras", "controlnet", "embeddings"):
+        (root / sub).mkdir()
+    (root / "checkpoints" / "sd1.safetensors").symlink_to(tiny_sd_files["sd1_file"])
+    sd1 = load_sd(tiny_sd_files["sd1_file"], device="cpu", cache=False)
+    save_file(make_lora(sd1, "kohya", "lora", seed=1, every=2)[0], str(root / "loras" / "style.safetensors"))
+    save_file({"emb_params": _vectors_of(sd1, 0, ["dog"])}, str(root / "embeddings" / "pet.safetensors"))
+    cn = tiny_controlnet(UNet2DConditionModel.from_pretrained(tiny_sd_files["sd1_folder"] / "unet"))
+    save_file(to_ldm_controlnet(cn), str(root / "controlnet" / "cn.safetensors"))
+    return root

@@ -54,14 +54,21 @@ def chromium():
 
 
 @pytest.fixture(scope="module")
-def server(chromium, tmp_path_factory):
+def server(chromium, tmp_path_factory, request):
+    """One page server for the module (Gradio's upload tracker is process-global: two servers at once in one
+    process lose uploads), started with conftest's tiny models folder when diffusers is there to build it."""
     from twosamplers.ui.app import launch
 
+    try:
+        models = request.getfixturevalue("tiny_models_dir")
+    except pytest.skip.Exception:
+        models = None
     out = tmp_path_factory.mktemp("ui-out")
     port = free_port()
-    app = launch(host="127.0.0.1", port=port, outputs_dir=str(out), block=False)
+    app = launch(host="127.0.0.1", port=port, models_dir=None if models is None else str(models),
+                 outputs_dir=str(out), block=False)
     try:
-        yield f"http://127.0.0.1:{port}/", out
+        yield f"http://127.0.0.1:{port}/", out  # test_models_and_loras_round_trip asks for tiny_models_dir itself
     finally:
         app.close()
 
@@ -160,11 +167,9 @@ def test_paint_generate_download_reload(server, chromium, tmp_path):
                 except AssertionError:
                     if attempt == 2:
                         raise
-            # the upload event ticks "start from the canvas image"; it can reach the server before the editor has
-            # the new background (then it leaves the box alone), so tick it here when it is not
-            time.sleep(1.0)
-            if not page.evaluate("() => document.querySelector('#ts-use-image input').checked"):
-                page.click("#ts-use-image input")
+            # the upload ticks "start from the canvas image" in the browser at once (no server round trip, which
+            # waits for the editor's value and lost the tick to a quick Generate)
+            _poll(page, "() => document.querySelector('#ts-use-image input').checked", None, 10_000)
             page.click("#ts-canvas button[aria-label=Brush]")
             canvas = page.locator("#ts-canvas canvas").last
             box = canvas.bounding_box()
@@ -255,3 +260,61 @@ def test_errors_are_shown_in_the_page(server, chromium):
             _poll(page, "(sel) => document.querySelector(sel) !== null", "#ts-generate")  # still serving
         finally:
             browser.close()
+
+
+def _pick(page, elem_id: str, option: str) -> None:
+    """Choose `option` in a Gradio dropdown."""
+    page.click(f"#{elem_id} input")
+    page.get_by_role("option", name=option, exact=True).click()
+
+
+def test_models_and_loras_round_trip(server, chromium, tmp_path, request):
+    """A PNG with a checkpoint and a mask-pass LoRA (made by the render adapter, as the CLI would) loads into the
+    model dropdown and the LoRA list; a base-pass LoRA added with the picker; Generate; the downloaded PNG
+    records both LoRAs and the checkpoint."""
+    from playwright.sync_api import sync_playwright
+
+    from twosamplers.cli import demo_mask
+    from twosamplers.imageio import read_settings
+    from twosamplers.ui import handlers as H
+    from twosamplers.ui.render import render
+
+    url, _ = server
+    tiny_models_dir = request.getfixturevalue("tiny_models_dir")  # the server's (skips without diffusers)
+    ckpt = str(tiny_models_dir.resolve() / "checkpoints" / "sd1.safetensors")
+    f = H.default_fields(ckpt)
+    f.update(width=64, height=64, base_steps=2, mask_steps=2, base_prompt="a field", mask_prompt="a barn",
+             mask_loras="style.safetensors:0.6")
+    made = render(H.fields_to_settings(f, 1, tiny_models_dir), [demo_mask(64)], output=tmp_path / "made.png")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1100}, accept_downloads=True)
+            page.goto(url)
+            _poll(page, "(sel) => document.querySelector(sel) !== null", "#ts-generate")
+            page.set_input_files("#ts-load input[type=file]", made["image"])
+            page.get_by_role("tab", name="Mask (inside) / region 1").click()
+            _poll(page, "() => document.querySelector('#ts-mask-loras textarea').value === 'style.safetensors:0.6'",
+                  None, STEP_TIMEOUT_MS)
+            page.get_by_role("tab", name="Base (outside)").click()
+            assert _value(page, "ts-base-model") == "sd1.safetensors"  # the dropdown shows the checkpoint
+            assert _value(page, "ts-base-prompt") == "a field"
+            page.click("#ts-base-lora-box button.label-wrap")  # open the accordion
+            _pick(page, "ts-base-lora-pick", "style.safetensors")
+            page.fill("#ts-base-lora-strength input", "0.3")
+            page.click("#ts-base-lora-add")
+            _poll(page, "() => document.querySelector('#ts-base-loras textarea').value === 'style.safetensors:0.3'",
+                  None, STEP_TIMEOUT_MS)
+            page.screenshot(path=str(ARTIFACTS / "loras.png"), full_page=True)
+            page.click("#ts-generate")
+            _wait_result(page)
+            with page.expect_download(timeout=TIMEOUT_MS) as dl:
+                page.click("#ts-download")
+            png = tmp_path / "downloaded.png"
+            dl.value.save_as(png)
+        finally:
+            browser.close()
+    settings, mask = read_settings(png)
+    assert settings["model"] == ckpt and mask is not None
+    assert [(e["name"], e["strength_model"]) for e in settings["base_loras"]] == [("style.safetensors", 0.3)]
+    assert [(e["name"], e["strength_model"]) for e in settings["mask_loras"]] == [("style.safetensors", 0.6)]

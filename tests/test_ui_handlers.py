@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -29,19 +30,115 @@ def _fields(**over):
     return f
 
 
-def test_fields_settings_round_trip_covers_every_field():
-    f = _fields(mode="regional", base_seed=7, mask_cfg=4.5, r2_prompt="water", r2_seed=11, r3_sampler="heun",
-                grow=3, crop_to_mask=False, base_negative="sand")
-    s = H.fields_to_settings(f, n_regions=3)
-    # a job dict: what the CLI's flags and PNG metadata are (no per-pass models in the page yet)
-    assert set(s) - {"regions"} == set(job_keys()) - {"base_model", "mask_model"}
+def _models_dir(root):
+    """A models folder with (empty) files: enough for the fields <-> settings conversions, which read no weights."""
+    for rel in ("loras/style.safetensors", "loras/sub/b.safetensors", "controlnet/cn.safetensors",
+                "embeddings/pet.safetensors"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(b"x")
+    return root
+
+
+def test_fields_settings_round_trip_covers_every_field(tmp_path):
+    models = _models_dir(tmp_path / "models")
+    hint = str(tmp_path / "hint.png")
+    f = _fields(mode="regional", regional_algorithm="joint", base_seed=7, mask_cfg=4.5, r2_prompt="water",
+                r2_seed=11, r3_sampler="heun", grow=3, crop_to_mask=False, base_negative="sand", r2_model="ideal",
+                mask_model="ideal",
+                base_loras="style.safetensors:0.5\nsub/b.safetensors:1:0.25", mask_loras="/abs/x.safetensors:-0.5",
+                mask_controlnets=f"cn.safetensors:{hint}:0.8:0:0.5", r3_loras="style.safetensors:2",
+                r2_controlnets=f"cn.safetensors:{hint}:1:0.25:1")
+    s = H.fields_to_settings(f, n_regions=3, models_dir=models)
+    # a job dict: what the CLI's flags and PNG metadata are (the base panel's model is the job's `model`)
+    assert set(s) - {"regions"} == set(job_keys()) - {"base_model"}
+    assert s["model"] == "textures" and s["mask_model"] == "ideal"
+    assert "mask_model" not in H.fields_to_settings(dict(f, mask_model=H.SAME_MODEL), 3, models)
     Job.from_dict({k: v for k, v in s.items() if k != "regions"}, mask_tensor=torch.ones(4, 4))
     assert s["base_seed"] == 7 and s["mask_cfg"] == 4.5 and s["grow"] == 3 and s["base_negative"] == "sand"
+    assert s["mode"] == "joint"  # regional mode, regions sampled jointly: the job's (and the CLI's) mode "joint"
     assert [r["prompt"] for r in s["regions"]] == ["water", "sand"] and s["regions"][1]["sampler"] == "heun"
-    back = H.settings_to_fields(s, H.default_fields())
+    assert [r["model"] for r in s["regions"]] == ["ideal", H.SAME_MODEL]
+    assert s["base_loras"] == [{"file": "style.safetensors", "strength_model": 0.5, "strength_clip": 0.5},
+                               {"file": "sub/b.safetensors", "strength_model": 1.0, "strength_clip": 0.25}]
+    assert s["lora_dir"] == str((models / "loras").resolve())  # names are looked up in the page's loras/
+    assert s["mask_controlnets"] == [{"file": str((models / "controlnet" / "cn.safetensors").resolve()),
+                                      "image": hint, "strength": 0.8, "start_percent": 0.0, "end_percent": 0.5}]
+    assert s["regions"][0]["controlnets"][0]["start_percent"] == 0.25
+    assert s["regions"][1]["loras"][0]["strength_model"] == 2.0
+    back = H.settings_to_fields(s, H.default_fields(), models_dir=models)
     for k in H.FIELDS:
         if k != "use_image":
             assert back[k] == f[k], k
+
+
+def test_regional_algorithm_is_the_job_mode(tmp_path):
+    for mode, algorithm, job_mode in (("regional", "interleaved", "regional"), ("regional", "joint", "joint"),
+                                      ("interleaved", "joint", "interleaved"), ("two-pass", "joint", "two-pass")):
+        s = H.fields_to_settings(_fields(mode=mode, regional_algorithm=algorithm))
+        assert s["mode"] == job_mode, (mode, algorithm)
+    back = H.settings_to_fields({"mode": "joint"}, H.default_fields())
+    assert back["mode"] == "regional" and back["regional_algorithm"] == "joint"
+    assert H.settings_to_fields({"mode": "regional"}, back)["regional_algorithm"] == "interleaved"
+    with pytest.raises(H.UIError, match="regions sampled"):
+        H.fields_to_settings(_fields(mode="regional", regional_algorithm="both"))
+
+
+def test_lora_and_controlnet_lines(tmp_path):
+    models = _models_dir(tmp_path / "models")
+    loras = (models / "loras").resolve()
+    assert H.add_lora_line("", "style.safetensors", 0.75, None) == "style.safetensors:0.75"
+    assert H.add_lora_line("a:1", "sub/b.safetensors", "1", "0.3") == "a:1\nsub/b.safetensors:1:0.3"
+    with pytest.raises(H.UIError, match="choose a LoRA"):
+        H.add_lora_line("", None, 1, None)
+    with pytest.raises(H.UIError, match="LoRA strength must be a number"):
+        H.add_lora_line("", "x", "strong", None)
+    line = H.add_controlnet_line("", "cn.safetensors", "/h.png", 0.5, 0, 0.8)
+    assert line == "cn.safetensors:/h.png:0.5:0:0.8"
+    with pytest.raises(H.UIError, match="hint image"):
+        H.add_controlnet_line("", "cn.safetensors", None, 1, 0, 1)
+    # as a run records them: absolute files (shown by their name under loras/), prompt tags left to the prompt
+    recorded = [{"name": "style", "file": str(loras / "style.safetensors"), "strength_model": 0.1 + 0.2,
+                 "strength_clip": 0.5, "sha256": "0" * 64, "source": "flag"},
+                {"name": "b", "file": str(loras / "sub" / "b.safetensors"), "strength_model": 1.0,
+                 "strength_clip": 1.0, "sha256": "0" * 64, "source": "tag"},
+                {"name": "/elsewhere/c.safetensors", "file": "/elsewhere/c.safetensors", "strength_model": 1.0,
+                 "strength_clip": 1.0, "source": "flag"}]
+    text = H.lora_lines(recorded, loras)
+    assert text == f"style.safetensors:{0.1 + 0.2!r}:0.5\n/elsewhere/c.safetensors:1"
+    assert H.lora_entries(text + "\n\n  ") == text.splitlines()
+    # the job reads the lines back to the same strengths (0.1 + 0.2 is not 0.3: no digit is lost)
+    job = Job.from_dict({"base_prompt": "", "mask_prompt": "", "mask": "m", "base_loras": H.lora_entries(text)})
+    assert job.base.loras[0]["strength_model"] == 0.1 + 0.2
+
+
+def test_embeddings_folder_is_set_when_a_prompt_names_one(tmp_path):
+    models = _models_dir(tmp_path / "models")
+    assert "embeddings" not in {k for k, v in H.fields_to_settings(_fields(), models_dir=models).items() if v}
+    s = H.fields_to_settings(_fields(mask_prompt="a embedding:pet"), models_dir=models)
+    assert s["embeddings"] == str((models / "embeddings").resolve())
+    s = H.fields_to_settings(_fields(mode="regional", r2_negative="embedding:pet"), n_regions=2, models_dir=models)
+    assert s["embeddings"] == str((models / "embeddings").resolve())
+    assert H.fields_to_settings(_fields(mask_prompt="embedding:pet"))["embeddings"] is None  # no --models
+
+
+def test_list_fields_are_validated_with_the_field_named(tmp_path):
+    with pytest.raises(H.UIError, match=r"base loras\[0\]: strength_model must be a finite number"):
+        H.fields_to_settings(_fields(base_loras="style:99999"))
+    with pytest.raises(H.UIError, match=r"mask controlnets\[0\]"):
+        H.fields_to_settings(_fields(mask_controlnets="cn.safetensors"))
+    with pytest.raises(H.UIError, match=r"region 2 controlnets\[0\]: start_percent 0.9 is after"):
+        H.fields_to_settings(_fields(mode="regional", r2_controlnets="cn:/h.png:1:0.9:0.1"), n_regions=2)
+
+
+def test_saved_inputs_are_named_by_content(tmp_path):
+    a = np.zeros((8, 8, 3), np.uint8)
+    a[2, 3] = 200
+    p = H.save_input(a, tmp_path)
+    assert p == H.save_input(a.copy(), tmp_path) and Path(p).parent == (tmp_path / "inputs").resolve()
+    assert p != H.save_input(np.zeros((8, 8, 3), np.uint8), tmp_path)
+    from twosamplers.imageio import load_image
+    assert torch.equal(load_image(p)[0], torch.from_numpy(a.astype(np.float32) / 255.0))
+    assert H.save_input(np.dstack([a, np.full((8, 8), 255, np.uint8)]), tmp_path) == p  # alpha dropped
 
 
 def test_fields_are_validated_with_the_argument_named():
@@ -101,6 +198,12 @@ def test_uploaded_mask_replaces_region_one_and_is_resized():
     rgba = np.full((8, 8, 4), 255, np.uint8)
     rgba[:4, :, 3] = 0  # transparent = repaint, as ComfyUI's alpha masks
     assert H.uploaded_mask(rgba)[:4].eq(1).all() and H.uploaded_mask(rgba)[4:].eq(0).all()
+
+
+def test_loaded_mask_as_the_mask_upload_comes_back_exactly():
+    m = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (16, 24)).astype(np.float32) / 255.0)
+    bg = np.zeros((16, 24, 4), np.uint8)
+    assert torch.equal(H.canvas_masks({"background": bg, "layers": []}, H.mask_image(m))[0], m)
 
 
 def test_mask_preview_is_grown_and_feathered():

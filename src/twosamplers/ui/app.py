@@ -8,7 +8,6 @@ telemetry are switched off before Gradio is imported, and the theme uses system 
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import tempfile
@@ -113,11 +112,15 @@ def _no_error():
     return gr.update(value="", visible=False)
 
 
-def _pass_panel(comp: dict, prefix: str, fields: dict, title: str, regional_note: bool = False) -> None:
+def _pass_panel(comp: dict, prefix: str, fields: dict, title: str, lists: dict, regional_note: bool = False) -> None:
     comp[f"{prefix}_prompt"] = gr.Textbox(label=f"{title} prompt", value=fields[f"{prefix}_prompt"], lines=2,
                                           elem_id=f"ts-{prefix}-prompt")
     comp[f"{prefix}_negative"] = gr.Textbox(label="negative", value=fields[f"{prefix}_negative"],
                                             elem_id=f"ts-{prefix}-negative")
+    model = {"base": "model", "mask": "mask_model"}.get(prefix, f"{prefix}_model")
+    comp[model] = gr.Dropdown(lists["models_same" if prefix != "base" else "models"], value=fields[model],
+                              label="model" + (" (also the VAE)" if prefix == "base" else ""),
+                              allow_custom_value=True, elem_id=f"ts-{prefix}-model")
     with gr.Row(equal_height=True):
         comp[f"{prefix}_seed"] = gr.Number(label="seed", value=fields[f"{prefix}_seed"], precision=0,
                                            elem_id=f"ts-{prefix}-seed", scale=4)
@@ -136,17 +139,48 @@ def _pass_panel(comp: dict, prefix: str, fields: dict, title: str, regional_note
                                                 label="sampler", elem_id=f"ts-{prefix}-sampler")
         comp[f"{prefix}_scheduler"] = gr.Dropdown(list(SCHEDULER_NAMES), value=fields[f"{prefix}_scheduler"],
                                                   label="scheduler", elem_id=f"ts-{prefix}-scheduler")
+    _lora_picker(comp, prefix, fields, lists["loras"])
+    _controlnet_picker(comp, prefix, fields, lists["controlnet"])
 
 
-def _save_input_image(background: np.ndarray, folder: Path) -> str:
-    """The canvas background as a PNG named by its content hash (the settings store its path, as the CLI's)."""
-    arr = np.ascontiguousarray(background[..., :3].astype(np.uint8))
-    digest = hashlib.sha256(arr.tobytes() + str(arr.shape).encode()).hexdigest()[:16]
-    path = folder / "inputs" / f"{digest}.png"
-    if not path.exists():
-        from ..imageio import save_png
-        save_png(path, arr)
-    return str(path.resolve())
+def _lora_picker(comp: dict, prefix: str, fields: dict, loras: list[str]) -> None:
+    """A dropdown of the LoRAs found, strengths and "add", over the pass's LoRA list (one line each, editable)."""
+    with gr.Accordion("LoRAs", open=bool(fields[f"{prefix}_loras"]), elem_id=f"ts-{prefix}-lora-box"):
+        if loras:
+            with gr.Row(equal_height=True):
+                pick = gr.Dropdown(loras, value=None, label="LoRA", scale=3, elem_id=f"ts-{prefix}-lora-pick")
+                sm = gr.Number(label="strength", value=1.0, scale=1, elem_id=f"ts-{prefix}-lora-strength")
+                sc = gr.Textbox(label="clip strength", value="", placeholder="same", scale=1,
+                                elem_id=f"ts-{prefix}-lora-clip")
+                add = gr.Button("add", scale=1, min_width=40, elem_id=f"ts-{prefix}-lora-add")
+            comp.setdefault("_lora_adders", []).append((add, f"{prefix}_loras", pick, sm, sc))
+        else:
+            gr.Markdown("No LoRAs found: start with `--models DIR` (ComfyUI's layout, `DIR/loras/*.safetensors`). "
+                        "A path still works in the list below, and `<lora:NAME:S>` in the prompt.")
+        comp[f"{prefix}_loras"] = gr.Textbox(label=f"LoRAs, one per line: {H.LORA_LINE}",
+                                             value=fields[f"{prefix}_loras"], lines=2, max_lines=6,
+                                             elem_id=f"ts-{prefix}-loras")
+
+
+def _controlnet_picker(comp: dict, prefix: str, fields: dict, controlnets: list[str]) -> None:
+    """A dropdown of the ControlNets found, a hint image upload, strength, start/end and "add"."""
+    with gr.Accordion("ControlNet", open=bool(fields[f"{prefix}_controlnets"]), elem_id=f"ts-{prefix}-cn-box"):
+        if controlnets:
+            with gr.Row():
+                pick = gr.Dropdown(controlnets, value=None, label="ControlNet", elem_id=f"ts-{prefix}-cn-pick")
+                hint = gr.Image(label="hint image", type="numpy", image_mode="RGB", sources=["upload", "clipboard"],
+                                height=140, elem_id=f"ts-{prefix}-cn-hint")
+            with gr.Row(equal_height=True):
+                st = gr.Number(label="strength", value=1.0, elem_id=f"ts-{prefix}-cn-strength")
+                a = gr.Number(label="start", value=0.0, minimum=0, maximum=1, elem_id=f"ts-{prefix}-cn-start")
+                b = gr.Number(label="end", value=1.0, minimum=0, maximum=1, elem_id=f"ts-{prefix}-cn-end")
+                add = gr.Button("add", min_width=40, elem_id=f"ts-{prefix}-cn-add")
+            comp.setdefault("_cn_adders", []).append((add, f"{prefix}_controlnets", pick, hint, st, a, b))
+        else:
+            gr.Markdown("No ControlNets found: start with `--models DIR` (`DIR/controlnet/*.safetensors`).")
+        comp[f"{prefix}_controlnets"] = gr.Textbox(label=f"ControlNets, one per line: {H.CONTROLNET_LINE}",
+                                                   value=fields[f"{prefix}_controlnets"], lines=2, max_lines=6,
+                                                   elem_id=f"ts-{prefix}-controlnets")
 
 
 def _canvas_column(c: dict, fields: dict) -> None:
@@ -174,27 +208,32 @@ def _canvas_column(c: dict, fields: dict) -> None:
 
 
 def _settings_column(c: dict, fields: dict, models_dir: str | None, found: dict) -> None:
-    c["model"] = gr.Dropdown(H.model_choices(models_dir, found), value=fields["model"], label="model",
-                             elem_id="ts-model")
+    lists = {"models": H.model_choices(models_dir, found), "models_same": H.model_choices(models_dir, found, True),
+             "loras": found["loras"], "controlnet": found["controlnet"]}
     if models_dir:
+        names = ", ".join(f"`embedding:{Path(e).stem}`" for e in found["embeddings"][:8])
         gr.Markdown(f"`{models_dir}`: {len(found['checkpoints'])} checkpoints, {len(found['loras'])} LoRAs, "
-                    f"{len(found['controlnet'])} ControlNets, {len(found['embeddings'])} embeddings found "
-                    "(LoRAs/ControlNets/embeddings are listed only: the sampler does not apply them yet)",
-                    elem_id="ts-models-found")
+                    f"{len(found['controlnet'])} ControlNets, {len(found['embeddings'])} embeddings"
+                    + (f" (in a prompt: {names})" if names else ""), elem_id="ts-models-found")
     c["mode"] = gr.Radio(list(H.MODES), value=fields["mode"], label="mode", elem_id="ts-mode")
+    c["regional_algorithm"] = gr.Radio(
+        list(H.REGIONAL_ALGORITHMS), value=fields["regional_algorithm"], label="regions sampled",
+        info="interleaved: a sampler per region; joint: one pass, the regions' prompts as masked conditioning "
+        "(uses the base's cfg, sampler and scheduler; regions with another model, LoRAs or ControlNets interleave)",
+        visible=fields["mode"] == "regional", elem_id="ts-regional-algorithm")
     with gr.Row():
         c["crop_to_mask"] = gr.Checkbox(label="crop to mask", value=fields["crop_to_mask"], elem_id="ts-crop")
         c["differential"] = gr.Checkbox(label="differential", value=fields["differential"],
                                         elem_id="ts-differential")
     with gr.Tabs():
         with gr.Tab("Base (outside)"):
-            _pass_panel(c, "base", fields, "base")
+            _pass_panel(c, "base", fields, "base", lists)
         with gr.Tab("Mask (inside) / region 1"):
-            _pass_panel(c, "mask", fields, "mask", regional_note=True)
+            _pass_panel(c, "mask", fields, "mask", lists, regional_note=True)
         c["region_tabs"] = []
         for i in range(2, H.MAX_REGIONS + 1):
             with gr.Tab(f"Region {i} (layer {i})", visible=False) as tab:
-                _pass_panel(c, f"r{i}", fields, f"region {i}", regional_note=True)
+                _pass_panel(c, f"r{i}", fields, f"region {i}", lists, regional_note=True)
             c["region_tabs"].append(tab)
     with gr.Row():
         c["generate"] = gr.Button("Generate", variant="primary", elem_id="ts-generate")
@@ -227,8 +266,8 @@ def _keep(n: int) -> list:
 class Page:
     """The page's event handlers; `c` maps names (the FIELDS and the widgets) to components."""
 
-    def __init__(self, c: dict, out_dir: Path) -> None:
-        self.c, self.out_dir = c, out_dir
+    def __init__(self, c: dict, out_dir: Path, models_dir: str | None = None) -> None:
+        self.c, self.out_dir, self.models_dir = c, out_dir, models_dir
         self.sessions = Sessions()
         self._n = 0
         self._n_lock = threading.Lock()
@@ -237,7 +276,21 @@ class Page:
     def on_mode(self, mode):
         regional, two_pass = mode == "regional", mode == "two-pass"
         return ([gr.update(visible=regional) for _ in self.c["region_tabs"]]
-                + [gr.update(interactive=two_pass), gr.update(interactive=two_pass)])
+                + [gr.update(interactive=two_pass), gr.update(interactive=two_pass), gr.update(visible=regional)])
+
+    def on_add_lora(self, text, name, strength, clip_strength):
+        try:
+            return H.add_lora_line(text, name, strength, clip_strength), _no_error()
+        except H.UIError as e:
+            return gr.update(), _error(H.error_message(e))
+
+    def on_add_controlnet(self, text, name, hint, strength, start, end):
+        """The hint image is saved under the outputs folder (by content hash) and the line names its path."""
+        try:
+            path = None if hint is None else H.save_input(hint, self.out_dir)
+            return H.add_controlnet_line(text, name, path, strength, start, end), _no_error()
+        except Exception as e:  # shown in the page
+            return gr.update(), _error(H.error_message(e))
 
     def on_blank(self, w, h):
         try:
@@ -248,8 +301,8 @@ class Page:
     def on_upload(self, value):
         bg = H.editor_background(value)
         if bg is None:
-            return _keep(3)
-        return True, bg.shape[1], bg.shape[0]
+            return _keep(2)
+        return bg.shape[1], bg.shape[0]
 
     def on_show_mask(self, value, upload, g, f):
         try:
@@ -262,12 +315,12 @@ class Page:
         values = {k: data[self.c[k]] for k in H.FIELDS}
         value = data[self.c["editor"]]
         masks = H.canvas_masks(value, data[self.c["mask_upload"]])
-        settings = H.fields_to_settings(values, len(masks))
+        settings = H.fields_to_settings(values, len(masks), self.models_dir)
         if values.get("use_image"):
             bg = H.editor_background(value)
             if bg is None:
                 raise H.UIError("'start from the canvas image' is on but the canvas has no image")
-            settings["image"] = _save_input_image(bg, self.out_dir)
+            settings["image"] = H.save_input(bg, self.out_dir)
             settings["width"], settings["height"] = bg.shape[1], bg.shape[0]
         return settings, masks
 
@@ -326,6 +379,8 @@ class Page:
             res = outcome["ok"]
             done = [res["image"]] + list(done or [])
             msg = f"done in {res['seconds']:.2f} s: `{Path(res['image']).name}`"
+            if res.get("note"):
+                msg += f" ({res['note']})"
             return [_no_error(), msg, gr.update(), done, res["preview"],
                     gr.update(value=res["image"], interactive=True), done]
         if outcome.get("cancelled"):
@@ -342,7 +397,7 @@ class Page:
             return _keep(len(H.FIELDS) + 3)
         try:
             settings, masks = H.load_png_settings(path)
-            f = H.settings_to_fields(settings, dict(zip(H.FIELDS, current, strict=True)))
+            f = H.settings_to_fields(settings, dict(zip(H.FIELDS, current, strict=True)), self.models_dir)
             bg = None
             if settings.get("image") and Path(str(settings["image"])).is_file():
                 with Image.open(settings["image"]) as im:
@@ -353,7 +408,13 @@ class Page:
             value = H.editor_value(bg, masks)
         except Exception as e:
             return _keep(len(H.FIELDS) + 2) + [_error(H.error_message(e))]
-        return [f[k] for k in H.FIELDS] + [value, None, _no_error()]
+        # region 1 also goes to the mask upload (which replaces region 1): Gradio's editor drops layers set on a
+        # page whose canvas was never used, and the mask must come back
+        note = _no_error()
+        if settings.get("base_model"):  # a CLI job's own base-pass model: the page has no field for it
+            note = _error(f"this PNG's base pass used its own model {settings['base_model']!r} (base_model); the "
+                          f"page's base model is the job's model {settings['model']!r}, which also decodes")
+        return [f[k] for k in H.FIELDS] + [value, H.mask_image(masks[0]), note]
 
 
 def build_app(models_dir: str | None = None, outputs_dir: str | None = None) -> gr.Blocks:
@@ -374,13 +435,20 @@ def build_app(models_dir: str | None = None, outputs_dir: str | None = None) -> 
             with gr.Column(scale=2):
                 _settings_column(c, fields, models_dir, found)
         _results_row(c)
-        page = Page(c, out_dir)
+        page = Page(c, out_dir, models_dir)
         field_comps = [c[k] for k in H.FIELDS]
-        c["mode"].change(page.on_mode, c["mode"], c["region_tabs"] + [c["crop_to_mask"], c["differential"]],
-                         queue=False)
+        c["mode"].change(page.on_mode, c["mode"], c["region_tabs"] + [c["crop_to_mask"], c["differential"],
+                                                                      c["regional_algorithm"]], queue=False)
+        for add, field, pick, sm, sc in c.get("_lora_adders", []):
+            add.click(page.on_add_lora, [c[field], pick, sm, sc], [c[field], c["error"]], queue=False)
+        for add, field, pick, hint, st, a, b in c.get("_cn_adders", []):
+            add.click(page.on_add_controlnet, [c[field], pick, hint, st, a, b], [c[field], c["error"]], queue=False)
         c["blank"].click(page.on_blank, [c["width"], c["height"]], [c["editor"], c["use_image"], c["error"]],
                          queue=False)
-        c["editor"].upload(page.on_upload, c["editor"], [c["use_image"], c["width"], c["height"]], queue=False)
+        # the tick happens in the browser at once: the server-side handler needs the editor's value, which the
+        # page uploads first (seconds on a loaded machine), and a Generate clicked meanwhile would miss the tick
+        c["editor"].upload(None, None, c["use_image"], js="() => true", queue=False)
+        c["editor"].upload(page.on_upload, c["editor"], [c["width"], c["height"]], queue=False)
         c["show_mask"].click(page.on_show_mask, [c["editor"], c["mask_upload"], c["grow"], c["feather"]],
                              [c["mask_view"], c["error"]])
         c["generate"].click(page.on_generate, set(field_comps + [c["editor"], c["mask_upload"], c["results"]]),

@@ -13,6 +13,7 @@ it transparent again). An uploaded mask replaces region 1.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -29,19 +30,27 @@ from ..models.registry import defaults_for
 
 MAX_REGIONS = 3
 MODES = ("two-pass", "interleaved", "regional")
+REGIONAL_ALGORITHMS = ("interleaved", "joint")  # mode "regional": a sampler per region, or one joint pass
 REGIONS_KEY = "twosamplers-regions"  # PNG text chunk of regions 2.. (regional mode with several regions)
-# the per-pass fields the page shows (the job's LoRA / ControlNet lists and per-pass models are not in the page yet)
+# the per-pass number/choice fields; a pass's LoRAs and ControlNets are text fields of one line per entry
 UI_PASS_KEYS = tuple(k for k in PASS_KEYS if k not in ("controlnets", "loras", "model"))
-REGION_KEYS = ("prompt",) + UI_PASS_KEYS
+LIST_KEYS = ("loras", "controlnets")
+REGION_KEYS = ("prompt",) + UI_PASS_KEYS + LIST_KEYS
 PASS_FIELDS = tuple(f"{which}_{k}" for which in ("base", "mask") for k in REGION_KEYS)
-GLOBAL_FIELDS = ("model", "mode", "grow", "feather", "crop_to_mask", "differential", "width", "height",
-                 "use_image")
-EXTRA_FIELDS = tuple(f"r{i}_{k}" for i in range(2, MAX_REGIONS + 1) for k in REGION_KEYS)
+# "model" is the base panel's model (the job's model: also the VAE); "mask_model", "r2_model", ... the others'
+GLOBAL_FIELDS = ("model", "mask_model", "mode", "regional_algorithm", "grow", "feather", "crop_to_mask",
+                 "differential", "width", "height", "use_image")
+EXTRA_FIELDS = tuple(f"r{i}_{k}" for i in range(2, MAX_REGIONS + 1) for k in ("model",) + REGION_KEYS)
 FIELDS = GLOBAL_FIELDS + PASS_FIELDS + EXTRA_FIELDS
 INT_KEYS = ("seed", "steps")
 FLOAT_KEYS = ("cfg", "denoise")
 REGION_COLOURS = ((255, 64, 64), (64, 160, 255), (64, 220, 96))  # overlay colour of regions 1, 2, 3
 UI_MASK_NAME = "ui-canvas"  # the job's `mask` field: the mask itself is embedded in the PNG
+# a mask/region model dropdown's "same as base" choice (the job's mask_model None); not empty, which Gradio's
+# dropdown would show as a blank box
+SAME_MODEL = "same as base"
+LORA_LINE = "FILE:STRENGTH[:CLIP_STRENGTH]"
+CONTROLNET_LINE = "FILE:HINT_IMAGE:STRENGTH:START:END"
 
 
 class UIError(Exception):
@@ -50,8 +59,9 @@ class UIError(Exception):
 
 def default_fields(model: str = "textures") -> dict:
     """The page's starting values: the demo's settings (grass outside, brick inside, feather 2, crop)."""
-    f = {"model": model, "mode": "two-pass", "grow": 0, "feather": 2.0, "crop_to_mask": True,
-         "differential": False, "width": 256, "height": 256, "use_image": False}
+    f = {"model": model, "mode": "two-pass", "regional_algorithm": "interleaved", "grow": 0,
+         "feather": 2.0, "crop_to_mask": True, "differential": False, "width": 256, "height": 256,
+         "use_image": False}
     spec = PassSpec()
     cfg = defaults_for(model).cfg
     prompts = {"base": "grass", "mask": "brick", "r2": "water", "r3": "sand"}
@@ -60,6 +70,10 @@ def default_fields(model: str = "textures") -> dict:
         for k in UI_PASS_KEYS:
             f[f"{prefix}_{k}"] = getattr(spec, k) if k != "cfg" else cfg
         f[f"{prefix}_seed"] = max(0, i - 1)
+        f[f"{prefix}_loras"] = f[f"{prefix}_controlnets"] = ""
+        if prefix.startswith("r"):
+            f[f"{prefix}_model"] = SAME_MODEL
+    f["mask_model"] = SAME_MODEL
     return f
 
 
@@ -89,77 +103,209 @@ def _number(name: str, v, integer: bool):
     return int(f)
 
 
-def _pass(fields: dict, prefix: str, label: str) -> dict:
+def _pass(fields: dict, prefix: str, label: str, folders: dict) -> dict:
     out = {"prompt": str(fields.get(f"{prefix}_prompt") or ""), "negative": str(fields.get(f"{prefix}_negative")
                                                                                  or "")}
     for k in INT_KEYS + FLOAT_KEYS:
         out[k] = _number(f"{label} {k}", fields.get(f"{prefix}_{k}"), k in INT_KEYS)
     out["sampler"], out["scheduler"] = fields.get(f"{prefix}_sampler"), fields.get(f"{prefix}_scheduler")
+    out["loras"] = lora_entries(fields.get(f"{prefix}_loras"))
+    out["controlnets"] = controlnet_entries(fields.get(f"{prefix}_controlnets"), folders.get("controlnet"))
     return out
 
 
-def fields_to_settings(fields: dict, n_regions: int = 1) -> dict:
+def fields_to_settings(fields: dict, n_regions: int = 1, models_dir: str | os.PathLike | None = None) -> dict:
     """The page's fields -> a normalised job dict (`Job.to_dict()`), validated by the job layer; errors name the
     field as the page does. `n_regions` > 1 (regional mode) adds "regions": the validated passes of regions 2..n
-    (prompt, negative, seed, steps, cfg, sampler, scheduler, denoise)."""
+    (prompt, model, negative, seed, steps, cfg, sampler, scheduler, denoise, loras, controlnets). `models_dir`
+    (the page's --models) gives the job its LoRA folder, its embeddings folder (when a prompt names an
+    embedding) and the ControlNet folder that short ControlNet names are in."""
     mode = fields.get("mode")
     if mode not in MODES:
         raise UIError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    algorithm = fields.get("regional_algorithm") or "interleaved"
+    if algorithm not in REGIONAL_ALGORITHMS:
+        raise UIError(f"regions sampled must be one of {', '.join(REGIONAL_ALGORITHMS)}, got {algorithm!r}")
+    folders = model_folders(models_dir)
     two_pass = mode == "two-pass"
-    d = {"model": str(fields.get("model") or "textures"), "mode": mode, "mask": UI_MASK_NAME,
+    d = {"model": str(fields.get("model") or "textures"), "mask": UI_MASK_NAME,
+         "mode": "joint" if mode == "regional" and algorithm == "joint" else mode,
          "grow": _number("grow", fields.get("grow"), True), "feather": _number("feather", fields.get("feather"), False),
          "crop_to_mask": bool(fields.get("crop_to_mask")) and two_pass,
          "differential": bool(fields.get("differential")) and two_pass,
          "width": _number("width", fields.get("width"), True), "height": _number("height", fields.get("height"), True)}
-    for which in ("base", "mask"):
-        p = _pass(fields, which, which)
+    passes = {which: _pass(fields, which, which, folders) for which in ("base", "mask")}
+    for which, p in passes.items():
         d[f"{which}_prompt"] = p.pop("prompt")
         d.update({f"{which}_{k}": v for k, v in p.items()})
-    try:
-        out = Job.from_dict(d, mask_tensor=torch.zeros(1, 1)).to_dict()
-    except JobError as e:
-        raise UIError(f"{_label(e.field)}: {e.message}") from None
+    if own_model(fields.get("mask_model")):  # the job's mask_model (the base panel's model is the job's model)
+        d["mask_model"] = str(fields["mask_model"])
+    regions = []
     if n_regions > 1:
         if mode != "regional":
             raise UIError(f"{n_regions} regions are painted, but several regions need mode 'regional' "
                           f"(mode is {mode!r}); switch the mode or clear the extra layers")
         if n_regions > MAX_REGIONS:
             raise UIError(f"at most {MAX_REGIONS} regions (canvas layers) are supported, got {n_regions}")
-        out["regions"] = [validate_region(_pass(fields, f"r{i}", f"region {i}"), i, out["model"])
-                          for i in range(2, n_regions + 1)]
+        regions = [_pass(fields, f"r{i}", f"region {i}", folders) for i in range(2, n_regions + 1)]
+    _set_folders(d, folders, [d["base_prompt"], d["mask_prompt"], d["base_negative"], d["mask_negative"]]
+                 + [r["prompt"] + r["negative"] for r in regions])
+    try:
+        out = Job.from_dict(d, mask_tensor=torch.zeros(1, 1)).to_dict()
+    except JobError as e:
+        raise UIError(f"{_label(e.field)}: {e.message}") from None
+    if regions:
+        out["regions"] = [validate_region(dict(r, model=str(fields.get(f"r{i}_model") or SAME_MODEL)), i,
+                                          out["model"]) for i, r in enumerate(regions, start=2)]
     return out
 
 
+def own_model(name) -> str | None:
+    """A mask/region model field's own model, or None for "same as base" (or empty)."""
+    return None if name in (None, "", SAME_MODEL) else str(name)
+
+
+def _set_folders(d: dict, folders: dict, texts: list[str]) -> None:
+    """The job's LoRA folder, and its embeddings folder when a prompt names an embedding (a job with an
+    embeddings folder needs a Stable Diffusion model, so it is not set for the built-in models' prompts)."""
+    if folders.get("loras") is not None:
+        d["lora_dir"] = str(folders["loras"])
+    if folders.get("embeddings") is not None and any("embedding:" in t for t in texts):
+        d["embeddings"] = str(folders["embeddings"])
+
+
 def validate_region(region: dict, number: int, model: str) -> dict:
-    """One extra region's pass, checked by the job layer's PassSpec (same limits as the base and mask passes)."""
+    """One extra region's pass, checked by the job layer's PassSpec (same limits as the base and mask passes).
+    Its "model" is a checkpoint or SAME_MODEL (the base's)."""
+    keys = UI_PASS_KEYS + LIST_KEYS
     try:
-        spec = PassSpec(**{k: region[k] for k in UI_PASS_KEYS if k in region}).validated(
-            f"region{number}_", defaults_for(model).cfg)
+        spec = PassSpec(**{k: region[k] for k in keys if k in region}).validated(f"region{number}_",
+                                                                                 defaults_for(model).cfg)
     except JobError as e:
         raise UIError(f"{_label(e.field)}: {e.message}") from None
-    if not isinstance(region.get("prompt", ""), str):
-        raise UIError(f"region {number} prompt must be text")
-    return {"prompt": region.get("prompt", ""), **{k: getattr(spec, k) for k in UI_PASS_KEYS}}
+    for k in ("prompt", "model"):
+        if not isinstance(region.get(k, ""), str):
+            raise UIError(f"region {number} {k} must be text")
+    return {"prompt": region.get("prompt", ""), "model": own_model(region.get("model")) or SAME_MODEL,
+            **{k: _plain(getattr(spec, k)) for k in keys}}
 
 
-def settings_to_fields(settings: dict, current: dict | None = None) -> dict:
-    """A job dict (from the CLI or the UI) -> the page's fields. Keys the settings lack keep `current`'s values."""
+def _plain(v):
+    return [dict(e) for e in v] if isinstance(v, tuple) else v
+
+
+def settings_to_fields(settings: dict, current: dict | None = None,
+                       models_dir: str | os.PathLike | None = None) -> dict:
+    """A job dict (from the CLI or the UI) -> the page's fields. Keys the settings lack keep `current`'s values.
+    LoRAs and ControlNets become one line each, files under the page's models folder by their short names."""
+    folders = model_folders(models_dir)
     f = dict(current or default_fields(str(settings.get("model") or "textures")))
     for k in ("model", "mode", "grow", "feather", "crop_to_mask", "differential", "width", "height"):
         if settings.get(k) is not None:
             f[k] = settings[k]
-    for which in ("base", "mask"):
-        for k in REGION_KEYS:
-            if settings.get(f"{which}_{k}") is not None:
-                f[f"{which}_{k}"] = settings[f"{which}_{k}"]
-    for i, region in enumerate(settings.get("regions") or [], start=2):
-        if i > MAX_REGIONS:
-            break
-        for k in REGION_KEYS:
-            if k in region:
-                f[f"r{i}_{k}"] = region[k]
+    if f["mode"] == "joint":
+        f["mode"], f["regional_algorithm"] = "regional", "joint"
+    elif f["mode"] == "regional":
+        f["regional_algorithm"] = "interleaved"
+    f["mask_model"] = settings.get("mask_model") or SAME_MODEL
+    passes = [(which, settings, f"{which}_") for which in ("base", "mask")]
+    passes += [(f"r{i}", region, "") for i, region in enumerate(settings.get("regions") or [], start=2)
+               if i <= MAX_REGIONS]
+    for prefix, src, key in passes:
+        for k in ("model",) + REGION_KEYS:
+            v = src.get(key + k)
+            if v is None or (k == "model" and not prefix.startswith("r")):
+                continue
+            if k == "loras":
+                v = lora_lines(v, folders.get("loras"))
+            elif k == "controlnets":
+                v = controlnet_lines(v, folders.get("controlnet"))
+            f[f"{prefix}_{k}"] = v
     f["use_image"] = bool(settings.get("image"))
     return f
+
+
+# ------------------------------------------------------------------------------------------ LoRA / ControlNet lines
+def _lines(text) -> list[str]:
+    return [ln.strip() for ln in str(text or "").splitlines() if ln.strip()]
+
+
+def _num(x: float) -> str:
+    short = f"{x:g}"
+    return short if float(short) == x else repr(float(x))
+
+
+def _short(path: str, folder: Path | None) -> str:
+    """A file under `folder` by its path relative to it (what the page's dropdowns list), others as given."""
+    if folder is not None and Path(path).is_absolute():
+        try:
+            return str(Path(path).relative_to(folder))
+        except ValueError:
+            pass
+    return path
+
+
+def lora_entries(text) -> list[str]:
+    """A LoRA text field (one "FILE:STRENGTH[:CLIP_STRENGTH]" per line; FILE a name in the models folder's
+    loras/ or a path) -> the job's entries (the job layer checks them)."""
+    return _lines(text)
+
+
+def lora_lines(entries, folder: Path | None = None) -> str:
+    """A job's LoRA entries (given or as recorded after a run) -> the text field. Recorded prompt tags
+    (<lora:...> in the prompt) are left out: the prompt brings them back."""
+    out = []
+    for e in entries or []:
+        if isinstance(e, str):
+            out.append(e)
+            continue
+        if e.get("source", "flag") == "tag":
+            continue
+        sm, sc = e.get("strength_model", 1.0), e.get("strength_clip", e.get("strength_model", 1.0))
+        out.append(f"{_short(e['file'], folder)}:{_num(sm)}" + ("" if sc == sm else f":{_num(sc)}"))
+    return "\n".join(out)
+
+
+def controlnet_entries(text, folder: Path | None = None) -> list[str]:
+    """A ControlNet text field (one "FILE:HINT_IMAGE:STRENGTH:START:END" per line; FILE a name in the models
+    folder's controlnet/ or a path) -> the job's entries, FILE made absolute (the job layer checks the rest)."""
+    out = []
+    for line in _lines(text):
+        name, sep, rest = line.partition(":")
+        if folder is not None and not Path(name).is_absolute() and (folder / name).exists():
+            name = str(folder / name)
+        out.append(name + sep + rest)
+    return out
+
+
+def controlnet_lines(entries, folder: Path | None = None) -> str:
+    """A job's ControlNets (normalised dicts) -> the text field."""
+    return "\n".join(e if isinstance(e, str) else
+                     f"{_short(e['file'], folder)}:{e['image']}:{_num(e['strength'])}:{_num(e['start_percent'])}:"
+                     f"{_num(e['end_percent'])}" for e in entries or [])
+
+
+def add_lora_line(text, name, strength, clip_strength) -> str:
+    """The LoRA picker's "add": the text field with one more line (strengths checked as numbers here, ranges by
+    the job layer when rendering)."""
+    if not name:
+        raise UIError("choose a LoRA to add")
+    sm = _number("LoRA strength", strength, False)
+    sc = sm if clip_strength is None or str(clip_strength).strip() == "" else _number("LoRA clip strength",
+                                                                                       clip_strength, False)
+    line = f"{name}:{_num(sm)}" + ("" if sc == sm else f":{_num(sc)}")
+    return "\n".join(_lines(text) + [line])
+
+
+def add_controlnet_line(text, name, hint_path, strength, start, end) -> str:
+    """The ControlNet picker's "add": one more "FILE:HINT_IMAGE:STRENGTH:START:END" line."""
+    if not name:
+        raise UIError("choose a ControlNet to add")
+    if not hint_path:
+        raise UIError("upload a hint image for the ControlNet (e.g. an edge or depth map)")
+    nums = [_number(n, v, False) for n, v in (("ControlNet strength", strength), ("ControlNet start", start),
+                                             ("ControlNet end", end))]
+    return "\n".join(_lines(text) + [f"{name}:{hint_path}:" + ":".join(_num(x) for x in nums)])
 
 
 def regions_chunk(regions: list[dict], masks: list[torch.Tensor]) -> str:
@@ -240,6 +386,13 @@ def uploaded_mask(image) -> torch.Tensor:
     return torch.from_numpy(np.round(gray).astype(np.float32) / np.float32(255.0))
 
 
+def mask_image(mask: torch.Tensor) -> np.ndarray:
+    """A MASK as the mask upload shows it (white = inside, uint8 RGB); `uploaded_mask` reads it back exactly
+    for 8-bit masks."""
+    gray = np.clip(np.rint(mask.numpy().astype(np.float64) * 255.0), 0, 255).astype(np.uint8)
+    return np.repeat(gray[..., None], 3, axis=-1)
+
+
 def canvas_masks(editor_value, mask_upload=None) -> list[torch.Tensor]:
     """The editor's layers (and an optional uploaded mask, which replaces region 1) -> one MASK per region.
 
@@ -304,7 +457,7 @@ def editor_value(background: np.ndarray, masks: list[torch.Tensor]) -> dict:
         layer[..., :3] = REGION_COLOURS[i % len(REGION_COLOURS)]
         layer[..., 3] = np.clip(np.rint(m.numpy() * 255.0), 0, 255).astype(np.uint8)
         layers.append(layer)
-    return {"background": bg, "layers": layers, "composite": overlay(bg[..., :3], masks)}
+    return {"background": bg, "layers": layers, "composite": None}
 
 
 # ------------------------------------------------------------------------------------------ previews
@@ -394,12 +547,45 @@ def scan_models(models_dir: str | os.PathLike | None) -> dict[str, list[str]]:
     return out
 
 
-def model_choices(models_dir, found: dict[str, list[str]]) -> list[tuple[str, str]]:
-    """(label, value) pairs for the model dropdown: the built-in models, then the checkpoints found."""
-    choices = [("textures (built-in)", "textures"), ("ideal (built-in)", "ideal")]
+def model_folders(models_dir: str | os.PathLike | None) -> dict[str, Path | None]:
+    """The models folder's subfolders that exist, as absolute paths: {"checkpoints", "loras", "controlnet",
+    "embeddings"} -> Path or None."""
+    out: dict[str, Path | None] = {k: None for k in MODEL_FOLDERS}
+    if not models_dir:
+        return out
+    root = Path(models_dir).expanduser().resolve()
+    for kind, names in MODEL_FOLDERS.items():
+        for name in names:
+            if (root / name).is_dir():
+                out[kind] = root / name
+                break
+    return out
+
+
+def model_choices(models_dir, found: dict[str, list[str]], same_as_base: bool = False) -> list[tuple[str, str]]:
+    """(label, value) pairs for a model dropdown: the built-in models, then the checkpoints found; the mask and
+    region panels' dropdowns start with "same as base"."""
+    choices = [(SAME_MODEL, SAME_MODEL)] if same_as_base else []
+    choices += [("textures (built-in)", "textures"), ("ideal (built-in)", "ideal")]
     for rel in found.get("checkpoints", []):
         choices.append((rel, str(Path(models_dir).expanduser().resolve() / "checkpoints" / rel)))
     return choices
+
+
+def save_input(image: np.ndarray, folder: str | os.PathLike) -> str:
+    """An image the page uploaded (the img2img start, a ControlNet hint) saved as `folder`/inputs/<content
+    hash>.png, so that the job (and the PNG metadata) can name it by path; the same pixels give the same path."""
+    arr = np.asarray(image)
+    if arr.ndim == 2:
+        arr = np.repeat(arr[..., None], 3, axis=-1)
+    arr = np.ascontiguousarray(arr[..., :3].astype(np.uint8))
+    digest = hashlib.sha256(arr.tobytes() + str(arr.shape).encode()).hexdigest()[:16]
+    path = Path(folder) / "inputs" / f"{digest}.png"
+    if not path.exists():
+        from ..imageio import save_png
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_png(path, arr)
+    return str(path.resolve())
 
 
 def error_message(e: BaseException) -> str:

@@ -19,6 +19,7 @@ import torch
 
 from ..job import Job, ModelCache, Outputs, check_outputs, metadata, prepare_job, write_outputs
 from ..job import render as render_job
+from .regions import joint_note, region_settings
 
 
 class Cancelled(Exception):
@@ -45,7 +46,8 @@ StepFn = Callable[[int, int, torch.Tensor, object], None]
 def render(settings: dict, masks: list[torch.Tensor], *, output: str | Path, preview: str | Path | None = None,
            on_step: StepFn | None = None, cancel: threading.Event | None = None, cache: ModelCache = MODELS,
            locks: ModelLocks = LOCKS) -> dict:
-    """Render one picture; returns {"image": path, "preview": path or None, "seconds": float, "settings": dict}.
+    """Render one picture; returns {"image": path, "preview": path or None, "seconds": float, "settings": dict,
+    "note": a line for the page or None (e.g. why mode "joint" fell back to interleaving)}.
 
     settings: a job dict, plus "regions" (regions 2.., regional mode) with one mask per region in `masks`.
     on_step(step, total, x0, model) is called after every sampler step; `cancel.set()` stops the run at the
@@ -68,8 +70,9 @@ def render(settings: dict, masks: list[torch.Tensor], *, output: str | Path, pre
                 on_step(step, total, x0, model)
 
         if regions:
-            result = _render_regions(prep, regions, masks, callback)
+            result, note = _render_regions(prep, regions, masks, callback, cache)
         else:
+            note = None
             result = render_job(prep, callback=callback, disable_pbar=True, want_base_preview=preview is not None)
     if regions:
         _write_regions(result, regions, masks, outputs)
@@ -79,14 +82,16 @@ def render(settings: dict, masks: list[torch.Tensor], *, output: str | Path, pre
     if regions:
         stored["regions"] = regions
     return {"image": str(output), "preview": outputs.preview, "seconds": round(result.seconds, 3),
-            "settings": stored}
+            "settings": stored, "note": note}
 
 
-def _render_regions(prep, regions: list[dict], masks: list[torch.Tensor], callback):
-    """Regional mode with several regions: the job's base pass, its mask pass as region 1, then `regions`."""
-    from ..front import SamplerSettings, regional_sample
+def _render_regions(prep, regions: list[dict], masks: list[torch.Tensor], callback, cache: ModelCache):
+    """Regional mode with several regions: the job's base pass, its mask pass as region 1, then `regions`.
+    Returns (the result, a note for the page or None)."""
+    from ..front import regional_sample
     from ..imageio import check_aspect
     from ..job import JobResult
+    from ..job.run import _settings as pass_settings
     from ..latent import empty_latent
 
     t0 = time.perf_counter()
@@ -98,23 +103,21 @@ def _render_regions(prep, regions: list[dict], masks: list[torch.Tensor], callba
         except ValueError as e:
             raise ValueError(f"region {i}: {e}") from None
 
-    def settings(prompt: str, p) -> SamplerSettings:
-        get = p.get if isinstance(p, dict) else lambda k: getattr(p, k)
-        return SamplerSettings(model, model.encode_prompt(prompt), model.encode_prompt(get("negative")),
-                               seed=get("seed"), steps=get("steps"), cfg=get("cfg"), sampler_name=get("sampler"),
-                               scheduler=get("scheduler"), denoise=get("denoise"))
-
-    base = settings(job.base_prompt, job.base)
-    passes = [settings(job.mask_prompt, job.inside)] + [settings(r["prompt"], r) for r in regions]
+    # the job's passes exactly as `twosamplers generate` makes them (LoRAs, ControlNets, embeddings); regions 2..
+    base = pass_settings(prep, "base")
+    passes = [pass_settings(prep, "mask")] + [region_settings(prep, r, i, cache)
+                                              for i, r in enumerate(regions, start=2)]
+    mode = "joint" if job.mode == "joint" else "interleaved"
+    note = joint_note(base, passes) if mode == "joint" else None
     if prep.pixels is not None:
         latent = {"samples": model.encode_image(prep.pixels)}
     else:
         latent = empty_latent(job.width, job.height, channels=fmt.channels, downscale=int(fmt.downscale))
-    out = regional_sample(latent, base, list(zip(masks, passes, strict=True)), grow=job.grow, feather=job.feather,
-                          overlap_factor=job.overlap_factor, base_only_steps=job.base_only_steps, callback=callback,
-                          disable_pbar=True)
+    out = regional_sample(latent, base, list(zip(masks, passes, strict=True)), mode=mode, grow=job.grow,
+                          feather=job.feather, overlap_factor=job.overlap_factor,
+                          base_only_steps=job.base_only_steps, callback=callback, disable_pbar=True)
     image = model.decode_latent(out["samples"])
-    return JobResult(job, masks[0], image, out["samples"], None, time.perf_counter() - t0)
+    return JobResult(job, masks[0], image, out["samples"], None, time.perf_counter() - t0), note
 
 
 def _write_regions(result, regions: list[dict], masks: list[torch.Tensor], outputs: Outputs) -> None:
