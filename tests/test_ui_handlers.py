@@ -325,3 +325,31 @@ def test_render_is_deterministic_and_cancel_stops_between_steps(tmp_path):
 def test_render_rejects_bad_sizes_clearly(tmp_path):
     with pytest.raises(ValueError, match="aspect"):
         _run(tmp_path, _fields(width=64, height=32), [_disc()])
+
+
+def test_a_run_waits_for_every_model_it_uses(tmp_path):
+    """A run takes the lock of each of its models: another tab's run on the mask pass's model holds it back."""
+    from twosamplers.ui.render import ModelLocks
+
+    locks = ModelLocks()
+    with locks.hold(["textures", "ideal", "textures"]):
+        assert locks.lock("textures").locked() and locks.lock("ideal").locked()
+    assert not locks.lock("textures").locked() and not locks.lock("ideal").locked()
+    s = H.fields_to_settings(_fields(), 1)
+    s["mask_model"] = "ideal"
+    done = threading.Event()
+
+    def run():
+        render(s, [_disc()], output=tmp_path / "w.png", locks=locks)
+        done.set()
+
+    other = locks.lock("ideal")
+    other.acquire()  # another run is using "ideal"
+    thread = threading.Thread(target=run)
+    thread.start()
+    try:
+        assert not done.wait(1.0) and not (tmp_path / "w.png").exists()
+    finally:
+        other.release()
+    thread.join(120)
+    assert done.is_set() and (tmp_path / "w.png").exists()

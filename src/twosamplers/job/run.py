@@ -194,7 +194,7 @@ def load_hints(job: Job) -> dict:
     return hints
 
 
-def _settings(prep: Prepared, which: str) -> SamplerSettings:
+def pass_settings(prep: Prepared, which: str) -> SamplerSettings:
     """One pass: its model (with its LoRA stack) encodes its prompts (with the embeddings) and samples."""
     job = prep.job
     model = prep.pass_models.get(which, prep.model)
@@ -216,7 +216,7 @@ def render(prep: Prepared, *, callback=None, disable_pbar=None, want_base_previe
     t0 = time.perf_counter()
     job, model = prep.job, prep.model
     fmt = model.latent_format
-    base, inside = _settings(prep, "base"), _settings(prep, "mask")
+    base, inside = pass_settings(prep, "base"), pass_settings(prep, "mask")
     if prep.pixels is not None:
         latent = {"samples": model.encode_image(prep.pixels)}
     else:
@@ -272,5 +272,5 @@ def metadata_json(job: Job) -> str:
     return json.dumps(metadata(job), sort_keys=True)
 
 
-__all__ = ["JobResult", "Outputs", "Prepared", "load_inputs", "metadata", "prepare_job", "render",
+__all__ = ["JobResult", "Outputs", "Prepared", "load_inputs", "metadata", "pass_settings", "prepare_job", "render",
            "resolve_size", "run_job"]

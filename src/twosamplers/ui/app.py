@@ -348,7 +348,8 @@ class Page:
             except Exception as e:  # reported in the page
                 outcome["error"] = H.error_message(e)
 
-        waiting = LOCKS.lock(settings["model"]).locked()
+        used = [settings["model"], settings.get("mask_model"), *(r.get("model") for r in settings.get("regions") or [])]
+        waiting = any(LOCKS.lock(m).locked() for m in map(H.own_model, used) if m)
         thread = threading.Thread(target=work, name=f"twosamplers-{name}", daemon=True)
         thread.start()
         first = "waiting: another run is using this model" if waiting else "loading the model..."

@@ -3,22 +3,25 @@ library. The settings are a job dict (see handlers.fields_to_settings); one regi
 exactly as `twosamplers generate` does (`prepare_job` -> `render` -> `write_outputs`, so the PNG carries the
 CLI's metadata); several regions (regional mode) use the same prepared job and `front.regional_sample`.
 
-Models are loaded once per process (the job layer's `ModelCache`); one lock per model makes runs on one model
-wait for each other (two tabs share the machine), while runs on different models can overlap. The step
+Models are loaded once per process (the job layer's `ModelCache`); one lock per model, and a run holds the locks of
+every model it uses (base, mask, regions), so runs sharing a model wait for each other (two tabs share the
+machine), while runs on different models can overlap. The step
 callback raises `Cancelled` once the cancel flag is set, which stops the sampler between two steps.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
 
 from ..job import Job, ModelCache, Outputs, check_outputs, metadata, prepare_job, write_outputs
 from ..job import render as render_job
+from .handlers import own_model
 from .regions import joint_note, region_settings
 
 
@@ -36,6 +39,14 @@ class ModelLocks:
     def lock(self, name: str) -> threading.Lock:
         with self._guard:
             return self._locks.setdefault(str(name), threading.Lock())
+
+    @contextlib.contextmanager
+    def hold(self, names) -> Iterator[None]:
+        """Every named model's lock, taken in sorted order (two runs sharing models cannot deadlock)."""
+        with contextlib.ExitStack() as stack:
+            for name in sorted({str(n) for n in names}):
+                stack.enter_context(self.lock(name))
+            yield
 
 
 MODELS = ModelCache()
@@ -59,7 +70,8 @@ def render(settings: dict, masks: list[torch.Tensor], *, output: str | Path, pre
     job = Job.from_dict(s, mask_tensor=masks[0])
     outputs = Outputs(image=str(output), preview=None if preview is None else str(preview))
     check_outputs(outputs, job)
-    with locks.lock(job.model):
+    region_models = [own_model(r.get("model")) for r in regions]
+    with locks.hold([*job.models(), *(m for m in region_models if m is not None)]):
         prep = prepare_job(job, cache)
         model = prep.model
 
@@ -91,7 +103,7 @@ def _render_regions(prep, regions: list[dict], masks: list[torch.Tensor], callba
     from ..front import regional_sample
     from ..imageio import check_aspect
     from ..job import JobResult
-    from ..job.run import _settings as pass_settings
+    from ..job.run import pass_settings
     from ..latent import empty_latent
 
     t0 = time.perf_counter()
