@@ -354,7 +354,7 @@ def test_controlnets_attach_to_their_pass_model(sd1_pair, tiny_sd_files, tmp_pat
     from safetensors.torch import save_file
     from test_controlnet import tiny_controlnet, to_ldm_controlnet
 
-    from twosamplers.job.run import _settings
+    from twosamplers.job.run import pass_settings
     from twosamplers.models.control import ControlNet
     from twosamplers.models.controlnet import load_controlnet
 
@@ -368,7 +368,7 @@ def test_controlnets_attach_to_their_pass_model(sd1_pair, tiny_sd_files, tmp_pat
     j = sd_job(tmp_path, model=a_path, mask_model=b_path,
                mask_controlnets=[f"{tmp_path / 'cn.safetensors'}:{tmp_path / 'hint.png'}:0.8"])
     prep = prepare_job(j, cache, load_options={"device": "cpu"})
-    mask_settings = _settings(prep, "mask")
+    mask_settings = pass_settings(prep, "mask")
     assert mask_settings.model is b
     assert mask_settings.controlnets[0].source is load_controlnet(str(tmp_path / "cn.safetensors"), unet=b.unet)
     r = run_job(j, cache, load_options={"device": "cpu"}, disable_pbar=True)
