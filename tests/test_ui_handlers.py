@@ -353,3 +353,44 @@ def test_a_run_waits_for_every_model_it_uses(tmp_path):
         other.release()
     thread.join(120)
     assert done.is_set() and (tmp_path / "w.png").exists()
+
+
+def test_a_cli_png_with_fields_the_page_lacks_renders_again_the_same(tmp_path):
+    """A CLI PNG with non-default fields that have no widget (comfyui_version, inversion, overlap_factor, ...):
+    loading keeps them, Generate merges them, and the page's PNG has the CLI's metadata and pixels."""
+    from PIL import Image
+
+    from twosamplers.imageio import save_png
+
+    save_png(tmp_path / "mask.png", H.mask_image(_disc()))
+    hidden = ["--comfyui-version", "0.3.64", "--inversion", "binary", "--crop-context", "4",
+              "--no-inpaint-conditioning", "--no-base-covers-mask", "--base-only-steps", "2", "--overlap-factor", "3"]
+    assert cli_main(["generate", "--base-prompt", "grass", "--mask-prompt", "brick", "--mask",
+                     str(tmp_path / "mask.png"), "--width", "64", "--height", "64", "--steps", "3", "--feather", "1",
+                     "--mode", "interleaved",
+                     *hidden, "-o", str(tmp_path / "cli.png"), "-q"]) == 0
+    settings, masks = H.load_png_settings(tmp_path / "cli.png")
+    kept = H.kept_settings(settings)
+    assert kept == {"comfyui_version": "0.3.64", "inversion": "binary", "crop_context": 4,
+                    "inpaint_conditioning": False, "base_covers_mask": False, "base_only_steps": 2,
+                    "overlap_factor": 3}
+    assert H.kept_line(kept).endswith("inpaint_conditioning false, inversion binary, overlap_factor 3")
+    fields = H.settings_to_fields(settings, H.default_fields())
+    ui = render(H.fields_to_settings(fields, len(masks), None, kept), masks, output=tmp_path / "ui.png")
+    dropped = render(H.fields_to_settings(fields, len(masks)), masks, output=tmp_path / "dropped.png")
+    cli_meta, ui_meta = read_settings(tmp_path / "cli.png")[0], read_settings(ui["image"])[0]
+    assert {k: v for k, v in ui_meta.items() if k != "mask"} == {k: v for k, v in cli_meta.items() if k != "mask"}
+    assert ui_meta["mask"] == H.UI_MASK_NAME  # the mask itself is embedded (the CLI's names its file)
+    with Image.open(tmp_path / "cli.png") as a, Image.open(ui["image"]) as b, Image.open(dropped["image"]) as c:
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+        assert not np.array_equal(np.asarray(a), np.asarray(c))  # without them: another picture
+
+
+def test_kept_fields_are_validated_and_cannot_replace_page_fields():
+    with pytest.raises(H.UIError, match="overlap factor"):
+        H.fields_to_settings(_fields(), 1, None, {"overlap_factor": -1})
+    with pytest.raises(H.UIError, match="page has a field"):
+        H.fields_to_settings(_fields(), 1, None, {"base_steps": 9})
+    assert H.kept_settings(H.fields_to_settings(_fields())) == {}  # a page-made job keeps nothing
+    s = H.fields_to_settings(_fields(), 1, None, {"lora_dir": "/x/loras", "clip_skip": None})
+    assert s["lora_dir"] == "/x/loras" and s["clip_skip"] is None

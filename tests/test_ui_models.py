@@ -158,3 +158,28 @@ def test_a_model_per_panel(tiny_models_dir, tmp_path):
     with pytest.raises(ValueError, match="region 2 model: .*latents of 4 channels at 1/8 scale"):
         render(H.fields_to_settings(dict(regional, r2_model=sd1), 2), [_disc(), _square()],
                output=tmp_path / "bad.png")
+
+
+def test_a_cli_png_with_clip_skip_and_a_base_model_renders_again_the_same(tiny_models_dir, tiny_sd_files, tmp_path):
+    """clip_skip and the base pass's own model (base_model) have no widget: loading a CLI PNG keeps them, and the
+    page's render gives the CLI's metadata and pixels."""
+    from twosamplers.cli import main as cli_main
+    from twosamplers.imageio import save_png
+
+    ckpt = str(tiny_models_dir.resolve() / "checkpoints" / "sd1.safetensors")
+    save_png(tmp_path / "mask.png", H.mask_image(_disc()))
+    assert cli_main(["generate", "--model", ckpt, "--base-model", str(tiny_sd_files["sd1_folder"]), "--clip-skip",
+                     "2", "--base-prompt", "a field", "--mask-prompt", "a red barn", "--mask",
+                     str(tmp_path / "mask.png"), "--width", "64", "--height", "64", "--steps", "2", "--cfg", "4",
+                     "-o", str(tmp_path / "cli.png"), "-q"]) == 0
+    settings, masks = H.load_png_settings(tmp_path / "cli.png")
+    kept = H.kept_settings(settings)
+    assert kept == {"clip_skip": 2, "base_model": str(tiny_sd_files["sd1_folder"])}
+    fields = H.settings_to_fields(settings, H.default_fields(), tiny_models_dir)
+    ui = render(H.fields_to_settings(fields, 1, None, kept), masks, output=tmp_path / "ui.png")
+    dropped = render(H.fields_to_settings(fields, 1, None, {"base_model": kept["base_model"]}), masks,
+                     output=tmp_path / "dropped.png")
+    cli_meta, ui_meta = read_settings(tmp_path / "cli.png")[0], read_settings(ui["image"])[0]
+    assert {k: v for k, v in ui_meta.items() if k != "mask"} == {k: v for k, v in cli_meta.items() if k != "mask"}
+    assert torch.equal(load_image(tmp_path / "cli.png")[0], _image(ui))
+    assert not torch.equal(_image(ui), _image(dropped))  # clip_skip changes the picture

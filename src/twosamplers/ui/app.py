@@ -221,6 +221,10 @@ def _settings_column(c: dict, fields: dict, models_dir: str | None, found: dict)
         info="interleaved: a sampler per region; joint: one pass, the regions' prompts as masked conditioning "
         "(uses the base's cfg, sampler and scheduler; regions with another model, LoRAs or ControlNets interleave)",
         visible=fields["mode"] == "regional", elem_id="ts-regional-algorithm")
+    with gr.Row(visible=False, equal_height=True) as c["kept_row"]:
+        c["kept_line"] = gr.Markdown("", elem_id="ts-kept")
+        c["kept_drop"] = gr.Button("drop them", size="sm", scale=0, min_width=80, elem_id="ts-kept-drop")
+    c["kept"] = gr.State({})  # job fields of a loaded PNG that the page has no widget for (handlers.KEPT_KEYS)
     with gr.Row():
         c["crop_to_mask"] = gr.Checkbox(label="crop to mask", value=fields["crop_to_mask"], elem_id="ts-crop")
         c["differential"] = gr.Checkbox(label="differential", value=fields["differential"],
@@ -315,7 +319,7 @@ class Page:
         values = {k: data[self.c[k]] for k in H.FIELDS}
         value = data[self.c["editor"]]
         masks = H.canvas_masks(value, data[self.c["mask_upload"]])
-        settings = H.fields_to_settings(values, len(masks), self.models_dir)
+        settings = H.fields_to_settings(values, len(masks), self.models_dir, data[self.c["kept"]])
         if values.get("use_image"):
             bg = H.editor_background(value)
             if bg is None:
@@ -393,9 +397,14 @@ class Page:
         return "cancelling..." if self.sessions.cancel(key) else "nothing is running"
 
     # ------------------------------------------------------------------ load settings
+    @staticmethod
+    def kept_updates(kept: dict) -> list:
+        """The kept fields' state, their line and its row (hidden when nothing is kept)."""
+        return [kept, H.kept_line(kept), gr.update(visible=bool(kept))]
+
     def on_load(self, path, *current):
         if path is None:
-            return _keep(len(H.FIELDS) + 3)
+            return _keep(len(H.FIELDS) + 6)
         try:
             settings, masks = H.load_png_settings(path)
             f = H.settings_to_fields(settings, dict(zip(H.FIELDS, current, strict=True)), self.models_dir)
@@ -408,14 +417,11 @@ class Page:
                 f["use_image"] = False
             value = H.editor_value(bg, masks)
         except Exception as e:
-            return _keep(len(H.FIELDS) + 2) + [_error(H.error_message(e))]
+            return _keep(len(H.FIELDS) + 2) + [_error(H.error_message(e))] + _keep(3)
         # region 1 also goes to the mask upload (which replaces region 1): Gradio's editor drops layers set on a
         # page whose canvas was never used, and the mask must come back
-        note = _no_error()
-        if settings.get("base_model"):  # a CLI job's own base-pass model: the page has no field for it
-            note = _error(f"this PNG's base pass used its own model {settings['base_model']!r} (base_model); the "
-                          f"page's base model is the job's model {settings['model']!r}, which also decodes")
-        return [f[k] for k in H.FIELDS] + [value, H.mask_image(masks[0]), note]
+        return ([f[k] for k in H.FIELDS] + [value, H.mask_image(masks[0]), _no_error()]
+                + self.kept_updates(H.kept_settings(settings)))
 
 
 def build_app(models_dir: str | None = None, outputs_dir: str | None = None) -> gr.Blocks:
@@ -452,12 +458,15 @@ def build_app(models_dir: str | None = None, outputs_dir: str | None = None) -> 
         c["editor"].upload(page.on_upload, c["editor"], [c["width"], c["height"]], queue=False)
         c["show_mask"].click(page.on_show_mask, [c["editor"], c["mask_upload"], c["grow"], c["feather"]],
                              [c["mask_view"], c["error"]])
-        c["generate"].click(page.on_generate, set(field_comps + [c["editor"], c["mask_upload"], c["results"]]),
+        c["generate"].click(page.on_generate, set(field_comps + [c["editor"], c["mask_upload"], c["results"],
+                                                                 c["kept"]]),
                             [c[k] for k in RUN_OUTPUTS], concurrency_limit=2, concurrency_id="render",
                             show_progress="minimal")
         c["cancel"].click(page.on_cancel, None, c["status"], queue=False)
+        kept_outputs = [c["kept"], c["kept_line"], c["kept_row"]]
         c["load_png"].upload(page.on_load, [c["load_png"]] + field_comps,
-                             field_comps + [c["editor"], c["mask_upload"], c["error"]])
+                             field_comps + [c["editor"], c["mask_upload"], c["error"]] + kept_outputs)
+        c["kept_drop"].click(lambda: page.kept_updates({}), None, kept_outputs, queue=False)
     app.queue(default_concurrency_limit=2)
     app.twosamplers_outputs = out_dir  # for tests and the CLI's start-up message
     return app

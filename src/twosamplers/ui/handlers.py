@@ -24,7 +24,7 @@ import torch
 
 from .._checks import MAX_IMAGE_SIDE
 from ..imageio import decode_mask_png, encode_mask_png
-from ..job import PASS_KEYS, Job, JobError, PassSpec
+from ..job import PASS_KEYS, Job, JobError, PassSpec, job_keys
 from ..mask_ops import feather, grow
 from ..models.registry import defaults_for
 
@@ -49,6 +49,14 @@ UI_MASK_NAME = "ui-canvas"  # the job's `mask` field: the mask itself is embedde
 # a mask/region model dropdown's "same as base" choice (the job's mask_model None); not empty, which Gradio's
 # dropdown would show as a blank box
 SAME_MODEL = "same as base"
+# job keys the page sets from a widget (or from the models folder: lora_dir, embeddings); the others are "kept":
+# carried over from a loaded PNG (clip_skip, comfyui_version, base_model, ...) so that it renders again the same
+# (mask_channel and invert_mask describe how a mask file is read: the page's mask is the mask as used)
+PAGE_KEYS = frozenset({"model", "mask", "mask_channel", "invert_mask", "mode", "grow", "feather", "crop_to_mask",
+                       "differential", "width", "height", "image", "mask_model"}
+                      | {f"{w}_{k}" for w in ("base", "mask") for k in ("prompt",) + REGION_KEYS})
+FOLDER_KEYS = ("lora_dir", "embeddings")  # kept only when the page's models folder gives none
+KEPT_KEYS = tuple(k for k in job_keys() if k not in PAGE_KEYS)
 LORA_LINE = "FILE:STRENGTH[:CLIP_STRENGTH]"
 CONTROLNET_LINE = "FILE:HINT_IMAGE:STRENGTH:START:END"
 
@@ -114,12 +122,14 @@ def _pass(fields: dict, prefix: str, label: str, folders: dict) -> dict:
     return out
 
 
-def fields_to_settings(fields: dict, n_regions: int = 1, models_dir: str | os.PathLike | None = None) -> dict:
+def fields_to_settings(fields: dict, n_regions: int = 1, models_dir: str | os.PathLike | None = None,
+                       kept: dict | None = None) -> dict:
     """The page's fields -> a normalised job dict (`Job.to_dict()`), validated by the job layer; errors name the
     field as the page does. `n_regions` > 1 (regional mode) adds "regions": the validated passes of regions 2..n
     (prompt, model, negative, seed, steps, cfg, sampler, scheduler, denoise, loras, controlnets). `models_dir`
     (the page's --models) gives the job its LoRA folder, its embeddings folder (when a prompt names an
-    embedding) and the ControlNet folder that short ControlNet names are in."""
+    embedding) and the ControlNet folder that short ControlNet names are in. `kept`: job fields the page has no
+    widget for, carried from a loaded PNG (see `kept_settings`); they are validated with the rest."""
     mode = fields.get("mode")
     if mode not in MODES:
         raise UIError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
@@ -150,6 +160,7 @@ def fields_to_settings(fields: dict, n_regions: int = 1, models_dir: str | os.Pa
         regions = [_pass(fields, f"r{i}", f"region {i}", folders) for i in range(2, n_regions + 1)]
     _set_folders(d, folders, [d["base_prompt"], d["mask_prompt"], d["base_negative"], d["mask_negative"]]
                  + [r["prompt"] + r["negative"] for r in regions])
+    _merge_kept(d, kept)
     try:
         out = Job.from_dict(d, mask_tensor=torch.zeros(1, 1)).to_dict()
     except JobError as e:
@@ -158,6 +169,35 @@ def fields_to_settings(fields: dict, n_regions: int = 1, models_dir: str | os.Pa
         out["regions"] = [validate_region(dict(r, model=str(fields.get(f"r{i}_model") or SAME_MODEL)), i,
                                           out["model"]) for i, r in enumerate(regions, start=2)]
     return out
+
+
+def _merge_kept(d: dict, kept: dict | None) -> None:
+    for k, v in (kept or {}).items():
+        if k not in KEPT_KEYS:
+            raise UIError(f"{k!r} cannot be kept from a PNG: the page has a field for it (or it is no job field)")
+        if k not in FOLDER_KEYS or d.get(k) is None:
+            d[k] = v
+
+
+def _job_defaults() -> dict:
+    """The value each kept key has in a job the page makes without a loaded PNG."""
+    return {k: v for k, v in Job(base_prompt="", mask_prompt="", mask=UI_MASK_NAME).to_dict().items()
+            if k in KEPT_KEYS}
+
+
+def kept_settings(settings: dict) -> dict:
+    """A loaded job dict's fields the page has no widget for and whose value differs from what the page gives
+    (clip_skip, comfyui_version, inversion, base_model, ...): what the page keeps and adds at Generate."""
+    defaults = _job_defaults()
+    return {k: settings[k] for k in KEPT_KEYS if settings.get(k) is not None and settings[k] != defaults.get(k)}
+
+
+def kept_line(kept: dict | None) -> str:
+    """The page's one read-only line about the kept fields ("" when none)."""
+    if not kept:
+        return ""
+    return "kept from the PNG (no field on this page): " + ", ".join(
+        f"{k} {v if isinstance(v, str) else json.dumps(v)}" for k, v in sorted(kept.items()))
 
 
 def own_model(name) -> str | None:
