@@ -318,3 +318,54 @@ def test_models_and_loras_round_trip(server, chromium, tmp_path, request):
     assert settings["model"] == ckpt and mask is not None
     assert [(e["name"], e["strength_model"]) for e in settings["base_loras"]] == [("style.safetensors", 0.3)]
     assert [(e["name"], e["strength_model"]) for e in settings["mask_loras"]] == [("style.safetensors", 0.6)]
+
+
+def test_a_png_with_two_regions_and_kept_fields_comes_back_on_a_fresh_page(server, chromium, tmp_path):
+    """Issue 13: a PNG with two regions and fields the page has no widget for (overlap_factor, comfyui_version),
+    loaded into a fresh page (whose editor drops the layers a load sets): Generate gives the same PNG, both
+    regions' masks and the kept fields included, pixel for pixel; "drop them" forgets the kept fields."""
+    from PIL import Image
+    from playwright.sync_api import sync_playwright
+
+    from twosamplers.cli import demo_mask
+    from twosamplers.imageio import read_settings
+    from twosamplers.ui import handlers as H
+    from twosamplers.ui.render import render
+
+    url, _ = server
+    f = H.default_fields()
+    f.update(width=64, height=64, base_steps=3, mask_steps=3, r2_steps=3, mode="regional", crop_to_mask=False,
+             r2_prompt="water", r2_seed=4)
+    m2 = demo_mask(64) * 0
+    m2[:20, 40:] = 1.0
+    kept = {"overlap_factor": 3, "comfyui_version": "0.3.64"}
+    made = render(H.fields_to_settings(f, 2, None, kept), [demo_mask(64), m2], output=tmp_path / "made.png")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1100}, accept_downloads=True)
+            page.goto(url)
+            _poll(page, "(sel) => document.querySelector(sel) !== null", "#ts-generate")
+            page.set_input_files("#ts-load input[type=file]", made["image"])
+            line = _wait_text(page, "#ts-kept", "kept from the PNG", STEP_TIMEOUT_MS)
+            assert "comfyui_version 0.3.64" in line and "overlap_factor 3" in line
+            _poll(page, "() => document.querySelector('#ts-mask-view img') !== null", None, STEP_TIMEOUT_MS)
+            page.click("#ts-generate")
+            _wait_result(page)
+            with page.expect_download(timeout=TIMEOUT_MS) as dl:
+                page.click("#ts-download")
+            png = tmp_path / "downloaded.png"
+            dl.value.save_as(png)
+            page.click("#ts-kept-drop")
+            _poll(page, "() => !document.querySelector('#ts-kept') || document.querySelector('#ts-kept')"
+                  ".offsetParent === null", None, STEP_TIMEOUT_MS)
+        finally:
+            browser.close()
+    settings, masks = H.load_png_settings(png)
+    assert len(masks) == 2 and masks[0].equal(demo_mask(64)) and masks[1].equal(m2)
+    assert settings["overlap_factor"] == 3 and settings["comfyui_version"] == "0.3.64"
+    def same(d):  # the page's models folder (when diffusers is there to build it) sets lora_dir
+        return {k: v for k, v in d.items() if k != "lora_dir"}
+    assert same(read_settings(png)[0]) == same(read_settings(made["image"])[0])
+    with Image.open(png) as a, Image.open(made["image"]) as b:
+        assert np.array_equal(np.asarray(a), np.asarray(b))

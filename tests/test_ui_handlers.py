@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from twosamplers.cli import main as cli_main
-from twosamplers.imageio import read_settings
+from twosamplers.imageio import read_settings, resize_mask
 from twosamplers.job import Job, job_keys
 from twosamplers.ui import handlers as H
 from twosamplers.ui.render import Cancelled, render
@@ -204,6 +204,30 @@ def test_loaded_mask_as_the_mask_upload_comes_back_exactly():
     m = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (16, 24)).astype(np.float32) / 255.0)
     bg = np.zeros((16, 24, 4), np.uint8)
     assert torch.equal(H.canvas_masks({"background": bg, "layers": []}, H.mask_image(m))[0], m)
+
+
+def test_loaded_masks_stand_in_for_dropped_layers_until_the_user_paints():
+    """Gradio's editor can drop the layers a load sets: the loaded masks are used while no layer is painted
+    (resized to the canvas), the painted layers as soon as there is a stroke; the mask upload still replaces
+    region 1."""
+    bg = np.full((32, 32, 4), 200, np.uint8)
+    m1, m2 = torch.zeros(16, 16), torch.zeros(16, 16)
+    m1[:4, :4], m2[8:, 8:] = 1.0, 0.5
+    empty = _layer(32, 32, (slice(0, 0), slice(0, 0)))
+    for layers in ([], [empty], [empty, empty]):
+        masks = H.canvas_masks({"background": bg, "layers": layers}, None, [m1, m2])
+        assert len(masks) == 2 and masks[0].shape == (32, 32) and masks[0][:7, :7].eq(1).all()
+        assert [torch.equal(a, resize_mask(b, 32, 32)) for a, b in zip(masks, (m1, m2), strict=True)] == [True] * 2
+    assert [tuple(m.shape) for m in H.canvas_masks(None, None, [m1, m2])] == [(16, 16), (16, 16)]
+    stroke = _layer(32, 32, (slice(0, 2), slice(0, 2)))
+    masks = H.canvas_masks({"background": bg, "layers": [empty, stroke]}, None, [m1, m2])
+    assert len(masks) == 2 and masks[0].sum() == 0 and masks[1].sum() == 4  # the user repainted: the layers
+    up = np.zeros((32, 32, 3), np.uint8)
+    up[30:, 30:] = 255
+    masks = H.canvas_masks({"background": bg, "layers": []}, up, [m1, m2])
+    assert masks[0].sum() == 4 and torch.equal(masks[1], resize_mask(m2, 32, 32))
+    with pytest.raises(H.UIError, match="aspect"):
+        H.canvas_masks({"background": bg, "layers": []}, None, [torch.ones(8, 16)])
 
 
 def test_mask_preview_is_grown_and_feathered():

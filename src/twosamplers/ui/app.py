@@ -200,8 +200,10 @@ def _canvas_column(c: dict, fields: dict) -> None:
         c["feather"] = gr.Slider(0, 64, value=fields["feather"], step=0.5, label="feather (px)",
                                  elem_id="ts-feather")
     with gr.Row():
+        # PNG: Gradio's default format (WebP) is lossy, and a loaded PNG's region 1 comes back through this box
         c["mask_upload"] = gr.Image(label="or upload a mask (white = inside; replaces region 1)", type="numpy",
-                                    image_mode="RGBA", sources=["upload"], height=180, elem_id="ts-mask-upload")
+                                    image_mode="RGBA", sources=["upload"], height=180, format="png",
+                                    elem_id="ts-mask-upload")
         c["mask_view"] = gr.Image(label="mask as the sampler sees it (grown + feathered)", type="numpy",
                                   interactive=False, height=180, elem_id="ts-mask-view")
     c["show_mask"] = gr.Button("Show mask", elem_id="ts-show-mask")
@@ -258,6 +260,10 @@ def _results_row(c: dict) -> None:
             c["load_png"] = gr.File(label="Load settings from PNG (made by the CLI or this page)",
                                     file_types=[".png"], type="filepath", elem_id="ts-load")
     c["results"] = gr.State([])
+    # the masks of the last loaded PNG: Generate uses them while no layer is painted (the editor can drop the
+    # layers a load sets: Gradio 5.50 fails to add them on a page whose canvas was never used); New blank canvas
+    # forgets them
+    c["loaded_masks"] = gr.State(None)
 
 
 RUN_OUTPUTS = ("error", "status", "live", "gallery", "strip", "download", "results")
@@ -298,9 +304,9 @@ class Page:
 
     def on_blank(self, w, h):
         try:
-            return H.blank_canvas(w, h), False, _no_error()
+            return H.blank_canvas(w, h), False, _no_error(), None
         except H.UIError as e:
-            return gr.update(), gr.update(), _error(H.error_message(e))
+            return gr.update(), gr.update(), _error(H.error_message(e)), gr.update()
 
     def on_upload(self, value):
         bg = H.editor_background(value)
@@ -308,9 +314,9 @@ class Page:
             return _keep(2)
         return bg.shape[1], bg.shape[0]
 
-    def on_show_mask(self, value, upload, g, f):
+    def on_show_mask(self, value, upload, g, f, loaded):
         try:
-            return H.mask_preview(value, upload, g, f), _no_error()
+            return H.mask_preview(value, upload, g, f, loaded), _no_error()
         except Exception as e:  # shown in the page; the server keeps running
             return None, _error(H.error_message(e))
 
@@ -318,7 +324,7 @@ class Page:
     def _job(self, data: dict) -> tuple[dict, list]:
         values = {k: data[self.c[k]] for k in H.FIELDS}
         value = data[self.c["editor"]]
-        masks = H.canvas_masks(value, data[self.c["mask_upload"]])
+        masks = H.canvas_masks(value, data[self.c["mask_upload"]], data[self.c["loaded_masks"]])
         settings = H.fields_to_settings(values, len(masks), self.models_dir, data[self.c["kept"]])
         if values.get("use_image"):
             bg = H.editor_background(value)
@@ -404,7 +410,7 @@ class Page:
 
     def on_load(self, path, *current):
         if path is None:
-            return _keep(len(H.FIELDS) + 6)
+            return _keep(len(H.FIELDS) + 8)
         try:
             settings, masks = H.load_png_settings(path)
             f = H.settings_to_fields(settings, dict(zip(H.FIELDS, current, strict=True)), self.models_dir)
@@ -416,12 +422,16 @@ class Page:
                 bg = np.full((int(f["height"]), int(f["width"]), 3), 128, np.uint8)
                 f["use_image"] = False
             value = H.editor_value(bg, masks)
+            # the loaded regions as the sampler sees them (also where the editor drops the layers)
+            view = H.overlay(bg, [H.grown_feathered(H.fit_mask(m, bg.shape[:2]), int(f["grow"]), float(f["feather"]))
+                                  for m in masks])
         except Exception as e:
-            return _keep(len(H.FIELDS) + 2) + [_error(H.error_message(e))] + _keep(3)
-        # region 1 also goes to the mask upload (which replaces region 1): Gradio's editor drops layers set on a
-        # page whose canvas was never used, and the mask must come back
+            return _keep(len(H.FIELDS) + 2) + [_error(H.error_message(e))] + _keep(5)
+        # Gradio 5.50's editor fails to add the layers (and background) a load sets on a page whose canvas was never
+        # used (its undo history there is a copy without methods: "this.history.push is not a function"), so the
+        # masks also go to a State that Generate uses while no layer is painted, and region 1 to the mask upload
         return ([f[k] for k in H.FIELDS] + [value, H.mask_image(masks[0]), _no_error()]
-                + self.kept_updates(H.kept_settings(settings)))
+                + self.kept_updates(H.kept_settings(settings)) + [masks, view])
 
 
 def build_app(models_dir: str | None = None, outputs_dir: str | None = None) -> gr.Blocks:
@@ -450,22 +460,24 @@ def build_app(models_dir: str | None = None, outputs_dir: str | None = None) -> 
             add.click(page.on_add_lora, [c[field], pick, sm, sc], [c[field], c["error"]], queue=False)
         for add, field, pick, hint, st, a, b in c.get("_cn_adders", []):
             add.click(page.on_add_controlnet, [c[field], pick, hint, st, a, b], [c[field], c["error"]], queue=False)
-        c["blank"].click(page.on_blank, [c["width"], c["height"]], [c["editor"], c["use_image"], c["error"]],
-                         queue=False)
+        c["blank"].click(page.on_blank, [c["width"], c["height"]], [c["editor"], c["use_image"], c["error"],
+                                                                   c["loaded_masks"]], queue=False)
         # the tick happens in the browser at once: the server-side handler needs the editor's value, which the
         # page uploads first (seconds on a loaded machine), and a Generate clicked meanwhile would miss the tick
         c["editor"].upload(None, None, c["use_image"], js="() => true", queue=False)
         c["editor"].upload(page.on_upload, c["editor"], [c["width"], c["height"]], queue=False)
-        c["show_mask"].click(page.on_show_mask, [c["editor"], c["mask_upload"], c["grow"], c["feather"]],
+        c["show_mask"].click(page.on_show_mask, [c["editor"], c["mask_upload"], c["grow"], c["feather"],
+                                                c["loaded_masks"]],
                              [c["mask_view"], c["error"]])
         c["generate"].click(page.on_generate, set(field_comps + [c["editor"], c["mask_upload"], c["results"],
-                                                                 c["kept"]]),
+                                                                 c["kept"], c["loaded_masks"]]),
                             [c[k] for k in RUN_OUTPUTS], concurrency_limit=2, concurrency_id="render",
                             show_progress="minimal")
         c["cancel"].click(page.on_cancel, None, c["status"], queue=False)
         kept_outputs = [c["kept"], c["kept_line"], c["kept_row"]]
         c["load_png"].upload(page.on_load, [c["load_png"]] + field_comps,
-                             field_comps + [c["editor"], c["mask_upload"], c["error"]] + kept_outputs)
+                             field_comps + [c["editor"], c["mask_upload"], c["error"]] + kept_outputs
+                             + [c["loaded_masks"], c["mask_view"]])
         c["kept_drop"].click(lambda: page.kept_updates({}), None, kept_outputs, queue=False)
     app.queue(default_concurrency_limit=2)
     app.twosamplers_outputs = out_dir  # for tests and the CLI's start-up message

@@ -433,36 +433,45 @@ def mask_image(mask: torch.Tensor) -> np.ndarray:
     return np.repeat(gray[..., None], 3, axis=-1)
 
 
-def canvas_masks(editor_value, mask_upload=None) -> list[torch.Tensor]:
+def canvas_masks(editor_value, mask_upload=None, loaded: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
     """The editor's layers (and an optional uploaded mask, which replaces region 1) -> one MASK per region.
 
-    Trailing empty layers are dropped; an empty layer between painted ones stays (the region numbers are the
-    layer numbers). Raises UIError when nothing is painted."""
+    `loaded`: the masks of a PNG loaded with "Load settings from PNG", used instead of the layers when no layer
+    has a painted pixel (Gradio's editor can drop the layers a load sets; a stroke means the user repaints, and
+    then the layers win). Trailing empty layers are dropped; an empty layer between painted ones stays (the
+    region numbers are the layer numbers). Raises UIError when nothing is painted."""
     layers = []
     if isinstance(editor_value, dict):
         layers = [x for x in (editor_value.get("layers") or []) if x is not None]
     masks = [layer_mask(x) for x in layers]
     size = None
     bg = _as_array(editor_value.get("background")) if isinstance(editor_value, dict) else None
+    if loaded and not any(float(m.max()) > 0.0 for m in masks):
+        masks = [fit_mask(m, bg.shape[:2]) if bg is not None else m for m in loaded]
     if bg is not None:
         size = bg.shape[:2]
     elif masks:
         size = tuple(masks[0].shape)
     if mask_upload is not None:
         up = uploaded_mask(mask_upload)
-        if size is not None and tuple(up.shape) != tuple(size):
-            from ..imageio import check_aspect, resize_mask
-            try:
-                check_aspect(tuple(up.shape), tuple(size))
-            except ValueError as e:
-                raise UIError(str(e)) from None
-            up = resize_mask(up, *size)
-        masks = [up] + masks[1:]
+        masks = [up if size is None else fit_mask(up, size)] + masks[1:]
     while masks and float(masks[-1].max()) == 0.0:
         masks.pop()
     if not masks:
         raise UIError("no mask: paint the region to change on the canvas (brush tool) or upload a mask")
     return masks
+
+
+def fit_mask(mask: torch.Tensor, size) -> torch.Tensor:
+    """A mask resized to the canvas (h, w) as ComfyUI resizes masks; the aspect ratio must match."""
+    if tuple(mask.shape) == tuple(size):
+        return mask
+    from ..imageio import check_aspect, resize_mask
+    try:
+        check_aspect(tuple(mask.shape), tuple(size))
+    except ValueError as e:
+        raise UIError(str(e)) from None
+    return resize_mask(mask, *size)
 
 
 def editor_background(editor_value) -> np.ndarray | None:
@@ -524,9 +533,9 @@ def overlay(background: np.ndarray | None, masks: list[torch.Tensor], alpha: flo
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
-def mask_preview(editor_value, mask_upload, grow_px, feather_px) -> np.ndarray:
+def mask_preview(editor_value, mask_upload, grow_px, feather_px, loaded=None) -> np.ndarray:
     """The grown/feathered regions over the canvas: what the "Preview mask" panel shows."""
-    masks = canvas_masks(editor_value, mask_upload)
+    masks = canvas_masks(editor_value, mask_upload, loaded)
     g, f = _number("grow", grow_px, True), _number("feather", feather_px, False)
     if f < 0:
         raise UIError(f"feather = {f} must be at least 0")
