@@ -251,6 +251,13 @@ def test_editor_value_restores_masks_as_layers():
     assert torch.allclose(back[0], torch.round(m * 255) / 255)
 
 
+def test_paths_under_home_are_shown_short():
+    assert H.home_short("/home/ann/ComfyUI/models", "/home/ann") == "~/ComfyUI/models"
+    assert H.home_short("/home/ann", "/home/ann") == "~"
+    assert H.home_short("/data/models", "/home/ann") == "/data/models"
+    assert H.home_short("/home/annie/models", "/home/ann") == "/home/annie/models"
+
+
 def test_scan_models_lists_comfyui_folders(tmp_path):
     for rel in ("checkpoints/sd15.safetensors", "checkpoints/sub/xl.safetensors", "loras/a.safetensors",
                 "controlnet/canny.safetensors", "embeddings/neg.pt", "checkpoints/readme.txt"):

@@ -214,8 +214,9 @@ def _settings_column(c: dict, fields: dict, models_dir: str | None, found: dict)
              "loras": found["loras"], "controlnet": found["controlnet"]}
     if models_dir:
         names = ", ".join(f"`embedding:{Path(e).stem}`" for e in found["embeddings"][:8])
-        gr.Markdown(f"`{models_dir}`: {len(found['checkpoints'])} checkpoints, {len(found['loras'])} LoRAs, "
-                    f"{len(found['controlnet'])} ControlNets, {len(found['embeddings'])} embeddings"
+        gr.Markdown(f"`{H.home_short(models_dir)}`: {len(found['checkpoints'])} checkpoints, "
+                    f"{len(found['loras'])} LoRAs, {len(found['controlnet'])} ControlNets, "
+                    f"{len(found['embeddings'])} embeddings"
                     + (f" (in a prompt: {names})" if names else ""), elem_id="ts-models-found")
     c["mode"] = gr.Radio(list(H.MODES), value=fields["mode"], label="mode", elem_id="ts-mode")
     c["regional_algorithm"] = gr.Radio(

@@ -596,6 +596,16 @@ def scan_models(models_dir: str | os.PathLike | None) -> dict[str, list[str]]:
     return out
 
 
+def home_short(path: str | os.PathLike, home: str | os.PathLike | None = None) -> str:
+    """A path as the page shows it: under the home folder as "~/..." (shorter, and no user name on screen)."""
+    p, h = Path(path).expanduser(), Path(home if home is not None else Path.home())
+    try:
+        rel = p.relative_to(h)
+    except ValueError:
+        return str(path)
+    return "~" if str(rel) == "." else f"~/{rel.as_posix()}"
+
+
 def model_folders(models_dir: str | os.PathLike | None) -> dict[str, Path | None]:
     """The models folder's subfolders that exist, as absolute paths: {"checkpoints", "loras", "controlnet",
     "embeddings"} -> Path or None."""
