@@ -128,15 +128,11 @@ def conds():
     return pos, neg
 
 
-@pytest.fixture(scope="session")
-def tiny_sd_files(tmp_path_factory):
-    """The tiny random SD1.x and SDXL models of test_sd_backend.py, built once per session, each as a diffusers
-    folder and as a single-file LDM checkpoint: {"sd1_folder", "sd1_file", "sdxl_folder", "sdxl_file"}."""
-    pytest.importorskip("diffusers")
-    pytest.importorskip("transformers")
+def build_tiny_sd(root: Path) -> dict:
+    """The tiny random SD1.x and SDXL models of test_sd_backend.py under `root`, each as a diffusers folder and as
+    a single-file LDM checkpoint: {"sd1_folder", "sd1_file", "sdxl_folder", "sdxl_file"}."""
     from test_sd_backend import folder_to_single_file, save_folder
 
-    root = tmp_path_factory.mktemp("tiny_sd")
     paths = {}
     for name, sdxl in (("sd1", False), ("sdxl", True)):
         folder = save_folder(root / f"{name}_diffusers", sdxl)
@@ -145,11 +141,10 @@ def tiny_sd_files(tmp_path_factory):
     return paths
 
 
-@pytest.fixture(scope="session")
-def tiny_models_dir(tiny_sd_files, tmp_path_factory):
-    """A ComfyUI-style models folder around the tiny SD1.x checkpoint of `tiny_sd_files`: checkpoints/sd1.safetensors,
-    loras/style.safetensors (test_lora's builder), controlnet/cn.safetensors (test_controlnet's builder, LDM layout)
-    and embeddings/pet.safetensors (the token vector of "dog"). For the UI's model pickers and renders."""
+def build_models_dir(root: Path, sd_files: dict) -> Path:
+    """A ComfyUI-style models folder `root` around the tiny SD1.x checkpoint of `sd_files` (build_tiny_sd):
+    checkpoints/sd1.safetensors, loras/style.safetensors (test_lora's builder), controlnet/cn.safetensors
+    (test_controlnet's builder, LDM layout) and embeddings/pet.safetensors (the token vector of "dog")."""
     from diffusers import UNet2DConditionModel
     from safetensors.torch import save_file
     from test_controlnet import tiny_controlnet, to_ldm_controlnet
@@ -157,13 +152,26 @@ def tiny_models_dir(tiny_sd_files, tmp_path_factory):
 
     from twosamplers.models.sd import load_sd
 
-    root = tmp_path_factory.mktemp("models")
     for sub in ("checkpoints", "loras", "controlnet", "embeddings"):
-        (root / sub).mkdir()
-    (root / "checkpoints" / "sd1.safetensors").symlink_to(tiny_sd_files["sd1_file"])
-    sd1 = load_sd(tiny_sd_files["sd1_file"], device="cpu", cache=False)
+        (root / sub).mkdir(parents=True)
+    (root / "checkpoints" / "sd1.safetensors").symlink_to(sd_files["sd1_file"])
+    sd1 = load_sd(sd_files["sd1_file"], device="cpu", cache=False)
     save_file(make_lora(sd1, "kohya", "lora", seed=1, every=2)[0], str(root / "loras" / "style.safetensors"))
     save_file({"emb_params": _vectors_of(sd1, 0, ["dog"])}, str(root / "embeddings" / "pet.safetensors"))
-    cn = tiny_controlnet(UNet2DConditionModel.from_pretrained(tiny_sd_files["sd1_folder"] / "unet"))
+    cn = tiny_controlnet(UNet2DConditionModel.from_pretrained(sd_files["sd1_folder"] / "unet"))
     save_file(to_ldm_controlnet(cn), str(root / "controlnet" / "cn.safetensors"))
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_sd_files(tmp_path_factory):
+    """`build_tiny_sd`, built once per session."""
+    pytest.importorskip("diffusers")
+    pytest.importorskip("transformers")
+    return build_tiny_sd(tmp_path_factory.mktemp("tiny_sd"))
+
+
+@pytest.fixture(scope="session")
+def tiny_models_dir(tiny_sd_files, tmp_path_factory):
+    """`build_models_dir` around the session's tiny SD1.x checkpoint: for the UI's model pickers and renders."""
+    return build_models_dir(tmp_path_factory.mktemp("models"), tiny_sd_files)
