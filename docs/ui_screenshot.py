@@ -1,6 +1,6 @@
 """Re-takes docs/ui.png: the page started on a tiny ComfyUI-style models folder at ~/ComfyUI/models of a
 temporary home folder (so the page shows `~/ComfyUI/models`, not a test's temporary path), an image uploaded, a
-region painted with the mouse, Generate, then a full-page screenshot (1400 px viewport, saved 2/3 size).
+region painted with the mouse, Generate, then a full-page screenshot (1400 px viewport, saved 2/3 size in 256 colours).
 
     python docs/ui_screenshot.py [-o docs/ui.png]
 
@@ -81,7 +81,9 @@ def shoot(home: Path, output: Path) -> None:
         app.close()
     with Image.open(shot) as im:
         w, h = im.size
-        im.convert("RGB").resize((w * 2 // 3, h * 2 // 3), Image.LANCZOS).save(output, optimize=True)
+        small = im.convert("RGB").resize((w * 2 // 3, h * 2 // 3), Image.LANCZOS)
+        # 256 colours: a third of the bytes; only the canvas's gradient shows bands
+        small.quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(output, optimize=True)
     print(f"wrote {output} ({w * 2 // 3}x{h * 2 // 3})")
 
 
