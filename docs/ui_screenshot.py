@@ -34,7 +34,7 @@ def shoot(home: Path, output: Path) -> None:
     from conftest import build_models_dir, build_tiny_sd
     from PIL import Image
     from playwright.sync_api import sync_playwright
-    from test_ui_browser import CHROMIUM_ARGS, _poll, _wait_canvas_shows_image, _wait_result, find_chromium, free_port
+    from test_ui_browser import _poll, _wait_result, find_chromium, free_port, open_page, paint_stroke, upload_to_canvas
 
     from twosamplers.ui.app import launch
 
@@ -45,27 +45,9 @@ def shoot(home: Path, output: Path) -> None:
     port = free_port()
     app = launch(port=port, models_dir=str(models), outputs_dir=str(home / "out"), block=False)
     try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=find_chromium(), args=CHROMIUM_ARGS, headless=True)
-            page = browser.new_page(viewport={"width": 1400, "height": 1100})
-            page.goto(f"http://127.0.0.1:{port}/")
-            _poll(page, "(sel) => document.querySelector(sel) !== null", "#ts-generate")
-            for attempt in range(3):  # an upload made while the editor is still starting can be dropped
-                page.set_input_files("#ts-canvas input[type=file]", str(src))
-                try:
-                    _wait_canvas_shows_image(page, 30)
-                    break
-                except AssertionError:
-                    if attempt == 2:
-                        raise
-            page.click("#ts-canvas button[aria-label=Brush]")
-            box = page.locator("#ts-canvas canvas").last.bounding_box()
-            cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-            page.mouse.move(cx - 40, cy)
-            page.mouse.down()
-            for i in range(21):
-                page.mouse.move(cx - 40 + 4 * i, cy + (i % 5), steps=2)
-            page.mouse.up()
+        with sync_playwright() as p, open_page(p, find_chromium(), f"http://127.0.0.1:{port}/") as page:
+            upload_to_canvas(page, src, 30)
+            paint_stroke(page)
             page.fill("#ts-base-steps input", "12")
             page.get_by_role("tab", name="Mask (inside) / region 1").click()
             page.fill("#ts-mask-steps input", "8")
@@ -76,7 +58,6 @@ def shoot(home: Path, output: Path) -> None:
             _poll(page, "(sel) => document.querySelector(sel) !== null", "#ts-strip img")
             shot = home / "full.png"
             page.screenshot(path=str(shot), full_page=True)
-            browser.close()
     finally:
         app.close()
     with Image.open(shot) as im:

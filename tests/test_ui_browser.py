@@ -9,6 +9,7 @@ on 127.0.0.1. Skips (with the reason) only when playwright, gradio or a chromium
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -129,6 +130,61 @@ def _wait_canvas_shows_image(page, timeout_s: float = TIMEOUT_MS / 1000) -> None
     raise AssertionError("the uploaded image never appeared on the canvas")
 
 
+@contextlib.contextmanager
+def open_page(p, chromium: str, url: str, on_request=None, **page_options):
+    """A fresh page of a new chromium (1400x1100) with the app loaded; `on_request` observes every request
+    from the first one. The browser closes on exit."""
+    browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)
+    try:
+        page = browser.new_page(viewport={"width": 1400, "height": 1100}, **page_options)
+        if on_request is not None:
+            page.on("request", on_request)
+        page.goto(url)
+        _poll(page, "(sel) => document.querySelector(sel) !== null", "#ts-generate")
+        yield page
+    finally:
+        browser.close()
+
+
+def upload_to_canvas(page, path, timeout_s: float) -> None:
+    """Upload an image into the canvas editor (retried: an upload made while the editor starts can be dropped)."""
+    for attempt in range(3):
+        page.set_input_files("#ts-canvas input[type=file]", str(path))
+        try:
+            _wait_canvas_shows_image(page, timeout_s)
+            return
+        except AssertionError:
+            if attempt == 2:
+                raise
+
+
+def paint_stroke(page) -> None:
+    """A horizontal brush stroke of ~80 px through the canvas's centre, drawn with the mouse."""
+    page.click("#ts-canvas button[aria-label=Brush]")
+    box = page.locator("#ts-canvas canvas").last.bounding_box()
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(cx - 40, cy)
+    page.mouse.down()
+    for i in range(21):
+        page.mouse.move(cx - 40 + 4 * i, cy + (i % 5), steps=2)
+    page.mouse.up()
+
+
+def download(page, path: Path) -> Path:
+    """Click Download PNG and save the file at `path`."""
+    with page.expect_download(timeout=TIMEOUT_MS) as dl:
+        page.click("#ts-download")
+    dl.value.save_as(path)
+    return path
+
+
+def generate_and_download(page, path: Path) -> Path:
+    """Click Generate, wait for the result, download its PNG to `path`."""
+    page.click("#ts-generate")
+    _wait_result(page)
+    return download(page, path)
+
+
 def _value(page, elem_id: str) -> str:
     return page.locator(f"#{elem_id} input, #{elem_id} textarea").first.input_value()
 
@@ -146,92 +202,68 @@ def test_paint_generate_download_reload(server, chromium, tmp_path):
     Image.fromarray(np.stack([x, y, (x + y) // 2], -1).astype(np.uint8)).save(src)
 
     outbound: list[str] = []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)
-        try:
-            ctx = browser.new_context(viewport={"width": 1400, "height": 1100}, accept_downloads=True)
-            page = ctx.new_page()
+    local = re.compile(r"^((https?|wss?)://127\.0\.0\.1[:/]|data:|blob:)")
+    # requests are observed, not intercepted (Playwright's request interception disturbs Gradio's uploads)
 
-            local = re.compile(r"^((https?|wss?)://127\.0\.0\.1[:/]|data:|blob:)")
-            # observed, not intercepted (Playwright's request interception disturbs Gradio's uploads)
-            page.on("request", lambda r: None if local.match(r.url) else outbound.append(r.url))
-            page.goto(url)
-            _poll(page, "(sel) => document.querySelector(sel) !== null", "#ts-generate")
+    def observe(request) -> None:
+        if not local.match(request.url):
+            outbound.append(request.url)
 
-            # upload an image, then paint a stroke with the mouse (brush tool)
-            for attempt in range(3):  # an upload made while the editor is still starting can be dropped
-                page.set_input_files("#ts-canvas input[type=file]", str(src))
-                try:
-                    _wait_canvas_shows_image(page, STEP_TIMEOUT_MS / 3000)
-                    break
-                except AssertionError:
-                    if attempt == 2:
-                        raise
-            # the upload ticks "start from the canvas image" in the browser at once (no server round trip, which
-            # waits for the editor's value and lost the tick to a quick Generate)
-            _poll(page, "() => document.querySelector('#ts-use-image input').checked", None, 10_000)
-            page.click("#ts-canvas button[aria-label=Brush]")
-            canvas = page.locator("#ts-canvas canvas").last
-            box = canvas.bounding_box()
-            cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-            page.mouse.move(cx - 40, cy)
-            page.mouse.down()
-            for i in range(21):
-                page.mouse.move(cx - 40 + 4 * i, cy + (i % 5), steps=2)
-            page.mouse.up()
-            page.fill("#ts-base-seed input", "5")
-            page.fill("#ts-base-steps input", "12")
-            page.get_by_role("tab", name="Mask (inside) / region 1").click()
-            page.fill("#ts-mask-steps input", "8")
-            page.click("#ts-show-mask")
-            _poll(page, "(sel) => document.querySelector(sel) !== null", "#ts-mask-view img")
-            page.screenshot(path=str(ARTIFACTS / "before.png"), full_page=True)
+    with sync_playwright() as p, open_page(p, chromium, url, observe, accept_downloads=True) as page:
+        # upload an image, then paint a stroke with the mouse (brush tool)
+        upload_to_canvas(page, src, STEP_TIMEOUT_MS / 3000)
+        # the upload ticks "start from the canvas image" in the browser at once (no server round trip, which
+        # waits for the editor's value and lost the tick to a quick Generate)
+        _poll(page, "() => document.querySelector('#ts-use-image input').checked", None, 10_000)
+        paint_stroke(page)
+        page.fill("#ts-base-seed input", "5")
+        page.fill("#ts-base-steps input", "12")
+        page.get_by_role("tab", name="Mask (inside) / region 1").click()
+        page.fill("#ts-mask-steps input", "8")
+        page.click("#ts-show-mask")
+        _poll(page, "(sel) => document.querySelector(sel) !== null", "#ts-mask-view img")
+        page.screenshot(path=str(ARTIFACTS / "before.png"), full_page=True)
 
-            t0 = time.perf_counter()
-            page.click("#ts-generate")
-            status, seen = _wait_result(page)
-            click_to_result = time.perf_counter() - t0
-            assert not page.locator("#ts-error").is_visible(), page.inner_text("#ts-error")
-            _poll(page, "(sel) => document.querySelector(sel) !== null", "#ts-strip img")
-            # per-step progress and the live x0 preview were shown while it ran
-            assert "live" in seen and any(x.startswith("step ") for x in seen), seen
-            page.screenshot(path=str(ARTIFACTS / "after.png"), full_page=True)
+        t0 = time.perf_counter()
+        page.click("#ts-generate")
+        status, seen = _wait_result(page)
+        click_to_result = time.perf_counter() - t0
+        assert not page.locator("#ts-error").is_visible(), page.inner_text("#ts-error")
+        _poll(page, "(sel) => document.querySelector(sel) !== null", "#ts-strip img")
+        # per-step progress and the live x0 preview were shown while it ran
+        assert "live" in seen and any(x.startswith("step ") for x in seen), seen
+        page.screenshot(path=str(ARTIFACTS / "after.png"), full_page=True)
 
-            with page.expect_download(timeout=TIMEOUT_MS) as dl:
-                page.click("#ts-download")
-            png = tmp_path / "downloaded.png"
-            dl.value.save_as(png)
-            with Image.open(png) as im:
-                assert im.size == (256, 256)
-            settings, mask = read_settings(png)
-            assert settings["base_prompt"] == "grass" and settings["mask_prompt"] == "brick"
-            assert settings["base_seed"] == 5 and settings["base_steps"] == 12 and settings["mask_steps"] == 8
-            assert settings["width"] == settings["height"] == 256 and settings["mode"] == "two-pass"
-            assert Path(settings["image"]).is_file()  # the input image is kept, so `--from` re-renders it
-            assert mask is not None and tuple(mask.shape) == (256, 256)
-            painted = mask.numpy() > 0.5
-            assert 100 < painted.sum() < 256 * 256 // 4  # the stroke, not the whole canvas
-            ys, xs = np.nonzero(painted)
-            assert 80 < xs.mean() < 176 and 80 < ys.mean() < 176  # around the centre, where we painted
+        png = download(page, tmp_path / "downloaded.png")
+        with Image.open(png) as im:
+            assert im.size == (256, 256)
+        settings, mask = read_settings(png)
+        assert settings["base_prompt"] == "grass" and settings["mask_prompt"] == "brick"
+        assert settings["base_seed"] == 5 and settings["base_steps"] == 12 and settings["mask_steps"] == 8
+        assert settings["width"] == settings["height"] == 256 and settings["mode"] == "two-pass"
+        assert Path(settings["image"]).is_file()  # the input image is kept, so `--from` re-renders it
+        assert mask is not None and tuple(mask.shape) == (256, 256)
+        painted = mask.numpy() > 0.5
+        assert 100 < painted.sum() < 256 * 256 // 4  # the stroke, not the whole canvas
+        ys, xs = np.nonzero(painted)
+        assert 80 < xs.mean() < 176 and 80 < ys.mean() < 176  # around the centre, where we painted
 
-            # change fields, then load the PNG back: every field and the mask come back
-            page.get_by_role("tab", name="Base (outside)").click()
-            page.fill("#ts-base-prompt textarea", "water")
-            page.fill("#ts-base-seed input", "99")
-            page.click("#ts-blank")  # a blank canvas: no mask any more
-            page.set_input_files("#ts-load input[type=file]", str(png))
-            _poll(page, "() => document.querySelector('#ts-base-prompt textarea').value === 'grass'", None,
-                  STEP_TIMEOUT_MS)
-            assert _value(page, "ts-base-seed") == "5"
-            assert _value(page, "ts-base-steps") == "12"
-            assert _value(page, "ts-mask-prompt") == "brick"
-            assert float(_value(page, "ts-feather")) == settings["feather"]
-            page.click("#ts-show-mask")  # errors ("no mask") unless the mask came back into the canvas
-            _poll(page, "() => document.querySelector('#ts-mask-view img') !== null", None, STEP_TIMEOUT_MS)
-            assert not page.locator("#ts-error").is_visible(), page.inner_text("#ts-error")
-            page.screenshot(path=str(ARTIFACTS / "reloaded.png"), full_page=True)
-        finally:
-            browser.close()
+        # change fields, then load the PNG back: every field and the mask come back
+        page.get_by_role("tab", name="Base (outside)").click()
+        page.fill("#ts-base-prompt textarea", "water")
+        page.fill("#ts-base-seed input", "99")
+        page.click("#ts-blank")  # a blank canvas: no mask any more
+        page.set_input_files("#ts-load input[type=file]", str(png))
+        _poll(page, "() => document.querySelector('#ts-base-prompt textarea').value === 'grass'", None,
+              STEP_TIMEOUT_MS)
+        assert _value(page, "ts-base-seed") == "5"
+        assert _value(page, "ts-base-steps") == "12"
+        assert _value(page, "ts-mask-prompt") == "brick"
+        assert float(_value(page, "ts-feather")) == settings["feather"]
+        page.click("#ts-show-mask")  # errors ("no mask") unless the mask came back into the canvas
+        _poll(page, "() => document.querySelector('#ts-mask-view img') !== null", None, STEP_TIMEOUT_MS)
+        assert not page.locator("#ts-error").is_visible(), page.inner_text("#ts-error")
+        page.screenshot(path=str(ARTIFACTS / "reloaded.png"), full_page=True)
     (ARTIFACTS / "timing.json").write_text(json.dumps({"click_to_result_s": round(click_to_result, 2),
                                                         "status": status}, indent=1))
     print(f"click to result: {click_to_result:.2f} s ({status})")
@@ -243,23 +275,16 @@ def test_errors_are_shown_in_the_page(server, chromium):
     from playwright.sync_api import sync_playwright
 
     url, _ = server
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1100})
-            page.goto(url)
-            _poll(page, "(sel) => document.querySelector(sel) !== null", "#ts-generate")
-            page.click("#ts-generate")
-            text = _wait_text(page, "#ts-error", "no mask")
-            assert "Traceback" not in text
-            page.fill("#ts-width input", "3")
-            page.click("#ts-blank")
-            text = _wait_text(page, "#ts-error", "width = 3")
-            assert "Traceback" not in text
-            page.reload()
-            _poll(page, "(sel) => document.querySelector(sel) !== null", "#ts-generate")  # still serving
-        finally:
-            browser.close()
+    with sync_playwright() as p, open_page(p, chromium, url) as page:
+        page.click("#ts-generate")
+        text = _wait_text(page, "#ts-error", "no mask")
+        assert "Traceback" not in text
+        page.fill("#ts-width input", "3")
+        page.click("#ts-blank")
+        text = _wait_text(page, "#ts-error", "width = 3")
+        assert "Traceback" not in text
+        page.reload()
+        _poll(page, "(sel) => document.querySelector(sel) !== null", "#ts-generate")  # still serving
 
 
 def _pick(page, elem_id: str, option: str) -> None:
@@ -286,34 +311,22 @@ def test_models_and_loras_round_trip(server, chromium, tmp_path, request):
     f.update(width=64, height=64, base_steps=2, mask_steps=2, base_prompt="a field", mask_prompt="a barn",
              mask_loras="style.safetensors:0.6")
     made = render(H.fields_to_settings(f, 1, tiny_models_dir), [demo_mask(64)], output=tmp_path / "made.png")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1100}, accept_downloads=True)
-            page.goto(url)
-            _poll(page, "(sel) => document.querySelector(sel) !== null", "#ts-generate")
-            page.set_input_files("#ts-load input[type=file]", made["image"])
-            page.get_by_role("tab", name="Mask (inside) / region 1").click()
-            _poll(page, "() => document.querySelector('#ts-mask-loras textarea').value === 'style.safetensors:0.6'",
-                  None, STEP_TIMEOUT_MS)
-            page.get_by_role("tab", name="Base (outside)").click()
-            assert _value(page, "ts-base-model") == "sd1.safetensors"  # the dropdown shows the checkpoint
-            assert _value(page, "ts-base-prompt") == "a field"
-            page.click("#ts-base-lora-box button.label-wrap")  # open the accordion
-            _pick(page, "ts-base-lora-pick", "style.safetensors")
-            page.fill("#ts-base-lora-strength input", "0.3")
-            page.click("#ts-base-lora-add")
-            _poll(page, "() => document.querySelector('#ts-base-loras textarea').value === 'style.safetensors:0.3'",
-                  None, STEP_TIMEOUT_MS)
-            page.screenshot(path=str(ARTIFACTS / "loras.png"), full_page=True)
-            page.click("#ts-generate")
-            _wait_result(page)
-            with page.expect_download(timeout=TIMEOUT_MS) as dl:
-                page.click("#ts-download")
-            png = tmp_path / "downloaded.png"
-            dl.value.save_as(png)
-        finally:
-            browser.close()
+    with sync_playwright() as p, open_page(p, chromium, url, accept_downloads=True) as page:
+        page.set_input_files("#ts-load input[type=file]", made["image"])
+        page.get_by_role("tab", name="Mask (inside) / region 1").click()
+        _poll(page, "() => document.querySelector('#ts-mask-loras textarea').value === 'style.safetensors:0.6'",
+              None, STEP_TIMEOUT_MS)
+        page.get_by_role("tab", name="Base (outside)").click()
+        assert _value(page, "ts-base-model") == "sd1.safetensors"  # the dropdown shows the checkpoint
+        assert _value(page, "ts-base-prompt") == "a field"
+        page.click("#ts-base-lora-box button.label-wrap")  # open the accordion
+        _pick(page, "ts-base-lora-pick", "style.safetensors")
+        page.fill("#ts-base-lora-strength input", "0.3")
+        page.click("#ts-base-lora-add")
+        _poll(page, "() => document.querySelector('#ts-base-loras textarea').value === 'style.safetensors:0.3'",
+              None, STEP_TIMEOUT_MS)
+        page.screenshot(path=str(ARTIFACTS / "loras.png"), full_page=True)
+        png = generate_and_download(page, tmp_path / "downloaded.png")
     settings, mask = read_settings(png)
     assert settings["model"] == ckpt and mask is not None
     assert [(e["name"], e["strength_model"]) for e in settings["base_loras"]] == [("style.safetensors", 0.3)]
@@ -340,27 +353,15 @@ def test_a_png_with_two_regions_and_kept_fields_comes_back_on_a_fresh_page(serve
     m2[:20, 40:] = 1.0
     kept = {"overlap_factor": 3, "comfyui_version": "0.3.64"}
     made = render(H.fields_to_settings(f, 2, None, kept), [demo_mask(64), m2], output=tmp_path / "made.png")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1100}, accept_downloads=True)
-            page.goto(url)
-            _poll(page, "(sel) => document.querySelector(sel) !== null", "#ts-generate")
-            page.set_input_files("#ts-load input[type=file]", made["image"])
-            line = _wait_text(page, "#ts-kept", "kept from the PNG", STEP_TIMEOUT_MS)
-            assert "comfyui_version 0.3.64" in line and "overlap_factor 3" in line
-            _poll(page, "() => document.querySelector('#ts-mask-view img') !== null", None, STEP_TIMEOUT_MS)
-            page.click("#ts-generate")
-            _wait_result(page)
-            with page.expect_download(timeout=TIMEOUT_MS) as dl:
-                page.click("#ts-download")
-            png = tmp_path / "downloaded.png"
-            dl.value.save_as(png)
-            page.click("#ts-kept-drop")
-            _poll(page, "() => !document.querySelector('#ts-kept') || document.querySelector('#ts-kept')"
-                  ".offsetParent === null", None, STEP_TIMEOUT_MS)
-        finally:
-            browser.close()
+    with sync_playwright() as p, open_page(p, chromium, url, accept_downloads=True) as page:
+        page.set_input_files("#ts-load input[type=file]", made["image"])
+        line = _wait_text(page, "#ts-kept", "kept from the PNG", STEP_TIMEOUT_MS)
+        assert "comfyui_version 0.3.64" in line and "overlap_factor 3" in line
+        _poll(page, "() => document.querySelector('#ts-mask-view img') !== null", None, STEP_TIMEOUT_MS)
+        png = generate_and_download(page, tmp_path / "downloaded.png")
+        page.click("#ts-kept-drop")
+        _poll(page, "() => !document.querySelector('#ts-kept') || document.querySelector('#ts-kept')"
+              ".offsetParent === null", None, STEP_TIMEOUT_MS)
     settings, masks = H.load_png_settings(png)
     assert len(masks) == 2 and masks[0].equal(demo_mask(64)) and masks[1].equal(m2)
     assert settings["overlap_factor"] == 3 and settings["comfyui_version"] == "0.3.64"
