@@ -119,7 +119,7 @@ def prepare_job(job: Job, cache: ModelCache | None = None, *, load_options: dict
     format; the job's model sizes the image and encodes/decodes it, each pass samples with its own."""
     cache = ModelCache() if cache is None else cache
     mask, pixels = load_inputs(job)
-    options = {k: getattr(job, k) for k in ("clip_skip", "prediction") if getattr(job, k) is not None}
+    options = model_options(job)
     options.update({k: v for k, v in (load_options or {}).items() if v})
     model = cache.get(job.model, **options)
     pass_bases = load_pass_models(job, model, cache, options)
@@ -157,21 +157,25 @@ def load_pass_models(job: Job, model, cache: ModelCache, options: dict) -> dict:
             out[which] = cache.get(name, **options)
         except (ValueError, OSError, TypeError) as e:
             raise JobError(key, f"cannot load {name!r}: {' '.join(str(e).split())}") from None
-        ours, theirs = _latent_shape(model), _latent_shape(out[which])
-        if ours != theirs:
-            raise JobError(key, f"{name!r} has latents of {_describe(theirs)}, but the job's model {job.model!r} "
-                           f"(which encodes and decodes the image) has {_describe(ours)}; the passes' models "
+        differ = latent_mismatch(model, out[which])
+        if differ:
+            raise JobError(key, f"{name!r} has latents of {differ[1]}, but the job's model {job.model!r} "
+                           f"(which encodes and decodes the image) has {differ[0]}; the passes' models "
                            "must share the job model's latent format")
     return out
 
 
-def _latent_shape(model) -> tuple[int, int]:
-    fmt = model.latent_format
-    return int(fmt.channels), int(fmt.downscale)
+def model_options(job: Job) -> dict:
+    """The job's options for loading each of its checkpoints (clip_skip, prediction), where it sets them."""
+    return {k: getattr(job, k) for k in ("clip_skip", "prediction") if getattr(job, k) is not None}
 
 
-def _describe(shape: tuple[int, int]) -> str:
-    return f"{shape[0]} channels at 1/{shape[1]} scale"
+def latent_mismatch(model, other) -> tuple[str, str] | None:
+    """None when `other` samples the latents `model` encodes (same channels and scale), else both formats
+    described ("4 channels at 1/8 scale"), `model`'s first."""
+    ours, theirs = (f"{int(m.latent_format.channels)} channels at 1/{int(m.latent_format.downscale)} scale"
+                    for m in (model, other))
+    return None if ours == theirs else (ours, theirs)
 
 
 def load_hints(job: Job) -> dict:
@@ -272,5 +276,5 @@ def metadata_json(job: Job) -> str:
     return json.dumps(metadata(job), sort_keys=True)
 
 
-__all__ = ["JobResult", "Outputs", "Prepared", "load_inputs", "metadata", "pass_settings", "prepare_job", "render",
-           "resolve_size", "run_job"]
+__all__ = ["JobResult", "Outputs", "Prepared", "latent_mismatch", "load_inputs", "metadata", "model_options",
+           "pass_settings", "prepare_job", "render", "resolve_size", "run_job"]

@@ -20,22 +20,20 @@ from .handlers import own_model
 def region_settings(prep, region: dict, number: int, cache) -> SamplerSettings:
     """Region `number`'s pass (a validated region dict of handlers.validate_region) for regional_sample."""
     from ..job.loras import resolve_stack
+    from ..job.run import latent_mismatch, model_options
 
     job, label = prep.job, f"region {number}"
     model = prep.model
     own = own_model(region.get("model"))
     if own is not None and own != job.model:
-        options = {k: getattr(job, k) for k in ("clip_skip", "prediction") if getattr(job, k) is not None}
         try:
-            model = cache.get(own, **options)
+            model = cache.get(own, **model_options(job))
         except (OSError, ValueError, TypeError) as e:
             raise ValueError(f"{label} model: cannot load {own!r}: {e}") from None
-        ours, theirs = (tuple(int(x) for x in (m.latent_format.channels, m.latent_format.downscale))
-                        for m in (prep.model, model))
-        if ours != theirs:
-            raise ValueError(f"{label} model: {own!r} has latents of {theirs[0]} channels at 1/"
-                             f"{theirs[1]} scale, but the base's model {job.model!r} has {ours[0]} at 1/{ours[1]}; "
-                             "the regions' models must share its latent format")
+        differ = latent_mismatch(prep.model, model)
+        if differ:
+            raise ValueError(f"{label} model: {own!r} has latents of {differ[1]}, but the base's model "
+                             f"{job.model!r} has {differ[0]}; the regions' models must share its latent format")
     try:
         prompt, stack = resolve_stack(region.get("loras") or (), region.get("prompt", ""), job.lora_dir)
     except FileNotFoundError as e:
