@@ -28,7 +28,7 @@ from ..samplers import SAMPLER_NAMES  # noqa: E402
 from ..schedules import SCHEDULER_NAMES  # noqa: E402
 from . import handlers as H  # noqa: E402
 from .idle_frames import HEAD  # noqa: E402
-from .render import LOCKS, Cancelled, render  # noqa: E402
+from .render import LOCKS, Cancelled, models_used, render  # noqa: E402
 
 PREVIEW_EVERY_S = 0.25  # the live preview is sent at most this often (4/s; each one costs server and browser CPU)
 SYSTEM_FONTS = ["ui-sans-serif", "system-ui", "sans-serif"]
@@ -359,8 +359,7 @@ class Page:
             except Exception as e:  # reported in the page
                 outcome["error"] = H.error_message(e)
 
-        used = [settings["model"], settings.get("mask_model"), *(r.get("model") for r in settings.get("regions") or [])]
-        waiting = any(LOCKS.lock(m).locked() for m in map(H.own_model, used) if m)
+        waiting = any(LOCKS.lock(m).locked() for m in models_used(settings))
         thread = threading.Thread(target=work, name=f"twosamplers-{name}", daemon=True)
         thread.start()
         first = "waiting: another run is using this model" if waiting else "loading the model..."

@@ -21,6 +21,7 @@ import torch
 
 from ..job import Job, ModelCache, Outputs, check_outputs, metadata, prepare_job, write_outputs
 from ..job import render as render_job
+from ..models.registry import DEFAULT_MODEL
 from .handlers import own_model
 from .regions import joint_note, region_settings
 
@@ -49,6 +50,13 @@ class ModelLocks:
             yield
 
 
+def models_used(settings: dict) -> list[str]:
+    """Every model a render of `settings` samples or decodes with: the job's, its passes' and its regions'."""
+    names = [settings.get("model") or DEFAULT_MODEL, settings.get("base_model"), settings.get("mask_model"),
+             *(r.get("model") for r in settings.get("regions") or [])]
+    return list(dict.fromkeys(m for m in map(own_model, names) if m is not None))
+
+
 MODELS = ModelCache()
 LOCKS = ModelLocks()
 StepFn = Callable[[int, int, torch.Tensor, object], None]
@@ -70,8 +78,7 @@ def render(settings: dict, masks: list[torch.Tensor], *, output: str | Path, pre
     job = Job.from_dict(s, mask_tensor=masks[0])
     outputs = Outputs(image=str(output), preview=None if preview is None else str(preview))
     check_outputs(outputs, job)
-    region_models = [own_model(r.get("model")) for r in regions]
-    with locks.hold([*job.models(), *(m for m in region_models if m is not None)]):
+    with locks.hold(models_used(settings)):
         prep = prepare_job(job, cache)
         model = prep.model
 
