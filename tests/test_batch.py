@@ -267,7 +267,7 @@ def test_a_line_can_start_from_a_png(local_run):
 def test_scheduler_keeps_workers_on_their_model_and_retries(tmp_path):
     from types import SimpleNamespace
 
-    from twosamplers.batch.driver import Outcome, Scheduler
+    from twosamplers.batch.scheduler import Outcome, Scheduler
     from twosamplers.batch.plan import Task
 
     def task(i, model):

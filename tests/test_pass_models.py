@@ -213,7 +213,7 @@ def test_cli_help_says_what_the_flags_mean(capsys):
 # ---------------------------------------------------------------------------------------------- batch
 def test_batch_groups_jobs_by_the_models_they_load(tmp_path):
     from twosamplers.batch import adapter
-    from twosamplers.batch.driver import Scheduler
+    from twosamplers.batch.scheduler import Scheduler
     from twosamplers.batch.plan import Task
 
     mask_png(tmp_path / "m.png")
