@@ -105,7 +105,6 @@ def _add_model_flags(g: argparse.ArgumentParser) -> None:
 
 
 def _add_generate(sub) -> None:
-    from .cli_regions import add_region_options
     from .front import MODES
     from .imageio import MASK_CHANNELS
     from .mask_ops import INVERSIONS
@@ -154,7 +153,6 @@ def _add_generate(sub) -> None:
     g.add_argument("--crop-to-mask", action=argparse.BooleanOptionalAction, default=None,
                    help="sample the mask pass only in the mask's bounding box (two-pass mode)")
     _add_controlnet_options(g)
-    add_region_options(g)
     g.add_argument("--crop-context", type=int, help="pixels of context around the crop box (latent px, default 8)")
     g.add_argument("--overlap-factor", type=int, help="interleaved/regional: mask overlap (default 10)")
     g.add_argument("--base-only-steps", type=int, help="interleaved/regional: steps before the mask joins "
@@ -177,6 +175,9 @@ def _add_generate_outputs(g) -> None:
 
 
 def _add_controlnet_options(g) -> None:
+    """--inpaint-conditioning, the ControlNet flags, and the region flags (cli_regions.py)."""
+    from .cli_regions import add_region_options
+
     g.add_argument("--inpaint-conditioning", action=argparse.BooleanOptionalAction, default=None,
                    help="when the mask pass's model is an inpainting checkpoint, give it the base result with the "
                    "mask greyed out, as ComfyUI's InpaintModelConditioning (default yes; no: the latent itself)")
@@ -188,6 +189,7 @@ def _add_controlnet_options(g) -> None:
                    help="a ControlNet for the base pass (after the --controlnet ones)")
     c.add_argument("--mask-controlnet", dest="mask_controlnets", action="append", metavar="SPEC",
                    help="a ControlNet for the mask pass (after the --controlnet ones)")
+    add_region_options(g)
 
 
 def _add_lora_options(g: argparse.ArgumentParser) -> None:
