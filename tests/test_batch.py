@@ -267,8 +267,8 @@ def test_a_line_can_start_from_a_png(local_run):
 def test_scheduler_keeps_workers_on_their_model_and_retries(tmp_path):
     from types import SimpleNamespace
 
-    from twosamplers.batch.scheduler import Outcome, Scheduler
     from twosamplers.batch.plan import Task
+    from twosamplers.batch.scheduler import Outcome, Scheduler
 
     def task(i, model):
         return Task(i, SimpleNamespace(model_key=model, digest=f"{i:064x}", to_dict=dict), f"{i}.png")

@@ -30,6 +30,20 @@ from .outputs import JobResult, Outputs, check_outputs, write_outputs
 from .spec import Job
 
 
+class PassMap(dict):
+    """{pass: value} keyed as `job.passes()` ("base", region indices), where "mask" also names region 0 (the
+    two-pass job's mask pass)."""
+
+    def __getitem__(self, key):
+        return super().__getitem__(0 if key == "mask" else key)
+
+    def get(self, key, default=None):
+        return super().get(0 if key == "mask" else key, default)
+
+    def __contains__(self, key) -> bool:
+        return super().__contains__(0 if key == "mask" else key)
+
+
 @dataclass
 class Prepared:
     """A job whose inputs are read, models loaded and size resolved: nothing left that can be bad input.
@@ -142,7 +156,7 @@ def prepare_job(job: Job, cache: ModelCache | None = None, *, load_options: dict
     hints = load_hints(job)
     job, pass_models, prompts, library = prepare_loras(job, pass_bases,
                                                       allow_pickle=bool(options.get("allow_pickle")))
-    return Prepared(job, model, masks, pixels, hints, pass_models, prompts, library)
+    return Prepared(job, model, masks, pixels, hints, PassMap(pass_models), PassMap(prompts), library)
 
 
 def load_pass_models(job: Job, model, cache: ModelCache, options: dict) -> dict:

@@ -318,6 +318,15 @@ class Job:
                 files[f"{self.field(which, 'loras')}[{i}]"] = path
         return {k: v for k, v in files.items() if v is not None}
 
+    def with_region(self, i: int, **changes) -> Job:
+        """This job with region `i`'s fields changed (`prompt`, `mask`, `mask_tensor`, or pass keys of its spec);
+        not validated again (use `Job.from_dict(job.to_dict())` for that)."""
+        r = self.regions[i]
+        spec = {k: changes.pop(k) for k in list(changes) if k in PASS_KEYS}
+        regions = list(self.regions)
+        regions[i] = replace(r, spec=replace(r.spec, **spec), **changes)
+        return replace(self, regions=tuple(regions))
+
     def with_input_files(self, files: dict[str, str]) -> Job:
         """This job reading its input files from other paths ({field of `input_files`: path}): the image and
         the regions' mask files (e.g. a worker's local copies)."""
