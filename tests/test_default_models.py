@@ -245,6 +245,7 @@ def tile_classes(img: torch.Tensor, tile: int = 8) -> torch.Tensor:
     return torch.stack(best).argmin(0).reshape(ny, nx)
 
 
+@pytest.mark.slow
 def test_textures_demo_statistics_unchanged(textures):
     """The demo's flow at 96 px (two passes, crop to the mask, feathered disc, cfg 3) keeps the statistics its
     output had before the speed-ups (issue 12: pruned classes, skipped pixels). Recorded with the model as of

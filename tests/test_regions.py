@@ -133,6 +133,7 @@ def test_a_three_region_png_renders_again_from_its_metadata(tmp_path):
     assert code == 0 and s["base_seed"] == 9 and [r["seed"] for r in s["regions"]] == [9, 9, 9]
 
 
+@pytest.mark.slow
 def test_a_batch_line_with_three_regions_renders_the_cli_bits(tmp_path):
     masks = band_masks(tmp_path)
     assert cli(three_regions(masks, tmp_path / "cli.png"))[0] == 0

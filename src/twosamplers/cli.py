@@ -358,15 +358,15 @@ def make_job(args: argparse.Namespace, extra: dict | None = None, origins: dict[
     try:
         if getattr(args, "from_png", None):
             return Job.from_png(args.from_png, overrides=given, patches=patches)
-        if given.get("base_prompt") is None:
-            raise BadInput("--base-prompt is required (or --from a PNG written by twosamplers)")
-        if listed is None and given.get("mask_prompt") is None:
-            raise BadInput("--mask-prompt and --mask, or --region MASK PROMPT, are required (or --from a PNG "
-                           "written by twosamplers)")
-        d, _ = merge({}, given, patches)
-        return Job.from_dict(d)
-    except JobError as e:
-        raise BadInput(f"{_flag(e.field, origins)}: {e.message}") from None
+        return Job.from_dict(merge({}, given, patches)[0])
+    except JobError as e:  # the job checks presence too: a missing prompt or mask is its error, with a hint here
+        hint = _REQUIRED_HINTS.get(e.field, "") if e.message.startswith("is required") and not args.from_png else ""
+        raise BadInput(f"{_flag(e.field, origins)}: {e.message}{hint}") from None
+
+
+_REQUIRED_HINTS = {"base_prompt": "; or --from a PNG written by twosamplers",
+                   "mask_prompt": " (with --mask); or --region MASK PROMPT; or --from a PNG written by twosamplers",
+                   "mask": "; or --region MASK PROMPT; or --from a PNG written by twosamplers"}
 
 
 def check_device(device: str | None) -> None:
