@@ -29,7 +29,7 @@ def _parity_present() -> bool:
 # "slow" (CONTRIBUTING.md): a test that builds or loads the tiny Stable Diffusion checkpoints, drives a browser or
 # runs whole batches in worker processes or on Ray, by the fixtures it uses; others carry @pytest.mark.slow.
 # `python -m pytest -m "not slow"` is the everyday run; CI (.ci/run) runs everything.
-SLOW_FIXTURES = ("tiny_sd_files", "chromium", "local_run", "wf_run")
+SLOW_FIXTURES = ("tiny_sd_files", "inpaint_files", "chromium", "local_run", "wf_run")
 
 
 def pytest_collection_modifyitems(config, items):
