@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from twosamplers.batch import driver, run_batch
+from twosamplers.batch import run_batch, scheduler
 from twosamplers.batch.manifest import read_records
 
 
@@ -41,19 +41,19 @@ def disc(path: Path, size: int) -> None:
 
 def measure(folder: Path, jobs_file: Path, n_jobs: int, workers: int, ray: bool) -> dict:
     finished: list[tuple[float, float]] = []
-    original = driver.Scheduler.finish
+    original = scheduler.Scheduler.finish
 
     def finish(self, task, outcome):  # the driver's clock at each result, for the steady-state rate
         finished.append((time.perf_counter(), outcome.seconds))
         return original(self, task, outcome)
 
-    driver.Scheduler.finish = finish
+    scheduler.Scheduler.finish = finish
     try:
         t0 = time.perf_counter()
         result = run_batch(str(jobs_file), folder, workers=workers, ray=ray, threads=1, quiet=True)
         wall = time.perf_counter() - t0
     finally:
-        driver.Scheduler.finish = original
+        scheduler.Scheduler.finish = original
     assert result.rendered == n_jobs and not result.failed, result
     records = read_records(folder / "manifest.jsonl")
     render = statistics.mean(r["seconds"] for r in records)

@@ -26,9 +26,18 @@ def _parity_present() -> bool:
     return (PARITY_DIR / "reference.safetensors").is_file() and (PARITY_DIR / "manifest.json").is_file()
 
 
+# "slow" (CONTRIBUTING.md): a test that builds or loads the tiny Stable Diffusion checkpoints, drives a browser or
+# runs whole batches in worker processes or on Ray, by the fixtures it uses; others carry @pytest.mark.slow.
+# `python -m pytest -m "not slow"` is the everyday run; CI (.ci/run) runs everything.
+SLOW_FIXTURES = ("tiny_sd_files", "inpaint_files", "chromium", "local_run", "wf_run")
+
+
 def pytest_collection_modifyitems(config, items):
-    """Without the reference, the parity tests are not silently dropped: locally each is skipped with one and
-    the same reason; under CI=true the run stops with an error."""
+    """Marks the slow tests; and without the parity reference, the parity tests are not silently dropped: locally
+    each is skipped with one and the same reason; under CI=true the run stops with an error."""
+    for it in items:
+        if any(f in getattr(it, "fixturenames", ()) for f in SLOW_FIXTURES):
+            it.add_marker(pytest.mark.slow)
     if _parity_present():
         return
     uses = [it for it in items if "parity" in getattr(it, "fixturenames", ()) or "regional" in

@@ -12,7 +12,7 @@ import os
 def setup() -> None:
     import torch
 
-    import twosamplers.models as models
+    import twosamplers.models.registry as models
 
     torch.cuda.is_available = lambda: True
     real = models.load

@@ -172,6 +172,7 @@ def _wait_for(predicate, timeout, what):
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_resume_after_killed_worker_and_killed_batch(tmp_path):
     """Kill one worker mid-batch (its job is recorded as failed, the rest goes on), then kill the whole batch;
     a restart finishes the rest: every job done exactly once, no partial or temporary files. Job lines and
@@ -217,6 +218,7 @@ def test_resume_after_killed_worker_and_killed_batch(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- Ray
+@pytest.mark.slow
 def test_ray_local_cluster_gives_the_same_bytes(local_run, tmp_path, monkeypatch):
     """A local cluster started here; the CLI joins it through RAY_ADDRESS from another process (as a driver on
     a laptop joins a remote head) and writes the same bytes as the local path."""
@@ -267,8 +269,8 @@ def test_a_line_can_start_from_a_png(local_run):
 def test_scheduler_keeps_workers_on_their_model_and_retries(tmp_path):
     from types import SimpleNamespace
 
-    from twosamplers.batch.driver import Outcome, Scheduler
     from twosamplers.batch.plan import Task
+    from twosamplers.batch.scheduler import Outcome, Scheduler
 
     def task(i, model):
         return Task(i, SimpleNamespace(model_key=model, digest=f"{i:064x}", to_dict=dict), f"{i}.png")

@@ -108,7 +108,7 @@ def test_bad_input_exit_2(tmp_path, capsys, monkeypatch, case):
 
         coarse = IdealModel()
         coarse.latent_format = LatentFormat(1.0, 3, 8)
-        monkeypatch.setattr("twosamplers.models.load", lambda name, **kw: coarse)
+        monkeypatch.setattr("twosamplers.models.registry.load", lambda name, **kw: coarse)
         args += ["--width", 36, "--height", 36]
     elif case == "range":
         args += ["--denoise", 1.5]
@@ -170,7 +170,7 @@ def test_sd_loading_flags_reach_the_loader(monkeypatch, tmp_path):
         seen.update(options, name=name)
         raise ValueError("stop here")
 
-    monkeypatch.setattr("twosamplers.models.load", fake_load)
+    monkeypatch.setattr("twosamplers.models.registry.load", fake_load)
     mask = tmp_path / "m.png"
     from PIL import Image
 

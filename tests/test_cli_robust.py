@@ -281,6 +281,7 @@ def test_demo_errors_name_demo_flags(tmp_path, capsys):
 
 
 # ------------------------------------------------------------------------------------------ older ComfyUI
+@pytest.mark.slow
 def test_comfyui_version_through_cli_png_metadata_and_from(tmp_path, mask, capsys):
     common = ["--sampler", "euler_ancestral", "--seed", 3]
     a, b, c = tmp_path / "a.png", tmp_path / "b.png", tmp_path / "c.png"

@@ -103,6 +103,7 @@ def test_ideal_is_a_weighted_mean_of_training_images(ideal):
     assert torch.allclose(d.mean((1, 2)), mean, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_ideal_mask_region_follows_mask_prompt(ideal):
     front = pytest.importorskip("twosamplers.front")
     h = w = 32
@@ -128,6 +129,7 @@ def test_ideal_mask_region_follows_mask_prompt(ideal):
 
 
 # ------------------------------------------------------------------------------------------------- textures
+@pytest.mark.slow
 def test_textures_rows_match_single_calls(textures):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(1, 3, 24, 24, generator=g)
@@ -245,6 +247,7 @@ def tile_classes(img: torch.Tensor, tile: int = 8) -> torch.Tensor:
     return torch.stack(best).argmin(0).reshape(ny, nx)
 
 
+@pytest.mark.slow
 def test_textures_demo_statistics_unchanged(textures):
     """The demo's flow at 96 px (two passes, crop to the mask, feathered disc, cfg 3) keeps the statistics its
     output had before the speed-ups (issue 12: pruned classes, skipped pixels). Recorded with the model as of

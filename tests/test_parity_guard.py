@@ -21,6 +21,7 @@ def _pytest(tmp_path, ci: bool):
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("ci", [False, True])
 def test_missing_parity_reference_is_reported(tmp_path, ci):
     r = _pytest(tmp_path, ci)

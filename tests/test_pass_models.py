@@ -213,8 +213,8 @@ def test_cli_help_says_what_the_flags_mean(capsys):
 # ---------------------------------------------------------------------------------------------- batch
 def test_batch_groups_jobs_by_the_models_they_load(tmp_path):
     from twosamplers.batch import adapter
-    from twosamplers.batch.driver import Scheduler
     from twosamplers.batch.plan import Task
+    from twosamplers.batch.scheduler import Scheduler
 
     mask_png(tmp_path / "m.png")
     line = {**BASE, "mask": "m.png", "steps": 2}
@@ -344,9 +344,7 @@ def test_two_passes_on_one_other_checkpoint_with_different_loras(sd1_pair, tmp_p
 
 
 def replace_mask_model(j: Job, model) -> Job:
-    from dataclasses import replace
-
-    return replace(j, inside=replace(j.inside, model=model))
+    return j.with_region(0, model=model)
 
 
 def test_controlnets_attach_to_their_pass_model(sd1_pair, tiny_sd_files, tmp_path):
@@ -381,9 +379,7 @@ def test_controlnets_attach_to_their_pass_model(sd1_pair, tiny_sd_files, tmp_pat
 
 
 def replace_controlnets(j: Job) -> Job:
-    from dataclasses import replace
-
-    return replace(j, inside=replace(j.inside, controlnets=()))
+    return j.with_region(0, controlnets=())
 
 
 def test_an_inpainting_checkpoint_for_the_mask_pass(sd1_pair, tmp_path):

@@ -100,6 +100,7 @@ def test_region_loras_and_controlnets_in_regional_mode(tiny_models_dir, tmp_path
     assert not (tmp_path / "bad.png").exists()
 
 
+@pytest.mark.slow
 def test_joint_regions_on_the_built_in_model(tmp_path):
     masks = [_disc(), _square()]
     f = H.default_fields()

@@ -21,6 +21,8 @@ from twosamplers.models.inpaint import inpaint_model_conditioning  # noqa: E402
 from twosamplers.models.sd import load_sd  # noqa: E402
 from twosamplers.workflow import run  # noqa: E402
 
+pytestmark = pytest.mark.slow  # Stable Diffusion checkpoints through the workflow runner
+
 
 @pytest.fixture(scope="module")
 def models_dir(tmp_path_factory):

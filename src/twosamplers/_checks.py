@@ -1,7 +1,10 @@
 """Argument checks and named limits shared by every entrance: each check raises a clear error naming the argument.
 
 Entrances (the front door, node inputs, `Pass`, `Job`) validate here once; functions below them trust their
-callers (their docstrings say what they expect).
+callers (their docstrings say what they expect). A failed check raises `BadValue` (a ValueError) or `BadType` (a
+TypeError); both carry the argument's `name` and a `detail` that reads after it ("0 is out of range; accepted:
+1 .. 10000"), so the job layer reports the same check as "base_steps: <detail>" (`job.spec.JobError`) while the
+engine's message stays "steps=0 is out of range; ...".
 """
 
 from __future__ import annotations
@@ -18,13 +21,33 @@ MAX_CFG = 100.0               # ComfyUI's KSampler widget maximum
 MAX_SIGMA_FACTOR = 10.0       # Impact's KSamplerAdvancedProvider widget maximum
 MAX_OVERLAP = 10000           # Impact's overlap_factor widget maximum
 MAX_IMAGE_SIDE = 16384        # ComfyUI's MAX_RESOLUTION
+MAX_REGIONS = 64              # regions of one job (each is a sampler pass per step in the interleaved mode)
+ASPECT_TOLERANCE = 0.01       # a mask whose aspect ratio differs more than this (relative) would be stretched
 MODEL_PROTOCOL = ("apply_model", "model_sampling", "latent_format")
+
+
+class _Bad:
+    """A failed check: `name` (the argument) and `detail` (the problem, worded to follow the name)."""
+
+    def __init__(self, name: str, detail: str, message: str) -> None:
+        super().__init__(message)
+        self.name = name
+        self.detail = detail
+
+
+class BadValue(_Bad, ValueError):
+    """An argument of the right type whose value is not accepted."""
+
+
+class BadType(_Bad, TypeError):
+    """An argument of the wrong type."""
 
 
 def check_choice(name: str, value: object, valid: Iterable[str]) -> str:
     valid = list(valid)
     if not isinstance(value, str) or value not in valid:
-        raise ValueError(f"{name}={value!r} is not known; valid names: {', '.join(valid)}")
+        raise BadValue(name, f"unknown value {value!r}; valid: {', '.join(valid)}",
+                       f"{name}={value!r} is not known; valid names: {', '.join(valid)}")
     return value
 
 
@@ -35,18 +58,30 @@ def check_int(name: str, value: object, lo: int | None = None, hi: int | None = 
         elif isinstance(value, numbers.Integral) and not isinstance(value, bool):  # numpy integers
             value = int(value)
         else:
-            raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+            raise BadType(name, f"must be an integer, got {value!r}",
+                          f"{name} must be an int, got {type(value).__name__}")
     if (lo is not None and value < lo) or (hi is not None and value > hi):
-        raise ValueError(f"{name}={value} is out of range; accepted: {_range_text(lo, hi)}")
+        raise BadValue(name, f"{value} is out of range; accepted: {_range_text(lo, hi)}",
+                       f"{name}={value} is out of range; accepted: {_range_text(lo, hi)}")
     return value
 
 
 def check_float(name: str, value: object, lo: float | None = None, hi: float | None = None) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+        raise BadType(name, f"must be a number, got {value!r}", f"{name} must be a number, got {type(value).__name__}")
     value = float(value)
     if math.isnan(value) or (lo is not None and value < lo) or (hi is not None and value > hi):
-        raise ValueError(f"{name}={value} is out of range; accepted: {_range_text(lo, hi)}")
+        raise BadValue(name, f"{value:g} is out of range; accepted: {_range_text(lo, hi)}",
+                       f"{name}={value} is out of range; accepted: {_range_text(lo, hi)}")
+    return value
+
+
+def check_str(name: str, value: object, optional: bool = False) -> str | None:
+    """Text (None too when `optional`)."""
+    if value is None and optional:
+        return None
+    if not isinstance(value, str):
+        raise BadType(name, f"must be a string, got {value!r}", f"{name} must be a string, got {type(value).__name__}")
     return value
 
 
@@ -103,13 +138,20 @@ def check_mask_batch(mask: torch.Tensor, batch: int, name: str = "mask") -> None
                          "(give one mask, or one mask per image)")
 
 
+def same_aspect(a_hw: tuple[int, int], b_hw: tuple[int, int], tolerance: float = ASPECT_TOLERANCE) -> bool:
+    """The one aspect rule of masks: (h, w) sizes whose width/height ratios differ by at most `tolerance`
+    (relative) resize into each other without visible stretch (the front door, the job and the page use it)."""
+    (ah, aw), (bh, bw) = (int(v) for v in a_hw), (int(v) for v in b_hw)
+    return abs((aw / ah) / (bw / bh) - 1.0) <= tolerance
+
+
 def check_mask_aspect(mask: torch.Tensor, latent_hw: tuple[int, int], name: str = "mask",
-                      tolerance: float = 0.01) -> None:
-    """Raise ValueError when `mask`'s aspect ratio differs from the latent's by more than `tolerance`
-    (relative): resizing it would stretch the shape. Callers that want the stretch skip this check."""
+                      tolerance: float = ASPECT_TOLERANCE) -> None:
+    """Raise ValueError when `mask`'s aspect ratio differs from the latent's (`same_aspect`): resizing it would
+    stretch the shape. Callers that want the stretch skip this check."""
     mh, mw = int(mask.shape[-2]), int(mask.shape[-1])
     h, w = int(latent_hw[0]), int(latent_hw[1])
-    if abs((mw / mh) / (w / h) - 1.0) > tolerance:
+    if not same_aspect((mh, mw), (h, w), tolerance):
         raise ValueError(f"{name} is {mw}x{mh} but the latent is {w}x{h} (aspect ratios {mw / mh:.4g} vs "
                          f"{w / h:.4g}): resizing would stretch it; crop or pad the mask to the image's shape, "
                          "or pass stretch_mask=True to resize it anyway")
@@ -141,5 +183,15 @@ def _range_text(lo: float | None, hi: float | None) -> str:
 def check_bool(name: str, value) -> bool:
     """A real boolean (not 0/1, not a string such as "false")."""
     if not isinstance(value, bool):
-        raise TypeError(f"{name} must be True or False, got {value!r}")
+        raise BadType(name, f"must be true or false, got {value!r}", f"{name} must be True or False, got {value!r}")
     return value
+
+
+def check_feather_width(feather_px: float, width: int, height: int) -> None:
+    """A feather (Gaussian sigma, image px) at most as wide as the image: its cost grows with it, and beyond the
+    image it only flattens the mask. One rule and one message for the job and the front door."""
+    side = max(int(width), int(height))
+    if feather_px > side:
+        raise BadValue("feather", f"{feather_px:g} is wider than the image ({width}x{height} px); accepted: 0 .. "
+                       f"{side}", f"feather={feather_px:g} is wider than the image ({width}x{height} px); accepted: "
+                       f"0 .. {side}")

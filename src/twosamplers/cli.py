@@ -122,7 +122,7 @@ def _add_generate(sub) -> None:
     g.add_argument("--mask", metavar="PNG", help="mask image: white = the mask prompt's region; any size with "
                    "the output's aspect ratio (resized like ComfyUI)")
     g.add_argument("--mask-channel", choices=MASK_CHANNELS, default=None,
-                   help="channel the mask is read from (default gray; alpha is inverted, as in ComfyUI)")
+                   help="channel mask files are read from (default gray; alpha inverted as in ComfyUI; auto)")
     g.add_argument("--invert-mask", action=argparse.BooleanOptionalAction, default=None, help="invert the mask")
     g.add_argument("--image", metavar="PNG", help="start from this image (use --denoise < 1 to keep some of it)")
     g.add_argument("--width", type=int, help="output width (default: the image's, else the model's default size)")
@@ -140,8 +140,8 @@ def _add_generate(sub) -> None:
     m.add_argument("--prediction", choices=("eps", "v"), help="override the prediction type (SD2.x 768 models are v)")
     _add_lora_options(g)
     g.add_argument("--mode", choices=MODES, default=None,
-                   help="two-pass: base pass, then mask pass (default); interleaved/regional: both samplers step "
-                   "by step; joint: one sampler, the mask prompt as masked conditioning (base settings)")
+                   help="two-pass: base, then mask pass (default for one region); interleaved/regional (default for "
+                   "several): every sampler step by step; joint: one sampler, region prompts as masked conditioning")
     g.add_argument("--inversion", choices=INVERSIONS, default=None,
                    help="base-pass mask when --no-base-covers-mask: 1 - mask (soft) or mask != 1 (binary)")
     g.add_argument("--base-covers-mask", action=argparse.BooleanOptionalAction, default=None,
@@ -175,6 +175,9 @@ def _add_generate_outputs(g) -> None:
 
 
 def _add_controlnet_options(g) -> None:
+    """--inpaint-conditioning, the ControlNet flags, and the region flags (cli_regions.py)."""
+    from .cli_regions import add_region_options
+
     g.add_argument("--inpaint-conditioning", action=argparse.BooleanOptionalAction, default=None,
                    help="when the mask pass's model is an inpainting checkpoint, give it the base result with the "
                    "mask greyed out, as ComfyUI's InpaintModelConditioning (default yes; no: the latent itself)")
@@ -186,6 +189,7 @@ def _add_controlnet_options(g) -> None:
                    help="a ControlNet for the base pass (after the --controlnet ones)")
     c.add_argument("--mask-controlnet", dest="mask_controlnets", action="append", metavar="SPEC",
                    help="a ControlNet for the mask pass (after the --controlnet ones)")
+    add_region_options(g)
 
 
 def _add_lora_options(g: argparse.ArgumentParser) -> None:
@@ -269,22 +273,12 @@ def _add_batch(sub) -> None:
 
 # ---------------------------------------------------------------------------------------------- flags -> job
 def flags_to_dict(args: argparse.Namespace) -> dict:
-    """The job fields the user gave on the command line: --base-X / --mask-X, else --X for both passes (--model
-    is the job's own field, not a pass's: it is the passes' default and the VAE, --base-model / --mask-model
-    override a pass)."""
-    from .job import PASS_KEYS, PASSES, job_keys
+    """The job fields the user gave on the command line, as typed: `--seed` stays the plain key `seed`, which the
+    job layer applies to every pass (job/forms.py: the shorthand), `--base-seed` / `--mask-seed` set one."""
+    from .job import PASS_KEYS, SHARED_KEYS, job_keys
 
-    d = {k: getattr(args, k) for k in job_keys() if getattr(args, k, None) is not None}
-    for which in PASSES:
-        for key in PASS_KEYS:
-            v = getattr(args, f"{which}_{key}", None)
-            both = None if key in job_keys() else getattr(args, key, None)
-            if isinstance(both, list):  # repeatable per-pass flags add up: --x for both, then --base-x / --mask-x
-                v = both + (v or [])
-            v = both if v is None else v
-            if v is not None:
-                d[f"{which}_{key}"] = v
-    return d
+    keys = [*job_keys(), *SHARED_KEYS, *(f"{w}_{k}" for w in ("base", "mask") for k in PASS_KEYS)]
+    return {k: getattr(args, k) for k in dict.fromkeys(keys) if getattr(args, k, None) is not None}
 
 
 _LIST_FLAGS = {"base_controlnets": "--base-controlnet", "mask_controlnets": "--mask-controlnet",
@@ -297,27 +291,51 @@ def _flag_name(key: str) -> str:
 
 def _flag(field: str, origins: dict[str, str] | None = None) -> str:
     """The flag (or other source) the user gave `field` through: `origins` says, else --field."""
+    if field.startswith("regions["):
+        return _region_origin(field, origins or {})
     field = field.split("[")[0]
     if origins and field in origins:
         return origins[field]
     return _flag_name(field)
 
 
+def _region_origin(field: str, origins: dict[str, str]) -> str:
+    """Where field `regions[i].key...` came from: its --region-KEY N / --mask-KEY / --region flag, else the plain
+    flag that set every pass, else the --from PNG, else the --region-KEY N flag that would set it."""
+    from .cli_regions import region_flag
+
+    head, _, rest = field.partition(".")
+    key = rest.split("[")[0]
+    for k in (f"{head}.{key}" if key else head, f"*shared*.{key}"):
+        if k in origins:
+            return origins[k]
+    if "*stored*" in origins:
+        return f"{field} (stored in {origins['*stored*']})"
+    return region_flag(field)
+
+
 def flag_origins(args: argparse.Namespace, extra: dict[str, str] | None = None) -> dict[str, str]:
     """field -> the flag the user typed for it (`--steps` when --steps set base_steps), or, for a field that
-    came from the --from PNG, where it came from. `extra` adds command-specific names."""
-    from .job import PASS_KEYS, PASSES, job_keys
+    came from the --from PNG, where it came from. `extra` adds command-specific names (the region flags')."""
+    from .job import PASS_KEYS, PASSES, SHARED_KEYS, job_keys
 
-    origins = {"output": "-o/--output", "memory": "--width/--height", "from": "--from"}
+    origins = {"output": "-o/--output", "memory": "--width/--height", "from": "--from", "regions": "--region"}
     png = getattr(args, "from_png", None)
+    if png:
+        origins["*stored*"] = png
     for key in job_keys():
         origins[key] = f"{key} (stored in {png})" if png else _flag_name(key)
     for which in PASSES:
         for key in PASS_KEYS:
             if getattr(args, f"{which}_{key}", None) is not None:
                 origins[f"{which}_{key}"] = _flag_name(f"{which}_{key}")
-            elif getattr(args, key, None) is not None and key not in job_keys():
+            elif getattr(args, key, None) is not None and key in SHARED_KEYS:
                 origins[f"{which}_{key}"] = _flag_name(key)
+    for key in PASS_KEYS:
+        if getattr(args, f"mask_{key}", None) is not None:  # region 1 of a job written with `regions`
+            origins[f"regions[0].{key}"] = _flag_name(f"mask_{key}")
+        if getattr(args, key, None) is not None and key in SHARED_KEYS:
+            origins[f"*shared*.{key}"] = _flag_name(key)
     for key in job_keys():
         if getattr(args, key, None) is not None:
             origins[key] = _flag_name(key)
@@ -327,19 +345,28 @@ def flag_origins(args: argparse.Namespace, extra: dict[str, str] | None = None) 
 
 def make_job(args: argparse.Namespace, extra: dict | None = None, origins: dict[str, str] | None = None):
     """Flags (over the --from PNG's job, when given) -> a validated Job; errors name the flag."""
+    from .cli_regions import region_fields
     from .job import Job, JobError
+    from .job.forms import merge
 
-    d = {**flags_to_dict(args), **(extra or {})}
+    given = {**flags_to_dict(args), **(extra or {})}
+    listed, patches, region_origins = region_fields(args, given)
+    if origins is not None:
+        origins.update({k: v for k, v in region_origins.items() if k not in origins or k.startswith("regions[")})
+    if listed is not None:
+        given["regions"] = listed
     try:
         if getattr(args, "from_png", None):
-            return Job.from_png(args.from_png, overrides=d)
-        if d.get("base_prompt") is None or d.get("mask_prompt") is None:
-            raise BadInput("--base-prompt and --mask-prompt are required (or --from a PNG written by twosamplers)")
-        if d.get("mask") is None and "mask_tensor" not in (extra or {}):
-            raise BadInput("--mask is required (or --from a PNG written by twosamplers)")
-        return Job.from_dict(d)
-    except JobError as e:
-        raise BadInput(f"{_flag(e.field, origins)}: {e.message}") from None
+            return Job.from_png(args.from_png, overrides=given, patches=patches)
+        return Job.from_dict(merge({}, given, patches)[0])
+    except JobError as e:  # the job checks presence too: a missing prompt or mask is its error, with a hint here
+        hint = _REQUIRED_HINTS.get(e.field, "") if e.message.startswith("is required") and not args.from_png else ""
+        raise BadInput(f"{_flag(e.field, origins)}: {e.message}{hint}") from None
+
+
+_REQUIRED_HINTS = {"base_prompt": "; or --from a PNG written by twosamplers",
+                   "mask_prompt": " (with --mask); or --region MASK PROMPT; or --from a PNG written by twosamplers",
+                   "mask": "; or --region MASK PROMPT; or --from a PNG written by twosamplers"}
 
 
 def check_device(device: str | None) -> None:

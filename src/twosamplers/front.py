@@ -35,6 +35,7 @@ from ._checks import (
     MAX_STEPS,
     check_bool,
     check_choice,
+    check_feather_width,
     check_float,
     check_int,
     check_mask,
@@ -85,10 +86,7 @@ _PER_CALL_FIELDS = {"start_step": None, "last_step": None, "force_full_denoise":
 def _grow_feather(mask: torch.Tensor, latent_hw, downscale: int, grow_px, feather_px, outward: bool = False):
     """grow (int, image px) then feather (float, image px) at the mask's own resolution. A feather wider than
     the image is an error (its cost grows with it); a grow beyond the image acts as the image size."""
-    side = max(latent_hw) * downscale
-    if feather_px > side:
-        raise ValueError(f"feather={feather_px:g} is wider than the image ({latent_hw[1] * downscale}x"
-                         f"{latent_hw[0] * downscale} px); accepted: 0 .. {side}")
+    check_feather_width(feather_px, latent_hw[1] * downscale, latent_hw[0] * downscale)
     sy, sx = pixel_scale(mask, latent_hw, downscale)
     if grow_px:
         def g(scale):
@@ -98,6 +96,45 @@ def _grow_feather(mask: torch.Tensor, latent_hw, downscale: int, grow_px, feathe
         sig = (feather_px * sy, feather_px * sx)
         mask = feather_outward(mask, sig) if outward else feather_mask(mask, sig)
     return mask
+
+
+def _region_masks(masks: list, latent_hw, downscale: int, mode: str, grow_px: int, feather_px: float,
+                  overlap_factor: int) -> tuple[list, list]:
+    """(each region's mask as its sampler uses it, each region's grown mask), at each mask's own resolution.
+
+    two-pass: grown, then feathered (the mask pass's noise mask); interleaved/regional: grown, dilated by
+    overlap_factor (every pixel > 0), then ramped outward by the feather (the region sampler's noise mask and
+    composite; the base samples where no grown mask is > 0); joint: grown, then ramped outward by the feather,
+    at least one latent pixel (the weight of the region's prompts)."""
+    grown, used = [], []
+    for m in masks:
+        if mode == "two-pass":
+            g = u = _grow_feather(m, latent_hw, downscale, grow_px, feather_px)
+        elif mode == "joint":
+            g = u = _grow_feather(m, latent_hw, downscale, grow_px, max(float(feather_px), float(downscale)),
+                                  outward=True)
+        else:
+            g = _grow_feather(m, latent_hw, downscale, grow_px, 0.0)
+            u = dilate_region(g, overlap_factor, "nonzero")
+            if feather_px > 0:
+                u = _grow_feather(u, latent_hw, downscale, 0, feather_px, outward=True)
+        grown.append(g)
+        used.append(u)
+    return used, grown
+
+
+def sampler_masks(masks: list, latent_hw: tuple[int, int], downscale: int, *, mode: str = "two-pass",
+                  grow: int = 0, feather: float = 0.0, overlap_factor: int = 10) -> list[torch.Tensor]:
+    """Each region's mask as the sampler of `mode` sees it (see `_region_masks`), at the mask's own resolution:
+    THE grow/feather of the front door, which a page's "mask as the sampler sees it" preview calls too.
+    `masks`: valid MASKs of the image's aspect ratio; `latent_hw`: the latent's (h, w); `downscale`: the model's
+    image px per latent px."""
+    check_choice("mode", mode, MODES)
+    check_int("grow", grow, -MAX_IMAGE_SIDE, MAX_IMAGE_SIDE)
+    check_float("feather", feather, 0.0, float(MAX_IMAGE_SIDE))
+    check_int("overlap_factor", overlap_factor, 0, MAX_OVERLAP)
+    masks = [check_mask(m, f"masks[{i}]") for i, m in enumerate(masks)]
+    return _region_masks(masks, tuple(latent_hw), int(downscale), mode, grow, feather, overlap_factor)[0]
 
 
 def _validate_common(latent, grow_px, feather_px, callback):
@@ -168,7 +205,7 @@ def two_samplers_for_mask(latent: dict, mask: torch.Tensor, base: SamplerSetting
     samples = latent["samples"]
     b, _, h, w = samples.shape
     mask = _check_region_mask(mask, samples.shape, "mask", stretch_mask)
-    m = _grow_feather(mask, (h, w), int(inside.model.latent_format.downscale), grow, feather)
+    m = _region_masks([mask], (h, w), int(inside.model.latent_format.downscale), "two-pass", grow, feather, 0)[0][0]
     result = dict(latent)
     result.pop("noise_mask", None)
     result["samples"] = two_pass_sample(samples, m, base, inside, opts, batch_index=latent.get("batch_index"),
@@ -216,14 +253,9 @@ def regional_sample(latent: dict, base: SamplerSettings, regions: list, *, mode:
     h, w = latent["samples"].shape[-2:]
     downscale = int(base.model.latent_format.downscale)
 
-    grown, prepared = [], []
-    for m, s in checked:
-        g = _grow_feather(m, (h, w), downscale, grow, 0.0)
-        region = dilate_region(g, overlap_factor, "nonzero")
-        if feather > 0:
-            region = _grow_feather(region, (h, w), downscale, 0, feather, outward=True)
-        grown.append(g)
-        prepared.append((region, _advanced(s), s.seed))
+    used, grown = _region_masks([m for m, _ in checked], (h, w), downscale, "interleaved", grow, feather,
+                                overlap_factor)
+    prepared = [(region, _advanced(s), s.seed) for region, (_, s) in zip(used, checked, strict=True)]
     inv = region_union_inverse(grown)
 
     start_latent = dict(latent)
@@ -263,10 +295,8 @@ def _joint(latent, base, checked, grow_px, feather_px, crop_multiple, callback, 
     downscale = int(base.model.latent_format.downscale)
     multiple = crop_multiple if crop_multiple is not None else getattr(base.model, "latent_multiple", None)
     multiple = check_int("crop_multiple", multiple if multiple is not None else DEFAULT_CROP_MULTIPLE, 1)
-    regions = []
-    for m, s in checked:
-        g = _grow_feather(m, (h, w), downscale, grow_px, max(float(feather_px), float(downscale)), outward=True)
-        regions.append((to_latent(g, samples.shape), s))
+    used, _ = _region_masks([m for m, _ in checked], (h, w), downscale, "joint", grow_px, feather_px, 0)
+    regions = [(to_latent(g, samples.shape), s) for g, (_, s) in zip(used, checked, strict=True)]
     out = {k: v for k, v in latent.items() if k != "noise_mask"}
     out["samples"] = joint_sample(samples, base, regions, multiple=multiple, batch_index=latent.get("batch_index"),
                                   callback=callback, disable_pbar=disable_pbar)
@@ -281,4 +311,4 @@ def _advanced(s: Pass) -> KSamplerAdvancedWrapper:
 
 
 __all__ = ["DEFAULT_CROP_MULTIPLE", "INVERSIONS", "MODES", "REGIONAL_MODES", "SamplerSettings", "regional_sample",
-           "two_samplers_for_mask"]
+           "sampler_masks", "two_samplers_for_mask"]

@@ -4,8 +4,12 @@ Conventions follow ComfyUI's LoadImage / LoadImageMask / SaveImage:
 - IMAGE tensors are (B, H, W, 3) float32 in [0, 1]; loading divides 8-bit values by 255 (EXIF orientation
   applied); saving writes clip(255 * x, 0, 255) truncated to uint8.
 - MASK tensors are (H, W) float32 in [0, 1], read from one channel: "gray" (the luminance, Pillow's "L"),
-  "red", "green", "blue" or "alpha". As in ComfyUI's LoadImageMask, the alpha channel is inverted
+  "red", "green", "blue", "alpha", or "auto" (alpha where the image has a transparent pixel, else gray: what a
+  painted or uploaded mask means). As in ComfyUI's LoadImageMask, the alpha channel is inverted
   (mask = 1 - alpha: transparent pixels are the ones to repaint); `invert=True` inverts any channel.
+  `mask_from_image` is the one reader of masks: files (`load_mask`), uploads and arrays (the web page) go through
+  it. ComfyUI's `LoadImageMask` node (`nodes/image.py`) is its deliberate twin: it decodes as ComfyUI does, for
+  workflows, and is kept apart on purpose.
 - Masks of any size are resized like ComfyUI (bilinear, align_corners False, no antialias, no rounding).
 - Writes go to a temporary file in the target folder, then `os.replace`: an existing file is replaced
   atomically, and an interrupted write (Ctrl-C included) leaves no partial file.
@@ -23,10 +27,11 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
+from ._checks import ASPECT_TOLERANCE, same_aspect
 from ._files import atomic_write
 from .noise_mask import fit_mask
 
-MASK_CHANNELS = ("gray", "alpha", "red", "green", "blue")
+MASK_CHANNELS = ("gray", "alpha", "red", "green", "blue", "auto")
 SETTINGS_KEY = "twosamplers"
 MASK_KEY = "twosamplers-mask"
 
@@ -54,11 +59,11 @@ def _is_16bit_gray(im: Image.Image) -> bool:
     return im.mode == "I" or im.mode.startswith("I;16")
 
 
-def _gray16(im: Image.Image, path, what: str) -> np.ndarray:
+def _gray16(im: Image.Image, label: str) -> np.ndarray:
     """A 16-bit greyscale image (Pillow mode I / I;16) as float32 in [0, 1] at full precision."""
     arr = np.asarray(im, dtype=np.float32)
     if arr.size and (arr.min() < 0 or arr.max() > 65535):
-        raise ValueError(f"{what} {path} has integer values outside 0 .. 65535 (mode {im.mode})")
+        raise ValueError(f"{label} has integer values outside 0 .. 65535 (mode {im.mode})")
     return arr / np.float32(65535.0)
 
 
@@ -67,7 +72,7 @@ def load_image(path: str | os.PathLike) -> torch.Tensor:
     with _open(path, "image") as im:
         im = ImageOps.exif_transpose(im)
         if _is_16bit_gray(im):
-            arr = np.repeat(_gray16(im, path, "image")[..., None], 3, axis=-1)
+            arr = np.repeat(_gray16(im, f"image {path}")[..., None], 3, axis=-1)
         else:
             arr = np.asarray(im.convert("RGB"), dtype=np.float32) / np.float32(255.0)
     return torch.from_numpy(np.ascontiguousarray(arr))[None]
@@ -77,26 +82,61 @@ def load_mask(path: str | os.PathLike, channel: str = "gray", invert: bool = Fal
     """A mask file -> MASK (H, W) float32 in [0, 1] from one channel (see the module doc)."""
     if channel not in MASK_CHANNELS:
         raise ValueError(f"mask channel {channel!r} is not known; valid: {', '.join(MASK_CHANNELS)}")
+    return read_mask_file(path, channel, invert)
+
+
+def read_mask_file(path: str | os.PathLike, channel: str, invert: bool) -> torch.Tensor:
+    """`load_mask` for callers that checked `channel` at their entrance (a Job)."""
     with _open(path, "mask") as im:
-        im = ImageOps.exif_transpose(im)
-        if _is_16bit_gray(im) and channel != "alpha":
-            # 16-bit greyscale: every colour channel is the grey value; Pillow's "L" would clip it to 255
-            mask = torch.from_numpy(_gray16(im, path, "mask"))
+        return mask_from_image(ImageOps.exif_transpose(im), channel, invert, what=f"mask {path}")
+
+
+def mask_from_image(image, channel: str = "gray", invert: bool = False, what: str = "mask") -> torch.Tensor:
+    """THE mask reader: a PIL image, a uint8 array ((H, W), (H, W, 2|3|4): an upload, a canvas picture) or a
+    float MASK ((H, W) tensor or array in [0, 1], used as it is) -> MASK (H, W) float32 in [0, 1], from `channel`
+    (see the module doc), inverted when `invert`. Contract: `channel` is one of MASK_CHANNELS."""
+    if isinstance(image, torch.Tensor) or (isinstance(image, np.ndarray) and image.dtype.kind == "f"):
+        from ._checks import check_mask_values
+
+        mask = check_mask_values(what, torch.as_tensor(image).float())
+        if mask.ndim != 2:
+            raise ValueError(f"{what} must be (H, W), got shape {tuple(mask.shape)}")
+        return (1.0 - mask if invert else mask.clone()).contiguous()
+    im = image if isinstance(image, Image.Image) else _array_image(image, what)
+    if channel == "auto":
+        channel = "alpha" if _has_transparency(im) else "gray"
+    if _is_16bit_gray(im) and channel != "alpha":
+        # 16-bit greyscale: every colour channel is the grey value; Pillow's "L" would clip it to 255
+        mask = torch.from_numpy(_gray16(im, what))
+    else:
+        if channel == "gray":
+            band = im.convert("L")
+        elif channel == "alpha":
+            if "A" not in im.getbands() and "transparency" not in im.info:
+                raise ValueError(f"{what} has no alpha channel (mode {im.mode}); use --mask-channel gray")
+            band = im.convert("RGBA").getchannel("A")
         else:
-            if channel == "gray":
-                band = im.convert("L")
-            elif channel == "alpha":
-                if "A" not in im.getbands() and "transparency" not in im.info:
-                    raise ValueError(f"mask {path} has no alpha channel (mode {im.mode}); use --mask-channel gray")
-                band = im.convert("RGBA").getchannel("A")
-            else:
-                band = im.convert("RGB").getchannel(channel[0].upper())
-            mask = torch.from_numpy(np.asarray(band, dtype=np.float32) / np.float32(255.0))
+            band = im.convert("RGB").getchannel(channel[0].upper())
+        mask = torch.from_numpy(np.asarray(band, dtype=np.float32) / np.float32(255.0))
     if channel == "alpha":
         mask = 1.0 - mask
     if invert:
         mask = 1.0 - mask
     return mask.contiguous()
+
+
+def _array_image(a, what: str) -> Image.Image:
+    a = np.asarray(a)
+    if a.dtype != np.uint8 or not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] in (2, 3, 4))):
+        raise ValueError(f"{what} must be an 8-bit image (H, W) or (H, W, 2|3|4), got {a.dtype} {a.shape}")
+    return Image.fromarray(np.ascontiguousarray(a))  # L, LA, RGB or RGBA
+
+
+def _has_transparency(im: Image.Image) -> bool:
+    if "A" not in im.getbands() and "transparency" not in im.info:
+        return False
+    lo, _ = im.convert("RGBA").getchannel("A").getextrema()
+    return lo < 255
 
 
 def resize_mask(mask: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -107,10 +147,10 @@ def resize_mask(mask: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return m.reshape(*shape[:-2], height, width)
 
 
-def check_aspect(mask_hw: tuple[int, int], image_hw: tuple[int, int], tolerance: float = 0.01) -> None:
-    """Raise ValueError when a mask's aspect ratio differs from the image's by more than `tolerance`."""
+def check_aspect(mask_hw: tuple[int, int], image_hw: tuple[int, int], tolerance: float = ASPECT_TOLERANCE) -> None:
+    """Raise ValueError when a mask's aspect ratio differs from the image's (`_checks.same_aspect`, the one rule)."""
     (mh, mw), (h, w) = mask_hw, image_hw
-    if abs((mw / mh) / (w / h) - 1.0) > tolerance:
+    if not same_aspect((mh, mw), (h, w), tolerance):
         raise ValueError(f"the mask is {mw}x{mh} but the image is {w}x{h}: their aspect ratios differ "
                          f"({mw / mh:.4g} vs {w / h:.4g}); resize or crop the mask to the image's shape")
 
@@ -150,14 +190,20 @@ def decode_mask_png(text: str) -> torch.Tensor:
 
 
 def save_png(path: str | os.PathLike, image: torch.Tensor | np.ndarray, settings: dict | None = None,
-             mask: torch.Tensor | None = None, text: dict[str, str] | None = None) -> Path:
+             mask: torch.Tensor | None = None, text: dict[str, str] | None = None, masks=None) -> Path:
     """Write an IMAGE (or a uint8 array) as PNG, atomically. `settings` goes into the "twosamplers" text chunk
-    as JSON, `mask` (optional) into a compressed "twosamplers-mask" chunk, `text` as further text chunks."""
-    return atomic_write(path, png_writer(image, settings, mask, text))
+    as JSON, `mask` (optional) into a compressed "twosamplers-mask" chunk (`masks`: one per region, region k > 1
+    into "twosamplers-mask-k"), `text` as further text chunks."""
+    return atomic_write(path, png_writer(image, settings, mask, text, masks))
+
+
+def region_mask_key(i: int) -> str:
+    """The text chunk of region i's (0-based) embedded mask: "twosamplers-mask", then "twosamplers-mask-2", ..."""
+    return MASK_KEY if i == 0 else f"{MASK_KEY}-{i + 1}"
 
 
 def png_writer(image: torch.Tensor | np.ndarray, settings: dict | None = None, mask: torch.Tensor | None = None,
-               text: dict[str, str] | None = None):
+               text: dict[str, str] | None = None, masks=None):
     """`save_png`'s encoding as a function of the file path (for writing several outputs together)."""
     arr = image if isinstance(image, np.ndarray) else to_uint8(image)
     if arr.dtype != np.uint8 or arr.ndim not in (2, 3):
@@ -165,8 +211,9 @@ def png_writer(image: torch.Tensor | np.ndarray, settings: dict | None = None, m
     info = PngImagePlugin.PngInfo()
     if settings is not None:
         info.add_text(SETTINGS_KEY, json.dumps(settings, sort_keys=True))
-    if mask is not None:
-        info.add_text(MASK_KEY, encode_mask_png(mask), zip=True)
+    for i, m in enumerate([mask] if masks is None else masks):
+        if m is not None:
+            info.add_text(region_mask_key(i), encode_mask_png(m), zip=True)
     for k, v in (text or {}).items():
         info.add_text(str(k), str(v))
     pil = Image.fromarray(arr)
@@ -174,7 +221,13 @@ def png_writer(image: torch.Tensor | np.ndarray, settings: dict | None = None, m
 
 
 def read_settings(path: str | os.PathLike) -> tuple[dict, torch.Tensor | None]:
-    """The settings (and the embedded mask, if any) that `save_png` wrote into a PNG."""
+    """The settings (and region 1's embedded mask, if any) that `save_png` wrote into a PNG."""
+    settings, masks, _ = read_png_job(path)
+    return settings, masks[0] if masks else None
+
+
+def read_png_job(path: str | os.PathLike) -> tuple[dict, list[torch.Tensor], dict[str, str]]:
+    """(the settings, every embedded region mask in order, all text chunks) of a PNG that `save_png` wrote."""
     with _open(path, "settings image") as im:
         chunks = dict(getattr(im, "text", {}) or {})
     if SETTINGS_KEY not in chunks:
@@ -184,12 +237,13 @@ def read_settings(path: str | os.PathLike) -> tuple[dict, torch.Tensor | None]:
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: the '{SETTINGS_KEY}' text chunk is not valid JSON: {e}") from e
     except RecursionError:
-        raise ValueError(f"{path}: the '{SETTINGS_KEY}' text chunk is nested too deeply (settings are a flat "
-                         "JSON object)") from None
+        raise ValueError(f"{path}: the '{SETTINGS_KEY}' text chunk is nested too deeply to be settings") from None
     if not isinstance(settings, dict):
         raise ValueError(f"{path}: the '{SETTINGS_KEY}' text chunk is not a JSON object")
-    mask = decode_mask_png(chunks[MASK_KEY]) if MASK_KEY in chunks else None
-    return settings, mask
+    masks = []
+    while region_mask_key(len(masks)) in chunks:
+        masks.append(decode_mask_png(chunks[region_mask_key(len(masks))]))
+    return settings, masks, chunks
 
 
 def side_by_side(images: list[np.ndarray], gap: int = 4) -> np.ndarray:

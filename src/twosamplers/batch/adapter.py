@@ -11,8 +11,10 @@ only this module's small interface, which a workflow line (`workflow_line.Workfl
 - `job.render(inputs, cache, device) -> {file name: bytes}`: runs in a worker with a `ModelCache`.
 - `job.done_outputs(folder, names)`: the job's finished files in the batch folder, or None (resume).
 
-Validation, normalisation and hashing are the Job layer's; this module only resolves a line's relative paths,
-adds the two loading options a line may carry, and stores the hash in the output PNG.
+Validation, normalisation, the plain-key shorthand (`"seed"` sets every pass) and hashing are the Job layer's;
+this module only resolves a line's relative paths (its regions' masks and models too), adds the two loading
+options a line may carry, and stores the hash in the output PNG. A line's regions are a `regions` list of region
+objects; each field inside a region may be a grid too (jobs_file.expand).
 """
 
 from __future__ import annotations
@@ -20,19 +22,23 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 
-from ..job import Job, JobError, ModelCache, load_inputs, metadata, prepare_job, resolve_size
+from ..job import Job, JobError, ModelCache, load_masks, metadata, prepare_job, resolve_size
 from ..job import render as render_job
 from .stamp import JOB_HASH_KEY  # PNG text chunk: the hash of the job that wrote the file
 
 LOAD_KEYS = ("dtype", "allow_pickle")  # how a worker loads a checkpoint; not part of the render's settings
 _PATH_KEYS = ("mask", "image", "model", "base_model", "mask_model")
 _MODEL_KEYS = ("model", "base_model", "mask_model")
-SHIPPED = ("mask", "image")  # inputs sent as bytes; model, LoRA and ControlNet files load from workers' own paths
 HASH_CHARS = 20  # output names: the first 20 hex digits of the job's hash
+
+
+def shipped(key: str) -> bool:
+    """Inputs sent to workers as bytes: the image and every region's mask file (model, LoRA and ControlNet files
+    load from the workers' own paths)."""
+    return key in ("image", "mask") or (key.startswith("regions[") and key.endswith("].mask"))
 
 
 @dataclass(frozen=True)
@@ -53,7 +59,7 @@ class BatchJob:
     @property
     def inputs(self) -> dict[str, str]:
         """The input files shipped to workers as bytes, by field."""
-        return {k: v for k, v in self.job.input_files().items() if k in SHIPPED}
+        return {k: v for k, v in self.job.input_files().items() if shipped(k)}
 
     @property
     def output(self) -> str:
@@ -73,9 +79,9 @@ class BatchJob:
 
 
 def known_fields() -> tuple[str, ...]:
-    from ..job import PASS_KEYS, job_keys
+    from ..job import SHARED_KEYS, job_keys
 
-    return (*job_keys(), *PASS_KEYS, *LOAD_KEYS, "from")
+    return (*job_keys(), *SHARED_KEYS, "regions", *LOAD_KEYS, "from")
 
 
 def nested_fields() -> frozenset[str]:
@@ -83,14 +89,20 @@ def nested_fields() -> frozenset[str]:
     return frozenset({"set"})
 
 
+def nested_list_fields() -> frozenset[str]:
+    """Fields whose value is a list of objects of settings, each entry of which may be a grid (a job's regions)."""
+    return frozenset({"regions"})
+
+
 def list_fields() -> frozenset[str]:
-    """Job fields whose value is a list (LoRAs, ControlNets): a plain list there is a value, not a grid."""
+    """Job fields whose value is a list (LoRAs, ControlNets, regions): a plain list there is a value, not a grid
+    (inside a region object too)."""
     from dataclasses import fields
 
     from ..job import PASSES, PassSpec
 
     names = [f.name for f in fields(PassSpec) if isinstance(f.default, tuple)]
-    return frozenset([*names, *(f"{w}_{n}" for w in PASSES for n in names)])
+    return frozenset([*names, *(f"{w}_{n}" for w in PASSES for n in names), "regions"])
 
 
 def _resolve(value, key: str, base: Path) -> str:
@@ -101,22 +113,30 @@ def _resolve(value, key: str, base: Path) -> str:
 
 
 def _job_fields(fields: dict, base: Path) -> dict:
-    """A line's fields as Job fields: plain pass keys (seed, steps, ...) set both passes, as generate's flags do;
-    relative paths are made absolute against the jobs file's folder."""
-    from ..cli import flags_to_dict
-    from ..models.registry import CHECKPOINT, loader_for
-
+    """A line's fields as a job dict: relative paths (masks, image, checkpoints; a region's mask and model too)
+    made absolute against the jobs file's folder, and checked to exist."""
     unknown = sorted(set(fields) - set(known_fields()))
     if unknown:
         raise JobError(unknown[0], f"unknown field (known: {', '.join(sorted(known_fields()))})")
-    d = flags_to_dict(SimpleNamespace(**{k: v for k, v in fields.items() if k not in LOAD_KEYS}))
+    d = {k: v for k, v in fields.items() if k not in LOAD_KEYS and k != "from" and v is not None}
+    _resolve_paths(d, base, "")
+    if isinstance(d.get("regions"), list):
+        d["regions"] = [dict(r) if isinstance(r, dict) else r for r in d["regions"]]
+        for i, r in enumerate(d["regions"]):
+            if isinstance(r, dict):
+                _resolve_paths(r, base, f"regions[{i}].")
+    return d
+
+
+def _resolve_paths(d: dict, base: Path, prefix: str) -> None:
+    from ..models.registry import CHECKPOINT, loader_for
+
     for key in _PATH_KEYS:
         if d.get(key) is None or (key in _MODEL_KEYS and loader_for(d[key]) is not CHECKPOINT):
             continue
-        d[key] = _resolve(d[key], key, base)
+        d[key] = _resolve(d[key], prefix + key, base)
         if not os.path.exists(d[key]):
-            raise JobError(key, f"file not found: {d[key]}")
-    return d
+            raise JobError(prefix + key, f"file not found: {d[key]}")
 
 
 def parse(fields: dict, base_dir: str | os.PathLike = "."):
@@ -130,10 +150,20 @@ def parse(fields: dict, base_dir: str | os.PathLike = "."):
 
         return workflow_line.parse(fields, base)
     d = _job_fields(fields, base)
-    job = Job.from_png(_resolve(fields["from"], "from", base), overrides=d) if "from" in fields else Job.from_dict(d)
-    mask, pixels = load_inputs(job)  # the files exist and are images
+    if "from" in fields:
+        job = Job.from_png(_resolve(fields["from"], "from", base), overrides=d)
+    else:
+        from ..job.forms import merge
+
+        job = Job.from_dict(merge({}, d)[0])
+    masks = load_masks(job)  # the files exist and are images
+    image_hw = None
+    if job.image is not None:
+        from ..imageio import load_image
+
+        image_hw = tuple(load_image(job.image).shape[1:3])
     # sizes and aspect ratios now (the model's latent grid is checked when its worker loads it)
-    resolve_size(job, tuple(mask.shape[-2:]), None if pixels is None else tuple(pixels.shape[1:3]), 1)
+    resolve_size(job, [tuple(m.shape[-2:]) for m in masks], image_hw, 1)
     options = tuple((k, fields[k]) for k in LOAD_KEYS if fields.get(k) is not None)
     if dict(options).get("dtype", "fp32") not in ("fp32", "fp16", "bf16"):
         raise JobError("dtype", f"unknown value {fields['dtype']!r}; valid: fp32, fp16, bf16")
@@ -169,16 +199,14 @@ def render(job: BatchJob, inputs: dict[str, bytes], cache: ModelCache, device: s
         for key, path in job.inputs.items():
             data = inputs[path]
             if not (os.path.isfile(path) and Path(path).read_bytes() == data):  # not on this machine: use the bytes
-                local[key] = os.path.join(tmp, f"{key}{Path(path).suffix}")
+                local[key] = os.path.join(tmp, f"input-{len(local)}{Path(path).suffix}")
                 Path(local[key]).write_bytes(data)
-        if local:
-            prepared = prepare_job(replace(job.job, **local), cache, load_options=_load_options(job, device))
-            prepared.job = replace(prepared.job, **{k: job.inputs[k] for k in local})  # metadata: the real paths
-        else:
-            prepared = prepare_job(job.job, cache, load_options=_load_options(job, device))
+        prepared = prepare_job(job.job.with_input_files(local), cache, load_options=_load_options(job, device))
+        if local:  # the metadata names the real paths
+            prepared.job = prepared.job.with_input_files({k: job.inputs[k] for k in local})
         result = render_job(prepared, disable_pbar=True)
         out = os.path.join(tmp, "out.png")
-        png_writer(result.image[:1], settings=metadata(result.job), mask=result.mask,
+        png_writer(result.image[:1], settings=metadata(result.job), masks=list(result.masks),
                    text={JOB_HASH_KEY: job.digest})(out)
         return {"image": Path(out).read_bytes()}
 

@@ -4,9 +4,10 @@ A line is a JSON object with the fields of `twosamplers generate`, or a workflow
 (`batch.workflow_line`). A field whose value is a list,
 `{"grid": [v1, v2, ...]}`, or `{"range": [start, stop]}` / `{"range": [start, stop, step]}` (integers, stop
 excluded, as Python's range) expands the line into one job per value; several such fields give their
-cartesian product, in the order the fields appear on the line; each entry of a workflow line's `set` object
-is such a field too. Fields whose value is itself a list (LoRAs,
-ControlNets) take a plain list as their value; a grid over them is spelled `{"grid": [[...], [...]]}`.
+cartesian product, in the order the fields appear on the line; each entry of a workflow line's `set` object,
+and each field of a job's region objects (`"regions": [{"mask": ..., "seed": {"range": [0, 4]}}, ...]`), is
+such a field too. Fields whose value is itself a list (LoRAs, ControlNets, regions) take a plain list as their
+value; a grid over them is spelled `{"grid": [[...], [...]]}`.
 Blank lines and lines starting with `#` are skipped. Errors are collected with their line numbers rather
 than raised one at a time, so a user fixes a whole file in one go.
 """
@@ -67,10 +68,12 @@ def _axis(key: str, value, list_valued: bool) -> list | None:
     return None
 
 
-def expand(fields: dict, list_fields: frozenset[str] = frozenset(), nested: frozenset[str] = frozenset()) -> list[dict]:
+def expand(fields: dict, list_fields: frozenset[str] = frozenset(), nested: frozenset[str] = frozenset(),
+           nested_lists: frozenset[str] = frozenset()) -> list[dict]:
     """One line's fields -> the jobs of its grid (a line without grid fields is one job). `list_fields`: the
-    fields whose value is a list (only `{"grid": ...}` expands them). `nested`: fields whose value is an object
-    of settings (a workflow line's `set`); each of its entries may be a grid axis too."""
+    fields whose value is a list (only `{"grid": ...}` expands them; inside nested objects too). `nested`:
+    fields whose value is an object of settings (a workflow line's `set`); each of its entries may be a grid axis
+    too. `nested_lists`: fields whose value is a list of such objects (a job's `regions`)."""
     axes: dict = {}
     for key, value in fields.items():
         if key in nested and isinstance(value, dict):
@@ -78,6 +81,13 @@ def expand(fields: dict, list_fields: frozenset[str] = frozenset(), nested: froz
                 values = _axis(f"{key}.{inner}", v, False)
                 if values is not None:
                     axes[(key, inner)] = values
+            continue
+        if key in nested_lists and isinstance(value, list) and all(isinstance(v, dict) for v in value):
+            for j, obj in enumerate(value):
+                for inner, v in obj.items():
+                    values = _axis(f"{key}[{j}].{inner}", v, inner in list_fields)
+                    if values is not None:
+                        axes[(key, j, inner)] = values
             continue
         values = _axis(key, value, key in list_fields)
         if values is not None:
@@ -89,9 +99,11 @@ def expand(fields: dict, list_fields: frozenset[str] = frozenset(), nested: froz
         raise ValueError(f"the grid has {total} jobs; at most {MAX_JOBS_PER_LINE} per line")
     jobs = []
     for combo in itertools.product(*axes.values()):
-        job = {k: dict(v) if k in nested and isinstance(v, dict) else v for k, v in fields.items()}
+        job = {k: _copy(v) if k in nested or k in nested_lists else v for k, v in fields.items()}
         for axis, value in zip(axes, combo, strict=True):
-            if isinstance(axis, tuple):
+            if isinstance(axis, tuple) and len(axis) == 3:
+                job[axis[0]][axis[1]][axis[2]] = value
+            elif isinstance(axis, tuple):
                 job[axis[0]][axis[1]] = value
             else:
                 job[axis] = value
@@ -99,8 +111,17 @@ def expand(fields: dict, list_fields: frozenset[str] = frozenset(), nested: froz
     return jobs
 
 
-def parse_lines(text: str, list_fields: frozenset[str] = frozenset(),
-                nested: frozenset[str] = frozenset()) -> tuple[list[Line], list[str]]:
+def _copy(v):
+    """A nested value copied one level down (each job of a grid gets its own objects to fill in)."""
+    if isinstance(v, dict):
+        return dict(v)
+    if isinstance(v, list):
+        return [dict(x) if isinstance(x, dict) else x for x in v]
+    return v
+
+
+def parse_lines(text: str, list_fields: frozenset[str] = frozenset(), nested: frozenset[str] = frozenset(),
+                nested_lists: frozenset[str] = frozenset()) -> tuple[list[Line], list[str]]:
     """Every job of a jobs file, and the errors as "line N: reason" (both in file order)."""
     lines, errors = [], []
     for number, raw in enumerate(text.splitlines(), start=1):
@@ -116,7 +137,7 @@ def parse_lines(text: str, list_fields: frozenset[str] = frozenset(),
             errors.append(f"line {number}: a job must be a JSON object, got {type(fields).__name__}")
             continue
         try:
-            lines.extend(Line(number, job) for job in expand(fields, list_fields, nested))
+            lines.extend(Line(number, job) for job in expand(fields, list_fields, nested, nested_lists))
         except ValueError as e:
             errors.append(f"line {number}: {e}")
     return lines, errors

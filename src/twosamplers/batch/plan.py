@@ -42,7 +42,7 @@ def plan(text: str, base_dir: str | os.PathLike, workflow_defaults: dict | None 
          ) -> tuple[list[Task], list[str], int]:
     """(tasks in file order without duplicates, errors as "line N: reason", number of duplicate jobs).
     `workflow_defaults`: fields a workflow line takes when it does not give them (batch's --models, ...)."""
-    lines, errors = parse_lines(text, adapter.list_fields(), adapter.nested_fields())
+    lines, errors = parse_lines(text, adapter.list_fields(), adapter.nested_fields(), adapter.nested_list_fields())
     tasks: dict[str, Task] = {}
     seen_errors: set[tuple[int, str]] = set()
     duplicates = 0

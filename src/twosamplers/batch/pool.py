@@ -16,8 +16,8 @@ import time
 from dataclasses import dataclass
 from multiprocessing.connection import wait
 
-from .driver import Outcome, Scheduler
 from .plan import Task
+from .scheduler import Outcome, Scheduler
 
 
 def worker_name() -> str:

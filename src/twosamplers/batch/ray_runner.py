@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import socket
 
-from .driver import Outcome, Scheduler
+from .scheduler import Outcome, Scheduler
 
 
 def actor_device() -> str | None:

@@ -1,100 +1,25 @@
 """A job's per-pass LoRA stacks and embeddings: read and checked in `prepare_job`, before any sampling.
 
 A pass's stack, in the order ComfyUI's chained LoraLoaders would apply it: the pass's `loras` entries (from
-`--lora` / `--base-lora` / `--mask-lora`, a batch line or the PNG), then the `<lora:NAME:S[:S_CLIP]>` tags of its
-prompt. Entries are "FILE[:S[:S_CLIP]]" strings or {"file", "strength_model", "strength_clip"} objects; the job
-that ran records each LoRA as {"name", "file" (absolute), strengths, "sha256", "source": "flag" | "tag"}, which is
-what the PNG metadata keeps. Rendering from such a record (`--from`): a file that is gone is an error naming it
-and its recorded SHA-256; a file whose SHA-256 differs is used with a warning that the picture will differ.
+`--lora` / `--base-lora` / `--mask-lora` / `--region-lora`, a batch line or the PNG), then the
+`<lora:NAME:S[:S_CLIP]>` tags of its prompt. Entries (their format: job/fields.py) are "FILE[:S[:S_CLIP]]" strings
+or objects; the job that ran records each LoRA as {"name", "file" (absolute), strengths, "sha256", "source":
+"flag" | "tag"}, which is what the PNG metadata keeps. Rendering from such a record (`--from`): a file that is
+gone is an error naming it and its recorded SHA-256; a file whose SHA-256 differs is used with a warning that
+the picture will differ.
 """
 
 from __future__ import annotations
 
-import math
 import os
-import re
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..models.embeddings import EmbeddingError, EmbeddingLibrary
-from ..models.lora import MAX_STRENGTH, Lora, LoraError, sha256_file, with_loras
+from ..models.lora import Lora, LoraError, sha256_file, with_loras
 from ..models.prompt_tags import extract_lora_tags, resolve_lora
-from .spec import PASSES, JobError
-
-SOURCES = ("flag", "tag")
-_SHA = re.compile(r"[0-9a-f]{64}")
-
-
-# ---------------------------------------------------------------------------------------------- entries
-def parse_lora_arg(arg: str) -> tuple[str, float, float]:
-    """'FILE[:S[:S_CLIP]]' -> (FILE, S, S_CLIP); S defaults to 1, S_CLIP to S. Only trailing fields that read as
-    numbers are strengths, so a colon inside FILE (a Windows drive) stays part of it."""
-    parts = arg.split(":")
-    nums: list[str] = []
-    while len(parts) > 1 and len(nums) < 2 and _is_number(parts[-1]):
-        nums.insert(0, parts.pop())
-    name = ":".join(parts)
-    if not name:
-        raise ValueError(f"{arg!r} has no file name (FILE[:STRENGTH[:CLIP_STRENGTH]])")
-    sm = float(nums[0]) if nums else 1.0
-    return name, sm, float(nums[1]) if len(nums) > 1 else sm
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
-def normalize_entries(key: str, entries) -> tuple[dict, ...]:
-    """A pass's `loras` field, checked: a list of "FILE[:S[:S_CLIP]]" strings or entry objects -> entry dicts."""
-    if entries is None:
-        return ()
-    if isinstance(entries, (str, dict)) or not isinstance(entries, (list, tuple)):
-        raise JobError(key, f"must be a list of LoRAs (\"FILE[:S[:S_CLIP]]\" or objects), got {entries!r}")
-    return tuple(_entry(f"{key}[{i}]", e) for i, e in enumerate(entries))
-
-
-def _entry(key: str, e) -> dict:
-    if isinstance(e, str):
-        try:
-            name, sm, sc = parse_lora_arg(e)
-        except ValueError as err:
-            raise JobError(key, str(err)) from None
-        e = {"file": name, "strength_model": sm, "strength_clip": sc}
-    if not isinstance(e, dict):
-        raise JobError(key, f"must be \"FILE[:S[:S_CLIP]]\" or an object, got {e!r}")
-    unknown = sorted(set(e) - {"file", "name", "strength_model", "strength_clip", "sha256", "source"})
-    if unknown:
-        raise JobError(key, f"unknown field {unknown[0]!r} (known: file, name, strength_model, strength_clip, "
-                       "sha256, source)")
-    if not isinstance(e.get("file"), str) or not e["file"]:
-        raise JobError(key, f"needs a file (a path or a name in lora_dir), got {e.get('file')!r}")
-    out = {"file": e["file"]}
-    for s in ("strength_model", "strength_clip"):
-        v = e.get(s, out.get("strength_model", 1.0))
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or abs(v) > MAX_STRENGTH:
-            raise JobError(key, f"{s} must be a finite number in [-{MAX_STRENGTH:g}, {MAX_STRENGTH:g}], got {v!r}")
-        out[s] = float(v)
-    if "name" in e:
-        out["name"] = str(e["name"])
-    if "sha256" in e:
-        if not isinstance(e["sha256"], str) or not _SHA.fullmatch(e["sha256"]):
-            raise JobError(key, f"sha256 must be 64 lowercase hex digits, got {e['sha256']!r}")
-        out["sha256"] = e["sha256"]
-    if "source" in e:
-        if e["source"] not in SOURCES:
-            raise JobError(key, f"source must be one of {', '.join(SOURCES)}, got {e['source']!r}")
-        out["source"] = e["source"]
-    return out
-
-
-def entry_files(entries) -> list[str]:
-    """The files of the given (not prompt-tag) entries that exist now, for the job's input hash."""
-    return [e["file"] for e in entries if e.get("source", "flag") == "flag" and Path(e["file"]).is_file()]
+from .fields import JobError
 
 
 # ---------------------------------------------------------------------------------------------- stacks
@@ -138,6 +63,7 @@ def _recorded(p: PassLora, entries) -> dict | None:
 
 
 def warn_changed(stack: list[PassLora], entries, which: str) -> None:
+    """`which`: the pass as a sentence names it ("base", "mask", "region 2")."""
     for p in stack:
         e = _recorded(p, entries)
         if e is not None and sha256_file(p.lora.path) != e["sha256"]:
@@ -154,24 +80,24 @@ def _missing(err: Exception, entries) -> str:
 # ---------------------------------------------------------------------------------------------- the job
 def prepare_loras(job, model, *, allow_pickle: bool = False):
     """(the job with each pass's LoRAs recorded, {pass: model with its stack}, {pass: prompt without tags},
-    the embeddings library or None). `model`: the model both passes sample with, or {pass: its model}; a pass's
-    LoRAs patch its own model (passes on one checkpoint share its network, patched per pass). Every file is read
-    and checked here; errors are JobErrors naming the field."""
-    bases = model if isinstance(model, dict) else {which: model for which in PASSES}
+    the embeddings library or None). Passes are `job.passes()` ("base", then each region's index). `model`: the
+    model every pass samples with, or {pass: its model}; a pass's LoRAs patch its own model (passes on one
+    checkpoint share its network, patched per pass). Every file is read and checked here; errors are JobErrors
+    naming the field."""
+    bases = model if isinstance(model, dict) else {which: model for which in job.passes()}
     library = _library(job, bases, allow_pickle)
     models, prompts, specs = {}, {}, {}
-    for which in PASSES:
-        spec, field, model = job.pass_spec(which), f"{which}_loras", bases[which]
+    for which in job.passes():
+        spec, field, model = job.pass_spec(which), job.field(which, "loras"), bases[which]
         if "<lora:" in spec.negative:
-            raise JobError(f"{which}_negative", "holds a <lora:...> tag; LoRA tags go in the positive prompt")
+            raise JobError(job.field(which, "negative"), "holds a <lora:...> tag; LoRA tags go in the positive prompt")
         try:
-            text, stack = resolve_stack(spec.loras, job.base_prompt if which == "base" else job.mask_prompt,
-                                        job.lora_dir)
+            text, stack = resolve_stack(spec.loras, job.pass_prompt(which), job.lora_dir)
         except FileNotFoundError as e:
             raise JobError(field, _missing(e, spec.loras)) from None
         except ValueError as e:  # a malformed prompt tag
-            raise JobError(f"{which}_prompt", str(e)) from None
-        warn_changed(stack, spec.loras, which)
+            raise JobError(job.field(which, "prompt"), str(e)) from None
+        warn_changed(stack, spec.loras, job.pass_label(which))
         if stack and not (hasattr(model, "unet") and hasattr(model, "text_encoders")):
             raise JobError(field, f"LoRAs need a Stable Diffusion checkpoint; {job.pass_model(which)!r} is not one")
         try:
@@ -180,7 +106,8 @@ def prepare_loras(job, model, *, allow_pickle: bool = False):
             raise JobError(field, str(e)) from None
         prompts[which] = text
         specs[which] = replace(spec, loras=tuple(p.record() for p in stack))
-    return replace(job, base=specs["base"], inside=specs["mask"]), models, prompts, library
+    regions = tuple(replace(r, spec=specs[i]) for i, r in enumerate(job.regions))
+    return replace(job, base=specs["base"], regions=regions), models, prompts, library
 
 
 def _library(job, models: dict, allow_pickle: bool) -> EmbeddingLibrary | None:

@@ -6,12 +6,13 @@ render (prompts, passes, decode), and write the outputs together.
     write_outputs(result, Outputs(image="out.png", preview=..., latent=...))
 
 `run_job` is the three in one. Front ends (CLI, UI, batch, workflow runner) differ only in how they make the
-Job and present the result.
+Job and present the result. A job has a base pass and one pass per region; everything here works on
+`job.passes()` ("base", then each region's index), so a region's model, LoRAs, ControlNets and prompt are
+loaded and checked exactly as the base's are.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass, field, replace
@@ -19,72 +20,86 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from .. import front
+from .._checks import check_feather_width
 from ..front import SamplerSettings
 from ..models.control import ControlNet
 from ..models.registry import ModelCache, defaults_for
+from .fields import JobError, checked
 from .loras import prepare_loras
-from .spec import Job, JobError
+from .outputs import JobResult, Outputs, check_outputs, write_outputs
+from .spec import Job
 
 
-@dataclass(frozen=True)
-class Outputs:
-    """Where a job's outputs go (None: not written)."""
+class PassMap(dict):
+    """{pass: value} keyed as `job.passes()` ("base", region indices), where "mask" also names region 0 (the
+    two-pass job's mask pass)."""
 
-    image: str | None = None
-    preview: str | None = None
-    latent: str | None = None
+    def __getitem__(self, key):
+        return super().__getitem__(0 if key == "mask" else key)
 
-    def items(self) -> list[tuple[str, str]]:
-        return [(k, v) for k, v in (("image", self.image), ("preview", self.preview), ("latent", self.latent))
-                if v is not None]
+    def get(self, key, default=None):
+        return super().get(0 if key == "mask" else key, default)
+
+    def __contains__(self, key) -> bool:
+        return super().__contains__(0 if key == "mask" else key)
 
 
 @dataclass
 class Prepared:
     """A job whose inputs are read, models loaded and size resolved: nothing left that can be bad input.
     `model` is the job's model: it encodes the start image and decodes the result (the VAE); each pass samples
-    with `pass_models[pass]` (its own model or the job's, with the pass's LoRAs)."""
+    with `pass_models[pass]` (its own model or the job's, with the pass's LoRAs); `masks` holds every region's
+    mask as read (region order)."""
 
     job: Job
     model: object
-    mask: torch.Tensor
+    masks: list
     pixels: torch.Tensor | None
     hints: dict | None = None  # ControlNet hint images by path
-    pass_models: dict = field(default_factory=dict)  # "base"/"mask" -> the pass's model with its LoRAs
-    prompts: dict = field(default_factory=dict)  # "base"/"mask" -> the prompt without its <lora:...> tags
+    pass_models: dict = field(default_factory=dict)  # "base" / region index -> the pass's model with its LoRAs
+    prompts: dict = field(default_factory=dict)  # "base" / region index -> the prompt without its <lora:...> tags
     embeddings: object = None  # an EmbeddingLibrary, or None
 
+    @property
+    def mask(self) -> torch.Tensor:
+        """Region 1's mask (the two-pass job's mask)."""
+        return self.masks[0]
 
-@dataclass
-class JobResult:
-    """What a render produced: `image` (1, H, W, 3), `samples` (the latent), `base_preview` (the base pass's
-    last x0 as an image, when asked for), the job as run (sizes resolved) and the seconds it took."""
 
-    job: Job
-    mask: torch.Tensor
-    image: torch.Tensor
-    samples: torch.Tensor
-    base_preview: torch.Tensor | None
-    seconds: float
+def load_masks(job: Job) -> list[torch.Tensor]:
+    """Every region's mask: its tensor, else its file read with the job's channel and inversion."""
+    from ..imageio import read_mask_file
+
+    out = []
+    for i, r in enumerate(job.regions):
+        if r.mask_tensor is not None:
+            out.append(r.mask_tensor)
+            continue
+        try:
+            out.append(read_mask_file(r.mask, job.mask_channel, job.invert_mask))
+        except (OSError, ValueError) as e:
+            if len(job.regions) == 1:
+                raise  # the one-region job's error as it always was: the file's problem, named by the CLI
+            raise JobError(job.field(i, "mask"), " ".join(str(e).split())) from None
+    return out
 
 
 def load_inputs(job: Job) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The mask (from its file or the job's tensor) and the start image, if any."""
-    from ..imageio import load_image, load_mask
+    """Region 1's mask and the start image, if any (`load_masks` gives every region's)."""
+    from ..imageio import load_image
 
-    mask = job.mask_tensor if job.mask_tensor is not None else load_mask(job.mask, job.mask_channel,
-                                                                         job.invert_mask)
-    pixels = load_image(job.image) if job.image is not None else None
-    return mask, pixels
+    return load_masks(job)[0], load_image(job.image) if job.image is not None else None
 
 
-def resolve_size(job: Job, mask_hw: tuple[int, int], image_hw: tuple[int, int] | None, factor: int) -> Job:
-    """Width and height: the image's; else the given ones (a missing side from the mask's aspect ratio); else
-    about the model's default area with the mask's aspect ratio, on the model's grid."""
+def resolve_size(job: Job, mask_hw, image_hw: tuple[int, int] | None, factor: int) -> Job:
+    """Width and height: the image's; else the given ones (a missing side from region 1's mask's aspect ratio);
+    else about the model's default area with that aspect ratio, on the model's grid. `mask_hw`: region 1's mask
+    size (h, w), or a list of every region's (each must have the image's aspect ratio: the one rule of masks)."""
     from ..imageio import check_aspect
 
+    sizes = [tuple(mask_hw)] if isinstance(mask_hw[0], int) else [tuple(hw) for hw in mask_hw]
     w, h = job.width, job.height
-    mh, mw = mask_hw
+    mh, mw = sizes[0]
     if image_hw is not None:
         for key, given, v in (("width", w, image_hw[1]), ("height", h, image_hw[0])):
             if given is not None and given != v:
@@ -103,10 +118,11 @@ def resolve_size(job: Job, mask_hw: tuple[int, int], image_hw: tuple[int, int] |
     for key, v in (("width", w), ("height", h)):
         if v % factor:
             raise JobError(key, f"{v} is not a multiple of {factor}, which the model {job.model!r} needs")
-    try:
-        check_aspect((mh, mw), (h, w))
-    except ValueError as e:
-        raise JobError("mask", str(e)) from None
+    for i, hw in enumerate(sizes):
+        try:
+            check_aspect(hw, (h, w))
+        except ValueError as e:
+            raise JobError(job.field(i, "mask"), str(e)) from None
     return replace(job, width=w, height=h)
 
 
@@ -117,18 +133,19 @@ def prepare_job(job: Job, cache: ModelCache | None = None, *, load_options: dict
     `load_options`: device / dtype / allow_pickle for checkpoints (the machine's business, not the job's).
     Every model the job uses is loaded here (once each, through `cache`) and must share the job model's latent
     format; the job's model sizes the image and encodes/decodes it, each pass samples with its own."""
+    from ..imageio import load_image
+
     cache = ModelCache() if cache is None else cache
-    mask, pixels = load_inputs(job)
+    masks = load_masks(job)
+    pixels = load_image(job.image) if job.image is not None else None
     options = model_options(job)
     options.update({k: v for k, v in (load_options or {}).items() if v})
     model = cache.get(job.model, **options)
     pass_bases = load_pass_models(job, model, cache, options)
     factor = int(model.latent_format.downscale)
-    job = resolve_size(job, tuple(mask.shape[-2:]), None if pixels is None else tuple(pixels.shape[1:3]), factor)
-    side = max(job.width, job.height)
-    if job.feather > side:
-        raise JobError("feather", f"{job.feather:g} is wider than the image ({job.width}x{job.height} px); "
-                       f"accepted: 0 .. {side}")
+    job = resolve_size(job, [tuple(m.shape[-2:]) for m in masks], None if pixels is None else
+                       tuple(pixels.shape[1:3]), factor)
+    checked(lambda _key, v: check_feather_width(v, job.width, job.height), "feather", job.feather)
     if check_memory:
         from .memory import memory_problem
 
@@ -139,7 +156,7 @@ def prepare_job(job: Job, cache: ModelCache | None = None, *, load_options: dict
     hints = load_hints(job)
     job, pass_models, prompts, library = prepare_loras(job, pass_bases,
                                                       allow_pickle=bool(options.get("allow_pickle")))
-    return Prepared(job, model, mask, pixels, hints, pass_models, prompts, library)
+    return Prepared(job, model, masks, pixels, hints, PassMap(pass_models), PassMap(prompts), library)
 
 
 def load_pass_models(job: Job, model, cache: ModelCache, options: dict) -> dict:
@@ -147,12 +164,12 @@ def load_pass_models(job: Job, model, cache: ModelCache, options: dict) -> dict:
     `cache` with the same loading options; a pass model that cannot load, or whose latent format differs from
     the job model's (which encodes and decodes the image), is a JobError naming its field."""
     out = {}
-    for which in ("base", "mask"):
+    for which in job.passes():
         name = job.pass_spec(which).model
         if name is None:
             out[which] = model
             continue
-        key = f"{which}_model"
+        key = job.field(which, "model")
         try:
             out[which] = cache.get(name, **options)
         except (ValueError, OSError, TypeError) as e:
@@ -179,15 +196,15 @@ def latent_mismatch(model, other) -> tuple[str, str] | None:
 
 
 def load_hints(job: Job) -> dict:
-    """The ControlNet hint images of both passes by path; a missing ControlNet or hint file names its field."""
+    """The ControlNet hint images of every pass by path; a missing ControlNet or hint file names its field."""
     from pathlib import Path
 
     from ..imageio import load_image
 
     hints = {}
-    for which in ("base", "mask"):
+    for which in job.passes():
         for i, c in enumerate(job.pass_spec(which).controlnets):
-            key = f"{which}_controlnets[{i}]"
+            key = f"{job.field(which, 'controlnets')}[{i}]"
             if not Path(c["file"]).exists():
                 raise JobError(key, f"ControlNet not found: {c['file']}")
             if c["image"] not in hints:
@@ -198,12 +215,14 @@ def load_hints(job: Job) -> dict:
     return hints
 
 
-def pass_settings(prep: Prepared, which: str) -> SamplerSettings:
-    """One pass: its model (with its LoRA stack) encodes its prompts (with the embeddings) and samples."""
+def pass_settings(prep: Prepared, which) -> SamplerSettings:
+    """One pass ("base", a region's index, or "mask" for region 1): its model (with its LoRA stack) encodes its
+    prompts (with the embeddings) and samples."""
     job = prep.job
-    model = prep.pass_models.get(which, prep.model)
-    spec = job.pass_spec(which)
-    prompt = prep.prompts.get(which, job.base_prompt if which == "base" else job.mask_prompt)
+    key = "base" if which == "base" else (0 if which == "mask" else int(which))
+    model = prep.pass_models.get(key, prep.model)
+    spec = job.pass_spec(key)
+    prompt = prep.prompts.get(key, job.pass_prompt(key))
     extra = {"embeddings": prep.embeddings} if prep.embeddings is not None else {}
     controlnets = [ControlNet(c["file"], prep.hints[c["image"]], c["strength"], c["start_percent"],
                               c["end_percent"]) for c in spec.controlnets]
@@ -214,38 +233,80 @@ def pass_settings(prep: Prepared, which: str) -> SamplerSettings:
 
 
 def render(prep: Prepared, *, callback=None, disable_pbar=None, want_base_preview: bool = False) -> JobResult:
-    """Sample and decode. callback(step, x0, x, total) over both passes."""
+    """Sample and decode through the front door: `two_samplers_for_mask` in mode two-pass (one region),
+    `regional_sample` with every region in the other modes. callback(step, x0, x, total) over the whole job.
+    The job checked every mask's aspect ratio at its entrance (`resolve_size`, the one rule), so the front
+    door is told not to check it again (stretch_mask)."""
     from ..latent import empty_latent
 
     t0 = time.perf_counter()
     job, model = prep.job, prep.model
     fmt = model.latent_format
-    base, inside = pass_settings(prep, "base"), pass_settings(prep, "mask")
+    base = pass_settings(prep, "base")
+    regions = [(m, pass_settings(prep, i)) for i, m in enumerate(prep.masks)]
     if prep.pixels is not None:
         latent = {"samples": model.encode_image(prep.pixels)}
     else:
         latent = empty_latent(job.width, job.height, channels=fmt.channels, downscale=int(fmt.downscale))
-    captured = {}
-    step_fn = callback
-    if want_base_preview and job.mode == "two-pass":
-        n_base = base.n_steps()
+    captured, note = {}, None
+    if job.mode == "two-pass":
+        step_fn = callback
+        if want_base_preview:
+            n_base = base.n_steps()
 
-        def step_fn(step, x0, x, total):
-            if step == n_base - 1:  # the base pass's last denoised prediction: its result, for the preview
-                captured["base"] = x0.detach().clone()
-            if callback is not None:
-                callback(step, x0, x, total)
+            def step_fn(step, x0, x, total):
+                if step == n_base - 1:  # the base pass's last denoised prediction: its result, for the preview
+                    captured["base"] = x0.detach().clone()
+                if callback is not None:
+                    callback(step, x0, x, total)
 
-    out = front.two_samplers_for_mask(
-        latent, prep.mask, base, inside, mode=job.mode, inversion=job.inversion,
-        base_covers_mask=job.base_covers_mask, grow=job.grow, feather=job.feather, differential=job.differential,
-        crop_to_mask=job.crop_to_mask, crop_context=job.crop_context, overlap_factor=job.overlap_factor,
-        base_only_steps=job.base_only_steps, inpaint_conditioning=job.inpaint_conditioning, callback=step_fn,
-        disable_pbar=disable_pbar)
+        out = front.two_samplers_for_mask(
+            latent, prep.masks[0], base, regions[0][1], mode=job.mode, inversion=job.inversion,
+            base_covers_mask=job.base_covers_mask, grow=job.grow, feather=job.feather,
+            differential=job.differential, crop_to_mask=job.crop_to_mask, crop_context=job.crop_context,
+            overlap_factor=job.overlap_factor, base_only_steps=job.base_only_steps,
+            inpaint_conditioning=job.inpaint_conditioning, callback=step_fn, disable_pbar=disable_pbar,
+            stretch_mask=True)
+    else:
+        note = joint_note(base, [s for _, s in regions]) if job.mode == "joint" else None
+        out = front.regional_sample(latent, base, regions, mode=job.mode, grow=job.grow, feather=job.feather,
+                                    overlap_factor=job.overlap_factor, base_only_steps=job.base_only_steps,
+                                    callback=callback, disable_pbar=disable_pbar, stretch_mask=True)
     samples = out["samples"]
     image = model.decode_latent(samples)
     preview = model.decode_latent(fmt.process_out(captured["base"])) if "base" in captured else None
-    return JobResult(job, prep.mask, image, samples, preview, time.perf_counter() - t0)
+    return JobResult(job, prep.masks[0], image, samples, preview, time.perf_counter() - t0,
+                     masks=tuple(prep.masks), note=note)
+
+
+def joint_note(base: SamplerSettings, passes: list[SamplerSettings]) -> str | None:
+    """What mode "joint" does with these passes, in a line for people (None when it samples them as asked): that
+    it falls back to interleaving (regions with another model, LoRAs or ControlNets), or which region settings
+    it does not use. The front door also warns; a page shows this line."""
+    import re
+
+    from ..joint import ignored_settings, joint_blockers
+
+    blockers = joint_blockers(base, passes)
+    if blockers:
+        text = "joint fell back to interleaved: " + "; ".join(blockers)
+    else:
+        ignored = ignored_settings(base, passes)
+        if not ignored:
+            return None
+        text = "joint uses the base's cfg, sampler and scheduler; not used: " + ", ".join(ignored)
+    return re.sub(r"regions\[(\d+)\](\.?)", lambda m: f"region {int(m.group(1)) + 1}" + (" " if m.group(2) else ""),
+                  text)
+
+
+def preview_masks(job: Job, masks: list, downscale: int) -> list[torch.Tensor]:
+    """Every region's mask as this job's sampler will see it (its mode, grow, feather, overlap_factor), at each
+    mask's own resolution: `front.sampler_masks`, the function the sampler itself runs, so a page's "mask as the
+    sampler sees it" preview is the sampler's mask. `downscale`: the job model's latent scale (1 for the built-in
+    models, 8 for SD); the image size is the job's, else region 1's mask's."""
+    h, w = (job.height, job.width) if job.width and job.height else tuple(masks[0].shape[-2:])
+    return front.sampler_masks(masks, (max(1, h // downscale), max(1, w // downscale)), downscale, mode=job.mode,
+                               grow=job.grow, feather=job.feather, overlap_factor=job.overlap_factor)
 
 
 def run_job(job: Job, cache: ModelCache | None = None, *, outputs: Outputs | None = None, callback=None,
@@ -253,8 +314,6 @@ def run_job(job: Job, cache: ModelCache | None = None, *, outputs: Outputs | Non
             check_memory: bool = True) -> JobResult:
     """check_outputs, prepare_job, then render, then (when `outputs` names any) write_outputs; returns the result.
     `inputs`: further input files by field (e.g. {"from": png}) that no output may overwrite."""
-    from .outputs import check_outputs, write_outputs
-
     outputs = outputs or Outputs()
     check_outputs(outputs, job, inputs=inputs)
     prep = prepare_job(job, cache, load_options=load_options, check_memory=check_memory)
@@ -265,16 +324,5 @@ def run_job(job: Job, cache: ModelCache | None = None, *, outputs: Outputs | Non
     return result
 
 
-def metadata(job: Job) -> dict:
-    """What the PNG's settings chunk stores: the normalised job plus the package version."""
-    from .. import __version__
-
-    return {**job.to_dict(), "twosamplers_version": __version__}
-
-
-def metadata_json(job: Job) -> str:
-    return json.dumps(metadata(job), sort_keys=True)
-
-
-__all__ = ["JobResult", "Outputs", "Prepared", "latent_mismatch", "load_inputs", "metadata", "model_options",
-           "pass_settings", "prepare_job", "render", "resolve_size", "run_job"]
+__all__ = ["Prepared", "joint_note", "latent_mismatch", "load_inputs", "load_masks", "model_options",
+           "pass_settings", "prepare_job", "preview_masks", "render", "resolve_size", "run_job"]

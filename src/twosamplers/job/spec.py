@@ -1,184 +1,94 @@
 """`Job`: the serialisable, validated description of one render.
 
-It is what the CLI flags, the PNG metadata (`--from`), a UI's fields and a batch line all are: a flat JSON
-object whose keys are the fields below (per-pass keys carry a `base_` or `mask_` prefix). `Job.from_dict`
-validates every field with the shared named limits (errors name the field: `JobError.field`), fills the
-defaults (the guidance scale from the model's registry entry) and normalises; `to_dict` gives the normalised
-JSON-able dict back, and `hash()` a stable digest of it plus the contents of the input files.
+It is what the CLI flags, the PNG metadata (`--from`), a UI's fields and a batch line all are: a JSON object whose
+keys are the fields below. `Job.from_dict` validates every field with `_checks` and its named limits (errors name
+the field: `JobError.field`), fills the defaults (the guidance scale from the model's registry entry) and
+normalises; `to_dict` gives the normalised JSON-able dict back, and `hash()` a stable digest of it plus the
+contents of the input files.
 
-Models: the job-wide `model` is the default model of both passes and the one whose VAE (decoder) encodes the
-start image and decodes the result, as in ComfyUI, where the VAE is wired apart from the samplers' MODELs.
-A pass may name its own model (`base_model` / `mask_model`, `PassSpec.model`); one equal to `model` normalises
-to None, and None pass models are left out of `to_dict` (so jobs without them hash as they always did).
+Regions: a job renders its base prompt outside its regions and each region's prompt inside the region's mask.
+Every region has a mask (a file, or a tensor: painted, embedded in a PNG, the demo's disc; hashed by content), a
+prompt and its own pass (`PassSpec`: model, LoRAs, ControlNets, seed, steps, cfg, sampler, scheduler, denoise,
+negative). The two-pass job of TwoSamplersForMask is the one-region case, and is written as it always was: flat
+keys, `mask`, `mask_prompt` and `mask_<pass key>` for the region, `base_<pass key>` for the base pass. A job with
+several regions is written with `regions`, a list of region objects {"mask", "prompt", <pass keys>}, and
+`base_<pass key>`; `from_dict` reads both forms (flat `mask*` keys next to `regions` set region 1's fields).
+Jobs of one region therefore hash as they did before regions existed.
+
+Shorthand: a plain pass key (`seed`, `steps`, `cfg`, `sampler`, `scheduler`, `denoise`, `negative`, `loras`,
+`controlnets`) sets every pass that does not give its own (the base, every region); for `loras` and
+`controlnets` it comes first and a pass's own entries follow. It is how the CLI's `--seed` and a batch line's
+`"seed"` reach every pass; `to_dict` never writes it. A region missing a pass key takes `PassSpec`'s default.
+
+Models: the job-wide `model` is the default model of every pass and the one whose VAE encodes the start image
+and decodes the result, as in ComfyUI, where the VAE is wired apart from the samplers' MODELs. A pass may name
+its own model (`base_model`, `mask_model`, a region's `model`); one equal to `model` normalises to None, and None
+pass models are left out of `to_dict` (so jobs without them hash as they always did).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 from dataclasses import dataclass, field, fields, replace
 
 import torch
 
-from .._checks import MAX_CFG, MAX_IMAGE_SIDE, MAX_OVERLAP, MAX_STEPS, SEED_MAX
+from .._checks import MAX_IMAGE_SIDE, MAX_OVERLAP, MAX_REGIONS, MAX_STEPS
 from ..front import MODES
 from ..imageio import MASK_CHANNELS
 from ..mask_ops import INVERSIONS
 from ..models.registry import DEFAULT_MODEL, defaults_for
 from ..noise import DEFAULT_COMFYUI_VERSION, parse_comfyui_version
-from ..samplers import SAMPLER_NAMES
-from ..schedules import SCHEDULER_NAMES
+from .fields import (
+    OPTIONAL_PASS_KEYS,
+    PASS_KEYS,
+    PASSES,
+    REGION_KEYS,
+    REGIONS,
+    SHARED_KEYS,
+    JobError,
+    PassSpec,
+    bool_field,
+    choice_field,
+    float_field,
+    int_field,
+    lora_files,
+    region_field,
+    str_field,
+)
+from .forms import merge, region_dicts, with_shared
 
-PASSES = ("base", "mask")
 MAX_CLIP_LAYERS = 1000  # clip_skip beyond any text encoder's depth is an error, not an IndexError later
 METADATA_ONLY_KEYS = ("twosamplers_version",)  # written into PNGs for people; not part of a job
 
 
-class JobError(ValueError):
-    """A bad job field; `field` is its key (e.g. "base_steps"), so each front end can name its own input."""
+# ---------------------------------------------------------------------------------------------- a region
+@dataclass(frozen=True)
+class Region:
+    """One region: its mask (`mask`, a file path or a label, and `mask_tensor`, the mask itself when it has no
+    file), its prompt and its pass (`spec`, whose `negative` is the region's negative prompt)."""
 
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
-
-
-# ---------------------------------------------------------------------------------------------- field checks
-def _int(key, v, lo=None, hi=None):
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise JobError(key, f"must be an integer, got {v!r}")
-    if (lo is not None and v < lo) or (hi is not None and v > hi):
-        raise JobError(key, f"{v} is out of range ({_rng(lo, hi)})")
-    return v
-
-
-def _float(key, v, lo=None, hi=None):
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v):
-        raise JobError(key, f"must be a number, got {v!r}")
-    if (lo is not None and v < lo) or (hi is not None and v > hi):
-        raise JobError(key, f"{v} is out of range ({_rng(lo, hi)})")
-    return float(v)
-
-
-def _rng(lo, hi):
-    return f"{lo} .. {hi}" if lo is not None and hi is not None else (f">= {lo}" if lo is not None else f"<= {hi}")
-
-
-def _choice(key, v, valid):
-    if v not in valid:
-        raise JobError(key, f"unknown value {v!r}; valid: {', '.join(valid)}")
-    return v
-
-
-def _bool(key, v):
-    if not isinstance(v, bool):
-        raise JobError(key, f"must be true or false, got {v!r}")
-    return v
-
-
-def _str(key, v, optional=False):
-    if v is None and optional:
-        return None
-    if not isinstance(v, str):
-        raise JobError(key, f"must be a string, got {v!r}")
-    return v
-
-
-CONTROLNET_FORMAT = "FILE:IMAGE[:STRENGTH[:START:END]]"
-
-
-def _controlnet(key: str, v) -> dict:
-    """One ControlNet of a pass: a "FILE:IMAGE[:STRENGTH[:START:END]]" string or its normalised dict."""
-    if isinstance(v, str):
-        parts = v.split(":")
-        if len(parts) not in (2, 3, 5) or not all(parts[:2]):
-            raise JobError(key, f"{v!r} is not {CONTROLNET_FORMAT}")
-        try:
-            nums = [float(x) for x in parts[2:]]
-        except ValueError:
-            raise JobError(key, f"{v!r}: strength, start and end must be numbers ({CONTROLNET_FORMAT})") from None
-        v = dict(zip(("file", "image", "strength", "start_percent", "end_percent"), parts[:2] + nums, strict=False))
-    if not isinstance(v, dict):
-        raise JobError(key, f"must be a {CONTROLNET_FORMAT} string or an object, got {v!r}")
-    unknown = sorted(set(v) - {"file", "image", "strength", "start_percent", "end_percent"})
-    if unknown:
-        raise JobError(key, f"unknown ControlNet field {unknown[0]!r}")
-    out = {"file": _str(f"{key}.file", v.get("file")), "image": _str(f"{key}.image", v.get("image")),
-           "strength": _float(f"{key}.strength", v.get("strength", 1.0), 0.0, 10.0),
-           "start_percent": _float(f"{key}.start_percent", v.get("start_percent", 0.0), 0.0, 1.0),
-           "end_percent": _float(f"{key}.end_percent", v.get("end_percent", 1.0), 0.0, 1.0)}
-    if out["start_percent"] > out["end_percent"]:
-        raise JobError(key, f"start_percent {out['start_percent']} is after end_percent {out['end_percent']}")
-    return out
-
-
-def _controlnets(key: str, v) -> tuple:
-    if isinstance(v, (str, dict)):
-        v = [v]
-    if not isinstance(v, (list, tuple)):
-        raise JobError(key, f"must be a list of ControlNets ({CONTROLNET_FORMAT}), got {v!r}")
-    return tuple(_controlnet(f"{key}[{i}]", c) for i, c in enumerate(v))
+    prompt: str
+    mask: str | None = None
+    spec: PassSpec = PassSpec()
+    mask_tensor: torch.Tensor | None = field(default=None, repr=False, compare=False)
 
 
 # ---------------------------------------------------------------------------------------------- the job
 @dataclass(frozen=True)
-class PassSpec:
-    """One pass's settings as a job states them. `model`: the model this pass samples with (a registered name
-    or a checkpoint path; None: the job's `model`). The job's `model` still encodes and decodes the image."""
-
-    seed: int = 0
-    steps: int = 20
-    cfg: float | None = None  # None: the model's default (registry)
-    sampler: str = "euler"
-    scheduler: str = "normal"
-    denoise: float = 1.0
-    negative: str = ""
-    controlnets: tuple = ()  # ({"file", "image", "strength", "start_percent", "end_percent"}, ...)
-    loras: tuple = ()  # LoRA entries: "FILE[:S[:S_CLIP]]" or {"file", "strength_model", ...} (job/loras.py)
-    model: str | None = None  # None: the job's model (which also encodes/decodes); see the module docstring
-
-    def validated(self, prefix: str, default_cfg: float) -> PassSpec:
-        from .loras import normalize_entries
-
-        model = _str(f"{prefix}model", self.model, optional=True)
-        if model is not None and not model.strip():
-            raise JobError(f"{prefix}model", "must not be empty (leave it out to use the job's model)")
-        return PassSpec(
-            model=model,
-            controlnets=_controlnets(f"{prefix}controlnets", self.controlnets),
-            seed=_int(f"{prefix}seed", self.seed, 0, SEED_MAX),
-            steps=_int(f"{prefix}steps", self.steps, 1, MAX_STEPS),
-            cfg=_float(f"{prefix}cfg", default_cfg if self.cfg is None else self.cfg, 0.0, MAX_CFG),
-            sampler=_choice(f"{prefix}sampler", self.sampler, SAMPLER_NAMES),
-            scheduler=_choice(f"{prefix}scheduler", self.scheduler, SCHEDULER_NAMES),
-            denoise=_float(f"{prefix}denoise", self.denoise, 0.0, 1.0),
-            negative=_str(f"{prefix}negative", self.negative),
-            loras=normalize_entries(f"{prefix}loras", self.loras),
-        )
-
-
-PASS_KEYS = tuple(f.name for f in fields(PassSpec))
-# pass keys added after jobs were first stored: left out of `to_dict` when None, so older jobs keep their hashes
-OPTIONAL_PASS_KEYS = ("model",)
-
-
-@dataclass(frozen=True)
 class Job:
-    """One render. Make it with `Job.from_dict` / `Job.from_png` (validated, normalised); `mask_tensor` carries
-    a mask that has no file (embedded in a PNG, or the demo's disc) and is hashed by content."""
+    """One render. Make it with `Job.from_dict` / `Job.from_png` (validated, normalised)."""
 
     base_prompt: str
-    mask_prompt: str
-    mask: str | None = None
+    regions: tuple[Region, ...] = ()
     base: PassSpec = PassSpec()
-    inside: PassSpec = PassSpec()
     model: str = DEFAULT_MODEL
     width: int | None = None
     height: int | None = None
     image: str | None = None
-    mask_channel: str = "gray"
+    mask_channel: str = "gray"  # how every region's mask FILE is read (mask tensors are used as they are)
     invert_mask: bool = False
     mode: str = "two-pass"
     inversion: str = "soft"
@@ -196,26 +106,42 @@ class Job:
     comfyui_version: str = DEFAULT_COMFYUI_VERSION
     lora_dir: str | None = None  # where LoRA names (entries, prompt tags) are looked up
     embeddings: str | None = None  # the textual-inversion embeddings directory (embedding:NAME in prompts)
-    mask_tensor: torch.Tensor | None = field(default=None, repr=False, compare=False)
 
     # ------------------------------------------------------------------ parsing
     @classmethod
-    def from_dict(cls, d: dict, *, mask_tensor: torch.Tensor | None = None) -> Job:
-        """Validate and normalise a flat job dict (the format of `to_dict`, the PNG metadata and batch lines)."""
+    def from_dict(cls, d: dict, *, mask_tensor: torch.Tensor | None = None, mask_tensors=None) -> Job:
+        """Validate and normalise a job dict (the format of `to_dict`, the PNG metadata and batch lines; the
+        shorthand of plain pass keys allowed). `mask_tensors`: one per region (None where the region's mask is
+        its file); `mask_tensor`: region 1's."""
         if not isinstance(d, dict):
             raise JobError("job", f"must be a JSON object, got {type(d).__name__}")
         d = {k: v for k, v in d.items() if k not in METADATA_ONLY_KEYS and v is not None}
-        passes = {}
-        for which, attr in zip(PASSES, ("base", "inside"), strict=True):
-            passes[attr] = PassSpec(**{k: d.pop(f"{which}_{k}") for k in PASS_KEYS if f"{which}_{k}" in d})
-        known = {f.name for f in fields(cls)} - {"base", "inside", "mask_tensor"}
-        unknown = sorted(set(d) - known)
+        base = {k: d.pop(f"base_{k}") for k in PASS_KEYS if f"base_{k}" in d}
+        regions = region_dicts(d)
+        for k in SHARED_KEYS:
+            if k in d:
+                shared = d.pop(k)
+                for own in (base, *regions):
+                    own[k] = with_shared(shared, own.get(k))
+        unknown = sorted(set(d) - set(TOP_KEYS))
         if unknown:
-            raise JobError(unknown[0], f"unknown field (known: {', '.join(sorted(known | set(job_keys())))})")
-        for key in ("base_prompt", "mask_prompt"):
-            if key not in d:
-                raise JobError(key, "is required")
-        return cls(**d, **passes, mask_tensor=mask_tensor).validated()
+            raise JobError(unknown[0], f"unknown field (known: {', '.join(sorted({*job_keys(), *SHARED_KEYS}))}, "
+                           f"{REGIONS})")
+        tensors = list(mask_tensors or []) + [None] * len(regions)
+        if mask_tensor is not None:
+            tensors[0] = mask_tensor
+        n = len(regions)
+        if "base_prompt" not in d:
+            raise JobError("base_prompt", "is required")
+        made = []
+        for i, r in enumerate(regions):
+            if "prompt" not in r:
+                raise JobError(region_field(i, "prompt", n), "is required")
+            made.append(Region(r["prompt"], r.get("mask"), PassSpec(**{k: r[k] for k in PASS_KEYS if k in r}),
+                               tensors[i]))
+        if "mode" not in d and n > 1:
+            d["mode"] = "regional"  # several regions: RegionalSampler's interleaving unless the job says otherwise
+        return cls(**d, base=PassSpec(**base), regions=tuple(made)).validated()
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Job:
@@ -225,104 +151,201 @@ class Job:
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise JobError("job", f"is not valid JSON: {e}") from None
         except RecursionError:
-            raise JobError("job", "is nested too deeply to be a job (a job is a flat JSON object)") from None
+            raise JobError("job", "is nested too deeply to be a job") from None
         return cls.from_dict(d)
 
     @classmethod
-    def from_png(cls, path: str | os.PathLike, overrides: dict | None = None) -> Job:
-        """The job a PNG written by twosamplers records (its embedded mask included); `overrides` (a flat dict,
-        e.g. from command-line flags) win over the PNG's values."""
-        from ..imageio import read_settings
+    def from_png(cls, path: str | os.PathLike, overrides: dict | None = None,
+                 patches: dict[int, dict] | None = None) -> Job:
+        """The job a PNG written by twosamplers records (every region's embedded mask included; a PNG of the web
+        page made before regions were part of the job brings its regions too); `overrides` (a job dict, e.g. from
+        command-line flags, shorthand allowed) and `patches` ({region index: fields}) win over the PNG's values
+        (`merge`)."""
+        from .png import read_job
 
-        stored, embedded = read_settings(path)
-        d = {**stored, **(overrides or {})}
-        if embedded is not None and "mask" not in (overrides or {}):
-            # the mask as it was used (channel and inversion already applied)
+        stored, embedded = read_job(path)
+        d, tensors = merge(stored, overrides or {}, patches, embedded)
+        if tensors and all(t is not None for t in tensors):
+            # every mask as it was used (channel and inversion already applied)
             d.update(mask_channel="gray", invert_mask=False)
-            return cls.from_dict(d, mask_tensor=embedded)
-        return cls.from_dict(d)
+        return cls.from_dict(d, mask_tensors=tensors)
 
     def validated(self) -> Job:
         """This job with every field checked and the defaults filled in; raises JobError naming the field."""
-        model = _str("model", self.model)
+        model = str_field("model", self.model)
         if not model.strip():
             raise JobError("model", "must not be empty")
-        for key in ("base_prompt", "mask_prompt"):
-            _str(key, getattr(self, key))
-        for key in ("mask", "image", "prediction", "lora_dir", "embeddings"):
-            _str(key, getattr(self, key), optional=True)
+        str_field("base_prompt", self.base_prompt)
+        for key in ("image", "prediction", "lora_dir", "embeddings"):
+            str_field(key, getattr(self, key), optional=True)
         for key in ("width", "height"):
             if getattr(self, key) is not None:
-                _int(key, getattr(self, key), 1, MAX_IMAGE_SIDE)
+                int_field(key, getattr(self, key), 1, MAX_IMAGE_SIDE)
         for key in ("invert_mask", "base_covers_mask", "differential", "crop_to_mask", "inpaint_conditioning"):
-            _bool(key, getattr(self, key))
-        _choice("mask_channel", self.mask_channel, MASK_CHANNELS)
-        _choice("mode", self.mode, MODES)
-        _choice("inversion", self.inversion, INVERSIONS)
+            bool_field(key, getattr(self, key))
+        choice_field("mask_channel", self.mask_channel, MASK_CHANNELS)
+        choice_field("mode", self.mode, MODES)
+        choice_field("inversion", self.inversion, INVERSIONS)
         if self.prediction is not None:
-            _choice("prediction", self.prediction, ("eps", "v"))
+            choice_field("prediction", self.prediction, ("eps", "v"))
         if self.clip_skip is not None:
-            _int("clip_skip", self.clip_skip, -MAX_CLIP_LAYERS, MAX_CLIP_LAYERS)
+            int_field("clip_skip", self.clip_skip, -MAX_CLIP_LAYERS, MAX_CLIP_LAYERS)
         # size-like numbers: anything beyond the largest image is an error (inf and huge values included);
         # within that, a grow or context larger than this image acts as the image size
-        _int("grow", self.grow, -MAX_IMAGE_SIDE, MAX_IMAGE_SIDE)
-        _int("crop_context", self.crop_context, 0, MAX_IMAGE_SIDE)
+        int_field("grow", self.grow, -MAX_IMAGE_SIDE, MAX_IMAGE_SIDE)
+        int_field("crop_context", self.crop_context, 0, MAX_IMAGE_SIDE)
         try:
             parse_comfyui_version(self.comfyui_version)
         except ValueError:
             raise JobError("comfyui_version", f"{self.comfyui_version!r} is not a ComfyUI version such as "
                            f"'0.3.64' or '0.30' (default {DEFAULT_COMFYUI_VERSION!r})") from None
-        _int("overlap_factor", self.overlap_factor, 0, MAX_OVERLAP)
-        _int("base_only_steps", self.base_only_steps, 0, MAX_STEPS)
-        if self.mask is None and self.mask_tensor is None:
-            raise JobError("mask", "is required (a mask file)")
-        passes = {}
-        for which, attr in zip(PASSES, ("base", "inside"), strict=True):
-            spec = getattr(self, attr)
-            own = _str(f"{which}_model", spec.model, optional=True)
-            if own == model:  # the job's model stated again: the same job as leaving it out
-                own = None
-            spec = replace(spec, model=own).validated(f"{which}_", defaults_for(own or model).cfg)
-            passes[attr] = spec
-        return replace(self, feather=_float("feather", self.feather, 0.0, float(MAX_IMAGE_SIDE)), **passes)
+        int_field("overlap_factor", self.overlap_factor, 0, MAX_OVERLAP)
+        int_field("base_only_steps", self.base_only_steps, 0, MAX_STEPS)
+        self._check_mode()
+        own = str_field("base_model", self.base.model, optional=True)
+        base = replace(self.base, model=None if own == model else own)
+        base = base.validated("base_", defaults_for(base.model or model).cfg)
+        regions = tuple(self._validated_region(i, r, model) for i, r in enumerate(self.regions))
+        return replace(self, feather=float_field("feather", self.feather, 0.0, float(MAX_IMAGE_SIDE)), base=base,
+                       regions=regions)
+
+    def _check_mode(self) -> None:
+        n = len(self.regions)
+        if not 1 <= n <= MAX_REGIONS:
+            raise JobError(REGIONS, f"{n} regions is out of range; accepted: 1 .. {MAX_REGIONS}")
+        if self.mode == "two-pass":
+            if n > 1:
+                raise JobError("mode", f"two-pass renders one region, this job has {n}; several regions need mode "
+                               "interleaved, regional or joint")
+            return
+        for key in ("crop_to_mask", "differential"):
+            if getattr(self, key):
+                raise JobError(key, f"is only available in mode two-pass (mode is {self.mode})")
+
+    def _validated_region(self, i: int, r: Region, model: str) -> Region:
+        n = len(self.regions)
+
+        def key(k: str) -> str:
+            return region_field(i, k, n)
+
+        if not isinstance(r, Region):
+            raise JobError(f"{REGIONS}[{i}]", f"must be a Region, got {type(r).__name__}")
+        str_field(key("prompt"), r.prompt)
+        str_field(key("mask"), r.mask, optional=True)
+        if r.mask is None and r.mask_tensor is None:
+            raise JobError(key("mask"), "is required (a mask file)")
+        own = str_field(key("model"), r.spec.model, optional=True)
+        spec = replace(r.spec, model=None if own == model else own)  # the job's model stated again: left out
+        return replace(r, spec=spec.validated(key(""), defaults_for(spec.model or model).cfg))
 
     # ------------------------------------------------------------------ output
     def to_dict(self) -> dict:
-        """The normalised flat dict (JSON-able): what the PNG metadata stores and `from_dict` reads."""
-        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("base", "inside", "mask_tensor")}
-        for which, spec in zip(PASSES, (self.base, self.inside), strict=True):
-            out.update({f"{which}_{k}": _plain(getattr(spec, k)) for k in PASS_KEYS
-                        if not (k in OPTIONAL_PASS_KEYS and getattr(spec, k) is None)})
+        """The normalised dict (JSON-able): what the PNG metadata stores and `from_dict` reads. One region: the
+        flat keys; several: `regions`."""
+        out = {k: getattr(self, k) for k in TOP_KEYS}
+        out.update(_pass_dict("base_", self.base))
+        if len(self.regions) == 1:
+            r = self.regions[0]
+            out.update({"mask": r.mask, "mask_prompt": r.prompt, **_pass_dict("mask_", r.spec)})
+        else:
+            out[REGIONS] = [{"mask": r.mask, "prompt": r.prompt, **_pass_dict("", r.spec)} for r in self.regions]
         return dict(sorted(out.items()))
 
-    def pass_spec(self, which: str) -> PassSpec:
-        return self.base if which == "base" else self.inside
+    # the one-region job's names (the two-pass job's mask pass is region 1)
+    @property
+    def mask_prompt(self) -> str:
+        return self.regions[0].prompt
 
-    def pass_model(self, which: str) -> str:
-        """The model pass `which` ("base" / "mask") samples with: its own, else the job's."""
+    @property
+    def mask(self) -> str | None:
+        return self.regions[0].mask
+
+    @property
+    def inside(self) -> PassSpec:
+        return self.regions[0].spec
+
+    @property
+    def mask_tensor(self) -> torch.Tensor | None:
+        return self.regions[0].mask_tensor
+
+    def passes(self) -> list:
+        """Every pass of the job: "base", then each region's index (0, 1, ...)."""
+        return ["base", *range(len(self.regions))]
+
+    def _index(self, which) -> int | None:
+        if which == "base":
+            return None
+        return 0 if which == "mask" else int(which)
+
+    def pass_spec(self, which) -> PassSpec:
+        """Pass `which`'s settings: "base", a region's index, or "mask" (region 1, the two-pass job's name)."""
+        i = self._index(which)
+        return self.base if i is None else self.regions[i].spec
+
+    def pass_prompt(self, which) -> str:
+        i = self._index(which)
+        return self.base_prompt if i is None else self.regions[i].prompt
+
+    def pass_model(self, which) -> str:
+        """The model pass `which` samples with: its own, else the job's."""
         return self.pass_spec(which).model or self.model
+
+    def field(self, which, key: str) -> str:
+        """The key naming field `key` of pass `which` in this job ("base_seed", "mask_seed", "regions[1].seed")."""
+        i = self._index(which)
+        return f"base_{key}" if i is None else region_field(i, key, len(self.regions))
+
+    def pass_label(self, which) -> str:
+        """Pass `which` as a sentence names it: "base", "mask" (the one-region job), "region 2"."""
+        i = self._index(which)
+        return "base" if i is None else ("mask" if len(self.regions) == 1 else f"region {i + 1}")
 
     def models(self) -> tuple[str, ...]:
         """Every model this job loads, each once: the job's model (it encodes and decodes) first."""
-        return tuple(dict.fromkeys([self.model, *(self.pass_model(w) for w in PASSES)]))
+        return tuple(dict.fromkeys([self.model, *(self.pass_model(w) for w in self.passes())]))
 
     def input_files(self) -> dict[str, str]:
         """The input files this job reads, by field."""
-        from .loras import entry_files
-
         files = {"image": self.image}
-        if self.mask_tensor is None:
-            files["mask"] = self.mask
-        for which, spec in zip(PASSES, (self.base, self.inside), strict=True):
+        for i, r in enumerate(self.regions):
+            if r.mask_tensor is None:
+                files[self.field(i, "mask")] = r.mask
+        for which in self.passes():
+            spec = self.pass_spec(which)
             for i, c in enumerate(spec.controlnets):
-                files[f"{which}_controlnets[{i}].image"] = c["image"]
-            for i, path in enumerate(entry_files(spec.loras)):
-                files[f"{which}_loras[{i}]"] = path
+                files[f"{self.field(which, 'controlnets')}[{i}].image"] = c["image"]
+            for i, path in enumerate(lora_files(spec.loras)):
+                files[f"{self.field(which, 'loras')}[{i}]"] = path
         return {k: v for k, v in files.items() if v is not None}
 
+    def with_region(self, i: int, **changes) -> Job:
+        """This job with region `i`'s fields changed (`prompt`, `mask`, `mask_tensor`, or pass keys of its spec);
+        not validated again (use `Job.from_dict(job.to_dict())` for that)."""
+        r = self.regions[i]
+        spec = {k: changes.pop(k) for k in list(changes) if k in PASS_KEYS}
+        regions = list(self.regions)
+        regions[i] = replace(r, spec=replace(r.spec, **spec), **changes)
+        return replace(self, regions=tuple(regions))
+
+    def with_input_files(self, files: dict[str, str]) -> Job:
+        """This job reading its input files from other paths ({field of `input_files`: path}): the image and
+        the regions' mask files (e.g. a worker's local copies)."""
+        out = self
+        for key, path in files.items():
+            if key == "image":
+                out = replace(out, image=path)
+                continue
+            i = next((i for i in range(len(self.regions)) if self.field(i, "mask") == key), None)
+            if i is None:
+                raise KeyError(f"{key} is not an image or mask field of this job")
+            regions = list(out.regions)
+            regions[i] = replace(regions[i], mask=path)
+            out = replace(out, regions=tuple(regions))
+        return out
+
     def hash(self) -> str:
-        """sha256 of the normalised settings and the contents of the input files (and of an embedded mask):
-        equal hashes mean the same render, for idempotent batch outputs. A model is identified by its name
+        """sha256 of the normalised settings and the contents of the input files (and of the masks that have no
+        file): equal hashes mean the same render, for idempotent batch outputs. A model is identified by its name
         or path as given (checkpoint contents are not read)."""
         h = hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode())
         for key, path in sorted(self.input_files().items()):
@@ -333,10 +356,19 @@ class Job:
                         h.update(block)
             except OSError as e:
                 raise JobError(key, f"cannot read {path}: {e.strerror or e}") from None
-        if self.mask_tensor is not None:
-            h.update(b"\0mask_tensor\0")
-            h.update(self.mask_tensor.detach().float().cpu().contiguous().numpy().tobytes())
+        for i, r in enumerate(self.regions):
+            if r.mask_tensor is not None:
+                h.update(f"\0{'mask' if len(self.regions) == 1 else f'{REGIONS}[{i}].mask'}_tensor\0".encode())
+                h.update(r.mask_tensor.detach().float().cpu().contiguous().numpy().tobytes())
         return h.hexdigest()
+
+
+TOP_KEYS = tuple(f.name for f in fields(Job) if f.name not in ("base", "regions"))
+
+
+def _pass_dict(prefix: str, spec: PassSpec) -> dict:
+    return {f"{prefix}{k}": _plain(getattr(spec, k)) for k in PASS_KEYS
+            if not (k in OPTIONAL_PASS_KEYS and getattr(spec, k) is None)}
 
 
 def _plain(v):
@@ -345,9 +377,9 @@ def _plain(v):
 
 
 def job_keys() -> tuple[str, ...]:
-    """Every flat key a job dict may have."""
-    top = [f.name for f in fields(Job) if f.name not in ("base", "inside", "mask_tensor")]
-    return tuple(top + [f"{w}_{k}" for w in PASSES for k in PASS_KEYS])
+    """Every flat key a job dict may have (besides `regions`, and the shorthand's plain pass keys)."""
+    return ("base_prompt", "mask_prompt", "mask", *TOP_KEYS[1:], *(f"{w}_{k}" for w in PASSES for k in PASS_KEYS))
 
 
-__all__ = ["Job", "JobError", "PASSES", "PASS_KEYS", "PassSpec", "job_keys"]
+__all__ = ["Job", "JobError", "PASSES", "PASS_KEYS", "PassSpec", "REGION_KEYS", "Region", "SHARED_KEYS", "job_keys",
+           "region_field"]

@@ -116,7 +116,8 @@ class ModelCache:
     """Loads each (name, device, dtype, options) once per process and hands the same model back.
 
     Share one cache between jobs (a batch worker, a UI server) so a model is not loaded twice. `loader` is the
-    load function (default `load`). Thread-safe: concurrent `get`s of one key load once.
+    load function (default: this module's `load`, looked up at each load, so that a test or plugin may replace
+    `twosamplers.models.registry.load`). Thread-safe: concurrent `get`s of one key load once.
     """
 
     def __init__(self, loader: Callable[..., object] | None = None) -> None:
@@ -134,8 +135,7 @@ class ModelCache:
         k = self.key(name, device, dtype, **options)
         with self._lock:
             if k not in self._models:
-                from .. import models  # late: `twosamplers.models.load` may be replaced (tests, plugins)
-                load_fn = self._load or models.load
+                load_fn = self._load or load  # looked up now: replacing `registry.load` (tests, plugins) works
                 self._models[k] = load_fn(name, device=device, dtype=dtype, **options)
             return self._models[k]
 

@@ -3,9 +3,10 @@
 The page's fields form a flat dict (`FIELDS`, the names the layout in app.py uses). `fields_to_settings` turns
 it into a job dict (`twosamplers.job.Job`'s flat format: what the CLI's flags and the PNG metadata are),
 validated by the job layer, and `settings_to_fields` goes back, so "Load settings from PNG" restores every field
-of a PNG made by the CLI or the UI. Regions beyond the first (regional mode) are not part of a Job: they go under
-the key "regions" here and into their own PNG text chunk ("twosamplers-regions", each with its mask as an
-embedded PNG); the CLI's `--from` renders region 1 (the job's mask_* fields and mask chunk) and ignores them.
+of a PNG made by the CLI or the UI. Regions beyond the first (regional mode) go under the key "regions" here and
+into their own PNG text chunk ("twosamplers-regions", each with its mask as an embedded PNG); the job layer reads
+that chunk as the job's regions 2.., so `twosamplers generate --from` renders every region (issue 24; the page
+itself moves to building a Job with regions in a later step).
 
 Masks come from the canvas's layers: layer i's alpha is region i (painting makes it opaque, the eraser makes
 it transparent again). An uploaded mask replaces region 1.
@@ -23,8 +24,8 @@ import numpy as np
 import torch
 
 from .._checks import MAX_IMAGE_SIDE
-from ..imageio import decode_mask_png, encode_mask_png
-from ..job import PASS_KEYS, Job, JobError, PassSpec, job_keys
+from ..imageio import encode_mask_png
+from ..job import PASS_KEYS, Job, JobError, PassSpec, Region, job_keys
 from ..mask_ops import feather, grow
 from ..models.registry import defaults_for
 
@@ -88,6 +89,9 @@ def default_fields(model: str = "textures") -> dict:
 # ------------------------------------------------------------------------------------------ fields <-> settings
 def _label(field: str) -> str:
     """A job field name as the page names it: "mask_steps" -> "mask steps", "region2_cfg" -> "region 2 cfg"."""
+    if field.startswith("regions["):  # the job's regions[i] (0-based) is the page's region i + 1
+        index, _, rest = field[len("regions["):].partition("]")
+        return f"region {int(index) + 1} {rest.lstrip('.')}".strip() if index.isdigit() else field
     return field.replace("region", "region ").replace("_", " ")
 
 
@@ -181,7 +185,7 @@ def _merge_kept(d: dict, kept: dict | None) -> None:
 
 def _job_defaults() -> dict:
     """The value each kept key has in a job the page makes without a loaded PNG."""
-    return {k: v for k, v in Job(base_prompt="", mask_prompt="", mask=UI_MASK_NAME).to_dict().items()
+    return {k: v for k, v in Job(base_prompt="", regions=(Region("", UI_MASK_NAME),)).to_dict().items()
             if k in KEPT_KEYS}
 
 
@@ -366,29 +370,17 @@ def load_png_settings(path: str | os.PathLike) -> tuple[dict, list[torch.Tensor]
         raise UIError(f"{name}: {_label(e.field)}: {e.message}") from None
     except (ValueError, FileNotFoundError) as e:
         raise UIError(f"cannot load settings from {name}: {e}") from None
-    settings = job.to_dict()
-    if job.mask_tensor is None:
+    from dataclasses import replace
+
+    if any(r.mask_tensor is None for r in job.regions):
         raise UIError(f"{name} carries settings but no embedded mask")
-    masks = [job.mask_tensor]
-    from PIL import Image
-    with Image.open(path) as im:
-        chunk = (getattr(im, "text", {}) or {}).get(REGIONS_KEY)
-    if chunk is not None:
-        try:
-            regions = json.loads(chunk)
-            if not isinstance(regions, list):
-                raise ValueError("not a list")
-        except ValueError as e:
-            raise UIError(f"{name}: the '{REGIONS_KEY}' chunk is not readable: {e}") from None
-        settings["regions"] = []
-        for j, region in enumerate(regions, start=2):
-            if not isinstance(region, dict) or "mask_png" not in region:
-                raise UIError(f"{name}: region {j} has no mask")
-            try:
-                masks.append(decode_mask_png(region["mask_png"]))
-            except ValueError as e:
-                raise UIError(f"{name}: region {j}: {e}") from None
-            settings["regions"].append(validate_region(region, j, settings["model"]))
+    # the page's format (until it builds Jobs itself): region 1 as the job's mask_* fields, regions 2.. apart
+    settings = replace(job, regions=job.regions[:1]).to_dict()
+    masks = [r.mask_tensor for r in job.regions]
+    if len(job.regions) > 1:
+        settings["regions"] = [validate_region({"prompt": r.prompt, "model": r.spec.model or SAME_MODEL,
+                                                **{k: _plain(getattr(r.spec, k)) for k in UI_PASS_KEYS + LIST_KEYS}},
+                                               j, settings["model"]) for j, r in enumerate(job.regions[1:], start=2)]
     return settings, masks
 
 
