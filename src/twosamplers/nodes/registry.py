@@ -14,7 +14,22 @@ from __future__ import annotations
 import inspect
 
 from . import NODE_CLASS_MAPPINGS as IMPACT_NODES
-from . import control, core, image, lora_files, mask, pipe, primitive
+from . import (
+    control,
+    core,
+    custom_sampling,
+    image,
+    image_edit,
+    impact_extra,
+    latent_edit,
+    lora_files,
+    mask,
+    pipe,
+    primitive,
+    regional_advanced,
+    upscale_model,
+    vae_nodes,
+)
 
 NODES: dict[str, type] = {
     # loaders and prompts
@@ -66,11 +81,67 @@ NODES: dict[str, type] = {
     # LoRA loaders that look lora_name up in the run's loras/ folders
     "LoraLoader": lora_files.LoraLoader,
     "LoraLoaderModelOnly": lora_files.LoraLoaderModelOnly,
+    # VAE files, tiled VAE, checkpoints with a config
+    "VAELoader": vae_nodes.VAELoader,
+    "VAEDecodeTiled": vae_nodes.VAEDecodeTiled,
+    "VAEEncodeTiled": vae_nodes.VAEEncodeTiled,
+    "CheckpointLoader": vae_nodes.CheckpointLoader,
+    # latent editing
+    "LatentUpscale": latent_edit.LatentUpscale,
+    "LatentUpscaleBy": latent_edit.LatentUpscaleBy,
+    "LatentComposite": latent_edit.LatentComposite,
+    "LatentBlend": latent_edit.LatentBlend,
+    "LatentFromBatch": latent_edit.LatentFromBatch,
+    "RepeatLatentBatch": latent_edit.RepeatLatentBatch,
+    # image and mask editing
+    "ImageScaleBy": image_edit.ImageScaleBy,
+    "ImageInvert": image_edit.ImageInvert,
+    "ImageBatch": image_edit.ImageBatch,
+    "ImageCrop": image_edit.ImageCrop,
+    "ImagePadForOutpaint": image_edit.ImagePadForOutpaint,
+    "ImageCompositeMasked": image_edit.ImageCompositeMasked,
+    "Canny": image_edit.Canny,
+    "MaskComposite": image_edit.MaskComposite,
+    "CropMask": image_edit.CropMask,
+    # upscale networks (spandrel)
+    "UpscaleModelLoader": upscale_model.UpscaleModelLoader,
+    "ImageUpscaleWithModel": upscale_model.ImageUpscaleWithModel,
+    # custom sampling
+    "SamplerCustom": custom_sampling.SamplerCustom,
+    "SamplerCustomAdvanced": custom_sampling.SamplerCustomAdvanced,
+    "KSamplerSelect": custom_sampling.KSamplerSelect,
+    "BasicScheduler": custom_sampling.BasicScheduler,
+    "KarrasScheduler": custom_sampling.KarrasScheduler,
+    "ExponentialScheduler": custom_sampling.ExponentialScheduler,
+    "SDTurboScheduler": custom_sampling.SDTurboScheduler,
+    "SplitSigmas": custom_sampling.SplitSigmas,
+    "SplitSigmasDenoise": custom_sampling.SplitSigmasDenoise,
+    "FlipSigmas": custom_sampling.FlipSigmas,
+    "RandomNoise": custom_sampling.RandomNoise,
+    "DisableNoise": custom_sampling.DisableNoise,
+    "CFGGuider": custom_sampling.CFGGuider,
+    "BasicGuider": custom_sampling.BasicGuider,
+    "ConditioningZeroOut": custom_sampling.ConditioningZeroOut,
+    # Impact Pack around the sampler family
+    "PreviewBridge": impact_extra.PreviewBridge,
+    "ImpactKSamplerBasicPipe": impact_extra.ImpactKSamplerBasicPipe,
+    "ImpactKSamplerAdvancedBasicPipe": impact_extra.ImpactKSamplerAdvancedBasicPipe,
+    "ImpactWildcardProcessor": impact_extra.ImpactWildcardProcessor,
+    "ImpactWildcardEncode": impact_extra.ImpactWildcardEncode,
+    "ImpactInt": impact_extra.ImpactInt,
+    "ImpactFloat": impact_extra.ImpactFloat,
+    "ImpactBoolean": impact_extra.ImpactBoolean,
+    "RegionalSamplerAdvanced": regional_advanced.RegionalSamplerAdvanced,
+}
+
+# Names older ComfyUI versions registered (and workflows saved then still carry) -> today's name.
+ALIASES: dict[str, str] = {
+    "ConditioningAverage ": "ConditioningAverage",  # registered with a trailing space until 2024
 }
 
 
 def node_class(class_type: str) -> type | None:
-    return NODES.get(class_type)
+    return NODES.get(class_type) or NODES.get(ALIASES.get(class_type, ""))
 
 
 def input_types(cls: type, folders=None) -> dict:
@@ -94,4 +165,4 @@ def node_list_markdown() -> str:
     return "\n".join(lines)
 
 
-__all__ = ["NODES", "input_types", "node_class", "node_list_markdown"]
+__all__ = ["ALIASES", "NODES", "input_types", "node_class", "node_list_markdown"]

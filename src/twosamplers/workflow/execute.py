@@ -18,20 +18,30 @@ from pathlib import Path
 from ..latent import remake_empty_latent
 from ..nodes.folders import Folders, PendingWrite
 from ..nodes.handles import model_of
-from ..nodes.registry import NODES, input_types
+from ..nodes.registry import ALIASES, NODES, input_types, node_class
 from .errors import WorkflowError
 from .formats import Workflow, input_kind, read_workflow
 from .graph import describe, is_link, plan, spec_of
 
 
 def _input_types_of(class_type: str, folders: Folders | None = None):
-    cls = NODES.get(class_type)
+    cls = node_class(class_type)
     return None if cls is None else input_types(cls, folders)
 
 
+def _legacy_layouts(class_type: str):
+    return getattr(node_class(class_type), "LEGACY_WIDGETS", None)
+
+
 def load(workflow, folders: Folders | None = None) -> Workflow:
-    """A path / JSON string / dict / Workflow -> Workflow (the UI format converted to the API format)."""
-    return read_workflow(workflow, lambda t: _input_types_of(t, folders))
+    """A path / JSON string / dict / Workflow -> Workflow (the UI format converted to the API format; node types
+    registered under an older name, e.g. "ConditioningAverage " with its trailing space, renamed)."""
+    wf = read_workflow(workflow, lambda t: _input_types_of(t, folders), _legacy_layouts)
+    if any(n["class_type"] in ALIASES for n in wf.prompt.values()):
+        prompt = {nid: {**n, "class_type": ALIASES.get(n["class_type"], n["class_type"])}
+                  for nid, n in wf.prompt.items()}
+        wf = Workflow(prompt, wf.ui, wf.source)
+    return wf
 
 
 def parse_value(text: str):
