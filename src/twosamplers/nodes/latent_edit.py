@@ -232,5 +232,37 @@ class RepeatLatentBatch:
         return (out,)
 
 
-__all__ = ["LatentBlend", "LatentComposite", "LatentFromBatch", "LatentUpscale", "LatentUpscaleBy",
+class LatentCrop:
+    """The width x height region at (x, y) pixels (/8), the origin kept at least 8 latent pixels from the far
+    edges."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"samples": ("LATENT",),
+                             "width": ("INT", {"default": 512, "min": 64, "max": MAX_RESOLUTION, "step": 8}),
+                             "height": ("INT", {"default": 512, "min": 64, "max": MAX_RESOLUTION, "step": 8}),
+                             "x": ("INT", {"default": 0, "min": 0, "max": MAX_RESOLUTION, "step": 8}),
+                             "y": ("INT", {"default": 0, "min": 0, "max": MAX_RESOLUTION, "step": 8})}}
+
+    RETURN_TYPES = ("LATENT",)
+    FUNCTION = "crop"
+    CATEGORY = "latent/transform"
+
+    def crop(self, samples, width, height, x, y):
+        check_latent(samples, "samples")
+        width = check_int("width", width, 64, MAX_RESOLUTION) // 8
+        height = check_int("height", height, 64, MAX_RESOLUTION) // 8
+        x = check_int("x", x, 0, MAX_RESOLUTION) // 8
+        y = check_int("y", y, 0, MAX_RESOLUTION) // 8
+        t = samples["samples"]
+        x = min(x, t.shape[3] - 8)
+        y = min(y, t.shape[2] - 8)
+        if x < 0 or y < 0:
+            raise ValueError(f"the latent ({t.shape[3] * 8}x{t.shape[2] * 8} pixels) is smaller than 64 pixels a side")
+        out = dict(samples)
+        out["samples"] = t[:, :, y:y + height, x:x + width]
+        return (out,)
+
+
+__all__ = ["LatentBlend", "LatentComposite", "LatentCrop", "LatentFromBatch", "LatentUpscale", "LatentUpscaleBy",
            "RepeatLatentBatch"]

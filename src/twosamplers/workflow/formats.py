@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..nodes.registry import scope_note
 from .errors import WorkflowError
 
 MUTED, BYPASSED = 2, 4
@@ -339,6 +340,8 @@ def unsupported_message(items: list[tuple[str, str]], subgraphs: set | frozenset
             note = " (a group node: ungroup it in ComfyUI)"
         elif kind in subgraphs:
             note = " (a subgraph: unpack it in ComfyUI)"
+        else:
+            note = f" ({scope_note(kind)})"
         parts.append(f"{json.dumps(kind)} (node {nid}){note}")
     return (f"unsupported node type{'s' if len(parts) > 1 else ''}: {', '.join(parts)}; "
             "`twosamplers run --list-nodes` lists the supported ones")
