@@ -46,6 +46,8 @@ FILE_KINDS = {  # node type -> {input: models folder}
     "UpscaleModelLoader": {"model_name": "upscale_models"},
 }
 IMAGE_INPUTS = {"LoadImage": "image", "LoadImageMask": "image", "PreviewBridge": "image"}
+# refusals of files whose support other issues are adding now (the SDXL refiner: issue 22)
+IN_PROGRESS_MESSAGES = ("the SDXL refiner is not supported",)
 
 
 # ------------------------------------------------------------------------------------------------- models
@@ -317,7 +319,12 @@ def run_one(entry: dict, path: Path, pool: ModelPool, work: Path) -> dict:
     except WorkflowError as e:
         msg = str(e)
         types = unsupported_types(data)
-        result["status"] = classify_refusal(types) if msg.startswith("unsupported node type") else "refused (other)"
+        if msg.startswith("unsupported node type"):
+            result["status"] = classify_refusal(types)
+        elif any(marker in msg for marker in IN_PROGRESS_MESSAGES):
+            result["status"] = "refused (in progress elsewhere)"
+        else:
+            result["status"] = "refused (other)"
         result["message"] = msg
         result["clear"] = "\n" not in msg.strip() and "Traceback" not in msg
     except Exception as e:  # noqa: BLE001 - counted as "other": what a user would see as a traceback

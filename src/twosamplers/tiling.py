@@ -61,7 +61,7 @@ def _tile_one(s: torch.Tensor, fn, tile: tuple[int, int], overlap: int, scale: f
     out.div_(weight)
 
 
-@torch.inference_mode()
+@torch.no_grad()
 def tiled_scale(samples: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor], tile_x: int = 64,
                 tile_y: int = 64, overlap: int = 8, scale: float = 4.0, out_channels: int = 3) -> torch.Tensor:
     """fn applied to overlapping (tile_y, tile_x) tiles of (B, C, H, W) `samples`, blended (module doc);
@@ -75,7 +75,7 @@ def tiled_scale(samples: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor
             output[b:b + 1] = fn(s).to(output.device, torch.float32)
             continue
         _tile_one(s, fn, tile, overlap, scale, output[b:b + 1])
-    return output.clone()
+    return output
 
 
 __all__ = ["tiled_scale"]

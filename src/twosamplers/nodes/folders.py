@@ -9,6 +9,7 @@ workflow leaves no output; the queue is then written together (all files, then a
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -188,7 +189,8 @@ class Folders:
 
         path = self.resolve_model("vae", name, "VAE")
         opts = {k: v for k, v in self.load_options.items() if k in ("device", "dtype")}
-        return load_vae_file(path, **opts)
+        with named_errors(path, name):
+            return load_vae_file(path, **opts)
 
     def load_checkpoint(self, name: str, **options):
         """The model for ckpt_name, through the ModelCache (each model loaded once per cache; one per run unless
@@ -202,7 +204,8 @@ class Folders:
             self.cache = ModelCache()
         if isinstance(resolved, str):
             return self.cache.get(embedded_name(resolved), device=self.load_options.get("device"))
-        return self.cache.get(resolved, **self.load_options, **options)
+        with named_errors(resolved, name):
+            return self.cache.get(resolved, **self.load_options, **options)
 
     def input_path(self, name: str) -> Path:
         """A file in the input folder ("name [input]" annotations as ComfyUI writes them are accepted)."""
@@ -250,6 +253,24 @@ class Folders:
             item.path = folder / f"{item.filename}_{counter:05}_.{item.extension}"
         atomic_write_all([(item.path, item.write) for item in items])
         return items
+
+
+@contextlib.contextmanager
+def named_errors(path: Path, name: str):
+    """Loading errors that name the file by the workflow's own name (`name`), not the path it resolved to."""
+    try:
+        yield
+    except (ValueError, FileNotFoundError, NotImplementedError) as e:
+        msg = str(e)
+        for form in (str(path), str(Path(path).resolve()), Path(path).name):
+            msg = msg.replace(form, name)
+        if name not in msg:
+            msg = f"{name}: {msg}"
+        try:
+            err = type(e)(msg)
+        except TypeError:
+            err = ValueError(msg)
+        raise err from None
 
 
 def model_relpath(name: str) -> Path | None:

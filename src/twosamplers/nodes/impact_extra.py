@@ -58,7 +58,8 @@ class PreviewBridge(FolderNode):
     FUNCTION = "doit"
     OUTPUT_NODE = True
     CATEGORY = "ImpactPack/Util"
-    FILE_INPUTS = ("image",)  # the widget may hold a clipspace file reference (a dict)
+    FILE_INPUTS = ("image",)
+    FILE_REFERENCES = True  # the widget may hold a clipspace file reference ({"filename", "subfolder", ...})
 
     def _mask_path(self, image):
         name = _mask_file_name(image)

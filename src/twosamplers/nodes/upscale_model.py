@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from ..models.upscale import load_upscale_model, upscale_image
 from .core import FolderNode, _image
-from .folders import Folders
+from .folders import Folders, named_errors
 
 UPSCALE_EXTENSIONS = (".safetensors", ".pth", ".pt", ".bin", ".ckpt", ".sft")
 
@@ -28,7 +28,8 @@ class UpscaleModelLoader(FolderNode):
     def load_model(self, model_name):
         path = self.folders.resolve_model("upscale_models", model_name, "upscale model")
         opts = self.folders.load_options
-        return (load_upscale_model(path, device=opts.get("device"), allow_pickle=bool(opts.get("allow_pickle"))),)
+        with named_errors(path, model_name):
+            return (load_upscale_model(path, device=opts.get("device"), allow_pickle=bool(opts.get("allow_pickle"))),)
 
 
 class ImageUpscaleWithModel:
