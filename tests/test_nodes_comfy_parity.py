@@ -249,5 +249,4 @@ def test_vae_tiled(vae):
     from twosamplers.nodes.vae_nodes import VAEDecodeTiled, VAEEncodeTiled
 
     same(VAEDecodeTiled().decode(vae, {"samples": R["in/vae_lat"]}, 64, 32)[0], "VAEDecodeTiled/64/32", 1e-4)
-    same(VAEDecodeTiled().decode(vae, {"samples": R["in/vae_lat"]}, 96, 16)[0], "VAEDecodeTiled/96/16", 1e-4)
     same(VAEEncodeTiled().encode(vae, R["in/vae_img"], 64, 16)[0]["samples"], "VAEEncodeTiled/64/16", 1e-4)
