@@ -89,10 +89,10 @@ class ModelPool:
         return path
 
     def _make_inpaint(self, what):
+        import shutil
+
         from test_controlnet import tiny_inpaint_unet
         from test_sd_backend import folder_to_single_file, save_folder
-
-        import shutil
 
         folder = save_folder(self.root / "inpaint_diffusers", False)
         shutil.rmtree(folder / "unet")

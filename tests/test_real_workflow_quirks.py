@@ -179,8 +179,8 @@ def test_unknown_names_are_quoted_with_their_family(models, tmp_path):
 
 
 def test_stored_control_after_generate_true_is_skipped():
-    from twosamplers.workflow.formats import widget_values
     from twosamplers.nodes.core import KSampler
+    from twosamplers.workflow.formats import widget_values
 
     v = widget_values({"widgets_values": [5, True, 12, 7.5, "euler", "karras", 0.8]}, KSampler.INPUT_TYPES())
     assert v == {"seed": 5, "steps": 12, "cfg": 7.5, "sampler_name": "euler", "scheduler": "karras", "denoise": 0.8}
@@ -273,18 +273,19 @@ def test_wildcards_follow_impacts_syntax_and_the_seed():
 
 
 def test_wildcard_encode_populates_loads_lora_tags_and_encodes(models, tmp_path):
+    from twosamplers.nodes.core import CheckpointLoaderSimple, CLIPTextEncode
     from twosamplers.nodes.folders import Folders
     from twosamplers.nodes.impact_extra import ImpactWildcardEncode, ImpactWildcardProcessor
     from twosamplers.nodes.lora_files import LoraLoader
-    from twosamplers.nodes.core import CLIPTextEncode, CheckpointLoaderSimple
 
     f = Folders.create(models)
     model, clip, _ = CheckpointLoaderSimple(f).load_checkpoint("sd1.safetensors")
     text = ImpactWildcardProcessor(f).doit("a __color__ __job__", "", True, 5)[0]
     assert text.split()[1] in ("red", "green", "blue") and text.split()[2] in ("knight", "baker")
     assert ImpactWildcardProcessor(f).doit("a __color__", "fixed text", False, 5)[0] == "fixed text"
+    select = {"Select to add LoRA": "x", "Select to add Wildcard": "y"}
     m2, c2, cond, populated = ImpactWildcardEncode(f).doit(model, clip, "a __color__ barn <lora:style:0.7>", "", True,
-                                                           9, **{"Select to add LoRA": "x", "Select to add Wildcard": "y"})
+                                                           9, **select)
     assert "<lora:style:0.7>" in populated  # the populated text keeps its tags, as Impact returns it
     lm, lc = LoraLoader(f).load_lora(model, clip, "style.safetensors", 0.7, 0.7)
     ref = CLIPTextEncode().encode(lc, populated.replace("<lora:style:0.7>", ""))[0]
@@ -294,10 +295,9 @@ def test_wildcard_encode_populates_loads_lora_tags_and_encodes(models, tmp_path)
 
 
 def test_pipe_samplers_are_ksampler_and_ksampler_advanced(models, tmp_path):
-    from twosamplers.nodes.core import KSampler, KSamplerAdvanced
+    from twosamplers.nodes.core import CheckpointLoaderSimple, CLIPTextEncode, KSampler, KSamplerAdvanced
     from twosamplers.nodes.folders import Folders
     from twosamplers.nodes.impact_extra import ImpactKSamplerAdvancedBasicPipe, ImpactKSamplerBasicPipe
-    from twosamplers.nodes.core import CheckpointLoaderSimple, CLIPTextEncode
 
     f = Folders.create(models)
     model, clip, vae = CheckpointLoaderSimple(f).load_checkpoint("sd1.safetensors")

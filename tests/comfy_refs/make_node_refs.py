@@ -64,7 +64,8 @@ for method in ("nearest-exact", "bilinear", "area", "bicubic", "bislerp"):
         keep(f"LatentUpscale/{method}/{w}x{h}/{crop}", out(nodes.LatentUpscale().upscale(
             {"samples": lat}, method, w, h, crop))[0]["samples"])
     for s in (0.5, 1.37, 2.0):
-        keep(f"LatentUpscaleBy/{method}/{s}", out(nodes.LatentUpscaleBy().upscale({"samples": lat}, method, s))[0]["samples"])
+        keep(f"LatentUpscaleBy/{method}/{s}",
+             out(nodes.LatentUpscaleBy().upscale({"samples": lat}, method, s))[0]["samples"])
 for x, y, f in ((0, 0, 0), (16, 8, 0), (40, 24, 16), (8, 48, 8), (96, 80, 24)):
     keep(f"LatentComposite/{x}/{y}/{f}", out(nodes.LatentComposite().composite(
         {"samples": lat}, {"samples": lat_b}, x, y, feather=f))[0]["samples"])
@@ -192,10 +193,9 @@ if os.environ.get("SKIP_VAE") != "1":
         keep("VAEDecodeTiled/64/32", out(nodes.VAEDecodeTiled().decode(vae, {"samples": vlat}, 64, 32))[0])
         keep("VAEEncodeTiled/64/16", out(nodes.VAEEncodeTiled().encode(vae, vimg, 64, 16))[0]["samples"])
 
-from safetensors.torch import save_file  # noqa: E402
-
 import comfyui_version  # noqa: E402
 import kornia  # noqa: E402
+from safetensors.torch import save_file  # noqa: E402
 
 save_file(T, str(HERE / "nodes.safetensors"))
 meta = {"comfyui": comfyui_version.__version__, "torch": torch.__version__, "kornia": kornia.__version__,
