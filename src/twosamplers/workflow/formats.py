@@ -190,7 +190,11 @@ def _links(ui: dict) -> dict[int, tuple]:
 def ui_to_api(ui: dict, input_types: Callable[[str], dict | None],
               legacy_layouts: Callable[[str], dict | None] | None = None) -> dict:
     """A UI-format workflow -> the API-format prompt ComfyUI's frontend would queue for it. `legacy_layouts(type)`
-    gives a node type's older widget layouts ({count: names}), or None."""
+    gives a node type's older widget layouts ({count: names}), or None. Group nodes defined in extra.groupNodes
+    are expanded first (`group_nodes`)."""
+    from .group_nodes import expand_group_nodes
+
+    ui = expand_group_nodes(ui, input_types)
     nodes = {}
     for n in ui.get("nodes") or []:
         if not isinstance(n, dict) or "id" not in n or not isinstance(n.get("type"), str):
