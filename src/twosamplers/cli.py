@@ -494,7 +494,7 @@ def cmd_run(args) -> int:
     from .workflow.execute import parse_value
 
     if args.list_nodes:
-        from .nodes.registry import ALIASES, IN_PROGRESS, out_of_scope_markdown
+        from .workflow import ALIASES, IN_PROGRESS, out_of_scope_markdown
 
         print("\n".join(sorted(NODES)))
         print("\nalso read under their older names: " + ", ".join(f"{json.dumps(a)} ({n})" for a, n in ALIASES.items()))

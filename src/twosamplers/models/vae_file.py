@@ -43,6 +43,14 @@ class AutoencoderCoder:
     def vae_device(self) -> torch.device:
         return next(self.vae.parameters()).device
 
+    def _check_latent(self, samples) -> None:
+        if not isinstance(samples, torch.Tensor) or samples.ndim != 4:
+            raise ValueError("samples must be a latent tensor (B, C, H, W)")
+        channels = int(self.vae.config.latent_channels)
+        if samples.shape[1] != channels:
+            raise ValueError(f"the latent has {samples.shape[1]} channels but this VAE decodes {channels}-channel "
+                             "latents (a VAE of another model family?)")
+
     def _vae_in(self, pixels: torch.Tensor) -> torch.Tensor:
         if not isinstance(pixels, torch.Tensor) or pixels.ndim != 4 or pixels.shape[-1] not in (3, 4):
             raise ValueError(f"pixels must be a (B, H, W, 3) tensor in [0, 1], got "
@@ -68,8 +76,7 @@ class AutoencoderCoder:
                       overlap: int = 16) -> torch.Tensor:
         """Latent -> pixels (B, H, W, 3) in [0, 1] on CPU. tiled None: whole image, falling back to tiles of
         `tile_size` latent pixels when the device runs out of memory; True: always tiled."""
-        if not isinstance(samples, torch.Tensor) or samples.ndim != 4:
-            raise ValueError("samples must be a latent tensor (B, C, H, W)")
+        self._check_latent(samples)
         z = samples.to(device=self.vae_device, dtype=self.vae_dtype)
         if not tiled:
             try:
@@ -119,8 +126,7 @@ class AutoencoderCoder:
     @torch.no_grad()
     def decode_tiled(self, samples: torch.Tensor, tile: int = 64, overlap: int = 8) -> torch.Tensor:
         """VAEDecodeTiled: `tile` and `overlap` in latent pixels (ComfyUI passes tile_size // 8)."""
-        if not isinstance(samples, torch.Tensor) or samples.ndim != 4:
-            raise ValueError("samples must be a latent tensor (B, C, H, W)")
+        self._check_latent(samples)
         f = int(self.latent_format.downscale)
 
         def fn(z):

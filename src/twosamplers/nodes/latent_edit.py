@@ -159,7 +159,9 @@ class LatentBlend:
         a, b = samples1["samples"], samples2["samples"]
         if a.shape[1] != b.shape[1]:
             raise ValueError(f"samples2 has {b.shape[1]} channels, samples1 {a.shape[1]}")
-        if a.shape != b.shape:
+        if b.shape[0] not in (1, a.shape[0]):
+            raise ValueError(f"samples2 has a batch of {b.shape[0]}, samples1 {a.shape[0]}: give 1 or the same number")
+        if a.shape[2:] != b.shape[2:]:
             b = resize(b, a.shape[3], a.shape[2], "bicubic", "center")
         out = dict(samples1)
         out["samples"] = a * blend_factor + b * (1 - blend_factor)

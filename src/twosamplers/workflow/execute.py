@@ -156,7 +156,7 @@ def run_node(prompt: dict, nid: str, types: dict, cache: dict, folders: Folders,
             kwargs[name] = nid if value == "UNIQUE_ID" else hidden.get(value)
     try:
         result = fn(**kwargs)
-    except (ValueError, TypeError, FileNotFoundError, NotImplementedError) as e:
+    except (ValueError, TypeError, FileNotFoundError, NotImplementedError, ImportError) as e:
         raise WorkflowError(f"{describe(prompt, nid)}: {e}") from e
     ui = {}
     if isinstance(result, dict):
