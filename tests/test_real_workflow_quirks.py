@@ -198,6 +198,10 @@ def test_older_regional_sampler_widgets_are_read_by_their_layout():
     new = widget_values({"widgets_values": [7, "fixed", 3, "ignore", 20, 2, 1.0, 10, True, "ratio between", "AUTO",
                                             0.3]}, types, RegionalSampler.LEGACY_WIDGETS)
     assert (new["seed"], new["seed_2nd"], new["steps"], new["overlap_factor"]) == (7, 3, 20, 10)
+    # a frontend that stored a control value after seed_2nd too: one value more than the layout, so it is one
+    both = widget_values({"widgets_values": [7, "fixed", 3, "fixed", "ignore", 20, 2, 1.0, 10, True, "ratio between",
+                                             "AUTO", 0.3]}, types, RegionalSampler.LEGACY_WIDGETS)
+    assert both == new
 
 
 def test_top_level_api_keys_that_are_not_nodes_are_skipped_with_a_warning():

@@ -229,10 +229,11 @@ def ui_to_api(ui: dict, input_types: Callable[[str], dict | None],
     return prompt
 
 
-def _is_control_value(name: str, spec: tuple, value, nxt) -> bool:
+def _is_control_value(name: str, spec: tuple, value, nxt, spare: bool = False) -> bool:
     """Whether `value`, stored after the widget `name`, is that widget's control_after_generate value: after a
     seed widget any of "fixed"/"increment"/"decrement"/"randomize" (or a stored true/false); after another INT
-    widget, such a value that the next widget could not take (older frontends gave more widgets one)."""
+    widget, such a value that the next widget could not take, or any such value when the list holds more values
+    than widgets (`spare`: older frontends gave more INT widgets a control value)."""
     if input_kind(spec) != "INT":
         return False
     is_control = isinstance(value, bool) or isinstance(value, str) and value in CONTROL_VALUES
@@ -245,7 +246,37 @@ def _is_control_value(name: str, spec: tuple, value, nxt) -> bool:
     kind = input_kind(nxt[1])
     if isinstance(value, bool):
         return kind != "BOOLEAN"
+    if spare:
+        return True
     return not (kind == "STRING" or kind == "COMBO" and value in list(nxt[1][0]))
+
+
+def _assign(vals: list, widgets: list, skip_all: bool) -> dict:
+    """Stored values -> {widget name: value}, control values skipped (all control-like values after INT widgets
+    with skip_all)."""
+    out = {}
+    i = 0
+    for k, (name, spec, _req) in enumerate(widgets):
+        if i >= len(vals):
+            break
+        out[name] = vals[i]
+        i += 1
+        nxt = widgets[k + 1] if k + 1 < len(widgets) else None
+        if i < len(vals) and _is_control_value(name, spec, vals[i], nxt, skip_all):
+            i += 1
+    return out
+
+
+def _all_valid(values: dict, widgets: list) -> bool:
+    """Whether every value has its widget's type (a COMBO value among its choices)."""
+    for name, spec, _req in widgets:
+        if name not in values:
+            continue
+        v, kind = values[name], input_kind(spec)
+        if kind == "COMBO" and v not in list(spec[0]) or kind == "BOOLEAN" and not isinstance(v, bool) or \
+                kind in ("INT", "FLOAT") and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            return False
+    return True
 
 
 def _plain_count(vals: list, widgets: list) -> int:
@@ -277,15 +308,12 @@ def widget_values(node: dict, types: dict, legacy_layouts: dict | None = None) -
             widgets_in_file = [by_name[n] for n in legacy if n in by_name]
         else:
             widgets_in_file = widgets
-        i = 0
-        for k, (name, spec, _req) in enumerate(widgets_in_file):
-            if i >= len(vals):
-                break
-            inputs[name] = vals[i]
-            i += 1
-            nxt = widgets_in_file[k + 1] if k + 1 < len(widgets_in_file) else None
-            if i < len(vals) and _is_control_value(name, spec, vals[i], nxt):
-                i += 1
+        inputs.update(_assign(vals, widgets_in_file, False))
+        if not _all_valid(inputs, widgets_in_file):
+            # older frontends stored a control value after other INT widgets too: read it so when that fits
+            other = _assign(vals, widgets_in_file, True)
+            if _all_valid(other, widgets_in_file):
+                inputs = other
     for name, spec, req in widgets:
         if name not in inputs and req:
             inputs[name] = default_value(spec)
