@@ -81,10 +81,10 @@ def test_unsupported_and_group_nodes_are_listed_together():
     with pytest.raises(WorkflowError) as e:
         convert(nodes)
     msg = str(e.value)
-    assert "FaceDetailer (node 1)" in msg and "workflow>my group (node 2) (a group node" in msg
+    assert '"FaceDetailer" (node 1)' in msg and '"workflow>my group" (node 2) (a group node' in msg
     assert "SAMLoader" not in msg  # bypassed nodes never run
     sub = "6c1b8b0e-1f43-4f0a-9d1c-0a5f7d0b2e11"
-    with pytest.raises(WorkflowError, match=f"{sub} \\(node 7\\) \\(a subgraph"):
+    with pytest.raises(WorkflowError, match=f'"{sub}" \\(node 7\\) \\(a subgraph'):
         ui_to_api({"nodes": [_node(7, sub)], "links": [], "definitions": {"subgraphs": [{"id": sub}]}}, types_of)
 
 

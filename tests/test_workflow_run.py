@@ -229,7 +229,7 @@ def test_cli_list_nodes(capsys):
 BAD = {
     "unknown nodes": (lambda: {**api_t2i(), "50": {"class_type": "UltimateSDUpscale", "inputs": {}},
                                "51": {"class_type": "FaceDetailer", "inputs": {}}},
-                      ["UltimateSDUpscale (node 50)", "FaceDetailer (node 51)"]),
+                      ['"UltimateSDUpscale" (node 50)', '"FaceDetailer" (node 51)']),
     "missing input": (lambda: {**api_t2i(), "3": {"class_type": "KSampler", "inputs": {
         k: v for k, v in api_t2i()["3"]["inputs"].items() if k != "positive"}}},
                       ["node 3 (KSampler): required input 'positive' is missing"]),

@@ -521,7 +521,13 @@ def cmd_run(args) -> int:
     from .workflow.execute import parse_value
 
     if args.list_nodes:
+        from .workflow import ALIASES, IN_PROGRESS, out_of_scope_markdown
+
         print("\n".join(sorted(NODES)))
+        print("\nalso read under their older names: " + ", ".join(f"{json.dumps(a)} ({n})" for a, n in ALIASES.items()))
+        print("\nrefused by design (each needs a model family or node pack this project does not run):")
+        print(out_of_scope_markdown())
+        print("\nnot yet (other parts of the project are adding them): " + ", ".join(sorted(IN_PROGRESS)))
         return 0
     if args.file is None:
         raise BadInput("run needs a workflow FILE (or --list-nodes)")

@@ -293,6 +293,38 @@ def interleaved_sample(latent: dict, base_sampler, regions: list[tuple[torch.Ten
     return _without_noise_mask(cur, latent["samples"].clone() if samples is latent["samples"] else samples)
 
 
+def interleaved_sample_advanced(latent: dict, base_sampler, regions: list[tuple[torch.Tensor, object]],
+                                inv_mask: torch.Tensor, *, add_noise: bool, seed: int, steps: int, start_at_step: int,
+                                end_at_step: int, restore_latent: bool = True, leftover: bool = False,
+                                additional_mode: str = "ratio between", additional_sampler: str = "AUTO",
+                                additional_sigma_ratio: float = 0.3, callback=None, disable_pbar=None) -> dict:
+    """Impact's RegionalSamplerAdvanced on prepared masks (KSamplerAdvanced-style steps of one schedule).
+
+    Steps start_at_step .. min(steps, end_at_step) - 2 run interleaved (a base step on `inv_mask`, then each
+    region on its mask), the initial noise added once, at the first base step, when add_noise; then a closing
+    base step end - 1 -> end with return_with_leftover_noise = `leftover`. Upstream quirk kept: with
+    restore_latent that closing step's result is discarded (the latent after the interleaved steps comes back).
+    """
+    end = min(steps, end_at_step)
+    recovery = {"recovery_mode": additional_mode, "recovery_sampler": additional_sampler,
+                "recovery_sigma_ratio": additional_sigma_ratio}
+    loop = _Interleave(_step_call(base_sampler), [(m, _step_call(s), None) for m, s in regions], inv_mask, steps,
+                       restore_latent, False, recovery)
+    noise = prepare_noise(latent["samples"], seed, latent.get("batch_index")) if add_noise else None
+    cur = latent
+    span = range(start_at_step, end - 1)
+    for n, i in enumerate(span):
+        first = i == start_at_step
+        cur = loop.step(cur, seed, i, add_noise and first, noise if first else None)
+        if callback is not None:
+            callback(n, cur["samples"], cur["samples"], len(span))
+    final = loop.base_call(False, seed, steps, {**cur, "noise_mask": inv_mask}, end - 1, end, leftover,
+                           disable_pbar=True, **recovery)
+    out = cur if restore_latent else final
+    samples = out["samples"]
+    return _without_noise_mask(out, latent["samples"].clone() if samples is latent["samples"] else samples)
+
+
 def _without_noise_mask(latent: dict, samples: torch.Tensor) -> dict:
     out = dict(latent)
     out.pop("noise_mask", None)
@@ -365,5 +397,6 @@ __all__ = [
     "check_advanced_sampler",
     "check_sampler_object",
     "interleaved_sample",
+    "interleaved_sample_advanced",
     "second_seed",
 ]

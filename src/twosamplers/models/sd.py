@@ -25,6 +25,7 @@ import torch
 
 from ..schedules import ModelSamplingDiscrete
 from .base import NetworkModel
+from .devices import _vae_dtype, resolve_device_dtype  # noqa: F401  (re-exported: models.sd.resolve_device_dtype)
 from .embeddings import EmbeddingLibrary
 from .inpaint import CONCAT_KEYS, EXTRA_CHANNELS, SD15_BLANK_LATENT, concat_cond
 from .sd_loading import (
@@ -43,6 +44,7 @@ from .sd_loading import (
     read_state_dict,
 )
 from .sd_text import END_TOKEN, ClipTextEncoder, TokenizerSpec, clip_tokenizer, normalize_clip_skip
+from .vae_file import AutoencoderCoder
 
 __all__ = [
     "CheckpointError",
@@ -145,7 +147,7 @@ class UNetAdapter(torch.nn.Module):
         return down, mid
 
 
-class SDModel(NetworkModel):
+class SDModel(AutoencoderCoder, NetworkModel):
     """A Stable Diffusion checkpoint as a twosamplers model: NetworkModel around `UNetAdapter`, plus text
     encoders and a VAE for `encode_prompt`, `encode_image` and `decode_latent`."""
 
@@ -249,119 +251,6 @@ class SDModel(NetworkModel):
         from .lora import with_loras
 
         return with_loras(self, loras, allow_pickle=allow_pickle)
-
-    # ------------------------------------------------------------------------------------------ VAE
-    def _vae_in(self, pixels: torch.Tensor) -> torch.Tensor:
-        if not isinstance(pixels, torch.Tensor) or pixels.ndim != 4 or pixels.shape[-1] not in (3, 4):
-            raise ValueError(f"pixels must be a (B, H, W, 3) tensor in [0, 1], got "
-                             f"{tuple(pixels.shape) if isinstance(pixels, torch.Tensor) else type(pixels).__name__}")
-        pixels = pixels[..., :3]
-        f = self.latent_format.downscale
-        h, w = pixels.shape[1] // f * f, pixels.shape[2] // f * f
-        if h == 0 or w == 0:
-            raise ValueError(f"image {pixels.shape[2]}x{pixels.shape[1]} is smaller than {f} pixels")
-        if (h, w) != tuple(pixels.shape[1:3]):  # ComfyUI crops to a multiple of 8, centred
-            y0, x0 = (pixels.shape[1] % f) // 2, (pixels.shape[2] % f) // 2
-            pixels = pixels[:, y0:y0 + h, x0:x0 + w]
-        return pixels.movedim(-1, 1).to(device=self.device, dtype=self.vae_dtype) * 2.0 - 1.0
-
-    @torch.no_grad()
-    def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Pixels (B, H, W, 3) in [0, 1] -> unscaled latent (the distribution's mean), like VAEEncode."""
-        x = self._vae_in(pixels.float())
-        return self.vae.encode(x).latent_dist.mode().float().cpu()
-
-    @torch.no_grad()
-    def decode_latent(self, samples: torch.Tensor, *, tiled: bool | None = None, tile_size: int = 64,
-                      overlap: int = 16) -> torch.Tensor:
-        """Latent -> pixels (B, H, W, 3) in [0, 1] on CPU. tiled None: whole image, falling back to tiles of
-        `tile_size` latent pixels when the device runs out of memory; True: always tiled."""
-        if not isinstance(samples, torch.Tensor) or samples.ndim != 4:
-            raise ValueError("samples must be a latent tensor (B, C, H, W)")
-        z = samples.to(device=self.device, dtype=self.vae_dtype)
-        if not tiled:
-            try:
-                return self._pixels_out(self.vae.decode(z).sample)
-            except torch.OutOfMemoryError:
-                if tiled is False:
-                    raise
-                if z.is_cuda:
-                    torch.cuda.empty_cache()
-                warnings.warn("VAE decode ran out of memory; decoding in tiles", stacklevel=2)
-        return self._pixels_out(self._decode_tiled(z, tile_size, overlap))
-
-    def _decode_tiled(self, z: torch.Tensor, tile: int, overlap: int) -> torch.Tensor:
-        if tile < 8 or not 0 <= overlap < tile:
-            raise ValueError(f"tile_size must be >= 8 and 0 <= overlap < tile_size (got {tile}, {overlap})")
-        f = self.latent_format.downscale
-        b, _, h, w = z.shape
-        out = None
-        weight = None
-        stride = tile - overlap
-
-        def starts(n: int) -> list[int]:
-            if n <= tile:
-                return [0]
-            s = list(range(0, n - tile, stride)) + [n - tile]
-            return sorted(set(s))
-
-        for y in starts(h):
-            for x in starts(w):
-                th, tw = min(tile, h - y), min(tile, w - x)
-                dec = self.vae.decode(z[:, :, y:y + th, x:x + tw]).sample.float()
-                if out is None:
-                    out = torch.zeros(b, dec.shape[1], h * f, w * f, device=dec.device)
-                    weight = torch.zeros(1, 1, h * f, w * f, device=dec.device)
-                ramp_y = _feather(th * f, overlap * f if y > 0 else 0, overlap * f if y + th < h else 0, dec.device)
-                ramp_x = _feather(tw * f, overlap * f if x > 0 else 0, overlap * f if x + tw < w else 0, dec.device)
-                m = ramp_y[:, None] * ramp_x[None, :]
-                out[:, :, y * f:(y + th) * f, x * f:(x + tw) * f] += dec * m
-                weight[:, :, y * f:(y + th) * f, x * f:(x + tw) * f] += m
-        return out / weight
-
-    @staticmethod
-    def _pixels_out(x: torch.Tensor) -> torch.Tensor:
-        return ((x.float() + 1.0) / 2.0).clamp(0.0, 1.0).movedim(1, -1).cpu()
-
-
-def _feather(n: int, lead: int, tail: int, device) -> torch.Tensor:
-    """Blend weights along one tile axis: linear ramps over the overlapping borders, 1 elsewhere."""
-    w = torch.ones(n, device=device)
-    if lead:
-        w[:lead] = torch.linspace(1.0 / (lead + 1), 1.0, lead, device=device)
-    if tail:
-        w[n - tail:] = torch.linspace(1.0, 1.0 / (tail + 1), tail, device=device)
-    return w
-
-
-# ------------------------------------------------------------------------------------------ device
-_DTYPES = {"fp16": torch.float16, "float16": torch.float16, "half": torch.float16, "bf16": torch.bfloat16,
-           "bfloat16": torch.bfloat16, "fp32": torch.float32, "float32": torch.float32, "float": torch.float32}
-
-
-def resolve_device_dtype(device=None, dtype=None) -> tuple[torch.device, torch.dtype]:
-    """CUDA with float16 when available, otherwise CPU with float32; either can be overridden."""
-    dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was asked for but CUDA is not available")
-    if dtype is None:
-        dt = torch.float16 if dev.type == "cuda" else torch.float32
-    elif isinstance(dtype, torch.dtype):
-        dt = dtype
-    elif isinstance(dtype, str) and dtype.lower() in _DTYPES:
-        dt = _DTYPES[dtype.lower()]
-    else:
-        raise ValueError(f"dtype must be one of {sorted(set(_DTYPES))} or a torch.dtype, got {dtype!r}")
-    if dt not in (torch.float16, torch.bfloat16, torch.float32):
-        raise ValueError(f"unsupported dtype {dt}")
-    return dev, dt
-
-
-def _vae_dtype(device: torch.device, dtype: torch.dtype) -> torch.dtype:
-    # fp16 VAEs overflow (SDXL's notably): like ComfyUI, use bf16 where the GPU has it, else float32
-    if dtype == torch.float32 or device.type != "cuda":
-        return torch.float32
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
 
 
 # ---------------------------------------------------------------------------------------- loading

@@ -7,7 +7,7 @@ from .._checks import check_float
 from ..models.control import apply_controlnet
 from ..models.inpaint import inpaint_model_conditioning
 from .core import FolderNode, _vae
-from .folders import Folders
+from .folders import Folders, named_errors
 
 CONTROL_EXTENSIONS = (".safetensors", ".sft", ".pth", ".ckpt", ".pt", ".bin")
 _STRENGTH = ("FLOAT", {"default": 1.0, "min": 0.0, "max": 10.0, "step": 0.01})
@@ -46,7 +46,9 @@ class ControlNetLoader(FolderNode):
             from ..models.sd import resolve_device_dtype
 
             opts["device"], opts["dtype"] = resolve_device_dtype(opts.get("device"), opts["dtype"])
-        return (load_controlnet(self._path(control_net_name), **opts),)
+        path = self._path(control_net_name)
+        with named_errors(path, control_net_name):  # errors name the file as the workflow does
+            return (load_controlnet(path, **opts),)
 
 
 class ControlNetApplyAdvanced:

@@ -9,6 +9,7 @@ workflow leaves no output; the queue is then written together (all files, then a
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -18,7 +19,7 @@ from pathlib import Path
 from .._files import atomic_write_all
 
 MODEL_KINDS = ("checkpoints", "loras", "vae", "controlnet", "embeddings", "upscale_models", "clip", "unet",
-               "diffusion_models", "text_encoders", "clip_vision")
+               "diffusion_models", "text_encoders", "clip_vision", "configs", "wildcards")
 CHECKPOINT_EXTENSIONS = (".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".bin")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
@@ -148,8 +149,8 @@ class Folders:
     def find_model(self, kind: str, name: str, marker: str = "model_index.json") -> Path | None:
         """The first file (or diffusers folder, a folder holding `marker`) called `name` under the search
         folders of `kind`."""
-        rel = Path(name)
-        if rel.is_absolute() or ".." in rel.parts:
+        rel = model_relpath(name)
+        if rel is None:
             return None
         for d in self.search_dirs(kind):
             p = d / rel
@@ -163,17 +164,37 @@ class Folders:
             raise ValueError(f"ckpt_name must be a non-empty string, got {name!r}")
         if name in self.preloaded or embedded_name(name):
             return name
-        p = self.find_model("checkpoints", name)
-        if p is None:
-            where = ", ".join(str(d) for d in self.search_dirs("checkpoints")) or "no checkpoints folder given " \
-                "(use --models DIR or --comfyui DIR)"
-            raise FileNotFoundError(f"checkpoint {name!r} not found (searched: {where}); the embedded models "
-                                    f"{', '.join(embedded_models())} need no file")
-        return p
+        return self.resolve_model("checkpoints", name, "checkpoint",
+                                  f"; the embedded models {', '.join(embedded_models())} need no file")
 
-    def load_checkpoint(self, name: str):
+    def resolve_model(self, kind: str, name: str, what: str, note: str = "") -> Path:
+        """The file `name` (as the workflow names it: a subfolder, Windows backslashes) under the `kind` folders;
+        a FileNotFoundError naming the workflow's own name, the folders searched and a same-named file
+        elsewhere in them otherwise."""
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"{what} name must be a non-empty string, got {name!r}")
+        p = self.find_model(kind, name)
+        if p is not None:
+            return p
+        dirs = self.search_dirs(kind)
+        where = ", ".join(str(d) for d in dirs) or f"no {kind} folder given (use --models DIR or --comfyui DIR)"
+        base = name.replace("\\", "/").rsplit("/", 1)[-1]
+        others = [n for n in self.list_models(kind) if n.rsplit("/", 1)[-1] == base] if base else []
+        hint = f"; a file of that name is at {kind}/{others[0]} (put that name in the workflow)" if others else ""
+        raise FileNotFoundError(f"{what} {name!r} not found in {kind}/ (searched: {where}){hint}{note}")
+
+    def load_vae(self, name: str):
+        """VAELoader's file, through the ModelCache's process-wide VAE cache (`models.vae_file`)."""
+        from ..models.vae_file import load_vae_file
+
+        path = self.resolve_model("vae", name, "VAE")
+        opts = {k: v for k, v in self.load_options.items() if k in ("device", "dtype")}
+        with named_errors(path, name):
+            return load_vae_file(path, **opts)
+
+    def load_checkpoint(self, name: str, **options):
         """The model for ckpt_name, through the ModelCache (each model loaded once per cache; one per run unless
-        the caller shares a cache between runs)."""
+        the caller shares a cache between runs). `options` (prediction=...) apply to checkpoint files only."""
         if name in self.preloaded:
             return self.preloaded[name]
         resolved = self.resolve_checkpoint(name)
@@ -183,7 +204,8 @@ class Folders:
             self.cache = ModelCache()
         if isinstance(resolved, str):
             return self.cache.get(embedded_name(resolved), device=self.load_options.get("device"))
-        return self.cache.get(resolved, **self.load_options)
+        with named_errors(resolved, name):
+            return self.cache.get(resolved, **self.load_options, **options)
 
     def input_path(self, name: str) -> Path:
         """A file in the input folder ("name [input]" annotations as ComfyUI writes them are accepted)."""
@@ -233,6 +255,36 @@ class Folders:
         return items
 
 
+@contextlib.contextmanager
+def named_errors(path: Path, name: str):
+    """Loading errors that name the file by the workflow's own name (`name`), not the path it resolved to."""
+    try:
+        yield
+    except (ValueError, FileNotFoundError, NotImplementedError) as e:
+        msg = str(e)
+        for form in (str(path), str(Path(path).resolve()), Path(path).name):
+            msg = msg.replace(form, name)
+        if name not in msg:
+            msg = f"{name}: {msg}"
+        try:
+            err = type(e)(msg)
+        except TypeError:
+            err = ValueError(msg)
+        raise err from None
+
+
+def model_relpath(name: str) -> Path | None:
+    """A model name as a workflow stores it -> a path relative to a models folder, as ComfyUI resolves it:
+    Windows backslashes are separators ("SD1.5\\model.safetensors" is the subfolder SD1.5), "." parts and
+    a leading "/" drop out; None for a name that would leave the folder ("..")."""
+    if not isinstance(name, str) or not name or "\x00" in name:
+        return None
+    parts = [p for p in name.replace("\\", "/").split("/") if p not in ("", ".")]
+    if not parts or ".." in parts or re.match(r"^[A-Za-z]:$", parts[0]):
+        return None
+    return Path(*parts)
+
+
 def split_prefix(prefix: str) -> tuple[str, str]:
     """filename_prefix "sub/dir/name" -> ("sub/dir", "name"); refuses paths that leave the output folder."""
     if not isinstance(prefix, str) or not prefix.strip():
@@ -256,4 +308,5 @@ def next_counter(folder: Path, filename: str) -> int:
     return best + 1
 
 
-__all__ = ["Folders", "embedded_models", "embedded_name", "PendingWrite", "next_counter", "split_prefix"]
+__all__ = ["Folders", "embedded_models", "embedded_name", "PendingWrite", "model_relpath", "next_counter",
+           "split_prefix"]

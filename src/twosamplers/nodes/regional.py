@@ -142,6 +142,10 @@ class RegionalSampler:
     RETURN_TYPES = ("LATENT",)
     FUNCTION = "doit"
     CATEGORY = CATEGORY
+    # widget lists saved by older Impact Pack versions, by number of values (control values not counted): the
+    # first RegionalSampler (seed, steps, base_only_steps, overlap_factor), then with denoise
+    LEGACY_WIDGETS = {4: ("seed", "steps", "base_only_steps", "overlap_factor"),
+                      5: ("seed", "steps", "base_only_steps", "denoise", "overlap_factor")}
 
     def doit(self, seed, seed_2nd, seed_2nd_mode, steps, base_only_steps, denoise, samples, base_sampler,
              regional_prompts, overlap_factor, restore_latent, additional_mode, additional_sampler,

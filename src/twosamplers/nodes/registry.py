@@ -14,7 +14,22 @@ from __future__ import annotations
 import inspect
 
 from . import NODE_CLASS_MAPPINGS as IMPACT_NODES
-from . import control, core, image, lora_files, mask, pipe, primitive
+from . import (
+    control,
+    core,
+    custom_sampling,
+    image,
+    image_edit,
+    impact_extra,
+    latent_edit,
+    lora_files,
+    mask,
+    pipe,
+    primitive,
+    regional_advanced,
+    upscale_model,
+    vae_nodes,
+)
 
 NODES: dict[str, type] = {
     # loaders and prompts
@@ -66,11 +81,123 @@ NODES: dict[str, type] = {
     # LoRA loaders that look lora_name up in the run's loras/ folders
     "LoraLoader": lora_files.LoraLoader,
     "LoraLoaderModelOnly": lora_files.LoraLoaderModelOnly,
+    # VAE files, tiled VAE, checkpoints with a config
+    "VAELoader": vae_nodes.VAELoader,
+    "VAEDecodeTiled": vae_nodes.VAEDecodeTiled,
+    "VAEEncodeTiled": vae_nodes.VAEEncodeTiled,
+    "CheckpointLoader": vae_nodes.CheckpointLoader,
+    # latent editing
+    "LatentUpscale": latent_edit.LatentUpscale,
+    "LatentUpscaleBy": latent_edit.LatentUpscaleBy,
+    "LatentComposite": latent_edit.LatentComposite,
+    "LatentBlend": latent_edit.LatentBlend,
+    "LatentCrop": latent_edit.LatentCrop,
+    "LatentFromBatch": latent_edit.LatentFromBatch,
+    "RepeatLatentBatch": latent_edit.RepeatLatentBatch,
+    # image and mask editing
+    "ImageScaleBy": image_edit.ImageScaleBy,
+    "ImageInvert": image_edit.ImageInvert,
+    "ImageBlend": image_edit.ImageBlend,
+    "ImageBatch": image_edit.ImageBatch,
+    "ImageCrop": image_edit.ImageCrop,
+    "ImagePadForOutpaint": image_edit.ImagePadForOutpaint,
+    "ImageCompositeMasked": image_edit.ImageCompositeMasked,
+    "Canny": image_edit.Canny,
+    "MaskComposite": image_edit.MaskComposite,
+    "CropMask": image_edit.CropMask,
+    # upscale networks (spandrel)
+    "UpscaleModelLoader": upscale_model.UpscaleModelLoader,
+    "ImageUpscaleWithModel": upscale_model.ImageUpscaleWithModel,
+    # custom sampling
+    "SamplerCustom": custom_sampling.SamplerCustom,
+    "SamplerCustomAdvanced": custom_sampling.SamplerCustomAdvanced,
+    "KSamplerSelect": custom_sampling.KSamplerSelect,
+    "BasicScheduler": custom_sampling.BasicScheduler,
+    "KarrasScheduler": custom_sampling.KarrasScheduler,
+    "ExponentialScheduler": custom_sampling.ExponentialScheduler,
+    "SDTurboScheduler": custom_sampling.SDTurboScheduler,
+    "SplitSigmas": custom_sampling.SplitSigmas,
+    "SplitSigmasDenoise": custom_sampling.SplitSigmasDenoise,
+    "FlipSigmas": custom_sampling.FlipSigmas,
+    "RandomNoise": custom_sampling.RandomNoise,
+    "DisableNoise": custom_sampling.DisableNoise,
+    "CFGGuider": custom_sampling.CFGGuider,
+    "BasicGuider": custom_sampling.BasicGuider,
+    "ConditioningZeroOut": custom_sampling.ConditioningZeroOut,
+    # Impact Pack around the sampler family
+    "PreviewBridge": impact_extra.PreviewBridge,
+    "ImpactKSamplerBasicPipe": impact_extra.ImpactKSamplerBasicPipe,
+    "ImpactKSamplerAdvancedBasicPipe": impact_extra.ImpactKSamplerAdvancedBasicPipe,
+    "ImpactWildcardProcessor": impact_extra.ImpactWildcardProcessor,
+    "ImpactWildcardEncode": impact_extra.ImpactWildcardEncode,
+    "ImpactInt": impact_extra.ImpactInt,
+    "ImpactFloat": impact_extra.ImpactFloat,
+    "ImpactBoolean": impact_extra.ImpactBoolean,
+    "RegionalSamplerAdvanced": regional_advanced.RegionalSamplerAdvanced,
+}
+
+# Names older ComfyUI versions registered (and workflows saved then still carry) -> today's name.
+ALIASES: dict[str, str] = {
+    "ConditioningAverage ": "ConditioningAverage",  # registered with a trailing space until 2024
 }
 
 
+# Node families `twosamplers run` refuses by design: each needs a model family or a node pack this project does not
+# run. (family, why, exact type names, pattern for the rest of the family). `scope_note(type)` names the family in
+# refusals; `twosamplers run --list-nodes` and the README list them.
+OUT_OF_SCOPE: list[tuple[str, str, tuple[str, ...], str]] = [
+    ("detection and segmentation", "SAM, Ultralytics/YOLO, MMDet and ONNX detectors and Impact Pack's SEGS "
+     "detailers need detector and segmentation models", (
+         "SAMLoader", "UltralyticsDetectorProvider", "MMDetLoader", "ONNXDetectorProvider", "FaceDetailer",
+         "FaceDetailerPipe", "MaskToSEGS", "MasksToMaskList", "Segs & Mask ForEach", "BasicPipeToDetailerPipe",
+         "BasicPipeToDetailerPipeSDXL", "DetailerPipeToBasicPipe", "EditDetailerPipe", "EditDetailerPipeSDXL"),
+     r"(SAM|SEGS|Segs|Detailer|Detector|BBOX|Bbox|Segm)"),
+    ("image encoders and adapters", "IPAdapter, CLIP vision, unCLIP, style models (Revision), GLIGEN, "
+     "hypernetworks and diff ControlNets need encoders or weights of another kind", (
+         "CLIPVisionLoader", "CLIPVisionEncode", "unCLIPConditioning", "unCLIPCheckpointLoader", "StyleModelLoader",
+         "StyleModelApply", "GLIGENLoader", "GLIGENTextBoxApply", "HypernetworkLoader", "DiffControlNetLoader",
+         "PhotoMakerLoader", "PhotoMakerEncode", "InstantIDModelLoader"),
+     r"^(IPAdapter|InstantID|PuLID)"),
+    ("preprocessors and estimators", "ControlNet preprocessors (comfyui_controlnet_aux), depth, pose and line "
+     "estimators need their own networks", ("MiDaS-DepthMapPreprocessor", "DWPreprocessor", "AIO_Preprocessor"),
+     r"(Preprocessor|MiDaS|Zoe|DepthAnything|OpenPose|DWPose)"),
+    ("model patches and merging", "model merging and saving, Fooocus inpaint heads, LCM / EDM model-sampling "
+     "patches and similar model surgery", ("CheckpointSave", "ModelSamplingDiscrete", "ModelSamplingContinuousEDM",
+                                          "ModelSamplingStableCascade", "DifferentialDiffusion", "FreeU", "FreeU_V2"),
+     r"^(ModelMerge|CLIPMerge|Fooocus|INPAINT_|ModelSampling|PerturbedAttention|SelfAttentionGuidance)"),
+    ("video and other model families", "video models (SVD, AnimateDiff, Wan, LTXV, Hunyuan), audio and 3D",
+     ("SVD_img2vid_Conditioning", "ImageOnlyCheckpointLoader", "VideoLinearCFGGuidance"),
+     r"(AnimateDiff|ADE_|Video|SVD|Wan|LTXV|Hunyuan|Mochi|Cosmos|Audio|3D)"),
+]
+# Node types other parts of the project are adding now (refused until they land).
+IN_PROGRESS = {
+    "CLIPTextEncodeSDXL": "SDXL text encoding (issue 22)", "CLIPTextEncodeSDXLRefiner": "SDXL text encoding (issue 22)",
+    "UNETLoader": "Flux / SD3 loaders (issue 26)", "DualCLIPLoader": "Flux / SD3 loaders (issue 26)",
+    "CLIPLoader": "Flux / SD3 loaders (issue 26)", "TripleCLIPLoader": "Flux / SD3 loaders (issue 26)",
+    "ModelSamplingFlux": "Flux / SD3 loaders (issue 26)", "FluxGuidance": "Flux / SD3 loaders (issue 26)",
+    "EmptySD3LatentImage": "Flux / SD3 loaders (issue 26)", "ModelSamplingSD3": "Flux / SD3 loaders (issue 26)",
+}
+
+
+def scope_note(class_type: str) -> str:
+    """Why an unsupported node type is refused: its out-of-scope family, work in progress, or a node pack."""
+    import re
+
+    if class_type in IN_PROGRESS:
+        return f"not yet: {IN_PROGRESS[class_type]}"
+    for family, _why, names, pattern in OUT_OF_SCOPE:
+        if class_type in names or re.search(pattern, class_type):
+            return f"out of scope: {family}"
+    return "a custom node we do not emulate"
+
+
+def out_of_scope_markdown() -> str:
+    """The refused families for the README and --list-nodes."""
+    return "\n".join(f"- {family}: {why}" for family, why, _n, _p in OUT_OF_SCOPE)
+
+
 def node_class(class_type: str) -> type | None:
-    return NODES.get(class_type)
+    return NODES.get(class_type) or NODES.get(ALIASES.get(class_type, ""))
 
 
 def input_types(cls: type, folders=None) -> dict:
@@ -94,4 +221,5 @@ def node_list_markdown() -> str:
     return "\n".join(lines)
 
 
-__all__ = ["NODES", "input_types", "node_class", "node_list_markdown"]
+__all__ = ["ALIASES", "IN_PROGRESS", "NODES", "OUT_OF_SCOPE", "input_types", "node_class", "node_list_markdown",
+           "out_of_scope_markdown", "scope_note"]

@@ -6,10 +6,10 @@
 - `execute`: running the nodes and writing the outputs.
 """
 
-from ..nodes.registry import NODES, node_list_markdown
+from ..nodes.registry import ALIASES, IN_PROGRESS, NODES, node_list_markdown, out_of_scope_markdown
 from .errors import WorkflowError
 from .execute import apply_overrides, load, run
 from .formats import Workflow, ui_to_api
 
-__all__ = ["NODES", "Workflow", "WorkflowError", "apply_overrides", "load", "node_list_markdown", "run",
-           "ui_to_api"]
+__all__ = ["ALIASES", "IN_PROGRESS", "NODES", "Workflow", "WorkflowError", "apply_overrides", "load",
+           "node_list_markdown", "out_of_scope_markdown", "run", "ui_to_api"]

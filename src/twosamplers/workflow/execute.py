@@ -12,26 +12,52 @@ import copy
 import inspect
 import json
 import os
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from ..latent import remake_empty_latent
 from ..nodes.folders import Folders, PendingWrite
 from ..nodes.handles import model_of
-from ..nodes.registry import NODES, input_types
+from ..nodes.registry import ALIASES, NODES, input_types, node_class
 from .errors import WorkflowError
-from .formats import Workflow, input_kind, read_workflow
+from .formats import WIDGET_TYPES, Workflow, input_kind, input_options, read_workflow
 from .graph import describe, is_link, plan, spec_of
 
 
 def _input_types_of(class_type: str, folders: Folders | None = None):
-    cls = NODES.get(class_type)
+    cls = node_class(class_type)
     return None if cls is None else input_types(cls, folders)
 
 
+def _legacy_layouts(class_type: str):
+    return getattr(node_class(class_type), "LEGACY_WIDGETS", None)
+
+
 def load(workflow, folders: Folders | None = None) -> Workflow:
-    """A path / JSON string / dict / Workflow -> Workflow (the UI format converted to the API format)."""
-    return read_workflow(workflow, lambda t: _input_types_of(t, folders))
+    """A path / JSON string / dict / Workflow -> Workflow (the UI format converted to the API format; node types
+    registered under an older name, e.g. "ConditioningAverage " with its trailing space, renamed)."""
+    wf = read_workflow(workflow, lambda t: _input_types_of(t, folders), _legacy_layouts)
+    prompt = {nid: {**n, "class_type": ALIASES.get(n["class_type"], n["class_type"])} for nid, n in wf.prompt.items()}
+    return Workflow(_with_new_widget_defaults(prompt, folders), wf.ui, wf.source)
+
+
+def _with_new_widget_defaults(prompt: dict, folders: Folders | None) -> dict:
+    """Required widget inputs that a node type gained after the workflow was saved (an API prompt of an older
+    ComfyUI has no value for them) take the widget's default, as ComfyUI's frontend gives them when it loads
+    such a workflow; each one is reported in a warning."""
+    filled = []
+    for nid, node in prompt.items():
+        types = _input_types_of(node["class_type"], folders)
+        for name, spec in ((types or {}).get("required") or {}).items():
+            if name in node["inputs"] or input_kind(spec) not in WIDGET_TYPES or "default" not in input_options(spec):
+                continue
+            node = prompt[nid] = {**node, "inputs": {**node["inputs"], name: input_options(spec)["default"]}}
+            filled.append(f"{describe(prompt, nid)}.{name} = {input_options(spec)['default']!r}")
+    if filled:
+        warnings.warn("inputs the workflow has no value for (added to their node types after it was saved) take "
+                      "their defaults: " + ", ".join(filled), stacklevel=3)
+    return prompt
 
 
 def parse_value(text: str):
@@ -130,7 +156,7 @@ def run_node(prompt: dict, nid: str, types: dict, cache: dict, folders: Folders,
             kwargs[name] = nid if value == "UNIQUE_ID" else hidden.get(value)
     try:
         result = fn(**kwargs)
-    except (ValueError, TypeError, FileNotFoundError, NotImplementedError) as e:
+    except (ValueError, TypeError, FileNotFoundError, NotImplementedError, ImportError) as e:
         raise WorkflowError(f"{describe(prompt, nid)}: {e}") from e
     ui = {}
     if isinstance(result, dict):

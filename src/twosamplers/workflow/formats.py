@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..nodes.registry import scope_note
 from .errors import WorkflowError
 
 MUTED, BYPASSED = 2, 4
@@ -40,15 +42,16 @@ class Workflow:
 
 
 # ---------------------------------------------------------------------------------------------- reading
-def read_workflow(source, input_types: Callable[[str], dict | None]) -> Workflow:
+def read_workflow(source, input_types: Callable[[str], dict | None],
+                  legacy_layouts: Callable[[str], dict | None] | None = None) -> Workflow:
     """A path (JSON, PNG or WebP), a JSON string, or a dict -> Workflow. `input_types(class_type)` gives a
     node type's INPUT_TYPES (None for unknown types); the UI format needs it to place widget values."""
     if isinstance(source, Workflow):
         return source
     if isinstance(source, Mapping):
-        return _from_json(dict(source), input_types, "<dict>")
+        return _from_json(dict(source), input_types, "<dict>", legacy_layouts)
     if isinstance(source, str) and source.lstrip().startswith("{"):
-        return _from_json(_loads(source, "<string>"), input_types, "<string>")
+        return _from_json(_loads(source, "<string>"), input_types, "<string>", legacy_layouts)
     if not isinstance(source, (str, os.PathLike)):
         raise TypeError(f"workflow must be a path, a JSON string or a dict, got {type(source).__name__}")
     path = Path(source).expanduser()
@@ -62,13 +65,13 @@ def read_workflow(source, input_types: Callable[[str], dict | None]) -> Workflow
             prompt = _loads(prompt_text, f"{path} (prompt chunk)")
             return Workflow(_check_api(prompt, str(path)), ui if isinstance(ui, dict) else None, str(path))
         if ui is not None:
-            return _from_json(ui, input_types, str(path))
+            return _from_json(ui, input_types, str(path), legacy_layouts)
         raise WorkflowError(f"{path} carries no workflow (no 'prompt' or 'workflow' text chunk)")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
         raise WorkflowError(f"{path} is neither a JSON workflow nor a PNG/WebP image: {e}") from None
-    return _from_json(_loads(text, str(path)), input_types, str(path))
+    return _from_json(_loads(text, str(path)), input_types, str(path), legacy_layouts)
 
 
 def _loads(text: str, where: str):
@@ -103,11 +106,11 @@ def image_chunks(path: Path) -> tuple[str | None, str | None]:
     return prompt, workflow
 
 
-def _from_json(data, input_types, where: str) -> Workflow:
+def _from_json(data, input_types, where: str, legacy_layouts=None) -> Workflow:
     if not isinstance(data, dict):
         raise WorkflowError(f"{where}: a workflow is a JSON object, got {type(data).__name__}")
     if isinstance(data.get("nodes"), list) and "links" in data:
-        return Workflow(ui_to_api(data, input_types), data, where)
+        return Workflow(ui_to_api(data, input_types, legacy_layouts), data, where)
     if isinstance(data.get("prompt"), dict) and "class_type" not in data["prompt"]:
         ui = (data.get("extra_data") or {}).get("extra_pnginfo", {}).get("workflow")
         return Workflow(_check_api(data["prompt"], where), ui if isinstance(ui, dict) else None, where)
@@ -119,9 +122,13 @@ def _check_api(prompt, where: str) -> dict:
         raise WorkflowError(f"{where}: not a ComfyUI workflow (neither the API format {{id: {{class_type, inputs}}}} "
                             "nor the UI format {nodes, links})")
     bad = [str(k) for k, v in prompt.items() if not isinstance(v, dict) or not isinstance(v.get("class_type"), str)]
-    if bad:
+    if bad and len(bad) == len(prompt):
         raise WorkflowError(f"{where}: not a ComfyUI API-format workflow: entries {', '.join(bad[:10])} have no "
                             "'class_type' (a UI-format workflow has 'nodes' and 'links')")
+    if bad:  # ComfyUI skips top-level keys that are not nodes (extra data some tools add); so do we, saying so
+        warnings.warn(f"{where}: skipped top-level {'entries' if len(bad) > 1 else 'entry'} "
+                      f"{', '.join(repr(b) for b in bad[:10])}: not a node (no 'class_type')", stacklevel=2)
+        prompt = {k: v for k, v in prompt.items() if str(k) not in bad}
     for k, v in prompt.items():
         if not isinstance(v.get("inputs", {}), dict):
             raise WorkflowError(f"{where}: node {k} ({v['class_type']}): 'inputs' must be an object")
@@ -180,8 +187,14 @@ def _links(ui: dict) -> dict[int, tuple]:
     return out
 
 
-def ui_to_api(ui: dict, input_types: Callable[[str], dict | None]) -> dict:
-    """A UI-format workflow -> the API-format prompt ComfyUI's frontend would queue for it."""
+def ui_to_api(ui: dict, input_types: Callable[[str], dict | None],
+              legacy_layouts: Callable[[str], dict | None] | None = None) -> dict:
+    """A UI-format workflow -> the API-format prompt ComfyUI's frontend would queue for it. `legacy_layouts(type)`
+    gives a node type's older widget layouts ({count: names}), or None. Group nodes defined in extra.groupNodes
+    are expanded first (`group_nodes`)."""
+    from .group_nodes import expand_group_nodes
+
+    ui = expand_group_nodes(ui, input_types)
     nodes = {}
     for n in ui.get("nodes") or []:
         if not isinstance(n, dict) or "id" not in n or not isinstance(n.get("type"), str):
@@ -196,7 +209,8 @@ def ui_to_api(ui: dict, input_types: Callable[[str], dict | None]) -> dict:
     links = _LinkResolver(nodes, _links(ui))
     prompt = {}
     for n in sorted(active, key=lambda n: (n.get("order", 0), n["id"])):
-        inputs = widget_values(n, input_types(n["type"]) or {})
+        legacy = legacy_layouts(n["type"]) if legacy_layouts else None
+        inputs = widget_values(n, input_types(n["type"]) or {}, legacy)
         for inp in n.get("inputs") or []:
             if inp.get("link") is None:
                 continue
@@ -215,9 +229,72 @@ def ui_to_api(ui: dict, input_types: Callable[[str], dict | None]) -> dict:
     return prompt
 
 
-def widget_values(node: dict, types: dict) -> dict:
+def _is_control_value(name: str, spec: tuple, value, nxt, spare: bool = False) -> bool:
+    """Whether `value`, stored after the widget `name`, is that widget's control_after_generate value: after a
+    seed widget any of "fixed"/"increment"/"decrement"/"randomize" (or a stored true/false); after another INT
+    widget, such a value that the next widget could not take, or any such value when the list holds more values
+    than widgets (`spare`: older frontends gave more INT widgets a control value)."""
+    if input_kind(spec) != "INT":
+        return False
+    is_control = isinstance(value, bool) or isinstance(value, str) and value in CONTROL_VALUES
+    if not is_control:
+        return False
+    if has_control_widget(name, spec):
+        return not (isinstance(value, bool) and nxt is not None and input_kind(nxt[1]) == "BOOLEAN")
+    if nxt is None:
+        return True
+    kind = input_kind(nxt[1])
+    if isinstance(value, bool):
+        return kind != "BOOLEAN"
+    if spare:
+        return True
+    return not (kind == "STRING" or kind == "COMBO" and value in list(nxt[1][0]))
+
+
+def _assign(vals: list, widgets: list, skip_all: bool) -> dict:
+    """Stored values -> {widget name: value}, control values skipped (all control-like values after INT widgets
+    with skip_all)."""
+    out = {}
+    i = 0
+    for k, (name, spec, _req) in enumerate(widgets):
+        if i >= len(vals):
+            break
+        out[name] = vals[i]
+        i += 1
+        nxt = widgets[k + 1] if k + 1 < len(widgets) else None
+        if i < len(vals) and _is_control_value(name, spec, vals[i], nxt, skip_all):
+            i += 1
+    return out
+
+
+def _all_valid(values: dict, widgets: list) -> bool:
+    """Whether every value has its widget's type (a COMBO value among its choices)."""
+    for name, spec, _req in widgets:
+        if name not in values:
+            continue
+        v, kind = values[name], input_kind(spec)
+        if kind == "COMBO" and v not in list(spec[0]) or kind == "BOOLEAN" and not isinstance(v, bool) or \
+                kind in ("INT", "FLOAT") and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            return False
+    return True
+
+
+def _plain_count(vals: list, widgets: list) -> int:
+    """How many stored widget values are not control_after_generate values (for matching an older layout)."""
+    n, prev_int = 0, False
+    for v in vals:
+        if prev_int and (isinstance(v, bool) or isinstance(v, str) and v in CONTROL_VALUES):
+            prev_int = False
+            continue
+        n += 1
+        prev_int = isinstance(v, int) and not isinstance(v, bool)
+    return n
+
+
+def widget_values(node: dict, types: dict, legacy_layouts: dict | None = None) -> dict:
     """A UI node's widgets_values as {input name: value}, in the node type's widget order (see the module doc);
-    required widgets that the file lacks take their defaults."""
+    required widgets that the file lacks take their defaults. `legacy_layouts` ({count: widget names}) reads a
+    list saved by an older version of the node (fewer widgets) by that version's layout, never shifted."""
     inputs: dict = {}
     vals = node.get("widgets_values")
     widgets = widget_inputs(types)
@@ -225,14 +302,18 @@ def widget_values(node: dict, types: dict) -> dict:
         inputs.update({name: vals[name] for name, _spec, _req in widgets if name in vals})
     else:
         vals = list(vals or [])
-        i = 0
-        for name, spec, _req in widgets:
-            if i >= len(vals):
-                break
-            inputs[name] = vals[i]
-            i += 1
-            if has_control_widget(name, spec) and i < len(vals) and vals[i] in CONTROL_VALUES:
-                i += 1
+        legacy = (legacy_layouts or {}).get(_plain_count(vals, widgets))
+        if legacy is not None and _plain_count(vals, widgets) != len(widgets):
+            by_name = {name: (name, spec, req) for name, spec, req in widgets}
+            widgets_in_file = [by_name[n] for n in legacy if n in by_name]
+        else:
+            widgets_in_file = widgets
+        inputs.update(_assign(vals, widgets_in_file, False))
+        if not _all_valid(inputs, widgets_in_file):
+            # older frontends stored a control value after other INT widgets too: read it so when that fits
+            other = _assign(vals, widgets_in_file, True)
+            if _all_valid(other, widgets_in_file):
+                inputs = other
     for name, spec, req in widgets:
         if name not in inputs and req:
             inputs[name] = default_value(spec)
@@ -291,7 +372,9 @@ def unsupported_message(items: list[tuple[str, str]], subgraphs: set | frozenset
             note = " (a group node: ungroup it in ComfyUI)"
         elif kind in subgraphs:
             note = " (a subgraph: unpack it in ComfyUI)"
-        parts.append(f"{kind} (node {nid}){note}")
+        else:
+            note = f" ({scope_note(kind)})"
+        parts.append(f"{json.dumps(kind)} (node {nid}){note}")
     return (f"unsupported node type{'s' if len(parts) > 1 else ''}: {', '.join(parts)}; "
             "`twosamplers run --list-nodes` lists the supported ones")
 

@@ -139,7 +139,8 @@ def check_node(prompt: dict, nid: str, types: dict, folders=None) -> list[str]:
         if is_link(value):
             problem = _check_link(prompt, name, input_kind(spec), value)
         elif name in file_inputs:
-            problem = None if isinstance(value, str) else f"input '{name}' must be a file name, got {value!r}"
+            ok = isinstance(value, str) or isinstance(value, dict) and getattr(cls, "FILE_REFERENCES", False)
+            problem = None if ok else f"input '{name}' must be a file name, got {value!r}"
             constants[name] = value
         else:
             problem = check_value(name, spec, value)

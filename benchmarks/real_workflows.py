@@ -1,0 +1,401 @@
+"""Run the corpus of real, published ComfyUI workflows (benchmarks/real_workflows/manifest.json) and count how many
+run, how many are refused cleanly, and how many fail otherwise.
+
+    python benchmarks/real_workflows.py                      # the workflows kept in this repository
+    python benchmarks/fetch_workflows.py --cache wf-cache    # fetch the others (GPL: not kept here), then
+    python benchmarks/real_workflows.py --cache wf-cache     # the whole corpus
+    python benchmarks/real_workflows.py --only lora -v       # one workflow, with its full message
+
+Each workflow gets tiny random-weight models of the kind its loaders ask for, saved under the exact names it
+asks for (an SD1.x or SDXL checkpoint by what the workflow looks like, an SDXL-refiner-layout file for a name
+with "refiner", a 9-channel inpainting checkpoint for a name with "inpaint", LoRAs, a ControlNet, a VAE file,
+ESRGAN upscalers, embeddings) and small RGBA images under the names its LoadImage / PreviewBridge nodes read.
+Sizes are capped (every pixel size / 4, rounded to 8, batches 1) and steps capped at 2 (start/end steps scaled
+with them), so the whole corpus runs on a CPU in minutes; everything else is the file as published. A workflow
+then either runs (no error), is refused (a WorkflowError: one message, nothing written), or fails otherwise
+(any other exception: what a user would see as a traceback). Refusals are split by what they name: families
+out of scope by design (`twosamplers run --list-nodes`), node types other issues are adding now, and anything
+else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import re
+import sys
+import tempfile
+import time
+import traceback
+import warnings
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS = ROOT / "benchmarks" / "real_workflows"
+sys.path.insert(0, str(ROOT / "tests"))
+
+MAX_STEPS = 2
+SIZE_DIVISOR = 4
+SIZE_INPUTS = {"width", "height", "x", "y", "left", "top", "right", "bottom", "feather", "feathering",
+               "target_width", "target_height", "crop_w", "crop_h"}
+FILE_KINDS = {  # node type -> {input: models folder}
+    "CheckpointLoaderSimple": {"ckpt_name": "checkpoints"}, "CheckpointLoader": {"ckpt_name": "checkpoints"},
+    "VAELoader": {"vae_name": "vae"}, "LoraLoader": {"lora_name": "loras"},
+    "LoraLoaderModelOnly": {"lora_name": "loras"}, "ControlNetLoader": {"control_net_name": "controlnet"},
+    "UpscaleModelLoader": {"model_name": "upscale_models"},
+}
+IMAGE_INPUTS = {"LoadImage": "image", "LoadImageMask": "image", "PreviewBridge": "image"}
+# refusals of files whose support other issues are adding now (the SDXL refiner: issue 22)
+IN_PROGRESS_MESSAGES = ("the SDXL refiner is not supported",)
+
+
+# ------------------------------------------------------------------------------------------------- models
+class ModelPool:
+    """The tiny models, built once per run on first use, each saved as a file to link under any name."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.files: dict[str, Path] = {}
+        self._sd = None
+
+    def _tiny(self):
+        if self._sd is None:
+            from conftest import build_tiny_sd
+
+            self._sd = build_tiny_sd(self.root / "sd")
+        return self._sd
+
+    def get(self, what: str) -> Path:
+        if what not in self.files:
+            self.files[what] = getattr(self, "_make_" + what.split(":")[0])(what)
+        return self.files[what]
+
+    def _make_sd1(self, what):
+        return self._tiny()["sd1_file"]
+
+    def _make_sdxl(self, what):
+        return self._tiny()["sdxl_file"]
+
+    def _make_refiner(self, what):
+        """SDXL's refiner layout (one OpenCLIP encoder, as embedders.0): our loader refuses it (issue 22)."""
+        from safetensors.torch import load_file, save_file
+
+        sd = load_file(str(self._tiny()["sdxl_file"]))
+        out = {k.replace("conditioner.embedders.1.", "conditioner.embedders.0."): v for k, v in sd.items()
+               if not k.startswith("conditioner.embedders.0.")}
+        path = self.root / "refiner.safetensors"
+        save_file(out, str(path))
+        return path
+
+    def _make_inpaint(self, what):
+        import shutil
+
+        from test_controlnet import tiny_inpaint_unet
+        from test_sd_backend import folder_to_single_file, save_folder
+
+        folder = save_folder(self.root / "inpaint_diffusers", False)
+        shutil.rmtree(folder / "unet")
+        tiny_inpaint_unet().save_pretrained(folder / "unet")
+        return folder_to_single_file(folder, self.root / "inpaint.safetensors", False)
+
+    def _make_lora(self, what):
+        from safetensors.torch import save_file
+        from test_lora import make_lora
+
+        from twosamplers.models.sd import load_sd
+
+        family = what.split(":")[1]
+        model = load_sd(self._tiny()[f"{family}_file"], device="cpu", cache=False)
+        path = self.root / f"lora_{family}.safetensors"
+        save_file(make_lora(model, "kohya", "lora", seed=1, every=2)[0], str(path))
+        return path
+
+    def _make_controlnet(self, what):
+        from diffusers import UNet2DConditionModel
+        from safetensors.torch import save_file
+        from test_controlnet import tiny_controlnet, to_ldm_controlnet
+
+        cn = tiny_controlnet(UNet2DConditionModel.from_pretrained(self._tiny()["sd1_folder"] / "unet"))
+        path = self.root / "controlnet.safetensors"
+        save_file(to_ldm_controlnet(cn), str(path))
+        return path
+
+    def _make_vae(self, what):
+        from diffusers import AutoencoderKL
+        from safetensors.torch import save_file
+        from test_sd_backend import to_ldm_vae
+
+        vae = AutoencoderKL.from_pretrained(self._tiny()["sd1_folder"] / "vae")
+        sd = {k.removeprefix("first_stage_model."): v for k, v in to_ldm_vae(vae).items()}
+        path = self.root / "vae.safetensors"
+        save_file(sd, str(path))
+        return path
+
+    def _make_esrgan(self, what):
+        import torch
+        from safetensors.torch import save_file
+        from spandrel.architectures.ESRGAN import ESRGAN
+
+        scale = int(what.split(":")[1])
+        torch.manual_seed(scale)
+        net = ESRGAN(in_nc=3, out_nc=3, num_filters=8, num_blocks=1, scale=scale)
+        path = self.root / f"esrgan_x{scale}.safetensors"  # safetensors content, linked under .pth names too
+        save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
+        return path
+
+    def _make_embedding(self, what):
+        import torch
+        from safetensors.torch import save_file
+
+        path = self.root / "embedding.safetensors"
+        save_file({"emb_params": torch.randn(2, 64, generator=torch.Generator().manual_seed(3))}, str(path))
+        return path
+
+
+def _family(prompt: dict) -> str:
+    """SDXL when the workflow looks like one (a checkpoint name with "xl", an SDXL node, 1024-pixel latents)."""
+    for node in prompt.values():
+        t, inputs = node["class_type"], node["inputs"]
+        if "SDXL" in t:
+            return "sdxl"
+        name = str(inputs.get("ckpt_name", ""))
+        if re.search(r"xl", name, re.I):
+            return "sdxl"
+        if t == "EmptyLatentImage" and max(_num(inputs.get("width")), _num(inputs.get("height"))) >= 1024:
+            return "sdxl"
+    return "sd1"
+
+
+def _num(v) -> float:
+    return v if isinstance(v, (int, float)) and not isinstance(v, bool) else 0
+
+
+def _model_kind(kind: str, name: str, family: str) -> str | None:
+    low = name.lower()
+    if kind == "checkpoints":
+        if "refiner" in low:
+            return "refiner"
+        return "inpaint" if "inpaint" in low else family
+    if kind == "loras":
+        return f"lora:{family}"
+    if kind == "controlnet":
+        return "controlnet"
+    if kind == "vae":
+        return "vae"
+    if kind == "upscale_models":
+        m = re.search(r"(\d)x|x(\d)", low)
+        return f"esrgan:{int(next(g for g in m.groups() if g)) if m else 4}"
+    return None
+
+
+# ------------------------------------------------------------------------------------------------- inputs
+def _png(path: Path, size: tuple[int, int], alpha_hole: bool) -> None:
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(abs(hash(path.name)) % 2**32)
+    arr = rng.integers(0, 256, (size[1], size[0], 4), dtype=np.uint8)
+    arr[..., 3] = 255
+    if alpha_hole:
+        arr[size[1] // 4: size[1] * 3 // 4, size[0] // 4: size[0] * 3 // 4, 3] = 0
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr, "RGBA").save(path)
+
+
+def _image_name(value) -> str | None:
+    if isinstance(value, dict):
+        name = value.get("filename")
+        sub = value.get("subfolder") or ""
+        return f"{sub}/{name}" if sub and name else name
+    if isinstance(value, str) and value and not value.startswith("$"):
+        return re.sub(r"\s*\[(input|output|temp)\]$", "", value)
+    return None
+
+
+def supply(prompt: dict, pool: ModelPool, models: Path, inputs: Path) -> None:
+    """Tiny models and images under every name the (capped) prompt asks for."""
+    from twosamplers.nodes.folders import model_relpath
+
+    family = _family(prompt)
+    for node in prompt.values():
+        t, values = node["class_type"], node["inputs"]
+        for name, kind in FILE_KINDS.get(t, {}).items():
+            value = values.get(name)
+            rel = model_relpath(value) if isinstance(value, str) else None
+            what = _model_kind(kind, value, family) if rel is not None else None
+            if what is not None:
+                target = models / kind / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                if not target.exists():
+                    target.symlink_to(pool.get(what))
+        if t in IMAGE_INPUTS:
+            img = _image_name(values.get(IMAGE_INPUTS[t]))
+            if img and model_relpath(img) is not None and not (inputs / img).exists():
+                _png(inputs / model_relpath(img), (128, 128), alpha_hole=True)
+        for v in values.values():
+            if isinstance(v, str):
+                for emb in re.findall(r"embedding:([\w.\-]+)", v):
+                    target = models / "embeddings" / (emb if emb.endswith(".safetensors") else emb + ".safetensors")
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    if not target.exists():
+                        target.symlink_to(pool.get("embedding"))
+
+
+# ------------------------------------------------------------------------------------------------- caps
+def _cap_size(v: int) -> int:
+    return max(8, int(round(v / SIZE_DIVISOR / 8)) * 8) if v > 0 else v
+
+
+def cap(prompt: dict) -> dict:
+    """Sizes / SIZE_DIVISOR, batches of 1, at most MAX_STEPS steps (start / end steps scaled with them)."""
+    out = copy.deepcopy(prompt)
+    for node in out.values():
+        inputs = node["inputs"]
+        steps = inputs.get("steps")
+        if isinstance(steps, int) and not isinstance(steps, bool) and steps > MAX_STEPS:
+            for k in ("start_at_step", "end_at_step", "base_only_steps", "step"):
+                v = inputs.get(k)
+                if isinstance(v, int) and not isinstance(v, bool) and v < steps:
+                    inputs[k] = round(v * MAX_STEPS / steps)
+            inputs["steps"] = MAX_STEPS
+        for k, v in list(inputs.items()):
+            if isinstance(v, bool) or not isinstance(v, int):
+                continue
+            if k in SIZE_INPUTS and node["class_type"] not in ("ImageCrop", "CropMask", "MaskComposite"):
+                inputs[k] = _cap_size(v)
+            elif k in ("batch_size", "amount") and v > 1:
+                inputs[k] = 1
+    return out
+
+
+# ------------------------------------------------------------------------------------------------- running
+def unsupported_types(data: dict) -> list[str]:
+    from twosamplers.nodes.registry import node_class
+    from twosamplers.workflow.formats import BYPASSED, MUTED, VIRTUAL_NODES
+
+    if isinstance(data.get("nodes"), list):
+        types = [n.get("type") for n in data["nodes"] if isinstance(n, dict)
+                 and n.get("mode", 0) not in (MUTED, BYPASSED)]
+    else:
+        types = [n.get("class_type") for n in data.values() if isinstance(n, dict)]
+    return sorted({t for t in types if isinstance(t, str) and t not in VIRTUAL_NODES and node_class(t) is None})
+
+
+def classify_refusal(types: list[str]) -> str:
+    from twosamplers.nodes.registry import IN_PROGRESS, scope_note
+
+    if not types:
+        return "refused (other)"
+    if any(t in IN_PROGRESS for t in types) and all(t in IN_PROGRESS or scope_note(t).startswith("out of scope")
+                                                     for t in types):
+        return "refused (in progress elsewhere)" if all(t in IN_PROGRESS for t in types) else \
+            "refused (out of scope + in progress)"
+    if all(scope_note(t).startswith("out of scope") for t in types):
+        return "refused (out of scope)"
+    return "refused (custom node pack)"
+
+
+def run_one(entry: dict, path: Path, pool: ModelPool, work: Path) -> dict:
+    from twosamplers.nodes.folders import Folders
+    from twosamplers.workflow import WorkflowError, load, run
+    from twosamplers.workflow.formats import Workflow
+
+    data = json.loads(path.read_text(encoding="utf-8"))
+    result = {"name": entry["name"], "format": entry["format"]}
+    t0 = time.perf_counter()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            wf = load(data, Folders())
+            prompt = cap(wf.prompt)
+            models, inputs, outputs = work / "models", work / "input", work / "output"
+            for d in (models, inputs, outputs):
+                d.mkdir(parents=True, exist_ok=True)
+            supply(prompt, pool, models, inputs)
+            run(Workflow(prompt, None, entry["name"]), models, input_dir=inputs, output_dir=outputs, device="cpu",
+                dtype="fp32")
+        result["status"] = "ran"
+    except WorkflowError as e:
+        msg = str(e)
+        types = unsupported_types(data)
+        if msg.startswith("unsupported node type"):
+            result["status"] = classify_refusal(types)
+        elif any(marker in msg for marker in IN_PROGRESS_MESSAGES):
+            result["status"] = "refused (in progress elsewhere)"
+        else:
+            result["status"] = "refused (other)"
+        result["message"] = msg
+        result["clear"] = "\n" not in msg.strip() and "Traceback" not in msg
+    except Exception as e:  # noqa: BLE001 - counted as "other": what a user would see as a traceback
+        result["status"] = "other"
+        result["message"] = f"{type(e).__name__}: {e}"
+        result["traceback"] = traceback.format_exc()
+    result["seconds"] = round(time.perf_counter() - t0, 1)
+    return result
+
+
+def workflow_path(entry: dict, cache: Path | None) -> Path | None:
+    if entry["kept"]:
+        return CORPUS / "files" / entry["file"]
+    if cache is not None:
+        p = cache / entry["file"]
+        return p if p.is_file() else None
+    return None
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--cache", type=Path, help="folder filled by benchmarks/fetch_workflows.py (the GPL workflows)")
+    ap.add_argument("--only", help="run the workflows whose name contains this text")
+    ap.add_argument("-v", "--verbose", action="store_true", help="print every message (and tracebacks)")
+    ap.add_argument("--json", type=Path, help="also write the results as JSON here")
+    args = ap.parse_args(argv)
+    from spandrel_shim import import_spandrel
+
+    import_spandrel()  # where torchvision is missing (a CPU-only torch), as the tests do
+    manifest = json.loads((CORPUS / "manifest.json").read_text())["workflows"]
+    if args.only:
+        manifest = [m for m in manifest if args.only in m["name"]]
+    results, missing = [], []
+    with tempfile.TemporaryDirectory(prefix="real_workflows_") as tmp:
+        pool = ModelPool(Path(tmp) / "pool")
+        for i, entry in enumerate(manifest):
+            path = workflow_path(entry, args.cache)
+            if path is None:
+                missing.append(entry["name"])
+                continue
+            r = run_one(entry, path, pool, Path(tmp) / f"wf{i}")
+            results.append(r)
+            line = f"{r['status']:<38} {r['seconds']:6.1f}s  {r['name']} ({r['format']})"
+            print(line, flush=True)
+            if args.verbose and "message" in r:
+                print("    " + r["message"])
+                if "traceback" in r:
+                    print(r["traceback"])
+    report(results, missing)
+    if args.json:
+        args.json.write_text(json.dumps({"results": results, "not_fetched": missing}, indent=1))
+    return 0
+
+
+def report(results: list[dict], missing: list[str]) -> None:
+    n = len(results)
+    ran = sum(r["status"] == "ran" for r in results)
+    refused = [r for r in results if r["status"].startswith("refused")]
+    other = [r for r in results if r["status"] == "other"]
+    unclear = [r for r in refused if not r.get("clear", True)]
+    print(f"\n{n} workflows: {ran} ran, {len(refused)} refused cleanly, {len(other)} other "
+          f"({len(unclear)} unclear refusal messages)")
+    by = {}
+    for r in refused:
+        by[r["status"]] = by.get(r["status"], 0) + 1
+    for k, v in sorted(by.items()):
+        print(f"  {k}: {v}")
+    if missing:
+        print(f"not fetched ({len(missing)}; run benchmarks/fetch_workflows.py and pass --cache): "
+              + ", ".join(missing))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
