@@ -11,6 +11,7 @@ prompts run on the worker thread(s) (`worker.py`), one at a time per device.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import io
 import json
@@ -36,14 +37,14 @@ from ..nodes.folders import MODEL_KINDS, Folders, embedded_models
 from ..nodes.registry import NODES
 from ..workflow.errors import WorkflowError
 from ..workflow.execute import load as load_workflow
-from ..workflow.graph import dependency_order, plan
+from ..workflow.graph import plan
 from . import frontend as fe
 from .files import FileAreaError, FileAreas, content_type
 from .hub import Hub
 from .object_info import node_info, object_info
 from .state import PromptQueue, QueueItem
 from .validate import check_shape, validate_prompt
-from .worker import PREVIEW_METHODS, LocalRunner, make_temp_dir, one_line, worker_loop
+from .worker import PREVIEW_METHODS, LocalRunner, make_temp_dir, one_line, prune, worker_loop
 
 log = logging.getLogger("twosamplers.serve")
 COMFYUI_API_VERSION = "0.30.0"  # the ComfyUI whose API this serves
@@ -108,15 +109,6 @@ async def _json_body(request: Request, default=None):
 
 class _BadJson(Exception):
     pass
-
-
-def prune(prompt: dict, outputs: list[str]) -> dict:
-    """The nodes `outputs` need (the whole prompt when every output node runs, as `twosamplers run` embeds it)."""
-    all_outputs = {nid for nid, n in prompt.items() if getattr(NODES.get(n["class_type"]), "OUTPUT_NODE", False)}
-    if set(outputs) == all_outputs:
-        return prompt
-    keep = set(dependency_order(prompt, list(outputs)))
-    return {nid: n for nid, n in prompt.items() if nid in keep}
 
 
 class Server:
@@ -576,7 +568,15 @@ class Server:
                    Route("/", _safe(self.root), methods=["GET"])]
         if self.frontend is not None:
             routes.append(Mount("/", app=StaticFiles(directory=self.frontend), name="frontend"))
-        return Starlette(routes=routes, on_startup=[self.startup], on_shutdown=[self.shutdown])
+        return Starlette(routes=routes, lifespan=self.lifespan)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app):
+        await self.startup()
+        try:
+            yield
+        finally:
+            await self.shutdown()
 
 
 def _safe(handler):
@@ -640,4 +640,4 @@ def _total_ram() -> int:
         return 0
 
 
-__all__ = ["COMFYUI_API_VERSION", "ServeConfig", "Server", "prune"]
+__all__ = ["COMFYUI_API_VERSION", "ServeConfig", "Server"]

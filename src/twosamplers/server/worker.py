@@ -25,7 +25,7 @@ from ..nodes.folders import Folders
 from ..nodes.registry import NODES
 from ..workflow.execute import execute
 from ..workflow.formats import Workflow
-from ..workflow.graph import plan
+from ..workflow.graph import dependency_order, plan
 from .cache import NodeCache
 from .hub import PREVIEW_IMAGE, PREVIEW_IMAGE_WITH_METADATA, Hub
 from .preview import encode_preview, preview_image
@@ -107,6 +107,15 @@ class Session:
             self.executed.append(self.node)
 
 
+def prune(prompt: dict, outputs: list[str]) -> dict:
+    """The nodes `outputs` need (the whole prompt when every output node runs, as `twosamplers run` embeds it)."""
+    all_outputs = {nid for nid, n in prompt.items() if getattr(NODES.get(n["class_type"]), "OUTPUT_NODE", False)}
+    if not outputs or set(outputs) == all_outputs:
+        return prompt
+    keep = set(dependency_order(prompt, list(outputs)))
+    return {nid: n for nid, n in prompt.items() if nid in keep}
+
+
 def extra_pnginfo_workflow(extra_data: dict) -> dict | None:
     info = extra_data.get("extra_pnginfo") if isinstance(extra_data, dict) else None
     wf = info.get("workflow") if isinstance(info, dict) else None
@@ -149,7 +158,8 @@ class LocalRunner:
             return self._run(item, session)
 
     def _run(self, item: QueueItem, session: Session) -> dict[str, dict]:
-        wf = Workflow(item.prompt, extra_pnginfo_workflow(item.extra_data), f"prompt {item.prompt_id}")
+        wf = Workflow(prune(item.prompt, item.outputs), extra_pnginfo_workflow(item.extra_data),
+                      f"prompt {item.prompt_id}")
         order = plan(wf.prompt, self.folders).order
         sigs = self.nodes.signatures(wf.prompt, order, self.folders)
         known = self.nodes.lookup(wf.prompt, sigs)
@@ -249,5 +259,5 @@ def make_temp_dir() -> tempfile.TemporaryDirectory:
     return tempfile.TemporaryDirectory(prefix="twosamplers-serve-temp-")
 
 
-__all__ = ["Interrupted", "LocalRunner", "PREVIEW_METHODS", "Session", "make_temp_dir", "run_item", "ui_of_files",
-           "worker_loop"]
+__all__ = ["Interrupted", "LocalRunner", "PREVIEW_METHODS", "Session", "make_temp_dir", "prune", "run_item",
+           "ui_of_files", "worker_loop"]
