@@ -494,3 +494,23 @@ def test_serve_cli_rejects_bad_flags(capsys):
     assert "--port" in capsys.readouterr().err
     assert main(["serve", "--models", "/nonexistent/models/dir"]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_jobs_api_and_page_policy(served):
+    client, _, _ = served
+    body, _ = run_prompt(client, small_prompt(seed=101, prefix="job"))
+    jobs = client.get("/api/jobs", params={"status": "completed,failed,cancelled", "limit": 64}).json()
+    assert set(jobs) == {"jobs", "pagination"} and jobs["pagination"]["offset"] == 0
+    job = next(j for j in jobs["jobs"] if j["id"] == body["prompt_id"])
+    assert job["status"] == "completed" and job["outputs_count"] == 1
+    assert job["preview_output"]["nodeId"] == "9" and job["preview_output"]["filename"].startswith("job_")
+    assert job["execution_end_time"] >= job["execution_start_time"]
+    one = client.get(f"/api/jobs/{body['prompt_id']}").json()
+    assert one["outputs"]["9"]["images"][0]["filename"] == job["preview_output"]["filename"]
+    assert client.get("/api/jobs/nope").status_code == 404
+    assert client.get("/api/jobs", params={"status": "weird"}).status_code == 400
+    assert client.get("/api/jobs", params={"limit": 0}).status_code == 400
+    assert client.post("/api/jobs/nope/cancel").json() == {"cancelled": False}
+    assert client.get("/templates/index.json").json() == []
+    csp = client.get("/queue").headers["content-security-policy"]
+    assert "connect-src 'self'" in csp and "default-src 'self'" in csp

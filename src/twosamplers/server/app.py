@@ -26,6 +26,7 @@ from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
@@ -41,6 +42,7 @@ from ..workflow.graph import plan
 from . import frontend as fe
 from .files import FileAreaError, FileAreas, content_type
 from .hub import Hub
+from .jobs import JOB_STATUSES, all_jobs
 from .object_info import node_info, object_info
 from .state import PromptQueue, QueueItem
 from .validate import check_shape, validate_prompt
@@ -410,7 +412,9 @@ class Server:
                            "required_frontend_version": fe.frontend_version() or "",
                            "installed_templates_version": None, "required_templates_version": None,
                            "python_version": sys.version, "pytorch_version": torch.__version__,
-                           "embedded_python": False, "argv": ["twosamplers", "serve"],
+                           "embedded_python": False,
+                           # no API nodes here: the editor then makes no call to comfy.org (release notes, ...)
+                           "argv": ["twosamplers", "serve", "--disable-api-nodes"],
                            "machine": platform.machine()},
                 "devices": devices}
 
@@ -462,6 +466,12 @@ class Server:
 
     async def extensions(self, request: Request) -> Response:
         return JSONResponse(fe.extension_scripts(self.frontend))
+
+    async def templates(self, request: Request) -> Response:
+        """The editor's workflow-template catalogue: none here (ComfyUI ships them in another package)."""
+        name = request.path_params["name"]
+        return JSONResponse([] if name.startswith("index") else {}) if name.endswith(".json") else \
+            Response(status_code=404)
 
     async def users(self, request: Request) -> Response:
         return JSONResponse({"storage": "server", "migrated": True})
@@ -532,6 +542,49 @@ class Server:
         path = await run_in_threadpool(self.user.write, name, body, overwrite)
         return JSONResponse(self.user.info(path) if full else path.relative_to(self.user.root).as_posix())
 
+    # ------------------------------------------------------------------ /api/jobs (the editor's queue panel)
+    async def get_jobs(self, request: Request) -> Response:
+        q = request.query_params
+        statuses = [s.strip().lower() for s in q.get("status", "").split(",") if s.strip()] or list(JOB_STATUSES)
+        if set(statuses) - set(JOB_STATUSES):
+            return JSONResponse({"error": f"status must be among {', '.join(JOB_STATUSES)}"}, status_code=400)
+        sort_order = q.get("sort_order", "desc").lower()
+        if q.get("sort_by", "created_at") not in ("created_at", "execution_duration") or \
+                sort_order not in ("asc", "desc"):
+            return JSONResponse({"error": "sort_by must be created_at or execution_duration, sort_order asc or desc"},
+                                status_code=400)
+        try:
+            limit = int(q["limit"]) if "limit" in q else None
+            offset = max(0, int(q.get("offset", 0)))
+        except ValueError:
+            return JSONResponse({"error": "limit and offset must be integers"}, status_code=400)
+        if limit is not None and limit <= 0:
+            return JSONResponse({"error": "limit must be a positive integer"}, status_code=400)
+        jobs = [j for j in all_jobs(self.queue) if j["status"] in statuses]
+        jobs.sort(key=lambda j: j.get("create_time") or 0, reverse=sort_order == "desc")
+        page = jobs[offset:offset + limit] if limit is not None else jobs[offset:]
+        return JSONResponse({"jobs": page, "pagination": {"offset": offset, "limit": limit, "total": len(jobs),
+                                                          "has_more": offset + len(page) < len(jobs)}})
+
+    async def get_job(self, request: Request) -> Response:
+        job_id = request.path_params["job_id"]
+        job = next((j for j in all_jobs(self.queue, outputs=True) if j["id"] == job_id), None)
+        return JSONResponse(job) if job is not None else JSONResponse({"error": "Job not found"}, status_code=404)
+
+    async def cancel_job(self, request: Request) -> Response:
+        job_id = request.path_params["job_id"]
+        return JSONResponse({"cancelled": bool(self.queue.interrupt(job_id) or self.queue.delete([job_id]))})
+
+    async def cancel_jobs(self, request: Request) -> Response:
+        data = await self._json_object(request)
+        if isinstance(data, Response):
+            return data
+        ids = data.get("job_ids", data.get("ids"))
+        if not isinstance(ids, list):
+            return JSONResponse({"error": "job_ids must be a list"}, status_code=400)
+        cancelled = [bool(self.queue.interrupt(str(i)) or self.queue.delete([str(i)])) for i in ids]
+        return JSONResponse({"cancelled": any(cancelled)})
+
     # ------------------------------------------------------------------ routes
     def api_routes(self) -> list[tuple[str, object, list[str]]]:
         return [
@@ -564,11 +617,17 @@ class Server:
             wrapped = _safe(handler)
             routes.append(Route(path, wrapped, methods=methods))
             routes.append(Route("/api" + path, wrapped, methods=methods))
+        for path, handler, methods in (("/api/jobs", self.get_jobs, ["GET"]), ("/api/jobs/cancel", self.cancel_jobs,
+                                                                              ["POST"]),
+                                       ("/api/jobs/{job_id}", self.get_job, ["GET"]),
+                                       ("/api/jobs/{job_id}/cancel", self.cancel_job, ["POST"])):
+            routes.append(Route(path, _safe(handler), methods=methods))
         routes += [WebSocketRoute("/ws", self.websocket), WebSocketRoute("/api/ws", self.websocket),
+                   Route("/templates/{name}", _safe(self.templates), methods=["GET"]),
                    Route("/", _safe(self.root), methods=["GET"])]
         if self.frontend is not None:
             routes.append(Mount("/", app=StaticFiles(directory=self.frontend), name="frontend"))
-        return Starlette(routes=routes, lifespan=self.lifespan)
+        return Starlette(routes=routes, lifespan=self.lifespan, middleware=[Middleware(SameOriginOnly)])
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app):
@@ -577,6 +636,34 @@ class Server:
             yield
         finally:
             await self.shutdown()
+
+
+# The page may load and connect to this server only: a browser then refuses any request of the editor (or of a
+# script injected into it) to another host, which is what keeps the editor on this machine.
+CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self' 'unsafe-inline' 'unsafe-eval' blob:; "
+                           "style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; font-src 'self' data:; "
+                           "connect-src 'self' data: blob:; media-src 'self' data: blob:; worker-src 'self' blob:; "
+                           "frame-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'")
+
+
+class SameOriginOnly:
+    """ASGI middleware: CONTENT_SECURITY_POLICY on every HTTP response."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def with_policy(message):
+            if message["type"] == "http.response.start":
+                headers = [*message.get("headers", []),
+                           (b"content-security-policy", CONTENT_SECURITY_POLICY.encode())]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        return await self.app(scope, receive, with_policy)
 
 
 def _safe(handler):
