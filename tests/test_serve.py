@@ -443,11 +443,13 @@ def test_frontend_support_endpoints(served):
 def test_root_page(served, monkeypatch):
     client, server, _ = served
     page = client.get("/")
-    assert page.status_code == 200
-    if server.frontend is None:
-        assert "pip install comfyui-frontend-package" in page.text and "/prompt" in page.text
-    else:
-        assert "<html" in page.text.lower()
+    assert page.status_code == 200 and "<html" in page.text.lower()
+    if server.frontend is not None:
+        assert "pip install comfyui-frontend-package" not in page.text
+    monkeypatch.setattr(server, "frontend", None)  # without the editor: how to get it, and the API
+    page = client.get("/")
+    assert "pip install comfyui-frontend-package" in page.text and "/prompt" in page.text
+    assert "/object_info/{node_class}" in page.text
 
 
 # ---------------------------------------------------------------------------------------------- guard

@@ -79,3 +79,33 @@ def test_comfy_api_simplified_with_basic_auth(tmp_path):
         api = ComfyApiWrapper(url, user="alice", password="s3cret-pass")
         images = api.queue_and_wait_images(titled(small_prompt(seed=9, prefix="auth")), "Save Image")
         assert list(images)[0].startswith("auth_")
+
+
+def test_the_serve_command_starts_and_answers(tmp_path):
+    """`twosamplers serve` as a user starts it: the start line, then ComfyUI's endpoints; Ctrl-C-like stop."""
+    import signal
+    import urllib.request
+
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.Popen([sys.executable, "-m", "twosamplers", "serve", "--port", str(port), "--output-dir",
+                             str(tmp_path / "out"), "--input-dir", str(tmp_path / "in")], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert f"http://127.0.0.1:{port}/" in line and "this machine only" in line, line
+        stats = None
+        for _ in range(300):
+            try:
+                stats = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/api/system_stats",
+                                                          timeout=5).read())
+                break
+            except OSError:
+                import time
+
+                time.sleep(0.1)
+        assert stats is not None and stats["system"]["comfyui_version"]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    assert "Traceback" not in out, out

@@ -259,7 +259,8 @@ def _add_serve(sub) -> None:
                    "./output)")
     s.add_argument("--preview-method", choices=("none", "auto", "latent2rgb"), default="none",
                    help="live previews as binary websocket frames (default none, as ComfyUI: some clients take "
-                   "any binary frame for a finished image)")
+                   "any binary frame for a finished image); auto and latent2rgb both send the page's cheap x0 "
+                   "preview (exact for the embedded models, first latent channels for checkpoints)")
     s.add_argument("--max-upload-mb", type=float, default=100.0, help="largest upload in MB (default 100)")
     s.add_argument("--auth", metavar="USER:PASS", help="HTTP Basic credentials (required off loopback unless "
                    "--token; else a token is made and printed)")

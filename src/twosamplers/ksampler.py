@@ -246,16 +246,7 @@ def sample_with_sigmas(model, noise, sigmas, samples, positive, negative, cfg, s
     extra_args = {"seed": seed, "model_options": dict(model_options or {}), "comfyui_version": comfyui_version}
     if denoise_mask is not None:
         extra_args["denoise_mask"] = denoise_mask
-    total = len(sigmas) - 1
-    k_callback = None
-    step_hook = STEP_HOOK.get()
-    if callback is not None or step_hook is not None:
-        def k_callback(info):
-            if callback is not None:
-                callback(info["i"], info["denoised"], info["x"], total)
-            if step_hook is not None:
-                step_hook(info["i"], total, info["denoised"], model)
-
+    k_callback = _k_callback(callback, len(sigmas) - 1, model)
     fn = get_sampler(sampler_name)
     # A model may ask to be prepared once around the whole call (a LoRA stack patches its weights here).
     session = getattr(model, "sampling_session", None)
@@ -268,6 +259,21 @@ def sample_with_sigmas(model, noise, sigmas, samples, positive, negative, cfg, s
         x = model.latent_format.process_out(x.to(torch.float32))
     # back on the input latent's device (normally the CPU, ComfyUI's "intermediate device"), as an ordinary tensor
     return x.to(samples.device, copy=True)
+
+
+def _k_callback(callback, total: int, model):
+    """The sampler's per-step callback: `callback(step, x0, x, total)` and the context's STEP_HOOK, or None."""
+    step_hook = STEP_HOOK.get()
+    if callback is None and step_hook is None:
+        return None
+
+    def k_callback(info):
+        if callback is not None:
+            callback(info["i"], info["denoised"], info["x"], total)
+        if step_hook is not None:
+            step_hook(info["i"], total, info["denoised"], model)
+
+    return k_callback
 
 
 def _pbar_flag(disable_pbar: bool | None) -> bool | None:

@@ -17,6 +17,7 @@ import threading
 
 log = logging.getLogger("twosamplers.serve")
 
+SEND_TIMEOUT_S = 10.0
 PREVIEW_IMAGE = 1
 PREVIEW_IMAGE_WITH_METADATA = 4
 
@@ -95,12 +96,20 @@ class Hub:
                     if sid in self.sockets else []
             for ws in targets:
                 try:
-                    if isinstance(message, bytes):
-                        await ws.send_bytes(message)
-                    else:
-                        await ws.send_text(message)
+                    send = ws.send_bytes(message) if isinstance(message, bytes) else ws.send_text(message)
+                    await asyncio.wait_for(send, SEND_TIMEOUT_S)
+                except TimeoutError:  # a client that does not read stalls nobody else: it is dropped
+                    log.info("dropping a websocket client that does not read its messages")
+                    await _close(ws)
                 except Exception as e:  # a client that went away: it is removed when its handler ends
                     log.debug("websocket send failed: %s", e)
+
+
+async def _close(ws) -> None:
+    try:
+        await asyncio.wait_for(ws.close(code=1008), 1.0)
+    except Exception:  # it is gone either way
+        pass
 
 
 __all__ = ["Hub", "PREVIEW_IMAGE", "PREVIEW_IMAGE_WITH_METADATA"]
