@@ -71,6 +71,10 @@ def test_prompt_runs_with_comfyui_messages_history_and_view(served):
     image = executed["output"]["images"][0]
     assert image["type"] == "output" and image["subfolder"] == "" and image["filename"].startswith("life_")
     assert msgs[-1] == {"type": "executing", "data": {"node": None, "prompt_id": pid}}
+    states = [m["data"] for m in msgs if m.get("type") == "progress_state"]
+    assert states[-1]["prompt_id"] == pid and set(states[-1]["nodes"]) == {"3", "4", "5", "6", "7", "8", "9"}
+    assert {n["state"] for n in states[-1]["nodes"].values()} == {"finished"}
+    assert any(s["nodes"].get("3", {}).get("state") == "running" and s["nodes"]["3"]["value"] == 1 for s in states)
     # history: ComfyUI's entry
     hist = client.get(f"/history/{pid}").json()[pid]
     assert hist["prompt"][1] == pid and hist["prompt"][2]["3"]["class_type"] == "KSampler"

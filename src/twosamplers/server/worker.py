@@ -60,6 +60,7 @@ class Session:
         self.executed: list[str] = []
         self.cached: list[str] = []
         self.first_progress: float | None = None
+        self.states: dict[str, dict] = {}
 
     @property
     def prompt_id(self) -> str:
@@ -76,6 +77,7 @@ class Session:
             if self.node is not None and self.node not in self.executed:
                 self.executed.append(self.node)
             self.node = nid
+            self._state(nid, "running", 0, 1)
         self.item.node = nid
         if self.sid is not None:
             data = {"node": nid, "prompt_id": self.prompt_id}
@@ -91,8 +93,19 @@ class Session:
     def progress(self, value: int, total: int, node: str | None = None) -> None:
         if self.first_progress is None:
             self.first_progress = time.perf_counter()
-        self.hub.send("progress", {"value": value, "max": total, "prompt_id": self.prompt_id,
-                                   "node": node or self.node}, self.sid)
+        nid = node or self.node
+        if nid is not None:
+            self._state(nid, "running", value, total)
+        self.hub.send("progress", {"value": value, "max": total, "prompt_id": self.prompt_id, "node": nid},
+                      self.sid)
+
+    def _state(self, nid: str, state: str, value, maximum) -> None:
+        """ComfyUI 0.30's `progress_state`: every node started so far, running or finished (its editor draws
+        the per-node progress bars from it)."""
+        self.states[nid] = {"value": value, "max": maximum, "state": state, "node_id": nid,
+                            "prompt_id": self.prompt_id, "display_node_id": nid, "parent_node_id": None,
+                            "real_node_id": nid}
+        self.hub.send("progress_state", {"prompt_id": self.prompt_id, "nodes": dict(self.states)}, self.sid)
 
     def preview(self, jpeg: bytes) -> None:
         if self.hub.supports(self.sid, "supports_preview_metadata"):
@@ -105,6 +118,8 @@ class Session:
     def done_node(self) -> None:
         if self.node is not None and self.node not in self.executed:
             self.executed.append(self.node)
+            done = self.states.get(self.node, {})
+            self._state(self.node, "finished", done.get("max", 1), done.get("max", 1))
 
 
 def prune(prompt: dict, outputs: list[str]) -> dict:
