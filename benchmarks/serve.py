@@ -10,7 +10,9 @@ cfg 1, seeds 1..N; all other inputs equal):
 - `workflow.run` in a loop in one process with one ModelCache (the engine alone, model kept loaded: the floor
   for any server), once in the main thread and once in a second thread as the server's worker runs it;
 - `twosamplers serve` as its own process: the N prompts POSTed at once, followed on its websocket until the
-  last one is done; per prompt = (last done - first execution_start) / N, from the client's clock.
+  last one is done; per prompt = (last done - first execution_start) / N, from the client's clock. The
+  worker-thread loop and the server take turns, --repeats rounds (3) of all N prompts each, so that the shared
+  machine's load drifts over both alike; the figures are the sums over the rounds.
 Targets (issue 25): serve per prompt <= 1.10 x the loop (all loops are printed; the in-process worker-thread
 one is the strict like-for-like comparison), and first `progress` <= 0.5 s after that prompt's
 `execution_start` (every prompt).
@@ -64,34 +66,38 @@ def cli_loop(files: list[Path], out: Path) -> float:
     return time.perf_counter() - t0
 
 
-def inprocess_loop(prompts: list[dict], out: Path, in_thread: bool) -> tuple[float, dict[str, bytes]]:
-    """The loop in this process's main thread, or in a second thread as the server's worker runs prompts (on a
-    loaded machine torch's two-thread kernels run much slower from the main thread; see docs/serve.md)."""
-    import threading
+class Loop:
+    """`workflow.run` one prompt after another in this process, one ModelCache (the model loaded once, as the
+    server keeps it), in the main thread or in a second thread as the server's worker runs prompts (on a loaded
+    machine torch's two-thread kernels run much slower from the main thread; see docs/serve.md)."""
 
-    sys.path.insert(0, str(ROOT / "src"))
-    from twosamplers.models import ModelCache
-    from twosamplers.workflow import run
+    def __init__(self, out: Path, warm: dict) -> None:
+        sys.path.insert(0, str(ROOT / "src"))
+        from twosamplers.models import ModelCache
+        from twosamplers.workflow import run
 
-    result = {}
+        self.run, self.cache, self.out = run, ModelCache(), out
+        self.run(warm, output_dir=out / "warm", cache=self.cache)
 
-    def loop() -> None:
-        cache = ModelCache()
-        run(prompts[0], output_dir=out / "warm", cache=cache)  # the model loaded once, as the server keeps it
-        t0 = time.perf_counter()
-        files = {}
-        for p in prompts:
-            f = Path(run(p, output_dir=out, cache=cache)[0]["files"][0])
-            files[f.name] = f.read_bytes()
-        result["t"], result["files"] = time.perf_counter() - t0, files
+    def chunk(self, prompts: list[dict], in_thread: bool) -> tuple[float, dict[str, bytes]]:
+        import threading
 
-    if in_thread:
-        t = threading.Thread(target=loop)
-        t.start()
-        t.join()
-    else:
-        loop()
-    return result["t"], result["files"]
+        result = {}
+
+        def loop() -> None:
+            t0, c0, files = time.perf_counter(), time.process_time(), {}
+            for p in prompts:
+                f = Path(self.run(p, output_dir=self.out, cache=self.cache)[0]["files"][0])
+                files[f.name] = f.read_bytes()
+            result["t"], result["cpu"], result["files"] = time.perf_counter() - t0, time.process_time() - c0, files
+
+        if in_thread:
+            t = threading.Thread(target=loop)
+            t.start()
+            t.join()
+        else:
+            loop()
+        return result["t"], result["cpu"], result["files"]
 
 
 def post(url: str, body: dict) -> dict:
@@ -100,36 +106,48 @@ def post(url: str, body: dict) -> dict:
         return json.loads(r.read())
 
 
-def serve_queue(prompts: list[dict], out: Path, warm: dict) -> dict:
-    from websockets.sync.client import connect
+class Served:
+    """`twosamplers serve` as its own process, followed on its websocket (client-clock times)."""
 
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "twosamplers", "serve", "--port", str(port), "--output-dir",
-                             str(out), "--input-dir", str(out / "in")], env=ENV, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    try:
-        base = f"http://127.0.0.1:{port}"
+    def __init__(self, out: Path, warm: dict) -> None:
+        from websockets.sync.client import connect
+
+        port = free_port()
+        self.out, self.base = out, f"http://127.0.0.1:{port}"
+        self.proc = subprocess.Popen([sys.executable, "-m", "twosamplers", "serve", "--port", str(port),
+                                      "--output-dir", str(out), "--input-dir", str(out / "in")], env=ENV,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for _ in range(600):
             try:
-                urllib.request.urlopen(base + "/system_stats", timeout=5)
+                urllib.request.urlopen(self.base + "/system_stats", timeout=5)
                 break
             except OSError:
                 time.sleep(0.1)
-        with connect(f"ws://127.0.0.1:{port}/ws?clientId=bench", max_size=None) as ws:
-            ws.recv()
-            post(base + "/prompt", {"prompt": warm, "client_id": "bench"})  # the model loaded once
-            _follow(ws, 1)
-            ids = [post(base + "/prompt", {"prompt": p, "client_id": "bench"})["prompt_id"] for p in prompts]
-            times = _follow(ws, len(ids))
+        self.ws = connect(f"ws://127.0.0.1:{port}/ws?clientId=bench", max_size=None)
+        self.ws.recv()
+        self.chunk([warm])  # the model loaded once
+
+    def cpu(self) -> float:
+        """CPU seconds the server process has used (all its threads), from /proc."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def chunk(self, prompts: list[dict]) -> dict:
+        c0 = self.cpu()
+        ids = [post(self.base + "/prompt", {"prompt": p, "client_id": "bench"})["prompt_id"] for p in prompts]
+        times = _follow(self.ws, len(ids))
+        times["cpu"] = self.cpu() - c0
         files = {}
         for pid in ids:
-            entry = json.loads(urllib.request.urlopen(f"{base}/history/{pid}", timeout=30).read())[pid]
+            entry = json.loads(urllib.request.urlopen(f"{self.base}/history/{pid}", timeout=30).read())[pid]
             name = entry["outputs"]["9"]["images"][0]["filename"]
-            files[name] = (out / name).read_bytes()
+            files[name] = (self.out / name).read_bytes()
         return {**times, "files": files}
-    finally:
-        proc.terminate()
-        proc.wait(30)
+
+    def close(self) -> None:
+        self.ws.close()
+        self.proc.terminate()
+        self.proc.wait(30)
 
 
 def _follow(ws, n: int) -> dict:
@@ -159,8 +177,10 @@ def main() -> int:
     ap.add_argument("--prompts", type=int, default=20)
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--steps", type=int, default=8)
+    ap.add_argument("--repeats", type=int, default=3, help="rounds of (worker-thread loop, serve), alternating")
     a = ap.parse_args()
     prompts = [workflow(s, a.size, a.steps) for s in range(1, a.prompts + 1)]
+    warm = workflow(999, a.size, a.steps)
     with tempfile.TemporaryDirectory(prefix="twosamplers-bench-serve-") as tmp:
         tmp = Path(tmp)
         files = []
@@ -168,22 +188,35 @@ def main() -> int:
             files.append(tmp / f"wf{i}.json")
             files[-1].write_text(json.dumps(p))
         t_cli = cli_loop(files, tmp / "cli")
-        t_main, _ = inprocess_loop(prompts, tmp / "main", in_thread=False)
-        t_loop, loop_files = inprocess_loop(prompts, tmp / "loop", in_thread=True)
-        served = serve_queue(prompts, tmp / "serve", workflow(999, a.size, a.steps))
-    n = a.prompts
-    per = {"cli": t_cli / n, "main": t_main / n, "loop": t_loop / n, "serve": served["wall"] / n}
-    lags = served["lags"]
-    same = sorted(loop_files.items()) == sorted(served["files"].items())
-    print(f"{n} prompts, textures model {a.size}x{a.size}, euler, {a.steps} steps, cfg 1 "
-          f"(torch threads {os.cpu_count()} cores)")
+        t_main, _, _ = Loop(tmp / "main", warm).chunk(prompts, in_thread=False)
+        # the strict comparison, interleaved in rounds so that the machine's load drifts over both alike
+        loop, served = Loop(tmp / "loop", warm), Served(tmp / "serve", warm)
+        t_loop, t_serve, c_loop, c_serve, lags, loop_files, served_files = 0.0, 0.0, 0.0, 0.0, [], {}, {}
+        try:
+            for rep in range(a.repeats):
+                t, c, f = loop.chunk(prompts, in_thread=True)
+                got = served.chunk(prompts)
+                t_loop, t_serve, lags = t_loop + t, t_serve + got["wall"], lags + got["lags"]
+                c_loop, c_serve = c_loop + c, c_serve + got["cpu"]
+                if rep == 0:  # the first round's files have the same names both ways
+                    loop_files, served_files = f, got["files"]
+        finally:
+            served.close()
+    n = a.prompts * a.repeats
+    per = {"cli": t_cli / a.prompts, "main": t_main / a.prompts, "loop": t_loop / n, "serve": t_serve / n}
+    same = sorted(loop_files.items()) == sorted(served_files.items())
+    print(f"{a.prompts} prompts, textures model {a.size}x{a.size}, euler, {a.steps} steps, cfg 1, "
+          f"{os.cpu_count()} cores (worker-thread loop and serve: {a.repeats} alternating rounds)")
     print(f"  twosamplers run, one process each : {per['cli']:.3f} s/prompt")
     print(f"  workflow.run loop, main thread    : {per['main']:.3f} s/prompt")
     print(f"  workflow.run loop, worker thread  : {per['loop']:.3f} s/prompt   (as the server runs prompts)")
-    print(f"  twosamplers serve, {n} queued      : {per['serve']:.3f} s/prompt")
+    print(f"  twosamplers serve, {a.prompts} queued      : {per['serve']:.3f} s/prompt")
     print(f"  serve / run loop (CLI)            : {per['serve'] / per['cli']:.3f}")
     print(f"  serve / workflow.run main thread  : {per['serve'] / per['main']:.3f}")
     print(f"  serve / workflow.run worker thread: {per['serve'] / per['loop']:.3f}   (target <= 1.10)")
+    print(f"  CPU s/prompt, worker-thread loop {c_loop / n:.3f}, serve process {c_serve / n:.3f}: "
+          f"ratio {c_serve / c_loop:.3f}   (the same comparison in CPU time, which other jobs on a shared "
+          "machine disturb less)")
     print(f"  first progress after execution_start: median {statistics.median(lags) * 1000:.0f} ms, "
           f"max {max(lags) * 1000:.0f} ms over {len(lags)} prompts   (target <= 500 ms)")
     print(f"  PNGs byte-identical to the loop's : {same}")

@@ -25,7 +25,7 @@ from ..nodes.folders import Folders
 from ..nodes.registry import NODES
 from ..workflow.execute import execute
 from ..workflow.formats import Workflow
-from ..workflow.graph import dependency_order, plan
+from ..workflow.graph import dependency_order
 from .cache import NodeCache
 from .hub import PREVIEW_IMAGE, PREVIEW_IMAGE_WITH_METADATA, Hub
 from .preview import encode_preview, preview_image
@@ -175,7 +175,8 @@ class LocalRunner:
     def _run(self, item: QueueItem, session: Session) -> dict[str, dict]:
         wf = Workflow(prune(item.prompt, item.outputs), extra_pnginfo_workflow(item.extra_data),
                       f"prompt {item.prompt_id}")
-        order = plan(wf.prompt, self.folders).order
+        outputs = [n for n, v in wf.prompt.items() if getattr(NODES.get(v["class_type"]), "OUTPUT_NODE", False)]
+        order = dependency_order(wf.prompt, outputs)  # execute() checks the prompt (graph.plan) itself
         sigs = self.nodes.signatures(wf.prompt, order, self.folders)
         known = self.nodes.lookup(wf.prompt, sigs)
         session.cached = list(known)
