@@ -19,7 +19,7 @@ FLOORS = {
     "regional": 4, "two_pass": 4, "joint": 4,
     "nodes": 5, "front": 5,
     "job": 6,
-    "cli": 7, "cli_regions": 7, "__main__": 7, "workflow": 7, "batch": 7, "ui": 7, "__init__": 7,
+    "cli": 7, "cli_regions": 7, "__main__": 7, "workflow": 7, "batch": 7, "ui": 7, "server": 7, "__init__": 7,
 }
 # the one upward import: ksampler.common_ksampler, a lazy alias of passes.common_ksampler kept for the path the
 # README and the parity checker use

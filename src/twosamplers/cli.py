@@ -92,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_batch(sub)
     add_run_parser(sub)
     _add_ui(sub)
+    _add_serve(sub)
     return parser
 
 
@@ -242,6 +243,41 @@ def _add_ui(sub) -> None:
     u.add_argument("--share-none", action="store_true", help="accepted for clarity: a public share link is "
                    "never created")
     u.set_defaults(func=cmd_ui)
+
+
+def _add_serve(sub) -> None:
+    s = sub.add_parser("serve", help="serve ComfyUI's HTTP and websocket API (needs the [server] extra)",
+                       description="ComfyUI's server API (POST /prompt, /ws, /view, /history, /object_info, ...) on "
+                       "the twosamplers engine, so ComfyUI clients work unchanged; ComfyUI's editor at / when "
+                       "comfyui-frontend-package is installed. Binds 127.0.0.1 unless --host says otherwise; any "
+                       "other address needs --auth or the printed token. See docs/serve.md.")
+    s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    s.add_argument("--port", type=int, default=8188, help="port (default 8188, ComfyUI's)")
+    where = s.add_mutually_exclusive_group()
+    where.add_argument("--models", metavar="DIR", help="folder with checkpoints/, loras/, ... (ComfyUI's models/)")
+    where.add_argument("--comfyui", metavar="DIR", help="a ComfyUI install: its models/, input/ and "
+                       "extra_model_paths.yaml")
+    s.add_argument("--input-dir", metavar="DIR", help="LoadImage's folder and where uploads go (default: ./input, "
+                   "or the ComfyUI install's input/)")
+    s.add_argument("--output-dir", metavar="DIR", default="output", help="where outputs are written (default "
+                   "./output)")
+    s.add_argument("--preview-method", choices=("none", "auto", "latent2rgb"), default="none",
+                   help="live previews as binary websocket frames (default none, as ComfyUI: some clients take "
+                   "any binary frame for a finished image); auto and latent2rgb both send the page's cheap x0 "
+                   "preview (exact for the embedded models, first latent channels for checkpoints)")
+    s.add_argument("--max-upload-mb", type=float, default=100.0, help="largest upload in MB (default 100)")
+    s.add_argument("--auth", metavar="USER:PASS", help="HTTP Basic credentials (required off loopback unless "
+                   "--token; else a token is made and printed)")
+    s.add_argument("--token", metavar="TOKEN", help="the access token off loopback (default: a random one, printed)")
+    s.add_argument("--allowed-host", action="append", metavar="NAME", help="with a credential: host names the "
+                   "Host header may carry (default: any)")
+    s.add_argument("--ray", nargs="?", const=True, default=None, metavar="ADDRESS",
+                   help="run prompts on Ray actors (one per GPU, else per CPU): join ADDRESS (or $RAY_ADDRESS), "
+                   "else start a local Ray (needs the [cluster] extra)")
+    s.add_argument("--ray-actors", type=int, metavar="N", help="with --ray: at most N actors")
+    s.add_argument("--device", help="device for checkpoints: cpu, cuda, cuda:1, ... (default: cuda if available)")
+    s.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), help="network precision for checkpoints")
+    s.set_defaults(func=cmd_serve)
 
 
 def _add_batch(sub) -> None:
@@ -566,6 +602,21 @@ def cmd_ui(args) -> int:
         launch(host=args.host, port=args.port, models_dir=args.models, outputs_dir=args.outputs)
     except UIError as e:
         raise BadInput(str(e)) from None
+    return 0
+
+
+def cmd_serve(args) -> int:
+    if not 1 <= args.port <= 65535:
+        raise BadInput(f"--port {args.port} is out of range (1 .. 65535)")
+    try:
+        from .server import ServeConfig, serve
+    except ImportError as e:
+        raise BadInput(f"serve needs the [server] extra: pip install 'twosamplers[server]' ({e})") from None
+    config = ServeConfig(host=args.host, port=args.port, models=args.models, comfyui=args.comfyui,
+                         input_dir=args.input_dir, output_dir=args.output_dir, preview_method=args.preview_method,
+                         max_upload_mb=args.max_upload_mb, device=args.device, dtype=args.dtype, ray=args.ray,
+                         ray_actors=args.ray_actors)
+    serve(config, auth=args.auth, token=args.token, allowed_hosts=args.allowed_host)
     return 0
 
 

@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import math
 from collections.abc import Callable
+from contextvars import ContextVar
 
 import torch
 
@@ -24,6 +25,12 @@ from .samplers import DISCARD_PENULTIMATE_SIGMA_SAMPLERS, RANDOM_INPAINT_NOISE_S
 from .schedules import SCHEDULER_NAMES, ModelSamplingDiscrete, calculate_sigmas
 
 StepCallback = Callable[[int, torch.Tensor, torch.Tensor, int], None]
+
+# Called after every step of every sampling call made in this context, as hook(step, total, x0, model), besides
+# any `callback`: a server's per-step progress, live preview and interrupt (it may raise to stop the sampler),
+# for whichever node samples. Set it with STEP_HOOK.set(fn) in the thread that runs the nodes; None = no hook.
+STEP_HOOK: ContextVar[Callable[[int, int, torch.Tensor, object], None] | None] = ContextVar(
+    "twosamplers_step_hook", default=None)
 
 
 def compute_sigmas(
@@ -239,12 +246,7 @@ def sample_with_sigmas(model, noise, sigmas, samples, positive, negative, cfg, s
     extra_args = {"seed": seed, "model_options": dict(model_options or {}), "comfyui_version": comfyui_version}
     if denoise_mask is not None:
         extra_args["denoise_mask"] = denoise_mask
-    total = len(sigmas) - 1
-    k_callback = None
-    if callback is not None:
-        def k_callback(info):
-            callback(info["i"], info["denoised"], info["x"], total)
-
+    k_callback = _k_callback(callback, len(sigmas) - 1, model)
     fn = get_sampler(sampler_name)
     # A model may ask to be prepared once around the whole call (a LoRA stack patches its weights here).
     session = getattr(model, "sampling_session", None)
@@ -257,6 +259,21 @@ def sample_with_sigmas(model, noise, sigmas, samples, positive, negative, cfg, s
         x = model.latent_format.process_out(x.to(torch.float32))
     # back on the input latent's device (normally the CPU, ComfyUI's "intermediate device"), as an ordinary tensor
     return x.to(samples.device, copy=True)
+
+
+def _k_callback(callback, total: int, model):
+    """The sampler's per-step callback: `callback(step, x0, x, total)` and the context's STEP_HOOK, or None."""
+    step_hook = STEP_HOOK.get()
+    if callback is None and step_hook is None:
+        return None
+
+    def k_callback(info):
+        if callback is not None:
+            callback(info["i"], info["denoised"], info["x"], total)
+        if step_hook is not None:
+            step_hook(info["i"], total, info["denoised"], model)
+
+    return k_callback
 
 
 def _pbar_flag(disable_pbar: bool | None) -> bool | None:
@@ -272,5 +289,5 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["GuidedDenoiser", "MAX_CFG", "MAX_STEPS", "StepCallback", "compute_sigmas", "sample_with_sigmas",
-           "slice_sigmas"]
+__all__ = ["GuidedDenoiser", "MAX_CFG", "MAX_STEPS", "STEP_HOOK", "StepCallback", "compute_sigmas",
+           "sample_with_sigmas", "slice_sigmas"]

@@ -113,8 +113,13 @@ def _accepts(fn, name: str) -> bool:
 
 
 def execute(wf: Workflow, folders: Folders, *, progress: Callable[[int, int, str, str], None] | None = None,
-            quiet: bool = True) -> list[dict]:
-    """Run a Workflow (already overridden) and return the outputs; see `run`."""
+            quiet: bool = True, known: Mapping[str, tuple[tuple, dict]] | None = None,
+            on_node: Callable[[str, tuple, dict], None] | None = None) -> list[dict]:
+    """Run a Workflow (already overridden) and return the outputs; see `run`.
+
+    For a long-lived caller (`twosamplers serve`): `known` gives {node id: (outputs, ui)} of nodes that are not
+    run again (their results from an earlier prompt with the same inputs); `on_node(node id, outputs, ui)` is
+    called after each node that ran; `progress` is called before each node that runs (it may raise to stop)."""
     prompt = wf.prompt
     p = plan(prompt, folders)
     hidden = {"PROMPT": prompt, "EXTRA_PNGINFO": {"workflow": wf.ui} if wf.ui is not None else {}}
@@ -128,11 +133,18 @@ def execute(wf: Workflow, folders: Folders, *, progress: Callable[[int, int, str
         bar = tqdm(total=len(p.order), desc="nodes", unit="node", disable=None)
     try:
         for i, nid in enumerate(p.order):
+            if known is not None and nid in known:
+                cache[nid], ui[nid] = known[nid]
+                if bar is not None:
+                    bar.update(1)
+                continue
             if bar is not None:
                 bar.set_postfix_str(f"{nid} {prompt[nid]['class_type']}")
             if progress is not None:
                 progress(i, len(p.order), nid, prompt[nid]["class_type"])
             cache[nid], ui[nid] = run_node(prompt, nid, p.types[nid], cache, folders, hidden)
+            if on_node is not None:
+                on_node(nid, cache[nid], ui[nid])
             if bar is not None:
                 bar.update(1)
         folders.commit()
