@@ -21,16 +21,25 @@ from .control import active_controls
 
 @dataclass(frozen=True)
 class LatentFormat:
-    """How a backend's latents relate to the numbers samplers see (ComfyUI's process_latent_in/out)."""
+    """How a backend's latents relate to the numbers samplers see (ComfyUI's process_latent_in/out).
+
+    `shift_factor` is the 16-channel formats' offset (SD3 0.0609, Flux 0.1159): in = (latent - shift) * scale,
+    out = latent / scale + shift. With no shift the formulas are SD's exactly (latent * scale, latent / scale).
+    """
 
     scale_factor: float = 0.18215
     channels: int = 4
     downscale: int = 8
+    shift_factor: float = 0.0
 
     def process_in(self, latent: torch.Tensor) -> torch.Tensor:
+        if self.shift_factor:
+            return (latent - self.shift_factor) * self.scale_factor
         return latent * self.scale_factor
 
     def process_out(self, latent: torch.Tensor) -> torch.Tensor:
+        if self.shift_factor:
+            return (latent / self.scale_factor) + self.shift_factor
         return latent / self.scale_factor
 
 
