@@ -1,0 +1,90 @@
+"""Loading Flux.1 and SD3/SD3.5 files the ways ComfyUI users keep them, with ComfyUI's detection rules:
+
+- a diffusion model alone (`diffusion_models/` or `unet/`, ComfyUI's UNETLoader) -> `load_diffusion_model`,
+  with UNETLoader's `weight_dtype` ("default" keeps the file's dtype; "fp8_e4m3fn", "fp8_e4m3fn_fast",
+  "fp8_e5m2" store the weights in 8 bits);
+- text encoders alone (DualCLIPLoader / TripleCLIPLoader / CLIPLoader) -> `flow_text.load_text_encoders`;
+- the 16-channel VAE alone (VAELoader) -> `flow_vae.load_flow_vae`;
+- all-in-one single-file checkpoints (CheckpointLoaderSimple) -> `load_flow_checkpoint`: the transformer under
+  `model.diffusion_model.`, text encoders under `text_encoders.` (and, in older SD3 files, `cond_stage_model.`),
+  the VAE under `vae.` (Flux) or `first_stage_model.` (SD3);
+- a folder of such files (`load_flow_folder`): one diffusion model, its text encoders and a VAE side by side
+  (what `--model DIR` takes), each file's role told by its keys.
+
+Compute dtype (`dtype`): float32 on the CPU; on CUDA bfloat16 for Flux where the GPU has it and float16 for SD3
+(ComfyUI's choice); weights keep their stored dtype and are cast layer by layer (flow_nets.cast_on_use).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from .flow import FlowModel, build_transformer
+from .flow_keys import diffusion_prefix, flow_family_at, strip
+from .sd_loading import CheckpointError, read_state_dict
+
+WEIGHT_DTYPES = {"default": None, "fp8_e4m3fn": torch.float8_e4m3fn, "fp8_e4m3fn_fast": torch.float8_e4m3fn,
+                 "fp8_e5m2": torch.float8_e5m2}
+_DTYPE_NAMES = {"fp16": torch.float16, "float16": torch.float16, "half": torch.float16, "bf16": torch.bfloat16,
+                "bfloat16": torch.bfloat16, "fp32": torch.float32, "float32": torch.float32, "float": torch.float32}
+
+
+def resolve_flow_device_dtype(family: str, device=None, dtype=None) -> tuple[torch.device, torch.dtype]:
+    """The device and compute dtype: CUDA when available, else the CPU; float32 on the CPU, bfloat16 (Flux, where
+    supported) or float16 (SD3, or Flux without bf16) on CUDA. Either can be given."""
+    dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for but CUDA is not available")
+    if dtype is None:
+        if dev.type != "cuda":
+            return dev, torch.float32
+        if family == "flux" and torch.cuda.is_bf16_supported():
+            return dev, torch.bfloat16
+        return dev, torch.float16
+    if isinstance(dtype, torch.dtype):
+        dt = dtype
+    elif isinstance(dtype, str) and dtype.lower() in _DTYPE_NAMES:
+        dt = _DTYPE_NAMES[dtype.lower()]
+    else:
+        raise ValueError(f"dtype must be one of {sorted(_DTYPE_NAMES)} or a torch.dtype, got {dtype!r}")
+    if dt not in (torch.float16, torch.bfloat16, torch.float32):
+        raise ValueError(f"unsupported compute dtype {dt}; weights in 8 bits are a weight_dtype, not a dtype")
+    return dev, dt
+
+
+def weight_dtype_of(weight_dtype: str | None) -> torch.dtype | None:
+    if weight_dtype is None:
+        return None
+    if weight_dtype not in WEIGHT_DTYPES:
+        raise ValueError(f"weight_dtype={weight_dtype!r} is not known; valid: {', '.join(WEIGHT_DTYPES)}")
+    return WEIGHT_DTYPES[weight_dtype]
+
+
+def _check_not_scaled(sd: dict, prefix: str, what: str) -> None:
+    if f"{prefix}scaled_fp8" in sd or any(k.endswith(".scale_weight") for k in sd):
+        raise CheckpointError(f"{what}: 'scaled fp8' checkpoints (per-tensor weight scales) are not supported yet; "
+                              "use the fp16/bf16 file, or load it with weight_dtype='fp8_e4m3fn'")
+
+
+def load_diffusion_model(path: str | os.PathLike, *, weight_dtype: str = "default", device=None, dtype=None,
+                         state: dict | None = None) -> FlowModel:
+    """A Flux or SD3 transformer file (ComfyUI's UNETLoader) as a `FlowModel` without text encoders or VAE."""
+    path = Path(path)
+    storage = weight_dtype_of(weight_dtype)
+    sd = state if state is not None else read_state_dict(path)
+    prefix = diffusion_prefix(sd)
+    if prefix is None:
+        raise CheckpointError(f"{path}: not a Flux.1 or SD3/SD3.5 diffusion model (no 'double_blocks' / "
+                              "'joint_blocks' transformer weights)")
+    _check_not_scaled(sd, prefix, str(path))
+    family = flow_family_at(sd, prefix)
+    dev, dt = resolve_flow_device_dtype(family, device, dtype)
+    try:
+        net, variant = build_transformer(strip(sd, prefix), family, storage_dtype=storage,
+                                         compute_dtype=dt, device=dev, what=str(path))
+    except ValueError as e:
+        raise CheckpointError(f"{path}: {e}") from None
+    return FlowModel(net, family, variant, source=str(path))
