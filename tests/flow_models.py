@@ -17,8 +17,9 @@ from pathlib import Path
 
 import torch
 
-# Widths of the tiny text encoders: CLIP-L 32, CLIP-G 48 (the oracle tells the two apart by it), T5 64.
-CLIP_L_WIDTH, CLIP_G_WIDTH, T5_WIDTH = 32, 48, 64
+# Widths of the tiny text encoders: CLIP-L 32, CLIP-G 48 (the oracle tells the two apart by it), T5 128 (two heads of
+# 64; SD3 puts CLIP-L ++ CLIP-G, 80 wide, zero-padded to the T5 width before the T5 tokens).
+CLIP_L_WIDTH, CLIP_G_WIDTH, T5_WIDTH = 32, 48, 128
 T5_VOCAB = 32128
 
 
@@ -177,11 +178,11 @@ def t5_encoder(width: int = T5_WIDTH, layers: int = 2, heads: int = 2, d_ff: int
 
 
 def clip_l(seed: int = 10) -> dict:
-    return clip_text(CLIP_L_WIDTH, 2, projection=False, seed=seed)
+    return clip_text(CLIP_L_WIDTH, 3, projection=False, seed=seed)
 
 
 def clip_g(seed: int = 11) -> dict:
-    return clip_text(CLIP_G_WIDTH, 2, projection=True, seed=seed)
+    return clip_text(CLIP_G_WIDTH, 3, projection=True, seed=seed)
 
 
 def t5(seed: int = 12) -> dict:
@@ -286,6 +287,7 @@ FILES = {
     "diffusion_models/flux_schnell.safetensors": lambda: flux_transformer("schnell", seed=1),
     "diffusion_models/sd35_large.safetensors": lambda: sd3_transformer("large", context_dim=T5_WIDTH),
     "diffusion_models/sd35_medium.safetensors": lambda: sd3_transformer("medium", context_dim=T5_WIDTH, seed=2),
+    "diffusion_models/sd35_large_4096.safetensors": lambda: sd3_transformer("large", context_dim=4096, seed=3),
     "text_encoders/clip_l.safetensors": clip_l,
     "text_encoders/clip_g.safetensors": clip_g,
     "text_encoders/t5xxl.safetensors": t5,

@@ -55,8 +55,8 @@ def main(models_dir, out_path):
     out = {
         "in/x": torch.randn(2, 16, 8, 6, generator=g),
         "in/sigma": torch.tensor([0.8, 0.35]),
-        "in/context": torch.randn(1, 5, 64, generator=g),
-        "in/negative": torch.randn(1, 5, 64, generator=g),
+        "in/context": torch.randn(1, 5, 128, generator=g),
+        "in/negative": torch.randn(1, 5, 128, generator=g),
         "in/pooled_flux": torch.randn(1, 32, generator=g),
         "in/pooled_sd3": torch.randn(1, 80, generator=g),
         "in/neg_pooled_sd3": torch.randn(1, 80, generator=g),

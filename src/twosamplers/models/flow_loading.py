@@ -88,3 +88,27 @@ def load_diffusion_model(path: str | os.PathLike, *, weight_dtype: str = "defaul
     except ValueError as e:
         raise CheckpointError(f"{path}: {e}") from None
     return FlowModel(net, family, variant, source=str(path))
+
+
+def load_text_encoders(paths, family: str, *, device=None, dtype=None, text_dtype: str | None = None,
+                       states: list | None = None):
+    """Text encoder files (ComfyUI's CLIPLoader / DualCLIPLoader / TripleCLIPLoader with type "flux" or "sd3")
+    -> `FluxTextEncoders` / `SD3TextEncoders`. Each file's kind (CLIP-L, CLIP-G, T5-XXL) comes from its keys,
+    not its name or place in the list."""
+    from .flow_text import build_encoders, find_text_encoders
+
+    paths = [Path(p) for p in paths]
+    dev, dt = resolve_flow_device_dtype(family, device, dtype)
+    parts = []
+    for i, path in enumerate(paths):
+        sd = states[i] if states is not None else read_state_dict(path)
+        found = find_text_encoders(sd)
+        if not found:
+            raise CheckpointError(f"{path}: not a CLIP or T5 text encoder (no 'text_model.*' or 'encoder.block.*' "
+                                  "weights)")
+        _check_not_scaled(sd, "", str(path))
+        parts += [(sd, prefix, kind) for kind, prefix in found.items()]
+    try:
+        return build_encoders(parts, family, device=dev, compute=dt, text_dtype=text_dtype)
+    except ValueError as e:
+        raise CheckpointError(f"{', '.join(p.name for p in paths)}: {e}") from None
