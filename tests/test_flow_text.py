@@ -23,7 +23,7 @@ PROMPTS = [  # the oracle script's list
     "(masterpiece:1.3), a (small) cat\\(s\\) on a [chair], photo",
     "A castle on a hill at sunset,\nwith  two   spaces and a newline; numbers 1234 and 3.5x zoom!",
     "an ünïcödé café — naïve façade, 東京 tower ☕",
-    " ".join(["word%d" % i for i in range(90)]),
+    " ".join([f"word{i}" for i in range(90)]),
     "embedding:missing_thing in a garden",
     "((nested (weights:0.5) here:1.2)) end",
 ]

@@ -3,10 +3,10 @@
 
 ComfyUI builds its text encoders from fixed full-size configs (sd1_clip_config.json, clip_config_bigg.json,
 t5_config_xxl.json) and tells them apart by full-size keys (CLIP-G: 32 layers; T5-XXL: 24 blocks of width
-10240). Two wrappers, nothing of ComfyUI's code changed or copied: the config a text model is built from is
-replaced by the tiny one of the same kind, and `comfy.sd.detect_te_model` (and the SD3 CLIP's routing of a loaded
-file) recognise the tiny towers (CLIP-L 32 wide, CLIP-G 48 wide, T5 128 wide). Everything else (tokenizers, encoders, weights dtype, prompt handling,
-conditioning layout) is ComfyUI's own.
+10240). Wrappers only, nothing of ComfyUI's code changed or copied: the config a text model is built from is
+replaced by the tiny one of the same kind, and `comfy.sd.detect_te_model` (and the SD3 CLIP's routing of a
+loaded file) recognise the tiny towers (CLIP-L 32 wide, CLIP-G 48 wide, T5 128 wide). Everything else
+(tokenizers, encoders, weight dtypes, prompt handling, conditioning layout) is ComfyUI's own.
 """
 
 import os
