@@ -71,3 +71,24 @@ def _tiny_sd3_load(self, sd):  # ComfyUI routes CLIP-G by its 31st layer; the ti
 
 
 comfy.text_encoders.sd3_clip.SD3ClipModel.load_sd = _tiny_sd3_load
+
+import comfy.ldm.modules.diffusionmodules.model as vae_model  # noqa: E402
+
+# The tiny 16-channel VAE (tests/flow_models.flow_vae): 32 base channels, multipliers (1, 2, 2, 2), one res block
+# per encoder level; ComfyUI's VAE class hard-codes the full-size 128 / (1, 2, 4, 4) / 2.
+TINY_VAE = {"ch": 32, "ch_mult": (1, 2, 2, 2), "num_res_blocks": 1}
+
+
+def _tiny_vae(cls):
+    init = cls.__init__
+
+    def tiny_init(self, *args, **kwargs):
+        if kwargs.get("z_channels") == 16:
+            kwargs.update(TINY_VAE)
+        return init(self, *args, **kwargs)
+
+    cls.__init__ = tiny_init
+
+
+_tiny_vae(vae_model.Encoder)
+_tiny_vae(vae_model.Decoder)

@@ -112,3 +112,35 @@ def load_text_encoders(paths, family: str, *, device=None, dtype=None, text_dtyp
         return build_encoders(parts, family, device=dev, compute=dt, text_dtype=text_dtype)
     except ValueError as e:
         raise CheckpointError(f"{', '.join(p.name for p in paths)}: {e}") from None
+
+
+def load_flow_checkpoint(path: str | os.PathLike, *, device=None, dtype=None, weight_dtype: str = "default",
+                         text_dtype: str | None = None, state: dict | None = None) -> FlowModel:
+    """An all-in-one Flux / SD3 checkpoint (ComfyUI's CheckpointLoaderSimple): the transformer with whatever text
+    encoders and VAE the file holds (a checkpoint without them gives a model without them)."""
+    from .flow_text import build_encoders, find_text_encoders
+    from .flow_vae import is_flow_vae, load_flow_vae
+
+    path = Path(path)
+    storage = weight_dtype_of(weight_dtype)
+    sd = state if state is not None else read_state_dict(path)
+    prefix = diffusion_prefix(sd)
+    if prefix is None:
+        raise CheckpointError(f"{path}: not a Flux.1 or SD3/SD3.5 checkpoint")
+    _check_not_scaled(sd, prefix, str(path))
+    family = flow_family_at(sd, prefix)
+    dev, dt = resolve_flow_device_dtype(family, device, dtype)
+    try:
+        net, variant = build_transformer(strip(sd, prefix), family, storage_dtype=storage, compute_dtype=dt,
+                                         device=dev, what=str(path))
+        found = {k: p for k, p in find_text_encoders(sd).items() if p}
+        text = None
+        if found:
+            parts = [(sd, p, kind) for kind, p in found.items()]
+            text = build_encoders(parts, family, device=dev, compute=dt, text_dtype=text_dtype)
+    except ValueError as e:
+        raise CheckpointError(f"{path}: {e}") from None
+    from .flow import LATENT_FORMATS
+
+    vae = load_flow_vae(sd, device=dev, latent_format=LATENT_FORMATS[family]) if is_flow_vae(sd) else None
+    return FlowModel(net, family, variant, text=text, vae=vae, source=str(path))
