@@ -144,3 +144,166 @@ def load_flow_checkpoint(path: str | os.PathLike, *, device=None, dtype=None, we
 
     vae = load_flow_vae(sd, device=dev, latent_format=LATENT_FORMATS[family]) if is_flow_vae(sd) else None
     return FlowModel(net, family, variant, text=text, vae=vae, source=str(path))
+
+
+# ------------------------------------------------------------------------------------------------ files by keys
+_SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+                       "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2, "I64": torch.int64,
+                       "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool}
+
+
+def header_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """A safetensors file's tensors as meta tensors of the right shape and dtype, from its header alone (no
+    weights read): what the detection rules need to tell a file's role."""
+    import json
+    import struct
+
+    path = Path(path)
+    with path.open("rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise CheckpointError(f"{path}: not a safetensors file")
+        (n,) = struct.unpack("<Q", head)
+        if n == 0 or n > 100_000_000 or n > path.stat().st_size - 8:
+            raise CheckpointError(f"{path}: corrupt safetensors header")
+        try:
+            header = json.loads(f.read(n).decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise CheckpointError(f"{path}: corrupt safetensors header ({e})") from None
+    out = {}
+    for k, v in header.items():
+        if k == "__metadata__" or not isinstance(v, dict):
+            continue
+        dt = _SAFETENSORS_DTYPES.get(v.get("dtype"), torch.float32)
+        out[k] = torch.empty(v.get("shape", []), dtype=dt, device="meta")
+    return out
+
+
+def file_role(path: str | os.PathLike) -> str | None:
+    """What a .safetensors file is, from its header: "checkpoint" (a Flux/SD3 transformer with text encoders
+    or VAE), "diffusion_model" (a transformer alone), "text_encoder", "vae" (16-channel), or None."""
+    from .flow_text import find_text_encoders
+    from .flow_vae import is_flow_vae
+
+    keys = header_tensors(path)
+    prefix = diffusion_prefix(keys)
+    if prefix is not None:
+        others = any(not k.startswith(prefix) for k in keys) if prefix else False
+        return "checkpoint" if others else "diffusion_model"
+    if is_flow_vae(keys):
+        return "vae"
+    if find_text_encoders(keys):
+        return "text_encoder"
+    return None
+
+
+def is_flow_path(path: str | os.PathLike) -> bool:
+    """Whether `path` is a Flux / SD3 model the flow loader takes: a .safetensors file holding a Flux or SD3
+    transformer, a diffusers folder of a Flux or SD3 pipeline, or a folder of ComfyUI-style Flux / SD3 files."""
+    p = Path(path).expanduser()
+    if p.is_file():
+        if p.suffix.lower() not in (".safetensors", ".sft"):
+            return False
+        try:
+            return file_role(p) in ("checkpoint", "diffusion_model")
+        except (CheckpointError, OSError):
+            return False
+    if p.is_dir():
+        index = p / "model_index.json"
+        if index.is_file():
+            return _diffusers_pipeline(p) is not None
+        try:
+            return any(file_role(f) in ("checkpoint", "diffusion_model") for f in _folder_files(p))
+        except (CheckpointError, OSError):
+            return False
+    return False
+
+
+def _folder_files(folder: Path) -> list[Path]:
+    return sorted(f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in (".safetensors", ".sft"))
+
+
+def _diffusers_pipeline(folder: Path) -> str | None:
+    import json
+
+    try:
+        cls = str(json.loads((folder / "model_index.json").read_text(encoding="utf-8")).get("_class_name", ""))
+    except (OSError, ValueError):
+        return None
+    if cls.startswith("Flux") and not cls.startswith("Flux2"):
+        return "flux"
+    if cls.startswith("StableDiffusion3"):
+        return "sd3"
+    return None
+
+
+def load_flow_folder(folder: str | os.PathLike, *, device=None, dtype=None, weight_dtype: str = "default",
+                     text_dtype: str | None = None) -> FlowModel:
+    """A folder of ComfyUI-style files: one Flux / SD3 diffusion model (or all-in-one checkpoint), and optionally
+    its text encoder files and a 16-channel VAE, told apart by their keys (names do not matter)."""
+    from .flow import LATENT_FORMATS
+    from .flow_vae import load_flow_vae
+
+    folder = Path(folder).expanduser()
+    roles: dict[str, list[Path]] = {}
+    for f in _folder_files(folder):
+        role = file_role(f)
+        if role is not None:
+            roles.setdefault(role, []).append(f)
+    models = roles.get("checkpoint", []) + roles.get("diffusion_model", [])
+    if len(models) != 1:
+        found = ", ".join(f.name for f in models) or "none"
+        raise CheckpointError(f"{folder}: a model folder needs exactly one Flux / SD3 diffusion model or checkpoint "
+                              f"file (found: {found})")
+    path = models[0]
+    if roles.get("checkpoint"):
+        model = load_flow_checkpoint(path, device=device, dtype=dtype, weight_dtype=weight_dtype,
+                                     text_dtype=text_dtype)
+    else:
+        model = load_diffusion_model(path, weight_dtype=weight_dtype, device=device, dtype=dtype)
+    if roles.get("text_encoder"):
+        model.text = load_text_encoders(roles["text_encoder"], model.family, device=model.device, dtype=model.dtype,
+                                        text_dtype=text_dtype)
+    vaes = roles.get("vae", [])
+    if len(vaes) > 1:
+        raise CheckpointError(f"{folder}: more than one VAE file ({', '.join(f.name for f in vaes)})")
+    if vaes:
+        model.vae = load_flow_vae(vaes[0], device=model.device, latent_format=LATENT_FORMATS[model.family])
+    model.source = str(folder)
+    return model
+
+
+def load_flow(path: str | os.PathLike, *, device=None, dtype=None, weight_dtype: str = "default",
+              text_dtype: str | None = None, **options) -> FlowModel:
+    """`twosamplers.models.load` for Flux / SD3 paths: an all-in-one or transformer-only file, or a folder."""
+    extra = {k: v for k, v in options.items() if v is not None and v is not False}
+    if extra:
+        raise ValueError(f"{', '.join(sorted(extra))} only apply to Stable Diffusion 1.x/2.x/XL checkpoints, not to "
+                         "Flux / SD3 models")
+    p = Path(path).expanduser()
+    if p.is_dir():
+        if (p / "model_index.json").is_file():
+            raise CheckpointError(f"{p}: diffusers Flux / SD3 pipeline folders are not supported yet; use the "
+                                  "single-file checkpoint, or a folder of ComfyUI-style files")
+        return load_flow_folder(p, device=device, dtype=dtype, weight_dtype=weight_dtype, text_dtype=text_dtype)
+    return load_flow_checkpoint(p, device=device, dtype=dtype, weight_dtype=weight_dtype, text_dtype=text_dtype)
+
+
+# (cfg, image side) for the front ends: Flux guides through its guidance embedding (cfg 1; schnell needs none),
+# SD3.5 with cfg (4.5, ComfyUI's example workflows); both were trained at 1024 x 1024.
+FLOW_DEFAULTS = {"flux": (1.0, 1024), "sd3": (4.5, 1024)}
+
+
+def flow_defaults(path) -> tuple[float, int] | None:
+    """FLOW_DEFAULTS of the family a path holds, or None when it is not a Flux / SD3 model (header only)."""
+    try:
+        if not is_flow_path(path):
+            return None
+        p = Path(path).expanduser()
+        files = [p] if p.is_file() else [f for f in _folder_files(p)
+                                        if file_role(f) in ("checkpoint", "diffusion_model")]
+        keys = header_tensors(files[0])
+    except (OSError, CheckpointError, IndexError):
+        return None
+    prefix = diffusion_prefix(keys)
+    return FLOW_DEFAULTS.get(flow_family_at(keys, prefix) if prefix is not None else "")
