@@ -249,13 +249,93 @@ def flow_vae(*, ch: int = 32, mult=(1, 2, 2, 2), res: int = 1, seed: int = 20) -
     return d.sd
 
 
+# ------------------------------------------------------------------------------------------------ LoRAs
+def _lora(d: _Draw, prefix: str, out: int, inp: int, rank: int = 4, names=("lora_down", "lora_up"),
+          alpha: float | None = 2.0) -> None:
+    d.w(f"{prefix}.{names[0]}.weight", rank, inp, std=0.5 * inp ** -0.5)
+    d.w(f"{prefix}.{names[1]}.weight", out, rank, std=0.5 * rank ** -0.5)
+    if alpha is not None:
+        d.sd[f"{prefix}.alpha"] = torch.tensor(alpha)
+
+
+def flux_lora(fmt: str, *, hidden: int = 128, seed: int = 30) -> dict:
+    """A Flux LoRA for flux_transformer(hidden=128, depth 1, single 1) and the tiny CLIP-L / T5 in one of the
+    formats ComfyUI reads: "kohya" (BFL names, lora_unet_ / lora_te1_ / lora_te2_), "diffusers"
+    (transformer.<diffusers names>, lora_A / lora_B), "comfy" (diffusion_model.<BFL names>, with linear1_qkv,
+    a LoHa and a .diff), "xlabs" (double_blocks.N.processor.qkv_lora1..., down / up)."""
+    d = _Draw(seed)
+    h = hidden
+    if fmt == "kohya":
+        _lora(d, "lora_unet_double_blocks_0_img_attn_qkv", 3 * h, h)
+        _lora(d, "lora_unet_double_blocks_0_txt_mlp_0", 4 * h, h)
+        _lora(d, "lora_unet_single_blocks_0_linear1", 7 * h, h, alpha=None)
+        _lora(d, "lora_unet_single_blocks_0_linear2", h, 5 * h)
+        _lora(d, "lora_unet_final_layer_adaLN_modulation_1", 2 * h, h)
+        _lora(d, "lora_unet_txt_in", h, T5_WIDTH)
+        _lora(d, "lora_te1_text_model_encoder_layers_0_self_attn_q_proj", CLIP_L_WIDTH, CLIP_L_WIDTH)
+        _lora(d, "lora_te1_text_model_encoder_layers_1_mlp_fc1", 4 * CLIP_L_WIDTH, CLIP_L_WIDTH)
+        _lora(d, "lora_te2_encoder_block_0_layer_0_SelfAttention_q", T5_WIDTH, T5_WIDTH)
+        _lora(d, "lora_te2_encoder_block_1_layer_1_DenseReluDense_wi_0", 96, T5_WIDTH)
+    elif fmt == "diffusers":
+        ab = ("lora_A", "lora_B")
+        _lora(d, "transformer.transformer_blocks.0.attn.to_q", h, h, names=ab, alpha=None)
+        _lora(d, "transformer.transformer_blocks.0.attn.add_v_proj", h, h, names=ab, alpha=None)
+        _lora(d, "transformer.transformer_blocks.0.ff.net.0.proj", 4 * h, h, names=ab, alpha=None)
+        _lora(d, "transformer.single_transformer_blocks.0.attn.to_k", h, h, names=ab, alpha=None)
+        _lora(d, "transformer.single_transformer_blocks.0.proj_mlp", 4 * h, h, names=ab, alpha=None)
+        _lora(d, "transformer.single_transformer_blocks.0.proj_out", h, 5 * h, names=ab, alpha=None)
+        _lora(d, "transformer.norm_out.linear", 2 * h, h, names=ab, alpha=None)
+        _lora(d, "transformer.x_embedder", h, 64, names=ab, alpha=None)
+    elif fmt == "comfy":
+        _lora(d, "diffusion_model.double_blocks.0.txt_attn.qkv", 3 * h, h)
+        _lora(d, "diffusion_model.single_blocks.0.linear1_qkv", 3 * h, h)
+        _lora(d, "diffusion_model.double_blocks.0.img_mod.lin", 6 * h, h)
+        p = "diffusion_model.double_blocks.0.img_attn.proj"
+        for n, shape in (("hada_w1_a", (h, 2)), ("hada_w1_b", (2, h)), ("hada_w2_a", (h, 2)), ("hada_w2_b", (2, h))):
+            d.w(f"{p}.{n}", *shape, std=0.2)
+        d.sd[f"{p}.alpha"] = torch.tensor(2.0)
+        d.w("diffusion_model.double_blocks.0.img_attn.norm.query_norm.diff", 128, std=0.05)
+        d.w("diffusion_model.single_blocks.0.linear1.diff_b", 7 * h, std=0.05)
+        _lora(d, "text_encoders.clip_l.transformer.text_model.encoder.layers.2.self_attn.out_proj", CLIP_L_WIDTH,
+              CLIP_L_WIDTH)
+    elif fmt == "xlabs":
+        ud = ("down", "up")
+        _lora(d, "double_blocks.0.processor.qkv_lora1", 3 * h, h, names=ud, alpha=None)
+        _lora(d, "double_blocks.0.processor.proj_lora2", h, h, names=ud, alpha=None)
+    else:
+        raise ValueError(fmt)
+    return d.sd
+
+
+def sd3_lora(fmt: str, *, heads: int = 2, seed: int = 31) -> dict:
+    """An SD3 LoRA for sd3_transformer(heads=2, layers=2, context T5_WIDTH): "kohya" (MMDiT names) or
+    "diffusers" (transformer.<diffusers names>)."""
+    d = _Draw(seed)
+    h = 64 * heads
+    if fmt == "kohya":
+        _lora(d, "lora_unet_joint_blocks_0_x_block_attn_qkv", 3 * h, h)
+        _lora(d, "lora_unet_joint_blocks_1_context_block_attn_qkv", 3 * h, h)
+        _lora(d, "lora_unet_joint_blocks_1_context_block_adaLN_modulation_1", 2 * h, h)
+        _lora(d, "lora_unet_joint_blocks_0_x_block_mlp_fc2", h, 4 * h)
+        _lora(d, "lora_unet_context_embedder", h, T5_WIDTH)
+    elif fmt == "diffusers":
+        ab = ("lora_A", "lora_B")
+        _lora(d, "transformer.transformer_blocks.0.attn.to_v", h, h, names=ab, alpha=None)
+        _lora(d, "transformer.transformer_blocks.0.attn.add_q_proj", h, h, names=ab, alpha=None)
+        _lora(d, "transformer.transformer_blocks.1.norm1_context.linear", 2 * h, h, names=ab, alpha=None)
+        _lora(d, "transformer.proj_out", 64, h, names=ab, alpha=None)
+    else:
+        raise ValueError(fmt)
+    return d.sd
+
+
 # ------------------------------------------------------------------------------------------------ files
 def digest(sd: dict[str, torch.Tensor]) -> str:
     """SHA-256 over the sorted keys and the raw bytes of a state dict (tells whether a rebuild is identical)."""
     h = hashlib.sha256()
     for k in sorted(sd):
         h.update(k.encode())
-        h.update(sd[k].contiguous().view(torch.uint8).numpy().tobytes())
+        h.update(sd[k].contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
 
@@ -297,6 +377,13 @@ FILES = {
     "diffusion_models/sd35_large_fp16.safetensors": lambda: _to(sd3_transformer("large", context_dim=T5_WIDTH),
                                                                 torch.float16),
     "checkpoints/flux_dev_aio.safetensors": lambda: flux_checkpoint("dev"),
+    "diffusion_models/flux_lora_base.safetensors": lambda: flux_transformer("dev", hidden=128, seed=5),
+    "loras/flux_kohya.safetensors": lambda: flux_lora("kohya"),
+    "loras/flux_diffusers.safetensors": lambda: flux_lora("diffusers"),
+    "loras/flux_comfy.safetensors": lambda: flux_lora("comfy"),
+    "loras/flux_xlabs.safetensors": lambda: flux_lora("xlabs"),
+    "loras/sd3_kohya.safetensors": lambda: sd3_lora("kohya"),
+    "loras/sd3_diffusers.safetensors": lambda: sd3_lora("diffusers"),
     "checkpoints/sd35_large_aio.safetensors": lambda: sd3_checkpoint("large"),
 }
 

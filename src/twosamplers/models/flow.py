@@ -169,6 +169,35 @@ class FlowModel(DiffusionModel):
         out = self.network(xc, t, context.to(device=x.device, dtype=dtype), y=y, guidance=extras.get("guidance"))
         return ms.calculate_denoised(sigma, out.float(), x)
 
+    # ------------------------------------------------------------------------------------------ LoRAs
+    def lora_modules(self) -> dict[str, torch.nn.Module]:
+        """The parts a LoRA patches (models/lora.py): the transformer, then the text encoders."""
+        parts = {"unet": self.network.transformer}
+        for i, (_, module) in enumerate(self.text.lora_parts() if self.text is not None else []):
+            parts[f"clip{i}"] = module
+        return parts
+
+    def make_lora_key_map(self) -> dict:
+        from .flow_lora import text_keys, transformer_keys
+
+        keys = transformer_keys(self.network, self.family)
+        if self.text is not None:
+            keys.update(text_keys([("t5xxl" if k == "t5" else k, m) for k, m in self.text.lora_parts()],
+                                  self.family))
+        return keys
+
+    def convert_lora_keys(self, sd: dict) -> dict:
+        from .flow_lora import convert_xlabs, is_xlabs
+
+        return convert_xlabs(sd) if self.family == "flux" and is_xlabs(sd) else sd
+
+    def with_loras(self, loras, *, allow_pickle: bool = False):
+        """This model with LoRAs ([Lora(path, strength_model, strength_clip), ...]): a `LoraModel` over the same
+        weights, patched only while it samples (transformer) or encodes a prompt (text encoders)."""
+        from .lora import with_loras
+
+        return with_loras(self, loras, allow_pickle=allow_pickle)
+
     # ------------------------------------------------------------------------------------------ text, VAE
     def encode_prompt(self, text: str, **options) -> list:
         if self.text is None:

@@ -157,7 +157,29 @@ def _library(embeddings):
     return EmbeddingLibrary(embeddings)
 
 
-class FluxTextEncoders:
+class _TextLoras:
+    """LoRA support of the text-encoder objects (models/lora.py): their parts and key names."""
+
+    family: str
+
+    def lora_parts(self) -> list[tuple[str, torch.nn.Module]]:
+        return [(k, enc.model) for k in ("clip_l", "clip_g", "t5") if (enc := getattr(self, k, None)) is not None]
+
+    def lora_modules(self) -> dict[str, torch.nn.Module]:
+        return {f"clip{i}": m for i, (_, m) in enumerate(self.lora_parts())}
+
+    def make_lora_key_map(self) -> dict:
+        from .flow_lora import text_keys
+
+        return text_keys([("t5xxl" if k == "t5" else k, m) for k, m in self.lora_parts()], self.family)
+
+    def with_loras(self, loras, *, allow_pickle: bool = False):
+        from .lora import with_loras
+
+        return with_loras(self, loras, allow_pickle=allow_pickle)
+
+
+class FluxTextEncoders(_TextLoras):
     """CLIP-L + T5-XXL, as ComfyUI's Flux CLIP."""
 
     family = "flux"
@@ -182,7 +204,7 @@ class FluxTextEncoders:
         return [[cond, extras]]
 
 
-class SD3TextEncoders:
+class SD3TextEncoders(_TextLoras):
     """Any of CLIP-L, CLIP-G and T5-XXL, as ComfyUI's SD3 CLIP (TripleCLIPLoader, or fewer)."""
 
     family = "sd3"

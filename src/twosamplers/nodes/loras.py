@@ -29,6 +29,8 @@ def _lora_names():
 
 def _network(model, name: str):
     base = model.base if isinstance(model, LoraModel) else model
+    if callable(getattr(base, "lora_modules", None)):  # Flux / SD3 models and text encoders name their parts
+        return base
     if not hasattr(base, "unet") or not hasattr(base, "text_encoders"):
         raise TypeError(f"{name} must be a Stable Diffusion model (twosamplers.load of a checkpoint); "
                         f"got {type(base).__name__}, which has no UNet/text encoders to patch")
