@@ -97,8 +97,8 @@ def test_xlabs_lora_equals_its_kohya_twin(flow_models_dir, tmp_path):
 
 @pytest.mark.parametrize("lora", ["flux_kohya", "flux_comfy"])
 def test_text_encoder_loras_give_comfyuis_conditioning(flow_models_dir, lora):
-    te = load_text_encoders([flow_models_dir / "text_encoders" / n for n in ("clip_l.safetensors", "t5xxl.safetensors")],
-                            "flux", device="cpu")
+    names = ("clip_l.safetensors", "t5xxl.safetensors")
+    te = load_text_encoders([flow_models_dir / "text_encoders" / n for n in names], "flux", device="cpu")
     base = te.encode_prompt(PROMPT)
     assert float((base[0][0] - REF["cond/none"]).abs().max()) < 1e-4
     with warnings.catch_warnings():
