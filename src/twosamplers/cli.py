@@ -484,7 +484,8 @@ def add_run_parser(sub) -> None:
                    "(VALUE is read as JSON when it parses, else as text); repeatable")
     r.add_argument("--device", help="device for checkpoints: cpu, cuda, cuda:1, ... (default: cuda if available)")
     r.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), help="network precision for checkpoints")
-    r.add_argument("--list-nodes", action="store_true", help="list the supported node types and exit")
+    r.add_argument("--list-nodes", action="store_true",
+                   help="list the supported node types (and model families) and exit")
     _add_common_output(r)
     r.set_defaults(func=cmd_run)
 
@@ -494,7 +495,10 @@ def cmd_run(args) -> int:
     from .workflow.execute import parse_value
 
     if args.list_nodes:
+        from .models.families import families_text
+
         print("\n".join(sorted(NODES)))
+        print("\nmodel families (CheckpointLoaderSimple / UNETLoader / --model):\n" + families_text())
         return 0
     if args.file is None:
         raise BadInput("run needs a workflow FILE (or --list-nodes)")

@@ -149,6 +149,15 @@ class ModelCache:
                 self._models[k] = load_fn(name, device=device, dtype=dtype, **options)
             return self._models[k]
 
+    def get_loaded(self, key: tuple, load: Callable[[], object]):
+        """The object `load()` makes, made once per `key` (a tuple naming what it is and how it was loaded): for
+        what is not a whole model, e.g. a text encoder pair or a transformer file alone."""
+        k = ("custom",) + tuple(key)
+        with self._lock:
+            if k not in self._models:
+                self._models[k] = load()
+            return self._models[k]
+
     def __len__(self) -> int:
         return len(self._models)
 

@@ -14,13 +14,24 @@ from __future__ import annotations
 import inspect
 
 from . import NODE_CLASS_MAPPINGS as IMPACT_NODES
-from . import control, core, image, lora_files, mask, pipe, primitive
+from . import control, core, flow, image, lora_files, mask, pipe, primitive
 
 NODES: dict[str, type] = {
     # loaders and prompts
     "CheckpointLoaderSimple": core.CheckpointLoaderSimple,
     "CLIPTextEncode": core.CLIPTextEncode,
     "CLIPSetLastLayer": core.CLIPSetLastLayer,
+    # Flux.1 and SD3/SD3.5: separate files, model sampling, guidance, latents
+    "UNETLoader": flow.UNETLoader,
+    "DualCLIPLoader": flow.DualCLIPLoader,
+    "TripleCLIPLoader": flow.TripleCLIPLoader,
+    "CLIPLoader": flow.CLIPLoader,
+    "ModelSamplingFlux": flow.ModelSamplingFlux,
+    "ModelSamplingSD3": flow.ModelSamplingSD3,
+    "FluxGuidance": flow.FluxGuidance,
+    "FluxDisableGuidance": flow.FluxDisableGuidance,
+    "CLIPTextEncodeFlux": flow.CLIPTextEncodeFlux,
+    "EmptySD3LatentImage": flow.EmptySD3LatentImage,
     # sampling
     "KSampler": core.KSampler,
     "KSamplerAdvanced": core.KSamplerAdvanced,
