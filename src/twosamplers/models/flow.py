@@ -124,6 +124,27 @@ class FlowModel(DiffusionModel):
     def dtype(self) -> torch.dtype:
         return self.network.compute_dtype
 
+    def estimate_memory(self, width: int, height: int, batch: int = 1) -> int:
+        """Peak bytes of rendering `batch` images of width x height (job/memory.py): the weights as stored, the
+        transformer's working set for a cond + uncond batch (every token of the joint sequence, ~16 hidden-wide
+        tensors; attention runs in memory-efficient kernels, no tokens^2 term), and the VAE decoder's feature
+        maps at full resolution."""
+        seen, weights = set(), 0
+        modules = [self.network] + ([m for _, m in self.text.lora_parts()] if self.text is not None else []) + (
+            [self.vae.vae] if self.vae is not None else [])
+        for m in modules:
+            for p in m.parameters():
+                if id(p) not in seen:
+                    seen.add(id(p))
+                    weights += p.numel() * p.element_size()
+        tr = self.network.transformer.config
+        hidden = tr.num_attention_heads * tr.attention_head_dim
+        tokens = -(-height // 16) * -(-width // 16) + (256 if self.family == "flux" else 154)
+        item = torch.empty((), dtype=self.dtype).element_size()
+        act = 2 * batch * tokens * hidden * 16 * item
+        vae = width * height * batch * 128 * 4 * 4
+        return weights + act + vae
+
     # ------------------------------------------------------------------------------------------ sampling
     def with_model_sampling(self, model_sampling) -> FlowModel:
         """This model over the same weights with another sigma schedule (ComfyUI's ModelSampling* nodes)."""

@@ -42,6 +42,7 @@ from .lora_keys import UNET_PART, Target, build_key_map, normalize_prefix
 from .sd_loading import CheckpointError, PickleNotAllowedError, read_state_dict
 
 __all__ = [
+    "can_patch",
     "Lora",
     "LoraError",
     "LoraFile",
@@ -100,6 +101,13 @@ class Lora:
     @property
     def name(self) -> str:
         return Path(self.path).name
+
+
+def can_patch(model) -> bool:
+    """Whether LoRAs can patch `model`: an SD checkpoint (UNet + text encoders) or a model that names its own
+    parts (Flux / SD3, `lora_modules`); a LoraModel's base counts."""
+    base = model.base if isinstance(model, LoraModel) else model
+    return callable(getattr(base, "lora_modules", None)) or (hasattr(base, "unet") and hasattr(base, "text_encoders"))
 
 
 def sha256_file(path: str | os.PathLike) -> str:
