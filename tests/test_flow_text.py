@@ -80,6 +80,18 @@ def test_conditioning_matches_comfyui(flow_models_dir, i, name, family, files):
     assert float((extras["pooled_output"] - ref_p).abs().max()) < 1e-4
 
 
+@pytest.mark.parametrize("name, family, files", [
+    ("flux", "flux", ("clip_l.safetensors", "t5xxl.safetensors")),
+    ("sd3", "sd3", ("clip_g.safetensors", "clip_l.safetensors")),
+    ("sd3t5", "sd3", ("t5xxl.safetensors",)),
+])
+def test_clip_set_last_layer_matches_comfyui(flow_models_dir, name, family, files):
+    """ComfyUI's CLIPSetLastLayer reaches every encoder of these CLIPs, T5 included."""
+    cond = _encoders(flow_models_dir, family, files).encode_prompt(PROMPTS[0], clip_skip=-2)
+    assert float((cond[0][0] - REF[f"skip/{name}/cond"]).abs().max()) < 1e-4
+    assert float((cond[0][1]["pooled_output"] - REF[f"skip/{name}/pooled"]).abs().max()) < 1e-4
+
+
 def test_clip_text_encode_flux_matches_comfyui(flow_models_dir):
     te = _encoders(flow_models_dir, "flux", ("clip_l.safetensors", "t5xxl.safetensors"))
     cond = te.encode_prompt("a castle", t5_text=PROMPTS[3], guidance=2.5)

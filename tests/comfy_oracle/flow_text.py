@@ -11,6 +11,7 @@ Records, for each prompt of PROMPTS (tests/test_flow_text.py has the same list):
 - sd3/<i>/cond, sd3/<i>/pooled: CLIPTextEncode through DualCLIPLoader(clip_l, clip_g, "sd3") (the tiny T5 is not
   4096 wide, which SD3's CLIP needs beside CLIP-L/G in ComfyUI);
 - sd3t5/<i>/cond, sd3t5/<i>/pooled: CLIPLoader(t5xxl, "sd3") (T5 alone, 77 tokens minimum);
+- skip/<flux|sd3|sd3t5>/cond, /pooled: CLIPSetLastLayer(-2) then CLIPTextEncode(PROMPTS[0]);
 - fluxenc/cond, fluxenc/pooled, fluxenc/guidance: CLIPTextEncodeFlux(clip_l="a castle", t5xxl=PROMPTS[3], 2.5).
 The tiny encoders are loaded through tiny_patches.py (ComfyUI's own classes, with tiny configs).
 """
@@ -53,6 +54,11 @@ def main(models_dir, out_path):
             cond = nodes.CLIPTextEncode().encode(clip, p)[0]
             out[f"{name}/{i}/cond"] = cond[0][0].float()
             out[f"{name}/{i}/pooled"] = cond[0][1]["pooled_output"].float()
+    for name, clip in (("flux", flux), ("sd3", sd3), ("sd3t5", sd3t5)):
+        skipped = nodes.CLIPSetLastLayer().set_last_layer(clip, -2)[0]
+        cond = nodes.CLIPTextEncode().encode(skipped, PROMPTS[0])[0]
+        out[f"skip/{name}/cond"] = cond[0][0].float()
+        out[f"skip/{name}/pooled"] = cond[0][1]["pooled_output"].float()
     c = CLIPTextEncodeFlux.execute(flux, "a castle", PROMPTS[3], 2.5)[0]
     out["fluxenc/cond"] = c[0][0].float()
     out["fluxenc/pooled"] = c[0][1]["pooled_output"].float()

@@ -194,9 +194,9 @@ class FluxTextEncoders(_TextLoras):
                       embeddings=None, clip_skip=None, **_ignored) -> list:
         """Prompt -> [[T5 sequence (1, >=256, D), {"pooled_output": CLIP-L pooled (1, 768)[, "guidance"]}]].
         `t5_text` gives T5 its own text (CLIPTextEncodeFlux's t5xxl field); `guidance` sets Flux dev's guidance.
-        `clip_skip` is accepted and ignored: ComfyUI's CLIPSetLastLayer does not change what Flux uses."""
+        `clip_skip` (CLIPSetLastLayer) picks T5's layer, as in ComfyUI (CLIP-L's pooled output is unaffected)."""
         emb = _library(embeddings)
-        cond = self.t5.encode(text if t5_text is None else t5_text, emb)
+        cond = self.t5.encode(text if t5_text is None else t5_text, emb, clip_skip)
         _, pooled = self.clip_l.encode(text, None, emb)
         extras: dict = {"pooled_output": pooled}
         if guidance is not None:
@@ -245,7 +245,7 @@ class SD3TextEncoders(_TextLoras):
             pooled = torch.cat([l_pooled, g_pooled], dim=-1)
         out = lg
         if self.t5 is not None:
-            t5_out = self.t5.encode(text if t5_text is None else t5_text, emb)
+            t5_out = self.t5.encode(text if t5_text is None else t5_text, emb, clip_skip)
             out = torch.cat([lg, t5_out], dim=-2) if lg is not None else t5_out
         if pooled is None:
             pooled = torch.zeros((1, 768 + 1280))

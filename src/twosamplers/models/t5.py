@@ -178,8 +178,10 @@ class T5Encoder:
         return next(self.model.parameters()).device
 
     @torch.no_grad()
-    def encode_tokens(self, tokens: list[tuple]) -> torch.Tensor:
-        """[(token or vector, weight), ...] -> (1, L, D) float32 on the CPU."""
+    def encode_tokens(self, tokens: list[tuple], clip_skip: int | None = None) -> torch.Tensor:
+        """[(token or vector, weight), ...] -> (1, L, D) float32 on the CPU. `clip_skip` (CLIPSetLastLayer's
+        value, which ComfyUI applies to T5 too): -2 is the output of the second-to-last block, through the final
+        norm; -1, None or a value deeper than the model: the last."""
         rows, vectors = [[]], []
         for t, _ in tokens:
             if isinstance(t, torch.Tensor):
@@ -199,8 +201,12 @@ class T5Encoder:
         hook = None
         if vectors:
             hook = self.model.shared.register_forward_hook(_put_vectors(vectors))
+        layers = int(self.model.config.num_layers)
+        deep = clip_skip is not None and -layers <= clip_skip <= -2
         try:
-            z = self.model(input_ids=ids).last_hidden_state.float()
+            out = self.model(input_ids=ids, output_hidden_states=deep)
+            z = (self.model.encoder.final_layer_norm(out.hidden_states[clip_skip]) if deep
+                 else out.last_hidden_state).float()
         finally:
             if hook is not None:
                 hook.remove()
@@ -212,6 +218,6 @@ class T5Encoder:
             out[sel] = (out[sel] - empty[sel]) * w[sel] + empty[sel]
         return out[None].cpu()
 
-    def encode(self, text: str, embeddings=None) -> torch.Tensor:
+    def encode(self, text: str, embeddings=None, clip_skip: int | None = None) -> torch.Tensor:
         return self.encode_tokens(t5_tokens(text, min_length=self.min_length, embeddings=embeddings,
-                                            width=self.width))
+                                            width=self.width), clip_skip)
