@@ -1,7 +1,8 @@
 """The one protocol every model backend fills in, and `NetworkModel`, which wraps a plain eps/v network.
 
 The engine talks to a model only through:
-- `model_sampling` (a `ModelSamplingDiscrete`: sigmas, timestep(), calculate_input/denoised, noise_scaling),
+- `model_sampling` (a `ModelSamplingDiscrete`, or a flow `ModelSamplingFlow` / `ModelSamplingFlux`: sigmas, timestep(),
+  calculate_input/denoised, noise_scaling),
 - `latent_format` (scale factor, channels, pixels per latent pixel),
 - `apply_model(x, sigma, context, **extras) -> denoised`: the x0 prediction for a batch at per-row sigmas,
 - `encode_prompt`, `encode_image`, `decode_latent`: hooks that backends with text encoders/VAEs fill in.
