@@ -104,6 +104,7 @@ class FlowModel(DiffusionModel):
         self.text = text
         self.vae = vae
         self.source = source
+        self.clip_skip: int | None = None  # the default CLIPSetLastLayer value of encode_prompt
         self._param = next(network.parameters())
 
     def __repr__(self) -> str:
@@ -224,6 +225,8 @@ class FlowModel(DiffusionModel):
         if self.text is None:
             raise NotImplementedError(f"this {self.title} model was loaded without text encoders; load them with "
                                       "DualCLIPLoader / TripleCLIPLoader (or use an all-in-one checkpoint)")
+        if self.clip_skip is not None:
+            options.setdefault("clip_skip", self.clip_skip)
         return self.text.encode_prompt(text, **options)
 
     def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:

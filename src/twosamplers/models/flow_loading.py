@@ -274,8 +274,18 @@ def load_flow_folder(folder: str | os.PathLike, *, device=None, dtype=None, weig
 
 
 def load_flow(path: str | os.PathLike, *, device=None, dtype=None, weight_dtype: str = "default",
-              text_dtype: str | None = None, **options) -> FlowModel:
-    """`twosamplers.models.load` for Flux / SD3 paths: an all-in-one or transformer-only file, or a folder."""
+              text_dtype: str | None = None, clip_skip: int | None = None, **options) -> FlowModel:
+    """`twosamplers.models.load` for Flux / SD3 paths: an all-in-one or transformer-only file, or a folder.
+    `clip_skip`: the model's default CLIPSetLastLayer value for its prompts (it reaches T5 too, as in ComfyUI)."""
+    from .sd_text import normalize_clip_skip
+
+    model = _load_flow(path, device=device, dtype=dtype, weight_dtype=weight_dtype, text_dtype=text_dtype,
+                       **options)
+    model.clip_skip = normalize_clip_skip(clip_skip)
+    return model
+
+
+def _load_flow(path, *, device, dtype, weight_dtype, text_dtype, **options) -> FlowModel:
     extra = {k: v for k, v in options.items() if v is not None and v is not False}
     if extra:
         raise ValueError(f"{', '.join(sorted(extra))} only apply to Stable Diffusion 1.x/2.x/XL checkpoints, not to "
