@@ -143,3 +143,27 @@ def test_sd3_without_pooled_output_is_a_clear_error(flow_models_dir):
     with pytest.raises(ValueError, match="pooled_output"):
         common_ksampler(m, 1, 1, 1.0, "euler", "simple", [[REF["in/context"], {}]], [[REF["in/context"], {}]],
                         {"samples": torch.zeros(1, 16, 8, 8)}, disable_pbar=True)
+
+
+def test_mixed_dtype_file_keeps_each_tensor_and_computes_like_its_widened_copy(tmp_path):
+    """flux1-dev-fp8-style files: fp8 linear weights beside bf16 norms and biases. Each tensor stays as stored and
+    the result is exactly that of the same weights widened to float32 (what ComfyUI computes from on a CPU)."""
+    from flow_models import flux_transformer
+    from safetensors.torch import save_file
+
+    sd = flux_transformer("schnell", seed=9)
+    mixed = {k: v.to(torch.float8_e4m3fn) if k.endswith(".weight") and v.ndim == 2 else v.to(torch.bfloat16)
+             for k, v in sd.items()}
+    save_file(mixed, str(tmp_path / "mixed.safetensors"))
+    save_file({k: v.float() for k, v in mixed.items()}, str(tmp_path / "wide.safetensors"))
+    a = load_diffusion_model(tmp_path / "mixed.safetensors", device="cpu")
+    b = load_diffusion_model(tmp_path / "wide.safetensors", device="cpu")
+    tr = a.network.transformer
+    assert tr.transformer_blocks[0].attn.to_q.weight.dtype == torch.float8_e4m3fn
+    assert tr.transformer_blocks[0].attn.to_q.bias.dtype == torch.bfloat16
+    assert tr.transformer_blocks[0].attn.norm_q.weight.dtype == torch.float32  # widened exactly
+    x, ctx = REF["in/x"], REF["in/context"].repeat(2, 1, 1)
+    pooled = REF["in/pooled_flux"].repeat(2, 1)
+    with torch.no_grad():
+        assert torch.equal(a.apply_model(x, REF["in/sigma"], ctx, pooled_output=pooled),
+                           b.apply_model(x, REF["in/sigma"], ctx, pooled_output=pooled))

@@ -56,8 +56,8 @@ def default_model_sampling(variant: str):
 def build_transformer(sd: dict[str, torch.Tensor], family: str, *, storage_dtype: torch.dtype | None,
                       compute_dtype: torch.dtype, device: torch.device, what: str = "transformer"):
     """(network, variant) from a prefix-stripped state dict of the given family. Weights are stored in
-    `storage_dtype` (None: the dtype most of the file's weights have, as ComfyUI picks one weight dtype per model)
-    and computed in `compute_dtype`."""
+    `storage_dtype` (None: each in the dtype the file has it in; computing from them gives what ComfyUI gives from
+    its one widened copy) and computed in `compute_dtype`."""
     from diffusers import FluxTransformer2DModel, SD3Transformer2DModel
 
     if family == "flux":
@@ -68,12 +68,12 @@ def build_transformer(sd: dict[str, torch.Tensor], family: str, *, storage_dtype
         km, cls, variant = sd3_keymap(cfg), SD3Transformer2DModel, sd3_variant(cfg)
         cfg = {**cfg, "dual_attention_layers": list(cfg["dual_attention_layers"])}
     state = convert(sd, km, what)
-    storage = storage_dtype or stored_dtype(state)
-    state = {k: v.to(storage) for k, v in state.items()}
+    if storage_dtype is not None:  # UNETLoader's fp8 weight dtypes: every tensor stored so (as ComfyUI does)
+        state = {k: v.to(storage_dtype) for k, v in state.items()}
     module = build_module(cls, cfg, state, what)
-    module = cast_on_use(module, storage, compute_dtype).to(device)
+    module = cast_on_use(module, storage_dtype, compute_dtype).to(device)
     net = FluxNetwork(module, compute_dtype) if family == "flux" else SD3Network(module, compute_dtype)
-    net.storage_dtype = storage
+    net.storage_dtype = storage_dtype or stored_dtype(state)
     net.key_map = km
     return net.eval().requires_grad_(False), variant
 

@@ -33,12 +33,16 @@ class _CastConv2d(torch.nn.Conv2d):
         return self._conv_forward(x, self.weight.to(x.dtype), b)
 
 
-def cast_on_use(module: torch.nn.Module, storage: torch.dtype, compute: torch.dtype) -> torch.nn.Module:
+def cast_on_use(module: torch.nn.Module, storage: torch.dtype | None, compute: torch.dtype) -> torch.nn.Module:
     """Keep linear/conv weights in `storage` and compute in `compute`: those layers cast at each call; every other
-    parameter and buffer is rounded through `storage` once and stored in `compute`. No-op when they are equal."""
+    parameter and buffer is rounded through `storage` once and stored in `compute`. `storage` None keeps each
+    tensor's own dtype (a file's fp8 weights beside bf16 norms stay so; the others are widened exactly)."""
     if storage == compute:
         return module
     for m in module.modules():
+        w = getattr(m, "weight", None)
+        if storage is None and (w is None or w.dtype == compute):
+            continue
         if type(m) is torch.nn.Linear:
             m.__class__ = _CastLinear
         elif type(m) is torch.nn.Conv2d:
@@ -48,12 +52,12 @@ def cast_on_use(module: torch.nn.Module, storage: torch.dtype, compute: torch.dt
         own = cast_layers if isinstance(m, cast_layers) else ()
         for name, p in list(m.named_parameters(recurse=False)):
             if own and name in ("weight", "bias"):
-                p.data = p.data.to(storage)
+                p.data = p.data.to(storage or p.dtype)
             else:
-                p.data = p.data.to(storage).to(compute)
+                p.data = p.data.to(storage or p.dtype).to(compute)
         for name, b in list(m.named_buffers(recurse=False)):
             if b.is_floating_point():
-                setattr(m, name, b.to(storage).to(compute))
+                setattr(m, name, b.to(storage or b.dtype).to(compute))
     return module
 
 
