@@ -12,6 +12,8 @@ import torch
 from flow_workflows import NEEDS_VAE_LOADER, WORKFLOWS, write_inputs
 from safetensors.torch import load_file
 
+from twosamplers.nodes.core import FolderNode
+from twosamplers.nodes.handles import VaeHandle
 from twosamplers.workflow import NODES, run
 
 REF = load_file(str(Path(__file__).parent / "data" / "flow_workflows.safetensors"))
@@ -25,13 +27,32 @@ def inputs(tmp_path_factory):
     return d
 
 
+class _VAELoaderStandIn(FolderNode):
+    """What this branch's tests use while ComfyUI's VAELoader node (issue 23) is not here: vae_name in vae/ ->
+    VAE, through `models.flow_vae.load_flow_vae`, the function the real node is to call for 16-channel VAEs."""
+
+    @classmethod
+    def INPUT_TYPES(cls, folders=None):
+        return {"required": {"vae_name": (folders.list_models("vae") if folders is not None else [],)}}
+
+    RETURN_TYPES = ("VAE",)
+    FUNCTION = "load_vae"
+    CATEGORY = "loaders"
+    FILE_INPUTS = ("vae_name",)
+
+    def load_vae(self, vae_name):
+        from twosamplers.models.flow_vae import load_flow_vae
+
+        return (VaeHandle(load_flow_vae(self.folders.find_model("vae", vae_name), device="cpu")),)
+
+
 @pytest.mark.parametrize("name", list(WORKFLOWS))
-def test_workflow_matches_comfyui(flow_models_dir, inputs, tmp_path, name):
+def test_workflow_matches_comfyui(flow_models_dir, inputs, tmp_path, monkeypatch, name):
     wf = WORKFLOWS[name]()
     missing = sorted({n["class_type"] for n in wf.values()} - set(NODES))
     if missing:
         assert name in NEEDS_VAE_LOADER and missing == ["VAELoader"], missing
-        pytest.skip("VAELoader (issue 23) is not in this branch; the lead wires models.flow_vae.load_flow_vae to it")
+        monkeypatch.setitem(NODES, "VAELoader", _VAELoaderStandIn)
     outputs = run(wf, models=flow_models_dir, input_dir=inputs, output_dir=tmp_path)
     checked = 0
     for out in outputs:
