@@ -293,8 +293,8 @@ def _load_flow(path, *, device, dtype, weight_dtype, text_dtype, **options) -> F
     p = Path(path).expanduser()
     if p.is_dir():
         if (p / "model_index.json").is_file():
-            raise CheckpointError(f"{p}: diffusers Flux / SD3 pipeline folders are not supported yet; use the "
-                                  "single-file checkpoint, or a folder of ComfyUI-style files")
+            return load_diffusers_flow(p, device=device, dtype=dtype, weight_dtype=weight_dtype,
+                                       text_dtype=text_dtype)
         return load_flow_folder(p, device=device, dtype=dtype, weight_dtype=weight_dtype, text_dtype=text_dtype)
     return load_flow_checkpoint(p, device=device, dtype=dtype, weight_dtype=weight_dtype, text_dtype=text_dtype)
 
@@ -317,3 +317,65 @@ def flow_defaults(path) -> tuple[float, int] | None:
         return None
     prefix = diffusion_prefix(keys)
     return FLOW_DEFAULTS.get(flow_family_at(keys, prefix) if prefix is not None else "")
+
+
+# ------------------------------------------------------------------------------------------------ diffusers folders
+def _read_folder_weights(folder: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a diffusers / transformers model folder (one .safetensors file or shards)."""
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise CheckpointError(f"{folder}: no .safetensors weights (pickle .bin weights are not read)")
+    sd: dict[str, torch.Tensor] = {}
+    for f in files:
+        sd.update(read_state_dict(f))
+    return sd
+
+
+def load_diffusers_flow(folder: str | os.PathLike, *, device=None, dtype=None, weight_dtype: str = "default",
+                        text_dtype: str | None = None) -> FlowModel:
+    """A diffusers FluxPipeline / StableDiffusion3Pipeline folder (transformer/, text_encoder*/, vae/): the same
+    models as the single files, read with the same rules (the folders' tokenizers are the shipped ones)."""
+    import json
+
+    from diffusers import FluxTransformer2DModel, SD3Transformer2DModel
+
+    from .flow import LATENT_FORMATS, FlowModel
+    from .flow_keys import flux_keymap, flux_variant, sd3_keymap, sd3_variant
+    from .flow_nets import FluxNetwork, SD3Network, build_module, cast_on_use
+    from .flow_text import build_encoders, find_text_encoders
+    from .flow_vae import load_flow_vae
+
+    folder = Path(folder).expanduser()
+    family = _diffusers_pipeline(folder)
+    if family is None:
+        raise CheckpointError(f"{folder}: not a Flux.1 or SD3 diffusers pipeline folder")
+    dev, dt = resolve_flow_device_dtype(family, device, dtype)
+    storage = weight_dtype_of(weight_dtype)
+    try:
+        cfg = json.loads((folder / "transformer" / "config.json").read_text(encoding="utf-8"))
+        cls = FluxTransformer2DModel if family == "flux" else SD3Transformer2DModel
+        cfg = {k: v for k, v in cfg.items() if not k.startswith("_")}
+        state = _read_folder_weights(folder / "transformer")
+        if storage is not None:
+            state = {k: v.to(storage) for k, v in state.items()}
+        module = cast_on_use(build_module(cls, cfg, state, f"{folder}/transformer"), storage, dt).to(dev)
+        conf = module.config
+        if family == "flux":
+            net, variant = FluxNetwork(module, dt), flux_variant(dict(conf))
+            net.key_map = flux_keymap(dict(conf))
+        else:
+            c = {**dict(conf), "dual_attention_layers": tuple(conf.dual_attention_layers or ())}
+            net, variant = SD3Network(module, dt), sd3_variant(c)
+            net.key_map = sd3_keymap(c)
+        parts = []
+        for sub in ("text_encoder", "text_encoder_2", "text_encoder_3"):
+            if (folder / sub).is_dir():
+                sd = _read_folder_weights(folder / sub)
+                parts += [(sd, p, kind) for kind, p in find_text_encoders(sd).items()]
+        text = build_encoders(parts, family, device=dev, compute=dt, text_dtype=text_dtype) if parts else None
+    except (OSError, ValueError, KeyError) as e:
+        raise CheckpointError(f"{folder}: cannot load the diffusers folder ({type(e).__name__}: {e})") from None
+    vae = None
+    if (folder / "vae").is_dir():
+        vae = load_flow_vae(_read_folder_weights(folder / "vae"), device=dev, latent_format=LATENT_FORMATS[family])
+    return FlowModel(net.eval().requires_grad_(False), family, variant, text=text, vae=vae, source=str(folder))

@@ -102,7 +102,7 @@ def _t5_config(sd: dict[str, torch.Tensor], prefix: str):
         pat = re.compile(re.escape(prefix) + r"encoder\.block\.(\d+)\.")
         return max(int(m.group(1)) for k in sd if (m := pat.match(k))) + 1
 
-    emb = sd[prefix + "shared.weight"]
+    emb = sd.get(prefix + "shared.weight", sd.get(prefix + "encoder.embed_tokens.weight"))
     bias = sd[prefix + "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight"]
     heads = int(bias.shape[1])
     inner = int(sd[prefix + "encoder.block.0.layer.0.SelfAttention.q.weight"].shape[0])
@@ -128,6 +128,8 @@ def build_t5(sd: dict[str, torch.Tensor], prefix: str, *, storage: torch.dtype, 
     cfg = _t5_config(sd, prefix)
     state = {k[len(prefix):]: v.to(storage) for k, v in sd.items() if k.startswith(prefix)}
     state = {k: v for k, v in state.items() if k.startswith(("shared.", "encoder."))}
+    if "shared.weight" not in state and "encoder.embed_tokens.weight" in state:  # saved tied the other way
+        state["shared.weight"] = state["encoder.embed_tokens.weight"]
     with torch.device("meta"):
         model = T5EncoderModel(cfg)
     own = model.state_dict()
