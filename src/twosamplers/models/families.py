@@ -11,12 +11,12 @@ FAMILIES: tuple[tuple[str, str, str], ...] = (
     ("SDXL base", "single-file checkpoint or diffusers folder",
      "all nodes; LoRA, embeddings, ControlNet, inpainting models"),
     ("Flux.1 dev / schnell", "all-in-one checkpoint; UNETLoader (weight_dtype incl. fp8) + DualCLIPLoader(flux) + "
-     "the 16-channel VAE; a folder of those files",
+     "the 16-channel VAE; a folder of those files; a diffusers folder",
      "all nodes (CONST flow sampling through every sampler/scheduler, ModelSamplingFlux, FluxGuidance, "
      "CLIPTextEncodeFlux, regional/joint modes, crop-to-mask); LoRA (kohya, diffusers, ComfyUI, XLabs); "
      "embeddings; no ControlNet, no Flux Fill/Kontext/Redux"),
     ("SD3.5 large / medium (and SD3 medium)", "all-in-one checkpoint; UNETLoader + TripleCLIPLoader / "
-     "DualCLIPLoader(sd3) / CLIPLoader(sd3) + the 16-channel VAE; a folder of those files",
+     "DualCLIPLoader(sd3) / CLIPLoader(sd3) + the 16-channel VAE; a folder of those files; a diffusers folder",
      "all nodes (CONST flow sampling, ModelSamplingSD3, ConditioningSetTimestepRange); LoRA (kohya, diffusers); "
      "embeddings; no ControlNet, no skip-layer guidance"),
 )
