@@ -217,3 +217,48 @@ def write_inputs(folder: Path) -> None:
 
 if __name__ == "__main__":
     write_inputs(Path(sys.argv[1]))
+
+
+def regional_sampler(family: str) -> dict:
+    """Impact's RegionalSampler with a base and two regions (3 regions in all) on Flux or SD3.5; ComfyUI 0.30
+    without Impact Pack cannot run it, so it is checked for determinism and shape (tests/test_flow_workflows.py).
+    Regions: mask.png's red channel and its inverse, over the base sampler."""
+    wf = _flux_base() if family == "flux" else _sd3_base()
+    if family == "sd3":
+        wf["4"] = {"class_type": "ConditioningSetTimestepRange", "inputs": {"conditioning": ["3", 0], "start": 0.0,
+                                                                            "end": 1.0}}
+    ckpt = "flux_dev_aio.safetensors" if family == "flux" else "sd35_large_aio.safetensors"
+    cfg = 1.0 if family == "flux" else 4.0
+    wf.update({
+        "40": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": ckpt}},
+        "20": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["2", 0], "text": "a brick wall"}},
+        "21": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["2", 0], "text": "blue water"}},
+        "22": {"class_type": "ToBasicPipe", "inputs": {"model": ["6", 0], "clip": ["2", 0], "vae": ["40", 2],
+                                                       "positive": ["4", 0], "negative": ["5", 0]}},
+        "23": {"class_type": "EditBasicPipe", "inputs": {"basic_pipe": ["22", 0], "positive": ["20", 0]}},
+        "24": {"class_type": "EditBasicPipe", "inputs": {"basic_pipe": ["22", 0], "positive": ["21", 0]}},
+        "30": {"class_type": "KSamplerAdvancedProvider", "inputs": {"cfg": cfg, "sampler_name": "euler",
+                                                                    "scheduler": "simple", "sigma_factor": 1.0,
+                                                                    "basic_pipe": ["22", 0]}},
+        "31": {"class_type": "KSamplerAdvancedProvider", "inputs": {"cfg": cfg, "sampler_name": "euler_ancestral",
+                                                                    "scheduler": "simple", "sigma_factor": 1.0,
+                                                                    "basic_pipe": ["23", 0]}},
+        "32": {"class_type": "KSamplerAdvancedProvider", "inputs": {"cfg": cfg, "sampler_name": "dpmpp_2m",
+                                                                    "scheduler": "simple", "sigma_factor": 1.0,
+                                                                    "basic_pipe": ["24", 0]}},
+        "33": {"class_type": "LoadImageMask", "inputs": {"image": "mask.png", "channel": "red"}},
+        "34": {"class_type": "InvertMask", "inputs": {"mask": ["33", 0]}},
+        "35": {"class_type": "RegionalPrompt", "inputs": {"mask": ["33", 0], "advanced_sampler": ["31", 0]}},
+        "36": {"class_type": "RegionalPrompt", "inputs": {"mask": ["34", 0], "advanced_sampler": ["32", 0]}},
+        "37": {"class_type": "CombineRegionalPrompts", "inputs": {"regional_prompts1": ["35", 0],
+                                                                   "regional_prompts2": ["36", 0]}},
+        "38": {"class_type": "EmptySD3LatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+        "39": {"class_type": "RegionalSampler", "inputs": {
+            "seed": 7, "seed_2nd": 0, "seed_2nd_mode": "ignore", "steps": 4, "base_only_steps": 1, "denoise": 1.0,
+            "samples": ["38", 0], "base_sampler": ["30", 0], "regional_prompts": ["37", 0], "overlap_factor": 2,
+            "restore_latent": True, "additional_mode": "ratio between", "additional_sampler": "AUTO",
+            "additional_sigma_ratio": 0.3}},
+        "41": {"class_type": "VAEDecode", "inputs": {"samples": ["39", 0], "vae": ["40", 2]}},
+        "42": {"class_type": "SaveImage", "inputs": {"images": ["41", 0], "filename_prefix": f"{family}_regional"}},
+    })
+    return wf

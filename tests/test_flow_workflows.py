@@ -78,3 +78,13 @@ def test_workflow_files_written(flow_models_dir, inputs, tmp_path):
     files = sorted(Path(f).name for o in outputs for f in o["files"])
     assert [f.rsplit(".", 1)[1] for f in files] == ["latent", "png", "png"]  # one latent, the batch's 2 images
     assert all(torch.isfinite(o.get("samples", {"samples": torch.zeros(1)})["samples"]).all() for o in outputs)
+
+
+@pytest.mark.parametrize("family", ["flux", "sd3"])
+def test_regional_sampler_three_regions_runs_deterministically(flow_models_dir, inputs, tmp_path, family):
+    from flow_workflows import regional_sampler
+
+    out = [run(regional_sampler(family), models=flow_models_dir, input_dir=inputs, output_dir=tmp_path / str(i))
+           for i in range(2)]
+    a, b = out[0][0]["images"], out[1][0]["images"]
+    assert a.shape == (1, 64, 64, 3) and torch.isfinite(a).all() and torch.equal(a, b)
