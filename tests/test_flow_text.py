@@ -92,6 +92,41 @@ def test_clip_set_last_layer_matches_comfyui(flow_models_dir, name, family, file
     assert float((cond[0][1]["pooled_output"] - REF[f"skip/{name}/pooled"]).abs().max()) < 1e-4
 
 
+SD3_CASES = [  # the oracle's: (CLIP, clip_l, clip_g, t5xxl, empty_padding)
+    ("sd3", "a red fox", "a fox in the snow, (photo:1.2)", "unused", "none"),
+    ("sd3", "", "a castle", "", "none"),
+    ("sd3", "", "a castle", "", "empty_prompt"),
+    ("sd3", "short", " ".join(f"word{i}" for i in range(90)), "", "none"),
+    ("sd3", "", "", "", "none"),
+    ("sd3t5", "x", "y", "", "none"),
+    ("sd3t5", "x", "y", "", "empty_prompt"),
+    ("sd3t5", "x", "y", "a (tiny:1.3) mouse", "none"),
+]
+
+
+@pytest.mark.parametrize("i", range(len(SD3_CASES)))
+def test_clip_text_encode_sd3_matches_comfyui(flow_models_dir, i):
+    from twosamplers.nodes.flow import CLIPTextEncodeSD3
+    from twosamplers.nodes.handles import ClipHandle
+
+    name, l_text, g_text, t_text, pad = SD3_CASES[i]
+    files = ("clip_g.safetensors", "clip_l.safetensors") if name == "sd3" else ("t5xxl.safetensors",)
+    te = _encoders(flow_models_dir, "sd3", files)
+    cond = CLIPTextEncodeSD3().encode(ClipHandle(te), l_text, g_text, t_text, pad)[0]
+    assert cond[0][0].shape == REF[f"sd3enc/{i}/cond"].shape
+    assert float((cond[0][0] - REF[f"sd3enc/{i}/cond"]).abs().max()) < 1e-4
+    assert float((cond[0][1]["pooled_output"] - REF[f"sd3enc/{i}/pooled"]).abs().max()) < 1e-4
+
+
+def test_clip_text_encode_sd3_needs_sd3_encoders(flow_models_dir):
+    from twosamplers.nodes.flow import CLIPTextEncodeSD3
+    from twosamplers.nodes.handles import ClipHandle
+
+    te = _encoders(flow_models_dir, "flux", ("clip_l.safetensors", "t5xxl.safetensors"))
+    with pytest.raises(TypeError, match="SD3 text encoders"):
+        CLIPTextEncodeSD3().encode(ClipHandle(te), "a", "b", "c", "none")
+
+
 def test_clip_text_encode_flux_matches_comfyui(flow_models_dir):
     te = _encoders(flow_models_dir, "flux", ("clip_l.safetensors", "t5xxl.safetensors"))
     cond = te.encode_prompt("a castle", t5_text=PROMPTS[3], guidance=2.5)

@@ -12,6 +12,7 @@ Records, for each prompt of PROMPTS (tests/test_flow_text.py has the same list):
   4096 wide, which SD3's CLIP needs beside CLIP-L/G in ComfyUI);
 - sd3t5/<i>/cond, sd3t5/<i>/pooled: CLIPLoader(t5xxl, "sd3") (T5 alone, 77 tokens minimum);
 - skip/<flux|sd3|sd3t5>/cond, /pooled: CLIPSetLastLayer(-2) then CLIPTextEncode(PROMPTS[0]);
+- sd3enc/<i>/cond, /pooled: CLIPTextEncodeSD3 for each case of SD3_CASES;
 - fluxenc/cond, fluxenc/pooled, fluxenc/guidance: CLIPTextEncodeFlux(clip_l="a castle", t5xxl=PROMPTS[3], 2.5).
 The tiny encoders are loaded through tiny_patches.py (ComfyUI's own classes, with tiny configs).
 """
@@ -25,6 +26,7 @@ from safetensors.torch import save_file
 import folder_paths
 import nodes
 from comfy_extras.nodes_flux import CLIPTextEncodeFlux
+from comfy_extras.nodes_sd3 import CLIPTextEncodeSD3
 
 PROMPTS = [
     "a red barn in a green field",
@@ -35,6 +37,18 @@ PROMPTS = [
     " ".join([f"word{i}" for i in range(90)]),
     "embedding:missing_thing in a garden",
     "((nested (weights:0.5) here:1.2)) end",
+]
+
+# CLIPTextEncodeSD3 cases: (CLIP: "sd3" = CLIP-L + CLIP-G, "sd3t5" = T5 alone, clip_l, clip_g, t5xxl, empty_padding)
+SD3_CASES = [
+    ("sd3", "a red fox", "a fox in the snow, (photo:1.2)", "unused", "none"),
+    ("sd3", "", "a castle", "", "none"),
+    ("sd3", "", "a castle", "", "empty_prompt"),
+    ("sd3", "short", " ".join(f"word{i}" for i in range(90)), "", "none"),
+    ("sd3", "", "", "", "none"),
+    ("sd3t5", "x", "y", "", "none"),
+    ("sd3t5", "x", "y", "", "empty_prompt"),
+    ("sd3t5", "x", "y", "a (tiny:1.3) mouse", "none"),
 ]
 
 
@@ -59,6 +73,11 @@ def main(models_dir, out_path):
         cond = nodes.CLIPTextEncode().encode(skipped, PROMPTS[0])[0]
         out[f"skip/{name}/cond"] = cond[0][0].float()
         out[f"skip/{name}/pooled"] = cond[0][1]["pooled_output"].float()
+    for i, (clip_name, l, g, t, pad) in enumerate(SD3_CASES):
+        clip = sd3 if clip_name == "sd3" else sd3t5
+        c = CLIPTextEncodeSD3.execute(clip, l, g, t, pad)[0]
+        out[f"sd3enc/{i}/cond"] = c[0][0].float()
+        out[f"sd3enc/{i}/pooled"] = c[0][1]["pooled_output"].float()
     c = CLIPTextEncodeFlux.execute(flux, "a castle", PROMPTS[3], 2.5)[0]
     out["fluxenc/cond"] = c[0][0].float()
     out["fluxenc/pooled"] = c[0][1]["pooled_output"].float()

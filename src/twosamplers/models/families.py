@@ -17,7 +17,8 @@ FAMILIES: tuple[tuple[str, str, str], ...] = (
      "embeddings; no ControlNet, no Flux Fill/Kontext/Redux"),
     ("SD3.5 large / medium (and SD3 medium)", "all-in-one checkpoint; UNETLoader + TripleCLIPLoader / "
      "DualCLIPLoader(sd3) / CLIPLoader(sd3) + the 16-channel VAE; a folder of those files; a diffusers folder",
-     "all nodes (CONST flow sampling, ModelSamplingSD3, ConditioningSetTimestepRange); LoRA (kohya, diffusers); "
+     "all nodes (CONST flow sampling, ModelSamplingSD3, CLIPTextEncodeSD3, ConditioningSetTimestepRange); "
+     "LoRA (kohya, diffusers); "
      "embeddings; no ControlNet, no skip-layer guidance"),
 )
 

@@ -23,7 +23,17 @@ import torch
 from .embeddings import EMBEDDING_PREFIX, EmbeddingLibrary
 from .flow_nets import cast_on_use
 from .sd_text import END_TOKEN, ClipTextEncoder, TokenizerSpec, clip_tokenizer, parse_prompt_weights
-from .t5 import FLUX_MIN_LENGTH, SD3_MIN_LENGTH, T5Encoder, build_t5, embedding_and_rest, is_t5, segment_parts
+from .t5 import END_TOKEN as T5_END
+from .t5 import (
+    FLUX_MIN_LENGTH,
+    SD3_MIN_LENGTH,
+    T5Encoder,
+    build_t5,
+    embedding_and_rest,
+    is_t5,
+    segment_parts,
+    t5_tokens,
+)
 
 CLIP_L_PREFIXES = ("text_encoders.clip_l.transformer.", "cond_stage_model.clip_l.transformer.")
 CLIP_G_PREFIXES = ("text_encoders.clip_g.transformer.", "cond_stage_model.clip_g.transformer.")
@@ -219,19 +229,36 @@ class SD3TextEncoders(_TextLoras):
         return f"SD3TextEncoders({', '.join(have)})"
 
     def encode_prompt(self, text: str, *, clip_g_text: str | None = None, t5_text: str | None = None,
-                      embeddings=None, clip_skip=None, **_ignored) -> list:
+                      empty_padding: str | None = None, embeddings=None, clip_skip=None, **_ignored) -> list:
         """Prompt -> [[cond (1, 77k [+ T5 tokens], 4096), {"pooled_output": (1, 2048)}]] (ComfyUI's SD3 CLIP).
-        `clip_g_text` / `t5_text`: CLIPTextEncodeSD3's separate fields (default: `text`)."""
+        `clip_g_text` / `t5_text` / `empty_padding`: CLIPTextEncodeSD3's fields (default: `text` for all three,
+        as CLIPTextEncode). With empty_padding "none" an empty text leaves its encoder out (an empty CLIP-L and
+        CLIP-G, or T5, contribute nothing); CLIP-L and CLIP-G chunk lists of different lengths are evened out
+        with the empty prompt's chunks."""
+        if empty_padding is not None and empty_padding not in ("none", "empty_prompt"):
+            raise ValueError(f"empty_padding must be 'none' or 'empty_prompt', got {empty_padding!r}")
         emb = _library(embeddings)
+        g_text = text if clip_g_text is None else clip_g_text
+        t_text = text if t5_text is None else t5_text
+        no_pad = empty_padding == "none"
+        chunks = {"clip_l": [] if no_pad and text == "" else self._chunks("clip_l", text, emb),
+                  "clip_g": [] if no_pad and g_text == "" else self._chunks("clip_g", g_text, emb)}
+        if len(chunks["clip_l"]) != len(chunks["clip_g"]):
+            short = "clip_l" if len(chunks["clip_l"]) < len(chunks["clip_g"]) else "clip_g"
+            long = "clip_g" if short == "clip_l" else "clip_l"
+            empty = self._chunks(short, "", None)
+            while len(chunks[short]) < len(chunks[long]):
+                chunks[short] = chunks[short] + empty
         width = self.t5.width if self.t5 is not None else 4096
-        lg, pooled = None, None
-        if self.clip_l is not None or self.clip_g is not None:
+        out, pooled = None, None
+        if chunks["clip_l"] or chunks["clip_g"]:
+            lg = None
             if self.clip_l is not None:
-                lg, l_pooled = self.clip_l.encode(text, clip_skip, emb)
+                lg, l_pooled = _encode_chunks(self.clip_l, chunks["clip_l"], clip_skip)
             else:
                 l_pooled = torch.zeros((1, 768))
             if self.clip_g is not None:
-                g_out, g_pooled = self.clip_g.encode(text if clip_g_text is None else clip_g_text, clip_skip, emb)
+                g_out, g_pooled = _encode_chunks(self.clip_g, chunks["clip_g"], clip_skip)
                 if lg is not None:
                     n = min(lg.shape[1], g_out.shape[1])
                     lg = torch.cat([lg[:, :n], g_out[:, :n]], dim=-1)
@@ -239,17 +266,37 @@ class SD3TextEncoders(_TextLoras):
                     lg = torch.nn.functional.pad(g_out, (768, 0))
             else:
                 g_pooled = torch.zeros((1, 1280))
-            if lg.shape[-1] > width:
-                raise ValueError(f"SD3 text encoders: CLIP width {lg.shape[-1]} exceeds the T5 width {width}")
-            lg = torch.nn.functional.pad(lg, (0, width - lg.shape[-1]))
+            if lg is not None:
+                if lg.shape[-1] > width:
+                    raise ValueError(f"SD3 text encoders: CLIP width {lg.shape[-1]} exceeds the T5 width {width}")
+                out = torch.nn.functional.pad(lg, (0, width - lg.shape[-1]))
             pooled = torch.cat([l_pooled, g_pooled], dim=-1)
-        out = lg
         if self.t5 is not None:
-            t5_out = self.t5.encode(text if t5_text is None else t5_text, emb, clip_skip)
-            out = torch.cat([lg, t5_out], dim=-2) if lg is not None else t5_out
+            tokens = [] if no_pad and t_text == "" else t5_tokens(t_text, min_length=self.t5.min_length,
+                                                                  embeddings=emb, width=self.t5.width)
+            t5_out = self.t5.encode_tokens(tokens or [(T5_END, 1.0)], clip_skip)
+            out = torch.cat([out, t5_out], dim=-2) if out is not None else t5_out
+        if out is None:
+            out = torch.zeros((1, 77, 4096))
         if pooled is None:
             pooled = torch.zeros((1, 768 + 1280))
         return [[out, {"pooled_output": pooled}]]
+
+    def _chunks(self, kind: str, text: str, embeddings):
+        enc = getattr(self, kind)
+        if enc is None:  # only the chunk count matters (CLIP-L and CLIP-G are evened out)
+            spec, width, key = SegmentTokenizerSpec(clip_tokenizer(), END_TOKEN), 768, kind
+        else:
+            spec, key = enc.spec, enc.embedding_key
+            width = int(enc._token_embedding().weight.shape[1])
+        return spec.tokenize(text, embeddings, embedding_key=key, width=width)
+
+
+def _encode_chunks(enc: ClipTextEncoder, chunks, clip_skip):
+    """ComfyUI's encoding of a chunk list; none at all encodes the bare start + end tokens."""
+    if not chunks:
+        chunks = [[(enc.spec.start_token, 1.0), (enc.spec.end_token, 1.0)]]
+    return enc.encode_tokens(chunks, clip_skip)
 
 
 # ------------------------------------------------------------------------------------------------ loading

@@ -291,6 +291,34 @@ class CLIPTextEncodeFlux:
         return (clip.encode_prompt(clip_l, t5_text=t5xxl, guidance=g),)
 
 
+class CLIPTextEncodeSD3:
+    """SD3 prompt with its own text for CLIP-L, CLIP-G and T5-XXL; empty_padding "none" leaves an encoder whose
+    text is empty out (ComfyUI's rules), "empty_prompt" encodes the empty prompt for it."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        text = ("STRING", {"multiline": True, "dynamicPrompts": True})
+        return {"required": {"clip": ("CLIP",), "clip_l": text, "clip_g": text, "t5xxl": text,
+                             "empty_padding": (["none", "empty_prompt"],)}}
+
+    RETURN_TYPES = ("CONDITIONING",)
+    FUNCTION = "encode"
+    CATEGORY = "advanced/conditioning"
+
+    def encode(self, clip, clip_l, clip_g, t5xxl, empty_padding="none"):
+        clip = _check_clip(clip)
+        for name, v in (("clip_l", clip_l), ("clip_g", clip_g), ("t5xxl", t5xxl)):
+            if not isinstance(v, str):
+                raise TypeError(f"{name} must be a string, got {type(v).__name__}")
+        empty_padding = check_choice("empty_padding", empty_padding, ["none", "empty_prompt"])
+        if not isinstance(clip, ClipHandle):
+            clip = ClipHandle(clip)
+        if getattr(clip, "family", None) != "sd3":
+            raise TypeError("CLIPTextEncodeSD3 needs SD3 text encoders (TripleCLIPLoader, DualCLIPLoader type "
+                            "sd3, or an SD3 checkpoint's CLIP)")
+        return (clip.encode_prompt(clip_l, clip_g_text=clip_g, t5_text=t5xxl, empty_padding=empty_padding),)
+
+
 # ------------------------------------------------------------------------------------------------ latents
 class EmptySD3LatentImage:
     """Zeros (batch, 16, height // 8, width // 8): the empty latent of SD3 and Flux."""
@@ -314,6 +342,6 @@ class EmptySD3LatentImage:
         return ({"samples": torch.zeros([batch_size, 16, height // 8, width // 8])},)
 
 
-__all__ = ["CLIPLoader", "CLIPTextEncodeFlux", "DualCLIPLoader", "EmptySD3LatentImage", "FluxDisableGuidance",
-           "FluxGuidance", "ModelSamplingFlux", "ModelSamplingSD3", "TripleCLIPLoader", "UNETLoader",
-           "set_values", "with_model_sampling"]
+__all__ = ["CLIPLoader", "CLIPTextEncodeFlux", "CLIPTextEncodeSD3", "DualCLIPLoader", "EmptySD3LatentImage",
+           "FluxDisableGuidance", "FluxGuidance", "ModelSamplingFlux", "ModelSamplingSD3", "TripleCLIPLoader",
+           "UNETLoader", "set_values", "with_model_sampling"]

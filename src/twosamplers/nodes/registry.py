@@ -31,6 +31,7 @@ NODES: dict[str, type] = {
     "FluxGuidance": flow.FluxGuidance,
     "FluxDisableGuidance": flow.FluxDisableGuidance,
     "CLIPTextEncodeFlux": flow.CLIPTextEncodeFlux,
+    "CLIPTextEncodeSD3": flow.CLIPTextEncodeSD3,
     "EmptySD3LatentImage": flow.EmptySD3LatentImage,
     # sampling
     "KSampler": core.KSampler,
