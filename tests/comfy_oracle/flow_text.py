@@ -6,6 +6,8 @@
     comfy_python tests/comfy_oracle/flow_text.py /tmp/flowmodels tests/data/flow_text.safetensors
 
 Records, for each prompt of PROMPTS (tests/test_flow_text.py has the same list):
+SD3 conditionings wider than 128 columns are stored as their first 128 columns, with <key>_shape and
+<key>_rest_abs (the sum of |values| beyond, 0 for these tiny encoders).
 - tok/<i>/t5xxl: the T5 token ids ComfyUI's Flux tokenizer makes (and tok/<i>/t5w their weights);
 - flux/<i>/cond, flux/<i>/pooled: CLIPTextEncode through DualCLIPLoader(clip_l, t5xxl, "flux");
 - sd3/<i>/cond, sd3/<i>/pooled: CLIPTextEncode through DualCLIPLoader(clip_l, clip_g, "sd3") (the tiny T5 is not
@@ -82,6 +84,12 @@ def main(models_dir, out_path):
     out["fluxenc/cond"] = c[0][0].float()
     out["fluxenc/pooled"] = c[0][1]["pooled_output"].float()
     out["fluxenc/guidance"] = torch.tensor([c[0][1]["guidance"]])
+    # SD3's CLIP conditionings are 4096 wide, zeros beyond the tiny encoders' 80 (L ++ G) or 128 (T5) columns:
+    # keep the first 128 columns and the full shape (the tests check that the rest is zero)
+    for k in [k for k in out if k.endswith("/cond") and out[k].shape[-1] > 128]:
+        out[k + "_shape"] = torch.tensor(out[k].shape)
+        out[k + "_rest_abs"] = out[k][..., 128:].abs().sum().reshape(1)
+        out[k] = out[k][..., :128]
     save_file({k: v.clone().contiguous() for k, v in out.items()}, out_path)
     print(f"wrote {len(out)} tensors to {out_path}")
 
