@@ -184,3 +184,15 @@ def tiny_sd_files(tmp_path_factory):
 def tiny_models_dir(tiny_sd_files, tmp_path_factory):
     """`build_models_dir` around the session's tiny SD1.x checkpoint: for the UI's model pickers and renders."""
     return build_models_dir(tmp_path_factory.mktemp("models"), tiny_sd_files)
+
+
+@pytest.fixture(scope="session")
+def flow_models_dir(tmp_path_factory):
+    """The tiny Flux.1 / SD3.5 model files of tests/flow_models.py in a ComfyUI-style models folder (built once)."""
+    pytest.importorskip("diffusers")
+    pytest.importorskip("transformers")
+    from flow_models import write_models
+
+    root = tmp_path_factory.mktemp("flow_models")
+    write_models(root)
+    return root

@@ -22,6 +22,7 @@ _LAZY = {
     "Pass": "passes", "common_ksampler": "passes", "run_pass": "passes",
     "SAMPLER_NAMES": "samplers", "get_sampler": "samplers",
     "SCHEDULER_NAMES": "schedules", "ModelSamplingDiscrete": "schedules", "calculate_sigmas": "schedules",
+    "ModelSamplingFlow": "schedules", "ModelSamplingFlux": "schedules", "flux_shift": "schedules",
 }
 
 
@@ -42,12 +43,15 @@ __all__ = [
     "SAMPLER_NAMES",
     "SCHEDULER_NAMES",
     "ModelSamplingDiscrete",
+    "ModelSamplingFlow",
+    "ModelSamplingFlux",
     "NetworkModel",
     "ControlNet",
     "calculate_sigmas",
     "common_ksampler",
     "compute_sigmas",
     "empty_latent",
+    "flux_shift",
     "get_sampler",
     "load_latent",
     "save_latent",

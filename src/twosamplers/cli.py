@@ -547,7 +547,8 @@ def add_run_parser(sub) -> None:
                    "(VALUE is read as JSON when it parses, else as text); repeatable")
     r.add_argument("--device", help="device for checkpoints: cpu, cuda, cuda:1, ... (default: cuda if available)")
     r.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), help="network precision for checkpoints")
-    r.add_argument("--list-nodes", action="store_true", help="list the supported node types and exit")
+    r.add_argument("--list-nodes", action="store_true",
+                   help="list the supported node types (and model families) and exit")
     _add_common_output(r)
     r.set_defaults(func=cmd_run)
 
@@ -557,13 +558,16 @@ def cmd_run(args) -> int:
     from .workflow.execute import parse_value
 
     if args.list_nodes:
+        from .models.families import families_text
         from .workflow import ALIASES, IN_PROGRESS, out_of_scope_markdown
 
         print("\n".join(sorted(NODES)))
         print("\nalso read under their older names: " + ", ".join(f"{json.dumps(a)} ({n})" for a, n in ALIASES.items()))
+        print("\nmodel families (CheckpointLoaderSimple / UNETLoader / --model):\n" + families_text())
         print("\nrefused by design (each needs a model family or node pack this project does not run):")
         print(out_of_scope_markdown())
-        print("\nnot yet (other parts of the project are adding them): " + ", ".join(sorted(IN_PROGRESS)))
+        if IN_PROGRESS:
+            print("\nnot yet (other parts of the project are adding them): " + ", ".join(sorted(IN_PROGRESS)))
         return 0
     if args.file is None:
         raise BadInput("run needs a workflow FILE (or --list-nodes)")

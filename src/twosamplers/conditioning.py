@@ -150,11 +150,18 @@ def _repeat_batch(t: torch.Tensor, batch: int) -> torch.Tensor:
 
 class CondBatch:
     """Several entries stacked for one network call: contexts padded to a common length (tokens repeated,
-    as ComfyUI does, which leaves attention unchanged), extras concatenated."""
+    as ComfyUI does for cross-attention UNets, which leaves their attention unchanged), extras concatenated.
 
-    def __init__(self, entries: list[CondEntry], batch: int, device: torch.device, dtype: torch.dtype) -> None:
+    `repeat_context=False` (joint-attention transformers, SD3 and Flux, where ComfyUI batches only contexts of
+    equal length: repeating text tokens would change their weight against the image tokens) raises ValueError
+    on different lengths instead, so that the caller makes one call per entry."""
+
+    def __init__(self, entries: list[CondEntry], batch: int, device: torch.device, dtype: torch.dtype,
+                 repeat_context: bool = True) -> None:
         self.n = len(entries)
         lengths = [e.cross_attn.shape[1] for e in entries]
+        if not repeat_context and len(set(lengths)) > 1:
+            raise ValueError(f"contexts of {sorted(set(lengths))} tokens cannot be batched for this model")
         target = math.lcm(*lengths)
         ctx = []
         for e in entries:

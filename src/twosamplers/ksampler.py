@@ -21,8 +21,14 @@ from .conditioning import CondBatch, CondEntry
 from .noise import DEFAULT_COMFYUI_VERSION
 from .noise_mask import fit_mask
 from .regional_cond import RegionalConditioning
-from .samplers import DISCARD_PENULTIMATE_SIGMA_SAMPLERS, RANDOM_INPAINT_NOISE_SAMPLERS, SAMPLER_NAMES, get_sampler
-from .schedules import SCHEDULER_NAMES, ModelSamplingDiscrete, calculate_sigmas
+from .samplers import (
+    DISCARD_PENULTIMATE_SIGMA_SAMPLERS,
+    RANDOM_INPAINT_NOISE_SAMPLERS,
+    SAMPLER_NAMES,
+    UNIPC_SAMPLERS,
+    get_sampler,
+)
+from .schedules import SCHEDULER_NAMES, ModelSamplingDiscrete, calculate_sigmas, is_flow
 
 StepCallback = Callable[[int, torch.Tensor, torch.Tensor, int], None]
 
@@ -87,6 +93,7 @@ class GuidedDenoiser:
                  latent_image: torch.Tensor, inpaint_noise: torch.Tensor, sigmas: torch.Tensor) -> None:
         self.model = model
         self.model_sampling = model.model_sampling  # public: samplers that need the schedule (sa_solver) read it
+        self._flow = is_flow(self.model_sampling)
         self.positive, self.negative = positive, negative
         self.cfg = cfg
         self.latent_image = latent_image
@@ -104,8 +111,9 @@ class GuidedDenoiser:
         key = (with_uncond, batch)
         if key not in self._batches:
             entries = self.positive + (self.negative if with_uncond else [])
+            repeat = getattr(self.model, "repeat_context", True)  # False: joint-attention transformers
             try:
-                self._batches[key] = [(CondBatch(entries, batch, device, dtype), entries)]
+                self._batches[key] = [(CondBatch(entries, batch, device, dtype, repeat), entries)]
             except ValueError:
                 self._batches[key] = [(CondBatch([e], batch, device, dtype), [e]) for e in entries]
         return self._batches[key]
@@ -172,10 +180,12 @@ class GuidedDenoiser:
             if fn is not None:
                 denoise_mask = fn(sigma, denoise_mask, extra_options={"model": self.model, "sigmas": self.sigmas})
             latent_mask, latent_part = self._mask_terms(denoise_mask)
-            # x * m + (noise * sigma + L) * (1 - m), in place on fresh temporaries (fewer allocations per call)
             s = sigma.reshape([sigma.shape[0]] + [1] * (x.ndim - 1))
-            noisy = self.inpaint_noise * s
-            noisy.add_(self.latent_image).mul_(latent_mask)
+            if self._flow:  # the model's noise scaling: sigma * noise + (1 - sigma) * L (flow models)
+                noisy = self.model_sampling.noise_scaling(s, self.inpaint_noise, self.latent_image) * latent_mask
+            else:  # x * m + (noise * sigma + L) * (1 - m), in place on fresh temporaries (fewer allocations per call)
+                noisy = self.inpaint_noise * s
+                noisy.add_(self.latent_image).mul_(latent_mask)
             x = x * denoise_mask
             x.add_(noisy)
         # a model that can skip pixels learns which ones the blend below discards (unless hooks see them all)
@@ -255,7 +265,7 @@ def sample_with_sigmas(model, noise, sigmas, samples, positive, negative, cfg, s
     with session() if session is not None else contextlib.nullcontext(), torch.inference_mode():
         x = fn(denoiser, x, sigmas, extra_args=extra_args, callback=k_callback, disable=_pbar_flag(disable_pbar),
                **(sampler_options or {}))
-        x = ms.inverse_noise_scaling(sigmas[-1], x)
+        x = ms.inverse_noise_scaling(_last_sigma(sigmas, sampler_name), x)
         x = model.latent_format.process_out(x.to(torch.float32))
     # back on the input latent's device (normally the CPU, ComfyUI's "intermediate device"), as an ordinary tensor
     return x.to(samples.device, copy=True)
@@ -274,6 +284,16 @@ def _k_callback(callback, total: int, model):
             step_hook(info["i"], total, info["denoised"], model)
 
     return k_callback
+
+
+def _last_sigma(sigmas: torch.Tensor, sampler_name: str) -> torch.Tensor:
+    """The sigma of the final inverse noise scaling. ComfyUI's uni_pc writes 0.001 over a final sigma of 0 in
+    the caller's tensor, so ComfyUI's flow (CONST) models divide uni_pc's result by 1 - 0.001 (an identity for
+    every other model type); we reproduce that without touching the schedule."""
+    last = sigmas[-1]
+    if sampler_name in UNIPC_SAMPLERS and float(last) == 0.0:
+        last = torch.full((), 0.001, dtype=sigmas.dtype, device=sigmas.device)
+    return last
 
 
 def _pbar_flag(disable_pbar: bool | None) -> bool | None:

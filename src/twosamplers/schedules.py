@@ -1,7 +1,9 @@
-"""Model sampling tables (SD-style discrete schedules) and ComfyUI's nine schedulers.
+"""Model sampling tables (SD-style discrete schedules, and the flow-matching ones of SD3 and Flux) and ComfyUI's
+nine schedulers.
 
 Every formula follows `comfyui-sampling.md` s.1-2, including the float32/float64 split, so that the
-sigma tables equal ComfyUI's bit for bit.
+sigma tables equal ComfyUI's bit for bit. The flow samplings (`ModelSamplingFlow`, `ModelSamplingFlux`) are
+ComfyUI's CONST model type: x_t = (1 - sigma) * x0 + sigma * noise, the network predicts the velocity.
 """
 
 from __future__ import annotations
@@ -173,6 +175,137 @@ class ModelSamplingDiscrete:
 
     def inverse_noise_scaling(self, sigma: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
         return latent
+
+
+class _FlowSampling:
+    """The CONST (rectified-flow) model type shared by SD3 and Flux: sigma in (0, 1], the model input is x
+    itself, denoised = x - v * sigma, noise_scaling = sigma * (noise_scale * noise) + (1 - sigma) * latent and
+    the sampler's result is divided by (1 - sigma_last). Subclasses give the sigma table and timestep()."""
+
+    prediction = "const"
+    sigma_data = 1.0
+    noise_scale = 1.0
+    sigmas: torch.Tensor
+
+    @property
+    def sigma_min(self) -> torch.Tensor:
+        return self.sigmas[0]
+
+    @property
+    def sigma_max(self) -> torch.Tensor:
+        return self.sigmas[-1]
+
+    def timestep(self, sigma: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def sigma(self, timestep: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def calculate_input(self, sigma: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def calculate_denoised(self, sigma: torch.Tensor, model_output: torch.Tensor, model_input: torch.Tensor):
+        sigma = _flow_sigma(sigma, model_output.ndim)
+        return model_input - model_output * sigma
+
+    def noise_scaling(self, sigma: torch.Tensor, noise: torch.Tensor, latent_image: torch.Tensor,
+                      max_denoise: bool = False) -> torch.Tensor:
+        sigma = _flow_sigma(sigma, noise.ndim)
+        return sigma * (self.noise_scale * noise) + (1.0 - sigma) * latent_image
+
+    def inverse_noise_scaling(self, sigma: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
+        sigma = _flow_sigma(sigma, latent.ndim)
+        return latent / (1.0 - sigma)
+
+
+def _flow_sigma(sigma, ndim: int) -> torch.Tensor:
+    """ComfyUI's reshape for the flow formulas: one sigma becomes a 0-dim tensor, a batch (B, 1, 1, ...)."""
+    sigma = torch.as_tensor(sigma)
+    if sigma.numel() == 1:
+        return sigma.reshape(())
+    return sigma.reshape(sigma.shape[:1] + (1,) * (ndim - 1))
+
+
+def time_snr_shift(shift: float, t):
+    """The SD3 timestep shift: shift * t / (1 + (shift - 1) * t) (t itself when shift is 1)."""
+    if shift == 1.0:
+        return t
+    return shift * t / (1 + (shift - 1) * t)
+
+
+def flux_time_shift(mu: float, t):
+    """Flux's shift of a timestep t in (0, 1]: e^mu / (e^mu + (1/t - 1))."""
+    return math.exp(mu) / (math.exp(mu) + (1 / t - 1) ** 1.0)
+
+
+class ModelSamplingFlow(_FlowSampling):
+    """ComfyUI's ModelSamplingDiscreteFlow (CONST): SD3/SD3.5 (shift 3, multiplier 1000; the ModelSamplingSD3
+    node sets the shift) and Flux schnell (shift 1, multiplier 1). 1000 sigmas time_snr_shift(shift, k/1000);
+    timestep(sigma) = sigma * multiplier."""
+
+    def __init__(self, shift: float = 1.0, multiplier: float = 1000.0, timesteps: int = 1000) -> None:
+        self.shift = check_float("shift", shift, 0.0)
+        self.multiplier = check_float("multiplier", multiplier, 1e-12)
+        self.num_timesteps = check_int("timesteps", timesteps, 2)
+        self.sigmas = self.sigma((torch.arange(1, timesteps + 1, 1) / timesteps) * self.multiplier)
+
+    def __repr__(self) -> str:
+        return f"ModelSamplingFlow(shift={self.shift}, multiplier={self.multiplier})"
+
+    def timestep(self, sigma: torch.Tensor) -> torch.Tensor:
+        return torch.as_tensor(sigma) * self.multiplier
+
+    def sigma(self, timestep: torch.Tensor) -> torch.Tensor:
+        return time_snr_shift(self.shift, torch.as_tensor(timestep) / self.multiplier)
+
+    def percent_to_sigma(self, percent: float) -> float:
+        percent = check_float("percent", percent)
+        if percent <= 0.0:
+            return 1.0
+        if percent >= 1.0:
+            return 0.0
+        return time_snr_shift(self.shift, 1.0 - percent)
+
+
+class ModelSamplingFlux(_FlowSampling):
+    """ComfyUI's ModelSamplingFlux (CONST): Flux dev's 10000 sigmas flux_time_shift(shift, k/10000);
+    timestep(sigma) = sigma. The ModelSamplingFlux node sets the shift from the image size (`flux_shift`)."""
+
+    def __init__(self, shift: float = 1.15, timesteps: int = 10000) -> None:
+        self.shift = check_float("shift", shift)
+        self.num_timesteps = check_int("timesteps", timesteps, 2)
+        self.sigmas = self.sigma(torch.arange(1, timesteps + 1, 1) / timesteps)
+
+    def __repr__(self) -> str:
+        return f"ModelSamplingFlux(shift={self.shift})"
+
+    def timestep(self, sigma: torch.Tensor) -> torch.Tensor:
+        return torch.as_tensor(sigma)
+
+    def sigma(self, timestep: torch.Tensor) -> torch.Tensor:
+        return flux_time_shift(self.shift, torch.as_tensor(timestep))
+
+    def percent_to_sigma(self, percent: float) -> float:
+        percent = check_float("percent", percent)
+        if percent <= 0.0:
+            return 1.0
+        if percent >= 1.0:
+            return 0.0
+        return flux_time_shift(self.shift, 1.0 - percent)
+
+
+def flux_shift(width: int, height: int, max_shift: float = 1.15, base_shift: float = 0.5) -> float:
+    """The ModelSamplingFlux node's shift for an image of width x height pixels: linear in the number of
+    2x2 patches of the 1/8 latent, base_shift at 256 patches, max_shift at 4096 (1024 x 1024)."""
+    x1, x2 = 256, 4096
+    mm = (max_shift - base_shift) / (x2 - x1)
+    b = base_shift - mm * x1
+    return (width * height / (8 * 8 * 2 * 2)) * mm + b
+
+
+def is_flow(model_sampling) -> bool:
+    """Whether a model sampling is ComfyUI's CONST type (SD3, Flux)."""
+    return getattr(model_sampling, "prediction", None) == "const"
 
 
 def _reshape_sigma(sigma: torch.Tensor, ndim: int) -> torch.Tensor:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..models.embeddings import EmbeddingError, EmbeddingLibrary
-from ..models.lora import Lora, LoraError, sha256_file, with_loras
+from ..models.lora import Lora, LoraError, can_patch, sha256_file, with_loras
 from ..models.prompt_tags import extract_lora_tags, resolve_lora
 from .fields import JobError
 
@@ -98,8 +98,9 @@ def prepare_loras(job, model, *, allow_pickle: bool = False):
         except ValueError as e:  # a malformed prompt tag
             raise JobError(job.field(which, "prompt"), str(e)) from None
         warn_changed(stack, spec.loras, job.pass_label(which))
-        if stack and not (hasattr(model, "unet") and hasattr(model, "text_encoders")):
-            raise JobError(field, f"LoRAs need a Stable Diffusion checkpoint; {job.pass_model(which)!r} is not one")
+        if stack and not can_patch(model):
+            raise JobError(field, f"LoRAs need a Stable Diffusion, Flux or SD3 checkpoint; "
+                           f"{job.pass_model(which)!r} is not one")
         try:
             models[which] = with_loras(model, [p.lora for p in stack], allow_pickle=allow_pickle)
         except LoraError as e:
@@ -114,8 +115,8 @@ def _library(job, models: dict, allow_pickle: bool) -> EmbeddingLibrary | None:
     if not job.embeddings:
         return None
     for which, model in models.items():  # every pass's model encodes its prompts with the embeddings
-        if not hasattr(model, "text_encoders"):
-            raise JobError("embeddings", f"textual-inversion embeddings need a Stable Diffusion checkpoint; "
+        if not (hasattr(model, "text_encoders") or getattr(model, "text", None) is not None):
+            raise JobError("embeddings", f"textual-inversion embeddings need a checkpoint with text encoders; "
                            f"{job.pass_model(which)!r} is not one")
     try:
         return EmbeddingLibrary(os.fspath(job.embeddings), allow_pickle=allow_pickle)

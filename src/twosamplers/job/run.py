@@ -190,9 +190,16 @@ def model_options(job: Job) -> dict:
 def latent_mismatch(model, other) -> tuple[str, str] | None:
     """None when `other` samples the latents `model` encodes (same channels and scale), else both formats
     described ("4 channels at 1/8 scale"), `model`'s first."""
-    ours, theirs = (f"{int(m.latent_format.channels)} channels at 1/{int(m.latent_format.downscale)} scale"
-                    for m in (model, other))
+    ours, theirs = (_latent_text(m.latent_format) for m in (model, other))
     return None if ours == theirs else (ours, theirs)
+
+
+def _latent_text(fmt) -> str:
+    """"4 channels at 1/8 scale"; formats with a shift (Flux, SD3: same shape, other latent spaces) also name
+    their scale and shift."""
+    text = f"{int(fmt.channels)} channels at 1/{int(fmt.downscale)} scale"
+    shift = getattr(fmt, "shift_factor", 0.0)
+    return f"{text} (scale {fmt.scale_factor:g}, shift {shift:g})" if shift else text
 
 
 def load_hints(job: Job) -> dict:

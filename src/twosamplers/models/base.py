@@ -1,7 +1,8 @@
 """The one protocol every model backend fills in, and `NetworkModel`, which wraps a plain eps/v network.
 
 The engine talks to a model only through:
-- `model_sampling` (a `ModelSamplingDiscrete`: sigmas, timestep(), calculate_input/denoised, noise_scaling),
+- `model_sampling` (a `ModelSamplingDiscrete`, or a flow `ModelSamplingFlow` / `ModelSamplingFlux`: sigmas, timestep(),
+  calculate_input/denoised, noise_scaling),
 - `latent_format` (scale factor, channels, pixels per latent pixel),
 - `apply_model(x, sigma, context, **extras) -> denoised`: the x0 prediction for a batch at per-row sigmas,
 - `encode_prompt`, `encode_image`, `decode_latent`: hooks that backends with text encoders/VAEs fill in.
@@ -21,16 +22,25 @@ from .control import active_controls
 
 @dataclass(frozen=True)
 class LatentFormat:
-    """How a backend's latents relate to the numbers samplers see (ComfyUI's process_latent_in/out)."""
+    """How a backend's latents relate to the numbers samplers see (ComfyUI's process_latent_in/out).
+
+    `shift_factor` is the 16-channel formats' offset (SD3 0.0609, Flux 0.1159): in = (latent - shift) * scale,
+    out = latent / scale + shift. With no shift the formulas are SD's exactly (latent * scale, latent / scale).
+    """
 
     scale_factor: float = 0.18215
     channels: int = 4
     downscale: int = 8
+    shift_factor: float = 0.0
 
     def process_in(self, latent: torch.Tensor) -> torch.Tensor:
+        if self.shift_factor:
+            return (latent - self.shift_factor) * self.scale_factor
         return latent * self.scale_factor
 
     def process_out(self, latent: torch.Tensor) -> torch.Tensor:
+        if self.shift_factor:
+            return (latent / self.scale_factor) + self.shift_factor
         return latent / self.scale_factor
 
 

@@ -42,6 +42,7 @@ from .lora_keys import UNET_PART, Target, build_key_map, normalize_prefix
 from .sd_loading import CheckpointError, PickleNotAllowedError, read_state_dict
 
 __all__ = [
+    "can_patch",
     "Lora",
     "LoraError",
     "LoraFile",
@@ -100,6 +101,13 @@ class Lora:
     @property
     def name(self) -> str:
         return Path(self.path).name
+
+
+def can_patch(model) -> bool:
+    """Whether LoRAs can patch `model`: an SD checkpoint (UNet + text encoders) or a model that names its own
+    parts (Flux / SD3, `lora_modules`); a LoraModel's base counts."""
+    base = model.base if isinstance(model, LoraModel) else model
+    return callable(getattr(base, "lora_modules", None)) or (hasattr(base, "unet") and hasattr(base, "text_encoders"))
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -164,8 +172,16 @@ class Adapter:
             return t("diff", device).reshape(shape), 1.0
         raise AssertionError(self.kind)
 
-    def add_to(self, w: torch.Tensor, strength: float) -> torch.Tensor:
-        """Add this patch at `strength` to the float32 weight `w` (in place where ComfyUI is in place)."""
+    def add_to(self, w: torch.Tensor, strength: float, target: Target | None = None) -> torch.Tensor:
+        """Add this patch at `strength` to the float32 weight `w` (in place where ComfyUI is in place). For a
+        piece target the patch is formed at the fused source shape and its piece taken (`Target.take`)."""
+        if target is not None and target.is_piece:
+            if self.kind == "diff":
+                w += strength * target.take(self.tensors["diff"].to(device=w.device, dtype=torch.float32))
+                return w
+            diff, alpha = self.delta(torch.Size(target.source_shape), w.device)
+            w += (strength * alpha) * target.take(diff)
+            return w
         if self.kind == "diff":
             diff = self.tensors["diff"].to(device=w.device, dtype=torch.float32)
             w += strength * diff
@@ -253,6 +269,9 @@ def _split(key: str) -> tuple[str, str] | None:
 
 
 def _modules(model) -> dict[str, torch.nn.Module]:
+    own = getattr(model, "lora_modules", None)  # models of other layouts (Flux, SD3) name their own parts
+    if callable(own):
+        return own()
     parts = {UNET_PART: model.unet}
     for i, enc in enumerate(getattr(model, "text_encoders", [])):
         parts[f"clip{i}"] = enc.model
@@ -274,6 +293,9 @@ def load_lora(model, path: str | os.PathLike, *, allow_pickle: bool = False) -> 
     """
     path = Path(path).expanduser()
     sd = _read(path, allow_pickle)
+    convert = getattr(model, "convert_lora_keys", None)  # key formats another layout names differently (XLabs)
+    if callable(convert):
+        sd = convert(sd)
     groups, unmatched = _group(sd)
     params = {part: dict(m.named_parameters()) for part, m in _modules(model).items()}
     patches = _patches(path, groups, build_key_map(model), params, unmatched)
@@ -323,6 +345,9 @@ def _patches(path: Path, groups: dict, key_map: dict, params: dict, unmatched: l
         if target is None:
             unmatched.extend(prefix + "." + s for s in slots)
             continue
+        if isinstance(target, tuple):  # a fused weight of another layout: one adapter, several parameters
+            _piece_patches(path, prefix, slots, target, key_map.get(prefix + "#bias", ()), patches, unmatched)
+            continue
         if "diff_b" in slots:
             bias = Target(target.part, target.param + "#bias")
             if _param_of(bias) in params[target.part]:
@@ -342,6 +367,31 @@ def _patches(path: Path, groups: dict, key_map: dict, params: dict, unmatched: l
     return patches
 
 
+def _piece_patches(path: Path, prefix: str, slots: dict, targets: tuple, bias_targets: tuple,
+                   patches: dict, unmatched: list[str]) -> None:
+    """The adapter of a fused source weight, registered once per piece (and its `.diff_b` per bias piece)."""
+    if "diff_b" in slots:
+        if bias_targets:
+            for t in bias_targets:
+                patches[t] = Adapter("diff", {"diff": slots["diff_b"]})
+        else:
+            unmatched.append(prefix + ".diff_b")
+    kind = _kind(slots)
+    if kind is None:
+        if "diff_b" not in slots:
+            unmatched.extend(prefix + "." + s for s in slots)
+        return
+    if not _complete(kind, slots):
+        raise LoraError(f"{path}: {prefix!r} has an incomplete {kind} patch (tensors: {sorted(slots)})")
+    if "dora_scale" in slots:
+        raise LoraError(f"{path}: {prefix!r} is a DoRA patch of a fused weight, which is not supported")
+    alpha = slots.get("alpha")
+    ad = Adapter(kind, {s: t for s, t in slots.items() if s not in ("alpha", "diff_b")},
+                 None if alpha is None else float(alpha.float().reshape(-1)[0].item()))
+    for t in targets:
+        patches[t] = ad
+
+
 def _param_of(target: Target) -> str:
     """The state-dict name a target patches: its module's weight, or its bias for `.diff_b` targets."""
     return target.param[: -len("#bias")] + ".bias" if target.param.endswith("#bias") else target.param + ".weight"
@@ -356,6 +406,13 @@ def _check_shapes(path: Path, patches: dict[Target, Adapter], params: dict) -> N
             raise LoraError(f"{path}: {target.param!r} has no weight in the model")
         meta = Adapter(ad.kind, {k: v.to("meta") for k, v in ad.tensors.items()}, ad.alpha)
         try:
+            if target.is_piece:
+                src = ad.tensors["diff"] if ad.kind == "diff" else meta.delta(torch.Size(target.source_shape),
+                                                                               "meta")[0]
+                if tuple(src.shape) != tuple(target.source_shape) or \
+                        tuple(target.take(src.to("meta")).shape) != tuple(p.shape):
+                    raise RuntimeError(f"fused shape {tuple(src.shape)} vs {tuple(target.source_shape)}")
+                continue
             if ad.kind == "diff":
                 ok = tuple(ad.tensors["diff"].shape) == tuple(p.shape)
                 if not ok:
@@ -439,8 +496,9 @@ def patched(model, loras: Sequence[tuple[LoraFile, float, float]], *, unet: bool
                 lock.release()
 
 
-def _plan(loras, part: str) -> dict[str, list[tuple[Adapter, float]]]:
-    """param name -> [(adapter, strength), ...] in stack order, for one module; strength-0 patches dropped."""
+def _plan(loras, part: str) -> dict[str, list[tuple[Adapter, float, Target]]]:
+    """param name -> [(adapter, strength, target), ...] in stack order, for one module; strength-0 patches
+    dropped."""
     plan: dict[str, list] = {}
     for f, s_model, s_clip in loras:
         s = s_model if part == UNET_PART else s_clip
@@ -448,7 +506,7 @@ def _plan(loras, part: str) -> dict[str, list[tuple[Adapter, float]]]:
             continue
         for target, ad in f.patches.items():
             if target.part == part:
-                plan.setdefault(_param_of(target), []).append((ad, s))
+                plan.setdefault(_param_of(target), []).append((ad, s, target))
     return plan
 
 
@@ -462,8 +520,8 @@ def _apply(root: torch.nn.Module, plan: dict) -> dict[str, torch.Tensor]:
             saved[name] = p.detach().to("cpu", copy=True)
             # float32 weights are patched in place (the same float32 sums, without a scratch copy)
             w = p.detach() if p.dtype == torch.float32 else p.detach().to(torch.float32, copy=True)
-            for ad, s in adapters:
-                w = ad.add_to(w, s)
+            for ad, s, target in adapters:
+                w = ad.add_to(w, s, target)
             if w.data_ptr() != p.data_ptr():
                 p.copy_(w)
     except BaseException:

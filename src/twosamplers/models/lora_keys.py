@@ -25,10 +25,30 @@ UNET_PART = "unet"
 @dataclass(frozen=True)
 class Target:
     """One weight of the model: `part` is "unet" or "clip<i>" (the i-th text encoder), `param` its name
-    in that module's state dict (without the `.weight` suffix)."""
+    in that module's state dict (without the `.weight` suffix).
+
+    A LoRA addressing a fused weight of another layout (Flux's qkv, which diffusers splits into to_q/to_k/to_v)
+    reaches a parameter through a piece: the patch is formed at `source_shape`, then rows [rows[0], rows[1]) are
+    taken, their two halves exchanged when `swap` (models/flow_keys.Piece)."""
 
     part: str
     param: str
+    rows: tuple[int, int] | None = None
+    swap: bool = False
+    source_shape: tuple[int, ...] | None = None
+
+    @property
+    def is_piece(self) -> bool:
+        return self.source_shape is not None
+
+    def take(self, t):
+        """This piece of a patch formed at `source_shape`."""
+        if self.rows is not None:
+            t = t[self.rows[0]:self.rows[1]]
+        if self.swap:
+            a, b = t.chunk(2, dim=0)
+            t = torch.cat([b, a], dim=0)
+        return t
 
     @property
     def is_clip(self) -> bool:
@@ -140,7 +160,8 @@ def build_key_map(model) -> dict[str, Target]:
     adapter suffix such as `.lora_up.weight`). Built once per model object and kept on it."""
     cached = getattr(model, "_lora_key_map", None)
     if cached is None:
-        cached = _make_key_map(model)
+        own = getattr(model, "make_lora_key_map", None)  # models of other layouts (Flux, SD3) bring their own
+        cached = own() if callable(own) else _make_key_map(model)
         try:
             model._lora_key_map = cached
         except AttributeError:

@@ -67,12 +67,15 @@ register(Loader("ideal", _analytic("ideal", "IdealModel"), _ANALYTIC_DEFAULTS,
 
 
 def _load_checkpoint(path, *, device=None, dtype=None, **options):
+    from .flow_loading import is_flow_path, load_flow
+    if is_flow_path(path):  # Flux.1 / SD3.5: told from the file's keys (its header), as ComfyUI does
+        return load_flow(path, device=device, dtype=dtype, **options)
     from .sd import load_sd
     return load_sd(path, device=device, dtype=dtype, **options)
 
 
 CHECKPOINT = Loader("checkpoint", _load_checkpoint, ModelDefaults(cfg=8.0, size=256),
-                    "an SD 1.x/2.x/SDXL .safetensors checkpoint or diffusers folder (a path)")
+                    "an SD 1.x/2.x/SDXL or Flux.1 / SD3.5 .safetensors checkpoint, or a model folder (a path)")
 BUILTIN_MODELS = tuple(REGISTRY)
 
 
@@ -92,8 +95,15 @@ def loader_for(name: str | os.PathLike) -> Loader:
 
 
 def defaults_for(name: str | os.PathLike) -> ModelDefaults:
-    """The defaults of the model `name` would load (no loading)."""
-    return loader_for(name).defaults
+    """The defaults of the model `name` would load (no loading; a Flux / SD3 file's header is read)."""
+    loader = loader_for(name)
+    if loader is CHECKPOINT:
+        from .flow_loading import flow_defaults
+
+        flow = flow_defaults(name)
+        if flow is not None:
+            return ModelDefaults(*flow)
+    return loader.defaults
 
 
 def load(name: str | os.PathLike = DEFAULT_MODEL, *, device: str | torch.device | None = None,
@@ -137,6 +147,15 @@ class ModelCache:
             if k not in self._models:
                 load_fn = self._load or load  # looked up now: replacing `registry.load` (tests, plugins) works
                 self._models[k] = load_fn(name, device=device, dtype=dtype, **options)
+            return self._models[k]
+
+    def get_loaded(self, key: tuple, load: Callable[[], object]):
+        """The object `load()` makes, made once per `key` (a tuple naming what it is and how it was loaded): for
+        what is not a whole model, e.g. a text encoder pair or a transformer file alone."""
+        k = ("custom",) + tuple(key)
+        with self._lock:
+            if k not in self._models:
+                self._models[k] = load()
             return self._models[k]
 
     def __len__(self) -> int:

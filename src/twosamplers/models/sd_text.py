@@ -155,6 +155,11 @@ class TokenizerSpec:
         """Prompt -> chunks of (token, weight), each `max_length` long. `embedding:name` words become the
         vectors of that embedding in `embeddings` (an EmbeddingLibrary; `embedding_key` and `width` pick an
         encoder's vectors in multi-encoder files); unknown names are dropped with a warning, as ComfyUI does."""
+        return self.chunks(self.token_groups(text, embeddings, embedding_key=embedding_key, width=width))
+
+    def token_groups(self, text: str, embeddings=None, *, embedding_key: str | None = None,
+                     width: int | None = None) -> list[list[Token]]:
+        """The prompt's tokens in the groups that chunking keeps together (here: one per word)."""
         groups: list[list[Token]] = []
         for segment, weight in parse_prompt_weights(text):
             for word in segment.replace("\n", " ").split(" "):
@@ -169,6 +174,11 @@ class TokenizerSpec:
                         continue
                     word = leftover
                 groups.append([(t, weight) for t in self.word_tokens(word)])
+        return groups
+
+    def chunks(self, groups: list[list[Token]]) -> list[list[Token]]:
+        """Token groups -> chunks of `max_length`: start token, tokens, end token, padding. A group that does not
+        fit moves to the next chunk, unless it has `max_word_length` tokens or more: then it is split."""
         body = self.max_length - 1  # room before the end token
         chunks: list[list[Token]] = []
         chunk: list[Token] = [(self.start_token, 1.0)]

@@ -27,8 +27,8 @@ import torch
 from ..tiling import tiled_scale
 from .base import LatentFormat
 
-SUPPORTED_VAES = ("the 4-channel KL autoencoder of SD1.x, SD2.x and SDXL (kl-f8), in its original (LDM) key layout "
-                  "or diffusers' AutoencoderKL layout")
+SUPPORTED_VAES = ("the 4-channel KL autoencoder of SD1.x, SD2.x and SDXL (kl-f8) and the 16-channel one of Flux.1 "
+                  "and SD3.x (ae.safetensors), in the original (LDM) key layout or diffusers' AutoencoderKL layout")
 
 
 class VaeFileError(ValueError):
@@ -189,8 +189,8 @@ def detect_vae_layout(sd: dict[str, torch.Tensor], source: str = "VAE file") -> 
             conv = sd[p + "decoder.conv_in.weight"]
             channels = int(conv.shape[1]) if conv.ndim == 4 else -1
             if channels != 4:
-                raise VaeFileError(f"{source}: a VAE with {channels} latent channels (SD3 / Flux-style VAEs have 16) "
-                                   f"is not supported yet. Supported: {SUPPORTED_VAES}.")
+                raise VaeFileError(f"{source}: a VAE with {channels} latent channels is not supported. "
+                                   f"Supported: {SUPPORTED_VAES}.")
             if conv.ndim != 4 or any(k.startswith(p + "decoder.up.0.time") or ".temporal" in k for k in sd):
                 raise VaeFileError(f"{source}: a video VAE is not supported. Supported: {SUPPORTED_VAES}.")
             return VaeLayout(kind, channels, p)
@@ -269,7 +269,7 @@ class VaeModel(AutoencoderCoder):
         return self.vae_device
 
 
-_CACHE: dict[tuple, VaeModel] = {}
+_CACHE: dict[tuple, object] = {}  # VaeModel, or a FlowVAE for 16-channel files
 _LOCK = threading.Lock()
 
 
@@ -278,6 +278,7 @@ def load_vae_file(path: str | Path, *, device=None, dtype=None, allow_pickle: bo
     float32 on the CPU; on a GPU bfloat16 where it has it (fp16 VAEs overflow), as the checkpoint loader does.
     Cached per (file, modification time, device, dtype)."""
     from .devices import _vae_dtype, resolve_device_dtype
+    from .flow_vae import is_flow_vae, load_flow_vae
     from .sd_loading import read_state_dict
 
     path = Path(path).expanduser()
@@ -290,6 +291,11 @@ def load_vae_file(path: str | Path, *, device=None, dtype=None, allow_pickle: bo
         if key in _CACHE:
             return _CACHE[key]
     sd = read_state_dict(path, allow_pickle=allow_pickle)
+    if is_flow_vae(sd):  # Flux / SD3: 16 latent channels, ComfyUI's VAE dtype for the device
+        model = load_flow_vae(sd, device=dev)
+        model.source = str(path)
+        with _LOCK:
+            return _CACHE.setdefault(key, model)
     layout = detect_vae_layout(sd, path.name)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -29,6 +29,8 @@ def _lora_names():
 
 def _network(model, name: str):
     base = model.base if isinstance(model, LoraModel) else model
+    if callable(getattr(base, "lora_modules", None)):  # Flux / SD3 models and text encoders name their parts
+        return base
     if not hasattr(base, "unet") or not hasattr(base, "text_encoders"):
         raise TypeError(f"{name} must be a Stable Diffusion model (twosamplers.load of a checkpoint); "
                         f"got {type(base).__name__}, which has no UNet/text encoders to patch")
@@ -65,9 +67,45 @@ class LoraLoader:
             return (model, clip)
         path = resolve_lora(str(lora_name), os.environ.get(LORA_DIR_ENV))
         base_m, base_c = _network(model, "model"), _network(clip, "clip")
-        f_m = load_lora(base_m, path, allow_pickle=self.allow_pickle)
-        f_c = f_m if base_c is base_m else load_lora(base_c, path, allow_pickle=self.allow_pickle)
+        if base_c is base_m:
+            f_m = f_c = load_lora(base_m, path, allow_pickle=self.allow_pickle)
+        else:  # MODEL and CLIP from separate loaders (UNETLoader + DualCLIPLoader): each takes its half
+            f_m, f_c = _load_halves(base_m, base_c, path, self.allow_pickle)
         return (LoraModel(model, [(f_m, sm, 0.0)]), LoraModel(clip, [(f_c, 0.0, sc)]))
+
+
+def _load_halves(model, clip, path, allow_pickle: bool):
+    """A LoRA file read for a MODEL and a CLIP that are separate objects: a half may match nothing (a LoRA
+    without text-encoder keys), and keys are reported only when neither half takes them."""
+    import warnings
+
+    from ..models.lora import LoraError, LoraFile
+
+    files, errors = [], []
+    for net in (model, clip):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                files.append(load_lora(net, path, allow_pickle=allow_pickle))
+            except LoraError as e:
+                if "matches the" not in str(e):  # a damaged file, a shape that does not fit: report it
+                    raise
+                files.append(None)
+                errors.append(e)
+    if files[0] is None and files[1] is None:
+        raise errors[0]
+    unmatched = None
+    for f in files:
+        if f is not None:
+            unmatched = set(f.unmatched) if unmatched is None else unmatched & set(f.unmatched)
+    if unmatched:
+        few = sorted(unmatched)[:4]
+        warnings.warn(f"{os.path.basename(str(path))}: {len(unmatched)} LoRA keys match nothing in this model and "
+                      f"are ignored (e.g. {', '.join(few)})", stacklevel=3)
+    from pathlib import Path
+
+    empty = LoraFile(Path(path), {})
+    return files[0] or empty, files[1] or empty
 
 
 class LoraLoaderModelOnly:

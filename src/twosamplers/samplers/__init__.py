@@ -30,6 +30,9 @@ DISCARD_PENULTIMATE_SIGMA_SAMPLERS = frozenset({"dpm_2", "dpm_2_ancestral", "uni
 # Samplers whose inpaint blend uses fresh noise from seed + 1 instead of the initial noise (ComfyUI's ddim).
 RANDOM_INPAINT_NOISE_SAMPLERS = frozenset({"ddim"})
 
+# Samplers that, in ComfyUI, overwrite a final sigma of 0 with 0.001 in the schedule (ksampler._last_sigma).
+UNIPC_SAMPLERS = frozenset({"uni_pc", "uni_pc_bh2"})
+
 SamplerFn = Callable[..., object]
 
 
@@ -112,5 +115,6 @@ __all__ = [
     "DISCARD_PENULTIMATE_SIGMA_SAMPLERS",
     "RANDOM_INPAINT_NOISE_SAMPLERS",
     "SAMPLER_NAMES",
+    "UNIPC_SAMPLERS",
     "get_sampler",
 ]

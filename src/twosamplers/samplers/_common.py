@@ -15,6 +15,7 @@ import torch
 from tqdm.auto import trange
 
 from ..noise import BrownianTreeNoiseSampler, NoiseSampler, default_noise_sampler
+from ..schedules import is_flow
 
 Denoiser = Callable[..., torch.Tensor]  # model(x, sigma_batch, **extra_args) -> denoised
 
@@ -74,13 +75,47 @@ def ancestral_step(sigma_from: torch.Tensor, sigma_to: torch.Tensor, eta: float 
     return sigma_down, sigma_up
 
 
-def half_log_snr(sigma: torch.Tensor) -> torch.Tensor:
-    """lambda(sigma) for the discrete EPS/V model samplings: -log(sigma)."""
+def half_log_snr(sigma: torch.Tensor, model_sampling=None) -> torch.Tensor:
+    """lambda(sigma) = log(alpha / sigma): -log(sigma) for the discrete EPS/V model samplings, -logit(sigma) for
+    the flow (CONST) ones, where alpha = 1 - sigma (`sampler-formulas.md` s.2.1)."""
+    if is_flow(model_sampling):
+        return sigma.logit().neg()
     return sigma.log().neg()
 
 
-def sigma_from_half_log_snr(lam: torch.Tensor) -> torch.Tensor:
+def sigma_from_half_log_snr(lam: torch.Tensor, model_sampling=None) -> torch.Tensor:
+    """The inverse of `half_log_snr`: exp(-lambda), or sigmoid(-lambda) for flow models."""
+    if is_flow(model_sampling):
+        return lam.neg().sigmoid()
     return lam.neg().exp()
+
+
+def model_sampling_of(model):
+    """The denoiser's model sampling (the KSampler's GuidedDenoiser exposes it), or None for a bare callable,
+    which the samplers treat as a discrete EPS model."""
+    return getattr(model, "model_sampling", None)
+
+
+def flow_sampling_of(model):
+    """The denoiser's model sampling when it is a flow (CONST) one, else None."""
+    ms = model_sampling_of(model)
+    return ms if is_flow(ms) else None
+
+
+def noise_scale_of(model_sampling) -> float:
+    """The flow samplings' noise scale (1.0 for every other model and for SD3/Flux)."""
+    return float(getattr(model_sampling, "noise_scale", 1.0)) if model_sampling is not None else 1.0
+
+
+def offset_first_sigma(sigmas: torch.Tensor, model_sampling, percent: float = 1e-4) -> torch.Tensor:
+    """Flow models: a copy of `sigmas` whose first value, when >= 1, becomes percent_to_sigma(1e-4), so that
+    lambda(sigma_0) is finite. Anything else comes back as it is (s.2.1)."""
+    if len(sigmas) <= 1 or not is_flow(model_sampling):
+        return sigmas
+    if sigmas[0] >= 1:
+        sigmas = sigmas.clone()
+        sigmas[0] = model_sampling.percent_to_sigma(percent)
+    return sigmas
 
 
 def seed_of(extra_args: dict) -> int | None:
@@ -150,10 +185,14 @@ __all__ = [
     "ancestral_table",
     "append_dims",
     "churn_gamma",
+    "flow_sampling_of",
     "half_log_snr",
     "make_brownian_noise",
     "make_default_noise",
+    "model_sampling_of",
+    "noise_scale_of",
     "noise_scaling_eps",
+    "offset_first_sigma",
     "progress",
     "scalars",
     "seed_of",

@@ -2,7 +2,8 @@
 
 euler_ancestral, dpm_2_ancestral, dpmpp_2s_ancestral (k-diffusion; DPM-Solver++(2S), Lu et al. 2022b),
 ddpm (Ho et al. 2020, ancestral step in sigma form) and lcm (Luo et al. 2023).
-Update rules: `sampler-formulas.md` s.4.4, 4.5, 4.8, 4.12, 4.13.
+Update rules: `sampler-formulas.md` s.4.4, 4.5, 4.8, 4.12, 4.13; flow (CONST) models take the rectified-flow
+branches of s.8.1 for the first three (`_flow_step`), and lcm re-noises with the model's noise scaling.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ import torch
 from ._common import (
     ancestral_step,
     ancestral_table,
+    flow_sampling_of,
     make_default_noise,
+    noise_scale_of,
     noise_scaling_eps,
     progress,
     scalars,
@@ -21,12 +24,93 @@ from ._common import (
 )
 
 
+def _flow_step(s: torch.Tensor, s_next: torch.Tensor, eta: float):
+    """The rectified-flow ancestral step (s.8.1): (sigma_down, alpha_next / alpha_down, renoise coefficient),
+    with alpha = 1 - sigma."""
+    sigma_down = s_next * (1 + (s_next / s - 1) * eta)
+    alpha_next = 1 - s_next
+    alpha_down = 1 - sigma_down
+    renoise = (s_next**2 - sigma_down**2 * alpha_next**2 / alpha_down**2) ** 0.5
+    return sigma_down, alpha_next / alpha_down, renoise
+
+
+def _euler_ancestral_flow(model, x, sigmas, extra_args, callback, disable, eta, s_noise, noise_sampler, ms):
+    noise_sampler = make_default_noise(x, extra_args, noise_sampler)
+    s_noise = s_noise * noise_scale_of(ms)
+    s_in = x.new_ones([x.shape[0]])
+    for i in progress(len(sigmas) - 1, disable):
+        denoised = model(x, sigmas[i] * s_in, **extra_args)
+        if callback is not None:
+            callback({"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigmas[i], "denoised": denoised})
+        if sigmas[i + 1] == 0:
+            x = denoised
+            continue
+        sigma_down, alpha_ratio, renoise = _flow_step(sigmas[i], sigmas[i + 1], eta)
+        ratio = sigma_down / sigmas[i]
+        x = ratio * x + (1 - ratio) * denoised
+        if eta > 0:
+            x = alpha_ratio * x + noise_sampler(sigmas[i], sigmas[i + 1]) * s_noise * renoise
+    return x
+
+
+def _dpm_2_ancestral_flow(model, x, sigmas, extra_args, callback, disable, eta, s_noise, noise_sampler, ms):
+    noise_sampler = make_default_noise(x, extra_args, noise_sampler)
+    s_noise = s_noise * noise_scale_of(ms)
+    s_in = x.new_ones([x.shape[0]])
+    for i in progress(len(sigmas) - 1, disable):
+        denoised = model(x, sigmas[i] * s_in, **extra_args)
+        sigma_down, alpha_ratio, renoise = _flow_step(sigmas[i], sigmas[i + 1], eta)
+        if callback is not None:
+            callback({"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigmas[i], "denoised": denoised})
+        d = to_d(x, sigmas[i], denoised)
+        if sigma_down == 0:
+            x = x + d * (sigma_down - sigmas[i])
+        else:
+            sigma_mid = sigmas[i].log().lerp(sigma_down.log(), 0.5).exp()
+            x_2 = x + d * (sigma_mid - sigmas[i])
+            denoised_2 = model(x_2, sigma_mid * s_in, **extra_args)
+            d_2 = to_d(x_2, sigma_mid, denoised_2)
+            x = x + d_2 * (sigma_down - sigmas[i])
+            x = alpha_ratio * x + noise_sampler(sigmas[i], sigmas[i + 1]) * s_noise * renoise
+    return x
+
+
+def _dpmpp_2s_ancestral_flow(model, x, sigmas, extra_args, callback, disable, eta, s_noise, noise_sampler, ms):
+    noise_sampler = make_default_noise(x, extra_args, noise_sampler)
+    s_noise = s_noise * noise_scale_of(ms)
+    s_in = x.new_ones([x.shape[0]])
+    for i in progress(len(sigmas) - 1, disable):
+        denoised = model(x, sigmas[i] * s_in, **extra_args)
+        sigma_down, alpha_ratio, renoise = _flow_step(sigmas[i], sigmas[i + 1], eta)
+        if callback is not None:
+            callback({"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigmas[i], "denoised": denoised})
+        if sigmas[i + 1] == 0:
+            x = x + to_d(x, sigmas[i], denoised) * (sigma_down - sigmas[i])
+        else:
+            if sigmas[i] == 1.0:
+                sigma_mid = 0.9999
+            else:
+                t_i, t_down = ((1 - sigmas[i]) / sigmas[i]).log(), ((1 - sigma_down) / sigma_down).log()
+                sigma_mid = ((t_i + 0.5 * (t_down - t_i)).exp() + 1) ** -1
+            ratio = sigma_mid / sigmas[i]
+            u = ratio * x + (1 - ratio) * denoised
+            denoised_2 = model(u, sigma_mid * s_in, **extra_args)
+            ratio = sigma_down / sigmas[i]
+            x = ratio * x + (1 - ratio) * denoised_2
+        if sigmas[i + 1] > 0 and eta > 0:
+            x = alpha_ratio * x + noise_sampler(sigmas[i], sigmas[i + 1]) * s_noise * renoise
+    return x
+
+
 @torch.no_grad()
 def sample_euler_ancestral(model, x, sigmas, extra_args=None, callback=None, disable=None,
                            eta=1.0, s_noise=1.0, noise_sampler=None):
     """Euler ancestral. The step's sigmas come from per-run float32 tables (`ancestral_table`): same bits as
-    the per-step scalar maths, about 25 ops fewer a step."""
+    the per-step scalar maths, about 25 ops fewer a step. Flow models: the rectified-flow branch (s.8.1)."""
     extra_args = {} if extra_args is None else extra_args
+    ms = flow_sampling_of(model)
+    if ms is not None:
+        return _euler_ancestral_flow(model, x, sigmas, extra_args, callback, disable, eta, s_noise, noise_sampler, ms)
     noise_sampler = make_default_noise(x, extra_args, noise_sampler)
     rows, sv = sigma_rows(sigmas, x), scalars(sigmas)
     down, up = ancestral_table(sigmas, eta=eta)
@@ -52,6 +136,9 @@ def sample_euler_ancestral(model, x, sigmas, extra_args=None, callback=None, dis
 def sample_dpm_2_ancestral(model, x, sigmas, extra_args=None, callback=None, disable=None,
                            eta=1.0, s_noise=1.0, noise_sampler=None):
     extra_args = {} if extra_args is None else extra_args
+    ms = flow_sampling_of(model)
+    if ms is not None:
+        return _dpm_2_ancestral_flow(model, x, sigmas, extra_args, callback, disable, eta, s_noise, noise_sampler, ms)
     noise_sampler = make_default_noise(x, extra_args, noise_sampler)
     s_in = x.new_ones([x.shape[0]])
     for i in progress(len(sigmas) - 1, disable):
@@ -76,6 +163,10 @@ def sample_dpm_2_ancestral(model, x, sigmas, extra_args=None, callback=None, dis
 def sample_dpmpp_2s_ancestral(model, x, sigmas, extra_args=None, callback=None, disable=None,
                               eta=1.0, s_noise=1.0, noise_sampler=None):
     extra_args = {} if extra_args is None else extra_args
+    ms = flow_sampling_of(model)
+    if ms is not None:
+        return _dpmpp_2s_ancestral_flow(model, x, sigmas, extra_args, callback, disable, eta, s_noise, noise_sampler,
+                                        ms)
     noise_sampler = make_default_noise(x, extra_args, noise_sampler)
     s_in = x.new_ones([x.shape[0]])
     for i in progress(len(sigmas) - 1, disable):
@@ -134,6 +225,7 @@ def sample_lcm(model, x, sigmas, extra_args=None, callback=None, disable=None, n
     noise_sampler = make_default_noise(x, extra_args, noise_sampler)
     s_in = x.new_ones([x.shape[0]])
     s_noise_end = s_noise if s_noise_end is None else s_noise_end
+    ms = flow_sampling_of(model)
     n = max(1, len(sigmas) - 1)
     for i in progress(len(sigmas) - 1, disable):
         denoised = model(x, sigmas[i] * s_in, **extra_args)
@@ -148,5 +240,5 @@ def sample_lcm(model, x, sigmas, extra_args=None, callback=None, disable=None, n
             f = s_noise if n == 1 else s_noise + (s_noise_end - s_noise) * (i / (n - 1))
             if f != 1:
                 e = e * f
-            x = noise_scaling_eps(sigmas[i + 1], e, x)
+            x = ms.noise_scaling(sigmas[i + 1], e, x) if ms is not None else noise_scaling_eps(sigmas[i + 1], e, x)
     return x

@@ -14,7 +14,15 @@ from __future__ import annotations
 import torch
 
 from .._checks import check_float
-from ._common import UncondCapture, ancestral_step, half_log_snr, make_default_noise, progress
+from ._common import (
+    UncondCapture,
+    ancestral_step,
+    half_log_snr,
+    make_default_noise,
+    model_sampling_of,
+    noise_scale_of,
+    progress,
+)
 
 
 @torch.no_grad()
@@ -26,6 +34,8 @@ def sample_euler_ancestral_cfg_pp(
     eta = check_float("eta", eta, 0.0)
     s_noise = check_float("s_noise", s_noise, 0.0)
     extra_args = {} if extra_args is None else extra_args
+    ms = model_sampling_of(model)
+    s_noise = s_noise * noise_scale_of(ms)
     noisy = eta > 0 and s_noise > 0
     if noisy:
         noise_sampler = make_default_noise(x, extra_args, noise_sampler)
@@ -39,8 +49,8 @@ def sample_euler_ancestral_cfg_pp(
         if s_next == 0:
             x = denoised
             continue
-        alpha_s = s * half_log_snr(s).exp()
-        alpha_t = s_next * half_log_snr(s_next).exp()
+        alpha_s = s * half_log_snr(s, ms).exp()
+        alpha_t = s_next * half_log_snr(s_next, ms).exp()
         d = (x - alpha_s * uncond) / s
         sigma_down, sigma_up = ancestral_step(s / alpha_s, s_next / alpha_t, eta)
         sigma_down = alpha_t * sigma_down
@@ -67,7 +77,7 @@ def sample_dpmpp_2s_ancestral_cfg_pp(
     As in ComfyUI the final update pairs the first call's D with the second call's uncond (s.4.9).
     """
     eta = check_float("eta", eta, 0.0)
-    s_noise = check_float("s_noise", s_noise, 0.0)
+    s_noise = check_float("s_noise", s_noise, 0.0) * noise_scale_of(model_sampling_of(model))
     extra_args = {} if extra_args is None else extra_args
     noise_sampler = make_default_noise(x, extra_args, noise_sampler)
     cap = UncondCapture(extra_args)

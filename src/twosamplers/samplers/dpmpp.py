@@ -1,8 +1,9 @@
 """DPM-Solver++ family (Lu et al. 2022b, arXiv 2211.01095; k-diffusion): dpmpp_2m and the SDE variants.
 
 Update rules: `sampler-formulas.md` s.5.1 (2M) and s.6.1-6.3 (SDE, 2M SDE midpoint/heun, 3M SDE), written in
-half-log-SNR lambda = -log(sigma) for the discrete EPS/V models. SDE noise comes from a Brownian tree
-(`make_brownian_noise`): on the CPU for the plain names, on x's device for the `_gpu` names.
+half-log-SNR lambda = -log(sigma) for the discrete EPS/V models and -logit(sigma) for flow models, whose first
+sigma is moved off 1 first (s.2.1). SDE noise comes from a Brownian tree (`make_brownian_noise`, built on the
+sigmas before that move): on the CPU for the plain names, on x's device for the `_gpu` names.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ from ._common import (
     ancestral_step,
     half_log_snr,
     make_brownian_noise,
+    model_sampling_of,
+    noise_scale_of,
+    offset_first_sigma,
     progress,
     scalars,
     sigma_from_half_log_snr,
@@ -61,6 +65,9 @@ def sample_dpmpp_sde(model, x, sigmas, extra_args=None, callback=None, disable=N
     extra_args = {} if extra_args is None else extra_args
     noise_sampler = make_brownian_noise(x, sigmas, extra_args, noise_sampler, cpu=cpu_noise)
     s_in = x.new_ones([x.shape[0]])
+    ms = model_sampling_of(model)
+    sigmas = offset_first_sigma(sigmas, ms)
+    s_noise = s_noise * noise_scale_of(ms)
     fac = 1 / (2 * r)
     for i in progress(len(sigmas) - 1, disable):
         denoised = model(x, sigmas[i] * s_in, **extra_args)
@@ -69,10 +76,10 @@ def sample_dpmpp_sde(model, x, sigmas, extra_args=None, callback=None, disable=N
         if sigmas[i + 1] == 0:
             x = denoised
             continue
-        lambda_s, lambda_t = half_log_snr(sigmas[i]), half_log_snr(sigmas[i + 1])
+        lambda_s, lambda_t = half_log_snr(sigmas[i], ms), half_log_snr(sigmas[i + 1], ms)
         h = lambda_t - lambda_s
         lambda_s_1 = lambda_s + r * h
-        sigma_s_1 = sigma_from_half_log_snr(lambda_s_1)
+        sigma_s_1 = sigma_from_half_log_snr(lambda_s_1, ms)
         alpha_s = sigmas[i] * lambda_s.exp()
         alpha_s_1 = sigma_s_1 * lambda_s_1.exp()
         alpha_t = sigmas[i + 1] * lambda_t.exp()
@@ -104,6 +111,9 @@ def sample_dpmpp_2m_sde(model, x, sigmas, extra_args=None, callback=None, disabl
     extra_args = {} if extra_args is None else extra_args
     noise_sampler = make_brownian_noise(x, sigmas, extra_args, noise_sampler, cpu=cpu_noise)
     s_in = x.new_ones([x.shape[0]])
+    ms = model_sampling_of(model)
+    sigmas = offset_first_sigma(sigmas, ms)
+    s_noise = s_noise * noise_scale_of(ms)
     old_denoised = None
     h, h_last = None, None
     for i in progress(len(sigmas) - 1, disable):
@@ -113,7 +123,7 @@ def sample_dpmpp_2m_sde(model, x, sigmas, extra_args=None, callback=None, disabl
         if sigmas[i + 1] == 0:
             x = denoised
         else:
-            lambda_s, lambda_t = half_log_snr(sigmas[i]), half_log_snr(sigmas[i + 1])
+            lambda_s, lambda_t = half_log_snr(sigmas[i], ms), half_log_snr(sigmas[i + 1], ms)
             h = lambda_t - lambda_s
             h_eta = h * (eta + 1)
             alpha_t = sigmas[i + 1] * lambda_t.exp()
@@ -141,6 +151,9 @@ def sample_dpmpp_3m_sde(model, x, sigmas, extra_args=None, callback=None, disabl
     extra_args = {} if extra_args is None else extra_args
     noise_sampler = make_brownian_noise(x, sigmas, extra_args, noise_sampler, cpu=cpu_noise)
     s_in = x.new_ones([x.shape[0]])
+    ms = model_sampling_of(model)
+    sigmas = offset_first_sigma(sigmas, ms)
+    s_noise = s_noise * noise_scale_of(ms)
     denoised_1, denoised_2 = None, None
     h, h_1, h_2 = None, None, None
     for i in progress(len(sigmas) - 1, disable):
@@ -150,7 +163,7 @@ def sample_dpmpp_3m_sde(model, x, sigmas, extra_args=None, callback=None, disabl
         if sigmas[i + 1] == 0:
             x = denoised
         else:
-            lambda_s, lambda_t = half_log_snr(sigmas[i]), half_log_snr(sigmas[i + 1])
+            lambda_s, lambda_t = half_log_snr(sigmas[i], ms), half_log_snr(sigmas[i + 1], ms)
             h = lambda_t - lambda_s
             h_eta = h * (eta + 1)
             alpha_t = sigmas[i + 1] * lambda_t.exp()

@@ -8,7 +8,8 @@
   exp_heun_2_x0_sde its stochastic twin (eta 1), s.6.5.
 
 Discrete EPS/V model samplings: lambda(sigma) = -log(sigma), sigma(lambda) = exp(-lambda),
-alpha(sigma) = sigma*exp(lambda(sigma)) computed exactly so. Noise comes from the sampler's seeded generator.
+alpha(sigma) = sigma*exp(lambda(sigma)) computed exactly so; flow models use -logit / sigmoid and move a first
+sigma of 1 off the boundary (s.2.1). Noise comes from the sampler's seeded generator.
 """
 
 from __future__ import annotations
@@ -16,7 +17,15 @@ from __future__ import annotations
 import torch
 
 from .._checks import check_choice, check_float, check_int
-from ._common import half_log_snr, make_default_noise, progress, sigma_from_half_log_snr
+from ._common import (
+    half_log_snr,
+    make_default_noise,
+    model_sampling_of,
+    noise_scale_of,
+    offset_first_sigma,
+    progress,
+    sigma_from_half_log_snr,
+)
 
 
 def _er_sde_noise_scaler(v: torch.Tensor) -> torch.Tensor:
@@ -47,7 +56,10 @@ def sample_er_sde(
     extra_args = {} if extra_args is None else extra_args
     noise_sampler = make_default_noise(x, extra_args, noise_sampler)
     s_in = x.new_ones([x.shape[0]])
-    q = half_log_snr(sigmas).neg().exp()  # exp(-lambda): the VE "sigma" of each level, 0 at sigma = 0
+    ms = model_sampling_of(model)
+    s_noise = s_noise * noise_scale_of(ms)
+    sigmas = offset_first_sigma(sigmas, ms)
+    q = half_log_snr(sigmas, ms).neg().exp()  # exp(-lambda) = sigma / alpha: 0 at sigma = 0
     n_points = 200
     point_index = torch.arange(0, n_points, dtype=sigmas.dtype, device=sigmas.device)
     old_denoised, old_d1 = None, None
@@ -95,6 +107,9 @@ def _seeds_2(model, x, sigmas, extra_args, callback, disable, eta, s_noise, nois
         raise ValueError("r=0.0 is out of range; accepted: 0 < r <= 1")
     check_choice("solver_type", solver_type, ("phi_1", "phi_2"))
     extra_args = {} if extra_args is None else extra_args
+    ms = model_sampling_of(model)
+    s_noise = s_noise * noise_scale_of(ms)
+    sigmas = offset_first_sigma(sigmas, ms)
     inject = eta > 0 and s_noise > 0
     if inject:
         noise_sampler = make_default_noise(x, extra_args, noise_sampler)
@@ -107,11 +122,11 @@ def _seeds_2(model, x, sigmas, extra_args, callback, disable, eta, s_noise, nois
         if s_next == 0:
             x = denoised
             continue
-        lambda_s, lambda_t = half_log_snr(s), half_log_snr(s_next)
+        lambda_s, lambda_t = half_log_snr(s, ms), half_log_snr(s_next, ms)
         h = lambda_t - lambda_s
         h_eta = h * (eta + 1)
         lambda_mid = torch.lerp(lambda_s, lambda_t, r)
-        sigma_mid = sigma_from_half_log_snr(lambda_mid)
+        sigma_mid = sigma_from_half_log_snr(lambda_mid, ms)
         alpha_mid = sigma_mid * lambda_mid.exp()
         alpha_t = s_next * lambda_t.exp()
         # stage 1: exponential Euler to the intermediate level
@@ -202,6 +217,9 @@ def sample_seeds_3(
     if not 0.0 < r_1 < r_2:
         raise ValueError(f"r_1={r_1} and r_2={r_2} must satisfy 0 < r_1 < r_2 <= 1")
     extra_args = {} if extra_args is None else extra_args
+    ms = model_sampling_of(model)
+    s_noise = s_noise * noise_scale_of(ms)
+    sigmas = offset_first_sigma(sigmas, ms)
     inject = eta > 0 and s_noise > 0
     if inject:
         noise_sampler = make_default_noise(x, extra_args, noise_sampler)
@@ -214,12 +232,12 @@ def sample_seeds_3(
         if s_next == 0:
             x = denoised
             continue
-        lambda_s, lambda_t = half_log_snr(s), half_log_snr(s_next)
+        lambda_s, lambda_t = half_log_snr(s, ms), half_log_snr(s_next, ms)
         h = lambda_t - lambda_s
         h_eta = h * (eta + 1)
         lambda_1 = torch.lerp(lambda_s, lambda_t, r_1)
         lambda_2 = torch.lerp(lambda_s, lambda_t, r_2)
-        sigma_1, sigma_2 = sigma_from_half_log_snr(lambda_1), sigma_from_half_log_snr(lambda_2)
+        sigma_1, sigma_2 = sigma_from_half_log_snr(lambda_1, ms), sigma_from_half_log_snr(lambda_2, ms)
         alpha_1 = sigma_1 * lambda_1.exp()
         alpha_2 = sigma_2 * lambda_2.exp()
         alpha_t = s_next * lambda_t.exp()

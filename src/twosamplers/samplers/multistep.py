@@ -21,7 +21,7 @@ import struct
 import torch
 
 from .._checks import check_choice, check_float, check_int
-from ._common import UncondCapture, ancestral_step, make_default_noise, progress
+from ._common import UncondCapture, ancestral_step, make_default_noise, model_sampling_of, noise_scale_of, progress
 
 # ------------------------------------------------------------------------------------------------ ipndm
 
@@ -220,7 +220,7 @@ def sample_deis(model, x, sigmas, extra_args=None, callback=None, disable=None, 
 
 def _res_multistep(model, x, sigmas, extra_args, callback, disable, eta, s_noise, noise_sampler, cfg_pp):
     eta = check_float("eta", eta, 0.0)
-    s_noise = check_float("s_noise", s_noise, 0.0)
+    s_noise = check_float("s_noise", s_noise, 0.0) * noise_scale_of(model_sampling_of(model))
     extra_args = {} if extra_args is None else extra_args
     noise_sampler = make_default_noise(x, extra_args, noise_sampler)
     cap = UncondCapture(extra_args) if cfg_pp else None

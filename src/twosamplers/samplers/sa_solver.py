@@ -15,7 +15,7 @@ import torch
 
 from .._checks import check_float, check_int
 from ..schedules import ModelSamplingDiscrete
-from ._common import half_log_snr, make_default_noise, progress
+from ._common import half_log_snr, make_default_noise, noise_scale_of, offset_first_sigma, progress
 
 _DEFAULT_MODEL_SAMPLING: ModelSamplingDiscrete | None = None
 
@@ -106,8 +106,11 @@ def _sa_solver(
         raise TypeError(f"tau_func must be callable as tau_func(sigma) -> float, got {type(tau_func).__name__}")
     noise_sampler = make_default_noise(x, extra_args, noise_sampler)
     s_in = x.new_ones([x.shape[0]])
+    ms = _model_sampling_of(model)
+    s_noise = s_noise * noise_scale_of(ms)
+    sigmas = offset_first_sigma(sigmas, ms)
     n = len(sigmas) - 1
-    lambdas = half_log_snr(sigmas)
+    lambdas = half_log_snr(sigmas, ms)
     to_zero = bool(sigmas[-1] == 0)
     keep = max(predictor_order, corrector_order, 1)
 

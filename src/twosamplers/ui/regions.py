@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..front import SamplerSettings
 from ..models.control import ControlNet
-from ..models.lora import LoraError, with_loras
+from ..models.lora import LoraError, can_patch, with_loras
 from .handlers import own_model
 
 
@@ -38,9 +38,10 @@ def region_settings(prep, region: dict, number: int, cache) -> SamplerSettings:
         prompt, stack = resolve_stack(region.get("loras") or (), region.get("prompt", ""), job.lora_dir)
     except FileNotFoundError as e:
         raise ValueError(f"{label} loras: {e}") from None
-    if stack and not (hasattr(model, "unet") and hasattr(model, "text_encoders")):
+    if stack and not can_patch(model):
         name = own or job.model
-        raise ValueError(f"{label} loras: LoRAs need a Stable Diffusion checkpoint; {name!r} is not one")
+        raise ValueError(f"{label} loras: LoRAs need a Stable Diffusion, Flux or SD3 checkpoint; {name!r} is not "
+                         "one")
     try:
         model = with_loras(model, [p.lora for p in stack])
     except LoraError as e:
