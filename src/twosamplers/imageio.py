@@ -9,6 +9,9 @@ Conventions follow ComfyUI's LoadImage / LoadImageMask / SaveImage:
 - Masks of any size are resized like ComfyUI (bilinear, align_corners False, no antialias, no rounding).
 - Writes go to a temporary file in the target folder, then `os.replace`: an existing file is replaced
   atomically, and an interrupted write (Ctrl-C included) leaves no partial file.
+- A PNG written with settings carries an origin tag (`_origin`: an HMAC under this user's key), so that
+  `read_settings(..., with_origin=True)` can tell a PNG this user rendered (its file paths may be used again)
+  from someone else's (untrusted: it does not choose the files that are read).
 """
 
 from __future__ import annotations
@@ -23,7 +26,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
+from . import _origin
 from ._files import atomic_write
+from ._paths import regular_file
 from .noise_mask import fit_mask
 
 MASK_CHANNELS = ("gray", "alpha", "red", "green", "blue")
@@ -37,6 +42,7 @@ def _open(path: str | os.PathLike, what: str) -> Image.Image:
         raise FileNotFoundError(f"{what} not found: {path}")
     if not path.is_file():
         raise ValueError(f"{what} is not a file: {path}")
+    regular_file(path, what)
     try:
         with warnings.catch_warnings():
             # Pillow only warns between MAX_IMAGE_PIXELS and twice that: refuse those too, before decoding
@@ -45,7 +51,7 @@ def _open(path: str | os.PathLike, what: str) -> Image.Image:
             im.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ValueError(f"{what} {path} is too large to read safely (a possible decompression bomb): {e}") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as e:
         raise ValueError(f"{what} {path} is not a readable image: {e}") from e
     return im
 
@@ -163,18 +169,26 @@ def png_writer(image: torch.Tensor | np.ndarray, settings: dict | None = None, m
     if arr.dtype != np.uint8 or arr.ndim not in (2, 3):
         raise ValueError(f"image must be (H, W[, C]) uint8 or an IMAGE tensor, got {arr.dtype} {arr.shape}")
     info = PngImagePlugin.PngInfo()
+    settings_text = mask_text = ""
     if settings is not None:
-        info.add_text(SETTINGS_KEY, json.dumps(settings, sort_keys=True))
+        settings_text = json.dumps(settings, sort_keys=True)
+        info.add_text(SETTINGS_KEY, settings_text)
     if mask is not None:
-        info.add_text(MASK_KEY, encode_mask_png(mask), zip=True)
+        mask_text = encode_mask_png(mask)
+        info.add_text(MASK_KEY, mask_text, zip=True)
+    if settings is not None:
+        origin = _origin.tag(settings_text, mask_text)
+        if origin is not None:
+            info.add_text(_origin.ORIGIN_KEY, origin)
     for k, v in (text or {}).items():
         info.add_text(str(k), str(v))
     pil = Image.fromarray(arr)
     return lambda tmp: pil.save(tmp, format="PNG", pnginfo=info)
 
 
-def read_settings(path: str | os.PathLike) -> tuple[dict, torch.Tensor | None]:
-    """The settings (and the embedded mask, if any) that `save_png` wrote into a PNG."""
+def read_settings(path: str | os.PathLike, with_origin: bool = False):
+    """The settings (and the embedded mask, if any) that `save_png` wrote into a PNG; with `with_origin`, also
+    whether this user wrote it (its origin tag checks out under this user's key)."""
     with _open(path, "settings image") as im:
         chunks = dict(getattr(im, "text", {}) or {})
     if SETTINGS_KEY not in chunks:
@@ -189,7 +203,10 @@ def read_settings(path: str | os.PathLike) -> tuple[dict, torch.Tensor | None]:
     if not isinstance(settings, dict):
         raise ValueError(f"{path}: the '{SETTINGS_KEY}' text chunk is not a JSON object")
     mask = decode_mask_png(chunks[MASK_KEY]) if MASK_KEY in chunks else None
-    return settings, mask
+    if not with_origin:
+        return settings, mask
+    ours = _origin.is_ours(chunks.get(_origin.ORIGIN_KEY), chunks[SETTINGS_KEY], chunks.get(MASK_KEY, ""))
+    return settings, mask, ours
 
 
 def side_by_side(images: list[np.ndarray], gap: int = 4) -> np.ndarray:

@@ -92,9 +92,20 @@ def _entry(key: str, e) -> dict:
     return out
 
 
-def entry_files(entries) -> list[str]:
-    """The files of the given (not prompt-tag) entries that exist now, for the job's input hash."""
-    return [e["file"] for e in entries if e.get("source", "flag") == "flag" and Path(e["file"]).is_file()]
+def entry_files(entries, job=None) -> list[str]:
+    """The files of the given (not prompt-tag) entries that exist now, for the job's input hash. An entry the
+    user did not give (job/trust.py) counts by the file its name finds in the job's LoRA folder."""
+    out = []
+    for e in entries:
+        if e.get("source", "flag") != "flag":
+            continue
+        try:
+            p = _find(e, getattr(job, "lora_dir", None), job)
+        except (FileNotFoundError, ValueError):
+            continue  # prepare_job reports it
+        if p.is_file():
+            out.append(str(p))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- stacks
@@ -110,23 +121,42 @@ class PassLora:
                 "sha256": sha256_file(self.lora.path), "source": self.source}
 
 
-def _find(entry: dict, lora_dir) -> Path:
-    if Path(entry["file"]).expanduser().is_file():
-        return Path(entry["file"]).expanduser()
-    return resolve_lora(entry.get("name", entry["file"]), lora_dir)
+def _find(entry: dict, lora_dir, job=None) -> Path:
+    """An entry's file: the path itself when the user gave it (a trusted job, or a --lora FILE flag), else the
+    file its name (or, failing that, its file's name) finds inside `lora_dir`, never outside."""
+    from .trust import is_trusted
+
+    direct = Path(entry["file"]).expanduser()
+    if (job is None or is_trusted(job, entry["file"])) and direct.is_file():
+        return direct
+    names = list(dict.fromkeys(n for n in (entry.get("name", entry["file"]), entry["file"]) if isinstance(n, str)))
+    names += [Path(n).name for n in names if Path(n).name not in names]
+    first: Exception | None = None
+    for name in names:
+        try:
+            return resolve_lora(name, lora_dir)
+        except (FileNotFoundError, ValueError) as e:
+            first = first or e
+    raise first if first is not None else FileNotFoundError(f"LoRA {entry['file']!r} not found")
 
 
-def resolve_stack(entries, prompt: str, lora_dir) -> tuple[str, list[PassLora]]:
-    """(the prompt without its tags, the pass's stack). FileNotFoundError names a file that is not there."""
+def resolve_stack(entries, prompt: str, lora_dir, job=None) -> tuple[str, list[PassLora]]:
+    """(the prompt without its tags, the pass's stack). FileNotFoundError names a file that is not there;
+    ValueError a name that tries to leave the LoRA folder. `job`: whose `trusted` set says which entry files the
+    user gave (None: all)."""
     stack = []
     for e in entries:
         if e.get("source", "flag") == "tag":
             continue  # a recorded prompt tag: the prompt itself brings it back
-        stack.append(PassLora(Lora(_find(e, lora_dir), e["strength_model"], e["strength_clip"]),
+        stack.append(PassLora(Lora(_find(e, lora_dir, job), e["strength_model"], e["strength_clip"]),
                               e.get("name", e["file"]), "flag"))
     text, tags = extract_lora_tags(prompt)
     for t in tags:
-        stack.append(PassLora(Lora(resolve_lora(t.name, lora_dir), t.strength_model, t.strength_clip), t.name, "tag"))
+        try:
+            path = resolve_lora(t.name, lora_dir)
+        except ValueError as e:
+            raise ValueError(f"prompt tag <lora:{t.name}>: {e}") from None
+        stack.append(PassLora(Lora(path, t.strength_model, t.strength_clip), t.name, "tag"))
     return text, stack
 
 
@@ -164,13 +194,13 @@ def prepare_loras(job, model, *, allow_pickle: bool = False):
         spec, field, model = job.pass_spec(which), f"{which}_loras", bases[which]
         if "<lora:" in spec.negative:
             raise JobError(f"{which}_negative", "holds a <lora:...> tag; LoRA tags go in the positive prompt")
+        prompt = job.base_prompt if which == "base" else job.mask_prompt
         try:
-            text, stack = resolve_stack(spec.loras, job.base_prompt if which == "base" else job.mask_prompt,
-                                        job.lora_dir)
+            text, stack = resolve_stack(spec.loras, prompt, job.lora_dir, job)
         except FileNotFoundError as e:
             raise JobError(field, _missing(e, spec.loras)) from None
-        except ValueError as e:  # a malformed prompt tag
-            raise JobError(f"{which}_prompt", str(e)) from None
+        except ValueError as e:  # a malformed prompt tag, or a name that leaves the LoRA folder
+            raise JobError(f"{which}_prompt" if "prompt tag" in str(e) else field, str(e)) from None
         warn_changed(stack, spec.loras, which)
         if stack and not (hasattr(model, "unet") and hasattr(model, "text_encoders")):
             raise JobError(field, f"LoRAs need a Stable Diffusion checkpoint; {job.pass_model(which)!r} is not one")

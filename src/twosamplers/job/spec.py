@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, fields, replace
 import torch
 
 from .._checks import MAX_CFG, MAX_IMAGE_SIDE, MAX_OVERLAP, MAX_STEPS, SEED_MAX
+from .._paths import open_regular
 from ..front import MODES
 from ..imageio import MASK_CHANNELS
 from ..mask_ops import INVERSIONS
@@ -197,25 +198,33 @@ class Job:
     lora_dir: str | None = None  # where LoRA names (entries, prompt tags) are looked up
     embeddings: str | None = None  # the textual-inversion embeddings directory (embedding:NAME in prompts)
     mask_tensor: torch.Tensor | None = field(default=None, repr=False, compare=False)
+    # the paths and model names the local user gave (None: all of them); see job/trust.py. Not a setting: not in
+    # to_dict, the PNG or the hash
+    trusted: frozenset | None = field(default=None, repr=False, compare=False)
 
     # ------------------------------------------------------------------ parsing
     @classmethod
-    def from_dict(cls, d: dict, *, mask_tensor: torch.Tensor | None = None) -> Job:
-        """Validate and normalise a flat job dict (the format of `to_dict`, the PNG metadata and batch lines)."""
+    def from_dict(cls, d: dict, *, mask_tensor: torch.Tensor | None = None,
+                  trusted: frozenset | None = None) -> Job:
+        """Validate and normalise a flat job dict (the format of `to_dict`, the PNG metadata and batch lines).
+        `trusted`: the paths and model names the local user gave, when the dict comes (in part) from someone
+        else's document (job/trust.py); None: all of them."""
         if not isinstance(d, dict):
             raise JobError("job", f"must be a JSON object, got {type(d).__name__}")
         d = {k: v for k, v in d.items() if k not in METADATA_ONLY_KEYS and v is not None}
         passes = {}
         for which, attr in zip(PASSES, ("base", "inside"), strict=True):
             passes[attr] = PassSpec(**{k: d.pop(f"{which}_{k}") for k in PASS_KEYS if f"{which}_{k}" in d})
-        known = {f.name for f in fields(cls)} - {"base", "inside", "mask_tensor"}
+        known = {f.name for f in fields(cls)} - {"base", "inside", "mask_tensor", "trusted"}
         unknown = sorted(set(d) - known)
         if unknown:
             raise JobError(unknown[0], f"unknown field (known: {', '.join(sorted(known | set(job_keys())))})")
         for key in ("base_prompt", "mask_prompt"):
             if key not in d:
                 raise JobError(key, "is required")
-        return cls(**d, **passes, mask_tensor=mask_tensor).validated()
+        if trusted is not None:
+            trusted = frozenset(trusted)
+        return cls(**d, **passes, mask_tensor=mask_tensor, trusted=trusted).validated()
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Job:
@@ -229,18 +238,33 @@ class Job:
         return cls.from_dict(d)
 
     @classmethod
-    def from_png(cls, path: str | os.PathLike, overrides: dict | None = None) -> Job:
+    def from_png(cls, path: str | os.PathLike, overrides: dict | None = None, *, untrusted: bool | None = False,
+                 trusted: frozenset | None = None) -> Job:
         """The job a PNG written by twosamplers records (its embedded mask included); `overrides` (a flat dict,
-        e.g. from command-line flags) win over the PNG's values."""
-        from ..imageio import read_settings
+        e.g. from command-line flags) win over the PNG's values.
 
-        stored, embedded = read_settings(path)
-        d = {**stored, **(overrides or {})}
-        if embedded is not None and "mask" not in (overrides or {}):
+        untrusted: False (the Python API's default) uses the PNG's file paths as they are; True treats the PNG as
+        someone else's (`trust.png_fields`: it does not choose the files that are read); None decides by the
+        PNG's origin tag (a PNG this user rendered on this machine is used as is). `trusted`: the paths and model
+        names the user gave (the overrides' own); with untrusted True or None the job never downloads a model the
+        PNG names."""
+        from ..imageio import read_settings
+        from .trust import given, png_fields
+
+        stored, embedded, ours = read_settings(path, with_origin=True)
+        overrides = dict(overrides or {})
+        if untrusted is not False:
+            if untrusted or not ours:
+                stored = png_fields(stored, overrides, png=str(path), embedded_mask=embedded is not None)
+                trusted = frozenset(trusted or ())
+            else:
+                trusted = frozenset(trusted or ()) | given(stored, models=False)
+        d = {**stored, **overrides}
+        if embedded is not None and "mask" not in overrides:
             # the mask as it was used (channel and inversion already applied)
             d.update(mask_channel="gray", invert_mask=False)
-            return cls.from_dict(d, mask_tensor=embedded)
-        return cls.from_dict(d)
+            return cls.from_dict(d, mask_tensor=embedded, trusted=trusted)
+        return cls.from_dict(d, trusted=trusted)
 
     def validated(self) -> Job:
         """This job with every field checked and the defaults filled in; raises JobError naming the field."""
@@ -289,7 +313,8 @@ class Job:
     # ------------------------------------------------------------------ output
     def to_dict(self) -> dict:
         """The normalised flat dict (JSON-able): what the PNG metadata stores and `from_dict` reads."""
-        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("base", "inside", "mask_tensor")}
+        out = {f.name: getattr(self, f.name) for f in fields(self)
+               if f.name not in ("base", "inside", "mask_tensor", "trusted")}
         for which, spec in zip(PASSES, (self.base, self.inside), strict=True):
             out.update({f"{which}_{k}": _plain(getattr(spec, k)) for k in PASS_KEYS
                         if not (k in OPTIONAL_PASS_KEYS and getattr(spec, k) is None)})
@@ -316,7 +341,7 @@ class Job:
         for which, spec in zip(PASSES, (self.base, self.inside), strict=True):
             for i, c in enumerate(spec.controlnets):
                 files[f"{which}_controlnets[{i}].image"] = c["image"]
-            for i, path in enumerate(entry_files(spec.loras)):
+            for i, path in enumerate(entry_files(spec.loras, self)):
                 files[f"{which}_loras[{i}]"] = path
         return {k: v for k, v in files.items() if v is not None}
 
@@ -327,12 +352,14 @@ class Job:
         h = hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode())
         for key, path in sorted(self.input_files().items()):
             h.update(f"\0{key}\0".encode())
-            try:
-                with open(path, "rb") as f:
-                    for block in iter(lambda: f.read(1 << 20), b""):
+            try:  # an ordinary file only: a FIFO or /dev/zero named as an input would block or never end
+                with open_regular(path, "input file") as f:
+                    for block in iter(lambda f=f: f.read(1 << 20), b""):
                         h.update(block)
-            except OSError as e:
-                raise JobError(key, f"cannot read {path}: {e.strerror or e}") from None
+            except FileNotFoundError:
+                raise JobError(key, f"file not found: {path}") from None
+            except (OSError, ValueError) as e:
+                raise JobError(key, f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
         if self.mask_tensor is not None:
             h.update(b"\0mask_tensor\0")
             h.update(self.mask_tensor.detach().float().cpu().contiguous().numpy().tobytes())
@@ -346,7 +373,7 @@ def _plain(v):
 
 def job_keys() -> tuple[str, ...]:
     """Every flat key a job dict may have."""
-    top = [f.name for f in fields(Job) if f.name not in ("base", "inside", "mask_tensor")]
+    top = [f.name for f in fields(Job) if f.name not in ("base", "inside", "mask_tensor", "trusted")]
     return tuple(top + [f"{w}_{k}" for w in PASSES for k in PASS_KEYS])
 
 
