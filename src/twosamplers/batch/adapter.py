@@ -13,6 +13,12 @@ only this module's small interface, which a workflow line (`workflow_line.Workfl
 
 Validation, normalisation and hashing are the Job layer's; this module only resolves a line's relative paths,
 adds the two loading options a line may carry, and stores the hash in the output PNG.
+
+A line is someone else's document (docs/security.md): every file or folder it names must lie inside the jobs
+file's folder or a folder the user gave on the command line (`roots`); its LoRA entries are names inside its
+`lora_dir`; its models are never downloaded; a PNG it names (`"from"`) that
+this user did not render does not choose files either; and it cannot allow pickle files on its own
+(`allow_pickle` needs the batch's `--allow-pickle`).
 """
 
 from __future__ import annotations
@@ -24,12 +30,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from types import SimpleNamespace
 
+from .._paths import inside, read_regular
 from ..job import Job, JobError, ModelCache, load_inputs, metadata, prepare_job, resolve_size
 from ..job import render as render_job
 from .stamp import JOB_HASH_KEY  # PNG text chunk: the hash of the job that wrote the file
 
 LOAD_KEYS = ("dtype", "allow_pickle")  # how a worker loads a checkpoint; not part of the render's settings
 _PATH_KEYS = ("mask", "image", "model", "base_model", "mask_model")
+_FOLDER_KEYS = ("lora_dir", "embeddings")
 _MODEL_KEYS = ("model", "base_model", "mask_model")
 SHIPPED = ("mask", "image")  # inputs sent as bytes; model, LoRA and ControlNet files load from workers' own paths
 HASH_CHARS = 20  # output names: the first 20 hex digits of the job's hash
@@ -93,16 +101,47 @@ def list_fields() -> frozenset[str]:
     return frozenset([*names, *(f"{w}_{n}" for w in PASSES for n in names)])
 
 
-def _resolve(value, key: str, base: Path) -> str:
+def _resolve(value, key: str, base: Path, roots=None) -> str:
+    """A line's path made absolute against the jobs file's folder; with `roots`, it must lie inside one of them."""
     if not isinstance(value, str) or not value:
         raise JobError(key, f"must be a file path, got {value!r}")
+    if "\0" in value:
+        raise JobError(key, "a path cannot hold a NUL character")
     p = Path(os.path.expanduser(value))
-    return str(p if p.is_absolute() else (base / p).resolve())
+    path = str(p if p.is_absolute() else (base / p).resolve())
+    if roots is not None:
+        try:
+            inside(path, roots, key)
+        except ValueError as e:
+            raise JobError(key, f"{value} is outside the folders a jobs line may name files in ("
+                           f"{', '.join(str(r) for r in roots)}: the jobs file's folder and the folders given on the "
+                           "command line)") from e
+    return path
 
 
-def _job_fields(fields: dict, base: Path) -> dict:
+_CONTROLNET_KEYS = ("controlnets", "base_controlnets", "mask_controlnets")
+
+
+def _controlnet_paths(value, key: str, base: Path, roots) -> object:
+    """A line's ControlNet entries with FILE and IMAGE made absolute (and kept inside `roots`)."""
+    entries = value if isinstance(value, list) else [value]
+    out = []
+    for i, c in enumerate(entries):
+        k = f"{key}[{i}]"
+        if isinstance(c, str) and ":" in c:
+            file, image, *rest = c.split(":")
+            c = ":".join([_resolve(file, f"{k}.file", base, roots) if file else file,
+                          _resolve(image, f"{k}.image", base, roots) if image else image, *rest])
+        elif isinstance(c, dict):
+            c = {**c, **{f: _resolve(c[f], f"{k}.{f}", base, roots) for f in ("file", "image")
+                         if isinstance(c.get(f), str) and c[f]}}
+        out.append(c)
+    return out if isinstance(value, list) else out[0]
+
+
+def _job_fields(fields: dict, base: Path, roots=None) -> dict:
     """A line's fields as Job fields: plain pass keys (seed, steps, ...) set both passes, as generate's flags do;
-    relative paths are made absolute against the jobs file's folder."""
+    relative paths are made absolute against the jobs file's folder (and checked to stay inside `roots`)."""
     from ..cli import flags_to_dict
     from ..models.registry import CHECKPOINT, loader_for
 
@@ -113,28 +152,46 @@ def _job_fields(fields: dict, base: Path) -> dict:
     for key in _PATH_KEYS:
         if d.get(key) is None or (key in _MODEL_KEYS and loader_for(d[key]) is not CHECKPOINT):
             continue
-        d[key] = _resolve(d[key], key, base)
+        d[key] = _resolve(d[key], key, base, roots)
         if not os.path.exists(d[key]):
             raise JobError(key, f"file not found: {d[key]}")
+    for key in _FOLDER_KEYS:
+        if d.get(key) is not None:
+            d[key] = _resolve(d[key], key, base, roots)
+    for key in _CONTROLNET_KEYS:
+        if d.get(key):
+            d[key] = _controlnet_paths(d[key], key, base, roots)
     return d
 
 
-def parse(fields: dict, base_dir: str | os.PathLike = "."):
+def parse(fields: dict, base_dir: str | os.PathLike = ".", roots=None, allow_pickle: bool = False):
     """Validate one batch line (already grid-expanded) -> BatchJob, or WorkflowJob for a line with "workflow";
-    raises JobError (a ValueError) naming the field."""
+    raises JobError (a ValueError) naming the field. `roots`: the folders the line may name files in (None:
+    anywhere, for trusted callers); `allow_pickle`: the batch's --allow-pickle (a line alone cannot allow it)."""
     if not isinstance(fields, dict):
         raise JobError("job", f"must be a JSON object, got {type(fields).__name__}")
     base = Path(base_dir)
+    if fields.get("allow_pickle") and not allow_pickle:
+        raise JobError("allow_pickle", "a jobs line cannot allow pickle files on its own; run the batch with "
+                       "--allow-pickle if you trust the files")
     if "workflow" in fields:
         from . import workflow_line
 
-        return workflow_line.parse(fields, base)
-    d = _job_fields(fields, base)
-    job = Job.from_png(_resolve(fields["from"], "from", base), overrides=d) if "from" in fields else Job.from_dict(d)
+        return workflow_line.parse(fields, base, roots, allow_pickle)
+    d = _job_fields(fields, base, roots)
+    untrusted = roots is not None
+    trusted = frozenset() if untrusted else None
+    if "from" in fields:
+        job = Job.from_png(_resolve(fields["from"], "from", base, roots), overrides=d,
+                           untrusted=None if untrusted else False, trusted=trusted)
+    else:
+        job = Job.from_dict(d, trusted=trusted)
     mask, pixels = load_inputs(job)  # the files exist and are images
     # sizes and aspect ratios now (the model's latent grid is checked when its worker loads it)
     resolve_size(job, tuple(mask.shape[-2:]), None if pixels is None else tuple(pixels.shape[1:3]), 1)
     options = tuple((k, fields[k]) for k in LOAD_KEYS if fields.get(k) is not None)
+    if allow_pickle and "allow_pickle" not in fields:
+        options += (("allow_pickle", True),)
     if dict(options).get("dtype", "fp32") not in ("fp32", "fp16", "bf16"):
         raise JobError("dtype", f"unknown value {fields['dtype']!r}; valid: fp32, fp16, bf16")
     if not isinstance(dict(options).get("allow_pickle", False), bool):
@@ -148,7 +205,7 @@ def read_inputs(job: BatchJob) -> dict[str, bytes]:
     that they are still the files the job's hash (and so its output name) was computed from."""
     if _stamps(job.job) != job.stamps:
         raise ValueError("an input file changed since the batch was validated; run the batch again")
-    return {path: Path(path).read_bytes() for path in job.inputs.values()}
+    return {path: read_regular(path, "input file") for path in job.inputs.values()}
 
 
 def _stamps(job: Job) -> tuple:
@@ -189,11 +246,6 @@ def _load_options(job: BatchJob, device: str | None) -> dict:
 
 def output_matches(path: str | os.PathLike, job: BatchJob) -> bool:
     """True when `path` is a complete, readable PNG that carries this job's hash."""
-    from PIL import Image
+    from .stamp import read_stamp
 
-    try:
-        with Image.open(path) as im:
-            im.load()
-            return (getattr(im, "text", None) or {}).get(JOB_HASH_KEY) == job.digest
-    except (OSError, ValueError, SyntaxError):
-        return False
+    return (read_stamp(path) or {}).get(JOB_HASH_KEY) == job.digest

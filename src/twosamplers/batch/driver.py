@@ -153,13 +153,16 @@ def _record_found(done: list[Task], folder: Path) -> None:
 
 def run_batch(source: str, out_dir: str | os.PathLike, *, workers: int | None = None, ray: str | bool | None = None,
               retries: int = 0, quiet: bool = False, threads: int | None = None, text: str | None = None,
-              base_dir: str | os.PathLike | None = None, workflow_defaults: dict | None = None) -> BatchResult:
+              base_dir: str | os.PathLike | None = None, workflow_defaults: dict | None = None,
+              allow_pickle: bool = False) -> BatchResult:
     """Run a jobs file (`-` for stdin, or `text` + `base_dir`) into `out_dir`.
 
     `workers`: local worker processes (default: one per CPU core, at most the number of jobs), or with `ray` the
     number of actors (default: one per GPU of the cluster, else one per CPU). `ray`: False/None for local
     processes, True to start or join a cluster (`RAY_ADDRESS` is honoured), or a cluster address.
     `workflow_defaults`: `models` / `comfyui` / `input_dir` (absolute paths) for workflow lines without them.
+    Lines may name files only inside the jobs file's folder and these folders. `allow_pickle`: lines may load
+    pickle checkpoints / LoRAs (weights only); without it a line asking for them is a bad line.
     Raises BatchInputError (nothing run) when any line is bad.
     """
     from .jobs_file import read_jobs_text
@@ -173,10 +176,12 @@ def run_batch(source: str, out_dir: str | os.PathLike, *, workers: int | None = 
     else:
         folder_of_jobs = Path(base_dir or ".")
     t0 = time.perf_counter()
-    tasks, errors, duplicates = plan(text, folder_of_jobs, workflow_defaults)
+    tasks, errors, duplicates = plan(text, folder_of_jobs, workflow_defaults, allow_pickle)
     if errors:
         raise BatchInputError(errors)
     folder = Path(out_dir)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"the batch output folder {folder} is a file, not a folder")
     folder.mkdir(parents=True, exist_ok=True)
     with FolderLock(folder):
         remove_stale_temporaries(folder)
