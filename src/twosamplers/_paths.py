@@ -155,18 +155,24 @@ def name_in_folder(name: str, folder: str | os.PathLike, what: str = "file") -> 
 
 
 def inside(path: str | os.PathLike, roots, what: str = "file") -> Path:
-    """`path` (absolute, or relative to the first root) when it lies inside one of `roots` once '..' and
-    symbolic links are resolved; ValueError naming the roots otherwise."""
+    """`path` (absolute, or relative to the first root) when it lies inside one of `roots`: by its name, once '.'
+    and '..' are resolved (a symbolic link the user put inside a root is the user's choice and is followed), or
+    by its real location. ValueError naming the roots otherwise."""
     roots = [Path(r) for r in roots if r is not None]
     p = Path(path)
+    if "\0" in str(p):
+        raise ValueError(f"{what} {path!r}: a path cannot hold a NUL character")
     if not p.is_absolute():
         if not roots:
             raise ValueError(f"{what} {path}: a relative path needs a folder to be relative to")
         p = roots[0] / p
-    real = Path(os.path.realpath(p))
+    named = os.path.normpath(os.path.abspath(p))
+    real = os.path.realpath(p)
     for r in roots:
-        if real == Path(os.path.realpath(r)) or real.is_relative_to(os.path.realpath(r)):
-            return p
+        for base, candidate in ((os.path.normpath(os.path.abspath(r)), named), (os.path.realpath(r), named),
+                                (os.path.realpath(r), real)):
+            if candidate == base or candidate.startswith(base.rstrip(os.sep) + os.sep):
+                return Path(named)
     shown = ", ".join(str(r) for r in roots) or "no folder"
     raise ValueError(f"{what} {path} is outside the folders it may name files in ({shown})")
 

@@ -28,6 +28,7 @@ from http.cookies import SimpleCookie
 from urllib.parse import parse_qs, urlsplit
 
 TOKEN_COOKIE = "twosamplers_token"
+SINGLE_HEADERS = ("host", "origin", "authorization", "cookie", "sec-fetch-site")
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]", "::1")
 
 
@@ -43,12 +44,13 @@ def is_loopback(host: str) -> bool:
 
 
 def split_host_header(value: str) -> tuple[str, int | None]:
-    """'example:80' -> ('example', 80); '[::1]:8188' -> ('[::1]', 8188); a malformed port -> (value, None)."""
+    """'example:80' -> ('example', 80); '[::1]:8188' -> ('[::1]', 8188); a malformed port or bracket -> (value,
+    -1)."""
     value = value.strip().lower()
     if value.startswith("["):
         end = value.find("]")
         if end < 0:
-            return value, None
+            return value, -1  # malformed: never one of our names
         name, rest = value[: end + 1], value[end + 1:]
     else:
         name, _, port = value.partition(":")
@@ -160,7 +162,11 @@ class Guard:
 
     def check(self, scope: dict) -> tuple[int, str, bool]:
         """(status, reason, set_cookie) for an ASGI http/websocket scope: status 0 = allowed."""
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        pairs = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope.get("headers", [])]
+        headers = dict(pairs)
+        for name in SINGLE_HEADERS:  # two of them: this check and the application could read different ones
+            if sum(1 for k, _ in pairs if k == name) > 1:
+                return 400, f"bad request: more than one {name!r} header", False
         host = headers.get("host")
         if not self.host_ok(host):
             return 403, f"forbidden: Host {host!r} is not a name this server answers to", False

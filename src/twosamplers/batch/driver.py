@@ -184,6 +184,11 @@ def run_batch(source: str, out_dir: str | os.PathLike, *, workers: int | None = 
         raise ValueError(f"the batch output folder {folder} is a file, not a folder")
     folder.mkdir(parents=True, exist_ok=True)
     with FolderLock(folder):
+        for name in (MANIFEST, FAILURES):  # checked before any work: the journals never write through a link
+            p = folder / name
+            if p.is_symlink() or (p.exists() and not p.is_file()):
+                raise ValueError(f"{p} is {'a symbolic link' if p.is_symlink() else 'not an ordinary file'}; "
+                                 "remove it (a batch appends only to its own ordinary files)")
         remove_stale_temporaries(folder)
         todo, done = split_done(tasks, folder)
         _record_found(done, folder)
