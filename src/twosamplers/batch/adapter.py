@@ -186,6 +186,9 @@ def parse(fields: dict, base_dir: str | os.PathLike = ".", roots=None, allow_pic
                            untrusted=None if untrusted else False, trusted=trusted)
     else:
         job = Job.from_dict(d, trusted=trusted)
+    from ..job.loras import check_lora_names
+
+    check_lora_names(job)  # LoRA files found (inside lora_dir for a line's names) before any work
     mask, pixels = load_inputs(job)  # the files exist and are images
     # sizes and aspect ratios now (the model's latent grid is checked when its worker loads it)
     resolve_size(job, tuple(mask.shape[-2:]), None if pixels is None else tuple(pixels.shape[1:3]), 1)

@@ -213,6 +213,22 @@ def prepare_loras(job, model, *, allow_pickle: bool = False):
     return replace(job, base=specs["base"], inside=specs["mask"]), models, prompts, library
 
 
+def check_lora_names(job) -> None:
+    """Every LoRA a job names (its entries and its prompts' tags) is a file that can be found, inside its folder
+    where the user did not give the path: what a batch checks when it plans, before any model is loaded.
+    JobError naming the field otherwise."""
+    for which in PASSES:
+        spec, prompt = job.pass_spec(which), job.base_prompt if which == "base" else job.mask_prompt
+        try:
+            resolve_stack(spec.loras, prompt, job.lora_dir, job)
+        except FileNotFoundError as e:
+            raise JobError(f"{which}_loras", _missing(e, spec.loras)) from None
+        except ValueError as e:
+            raise JobError(f"{which}_prompt" if "prompt tag" in str(e) else f"{which}_loras", str(e)) from None
+    if job.embeddings is not None and not Path(job.embeddings).expanduser().is_dir():
+        raise JobError("embeddings", f"folder not found: {job.embeddings}")
+
+
 def _library(job, models: dict, allow_pickle: bool) -> EmbeddingLibrary | None:
     if not job.embeddings:
         return None

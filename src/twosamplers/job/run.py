@@ -127,7 +127,7 @@ def prepare_job(job: Job, cache: ModelCache | None = None, *, load_options: dict
     for which in ("base", "mask"):
         if job.pass_spec(which).model is not None:
             check_model_name(job, f"{which}_model", job.pass_spec(which).model)
-    model = cache.get(job.model, **options)
+    model = cache.get(job.model, **loader_options(job.model, options))
     pass_bases = load_pass_models(job, model, cache, options)
     factor = int(model.latent_format.downscale)
     job = resolve_size(job, tuple(mask.shape[-2:]), None if pixels is None else tuple(pixels.shape[1:3]), factor)
@@ -160,7 +160,7 @@ def load_pass_models(job: Job, model, cache: ModelCache, options: dict) -> dict:
             continue
         key = f"{which}_model"
         try:
-            out[which] = cache.get(name, **options)
+            out[which] = cache.get(name, **loader_options(name, options))
         except (ValueError, OSError, TypeError) as e:
             raise JobError(key, f"cannot load {name!r}: {' '.join(str(e).split())}") from None
         differ = latent_mismatch(model, out[which])
@@ -169,6 +169,16 @@ def load_pass_models(job: Job, model, cache: ModelCache, options: dict) -> dict:
                            f"(which encodes and decodes the image) has {differ[0]}; the passes' models "
                            "must share the job model's latent format")
     return out
+
+
+def loader_options(name: str, options: dict) -> dict:
+    """`options` for loading model `name`: allow_pickle is a permission for checkpoint files, not an option of
+    the built-in models (which read no file), so it is dropped for them."""
+    from ..models.registry import CHECKPOINT, loader_for
+
+    if loader_for(name) is CHECKPOINT:
+        return options
+    return {k: v for k, v in options.items() if k != "allow_pickle"}
 
 
 def model_options(job: Job) -> dict:

@@ -15,6 +15,7 @@ import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from .._checks import check_depth
 from ..latent import remake_empty_latent
 from ..nodes.folders import Folders, PendingWrite
 from ..nodes.handles import model_of
@@ -37,8 +38,8 @@ def load(workflow, folders: Folders | None = None) -> Workflow:
 def parse_value(text: str):
     """A --set VALUE: JSON when it parses (numbers, true/false, quoted strings), else the text itself."""
     try:
-        return json.loads(text)
-    except json.JSONDecodeError:
+        return check_depth(json.loads(text), "the --set value")
+    except (json.JSONDecodeError, RecursionError):
         return text
 
 
