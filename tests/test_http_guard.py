@@ -144,3 +144,29 @@ def test_a_repeated_security_header_is_refused(name):
                                   "127.0.0.1:08188x", "[::1", "0x7f.0.0.1:8188", "2130706433:8188"])
 def test_odd_host_spellings_are_refused(host):
     assert call(LOCAL, {"host": host})[0] == 403
+
+
+def test_local_paths_pass_only_for_clients_on_this_machine():
+    """A server's own start-up probe (Gradio requests /gradio_api/startup-events of itself) needs no credential
+    from this machine; from elsewhere, or on any other path or method, it does."""
+    g = Guard(port=7860, hosts=None, token="t" * 24, local_paths=frozenset({"/probe"}))
+
+    def status(path, client, method="GET"):
+        sent = []
+        scope = {"type": "http", "method": method, "path": path, "query_string": b"", "client": client,
+                 "headers": [(b"host", b"10.0.0.2:7860")]}
+
+        async def receive():
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message):
+            sent.append(message)
+
+        asyncio.run(GuardMiddleware(_ok_app, g)(scope, receive, send))
+        return sent[0]["status"]
+
+    assert status("/probe", ("127.0.0.1", 5000)) == 200
+    assert status("/probe", ("10.0.0.9", 5000)) == 401
+    assert status("/probe", ("127.0.0.1", 5000), "POST") == 401
+    assert status("/other", ("127.0.0.1", 5000)) == 401
+    assert status("/probe", None) == 401

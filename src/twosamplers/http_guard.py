@@ -72,6 +72,9 @@ class Guard:
     hosts: frozenset[str] | None = field(default_factory=lambda: frozenset(LOOPBACK_NAMES))
     token: str | None = None
     basic: tuple[str, str] | None = None
+    # GET/HEAD paths that a client on this machine may request without the credential (the Host and origin
+    # checks still apply): a server's own start-up probe (Gradio requests /gradio_api/startup-events of itself)
+    local_paths: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         if self.hosts is None and not self.needs_credential:
@@ -174,10 +177,19 @@ class Guard:
             return 403, f"forbidden: cross-origin request from {headers.get('origin')!r}", False
         if headers.get("sec-fetch-site", "").lower() == "cross-site":
             return 403, "forbidden: cross-site request", False
+        if self.local_probe(scope):
+            return 0, "", False
         ok, from_query = self.credential_ok(headers, scope.get("query_string", b"").decode("latin-1"))
         if not ok:
             return 401, "unauthorized: this server needs its token or password", False
         return 0, "", from_query
+
+
+    def local_probe(self, scope: dict) -> bool:
+        """A GET/HEAD of one of `local_paths` from a client on this machine."""
+        client = scope.get("client") or ("", 0)
+        return (scope.get("type") == "http" and scope.get("method") in ("GET", "HEAD")
+                and scope.get("path") in self.local_paths and is_loopback(str(client[0])))
 
 
 def _same(a: str, b: str) -> bool:

@@ -27,6 +27,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 for _k, _v in (("GRADIO_ANALYTICS_ENABLED", "False"), ("HF_HUB_OFFLINE", "1"), ("HF_HUB_DISABLE_TELEMETRY", "1"),
@@ -576,6 +577,8 @@ def launch(host: str = "127.0.0.1", port: int = 7860, models_dir: str | None = N
     """Serve the page on host:port (127.0.0.1 by default; never a public share link). `guard`: who may use it
     (default `Guard.for_bind(host, port)`: loopback names only; off loopback a random token, printed)."""
     guard = guard or Guard.for_bind(host, port)
+    # Gradio's launch requests its own /gradio_api/startup-events (it only runs the start-up events once)
+    guard = replace(guard, local_paths=guard.local_paths | {"/gradio_api/startup-events", "/startup-events"})
     app = build_app(models_dir, outputs_dir)
     banner = start_banner(guard, host, port)
     print(banner + f"\nresults: {app.twosamplers_outputs} (private)"
