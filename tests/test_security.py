@@ -605,3 +605,90 @@ def test_own_and_documented_batch_uses_still_work(world):
     code, _, err = _batch(world, [{"workflow": "wf.json"}, {"from": "first.png", "seed": 3}], "--models", elsewhere,
                           "--input-dir", world.work / "input")
     assert code == 0, err
+
+
+# ============================================================================================== pickle (item 5)
+def _pickle_folder(src: Path, dst: Path) -> Path:
+    """A copy of a diffusers folder whose weights are pickle files (.bin), as older downloads have them."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    shutil.copytree(src, dst)
+    for f in list(dst.rglob("*.safetensors")):
+        name = "pytorch_model.bin" if f.name == "model.safetensors" else f.name.replace(".safetensors", ".bin")
+        torch.save(load_file(str(f)), str(f.with_name(name)))
+        f.unlink()
+    return dst
+
+
+def test_diffusers_folder_with_pickle_weights_needs_allow_pickle(world, tiny_sd_files):
+    folder = _pickle_folder(tiny_sd_files["sd1_folder"], world.work / "models" / "checkpoints" / "old")
+    args = ["generate", "--model", folder, "--base-prompt", "a", "--mask-prompt", "b", "--mask",
+            world.work / "mask.png", "--width", 64, "--height", 64, "--steps", 1, "--device", "cpu", "-q"]
+    refused(cli([*args, "-o", world.work / "out" / "o.png"]), "pickle", "--allow-pickle")
+    assert not (world.work / "out" / "o.png").exists()
+    code, _, err = cli([*args, "--allow-pickle", "-o", world.work / "out" / "o.png"])
+    assert code == 0, err
+    from twosamplers.models.sd import load_sd
+
+    with pytest.raises(ValueError, match="pickle"):
+        load_sd(folder, device="cpu", cache=False)
+
+
+def test_run_allow_pickle_runs_a_trusted_ckpt_workflow(world, tiny_sd_files):
+    """`run` had no --allow-pickle, so real .ckpt workflows could not run at all; now they run when the user opts
+    in (read weights-only), and are refused otherwise."""
+    from safetensors.torch import load_file
+
+    ckpt = world.work / "models" / "checkpoints" / "sd1.ckpt"
+    torch.save({"state_dict": load_file(str(tiny_sd_files["sd1_file"]))}, str(ckpt))
+    wf = _with(api_t2i("sd1.ckpt"), "5", width=64, height=64)
+    wf["3"]["inputs"]["steps"] = 1
+    refused(_run(world, wf), "pickle")
+    code, _, err = _run(world, wf, "--allow-pickle", "--device", "cpu")
+    assert code == 0, err
+    assert len(list((world.work / "out").glob("t2i_*.png"))) == 1
+
+
+def test_run_memory_estimate_while_planning(world, monkeypatch):
+    """Item 11: `run` estimates memory while planning, as `generate` does: over what the machine has, one line
+    with the figure and nothing run; --ignore-memory-limit runs it anyway."""
+    from twosamplers.job import memory
+
+    monkeypatch.setattr(memory, "available_bytes", lambda device=None: 1 << 20)  # a 1 MB machine
+    line = refused(_run(world, api_t2i()), "memory", "GB", "--ignore-memory-limit")
+    assert "node 5 (EmptyLatentImage)" in line and "32x32" in line
+    code, _, err = _run(world, api_t2i(), "--ignore-memory-limit")
+    assert code == 0, err
+
+
+def test_prefixes_are_checked_while_planning_before_any_node_runs(world):
+    """Item 12: a bad SaveImage / SaveLatent prefix is a planning error (graph.plan), so no sampling is wasted."""
+    from twosamplers.nodes.folders import Folders
+    from twosamplers.workflow import WorkflowError
+    from twosamplers.workflow.graph import plan
+
+    for prefix in ("../x", "/abs/x", "a\0b", "x" * 300, "sub/.."):
+        with pytest.raises(WorkflowError, match="filename_prefix"):
+            plan(api_t2i(prefix=prefix), Folders.create(world.work / "models"))
+    wf = {**api_t2i(), "15": {"class_type": "SaveLatent", "inputs": {"samples": ["3", 0], "filename_prefix": "../x"}}}
+    with pytest.raises(WorkflowError, match="filename_prefix"):
+        plan(wf, Folders.create(world.work / "models"))
+    plan(api_t2i(prefix="sub/%year%-%width%/x"), Folders.create(world.work / "models"))  # placeholders are fine
+
+
+def test_cli_last_resort_handler(world, monkeypatch):
+    """Item 11: any unexpected exception is one line with the hint, exit 2; TWOSAMPLERS_DEBUG=1 shows it."""
+    from twosamplers import cli as cli_module
+
+    def boom(args):
+        raise RuntimeError("something nobody foresaw\nsecond line")
+
+    monkeypatch.setattr(cli_module, "cmd_demo", boom)
+    monkeypatch.setattr(cli_module, "_add_demo", lambda sub: sub.add_parser("demo").set_defaults(func=boom))
+    line = refused(cli(["demo"]), "RuntimeError", "TWOSAMPLERS_DEBUG=1")
+    assert "second line" in line  # joined into the one line
+    monkeypatch.setenv("TWOSAMPLERS_DEBUG", "1")
+    with pytest.raises(RuntimeError):
+        cli_module.main(["demo"])

@@ -172,7 +172,8 @@ class Page:
         """Run the event `trigger` of `elem_id` with the page's default values, `values` (elem_id -> value) over
         them; -> (success, {output elem_id or component id: value})."""
         comp = self.by_elem[elem_id]
-        dep = next(d for d in self.deps if [comp, trigger] in [list(t) for t in d["targets"]])
+        dep = next(d for d in self.deps if [comp, trigger] in [list(t) for t in d["targets"]]
+                   and d.get("backend_fn", True))  # not a browser-only (js) handler of the same trigger
         data = []
         for i in dep["inputs"]:
             elem = self.components[i].get("props", {}).get("elem_id")

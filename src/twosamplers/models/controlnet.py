@@ -145,14 +145,15 @@ def _folder_stamp(p: Path) -> int:
 def _load_folder(p: Path, dtype: torch.dtype, allow_pickle: bool = False):
     from diffusers import ControlNetModel
 
+    from .._paths import read_regular
     from .sd_loading import PickleNotAllowedError, pickle_only_folder
 
     cfg_file = p / "config.json"
     if not cfg_file.exists():
         raise CheckpointError(f"{p} is a folder without config.json: not a diffusers ControlNet folder")
     try:
-        cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, RecursionError) as e:
+        cfg = json.loads(read_regular(cfg_file, "config file", 64 << 20).decode("utf-8"))
+    except (OSError, ValueError, RecursionError) as e:
         raise CheckpointError(f"{cfg_file}: cannot read ({e})") from None
     if not isinstance(cfg, dict):
         raise CheckpointError(f"{cfg_file}: not a JSON object")

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from .._paths import read_regular
 from ..schedules import ModelSamplingDiscrete
 from .base import NetworkModel
 from .embeddings import EmbeddingLibrary
@@ -484,8 +485,8 @@ def _load_single_file(path: Path, dev, dt, pred, skip, allow_pickle) -> SDModel:
 
 def _read_json(path: Path) -> dict:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        data = json.loads(read_regular(path, "config file", 64 << 20).decode("utf-8"))
+    except (OSError, ValueError, RecursionError) as e:
         raise CheckpointError(f"{path}: cannot read ({type(e).__name__}: {e})") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: not a JSON object")

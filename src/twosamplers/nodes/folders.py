@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .._files import atomic_write_all
-from .._paths import name_in_folder
+from .._paths import name_in_folder, read_regular
 
 MODEL_KINDS = ("checkpoints", "loras", "vae", "controlnet", "embeddings", "upscale_models", "clip", "unet",
                "diffusion_models", "text_encoders", "clip_vision")
@@ -117,8 +117,8 @@ class Folders:
                 from e
         path = Path(path)
         try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except (OSError, yaml.YAMLError) as e:
+            data = yaml.safe_load(read_regular(path, "extra_model_paths.yaml", 16 << 20).decode("utf-8")) or {}
+        except (OSError, ValueError, yaml.YAMLError, RecursionError) as e:
             raise ValueError(f"{path} is not a readable extra_model_paths.yaml: {e}") from e
         if not isinstance(data, dict):
             raise ValueError(f"{path}: expected sections of 'kind: folder' entries")

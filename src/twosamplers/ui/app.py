@@ -62,6 +62,7 @@ from . import handlers as H  # noqa: E402
 from .idle_frames import HEAD  # noqa: E402
 from .render import LOCKS, Cancelled, models_used, render  # noqa: E402
 
+GRADIO_6 = int(gr.__version__.split(".")[0]) >= 6
 PREVIEW_EVERY_S = 0.25  # the live preview is sent at most this often (4/s; each one costs server and browser CPU)
 SYSTEM_FONTS = ["ui-sans-serif", "system-ui", "sans-serif"]
 MONO_FONTS = ["ui-monospace", "monospace"]
@@ -177,7 +178,8 @@ def _pass_panel(comp: dict, prefix: str, fields: dict, title: str, lists: dict, 
 
 def _lora_picker(comp: dict, prefix: str, fields: dict, loras: list[str]) -> None:
     """A dropdown of the LoRAs found, strengths and "add", over the pass's LoRA list (one line each, editable)."""
-    with gr.Accordion("LoRAs", open=bool(fields[f"{prefix}_loras"]), elem_id=f"ts-{prefix}-lora-box"):
+    with gr.Accordion("LoRAs", open=bool(fields[f"{prefix}_loras"]), elem_id=f"ts-{prefix}-lora-box") as box:
+        comp.setdefault("_boxes", []).append((box, f"{prefix}_loras"))
         if loras:
             with gr.Row(equal_height=True):
                 pick = gr.Dropdown(loras, value=None, label="LoRA", scale=3, elem_id=f"ts-{prefix}-lora-pick")
@@ -196,7 +198,8 @@ def _lora_picker(comp: dict, prefix: str, fields: dict, loras: list[str]) -> Non
 
 def _controlnet_picker(comp: dict, prefix: str, fields: dict, controlnets: list[str]) -> None:
     """A dropdown of the ControlNets found, a hint image upload, strength, start/end and "add"."""
-    with gr.Accordion("ControlNet", open=bool(fields[f"{prefix}_controlnets"]), elem_id=f"ts-{prefix}-cn-box"):
+    with gr.Accordion("ControlNet", open=bool(fields[f"{prefix}_controlnets"]), elem_id=f"ts-{prefix}-cn-box") as box:
+        comp.setdefault("_boxes", []).append((box, f"{prefix}_controlnets"))
         if controlnets:
             with gr.Row():
                 pick = gr.Dropdown(controlnets, value=None, label="ControlNet", elem_id=f"ts-{prefix}-cn-pick")
@@ -299,6 +302,7 @@ def _results_row(c: dict) -> None:
     c["loaded_masks"] = gr.State(None)
 
 
+LOADED_JS = "() => { setTimeout(() => { window.__tsLoading = false; }, 2000); }"
 RUN_OUTPUTS = ("error", "status", "live", "gallery", "strip", "download", "results")
 
 
@@ -471,8 +475,9 @@ class Page:
             return None
 
     def on_load(self, path, *current):
+        boxes = self.c.get("_boxes", [])
         if path is None:
-            return _keep(len(H.FIELDS) + 8)
+            return _keep(len(H.FIELDS) + 8 + len(boxes))
         try:
             settings, masks = H.load_png_settings(path)
             f = H.settings_to_fields(settings, dict(zip(H.FIELDS, current, strict=True)), self.models_dir)
@@ -485,12 +490,14 @@ class Page:
             view = H.overlay(bg, [H.grown_feathered(H.fit_mask(m, bg.shape[:2]), int(f["grow"]), float(f["feather"]))
                                   for m in masks])
         except Exception as e:
-            return _keep(len(H.FIELDS) + 2) + [_error(H.error_message(e))] + _keep(5)
+            return _keep(len(H.FIELDS) + 2) + [_error(H.error_message(e))] + _keep(5 + len(boxes))
         # Gradio 5.50's editor fails to add the layers (and background) a load sets on a page whose canvas was never
         # used (its undo history there is a copy without methods: "this.history.push is not a function"), so the
         # masks also go to a State that Generate uses while no layer is painted, and region 1 to the mask upload
+        # a LoRA / ControlNet box with loaded lines opens (Gradio 6 renders a closed accordion's fields lazily)
+        opened = [gr.update(open=True) if str(f.get(field) or "").strip() else gr.update() for _, field in boxes]
         return ([f[k] for k in H.FIELDS] + [value, H.mask_image(masks[0]), _no_error()]
-                + self.kept_updates(H.kept_settings(settings)) + [masks, view])
+                + self.kept_updates(H.kept_settings(settings)) + [masks, view] + opened)
 
 
 def copy_new(src: Path, folder: Path) -> Path:
@@ -530,7 +537,8 @@ def build_app(models_dir: str | None = None, outputs_dir: str | None = None) -> 
     fields = H.default_fields()
     theme = gr.themes.Default(font=SYSTEM_FONTS, font_mono=MONO_FONTS)
     c: dict = {}
-    with gr.Blocks(title="twosamplers", theme=theme, css=CSS, head=HEAD, analytics_enabled=False) as app:
+    style = {"theme": theme, "css": CSS, "head": HEAD}
+    with gr.Blocks(title="twosamplers", analytics_enabled=False, **({} if GRADIO_6 else style)) as app:
         gr.Markdown("## twosamplers: one sampler outside the mask, another inside")
         c["error"] = gr.Markdown("", visible=False, elem_id="ts-error")
         with gr.Row():
@@ -551,7 +559,11 @@ def build_app(models_dir: str | None = None, outputs_dir: str | None = None) -> 
                                                                    c["loaded_masks"]], queue=False)
         # the tick happens in the browser at once: the server-side handler needs the editor's value, which the
         # page uploads first (seconds on a loaded machine), and a Generate clicked meanwhile would miss the tick
-        c["editor"].upload(None, None, c["use_image"], js="() => true", queue=False)
+        # Gradio 6 also fires the editor's upload event when a load sets its value: while "Load settings from PNG"
+        # is applying its result (window.__tsLoading, set in the browser when a PNG is dropped, cleared a moment
+        # after the load's outputs are in) the tick keeps the loaded value
+        c["editor"].upload(None, [c["use_image"]], c["use_image"], js="(v) => window.__tsLoading ? v : true",
+                           queue=False)
         c["editor"].upload(page.on_upload, c["editor"], [c["width"], c["height"]], queue=False)
         c["show_mask"].click(page.on_show_mask, [c["editor"], c["mask_upload"], c["grow"], c["feather"],
                                                 c["loaded_masks"]],
@@ -562,11 +574,14 @@ def build_app(models_dir: str | None = None, outputs_dir: str | None = None) -> 
                             show_progress="minimal")
         c["cancel"].click(page.on_cancel, None, c["status"], queue=False)
         kept_outputs = [c["kept"], c["kept_line"], c["kept_row"]]
+        c["load_png"].upload(None, None, None, js="() => { window.__tsLoading = true; }", queue=False)
         c["load_png"].upload(page.on_load, [c["load_png"]] + field_comps,
                              field_comps + [c["editor"], c["mask_upload"], c["error"]] + kept_outputs
-                             + [c["loaded_masks"], c["mask_view"]])
+                             + [c["loaded_masks"], c["mask_view"]] + [box for box, _ in c.get("_boxes", [])]
+                             ).then(None, None, None, js=LOADED_JS, queue=False)
         c["kept_drop"].click(lambda: page.kept_updates({}), None, kept_outputs, queue=False)
     app.queue(default_concurrency_limit=2)
+    app.twosamplers_style = style if GRADIO_6 else {}  # Gradio 6 takes the theme, CSS and head at launch
     app.twosamplers_outputs = out_dir  # the private results folder (tests, the start-up message)
     app.twosamplers_copy_to = copy_to
     return app
@@ -584,9 +599,10 @@ def launch(host: str = "127.0.0.1", port: int = 7860, models_dir: str | None = N
     print(banner + f"\nresults: {app.twosamplers_outputs} (private)"
           + (f", copied to {app.twosamplers_copy_to}" if app.twosamplers_copy_to else ""),
           file=sys.stderr)
-    app.launch(server_name=host, server_port=port, share=False, inbrowser=False, show_api=False, ssr_mode=False,
+    no_api = {"footer_links": ["gradio", "settings"]} if GRADIO_6 else {"show_api": False}
+    app.launch(server_name=host, server_port=port, share=False, inbrowser=False, ssr_mode=False,
                prevent_thread_lock=not block, quiet=True, max_file_size="64mb", pwa=False, mcp_server=False,
-               enable_monitoring=False,
+               enable_monitoring=False, **no_api, **app.twosamplers_style,
                app_kwargs={"middleware": [Middleware(GuardMiddleware, guard=guard), Middleware(LocalOnlyHTML)]})
     app.twosamplers_guard = guard
     return app
