@@ -255,14 +255,19 @@ class Job:
         overrides = dict(overrides or {})
         if untrusted is not False:
             if untrusted or not ours:
+                # every value is validated first (nothing is read for that), then the files it names are refused
+                _ = cls._from_png_dict({**stored, **overrides}, overrides, embedded, trusted=frozenset())
                 stored = png_fields(stored, overrides, png=str(path), embedded_mask=embedded is not None)
                 trusted = frozenset(trusted or ())
             else:
                 trusted = frozenset(trusted or ()) | given(stored, models=False)
-        d = {**stored, **overrides}
+        return cls._from_png_dict({**stored, **overrides}, overrides, embedded, trusted=trusted)
+
+    @classmethod
+    def _from_png_dict(cls, d: dict, overrides: dict, embedded, *, trusted) -> Job:
         if embedded is not None and "mask" not in overrides:
             # the mask as it was used (channel and inversion already applied)
-            d.update(mask_channel="gray", invert_mask=False)
+            d = {**d, "mask_channel": "gray", "invert_mask": False}
             return cls.from_dict(d, mask_tensor=embedded, trusted=trusted)
         return cls.from_dict(d, trusted=trusted)
 
