@@ -117,16 +117,13 @@ def prepare_job(job: Job, cache: ModelCache | None = None, *, load_options: dict
     `load_options`: device / dtype / allow_pickle for checkpoints (the machine's business, not the job's).
     Every model the job uses is loaded here (once each, through `cache`) and must share the job model's latent
     format; the job's model sizes the image and encodes/decodes it, each pass samples with its own."""
-    from .trust import check_model_name
+    from .trust import check_models
 
     cache = ModelCache() if cache is None else cache
     mask, pixels = load_inputs(job)
     options = model_options(job)
     options.update({k: v for k, v in (load_options or {}).items() if v})
-    check_model_name(job, "model", job.model)
-    for which in ("base", "mask"):
-        if job.pass_spec(which).model is not None:
-            check_model_name(job, f"{which}_model", job.pass_spec(which).model)
+    check_models(job)  # a model the user did not give is local: never a download
     model = cache.get(job.model, **loader_options(job.model, options))
     pass_bases = load_pass_models(job, model, cache, options)
     factor = int(model.latent_format.downscale)

@@ -249,14 +249,17 @@ class Job:
         names the user gave (the overrides' own); with untrusted True or None the job never downloads a model the
         PNG names."""
         from ..imageio import read_settings
-        from .trust import given, png_fields
+        from .trust import check_models, given, png_fields
 
         stored, embedded, ours = read_settings(path, with_origin=True)
         overrides = dict(overrides or {})
         if untrusted is not False:
             if untrusted or not ours:
-                # every value is validated first (nothing is read for that), then the files it names are refused
-                _ = cls._from_png_dict({**stored, **overrides}, overrides, embedded, trusted=frozenset())
+                # every value is validated first (nothing is read for that), its models must be local (a PNG
+                # never downloads), then the files it names are refused
+                checked = cls._from_png_dict({**stored, **overrides}, overrides, embedded,
+                                             trusted=frozenset(trusted or ()))
+                check_models(checked)
                 stored = png_fields(stored, overrides, png=str(path), embedded_mask=embedded is not None)
                 trusted = frozenset(trusted or ())
             else:

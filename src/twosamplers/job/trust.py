@@ -91,4 +91,13 @@ def check_model_name(job, key: str, name: str) -> None:
                    "Hugging Face repository name on the command line: --model OWNER/NAME)")
 
 
-__all__ = ["check_model_name", "given", "is_trusted", "norm", "png_fields"]
+def check_models(job) -> None:
+    """`check_model_name` for every model of a job (its own and its passes')."""
+    check_model_name(job, "model", job.model)
+    for which in PASSES:
+        own = job.pass_spec(which).model
+        if own is not None:
+            check_model_name(job, f"{which}_model", own)
+
+
+__all__ = ["check_model_name", "check_models", "given", "is_trusted", "norm", "png_fields"]

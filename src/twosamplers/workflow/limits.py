@@ -14,7 +14,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..job.memory import GB, available_bytes, estimate_plain
+from ..job import memory
+from ..job.memory import GB, estimate_plain
 from ..nodes.folders import embedded_name
 from ..nodes.registry import NODES
 from .errors import WorkflowError
@@ -108,7 +109,7 @@ def check_memory(prompt: dict, order: list[str], folders, device=None, dtype=Non
     """WorkflowError with the estimate when it exceeds the memory available on `device`."""
     itemsize = 2 if str(dtype) in ("fp16", "bf16", "torch.float16", "torch.bfloat16") else 4
     need, big = estimate(prompt, order, folders, itemsize)
-    have = available_bytes(device)
+    have = memory.available_bytes(device)
     if big is None or have is None or need <= have:
         return
     w, h, b, nid = big
