@@ -151,6 +151,15 @@ def _record_found(done: list[Task], folder: Path) -> None:
         journal.close()
 
 
+def _check_journals(folder: Path) -> None:
+    """Before any work: the journals are ordinary files (or not there yet), never a link a batch would follow."""
+    for name in (MANIFEST, FAILURES):
+        p = folder / name
+        if p.is_symlink() or (p.exists() and not p.is_file()):
+            raise ValueError(f"{p} is {'a symbolic link' if p.is_symlink() else 'not an ordinary file'}; "
+                             "remove it (a batch appends only to its own ordinary files)")
+
+
 def run_batch(source: str, out_dir: str | os.PathLike, *, workers: int | None = None, ray: str | bool | None = None,
               retries: int = 0, quiet: bool = False, threads: int | None = None, text: str | None = None,
               base_dir: str | os.PathLike | None = None, workflow_defaults: dict | None = None,
@@ -184,11 +193,7 @@ def run_batch(source: str, out_dir: str | os.PathLike, *, workers: int | None = 
         raise ValueError(f"the batch output folder {folder} is a file, not a folder")
     folder.mkdir(parents=True, exist_ok=True)
     with FolderLock(folder):
-        for name in (MANIFEST, FAILURES):  # checked before any work: the journals never write through a link
-            p = folder / name
-            if p.is_symlink() or (p.exists() and not p.is_file()):
-                raise ValueError(f"{p} is {'a symbolic link' if p.is_symlink() else 'not an ordinary file'}; "
-                                 "remove it (a batch appends only to its own ordinary files)")
+        _check_journals(folder)
         remove_stale_temporaries(folder)
         todo, done = split_done(tasks, folder)
         _record_found(done, folder)

@@ -523,10 +523,9 @@ def copy_new(src: Path, folder: Path) -> Path:
     raise FileExistsError(f"no free name for {src.name} in {folder}")
 
 
-def build_app(models_dir: str | None = None, outputs_dir: str | None = None) -> gr.Blocks:
-    """The Blocks app. `models_dir`: a ComfyUI-style models folder; `outputs_dir`: where results are copied
-    (they are written to a private temporary folder, which is what the page serves)."""
-    found = H.scan_models(models_dir)
+def _page_folders(outputs_dir: str | None) -> tuple[Path, Path | None]:
+    """(the private results folder, made here with mode 0700 and its inputs/ folder; the --outputs folder that
+    results are copied to, or None)."""
     out_dir = Path(tempfile.mkdtemp(prefix="twosamplers-ui-")).resolve()  # 0700: this user only
     H.page_inputs(out_dir).mkdir(mode=0o700)
     copy_to = None
@@ -534,6 +533,14 @@ def build_app(models_dir: str | None = None, outputs_dir: str | None = None) -> 
         copy_to = Path(outputs_dir).expanduser().resolve()
         if copy_to.exists() and not copy_to.is_dir():
             raise H.UIError(f"--outputs {outputs_dir}: not a folder")
+    return out_dir, copy_to
+
+
+def build_app(models_dir: str | None = None, outputs_dir: str | None = None) -> gr.Blocks:
+    """The Blocks app. `models_dir`: a ComfyUI-style models folder; `outputs_dir`: where results are copied
+    (they are written to a private temporary folder, which is what the page serves)."""
+    found = H.scan_models(models_dir)
+    out_dir, copy_to = _page_folders(outputs_dir)
     fields = H.default_fields()
     theme = gr.themes.Default(font=SYSTEM_FONTS, font_mono=MONO_FONTS)
     c: dict = {}
