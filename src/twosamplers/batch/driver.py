@@ -169,10 +169,9 @@ def run_batch(source: str, out_dir: str | os.PathLike, *, workers: int | None = 
     `workers`: local worker processes (default: one per CPU core, at most the number of jobs), or with `ray` the
     number of actors (default: one per GPU of the cluster, else one per CPU). `ray`: False/None for local
     processes, True to start or join a cluster (`RAY_ADDRESS` is honoured), or a cluster address.
-    `workflow_defaults`: `models` / `comfyui` / `input_dir` (absolute paths) for workflow lines without them.
-    Lines may name files only inside the jobs file's folder and these folders. `allow_pickle`: lines may load
-    pickle checkpoints / LoRAs (weights only); without it a line asking for them is a bad line.
-    Raises BatchInputError (nothing run) when any line is bad.
+    `workflow_defaults`: `models` / `comfyui` / `input_dir` (absolute paths) for workflow lines without them;
+    lines name files only inside the jobs file's folder and these. `allow_pickle`: lines may load pickle files
+    (weights only). Raises BatchInputError (nothing run) when any line is bad.
     """
     from .jobs_file import read_jobs_text
 
