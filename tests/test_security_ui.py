@@ -33,10 +33,45 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def start_ui(root: Path, *args: str, env: dict | None = None):
+    """`twosamplers ui ARGS` in its own process (Gradio keeps process-global state: a second page in the tests'
+    process would disturb the browser tests' one) -> (process, port, the start-up lines)."""
+    import subprocess
+    import sys
+    import time
+
+    port = free_port()
+    log = root / f"ui-{port}.log"
+    environ = {**os.environ, "TWOSAMPLERS_GRADIO_PARENT": str(root / "gradio-parent"), **(env or {})}
+    with open(log, "wb") as f:
+        proc = subprocess.Popen([sys.executable, "-m", "twosamplers", "ui", "--port", str(port), *args],
+                                stdout=f, stderr=subprocess.STDOUT, env=environ)
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < TIMEOUT:
+        if proc.poll() is not None:
+            raise AssertionError(f"twosamplers ui exited {proc.returncode}: {log.read_text()}")
+        if "Running on" in log.read_text() or "results:" in log.read_text():
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    time.sleep(1)
+                    return proc, port, log.read_text()
+            except OSError:
+                pass
+        time.sleep(0.5)
+    proc.kill()
+    raise AssertionError(f"twosamplers ui did not start: {log.read_text()}")
+
+
+def stop(proc) -> None:
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except Exception:  # noqa: BLE001
+        proc.kill()
+
+
 @pytest.fixture(scope="module")
 def page(tmp_path_factory):
-    from twosamplers.ui.app import launch
-
     root = tmp_path_factory.mktemp("uisec")
     outputs, private, models = root / "outputs", root / "private", root / "models"
     for d in (outputs, private, models / "checkpoints", models / "loras", models / "controlnet"):
@@ -44,14 +79,17 @@ def page(tmp_path_factory):
     write_png(outputs / "users-own.png", 33)
     write_png(private / "secret.png", 7)
     (private / "notes.txt").write_text("my notes")
-    port = free_port()
-    app = launch(host="127.0.0.1", port=port, models_dir=str(models), outputs_dir=str(outputs), block=False)
     before = snapshot(private) | snapshot(outputs)
+    proc, port, banner = start_ui(root, "--models", str(models), "--outputs", str(outputs))
+    results = next(ln.split("results: ", 1)[1].split(" (private)")[0] for ln in banner.splitlines()
+                   if ln.startswith("results: "))
+    gradio_dir = next((root / "gradio-parent").iterdir())
     try:
-        yield SimpleNamespace(app=app, port=port, url=f"http://127.0.0.1:{port}", root=root, outputs=outputs,
-                              private=private, secret=private / "secret.png", models=models)
+        yield SimpleNamespace(port=port, url=f"http://127.0.0.1:{port}", root=root, outputs=outputs,
+                              private=private, secret=private / "secret.png", models=models, results=Path(results),
+                              gradio_dir=gradio_dir, banner=banner)
     finally:
-        app.close()
+        stop(proc)
     after = snapshot(private) | snapshot(outputs)
     assert {k: v for k, v in after.items() if k in before} == before, "a user file was changed or deleted"
 
@@ -91,7 +129,7 @@ def test_cross_site_requests_are_refused(page, headers):
                                     "SECRET%00.png", "/proc/self/environ"])
 def test_file_routes_serve_only_the_pages_own_results(page, target):
     target = (target.replace("SECRET", str(page.secret)).replace("OUTPUTS", str(page.outputs))
-              .replace("RESULTS", str(page.app.twosamplers_outputs)).replace("GRADIO", os.environ["GRADIO_TEMP_DIR"]))
+              .replace("RESULTS", str(page.results)).replace("GRADIO", str(page.gradio_dir)))
     with client(page) as c:
         for prefix in ("/gradio_api/file=", "/file="):
             r = c.get(prefix + target)
@@ -100,8 +138,7 @@ def test_file_routes_serve_only_the_pages_own_results(page, target):
 
 
 def test_results_and_uploads_are_in_private_folders(page):
-    results = Path(page.app.twosamplers_outputs)
-    gradio_dir = Path(os.environ["GRADIO_TEMP_DIR"])
+    results, gradio_dir = page.results, page.gradio_dir
     for d in (results, gradio_dir):
         assert stat.S_IMODE(d.stat().st_mode) == 0o700, d
         assert d.stat().st_uid == os.getuid()
@@ -110,29 +147,26 @@ def test_results_and_uploads_are_in_private_folders(page):
 
 
 def test_non_loopback_needs_a_credential(tmp_path):
-    """Off loopback the page asks for its token (printed at start) or the --auth password, on every route."""
+    """Off loopback the page asks for its token or the --auth password, on every route; it says so at start."""
     import base64
 
-    from twosamplers.http_guard import Guard
-    from twosamplers.ui.app import launch
-
-    port = free_port()
-    assert Guard.for_bind("0.0.0.0", port).token  # no --auth / --token: a random token
     token = "a-token-of-the-test-" + "x" * 12
-    app = launch(host="0.0.0.0", port=port, block=False,
-                 guard=Guard(port=port, hosts=None, token=token, basic=("ann", "s3cret-pass")))
+    proc, port, banner = start_ui(tmp_path, "--host", "0.0.0.0", "--auth", "ann:s3cret-pass", "--token", token)
     try:
+        assert "LISTENING ON THE NETWORK" in banner and token in banner
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as c:
             for path in ("/", "/config", "/gradio_api/info", "/gradio_api/file=/etc/passwd"):
                 assert c.get(path).status_code == 401, path
             assert c.get("/", headers={"Authorization": "Bearer " + "x" * len(token)}).status_code == 401
+            bad = base64.b64encode(b"ann:wrong").decode()
+            assert c.get("/", headers={"Authorization": f"Basic {bad}"}).status_code == 401
             good = base64.b64encode(b"ann:s3cret-pass").decode()
             assert c.get("/", headers={"Authorization": f"Basic {good}"}).status_code == 200
             r = c.get("/", params={"token": token})
             assert r.status_code == 200 and "HttpOnly" in r.headers["set-cookie"]
             assert c.get("/config").status_code == 200  # the cookie now
     finally:
-        app.close()
+        stop(proc)
 
 
 def test_cli_refuses_bad_credentials_and_prints_the_token(capsys, monkeypatch):
@@ -273,7 +307,7 @@ def test_generate_serves_its_own_result_and_copies_it(page):
     assert ok and not _error(out), _texts(out)[:400]
     result = out["ts-download"]["value"] if "value" in (out.get("ts-download") or {}) else out["ts-download"]
     path = result["path"]
-    assert path.startswith(os.environ["GRADIO_TEMP_DIR"])
+    assert path.startswith(str(page.gradio_dir))
     r = httpx.get(page.url + "/gradio_api/file=" + path, timeout=60)
     assert r.status_code == 200 and r.content[:4] == b"\x89PNG"
     copied = [f for f in page.outputs.iterdir() if f.name.startswith("ts-")]
