@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 import torch
+
+# the PNG origin key (twosamplers._origin): a key of the test session, not the user's ~/.config one; every process
+# the tests start inherits it
+os.environ.setdefault("TWOSAMPLERS_KEY_FILE", os.path.join(tempfile.mkdtemp(prefix="twosamplers-tests-"),
+                                                           "png-origin.key"))
 
 # ComfyUI's reference tensors live outside the repository (shared/parity beside the checkout);
 # TWOSAMPLERS_PARITY_DIR points elsewhere.

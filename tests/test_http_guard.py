@@ -117,3 +117,56 @@ def test_any_host_without_credential_is_impossible():
 def test_is_loopback():
     assert all(is_loopback(h) for h in ("127.0.0.1", "127.3.4.5", "::1", "[::1]", "localhost"))
     assert not any(is_loopback(h) for h in ("0.0.0.0", "::", "192.168.0.1", "example.com", ""))
+
+
+@pytest.mark.parametrize("name", ["host", "origin", "authorization", "cookie", "sec-fetch-site"])
+def test_a_repeated_security_header_is_refused(name):
+    """Two Host (or Origin, ...) headers: the guard and the application could each read another one."""
+    sent: list[dict] = []
+    headers = [(b"host", b"127.0.0.1:8188"), (name.encode(), b"127.0.0.1:8188"), (b"host", b"127.0.0.1:8188")]
+    if name == "host":
+        headers = [(b"host", b"evil.example"), (b"host", b"127.0.0.1:8188")]
+    else:
+        headers = [(b"host", b"127.0.0.1:8188"), (name.encode(), b"x"), (name.encode(), b"y")]
+    scope = {"type": "http", "method": "GET", "path": "/", "query_string": b"", "headers": headers}
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    asyncio.run(GuardMiddleware(_ok_app, LOCAL)(scope, receive, send))
+    assert sent[0]["status"] == 400
+
+
+@pytest.mark.parametrize("host", ["localhost.:8188", "127.0.0.1:8188@evil.example", "127.0.0.1 :8188",
+                                  "127.0.0.1:08188x", "[::1", "0x7f.0.0.1:8188", "2130706433:8188"])
+def test_odd_host_spellings_are_refused(host):
+    assert call(LOCAL, {"host": host})[0] == 403
+
+
+def test_local_paths_pass_only_for_clients_on_this_machine():
+    """A server's own start-up probe (Gradio requests /gradio_api/startup-events of itself) needs no credential
+    from this machine; from elsewhere, or on any other path or method, it does."""
+    g = Guard(port=7860, hosts=None, token="t" * 24, local_paths=frozenset({"/probe"}))
+
+    def status(path, client, method="GET"):
+        sent = []
+        scope = {"type": "http", "method": method, "path": path, "query_string": b"", "client": client,
+                 "headers": [(b"host", b"10.0.0.2:7860")]}
+
+        async def receive():
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message):
+            sent.append(message)
+
+        asyncio.run(GuardMiddleware(_ok_app, g)(scope, receive, send))
+        return sent[0]["status"]
+
+    assert status("/probe", ("127.0.0.1", 5000)) == 200
+    assert status("/probe", ("10.0.0.9", 5000)) == 401
+    assert status("/probe", ("127.0.0.1", 5000), "POST") == 401
+    assert status("/other", ("127.0.0.1", 5000)) == 401
+    assert status("/probe", None) == 401

@@ -12,7 +12,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "twosamplers"
 # floor of each module (a package's modules share its floor); see docs/architecture.md
 FLOORS = {
     "_checks": 0, "_files": 0, "_paths": 0, "schedules": 0, "noise": 0, "noise_mask": 0, "masks": 0, "latent": 0,
-    "conditioning": 0, "mask_ops": 0, "http_guard": 0, "resample": 0, "tiling": 0,
+    "conditioning": 0, "mask_ops": 0, "http_guard": 0, "resample": 0, "tiling": 0, "_origin": 0,
     "samplers": 1, "models": 1, "imageio": 1,
     "ksampler": 2, "regional_cond": 2,
     "passes": 3,

@@ -254,7 +254,7 @@ def test_paint_generate_download_reload(server, chromium, tmp_path):
         page.fill("#ts-base-seed input", "99")
         page.click("#ts-blank")  # a blank canvas: no mask any more
         page.set_input_files("#ts-load input[type=file]", str(png))
-        _poll(page, "() => document.querySelector('#ts-base-prompt textarea').value === 'grass'", None,
+        _poll(page, "() => (document.querySelector('#ts-base-prompt textarea') || {}).value === 'grass'", None,
               STEP_TIMEOUT_MS)
         assert _value(page, "ts-base-seed") == "5"
         assert _value(page, "ts-base-steps") == "12"
@@ -314,7 +314,7 @@ def test_models_and_loras_round_trip(server, chromium, tmp_path, request):
     with sync_playwright() as p, open_page(p, chromium, url, accept_downloads=True) as page:
         page.set_input_files("#ts-load input[type=file]", made["image"])
         page.get_by_role("tab", name="Mask (inside) / region 1").click()
-        _poll(page, "() => document.querySelector('#ts-mask-loras textarea').value === 'style.safetensors:0.6'",
+        _poll(page, "() => (document.querySelector('#ts-mask-loras textarea') || {}).value === 'style.safetensors:0.6'",
               None, STEP_TIMEOUT_MS)
         page.get_by_role("tab", name="Base (outside)").click()
         assert _value(page, "ts-base-model") == "sd1.safetensors"  # the dropdown shows the checkpoint
@@ -323,7 +323,7 @@ def test_models_and_loras_round_trip(server, chromium, tmp_path, request):
         _pick(page, "ts-base-lora-pick", "style.safetensors")
         page.fill("#ts-base-lora-strength input", "0.3")
         page.click("#ts-base-lora-add")
-        _poll(page, "() => document.querySelector('#ts-base-loras textarea').value === 'style.safetensors:0.3'",
+        _poll(page, "() => (document.querySelector('#ts-base-loras textarea') || {}).value === 'style.safetensors:0.3'",
               None, STEP_TIMEOUT_MS)
         page.screenshot(path=str(ARTIFACTS / "loras.png"), full_page=True)
         png = generate_and_download(page, tmp_path / "downloaded.png")

@@ -195,3 +195,38 @@ def check_feather_width(feather_px: float, width: int, height: int) -> None:
         raise BadValue("feather", f"{feather_px:g} is wider than the image ({width}x{height} px); accepted: 0 .. "
                        f"{side}", f"feather={feather_px:g} is wider than the image ({width}x{height} px); accepted: "
                        f"0 .. {side}")
+
+
+MAX_JSON_DEPTH = 64  # workflows, jobs and settings nest a few levels; far deeper is hostile (recursion, memory)
+
+
+def check_depth(value: object, what: str, max_depth: int = MAX_JSON_DEPTH) -> object:
+    """Refuse JSON-like data (dicts and lists) nested deeper than `max_depth`, walking it without recursion, so
+    that nothing later (copying, hashing, printing) recurses on untrusted structure."""
+    stack = [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        if isinstance(v, dict):
+            children = v.values()
+        elif isinstance(v, (list, tuple)):
+            children = v
+        else:
+            continue
+        if depth > max_depth:
+            raise ValueError(f"{what} is nested more than {max_depth} levels deep")
+        stack.extend((c, depth + 1) for c in children)
+    return value
+
+
+def loads_json(text: str | bytes, what: str, max_depth: int = MAX_JSON_DEPTH):
+    """json.loads for untrusted text: a ValueError naming `what` for bad JSON and for nesting beyond `max_depth`
+    (the decoder's own RecursionError included), never a traceback."""
+    import json
+
+    try:
+        data = json.loads(text)
+    except RecursionError:
+        raise ValueError(f"{what} is nested too deeply to be read (more than {max_depth} levels)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{what} is not valid JSON: {e}") from None
+    return check_depth(data, what, max_depth)

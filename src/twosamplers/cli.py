@@ -235,11 +235,18 @@ def _add_ui(sub) -> None:
     u = sub.add_parser("ui", help="serve the web canvas (needs the [ui] extra: pip install 'twosamplers[ui]')",
                        description="Paint a mask, set the two samplers, watch the render, download the PNG. "
                        "Serves on 127.0.0.1 only unless --host says otherwise; no telemetry, no share link.")
-    u.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    u.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only). "
+                   "Any other address listens on the network and requires a credential: --auth, --token, or a "
+                   "random token printed at start")
     u.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    u.add_argument("--auth", metavar="USER:PASS", help="require HTTP Basic authentication with this user and "
+                   "password (also on 127.0.0.1)")
+    u.add_argument("--token", metavar="TOKEN", help="require this token (at least 16 characters): open the page "
+                   "as http://HOST:PORT/?token=TOKEN; off loopback without --auth a random one is made and printed")
     u.add_argument("--models", metavar="DIR", help="ComfyUI-style models folder (checkpoints/, loras/, "
                    "controlnet/, embeddings/)")
-    u.add_argument("--outputs", metavar="DIR", help="where results are written (default: a temporary folder)")
+    u.add_argument("--outputs", metavar="DIR", help="also copy every result here (they are always kept in a "
+                   "private temporary folder, which is what the page serves)")
     u.add_argument("--share-none", action="store_true", help="accepted for clarity: a public share link is "
                    "never created")
     u.set_defaults(func=cmd_ui)
@@ -298,6 +305,8 @@ def _add_batch(sub) -> None:
                    help="run on a Ray cluster: join ADDRESS (or $RAY_ADDRESS), else start a local one")
     b.add_argument("--retries", type=int, default=0, metavar="K", help="retry a failed job K times (default 0)")
     b.add_argument("--threads", type=int, metavar="T", help="torch threads per worker (default: cores / workers)")
+    b.add_argument("--allow-pickle", action="store_true", help="let lines load pickle checkpoints, LoRAs and "
+                   "ControlNets (.ckpt/.pt/.bin; weights only); a line cannot allow them on its own")
     for flag, what in (("--models", "models folder (checkpoints/, loras/, ...)"),
                        ("--comfyui", "ComfyUI install (models/, input/, extra_model_paths.yaml)"),
                        ("--input-dir", "input folder (LoadImage's files)")):
@@ -384,6 +393,7 @@ def make_job(args: argparse.Namespace, extra: dict | None = None, origins: dict[
     from .cli_regions import region_fields
     from .job import Job, JobError
     from .job.forms import merge
+    from .job.trust import given as given_paths
 
     given = {**flags_to_dict(args), **(extra or {})}
     listed, patches, region_origins = region_fields(args, given)
@@ -393,7 +403,10 @@ def make_job(args: argparse.Namespace, extra: dict | None = None, origins: dict[
         given["regions"] = listed
     try:
         if getattr(args, "from_png", None):
-            return Job.from_png(args.from_png, overrides=given, patches=patches)
+            # a PNG someone else made does not choose the files that are read (in any region), nor starts a
+            # download (job/trust.py); the paths and models typed here are the user's own
+            return Job.from_png(args.from_png, overrides=given, patches=patches, untrusted=None,
+                                trusted=given_paths(given, patches))
         return Job.from_dict(merge({}, given, patches)[0])
     except JobError as e:  # the job checks presence too: a missing prompt or mask is its error, with a hint here
         hint = _REQUIRED_HINTS.get(e.field, "") if e.message.startswith("is required") and not args.from_png else ""
@@ -500,14 +513,23 @@ def cmd_batch(args) -> int:
             raise BadInput(f"--{name} {getattr(args, name)} is out of range (>= 1)")
     if args.retries < 0:
         raise BadInput(f"--retries {args.retries} is out of range (>= 0)")
+    out = Path(args.output_dir)
+    if out.exists() and not out.is_dir():
+        raise BadInput(f"-o/--output-dir {args.output_dir} is not a folder (a batch writes its outputs, "
+                       "manifest.jsonl and failures.jsonl into a folder)")
     try:
         defaults = {k: os.path.abspath(os.path.expanduser(v)) for k, v in
                     (("models", args.models), ("comfyui", args.comfyui), ("input_dir", args.input_dir)) if v}
         result = run_batch(args.jobs, args.output_dir, workers=args.workers, ray=args.ray, retries=args.retries,
-                           quiet=args.quiet, threads=args.threads, workflow_defaults=defaults)
+                           quiet=args.quiet, threads=args.threads, workflow_defaults=defaults,
+                           allow_pickle=args.allow_pickle)
     except BatchInputError as e:
+        if len(e.errors) == 1:
+            print(f"twosamplers: error: {_one_line(e.errors[0])} (the only bad line in {args.jobs}; nothing was "
+                  "run)", file=sys.stderr)
+            return EXIT_BAD_INPUT
         for line in e.errors:
-            print(f"twosamplers: error: {line}", file=sys.stderr)
+            print(f"twosamplers: error: {_one_line(line)}", file=sys.stderr)
         print(f"twosamplers: {len(e.errors)} bad line(s) in {args.jobs}; nothing was run", file=sys.stderr)
         return EXIT_BAD_INPUT
     summary = {"total": result.total, "skipped": result.skipped, "rendered": result.rendered,
@@ -547,6 +569,9 @@ def add_run_parser(sub) -> None:
                    "(VALUE is read as JSON when it parses, else as text); repeatable")
     r.add_argument("--device", help="device for checkpoints: cpu, cuda, cuda:1, ... (default: cuda if available)")
     r.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), help="network precision for checkpoints")
+    r.add_argument("--allow-pickle", action="store_true", help="allow .ckpt/.pt/.bin (pickle) checkpoints, LoRAs and "
+                   "ControlNets; they are read weights-only, but only use files you trust")
+    _add_memory_option(r)
     r.add_argument("--list-nodes", action="store_true",
                    help="list the supported node types (and model families) and exit")
     _add_common_output(r)
@@ -581,8 +606,10 @@ def cmd_run(args) -> int:
     if out_dir.exists() and not out_dir.is_dir():
         raise BadInput(f"--output-dir {out_dir} is not a folder")
     t0 = time.perf_counter()
+    check_device(args.device)
     outputs = run(args.file, args.models, overrides, comfyui=args.comfyui, input_dir=args.input_dir,
-                  output_dir=out_dir, device=args.device, dtype=args.dtype, quiet=args.quiet or args.json)
+                  output_dir=out_dir, device=args.device, dtype=args.dtype, quiet=args.quiet or args.json,
+                  allow_pickle=args.allow_pickle, check_memory=not args.ignore_memory_limit)
     files = [f for o in outputs for f in o["files"]]
     if args.json:
         print(json.dumps({"outputs": [{"node": o["node"], "class_type": o["class_type"], "files": o["files"]}
@@ -600,10 +627,17 @@ def cmd_ui(args) -> int:
         from .ui.app import launch
     except ImportError as e:
         raise BadInput(f"the web UI needs the [ui] extra: pip install 'twosamplers[ui]' ({e})") from None
+    from .http_guard import Guard
     from .ui.handlers import UIError
 
     try:
-        launch(host=args.host, port=args.port, models_dir=args.models, outputs_dir=args.outputs)
+        guard = Guard.for_bind(args.host, args.port, auth=args.auth, token=args.token)
+    except ValueError as e:
+        raise BadInput(str(e)) from None
+    if args.outputs is not None and Path(args.outputs).exists() and not Path(args.outputs).is_dir():
+        raise BadInput(f"--outputs {args.outputs} is not a folder")
+    try:
+        launch(host=args.host, port=args.port, models_dir=args.models, outputs_dir=args.outputs, guard=guard)
     except UIError as e:
         raise BadInput(str(e)) from None
     return 0
@@ -644,10 +678,21 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"twosamplers: error: {_one_line(e)}", file=sys.stderr)
         return EXIT_FAILED
+    except Exception as e:  # the last resort: never a traceback on the user's screen (input we failed to foresee)
+        if os.environ.get("TWOSAMPLERS_DEBUG"):
+            raise
+        what = "out of memory" if isinstance(e, MemoryError) else f"{type(e).__name__}: {_one_line(e)}"
+        print(f"twosamplers: error: {what} (unexpected; run with TWOSAMPLERS_DEBUG=1 for the traceback)",
+              file=sys.stderr)
+        return EXIT_BAD_INPUT
 
 
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split()) or type(e).__name__
+MAX_MESSAGE = 2000  # an error naming a huge value (a hostile file's field) is cut, so the line stays a line
+
+
+def _one_line(e: BaseException | str) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE] + " ..."
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from http.cookies import SimpleCookie
 from urllib.parse import parse_qs, urlsplit
 
 TOKEN_COOKIE = "twosamplers_token"
+SINGLE_HEADERS = ("host", "origin", "authorization", "cookie", "sec-fetch-site")
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]", "::1")
 
 
@@ -43,12 +44,13 @@ def is_loopback(host: str) -> bool:
 
 
 def split_host_header(value: str) -> tuple[str, int | None]:
-    """'example:80' -> ('example', 80); '[::1]:8188' -> ('[::1]', 8188); a malformed port -> (value, None)."""
+    """'example:80' -> ('example', 80); '[::1]:8188' -> ('[::1]', 8188); a malformed port or bracket -> (value,
+    -1)."""
     value = value.strip().lower()
     if value.startswith("["):
         end = value.find("]")
         if end < 0:
-            return value, None
+            return value, -1  # malformed: never one of our names
         name, rest = value[: end + 1], value[end + 1:]
     else:
         name, _, port = value.partition(":")
@@ -70,6 +72,9 @@ class Guard:
     hosts: frozenset[str] | None = field(default_factory=lambda: frozenset(LOOPBACK_NAMES))
     token: str | None = None
     basic: tuple[str, str] | None = None
+    # GET/HEAD paths that a client on this machine may request without the credential (the Host and origin
+    # checks still apply): a server's own start-up probe (Gradio requests /gradio_api/startup-events of itself)
+    local_paths: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         if self.hosts is None and not self.needs_credential:
@@ -160,7 +165,11 @@ class Guard:
 
     def check(self, scope: dict) -> tuple[int, str, bool]:
         """(status, reason, set_cookie) for an ASGI http/websocket scope: status 0 = allowed."""
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        pairs = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope.get("headers", [])]
+        headers = dict(pairs)
+        for name in SINGLE_HEADERS:  # two of them: this check and the application could read different ones
+            if sum(1 for k, _ in pairs if k == name) > 1:
+                return 400, f"bad request: more than one {name!r} header", False
         host = headers.get("host")
         if not self.host_ok(host):
             return 403, f"forbidden: Host {host!r} is not a name this server answers to", False
@@ -168,10 +177,19 @@ class Guard:
             return 403, f"forbidden: cross-origin request from {headers.get('origin')!r}", False
         if headers.get("sec-fetch-site", "").lower() == "cross-site":
             return 403, "forbidden: cross-site request", False
+        if self.local_probe(scope):
+            return 0, "", False
         ok, from_query = self.credential_ok(headers, scope.get("query_string", b"").decode("latin-1"))
         if not ok:
             return 401, "unauthorized: this server needs its token or password", False
         return 0, "", from_query
+
+
+    def local_probe(self, scope: dict) -> bool:
+        """A GET/HEAD of one of `local_paths` from a client on this machine."""
+        client = scope.get("client") or ("", 0)
+        return (scope.get("type") == "http" and scope.get("method") in ("GET", "HEAD")
+                and scope.get("path") in self.local_paths and is_loopback(str(client[0])))
 
 
 def _same(a: str, b: str) -> bool:

@@ -13,6 +13,9 @@ Conventions follow ComfyUI's LoadImage / LoadImageMask / SaveImage:
 - Masks of any size are resized like ComfyUI (bilinear, align_corners False, no antialias, no rounding).
 - Writes go to a temporary file in the target folder, then `os.replace`: an existing file is replaced
   atomically, and an interrupted write (Ctrl-C included) leaves no partial file.
+- A PNG written with settings carries an origin tag (`_origin`: an HMAC under this user's key), so that
+  `read_settings(..., with_origin=True)` can tell a PNG this user rendered (its file paths may be used again)
+  from someone else's (untrusted: it does not choose the files that are read).
 """
 
 from __future__ import annotations
@@ -27,8 +30,10 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
+from . import _origin
 from ._checks import ASPECT_TOLERANCE, same_aspect
 from ._files import atomic_write
+from ._paths import regular_file
 from .noise_mask import fit_mask
 
 MASK_CHANNELS = ("gray", "alpha", "red", "green", "blue", "auto")
@@ -42,6 +47,7 @@ def _open(path: str | os.PathLike, what: str) -> Image.Image:
         raise FileNotFoundError(f"{what} not found: {path}")
     if not path.is_file():
         raise ValueError(f"{what} is not a file: {path}")
+    regular_file(path, what)
     try:
         with warnings.catch_warnings():
             # Pillow only warns between MAX_IMAGE_PIXELS and twice that: refuse those too, before decoding
@@ -50,7 +56,7 @@ def _open(path: str | os.PathLike, what: str) -> Image.Image:
             im.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ValueError(f"{what} {path} is too large to read safely (a possible decompression bomb): {e}") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as e:
         raise ValueError(f"{what} {path} is not a readable image: {e}") from e
     return im
 
@@ -209,21 +215,50 @@ def png_writer(image: torch.Tensor | np.ndarray, settings: dict | None = None, m
     if arr.dtype != np.uint8 or arr.ndim not in (2, 3):
         raise ValueError(f"image must be (H, W[, C]) uint8 or an IMAGE tensor, got {arr.dtype} {arr.shape}")
     info = PngImagePlugin.PngInfo()
+    settings_text = ""
     if settings is not None:
-        info.add_text(SETTINGS_KEY, json.dumps(settings, sort_keys=True))
+        settings_text = json.dumps(settings, sort_keys=True)
+        info.add_text(SETTINGS_KEY, settings_text)
+    others = {}
     for i, m in enumerate([mask] if masks is None else masks):
         if m is not None:
-            info.add_text(region_mask_key(i), encode_mask_png(m), zip=True)
-    for k, v in (text or {}).items():
-        info.add_text(str(k), str(v))
+            others[region_mask_key(i)] = encode_mask_png(m)
+            info.add_text(region_mask_key(i), others[region_mask_key(i)], zip=True)
+    extra = {str(k): str(v) for k, v in (text or {}).items()}
+    if settings is not None:
+        origin = _origin.tag(*_origin_parts(settings_text, {**others, **extra}))
+        if origin is not None:
+            info.add_text(_origin.ORIGIN_KEY, origin)
+    for k, v in extra.items():
+        info.add_text(k, v)
     pil = Image.fromarray(arr)
     return lambda tmp: pil.save(tmp, format="PNG", pnginfo=info)
 
 
-def read_settings(path: str | os.PathLike) -> tuple[dict, torch.Tensor | None]:
-    """The settings (and region 1's embedded mask, if any) that `save_png` wrote into a PNG."""
-    settings, masks, _ = read_png_job(path)
-    return settings, masks[0] if masks else None
+def _origin_parts(settings_text: str, others: dict[str, str]) -> list[str]:
+    """What a PNG's origin tag covers: its settings, then every other text chunk (each region's embedded mask, the
+    page's regions chunk, ...) as key and value in key order, so that no chunk of a PNG this user wrote can be
+    changed, removed or added by someone else without losing the tag."""
+    return [settings_text, *(part for k in sorted(others) for part in (k, others[k]))]
+
+
+def read_settings(path: str | os.PathLike, with_origin: bool = False):
+    """The settings (and region 1's embedded mask, if any) that `save_png` wrote into a PNG; with `with_origin`,
+    also whether this user wrote it (its origin tag checks out under this user's key: `png_is_ours`)."""
+    settings, masks, chunks = read_png_job(path)
+    mask = masks[0] if masks else None
+    if not with_origin:
+        return settings, mask
+    return settings, mask, png_is_ours(chunks)
+
+
+def png_is_ours(chunks: dict[str, str]) -> bool:
+    """Whether the text chunks of a PNG (`read_png_job`'s third value) carry this user's origin tag over all of
+    them: a PNG this user rendered on this machine, unchanged since."""
+    if SETTINGS_KEY not in chunks:
+        return False
+    others = {k: v for k, v in chunks.items() if k not in (SETTINGS_KEY, _origin.ORIGIN_KEY)}
+    return _origin.is_ours(chunks.get(_origin.ORIGIN_KEY), *_origin_parts(chunks[SETTINGS_KEY], others))
 
 
 def read_png_job(path: str | os.PathLike) -> tuple[dict, list[torch.Tensor], dict[str, str]]:

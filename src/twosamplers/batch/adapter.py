@@ -12,9 +12,15 @@ only this module's small interface, which a workflow line (`workflow_line.Workfl
 - `job.done_outputs(folder, names)`: the job's finished files in the batch folder, or None (resume).
 
 Validation, normalisation, the plain-key shorthand (`"seed"` sets every pass) and hashing are the Job layer's;
-this module only resolves a line's relative paths (its regions' masks and models too), adds the two loading
-options a line may carry, and stores the hash in the output PNG. A line's regions are a `regions` list of region
-objects; each field inside a region may be a grid too (jobs_file.expand).
+this module only resolves a line's relative paths (its regions' masks, models and ControlNets too), adds the two
+loading options a line may carry, and stores the hash in the output PNG. A line's regions are a `regions` list of
+region objects; each field inside a region may be a grid too (jobs_file.expand).
+
+A line is someone else's document (docs/security.md): every file or folder it names (in every region too) must
+lie inside the jobs file's folder or a folder the user gave on the command line (`roots`); its LoRA entries are
+names inside its `lora_dir`; its models are never downloaded; a PNG it names (`"from"`) that this user did not
+render does not choose files either; and it cannot allow pickle files on its own (`allow_pickle` needs the
+batch's `--allow-pickle`).
 """
 
 from __future__ import annotations
@@ -25,12 +31,14 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from .._paths import inside, read_regular
 from ..job import Job, JobError, ModelCache, load_masks, metadata, prepare_job, resolve_size
 from ..job import render as render_job
 from .stamp import JOB_HASH_KEY  # PNG text chunk: the hash of the job that wrote the file
 
 LOAD_KEYS = ("dtype", "allow_pickle")  # how a worker loads a checkpoint; not part of the render's settings
 _PATH_KEYS = ("mask", "image", "model", "base_model", "mask_model")
+_FOLDER_KEYS = ("lora_dir", "embeddings")
 _MODEL_KEYS = ("model", "base_model", "mask_model")
 HASH_CHARS = 20  # output names: the first 20 hex digits of the job's hash
 
@@ -105,57 +113,105 @@ def list_fields() -> frozenset[str]:
     return frozenset([*names, *(f"{w}_{n}" for w in PASSES for n in names), "regions"])
 
 
-def _resolve(value, key: str, base: Path) -> str:
+def _resolve(value, key: str, base: Path, roots=None) -> str:
+    """A line's path made absolute against the jobs file's folder; with `roots`, it must lie inside one of them."""
     if not isinstance(value, str) or not value:
         raise JobError(key, f"must be a file path, got {value!r}")
+    if "\0" in value:
+        raise JobError(key, "a path cannot hold a NUL character")
     p = Path(os.path.expanduser(value))
-    return str(p if p.is_absolute() else (base / p).resolve())
+    path = str(p if p.is_absolute() else (base / p).resolve())
+    if roots is not None:
+        try:
+            inside(path, roots, key)
+        except ValueError as e:
+            raise JobError(key, f"{value} is outside the folders a jobs line may name files in ("
+                           f"{', '.join(str(r) for r in roots)}: the jobs file's folder and the folders given on the "
+                           "command line)") from e
+    return path
 
 
-def _job_fields(fields: dict, base: Path) -> dict:
-    """A line's fields as a job dict: relative paths (masks, image, checkpoints; a region's mask and model too)
-    made absolute against the jobs file's folder, and checked to exist."""
+_CONTROLNET_KEYS = ("controlnets", "base_controlnets", "mask_controlnets")
+
+
+def _controlnet_paths(value, key: str, base: Path, roots) -> object:
+    """A line's ControlNet entries with FILE and IMAGE made absolute (and kept inside `roots`)."""
+    entries = value if isinstance(value, list) else [value]
+    out = []
+    for i, c in enumerate(entries):
+        k = f"{key}[{i}]"
+        if isinstance(c, str) and ":" in c:
+            file, image, *rest = c.split(":")
+            c = ":".join([_resolve(file, f"{k}.file", base, roots) if file else file,
+                          _resolve(image, f"{k}.image", base, roots) if image else image, *rest])
+        elif isinstance(c, dict):
+            c = {**c, **{f: _resolve(c[f], f"{k}.{f}", base, roots) for f in ("file", "image")
+                         if isinstance(c.get(f), str) and c[f]}}
+        out.append(c)
+    return out if isinstance(value, list) else out[0]
+
+
+def _job_fields(fields: dict, base: Path, roots=None) -> dict:
+    """A line's fields as a job dict: relative paths (masks, image, checkpoints, folders, ControlNet files and
+    hints; a region's mask, model and ControlNets too) made absolute against the jobs file's folder, checked to
+    exist and (with `roots`) to stay inside those folders."""
     unknown = sorted(set(fields) - set(known_fields()))
     if unknown:
         raise JobError(unknown[0], f"unknown field (known: {', '.join(sorted(known_fields()))})")
     d = {k: v for k, v in fields.items() if k not in LOAD_KEYS and k != "from" and v is not None}
-    _resolve_paths(d, base, "")
+    _resolve_paths(d, base, "", roots)
     if isinstance(d.get("regions"), list):
         d["regions"] = [dict(r) if isinstance(r, dict) else r for r in d["regions"]]
         for i, r in enumerate(d["regions"]):
             if isinstance(r, dict):
-                _resolve_paths(r, base, f"regions[{i}].")
+                _resolve_paths(r, base, f"regions[{i}].", roots)
     return d
 
 
-def _resolve_paths(d: dict, base: Path, prefix: str) -> None:
+def _resolve_paths(d: dict, base: Path, prefix: str, roots=None) -> None:
     from ..models.registry import CHECKPOINT, loader_for
 
     for key in _PATH_KEYS:
         if d.get(key) is None or (key in _MODEL_KEYS and loader_for(d[key]) is not CHECKPOINT):
             continue
-        d[key] = _resolve(d[key], prefix + key, base)
+        d[key] = _resolve(d[key], prefix + key, base, roots)
         if not os.path.exists(d[key]):
             raise JobError(prefix + key, f"file not found: {d[key]}")
+    for key in _FOLDER_KEYS:
+        if d.get(key) is not None:
+            d[key] = _resolve(d[key], prefix + key, base, roots)
+    for key in _CONTROLNET_KEYS:
+        if d.get(key):
+            d[key] = _controlnet_paths(d[key], prefix + key, base, roots)
 
 
-def parse(fields: dict, base_dir: str | os.PathLike = "."):
+def parse(fields: dict, base_dir: str | os.PathLike = ".", roots=None, allow_pickle: bool = False):
     """Validate one batch line (already grid-expanded) -> BatchJob, or WorkflowJob for a line with "workflow";
-    raises JobError (a ValueError) naming the field."""
+    raises JobError (a ValueError) naming the field. `roots`: the folders the line may name files in (None:
+    anywhere, for trusted callers); `allow_pickle`: the batch's --allow-pickle (a line alone cannot allow it)."""
     if not isinstance(fields, dict):
         raise JobError("job", f"must be a JSON object, got {type(fields).__name__}")
     base = Path(base_dir)
+    if fields.get("allow_pickle") and not allow_pickle:
+        raise JobError("allow_pickle", "a jobs line cannot allow pickle files on its own; run the batch with "
+                       "--allow-pickle if you trust the files")
     if "workflow" in fields:
         from . import workflow_line
 
-        return workflow_line.parse(fields, base)
-    d = _job_fields(fields, base)
+        return workflow_line.parse(fields, base, roots, allow_pickle)
+    d = _job_fields(fields, base, roots)
+    untrusted = roots is not None
+    trusted = frozenset() if untrusted else None
     if "from" in fields:
-        job = Job.from_png(_resolve(fields["from"], "from", base), overrides=d)
+        job = Job.from_png(_resolve(fields["from"], "from", base, roots), overrides=d,
+                           untrusted=None if untrusted else False, trusted=trusted)
     else:
         from ..job.forms import merge
 
-        job = Job.from_dict(merge({}, d)[0])
+        job = Job.from_dict(merge({}, d)[0], trusted=trusted)
+    from ..job.loras import check_lora_names
+
+    check_lora_names(job)  # LoRA files found (inside lora_dir for a line's names) before any work
     masks = load_masks(job)  # the files exist and are images
     image_hw = None
     if job.image is not None:
@@ -165,6 +221,8 @@ def parse(fields: dict, base_dir: str | os.PathLike = "."):
     # sizes and aspect ratios now (the model's latent grid is checked when its worker loads it)
     resolve_size(job, [tuple(m.shape[-2:]) for m in masks], image_hw, 1)
     options = tuple((k, fields[k]) for k in LOAD_KEYS if fields.get(k) is not None)
+    if allow_pickle and "allow_pickle" not in fields:
+        options += (("allow_pickle", True),)
     if dict(options).get("dtype", "fp32") not in ("fp32", "fp16", "bf16"):
         raise JobError("dtype", f"unknown value {fields['dtype']!r}; valid: fp32, fp16, bf16")
     if not isinstance(dict(options).get("allow_pickle", False), bool):
@@ -178,7 +236,7 @@ def read_inputs(job: BatchJob) -> dict[str, bytes]:
     that they are still the files the job's hash (and so its output name) was computed from."""
     if _stamps(job.job) != job.stamps:
         raise ValueError("an input file changed since the batch was validated; run the batch again")
-    return {path: Path(path).read_bytes() for path in job.inputs.values()}
+    return {path: read_regular(path, "input file") for path in job.inputs.values()}
 
 
 def _stamps(job: Job) -> tuple:
@@ -217,11 +275,6 @@ def _load_options(job: BatchJob, device: str | None) -> dict:
 
 def output_matches(path: str | os.PathLike, job: BatchJob) -> bool:
     """True when `path` is a complete, readable PNG that carries this job's hash."""
-    from PIL import Image
+    from .stamp import read_stamp
 
-    try:
-        with Image.open(path) as im:
-            im.load()
-            return (getattr(im, "text", None) or {}).get(JOB_HASH_KEY) == job.digest
-    except (OSError, ValueError, SyntaxError):
-        return False
+    return (read_stamp(path) or {}).get(JOB_HASH_KEY) == job.digest

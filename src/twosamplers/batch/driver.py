@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .manifest import MANIFEST, Journal, now, read_records
+from .manifest import FAILURES, MANIFEST, Journal, now, read_records
 from .plan import FolderLock, Task, plan, remove_stale_temporaries, split_done
 from .scheduler import Scheduler
 
@@ -51,16 +51,27 @@ def _record_found(done: list[Task], folder: Path) -> None:
         journal.close()
 
 
+def _check_journals(folder: Path) -> None:
+    """Before any work: the journals are ordinary files (or not there yet), never a link a batch would follow."""
+    for name in (MANIFEST, FAILURES):
+        p = folder / name
+        if p.is_symlink() or (p.exists() and not p.is_file()):
+            raise ValueError(f"{p} is {'a symbolic link' if p.is_symlink() else 'not an ordinary file'}; "
+                             "remove it (a batch appends only to its own ordinary files)")
+
+
 def run_batch(source: str, out_dir: str | os.PathLike, *, workers: int | None = None, ray: str | bool | None = None,
               retries: int = 0, quiet: bool = False, threads: int | None = None, text: str | None = None,
-              base_dir: str | os.PathLike | None = None, workflow_defaults: dict | None = None) -> BatchResult:
+              base_dir: str | os.PathLike | None = None, workflow_defaults: dict | None = None,
+              allow_pickle: bool = False) -> BatchResult:
     """Run a jobs file (`-` for stdin, or `text` + `base_dir`) into `out_dir`.
 
     `workers`: local worker processes (default: one per CPU core, at most the number of jobs), or with `ray` the
     number of actors (default: one per GPU of the cluster, else one per CPU). `ray`: False/None for local
     processes, True to start or join a cluster (`RAY_ADDRESS` is honoured), or a cluster address.
-    `workflow_defaults`: `models` / `comfyui` / `input_dir` (absolute paths) for workflow lines without them.
-    Raises BatchInputError (nothing run) when any line is bad.
+    `workflow_defaults`: `models` / `comfyui` / `input_dir` (absolute paths) for workflow lines without them;
+    lines name files only inside the jobs file's folder and these. `allow_pickle`: lines may load pickle files
+    (weights only). Raises BatchInputError (nothing run) when any line is bad.
     """
     from .jobs_file import read_jobs_text
 
@@ -73,12 +84,15 @@ def run_batch(source: str, out_dir: str | os.PathLike, *, workers: int | None = 
     else:
         folder_of_jobs = Path(base_dir or ".")
     t0 = time.perf_counter()
-    tasks, errors, duplicates = plan(text, folder_of_jobs, workflow_defaults)
+    tasks, errors, duplicates = plan(text, folder_of_jobs, workflow_defaults, allow_pickle)
     if errors:
         raise BatchInputError(errors)
     folder = Path(out_dir)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"the batch output folder {folder} is a file, not a folder")
     folder.mkdir(parents=True, exist_ok=True)
     with FolderLock(folder):
+        _check_journals(folder)
         remove_stale_temporaries(folder)
         todo, done = split_done(tasks, folder)
         _record_found(done, folder)

@@ -15,7 +15,6 @@ than raised one at a time, so a user fixes a whole file in one go.
 from __future__ import annotations
 
 import itertools
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,14 +28,26 @@ class Line:
     fields: dict  # one job's fields (grids already expanded)
 
 
+MAX_JOBS_FILE_BYTES = 256 * 1024 * 1024
+
+
 def read_jobs_text(source: str) -> tuple[str, Path]:
-    """The text of a jobs file (`-` reads stdin) and the folder relative paths refer to."""
+    """The text of a jobs file (`-` reads stdin) and the folder relative paths refer to (and that its lines may
+    name files in)."""
+    from .._paths import read_regular
+
     if source == "-":
         return sys.stdin.read(), Path.cwd()
     path = Path(source)
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"jobs file not found: {source}")
-    return path.read_text(encoding="utf-8"), path.resolve().parent
+    data = read_regular(path, "jobs file", MAX_JOBS_FILE_BYTES)
+    if len(data) > MAX_JOBS_FILE_BYTES:
+        raise ValueError(f"jobs file {source} is larger than {MAX_JOBS_FILE_BYTES} bytes")
+    try:
+        return data.decode("utf-8-sig"), path.resolve().parent
+    except UnicodeDecodeError as e:
+        raise ValueError(f"jobs file {source} is not UTF-8 text: {e}") from None
 
 
 def _axis(key: str, value, list_valued: bool) -> list | None:
@@ -59,12 +70,13 @@ def _axis(key: str, value, list_valued: bool) -> list | None:
             raise ValueError(f"{key}: range must be 2 or 3 integers [start, stop(, step)], got {r!r}")
         if len(r) == 3 and r[2] == 0:
             raise ValueError(f"{key}: range step must not be 0")
-        values = range(*r)
-        if len(values) == 0:
+        start, stop, step = (*r, 1) if len(r) == 2 else r
+        count = max(0, (stop - start + step - (1 if step > 0 else -1)) // step)  # no len(): it overflows at 2**63
+        if count == 0:
             raise ValueError(f"{key}: range {r} is empty")
-        if len(values) > MAX_JOBS_PER_LINE:
-            raise ValueError(f"{key}: range {r} has {len(values)} values; at most {MAX_JOBS_PER_LINE} per line")
-        return list(values)
+        if count > MAX_JOBS_PER_LINE:
+            raise ValueError(f"{key}: range {r} has {count} values; at most {MAX_JOBS_PER_LINE} per line")
+        return list(range(start, stop, step))
     return None
 
 
@@ -123,15 +135,25 @@ def _copy(v):
 def parse_lines(text: str, list_fields: frozenset[str] = frozenset(), nested: frozenset[str] = frozenset(),
                 nested_lists: frozenset[str] = frozenset()) -> tuple[list[Line], list[str]]:
     """Every job of a jobs file, and the errors as "line N: reason" (both in file order)."""
+    import json
+
+    from .._checks import check_depth
+
     lines, errors = [], []
     for number, raw in enumerate(text.splitlines(), start=1):
         raw = raw.strip()
         if not raw or raw.startswith("#"):
             continue
         try:
-            fields = json.loads(raw)
+            fields = check_depth(json.loads(raw), "the line")
         except json.JSONDecodeError as e:
             errors.append(f"line {number}: not valid JSON: {e.msg} (column {e.colno})")
+            continue
+        except RecursionError:
+            errors.append(f"line {number}: the line is nested too deeply to be read")
+            continue
+        except ValueError as e:
+            errors.append(f"line {number}: {e}")
             continue
         if not isinstance(fields, dict):
             errors.append(f"line {number}: a job must be a JSON object, got {type(fields).__name__}")

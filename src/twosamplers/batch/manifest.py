@@ -7,8 +7,10 @@ skipped when reading and the next append starts on a fresh line.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import stat
 import time
 from pathlib import Path
 
@@ -25,11 +27,13 @@ def read_records(path: str | os.PathLike) -> list[dict]:
     path = Path(path)
     if not path.is_file():
         return []
+    if path.is_symlink():
+        return []
     out = []
     for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         try:
             rec = json.loads(line)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             continue
         if isinstance(rec, dict):
             out.append(rec)
@@ -53,8 +57,17 @@ class Journal:
 
     def append(self, record: dict) -> None:
         if self._file is None:
+            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+            try:  # never through a symbolic link planted in the batch folder
+                fd = os.open(self.path, flags, 0o644)
+            except OSError as e:
+                raise OSError(e.errno, f"cannot open {self.path} for appending ({e.strerror}; a symbolic link there "
+                              "is never followed)") from None
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                os.close(fd)
+                raise OSError(errno.EINVAL, f"{self.path} is not an ordinary file")
             torn = _ends_torn(self.path)
-            self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (kept open for the batch)
+            self._file = os.fdopen(fd, "a", encoding="utf-8")  # kept open for the batch
             if torn:
                 self._file.write("\n")
         self._file.write(json.dumps(record, sort_keys=True) + "\n")

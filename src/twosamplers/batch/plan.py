@@ -9,8 +9,11 @@ killed between writing an output and recording it loses nothing.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
+import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,10 +41,14 @@ def output_name(job) -> str:
     return job.output
 
 
-def plan(text: str, base_dir: str | os.PathLike, workflow_defaults: dict | None = None
+def plan(text: str, base_dir: str | os.PathLike, workflow_defaults: dict | None = None, allow_pickle: bool = False
          ) -> tuple[list[Task], list[str], int]:
     """(tasks in file order without duplicates, errors as "line N: reason", number of duplicate jobs).
-    `workflow_defaults`: fields a workflow line takes when it does not give them (batch's --models, ...)."""
+    `workflow_defaults`: fields a workflow line takes when it does not give them (batch's --models, ...). A line
+    is someone else's document: the files and folders it names (in every region too) must lie inside `base_dir`
+    (the jobs file's folder) or one of the `workflow_defaults` folders the user gave on the command line.
+    `allow_pickle`: the batch's --allow-pickle (lines may then load pickle files)."""
+    roots = (Path(base_dir).resolve(), *(Path(v) for v in (workflow_defaults or {}).values() if v))
     lines, errors = parse_lines(text, adapter.list_fields(), adapter.nested_fields(), adapter.nested_list_fields())
     tasks: dict[str, Task] = {}
     seen_errors: set[tuple[int, str]] = set()
@@ -51,8 +58,8 @@ def plan(text: str, base_dir: str | os.PathLike, workflow_defaults: dict | None 
             fields = line.fields
             if workflow_defaults and isinstance(fields, dict) and "workflow" in fields:
                 fields = {**workflow_defaults, **fields}
-            job = adapter.parse(fields, base_dir)
-        except (ValueError, TypeError, FileNotFoundError, OSError) as e:
+            job = adapter.parse(fields, base_dir, roots, allow_pickle)
+        except (ValueError, TypeError, FileNotFoundError, OSError, RecursionError, MemoryError) as e:
             msg = " ".join(str(e).split()) or type(e).__name__
             if (line.number, msg) not in seen_errors:  # a grid repeats its line's error once per job
                 seen_errors.add((line.number, msg))
@@ -84,7 +91,17 @@ class FolderLock:
         self._fd = None
 
     def __enter__(self):
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+        try:  # never through a symbolic link (a planted one would make us create a file at its target)
+            self._fd = os.open(self.path, flags, 0o644)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise ValueError(f"the batch lock {self.path} is a symbolic link; remove it (a batch never follows "
+                                 "one there)") from None
+            raise
+        if not stat.S_ISREG(os.fstat(self._fd).st_mode):
+            os.close(self._fd)
+            raise ValueError(f"the batch lock {self.path} is not an ordinary file; remove it")
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -97,10 +114,18 @@ class FolderLock:
         os.close(self._fd)
 
 
+# the temporary files `_files.atomic_write_all` makes for a batch's own outputs: "." + an output name (20 hex
+# digits, then ".png" or a workflow line's "-<node>-<k>.<ext>") + "." + mkstemp's 8 random characters + ".tmp"
+OWN_TEMPORARY = re.compile(r"\.[0-9a-f]{" + str(adapter.HASH_CHARS)
+                           + r"}(\.png|-[A-Za-z0-9_]+-\d+\.[A-Za-z0-9]+)\.[a-z0-9_]{8}\.tmp")
+
+
 def remove_stale_temporaries(folder: Path) -> int:
-    """Delete the temporary files an atomic write leaves when its process is killed (only under the lock)."""
+    """Delete the temporary files a killed batch left (only under the lock): only its own, recognised by their
+    names (and only ordinary files); any other file in the folder, whatever its name, is the user's."""
     n = 0
-    for p in folder.glob(".*.*.tmp"):
-        p.unlink(missing_ok=True)
-        n += 1
+    for p in folder.iterdir():
+        if OWN_TEMPORARY.fullmatch(p.name) and stat.S_ISREG(os.lstat(p).st_mode):
+            p.unlink(missing_ok=True)
+            n += 1
     return n

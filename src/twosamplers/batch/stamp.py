@@ -57,24 +57,47 @@ def read_stamp(path: str | os.PathLike) -> dict[str, str] | None:
     """The text entries of a complete, readable PNG or .latent file; None for anything else."""
     path = Path(path)
     try:
+        if path.is_symlink() or not path.is_file():  # only the batch's own files: ordinary files it renamed there
+            return None
         if path.suffix == ".png":
+            import warnings
+
             from PIL import Image
 
-            with Image.open(path) as im:
-                im.load()  # a truncated file fails here
-                return dict(getattr(im, "text", None) or {})
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(path) as im:
+                    im.load()  # a truncated file fails here
+                    text = dict(getattr(im, "text", None) or {})
+            return {str(k): str(v) for k, v in text.items()}
         if path.suffix == ".latent":
             return _safetensors_metadata(path)
-    except (OSError, ValueError, SyntaxError, struct.error):
+    except Exception:  # a damaged, planted or hostile file is simply not a finished output: the job is redone
         return None
     return None
 
 
 def _safetensors_metadata(path: Path) -> dict[str, str] | None:
+    size = path.stat().st_size
     with open(path, "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
+        head = f.read(8)
+        if len(head) < 8:
+            return None
+        (n,) = struct.unpack("<Q", head)
+        if n > min(size - 8, 100_000_000):
+            return None
         header = json.loads(f.read(n))
-    ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
-    if path.stat().st_size != 8 + n + max(ends, default=0):  # truncated or padded: not a finished file
+    if not isinstance(header, dict):
         return None
-    return dict(header.get("__metadata__") or {})
+    ends = []
+    for k, v in header.items():
+        if k == "__metadata__":
+            continue
+        offsets = v.get("data_offsets") if isinstance(v, dict) else None
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)):
+            return None
+        ends.append(offsets[1])
+    if size != 8 + n + max(ends, default=0):  # truncated or padded: not a finished file
+        return None
+    meta = header.get("__metadata__") or {}
+    return {str(k): str(v) for k, v in meta.items()} if isinstance(meta, dict) else None

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from .._paths import open_regular, read_regular
 from ..job import JobError
 from ..nodes.core import FolderNode
 from ..nodes.folders import Folders
@@ -43,10 +44,12 @@ from ..workflow.execute import load as load_workflow
 from ..workflow.formats import Workflow, input_kind
 from ..workflow.graph import describe, is_link, spec_of
 from ..workflow.graph import plan as plan_graph
+from ..workflow.limits import check_memory
 from .stamp import JOB_HASH_KEY, OUTPUTS_KEY, read_stamp, stamp
 
 HASH_CHARS = 20
-FIELDS = ("workflow", "set", "models", "comfyui", "input_dir", "extra_model_paths", "dtype")
+FIELDS = ("workflow", "set", "models", "comfyui", "input_dir", "extra_model_paths", "dtype", "allow_pickle")
+SAVE_PREFIX = "ComfyUI"  # a batch names outputs by hash: the workflow's own filename_prefix never applies
 FOLDER_FIELDS = ("models", "comfyui", "input_dir", "extra_model_paths")
 DTYPES = ("fp32", "fp16", "bf16")
 
@@ -65,6 +68,7 @@ class WorkflowJob:
     dtype: str | None
     settings: dict  # the line's fields, paths made absolute (manifest, failures)
     stamps: tuple = ()
+    allow_pickle: bool = False
 
     @property
     def model_key(self) -> str:
@@ -86,7 +90,7 @@ class WorkflowJob:
     def read_inputs(self) -> dict[str, bytes]:
         if _stamps(self.files) != self.stamps:
             raise ValueError("an input file changed since the batch was validated; run the batch again")
-        return {name: Path(path).read_bytes() for name, path in self.files}
+        return {name: read_regular(path, "input file") for name, path in self.files}
 
     def render(self, inputs: dict[str, bytes], cache, device: str | None = None) -> dict[str, bytes]:
         """Run the workflow in a worker (inputs from `inputs`, outputs to a temporary folder) -> {name: bytes}."""
@@ -99,10 +103,10 @@ class WorkflowJob:
             for name, _ in self.files:
                 (in_dir / name).parent.mkdir(parents=True, exist_ok=True)
                 (in_dir / name).write_bytes(inputs[name])
-            outputs = run(Workflow(self.prompt, self.ui, self.source), where.get("models"),
+            outputs = run(Workflow(_neutral_prefixes(self.prompt), self.ui, self.source), where.get("models"),
                           comfyui=where.get("comfyui"), input_dir=in_dir, output_dir=out_dir,
                           extra_model_paths=where.get("extra_model_paths"), device=device, dtype=self.dtype,
-                          cache=cache, quiet=True)
+                          cache=cache, quiet=True, allow_pickle=self.allow_pickle)
             written = [(f"{self.prefix}{_safe(o['node'])}-{k}{Path(f).suffix}", f)
                        for o in outputs for k, f in enumerate(o["files"], 1)]
             if not written:
@@ -130,19 +134,35 @@ class WorkflowJob:
         return None
 
 
+def _neutral_prefixes(prompt: dict) -> dict:
+    """The prompt with each output node's constant filename_prefix that the runner would refuse (it leaves the
+    output folder, ...) replaced by SAVE_PREFIX: a batch renames outputs by hash, so the prefix never applies and
+    must not fail the job. Acceptable prefixes stay, so the embedded prompt is the workflow's own."""
+    from ..nodes.image import check_prefix
+
+    out = {}
+    for nid, node in prompt.items():
+        names = getattr(NODES.get(node["class_type"]), "OUTPUT_INPUTS", ())
+        fixed = {}
+        for n in names:
+            value = node["inputs"].get(n)
+            if n in node["inputs"] and not is_link(value):
+                try:
+                    check_prefix(value)
+                except ValueError:
+                    fixed[n] = SAVE_PREFIX
+        out[nid] = {**node, "inputs": {**node["inputs"], **fixed}} if fixed else node
+    return out
+
+
 def _safe(node_id) -> str:
     return re.sub(r"[^A-Za-z0-9_]", "_", str(node_id))
 
 
-def _resolve(value, key: str, base: Path) -> str:
-    if not isinstance(value, str) or not value:
-        raise JobError(key, f"must be a path, got {value!r}")
-    p = Path(os.path.expanduser(value))
-    return str(p if p.is_absolute() else (base / p).resolve())
+def _paths(fields: dict, base: Path, roots=None) -> dict[str, str]:
+    from .adapter import _resolve
 
-
-def _paths(fields: dict, base: Path) -> dict[str, str]:
-    paths = {k: _resolve(fields[k], k, base) for k in ("workflow", *FOLDER_FIELDS) if fields.get(k) is not None}
+    paths = {k: _resolve(fields[k], k, base, roots) for k in ("workflow", *FOLDER_FIELDS) if fields.get(k) is not None}
     if not os.path.isfile(paths["workflow"]):
         raise JobError("workflow", f"file not found: {paths['workflow']}")
     for key in ("models", "comfyui", "input_dir"):
@@ -179,12 +199,16 @@ def _folders(where: tuple) -> Folders:
                           extra_model_paths=d.get("extra_model_paths"))
 
 
-def parse(fields: dict, base: Path) -> WorkflowJob:
-    """Check one workflow line (grids already expanded); raises a ValueError naming the field or the node."""
+def parse(fields: dict, base: Path, roots=None, allow_pickle: bool = False) -> WorkflowJob:
+    """Check one workflow line (grids already expanded); raises a ValueError naming the field or the node.
+    `roots`: the folders the line may name files and folders in (None: anywhere); `allow_pickle`: the batch's
+    --allow-pickle."""
     unknown = sorted(set(fields) - set(FIELDS))
     if unknown:
         raise JobError(unknown[0], f"is not a field of a workflow line (those are: {', '.join(FIELDS)})")
-    paths = _paths(fields, base)
+    if not isinstance(fields.get("allow_pickle", False), bool):
+        raise JobError("allow_pickle", f"must be true or false, got {fields['allow_pickle']!r}")
+    paths = _paths(fields, base, roots)
     overrides = _overrides(fields.get("set"))
     dtype = fields.get("dtype")
     if dtype is not None and dtype not in DTYPES:
@@ -195,9 +219,10 @@ def parse(fields: dict, base: Path) -> WorkflowJob:
         folders = _folders(where)
         wf = _load(paths["workflow"], st.st_mtime_ns, st.st_size, where)
         prompt = apply_overrides(wf.prompt, overrides)
-        order = plan_graph(prompt, folders)
+        order = plan_graph(_neutral_prefixes(prompt), folders)
         _check_saves(prompt, order.outputs)
         files = _input_files(prompt, order.order, folders)
+        check_memory(prompt, order.order, folders, None, dtype)
     except (WorkflowError, FileNotFoundError, ValueError, TypeError, ImportError) as e:
         raise ValueError(f"workflow {fields['workflow']}: {e}") from None
     models = sorted({f"{name}={prompt[nid]['inputs'][name]}" for nid in order.order
@@ -205,7 +230,8 @@ def parse(fields: dict, base: Path) -> WorkflowJob:
                      if not is_link(prompt[nid]["inputs"].get(name))})
     settings = {**fields, **paths}
     return WorkflowJob(_hash(prompt, dtype, files), prompt, wf.ui if not overrides else None, paths["workflow"],
-                       where, files, tuple(models), dtype, settings, _stamps(files))
+                       where, files, tuple(models), dtype, settings, _stamps(files),
+                       bool(allow_pickle or fields.get("allow_pickle")))
 
 
 def _check_saves(prompt: dict, outputs: list[str]) -> None:
@@ -258,7 +284,7 @@ def _hash(prompt: dict, dtype: str | None, files) -> str:
                                                   sort_keys=True).encode())
     for name, path in files:
         h.update(f"\0{name}\0".encode())
-        with open(path, "rb") as f:
+        with open_regular(path, "input file") as f:
             for block in iter(lambda f=f: f.read(1 << 20), b""):
                 h.update(block)
     return h.hexdigest()

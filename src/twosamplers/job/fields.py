@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, fields
-from pathlib import Path
 
 from .._checks import (
     MAX_CFG,
@@ -146,11 +145,6 @@ def _lora_entry(key: str, e) -> dict:
     return out
 
 
-def lora_files(entries) -> list[str]:
-    """The files of the given (not prompt-tag) entries that exist now, for the job's input hash."""
-    return [e["file"] for e in entries if e.get("source", "flag") == "flag" and Path(e["file"]).is_file()]
-
-
 # ---------------------------------------------------------------------------------------------- ControlNet entries
 def controlnet_entries(key: str, v) -> tuple[dict, ...]:
     """A pass's `controlnets` field, checked: one entry or a list of them -> normalised dicts."""
@@ -237,5 +231,5 @@ def region_field(i: int, key: str, n: int) -> str:
 
 __all__ = ["CONTROLNET_FORMAT", "LORA_FORMAT", "PASSES", "PASS_KEYS", "REGIONS", "REGION_KEYS", "SHARED_KEYS",
            "JobError", "PassSpec", "region_field", "bool_field", "checked", "choice_field",
-           "controlnet_entries", "float_field", "int_field", "lora_entries", "lora_files", "parse_lora_arg",
+           "controlnet_entries", "float_field", "int_field", "lora_entries", "parse_lora_arg",
            "str_field"]

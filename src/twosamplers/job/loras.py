@@ -7,6 +7,10 @@ or objects; the job that ran records each LoRA as {"name", "file" (absolute), st
 "flag" | "tag"}, which is what the PNG metadata keeps. Rendering from such a record (`--from`): a file that is
 gone is an error naming it and its recorded SHA-256; a file whose SHA-256 differs is used with a warning that
 the picture will differ.
+
+Names stay in their folder: `<lora:NAME>` tags always resolve inside the job's `lora_dir`, and so does an entry
+whose file the local user did not give (`Job.trusted`, job/trust.py: a line of a batch, someone else's PNG, the
+web page), in every pass, base and regions alike; only a path the user gave (`--lora FILE`) is read as a path.
 """
 
 from __future__ import annotations
@@ -35,23 +39,58 @@ class PassLora:
                 "sha256": sha256_file(self.lora.path), "source": self.source}
 
 
-def _find(entry: dict, lora_dir) -> Path:
-    if Path(entry["file"]).expanduser().is_file():
-        return Path(entry["file"]).expanduser()
-    return resolve_lora(entry.get("name", entry["file"]), lora_dir)
+def _find(entry: dict, lora_dir, job=None) -> Path:
+    """An entry's file: the path itself when the user gave it (a trusted job, or a --lora FILE flag), else the
+    file its name (or, failing that, its file's name) finds inside `lora_dir`, never outside."""
+    from .trust import is_trusted
+
+    direct = Path(entry["file"]).expanduser()
+    if (job is None or is_trusted(job, entry["file"])) and direct.is_file():
+        return direct
+    names = list(dict.fromkeys(n for n in (entry.get("name", entry["file"]), entry["file"]) if isinstance(n, str)))
+    names += [Path(n).name for n in names if Path(n).name not in names]
+    first: Exception | None = None
+    for name in names:
+        try:
+            return resolve_lora(name, lora_dir)
+        except (FileNotFoundError, ValueError) as e:
+            first = first or e
+    raise first if first is not None else FileNotFoundError(f"LoRA {entry['file']!r} not found")
 
 
-def resolve_stack(entries, prompt: str, lora_dir) -> tuple[str, list[PassLora]]:
-    """(the prompt without its tags, the pass's stack). FileNotFoundError names a file that is not there."""
+def entry_files(entries, job=None) -> list[str]:
+    """The files of the given (not prompt-tag) entries that exist now, for the job's input hash. An entry the
+    user did not give (job/trust.py) counts by the file its name finds in the job's LoRA folder."""
+    out = []
+    for e in entries:
+        if e.get("source", "flag") != "flag":
+            continue
+        try:
+            p = _find(e, getattr(job, "lora_dir", None), job)
+        except (FileNotFoundError, ValueError):
+            continue  # prepare_job reports it
+        if p.is_file():
+            out.append(str(p))
+    return out
+
+
+def resolve_stack(entries, prompt: str, lora_dir, job=None) -> tuple[str, list[PassLora]]:
+    """(the prompt without its tags, the pass's stack). FileNotFoundError names a file that is not there;
+    ValueError a malformed prompt tag or a name that tries to leave the LoRA folder. `job`: whose `trusted` set
+    says which entry files the user gave (None: all)."""
     stack = []
     for e in entries:
         if e.get("source", "flag") == "tag":
             continue  # a recorded prompt tag: the prompt itself brings it back
-        stack.append(PassLora(Lora(_find(e, lora_dir), e["strength_model"], e["strength_clip"]),
+        stack.append(PassLora(Lora(_find(e, lora_dir, job), e["strength_model"], e["strength_clip"]),
                               e.get("name", e["file"]), "flag"))
     text, tags = extract_lora_tags(prompt)
     for t in tags:
-        stack.append(PassLora(Lora(resolve_lora(t.name, lora_dir), t.strength_model, t.strength_clip), t.name, "tag"))
+        try:
+            path = resolve_lora(t.name, lora_dir)
+        except ValueError as e:
+            raise ValueError(f"prompt tag <lora:{t.name}>: {e}") from None
+        stack.append(PassLora(Lora(path, t.strength_model, t.strength_clip), t.name, "tag"))
     return text, stack
 
 
@@ -92,11 +131,11 @@ def prepare_loras(job, model, *, allow_pickle: bool = False):
         if "<lora:" in spec.negative:
             raise JobError(job.field(which, "negative"), "holds a <lora:...> tag; LoRA tags go in the positive prompt")
         try:
-            text, stack = resolve_stack(spec.loras, job.pass_prompt(which), job.lora_dir)
+            text, stack = resolve_stack(spec.loras, job.pass_prompt(which), job.lora_dir, job)
         except FileNotFoundError as e:
             raise JobError(field, _missing(e, spec.loras)) from None
-        except ValueError as e:  # a malformed prompt tag
-            raise JobError(job.field(which, "prompt"), str(e)) from None
+        except ValueError as e:  # a malformed prompt tag, or a name that leaves the LoRA folder
+            raise JobError(_value_field(job, which, e), str(e)) from None
         warn_changed(stack, spec.loras, job.pass_label(which))
         if stack and not can_patch(model):
             raise JobError(field, f"LoRAs need a Stable Diffusion, Flux or SD3 checkpoint; "
@@ -109,6 +148,27 @@ def prepare_loras(job, model, *, allow_pickle: bool = False):
         specs[which] = replace(spec, loras=tuple(p.record() for p in stack))
     regions = tuple(replace(r, spec=specs[i]) for i, r in enumerate(job.regions))
     return replace(job, base=specs["base"], regions=regions), models, prompts, library
+
+
+def _value_field(job, which, err: ValueError) -> str:
+    """The field a ValueError of `resolve_stack` is about: the prompt for its tags, else the pass's entries."""
+    return job.field(which, "prompt" if str(err).startswith("prompt tag") else "loras")
+
+
+def check_lora_names(job) -> None:
+    """Every LoRA a job names (every pass's entries and its prompt's tags) is a file that can be found, inside its
+    folder where the user did not give the path: what a batch checks when it plans, before any model is loaded.
+    JobError naming the field otherwise."""
+    for which in job.passes():
+        spec = job.pass_spec(which)
+        try:
+            resolve_stack(spec.loras, job.pass_prompt(which), job.lora_dir, job)
+        except FileNotFoundError as e:
+            raise JobError(job.field(which, "loras"), _missing(e, spec.loras)) from None
+        except ValueError as e:
+            raise JobError(_value_field(job, which, e), str(e)) from None
+    if job.embeddings is not None and not Path(job.embeddings).expanduser().is_dir():
+        raise JobError("embeddings", f"folder not found: {job.embeddings}")
 
 
 def _library(job, models: dict, allow_pickle: bool) -> EmbeddingLibrary | None:

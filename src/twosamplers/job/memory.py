@@ -31,17 +31,26 @@ def estimate_bytes(model, width: int, height: int, batch: int = 1) -> int:
     own = getattr(model, "estimate_memory", None)
     if callable(own):
         return int(own(width, height, batch))
-    pixels = width * height * batch
     if type(model).__module__.endswith("models.analytic"):
+        return estimate_plain(width, height, batch, analytic=True)
+    return estimate_plain(width, height, batch, weight_bytes=_weight_bytes(model),
+                          itemsize=torch.finfo(getattr(model, "dtype", torch.float32)).bits // 8,
+                          downscale=int(getattr(model.latent_format, "downscale", 8)),
+                          tiled_decode=bool(getattr(model, "tiled_decode", False)))
+
+
+def estimate_plain(width: int, height: int, batch: int = 1, *, analytic: bool = False, weight_bytes: int = 0,
+                   itemsize: int = 4, downscale: int = 8, tiled_decode: bool = False) -> int:
+    """The estimate of `estimate_bytes` from numbers alone (no model loaded): what a workflow's planning uses,
+    with a checkpoint's file size as its weights."""
+    pixels = width * height * batch
+    if analytic:
         return ANALYTIC_FIXED + ANALYTIC_PER_PIXEL * pixels
-    ds = int(getattr(model.latent_format, "downscale", 8))
-    tokens = (width // ds) * (height // ds)
-    weights = _weight_bytes(model)
-    itemsize = torch.finfo(getattr(model, "dtype", torch.float32)).bits // 8
+    tokens = (width // downscale) * (height // downscale)
     unet = 2 * batch * tokens * 320 * 40 * itemsize
     attention = 2 * batch * 8 * tokens * tokens * itemsize
-    vae = 0 if getattr(model, "tiled_decode", False) else pixels * 128 * 4 * 4
-    return weights + unet + attention + vae
+    vae = 0 if tiled_decode else pixels * 128 * 4 * 4
+    return weight_bytes + unet + attention + vae
 
 
 def _weight_bytes(model) -> int:
@@ -102,4 +111,4 @@ def memory_problem(model, width: int, height: int, batch: int = 1) -> str | None
             f"{have / GB:.1f} GB available")
 
 
-__all__ = ["available_bytes", "estimate_bytes", "estimate_many", "memory_problem"]
+__all__ = ["GB", "available_bytes", "estimate_bytes", "estimate_many", "estimate_plain", "memory_problem"]

@@ -9,10 +9,10 @@ job with every region, so `twosamplers generate --from` and a batch's "from" lin
 
 from __future__ import annotations
 
-import json
 import os
 
-from ..imageio import decode_mask_png, read_png_job
+from .._checks import loads_json
+from ..imageio import decode_mask_png, png_is_ours, read_png_job
 from .fields import REGIONS
 from .forms import regions_form
 
@@ -20,23 +20,26 @@ PAGE_REGIONS_KEY = "twosamplers-regions"  # the page's regions 2.. before region
 PAGE_SAME_MODEL = "same as base"  # that chunk's "model" of a region sampling with the job's model
 
 
-def read_job(path: str | os.PathLike) -> tuple[dict, list]:
-    """(the job dict the PNG stores, its embedded masks in region order: None where a region has none)."""
+def read_job(path: str | os.PathLike, with_origin: bool = False) -> tuple:
+    """(the job dict the PNG stores, its embedded masks in region order: None where a region has none); with
+    `with_origin`, also whether this user rendered it on this machine (`imageio.png_is_ours`: its origin tag
+    covers every text chunk, the old page's regions chunk included)."""
     settings, masks, chunks = read_png_job(path)
+    origin = (png_is_ours(chunks),) if with_origin else ()
     if PAGE_REGIONS_KEY not in chunks or REGIONS in settings:
-        return settings, masks
+        return (settings, masks, *origin)
     regions, region_masks = page_regions(chunks[PAGE_REGIONS_KEY], path)
     d = regions_form(settings)
     d[REGIONS] = [*d[REGIONS][:1], *regions]
-    return d, [masks[0] if masks else None, *region_masks]
+    return (d, [masks[0] if masks else None, *region_masks], *origin)
 
 
 def page_regions(text: str, path) -> tuple[list[dict], list]:
     """The old page chunk -> (region dicts of regions 2.., their masks)."""
     try:
-        raw = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as e:
-        raise ValueError(f"{path}: the '{PAGE_REGIONS_KEY}' chunk is not readable: {e}") from None
+        raw = loads_json(text, f"{path}: the '{PAGE_REGIONS_KEY}' chunk")
+    except ValueError as e:
+        raise ValueError(f"{e}; it is not readable") from None
     if not isinstance(raw, list) or not all(isinstance(r, dict) for r in raw):
         raise ValueError(f"{path}: the '{PAGE_REGIONS_KEY}' chunk is not a list of regions")
     regions, masks = [], []

@@ -134,13 +134,15 @@ def prepare_job(job: Job, cache: ModelCache | None = None, *, load_options: dict
     Every model the job uses is loaded here (once each, through `cache`) and must share the job model's latent
     format; the job's model sizes the image and encodes/decodes it, each pass samples with its own."""
     from ..imageio import load_image
+    from .trust import check_models
 
     cache = ModelCache() if cache is None else cache
     masks = load_masks(job)
     pixels = load_image(job.image) if job.image is not None else None
     options = model_options(job)
     options.update({k: v for k, v in (load_options or {}).items() if v})
-    model = cache.get(job.model, **options)
+    check_models(job)  # a model the user did not give is local: never a download
+    model = cache.get(job.model, **loader_options(job.model, options))
     pass_bases = load_pass_models(job, model, cache, options)
     factor = int(model.latent_format.downscale)
     job = resolve_size(job, [tuple(m.shape[-2:]) for m in masks], None if pixels is None else
@@ -171,7 +173,7 @@ def load_pass_models(job: Job, model, cache: ModelCache, options: dict) -> dict:
             continue
         key = job.field(which, "model")
         try:
-            out[which] = cache.get(name, **options)
+            out[which] = cache.get(name, **loader_options(name, options))
         except (ValueError, OSError, TypeError) as e:
             raise JobError(key, f"cannot load {name!r}: {' '.join(str(e).split())}") from None
         differ = latent_mismatch(model, out[which])
@@ -180,6 +182,16 @@ def load_pass_models(job: Job, model, cache: ModelCache, options: dict) -> dict:
                            f"(which encodes and decodes the image) has {differ[0]}; the passes' models "
                            "must share the job model's latent format")
     return out
+
+
+def loader_options(name: str, options: dict) -> dict:
+    """`options` for loading model `name`: allow_pickle is a permission for checkpoint files, not an option of
+    the built-in models (which read no file), so it is dropped for them."""
+    from ..models.registry import CHECKPOINT, loader_for
+
+    if loader_for(name) is CHECKPOINT:
+        return options
+    return {k: v for k, v in options.items() if k != "allow_pickle"}
 
 
 def model_options(job: Job) -> dict:

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field, fields, replace
 import torch
 
 from .._checks import MAX_IMAGE_SIDE, MAX_OVERLAP, MAX_REGIONS, MAX_STEPS
+from .._paths import open_regular
 from ..front import MODES
 from ..imageio import MASK_CHANNELS
 from ..mask_ops import INVERSIONS
@@ -54,11 +55,11 @@ from .fields import (
     choice_field,
     float_field,
     int_field,
-    lora_files,
     region_field,
     str_field,
 )
 from .forms import merge, region_dicts, with_shared
+from .loras import entry_files
 
 MAX_CLIP_LAYERS = 1000  # clip_skip beyond any text encoder's depth is an error, not an IndexError later
 METADATA_ONLY_KEYS = ("twosamplers_version",)  # written into PNGs for people; not part of a job
@@ -106,13 +107,18 @@ class Job:
     comfyui_version: str = DEFAULT_COMFYUI_VERSION
     lora_dir: str | None = None  # where LoRA names (entries, prompt tags) are looked up
     embeddings: str | None = None  # the textual-inversion embeddings directory (embedding:NAME in prompts)
+    # the paths and model names the local user gave (None: all of them); see job/trust.py. Not a setting: not in
+    # to_dict, the PNG or the hash
+    trusted: frozenset | None = field(default=None, repr=False, compare=False)
 
     # ------------------------------------------------------------------ parsing
     @classmethod
-    def from_dict(cls, d: dict, *, mask_tensor: torch.Tensor | None = None, mask_tensors=None) -> Job:
+    def from_dict(cls, d: dict, *, mask_tensor: torch.Tensor | None = None, mask_tensors=None,
+                  trusted: frozenset | None = None) -> Job:
         """Validate and normalise a job dict (the format of `to_dict`, the PNG metadata and batch lines; the
         shorthand of plain pass keys allowed). `mask_tensors`: one per region (None where the region's mask is
-        its file); `mask_tensor`: region 1's."""
+        its file); `mask_tensor`: region 1's. `trusted`: the paths and model names the local user gave, when the
+        dict comes (in part) from someone else's document (job/trust.py); None: all of them."""
         if not isinstance(d, dict):
             raise JobError("job", f"must be a JSON object, got {type(d).__name__}")
         d = {k: v for k, v in d.items() if k not in METADATA_ONLY_KEYS and v is not None}
@@ -141,7 +147,8 @@ class Job:
                                tensors[i]))
         if "mode" not in d and n > 1:
             d["mode"] = "regional"  # several regions: RegionalSampler's interleaving unless the job says otherwise
-        return cls(**d, base=PassSpec(**base), regions=tuple(made)).validated()
+        trusted = None if trusted is None else frozenset(trusted)
+        return cls(**d, base=PassSpec(**base), regions=tuple(made), trusted=trusted).validated()
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Job:
@@ -156,19 +163,42 @@ class Job:
 
     @classmethod
     def from_png(cls, path: str | os.PathLike, overrides: dict | None = None,
-                 patches: dict[int, dict] | None = None) -> Job:
+                 patches: dict[int, dict] | None = None, *, untrusted: bool | None = False,
+                 trusted: frozenset | None = None) -> Job:
         """The job a PNG written by twosamplers records (every region's embedded mask included; a PNG of the web
         page made before regions were part of the job brings its regions too); `overrides` (a job dict, e.g. from
         command-line flags, shorthand allowed) and `patches` ({region index: fields}) win over the PNG's values
-        (`merge`)."""
-        from .png import read_job
+        (`merge`).
 
-        stored, embedded = read_job(path)
-        d, tensors = merge(stored, overrides or {}, patches, embedded)
+        untrusted: False (the Python API's default) uses the PNG's file paths as they are; True treats the PNG as
+        someone else's (`trust.png_fields`: it does not choose the files that are read, in any region); None
+        decides by the PNG's origin tag (a PNG this user rendered on this machine is used as is). `trusted`: the
+        paths and model names the user gave (the overrides' and patches' own: `trust.given`); with untrusted True
+        or None the job never downloads a model the PNG names."""
+        from .png import read_job
+        from .trust import check_models, given, png_fields
+
+        stored, embedded, ours = read_job(path, with_origin=True)
+        overrides = dict(overrides or {})
+        if untrusted is not False:
+            user = frozenset(trusted or ())
+            if untrusted or not ours:
+                # every value is validated first (nothing is read for that), its models must be local (a PNG
+                # never downloads), then the files it names are refused
+                check_models(cls._from_png_dict(stored, overrides, patches, embedded, trusted=user))
+                stored = png_fields(stored, overrides, patches, png=str(path), embedded=embedded)
+                trusted = user
+            else:
+                trusted = user | given(stored, models=False)
+        return cls._from_png_dict(stored, overrides, patches, embedded, trusted=trusted)
+
+    @classmethod
+    def _from_png_dict(cls, stored: dict, overrides: dict, patches, embedded, *, trusted) -> Job:
+        d, tensors = merge(stored, overrides, patches, embedded)
         if tensors and all(t is not None for t in tensors):
             # every mask as it was used (channel and inversion already applied)
             d.update(mask_channel="gray", invert_mask=False)
-        return cls.from_dict(d, mask_tensors=tensors)
+        return cls.from_dict(d, mask_tensors=tensors, trusted=trusted)
 
     def validated(self) -> Job:
         """This job with every field checked and the defaults filled in; raises JobError naming the field."""
@@ -314,7 +344,7 @@ class Job:
             spec = self.pass_spec(which)
             for i, c in enumerate(spec.controlnets):
                 files[f"{self.field(which, 'controlnets')}[{i}].image"] = c["image"]
-            for i, path in enumerate(lora_files(spec.loras)):
+            for i, path in enumerate(entry_files(spec.loras, self)):
                 files[f"{self.field(which, 'loras')}[{i}]"] = path
         return {k: v for k, v in files.items() if v is not None}
 
@@ -350,12 +380,14 @@ class Job:
         h = hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode())
         for key, path in sorted(self.input_files().items()):
             h.update(f"\0{key}\0".encode())
-            try:
-                with open(path, "rb") as f:
-                    for block in iter(lambda: f.read(1 << 20), b""):
+            try:  # an ordinary file only: a FIFO or /dev/zero named as an input would block or never end
+                with open_regular(path, "input file") as f:
+                    for block in iter(lambda f=f: f.read(1 << 20), b""):
                         h.update(block)
-            except OSError as e:
-                raise JobError(key, f"cannot read {path}: {e.strerror or e}") from None
+            except FileNotFoundError:
+                raise JobError(key, f"file not found: {path}") from None
+            except (OSError, ValueError) as e:
+                raise JobError(key, f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
         for i, r in enumerate(self.regions):
             if r.mask_tensor is not None:
                 h.update(f"\0{'mask' if len(self.regions) == 1 else f'{REGIONS}[{i}].mask'}_tensor\0".encode())
@@ -363,7 +395,7 @@ class Job:
         return h.hexdigest()
 
 
-TOP_KEYS = tuple(f.name for f in fields(Job) if f.name not in ("base", "regions"))
+TOP_KEYS = tuple(f.name for f in fields(Job) if f.name not in ("base", "regions", "trusted"))
 
 
 def _pass_dict(prefix: str, spec: PassSpec) -> dict:

@@ -120,7 +120,7 @@ def load_controlnet(path: str | os.PathLike, *, unet=None, device=None, dtype: t
             if key in _CACHE:
                 return _CACHE[key]
     if p.is_dir():
-        net = _load_folder(p, dtype)
+        net = _load_folder(p, dtype, allow_pickle)
     else:
         net = _load_single_file(p, unet, dtype, allow_pickle)
     handle = ControlNetModelHandle(net.to(device), str(p))
@@ -142,20 +142,30 @@ def _folder_stamp(p: Path) -> int:
     return cfg.stat().st_mtime_ns if cfg.exists() else 0
 
 
-def _load_folder(p: Path, dtype: torch.dtype):
+def _load_folder(p: Path, dtype: torch.dtype, allow_pickle: bool = False):
     from diffusers import ControlNetModel
+
+    from .._paths import read_regular
+    from .sd_loading import PickleNotAllowedError, pickle_only_folder
 
     cfg_file = p / "config.json"
     if not cfg_file.exists():
         raise CheckpointError(f"{p} is a folder without config.json: not a diffusers ControlNet folder")
     try:
-        cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
+        cfg = json.loads(read_regular(cfg_file, "config file", 64 << 20).decode("utf-8"))
+    except (OSError, ValueError, RecursionError) as e:
         raise CheckpointError(f"{cfg_file}: cannot read ({e})") from None
+    if not isinstance(cfg, dict):
+        raise CheckpointError(f"{cfg_file}: not a JSON object")
+    pickles = pickle_only_folder(p)
+    if pickles and not allow_pickle:
+        raise PickleNotAllowedError(f"{p}: the ControlNet folder's weights are pickle files "
+                                    f"({', '.join(pickles[:3])}); refused without --allow-pickle (allow_pickle=True)")
     if cfg.get("_class_name") not in (None, "ControlNetModel"):
         raise UnsupportedModelError(f"{p}: a {cfg.get('_class_name')} folder, not a ControlNetModel")
     try:
-        net = ControlNetModel.from_pretrained(p, torch_dtype=dtype, local_files_only=True)
+        net = ControlNetModel.from_pretrained(p, torch_dtype=dtype, local_files_only=True,
+                                              use_safetensors=not allow_pickle)
     except (OSError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"{p}: cannot load the ControlNet folder ({type(e).__name__}: {e})") from None
     return net.eval().requires_grad_(False)

@@ -3,8 +3,10 @@ encoder reads it): the tags are taken out of the text and name LoRAs for the pas
 
 Rules (Impact Pack's): the clip weight defaults to the model weight, the model weight to 1.0; a name given twice
 counts once (its first tag); `key=value` fields (Impact's LBW=/LOADER=) are not supported and are an error rather
-than silently ignored. Names resolve inside a LoRA directory: the relative path as given, then with `.safetensors`
-(and the pickle suffixes) appended, then a unique file of that name anywhere below the directory.
+than silently ignored. Names resolve inside a LoRA directory only (a prompt may come from a PNG or a workflow made
+by someone else): the relative path as given, then with `.safetensors` (and the pickle suffixes) appended, then a
+unique file of that name anywhere below the directory. An absolute path, `..` or `~` in a name is an error; only
+an explicit `--lora FILE` (`Lora(path)` in Python) takes a path.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from .._paths import name_in_folder
 from .lora import LORA_SUFFIXES, Lora
 
 TAG = re.compile(r"<lora:([^>]+)>")
@@ -67,28 +70,35 @@ def extract_lora_tags(prompt: str) -> tuple[str, list[LoraTag]]:
 
 
 def resolve_lora(name: str, lora_dir: str | os.PathLike | None) -> Path:
-    """The file a LoRA name means: a path as given (absolute, or relative to the working directory), else the
-    file of that name in `lora_dir` (with or without its suffix, or uniquely named anywhere below it)."""
-    direct = Path(name).expanduser()
-    if direct.is_file():
-        return direct
+    """The file a LoRA name means inside `lora_dir`: the relative path as given, then with its suffix, then a
+    unique file of that name anywhere below the directory. Names never leave the directory (no absolute path,
+    '..' or '~'); FileNotFoundError when nothing matches, ValueError for a name that tries to leave."""
     if lora_dir is None:
-        raise FileNotFoundError(f"LoRA {name!r} not found (not a file; give --lora-dir / lora_dir to look it up "
-                                "by name)")
+        raise FileNotFoundError(f"LoRA {name!r} not found: LoRA names are looked up in a LoRA folder and none was "
+                                "given (--lora-dir / lora_dir; a path works only with --lora FILE)")
     root = Path(lora_dir).expanduser()
+    first = name_in_folder(name, root, "LoRA name")
     if not root.is_dir():
         raise FileNotFoundError(f"LoRA directory not found: {root}")
-    for candidate in [name] + [name + s for s in LORA_SUFFIXES]:
-        p = root / candidate
+    for p in [first] + [first.with_name(first.name + s) for s in LORA_SUFFIXES]:
         if p.is_file():
             return p
-    wanted = {name} | {name + s for s in LORA_SUFFIXES}
-    hits = sorted(p for p in root.rglob("*") if p.is_file() and p.name in wanted)
+    wanted = {first.name} | {first.name + s for s in LORA_SUFFIXES}
+    hits = sorted(p for p in root.rglob("*") if p.name in wanted and p.is_file())
     if len(hits) == 1:
         return hits[0]
     if len(hits) > 1:
         raise FileNotFoundError(f"LoRA {name!r} is ambiguous in {root}: {', '.join(str(h) for h in hits[:4])}")
     raise FileNotFoundError(f"LoRA {name!r} not found in {root}")
+
+
+def lora_file(name_or_path: str | os.PathLike, lora_dir: str | os.PathLike | None) -> Path:
+    """For trusted callers (the command line's --lora, the Python API): an existing file path as given, else a
+    name inside `lora_dir` (`resolve_lora`)."""
+    direct = Path(name_or_path).expanduser()
+    if direct.is_file():
+        return direct
+    return resolve_lora(str(name_or_path), lora_dir)
 
 
 def loras_from_prompt(prompt: str, lora_dir: str | os.PathLike | None) -> tuple[str, list[Lora]]:

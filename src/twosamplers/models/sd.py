@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from .._paths import read_regular
 from ..schedules import ModelSamplingDiscrete
 from .base import NetworkModel
 from .devices import _vae_dtype, resolve_device_dtype  # noqa: F401  (re-exported: models.sd.resolve_device_dtype)
@@ -41,6 +42,7 @@ from .sd_loading import (
     build_vae,
     detect_family,
     guess_prediction,
+    pickle_only_folder,
     read_state_dict,
 )
 from .sd_text import END_TOKEN, ClipTextEncoder, TokenizerSpec, clip_tokenizer, normalize_clip_skip
@@ -308,7 +310,7 @@ def load_sd(path_or_repo: str | os.PathLike, *, device=None, dtype=None, allow_p
             if key in _CACHE:
                 return _CACHE[key]
     if path.exists() and path.is_dir():
-        model = _load_folder(path, dev, dt, pred, skip)
+        model = _load_folder(path, dev, dt, pred, skip, allow_pickle=allow_pickle)
     elif path.exists():
         model = _load_single_file(path, dev, dt, pred, skip, allow_pickle)
     else:
@@ -372,9 +374,12 @@ def _load_single_file(path: Path, dev, dt, pred, skip, allow_pickle) -> SDModel:
 
 def _read_json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path}: cannot read ({e})") from None
+        data = json.loads(read_regular(path, "config file", 64 << 20).decode("utf-8"))
+    except (OSError, ValueError, RecursionError) as e:
+        raise CheckpointError(f"{path}: cannot read ({type(e).__name__}: {e})") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: not a JSON object")
+    return data
 
 
 def _check_folder(path: Path) -> tuple[bool, dict]:
@@ -432,20 +437,27 @@ def _folder_tokenizer(path: Path, sub: str, encoder) -> TokenizerSpec:
     return TokenizerSpec(tok, pad_token=int(pad), start_token=int(ids["bos"]), end_token=int(ids["eos"]))
 
 
-def _load_folder(path: Path, dev, dt, pred, skip, source: str | None = None) -> SDModel:
+def _load_folder(path: Path, dev, dt, pred, skip, source: str | None = None, allow_pickle: bool = False) -> SDModel:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     sdxl, sched = _check_folder(path)
+    pickles = pickle_only_folder(path)
+    if pickles and not allow_pickle:
+        raise PickleNotAllowedError(
+            f"{path}: the diffusers folder's weights are pickle files ({', '.join(pickles[:3])}), which can run code "
+            "when loaded; refused. Convert them to .safetensors, or pass --allow-pickle (allow_pickle=True) if you "
+            "trust the folder (they are then read weights-only).")
     folder_pred = _prediction_arg(sched.get("prediction_type", "epsilon"))
-    load = {"torch_dtype": dt}
+    load = {"torch_dtype": dt, "use_safetensors": not allow_pickle}
     from diffusers.utils import is_accelerate_available
 
     fast = {"low_cpu_mem_usage": is_accelerate_available()}  # without accelerate, say so instead of warning
     try:
         unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", **load, **fast).to(dev)
         vae_dt = _vae_dtype(dev, dt)
-        vae = AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=vae_dt, **fast).to(dev)
+        vae = AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=vae_dt, **fast,
+                                            use_safetensors=not allow_pickle).to(dev)
         if sdxl:
             te_l = CLIPTextModel.from_pretrained(path / "text_encoder", **load).to(dev)
             te_g = CLIPTextModelWithProjection.from_pretrained(path / "text_encoder_2", **load).to(dev)

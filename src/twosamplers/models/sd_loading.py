@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from .._paths import regular_file
+
 SUPPORTED = "SD1.x, SD2.x (eps or v-prediction) and SDXL base, and their inpainting models"
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl")
 UNET = "model.diffusion_model."
@@ -55,8 +57,22 @@ def _check_safetensors_header(path: Path) -> None:
         header = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{path}: corrupt safetensors header (not valid JSON: {e})") from None
+    except RecursionError:
+        raise CheckpointError(f"{path}: corrupt safetensors header (nested too deeply)") from None
     if not isinstance(header, dict):
         raise CheckpointError(f"{path}: corrupt safetensors header (expected a JSON object)")
+
+
+def pickle_only_folder(folder: Path) -> list[str]:
+    """The weight files of a diffusers model folder (or one of its component folders) when they are all pickle
+    files (.bin/.pt/.ckpt/.pth), else []: such a folder loads only with allow_pickle."""
+    weights = [p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in (".safetensors", *PICKLE_SUFFIXES)
+               and p.name != "training_args.bin"]
+    by_dir: dict[Path, list[Path]] = {}
+    for p in weights:
+        by_dir.setdefault(p.parent, []).append(p)
+    return sorted(str(p.relative_to(folder)) for files in by_dir.values()
+                  if not any(f.suffix.lower() == ".safetensors" for f in files) for p in files)
 
 
 def _is_pickle_like(path: Path) -> bool:
@@ -73,6 +89,10 @@ def read_state_dict(path: str | Path, *, allow_pickle: bool = False) -> dict[str
         raise FileNotFoundError(f"checkpoint not found: {path}")
     if path.is_dir():
         raise CheckpointError(f"{path} is a folder without model_index.json: not a diffusers model folder")
+    try:  # an ordinary file only: a FIFO or a device named as a checkpoint would block or never end
+        regular_file(path, "checkpoint")
+    except ValueError as e:
+        raise CheckpointError(str(e)) from None
     suffix = path.suffix.lower()
     if suffix == ".safetensors" or (suffix not in PICKLE_SUFFIXES and not _is_pickle_like(path)):
         _check_safetensors_header(path)

@@ -275,6 +275,10 @@ class SaveLatent(FolderNode):
     FUNCTION = "save"
     OUTPUT_NODE = True
     CATEGORY = "_for_testing"
+    OUTPUT_INPUTS = ("filename_prefix",)  # checked while planning (check_inputs), before any sampling
+
+    def check_inputs(self, filename_prefix="latents/ComfyUI"):
+        split_prefix(filename_prefix)
 
     def save(self, samples, filename_prefix="latents/ComfyUI", prompt=None, extra_pnginfo=None, unique_id=None):
         import json

@@ -2,14 +2,19 @@
 
 `Folders` answers "which file is checkpoint X" (search folders per model kind, as ComfyUI's folder_paths and
 extra_model_paths.yaml describe them), loads each model once per Folders object, and collects the files that
-output nodes write. Writes go through `Folders.write`: by default a file is written at once (atomically); the
-workflow runner sets `defer_writes` so that nothing is written until every node has run, and a failing
-workflow leaves no output; the queue is then written together (all files, then all renames).
+output nodes write. A workflow is someone else's document: every name it gives (ckpt_name, lora_name, an input
+image) stays inside its folders, and the folders are listed once per Folders object (a workflow of thousands of
+loader nodes lists them once, not once per node). Writes go through `Folders.write`: by default a file is
+written at once (atomically); the workflow runner sets `defer_writes` so that nothing is written until every
+node has run, and a failing workflow leaves no output; the queue is then written together (all files, then all
+renames). Each output name is claimed by creating it exclusively, so two runs (or two SaveImage nodes) writing
+the same prefix at once take different numbers instead of replacing each other's file.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -17,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .._files import atomic_write_all
+from .._paths import name_in_folder, read_regular
 
 MODEL_KINDS = ("checkpoints", "loras", "vae", "controlnet", "embeddings", "upscale_models", "clip", "unet",
                "diffusion_models", "text_encoders", "clip_vision", "configs", "wildcards")
@@ -63,6 +69,7 @@ class Folders:
     disable_pbar: bool | None = None
     pending: list[PendingWrite] = field(default_factory=list)
     cache: object = None  # a twosamplers.models.ModelCache (made on first use)
+    listings: dict = field(default_factory=dict)  # (what, kind, extensions) -> names: each folder listed once
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -110,8 +117,8 @@ class Folders:
                 from e
         path = Path(path)
         try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except (OSError, yaml.YAMLError) as e:
+            data = yaml.safe_load(read_regular(path, "extra_model_paths.yaml", 16 << 20).decode("utf-8")) or {}
+        except (OSError, ValueError, yaml.YAMLError, RecursionError) as e:
             raise ValueError(f"{path} is not a readable extra_model_paths.yaml: {e}") from e
         if not isinstance(data, dict):
             raise ValueError(f"{path}: expected sections of 'kind: folder' entries")
@@ -136,21 +143,30 @@ class Folders:
 
     def list_models(self, kind: str, extensions: tuple[str, ...] = CHECKPOINT_EXTENSIONS,
                     marker: str = "model_index.json") -> list[str]:
-        """Relative names of the model files (and diffusers folders) under the search folders of `kind`."""
-        names: set[str] = set()
-        for d in self.search_dirs(kind):
-            if not d.is_dir():
-                continue
-            for p in d.rglob("*"):
-                if p.is_file() and p.suffix.lower() in extensions or p.is_dir() and (p / marker).is_file():
-                    names.add(p.relative_to(d).as_posix())
-        return sorted(names)
+        """Relative names of the model files (and diffusers folders) under the search folders of `kind`, listed
+        once per Folders object."""
+        key = ("models", kind, tuple(extensions), marker)
+        if key not in self.listings:
+            names: set[str] = set()
+            for d in self.search_dirs(kind):
+                if not d.is_dir():
+                    continue
+                for p in d.rglob("*"):
+                    if p.is_file() and p.suffix.lower() in extensions or p.is_dir() and (p / marker).is_file():
+                        names.add(p.relative_to(d).as_posix())
+            self.listings[key] = sorted(names)
+        return list(self.listings[key])
 
     def find_model(self, kind: str, name: str, marker: str = "model_index.json") -> Path | None:
         """The first file (or diffusers folder, a folder holding `marker`) called `name` under the search
-        folders of `kind`."""
+        folders of `kind`. The name is read as a workflow stores it (`model_relpath`: subfolders, Windows
+        backslashes); a name that would leave the folders ('..', '~', a drive, a NUL) is a ValueError."""
+        if not isinstance(name, str) or not name:
+            return None
         rel = model_relpath(name)
         if rel is None:
+            raise ValueError(f"{kind} name {name!r} must be a name inside the {kind} folder (no '..', no '~', "
+                             "no drive)")
             return None
         for d in self.search_dirs(kind):
             p = d / rel
@@ -212,19 +228,21 @@ class Folders:
         if not isinstance(name, str) or not name:
             raise ValueError(f"file name must be a non-empty string, got {name!r}")
         name = re.sub(r"\s*\[(input|output|temp)\]$", "", name)
-        rel = Path(name)
-        if rel.is_absolute() or ".." in rel.parts:
-            raise ValueError(f"{name!r} must be a file name inside the input folder {self.input_dir}")
-        p = self.input_dir / rel
+        try:
+            p = name_in_folder(name, self.input_dir, "input file")
+        except ValueError:
+            raise ValueError(f"{name!r} must be a file name inside the input folder {self.input_dir}") from None
         if not p.is_file():
             raise FileNotFoundError(f"input file {name!r} not found in {self.input_dir} (use --input-dir DIR)")
         return p
 
     def list_inputs(self, extensions: tuple[str, ...] = IMAGE_EXTENSIONS) -> list[str]:
-        d = self.input_dir
-        if not d.is_dir():
-            return []
-        return sorted(p.name for p in d.iterdir() if p.is_file() and p.suffix.lower() in extensions)
+        key = ("inputs", str(self.input_dir), tuple(extensions))
+        if key not in self.listings:
+            d = self.input_dir
+            self.listings[key] = sorted(p.name for p in d.iterdir() if p.is_file() and p.suffix.lower()
+                                        in extensions) if d.is_dir() else []
+        return list(self.listings[key])
 
     # ------------------------------------------------------------------ outputs
     def write(self, item: PendingWrite) -> PendingWrite:
@@ -243,15 +261,22 @@ class Folders:
         return self._write_all([item])[0]
 
     def _write_all(self, items: list[PendingWrite]) -> list[PendingWrite]:
-        taken: dict[tuple[Path, str], int] = {}
-        for item in items:
-            folder = self.output_dir / item.subfolder
-            folder.mkdir(parents=True, exist_ok=True)
-            key = (folder, item.filename)
-            counter = max(next_counter(folder, item.filename), taken.get(key, 0) + 1)
-            taken[key] = counter
-            item.path = folder / f"{item.filename}_{counter:05}_.{item.extension}"
-        atomic_write_all([(item.path, item.write) for item in items])
+        """Claim a name for every item (created exclusively: a name another run took meanwhile is skipped), then
+        write them together over the claimed (empty) files; on failure the claimed names are removed again."""
+        claimed: list[Path] = []
+        try:
+            for item in items:
+                folder = self.output_dir / item.subfolder
+                folder.mkdir(parents=True, exist_ok=True)
+                item.path = claim_name(folder, item.filename, item.extension)
+                claimed.append(item.path)
+            atomic_write_all([(item.path, item.write) for item in items])
+        except BaseException:
+            for p in claimed:
+                with contextlib.suppress(OSError):
+                    if p.is_file() and p.stat().st_size == 0:
+                        p.unlink()
+            raise
         return items
 
 
@@ -276,22 +301,54 @@ def named_errors(path: Path, name: str):
 def model_relpath(name: str) -> Path | None:
     """A model name as a workflow stores it -> a path relative to a models folder, as ComfyUI resolves it:
     Windows backslashes are separators ("SD1.5\\model.safetensors" is the subfolder SD1.5), "." parts and
-    a leading "/" drop out; None for a name that would leave the folder ("..")."""
+    a leading "/" drop out (the name stays inside the folder); None for a name that would leave it ("..", a
+    leading "~", a drive such as "C:", a NUL)."""
     if not isinstance(name, str) or not name or "\x00" in name:
         return None
     parts = [p for p in name.replace("\\", "/").split("/") if p not in ("", ".")]
-    if not parts or ".." in parts or re.match(r"^[A-Za-z]:$", parts[0]):
+    if not parts or ".." in parts or re.match(r"^[A-Za-z]:$", parts[0]) or parts[0].startswith("~"):
         return None
     return Path(*parts)
 
 
+MAX_COUNTER_TRIES = 100_000
+
+
+def claim_name(folder: Path, filename: str, extension: str) -> Path:
+    """`folder/filename_NNNNN_.extension` with the next free number, created empty and exclusively (never
+    through a symbolic link), so no other writer can take the same name; the caller replaces it atomically."""
+    counter = next_counter(folder, filename)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(MAX_COUNTER_TRIES):
+        path = folder / f"{filename}_{counter:05}_.{extension}"
+        try:
+            os.close(os.open(path, flags, 0o666))
+            return path
+        except FileExistsError:
+            counter += 1
+        except OSError as e:
+            if e.errno != errno.ELOOP:
+                raise
+            counter += 1  # a symbolic link holds the name: skip it, never write through it
+    raise OSError(errno.EEXIST, f"no free output name for {filename!r} in {folder}")
+
+
+MAX_NAME_BYTES = 200  # one path component of an output name (file systems allow 255; the counter needs some)
+
+
 def split_prefix(prefix: str) -> tuple[str, str]:
-    """filename_prefix "sub/dir/name" -> ("sub/dir", "name"); refuses paths that leave the output folder."""
+    """filename_prefix "sub/dir/name" -> ("sub/dir", "name"); refuses paths that leave the output folder, NUL
+    bytes and components too long for a file name."""
     if not isinstance(prefix, str) or not prefix.strip():
         raise ValueError(f"filename_prefix must be a non-empty string, got {prefix!r}")
     p = Path(prefix)
-    if p.is_absolute() or ".." in p.parts:
+    if p.is_absolute() or ".." in p.parts or prefix.startswith("~") or "\0" in prefix:
         raise ValueError(f"filename_prefix {prefix!r} must stay inside the output folder")
+    if any(len(part.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES for part in p.parts):
+        raise ValueError(f"filename_prefix {prefix[:40]!r}...: a folder or file name in it is longer than "
+                         f"{MAX_NAME_BYTES} bytes")
+    if p.name in ("", ".", ".."):
+        raise ValueError(f"filename_prefix {prefix!r} must end with a file name")
     return (p.parent.as_posix() if str(p.parent) != "." else ""), p.name
 
 
@@ -308,5 +365,5 @@ def next_counter(folder: Path, filename: str) -> int:
     return best + 1
 
 
-__all__ = ["Folders", "embedded_models", "embedded_name", "PendingWrite", "model_relpath", "next_counter",
-           "split_prefix"]
+__all__ = ["Folders", "PendingWrite", "claim_name", "embedded_models", "embedded_name", "model_relpath",
+           "next_counter", "split_prefix"]

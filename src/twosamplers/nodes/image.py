@@ -8,13 +8,16 @@ IMAGE is (B, H, W, C) float in [0, 1]; MASK is (B, H, W). Loading and saving fol
 from __future__ import annotations
 
 import json
+import re
 import time
+import warnings
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps, ImageSequence, PngImagePlugin
 
 from .._checks import check_choice, check_int
+from .._paths import regular_file
 from ..models.control import center_crop
 from .core import MAX_RESOLUTION, FolderNode, _image
 from .folders import Folders, PendingWrite, split_prefix
@@ -26,11 +29,18 @@ PNG_COMPRESS_LEVEL = 4
 
 
 def _open(path):
+    """An ordinary image file, decoded; a decompression bomb (more pixels than Pillow's MAX_IMAGE_PIXELS, the
+    warning band included) is refused before it is decoded."""
+    regular_file(path, "image")
     try:
-        im = Image.open(path)
-        im.load()
-    except (OSError, SyntaxError, ValueError) as e:
-        raise ValueError(f"{path} is not a readable image: {e}") from e
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(path)
+            im.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ValueError(f"{path} is too large to read safely (a possible decompression bomb): {e}") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise ValueError(f"{path} is not a readable image: {e}") from None
     return im
 
 
@@ -182,6 +192,14 @@ def _expand_prefix(prefix: str, image: torch.Tensor) -> str:
     return prefix
 
 
+def check_prefix(prefix) -> None:
+    """A filename_prefix as SaveImage / SaveLatent will use it, checked before the run: %width% and the other
+    placeholders stand for digits, and the result must stay inside the output folder."""
+    if not isinstance(prefix, str):
+        raise ValueError(f"filename_prefix must be a string, got {prefix!r}")
+    split_prefix(re.sub(r"%(width|height|year|month|day|hour|minute|second|batch_num)%", "0", prefix))
+
+
 class SaveImage(FolderNode):
     """Writes each image as `prefix_NNNNN_.png` in the output folder (the counter continues after the highest
     existing number), with the prompt (API format) and the workflow embedded as text chunks."""
@@ -195,6 +213,10 @@ class SaveImage(FolderNode):
     FUNCTION = "save_images"
     OUTPUT_NODE = True
     CATEGORY = "image"
+    OUTPUT_INPUTS = ("filename_prefix",)  # checked while planning (check_inputs), before any sampling
+
+    def check_inputs(self, filename_prefix="ComfyUI"):
+        check_prefix(filename_prefix)
 
     def save_images(self, images, filename_prefix="ComfyUI", prompt=None, extra_pnginfo=None, unique_id=None):
         images = _image(images, "images")

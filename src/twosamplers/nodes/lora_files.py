@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 
+from ..models.prompt_tags import resolve_lora
 from . import loras
 from .core import FolderNode
 from .folders import Folders
@@ -13,7 +14,8 @@ LORA_EXTENSIONS = (".safetensors", ".pt", ".ckpt", ".pth", ".bin")
 
 
 def lora_path(folders: Folders, name) -> str:
-    """lora_name -> the file under a loras/ folder (else under TWOSAMPLERS_LORA_DIR, as loras.py looks)."""
+    """lora_name -> the file under a loras/ folder (else under TWOSAMPLERS_LORA_DIR, as loras.py looks). A workflow
+    is someone else's document: the name stays inside those folders (no absolute path, no '..')."""
     if not isinstance(name, str) or not name:
         raise ValueError(f"lora_name must be a non-empty file name, got {name!r}")
     p = folders.find_model("loras", name)
@@ -21,7 +23,7 @@ def lora_path(folders: Folders, name) -> str:
         return str(p)
     env = os.environ.get(loras.LORA_DIR_ENV)
     if env:
-        return str(loras.resolve_lora(name, env))
+        return str(resolve_lora(name, env))
     where = ", ".join(str(d) for d in folders.search_dirs("loras")) or "no loras folder given (use --models DIR " \
         "or --comfyui DIR)"
     raise FileNotFoundError(f"LoRA {name!r} not found (searched: {where})")
@@ -35,6 +37,10 @@ def _with_names(types: dict, folders: Folders | None) -> dict:
 
 
 class LoraLoader(FolderNode, loras.LoraLoader):
+    @property
+    def allow_pickle(self) -> bool:  # run --allow-pickle
+        return bool(self.folders.load_options.get("allow_pickle"))
+
     @classmethod
     def INPUT_TYPES(cls, folders: Folders | None = None):
         return _with_names(loras.LoraLoader.INPUT_TYPES(), folders)
@@ -49,6 +55,10 @@ class LoraLoader(FolderNode, loras.LoraLoader):
 
 
 class LoraLoaderModelOnly(FolderNode, loras.LoraLoaderModelOnly):
+    @property
+    def allow_pickle(self) -> bool:  # run --allow-pickle
+        return bool(self.folders.load_options.get("allow_pickle"))
+
     @classmethod
     def INPUT_TYPES(cls, folders: Folders | None = None):
         return _with_names(loras.LoraLoaderModelOnly.INPUT_TYPES(), folders)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 
 from ..models.lora import MAX_STRENGTH, LoraModel, load_lora
-from ..models.prompt_tags import resolve_lora
+from ..models.prompt_tags import lora_file
 
 LORA_DIR_ENV = "TWOSAMPLERS_LORA_DIR"
 _STRENGTH = {"default": 1.0, "min": -MAX_STRENGTH, "max": MAX_STRENGTH, "step": 0.01}
@@ -65,7 +65,7 @@ class LoraLoader:
         sc = _strength(strength_clip, "strength_clip")
         if sm == 0 and sc == 0:
             return (model, clip)
-        path = resolve_lora(str(lora_name), os.environ.get(LORA_DIR_ENV))
+        path = lora_file(str(lora_name), os.environ.get(LORA_DIR_ENV))
         base_m, base_c = _network(model, "model"), _network(clip, "clip")
         if base_c is base_m:
             f_m = f_c = load_lora(base_m, path, allow_pickle=self.allow_pickle)
@@ -126,6 +126,6 @@ class LoraLoaderModelOnly:
         sm = _strength(strength_model, "strength_model")
         if sm == 0:
             return (model,)
-        path = resolve_lora(str(lora_name), os.environ.get(LORA_DIR_ENV))
+        path = lora_file(str(lora_name), os.environ.get(LORA_DIR_ENV))
         f = load_lora(_network(model, "model"), path, allow_pickle=self.allow_pickle)
         return (LoraModel(model, [(f, sm, 0.0)]),)

@@ -4,32 +4,65 @@ Gradio runs each click in a worker; a render runs in its own thread so the page 
 and the live x0 preview while Cancel (which bypasses the queue) sets the session's cancel flag, checked by the
 sampler's step callback. Nothing here talks to the network: analytics, the update check and Hugging Face
 telemetry are switched off before Gradio is imported, and the theme uses system fonts (no Google Fonts).
+
+Who may use it, and what it may open (docs/security.md), is ours, not assumed from Gradio:
+- every request passes `http_guard.GuardMiddleware`: the Host header must be a name of the bound address (DNS
+  rebinding), cross-site browser requests are refused, and off loopback a token or password is required;
+- Gradio's upload and cache folder (GRADIO_TEMP_DIR) is a private folder of this process (mode 0700), not the
+  /tmp/gradio every local user shares, and no `allowed_paths` are given: Gradio's file route serves only what
+  this page uploaded or returned (its own results), never the rest of an outputs folder;
+- results are written to a private temporary folder (0700) and, with `--outputs DIR`, copied there;
+- a job runs only with the page's own files (`handlers.confine_settings`): models, LoRAs, ControlNets and
+  embeddings of the models folder, start images and hints the page was given. A loaded PNG's start image is
+  opened only when it is one of the page's own uploads.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
+import shutil
+import sys
 import tempfile
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 for _k, _v in (("GRADIO_ANALYTICS_ENABLED", "False"), ("HF_HUB_OFFLINE", "1"), ("HF_HUB_DISABLE_TELEMETRY", "1"),
                ("DO_NOT_TRACK", "1"), ("GRADIO_SERVER_NAME", "127.0.0.1")):
     os.environ[_k] = _v
 
+
+def _private_gradio_folder() -> str:
+    """A folder only this user can enter (mkdtemp: 0700), for Gradio's uploads and cache; inside the folder the
+    user named with GRADIO_TEMP_DIR, if any, else in the system's temporary folder. Removed at exit."""
+    parent = os.environ.get("TWOSAMPLERS_GRADIO_PARENT") or os.environ.get("GRADIO_TEMP_DIR") or None
+    if parent is not None:
+        os.environ["TWOSAMPLERS_GRADIO_PARENT"] = parent
+        os.makedirs(parent, exist_ok=True)
+    folder = tempfile.mkdtemp(prefix="twosamplers-ui-gradio-", dir=parent)
+    atexit.register(shutil.rmtree, folder, True)
+    return folder
+
+
+GRADIO_FOLDER = _private_gradio_folder()
+os.environ["GRADIO_TEMP_DIR"] = GRADIO_FOLDER
+os.environ["GRADIO_EXAMPLES_CACHE"] = os.path.join(GRADIO_FOLDER, "examples")
+
 import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
 from starlette.middleware import Middleware  # noqa: E402
 
+from ..http_guard import Guard, GuardMiddleware, start_banner  # noqa: E402
 from ..samplers import SAMPLER_NAMES  # noqa: E402
 from ..schedules import SCHEDULER_NAMES  # noqa: E402
 from . import handlers as H  # noqa: E402
 from .idle_frames import HEAD  # noqa: E402
 from .render import LOCKS, Cancelled, models_used, render  # noqa: E402
 
+GRADIO_6 = int(gr.__version__.split(".")[0]) >= 6
 PREVIEW_EVERY_S = 0.25  # the live preview is sent at most this often (4/s; each one costs server and browser CPU)
 SYSTEM_FONTS = ["ui-sans-serif", "system-ui", "sans-serif"]
 MONO_FONTS = ["ui-monospace", "monospace"]
@@ -145,7 +178,8 @@ def _pass_panel(comp: dict, prefix: str, fields: dict, title: str, lists: dict, 
 
 def _lora_picker(comp: dict, prefix: str, fields: dict, loras: list[str]) -> None:
     """A dropdown of the LoRAs found, strengths and "add", over the pass's LoRA list (one line each, editable)."""
-    with gr.Accordion("LoRAs", open=bool(fields[f"{prefix}_loras"]), elem_id=f"ts-{prefix}-lora-box"):
+    with gr.Accordion("LoRAs", open=bool(fields[f"{prefix}_loras"]), elem_id=f"ts-{prefix}-lora-box") as box:
+        comp.setdefault("_boxes", []).append((box, f"{prefix}_loras"))
         if loras:
             with gr.Row(equal_height=True):
                 pick = gr.Dropdown(loras, value=None, label="LoRA", scale=3, elem_id=f"ts-{prefix}-lora-pick")
@@ -164,7 +198,8 @@ def _lora_picker(comp: dict, prefix: str, fields: dict, loras: list[str]) -> Non
 
 def _controlnet_picker(comp: dict, prefix: str, fields: dict, controlnets: list[str]) -> None:
     """A dropdown of the ControlNets found, a hint image upload, strength, start/end and "add"."""
-    with gr.Accordion("ControlNet", open=bool(fields[f"{prefix}_controlnets"]), elem_id=f"ts-{prefix}-cn-box"):
+    with gr.Accordion("ControlNet", open=bool(fields[f"{prefix}_controlnets"]), elem_id=f"ts-{prefix}-cn-box") as box:
+        comp.setdefault("_boxes", []).append((box, f"{prefix}_controlnets"))
         if controlnets:
             with gr.Row():
                 pick = gr.Dropdown(controlnets, value=None, label="ControlNet", elem_id=f"ts-{prefix}-cn-pick")
@@ -267,6 +302,7 @@ def _results_row(c: dict) -> None:
     c["loaded_masks"] = gr.State(None)
 
 
+LOADED_JS = "() => { setTimeout(() => { window.__tsLoading = false; }, 2000); }"
 RUN_OUTPUTS = ("error", "status", "live", "gallery", "strip", "download", "results")
 
 
@@ -277,8 +313,8 @@ def _keep(n: int) -> list:
 class Page:
     """The page's event handlers; `c` maps names (the FIELDS and the widgets) to components."""
 
-    def __init__(self, c: dict, out_dir: Path, models_dir: str | None = None) -> None:
-        self.c, self.out_dir, self.models_dir = c, out_dir, models_dir
+    def __init__(self, c: dict, out_dir: Path, models_dir: str | None = None, copy_to: Path | None = None) -> None:
+        self.c, self.out_dir, self.models_dir, self.copy_to = c, out_dir, models_dir, copy_to
         self.sessions = Sessions()
         self._n = 0
         self._n_lock = threading.Lock()
@@ -333,7 +369,7 @@ class Page:
                 raise H.UIError("'start from the canvas image' is on but the canvas has no image")
             settings["image"] = H.save_input(bg, self.out_dir)
             settings["width"], settings["height"] = bg.shape[1], bg.shape[0]
-        return settings, masks
+        return H.confine_settings(settings, self.models_dir, self.out_dir), masks
 
     def on_generate(self, data: dict, request: gr.Request):
         try:
@@ -385,11 +421,26 @@ class Page:
                 pct = 100.0 * (step + 1) / max(progress["total"], 1)
                 yield [gr.update(), f"step {step + 1}/{progress['total']} ({pct:.0f}%)", img] + _keep(4)
 
+    def _copy_out(self, res: dict) -> str | None:
+        """With --outputs: the result and its preview copied there (never over a file already there)."""
+        if self.copy_to is None:
+            return None
+        try:
+            for key in ("image", "preview"):
+                if res.get(key):
+                    copy_new(Path(res[key]), self.copy_to)
+        except OSError as e:
+            return f"not copied to the outputs folder: {e.strerror or e}"
+        return None
+
     def _outcome(self, outcome: dict, progress: dict, done: list | None) -> list:
         if "ok" in outcome:
             res = outcome["ok"]
             done = [res["image"]] + list(done or [])
             msg = f"done in {res['seconds']:.2f} s: `{Path(res['image']).name}`"
+            problem = self._copy_out(res)
+            if problem:
+                msg += f" ({problem})"
             if res.get("note"):
                 msg += f" ({res['note']})"
             return [_no_error(), msg, gr.update(), done, res["preview"],
@@ -408,16 +459,29 @@ class Page:
         """The kept fields' state, their line and its row (hidden when nothing is kept)."""
         return [kept, H.kept_line(kept), gr.update(visible=bool(kept))]
 
+    def _own_image(self, path) -> np.ndarray | None:
+        """A loaded PNG's start image, only when it is one of this page's own uploads (a PNG names any path)."""
+        if not isinstance(path, str) or not path:
+            return None
+        try:
+            own = H._page_file(path, [H.page_inputs(self.out_dir)], "start image", "the page's own uploads")
+        except H.UIError:
+            return None
+        from ..imageio import load_image
+
+        try:
+            return np.clip(np.rint(load_image(own)[0].numpy() * 255.0), 0, 255).astype(np.uint8)
+        except (OSError, ValueError):
+            return None
+
     def on_load(self, path, *current):
+        boxes = self.c.get("_boxes", [])
         if path is None:
-            return _keep(len(H.FIELDS) + 8)
+            return _keep(len(H.FIELDS) + 8 + len(boxes))
         try:
             settings, masks = H.load_png_settings(path)
             f = H.settings_to_fields(settings, dict(zip(H.FIELDS, current, strict=True)), self.models_dir)
-            bg = None
-            if settings.get("image") and Path(str(settings["image"])).is_file():
-                with Image.open(settings["image"]) as im:
-                    bg = np.asarray(im.convert("RGB"))
+            bg = self._own_image(settings.get("image"))
             if bg is None:
                 bg = np.full((int(f["height"]), int(f["width"]), 3), 128, np.uint8)
                 f["use_image"] = False
@@ -426,24 +490,62 @@ class Page:
             view = H.overlay(bg, [H.grown_feathered(H.fit_mask(m, bg.shape[:2]), int(f["grow"]), float(f["feather"]))
                                   for m in masks])
         except Exception as e:
-            return _keep(len(H.FIELDS) + 2) + [_error(H.error_message(e))] + _keep(5)
+            return _keep(len(H.FIELDS) + 2) + [_error(H.error_message(e))] + _keep(5 + len(boxes))
         # Gradio 5.50's editor fails to add the layers (and background) a load sets on a page whose canvas was never
         # used (its undo history there is a copy without methods: "this.history.push is not a function"), so the
         # masks also go to a State that Generate uses while no layer is painted, and region 1 to the mask upload
+        # a LoRA / ControlNet box with loaded lines opens (Gradio 6 renders a closed accordion's fields lazily)
+        opened = [gr.update(open=True) if str(f.get(field) or "").strip() else gr.update() for _, field in boxes]
         return ([f[k] for k in H.FIELDS] + [value, H.mask_image(masks[0]), _no_error()]
-                + self.kept_updates(H.kept_settings(settings)) + [masks, view])
+                + self.kept_updates(H.kept_settings(settings)) + [masks, view] + opened)
+
+
+def copy_new(src: Path, folder: Path) -> Path:
+    """`src` copied into `folder` under its name (or name-2, -3, ...): written to a temporary file, then linked
+    to a name no file has (never replacing one, never through a symbolic link)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    data = src.read_bytes()
+    for i in range(1, 10_000):
+        target = folder / (src.name if i == 1 else f"{src.stem}-{i}{src.suffix}")
+        if os.path.lexists(target):
+            continue
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.chmod(tmp, 0o644)
+            os.link(tmp, target)  # fails when the name was taken meanwhile: try the next one
+            return target
+        except FileExistsError:
+            continue
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+    raise FileExistsError(f"no free name for {src.name} in {folder}")
+
+
+def _page_folders(outputs_dir: str | None) -> tuple[Path, Path | None]:
+    """(the private results folder, made here with mode 0700 and its inputs/ folder; the --outputs folder that
+    results are copied to, or None)."""
+    out_dir = Path(tempfile.mkdtemp(prefix="twosamplers-ui-")).resolve()  # 0700: this user only
+    H.page_inputs(out_dir).mkdir(mode=0o700)
+    copy_to = None
+    if outputs_dir is not None:
+        copy_to = Path(outputs_dir).expanduser().resolve()
+        if copy_to.exists() and not copy_to.is_dir():
+            raise H.UIError(f"--outputs {outputs_dir}: not a folder")
+    return out_dir, copy_to
 
 
 def build_app(models_dir: str | None = None, outputs_dir: str | None = None) -> gr.Blocks:
-    """The Blocks app. `models_dir`: a ComfyUI-style models folder; `outputs_dir`: where results are written
-    (default: a fresh temporary folder)."""
+    """The Blocks app. `models_dir`: a ComfyUI-style models folder; `outputs_dir`: where results are copied
+    (they are written to a private temporary folder, which is what the page serves)."""
     found = H.scan_models(models_dir)
-    out_dir = Path(outputs_dir or tempfile.mkdtemp(prefix="twosamplers-ui-")).resolve()
-    (out_dir / "inputs").mkdir(parents=True, exist_ok=True)
+    out_dir, copy_to = _page_folders(outputs_dir)
     fields = H.default_fields()
     theme = gr.themes.Default(font=SYSTEM_FONTS, font_mono=MONO_FONTS)
     c: dict = {}
-    with gr.Blocks(title="twosamplers", theme=theme, css=CSS, head=HEAD, analytics_enabled=False) as app:
+    style = {"theme": theme, "css": CSS, "head": HEAD}
+    with gr.Blocks(title="twosamplers", analytics_enabled=False, **({} if GRADIO_6 else style)) as app:
         gr.Markdown("## twosamplers: one sampler outside the mask, another inside")
         c["error"] = gr.Markdown("", visible=False, elem_id="ts-error")
         with gr.Row():
@@ -452,7 +554,7 @@ def build_app(models_dir: str | None = None, outputs_dir: str | None = None) -> 
             with gr.Column(scale=2):
                 _settings_column(c, fields, models_dir, found)
         _results_row(c)
-        page = Page(c, out_dir, models_dir)
+        page = Page(c, out_dir, models_dir, copy_to)
         field_comps = [c[k] for k in H.FIELDS]
         c["mode"].change(page.on_mode, c["mode"], c["region_tabs"] + [c["crop_to_mask"], c["differential"],
                                                                       c["regional_algorithm"]], queue=False)
@@ -464,7 +566,11 @@ def build_app(models_dir: str | None = None, outputs_dir: str | None = None) -> 
                                                                    c["loaded_masks"]], queue=False)
         # the tick happens in the browser at once: the server-side handler needs the editor's value, which the
         # page uploads first (seconds on a loaded machine), and a Generate clicked meanwhile would miss the tick
-        c["editor"].upload(None, None, c["use_image"], js="() => true", queue=False)
+        # Gradio 6 also fires the editor's upload event when a load sets its value: while "Load settings from PNG"
+        # is applying its result (window.__tsLoading, set in the browser when a PNG is dropped, cleared a moment
+        # after the load's outputs are in) the tick keeps the loaded value
+        c["editor"].upload(None, [c["use_image"]], c["use_image"], js="(v) => window.__tsLoading ? v : true",
+                           queue=False)
         c["editor"].upload(page.on_upload, c["editor"], [c["width"], c["height"]], queue=False)
         c["show_mask"].click(page.on_show_mask, [c["editor"], c["mask_upload"], c["grow"], c["feather"],
                                                 c["loaded_masks"]],
@@ -475,21 +581,35 @@ def build_app(models_dir: str | None = None, outputs_dir: str | None = None) -> 
                             show_progress="minimal")
         c["cancel"].click(page.on_cancel, None, c["status"], queue=False)
         kept_outputs = [c["kept"], c["kept_line"], c["kept_row"]]
+        c["load_png"].upload(None, None, None, js="() => { window.__tsLoading = true; }", queue=False)
         c["load_png"].upload(page.on_load, [c["load_png"]] + field_comps,
                              field_comps + [c["editor"], c["mask_upload"], c["error"]] + kept_outputs
-                             + [c["loaded_masks"], c["mask_view"]])
+                             + [c["loaded_masks"], c["mask_view"]] + [box for box, _ in c.get("_boxes", [])]
+                             ).then(None, None, None, js=LOADED_JS, queue=False)
         c["kept_drop"].click(lambda: page.kept_updates({}), None, kept_outputs, queue=False)
     app.queue(default_concurrency_limit=2)
-    app.twosamplers_outputs = out_dir  # for tests and the CLI's start-up message
+    app.twosamplers_style = style if GRADIO_6 else {}  # Gradio 6 takes the theme, CSS and head at launch
+    app.twosamplers_outputs = out_dir  # the private results folder (tests, the start-up message)
+    app.twosamplers_copy_to = copy_to
     return app
 
 
 def launch(host: str = "127.0.0.1", port: int = 7860, models_dir: str | None = None,
-           outputs_dir: str | None = None, block: bool = True) -> gr.Blocks:
-    """Serve the page on host:port (127.0.0.1 by default; never a public share link)."""
+           outputs_dir: str | None = None, block: bool = True, guard: Guard | None = None) -> gr.Blocks:
+    """Serve the page on host:port (127.0.0.1 by default; never a public share link). `guard`: who may use it
+    (default `Guard.for_bind(host, port)`: loopback names only; off loopback a random token, printed)."""
+    guard = guard or Guard.for_bind(host, port)
+    # Gradio's launch requests its own /gradio_api/startup-events (it only runs the start-up events once)
+    guard = replace(guard, local_paths=guard.local_paths | {"/gradio_api/startup-events", "/startup-events"})
     app = build_app(models_dir, outputs_dir)
-    app.launch(server_name=host, server_port=port, share=False, inbrowser=False, show_api=False, ssr_mode=False,
-               prevent_thread_lock=not block, quiet=not block, allowed_paths=[str(app.twosamplers_outputs)],
-               max_file_size="64mb", pwa=False, mcp_server=False, enable_monitoring=False,
-               app_kwargs={"middleware": [Middleware(LocalOnlyHTML)]})
+    banner = start_banner(guard, host, port)
+    print(banner + f"\nresults: {app.twosamplers_outputs} (private)"
+          + (f", copied to {app.twosamplers_copy_to}" if app.twosamplers_copy_to else ""),
+          file=sys.stderr)
+    no_api = {"footer_links": ["gradio", "settings"]} if GRADIO_6 else {"show_api": False}
+    app.launch(server_name=host, server_port=port, share=False, inbrowser=False, ssr_mode=False,
+               prevent_thread_lock=not block, quiet=True, max_file_size="64mb", pwa=False, mcp_server=False,
+               enable_monitoring=False, **no_api, **app.twosamplers_style,
+               app_kwargs={"middleware": [Middleware(GuardMiddleware, guard=guard), Middleware(LocalOnlyHTML)]})
+    app.twosamplers_guard = guard
     return app

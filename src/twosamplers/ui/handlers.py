@@ -639,6 +639,120 @@ def save_input(image: np.ndarray, folder: str | os.PathLike) -> str:
     return str(path.resolve())
 
 
+# ------------------------------------------------------------------------------------------ what the server runs
+def page_inputs(page_dir: str | os.PathLike) -> Path:
+    """The folder of the images the page was given (uploads saved by `save_input`): start images, hints."""
+    return Path(page_dir) / "inputs"
+
+
+def confine_settings(settings: dict, models_dir: str | os.PathLike | None, page_dir: str | os.PathLike) -> dict:
+    """The page's job dict as the server may run it. Whoever sends the fields (the page, a PNG loaded into it, any
+    HTTP client) is not the local user, so every file the job names must be the page's own: models, LoRAs,
+    ControlNets and embeddings under the models folder (`--models`), start images and hints among the page's
+    inputs; the LoRA and embeddings folders are the models folder's. Raises UIError naming the field."""
+    folders = model_folders(models_dir)
+    s = dict(settings)
+    s["lora_dir"] = str(folders["loras"]) if folders["loras"] is not None else None
+    if s.get("embeddings") is not None:
+        s["embeddings"] = str(folders["embeddings"]) if folders["embeddings"] is not None else None
+    for key in ("model", "base_model", "mask_model"):
+        if s.get(key) is not None:
+            s[key] = _page_model(s[key], folders, _label(key))
+    if s.get("image") is not None:
+        s["image"] = _page_file(s["image"], [page_inputs(page_dir)], "start image", "the page's own uploads")
+    for which in ("base", "mask"):
+        s[f"{which}_loras"] = _page_loras(s.get(f"{which}_loras"), folders, f"{which} LoRAs")
+        s[f"{which}_controlnets"] = _page_controlnets(s.get(f"{which}_controlnets"), folders, page_dir,
+                                                      f"{which} ControlNets")
+    regions = []
+    for i, r in enumerate(s.get("regions") or [], start=2):
+        r = dict(r)
+        if own_model(r.get("model")) is not None:
+            r["model"] = _page_model(r["model"], folders, f"region {i} model")
+        r["loras"] = _page_loras(r.get("loras"), folders, f"region {i} LoRAs")
+        r["controlnets"] = _page_controlnets(r.get("controlnets"), folders, page_dir, f"region {i} ControlNets")
+        regions.append(r)
+    if regions:
+        s["regions"] = regions
+    return s
+
+
+def _page_file(path, roots: list, what: str, where: str) -> str:
+    from .._paths import inside
+
+    if not isinstance(path, str) or not path:
+        raise UIError(f"{what} must be a file name, got {path!r}")
+    try:
+        return str(inside(path, [r for r in roots if r is not None], what))
+    except ValueError:
+        raise UIError(f"{what} {path!r} is not one of {where}; the page only opens files it was given") from None
+
+
+def _page_model(name, folders: dict, label: str) -> str:
+    from ..models.registry import REGISTRY
+
+    if isinstance(name, str) and name in REGISTRY:
+        return name
+    where = "the checkpoints of the page's models folder (--models DIR)"
+    path = _page_file(name, [folders["checkpoints"]], label, where)
+    if not Path(path).exists():
+        raise UIError(f"{label} {name!r} is not a file of {where}")
+    return path
+
+
+def _page_loras(entries, folders: dict, label: str) -> list:
+    """LoRA entries (normalised dicts) as names inside the page's loras folder: an absolute path there becomes its
+    relative name, anything else is refused; prompt-tag records stay (the prompt's tags resolve there too)."""
+    from .._paths import name_in_folder
+
+    out = []
+    for e in entries or []:
+        if not isinstance(e, dict) or not isinstance(e.get("file"), str):
+            raise UIError(f"{label}: malformed entry {e!r}")
+        e = dict(e)
+        if e.get("source", "flag") != "tag":
+            root = folders["loras"]
+            if root is None:
+                raise UIError(f"{label}: LoRAs need a models folder with loras/ (start the page with --models DIR)")
+            if Path(e["file"]).is_absolute():
+                named = _page_file(e["file"], [root], label, "the page's LoRAs (--models DIR/loras)")
+                e["file"] = _relative(named, root)
+            try:
+                name_in_folder(e["file"], root, "LoRA name")
+            except ValueError as err:
+                raise UIError(f"{label}: {err}") from None
+            if not isinstance(e.get("name"), str) or Path(e["name"]).is_absolute() or ".." in e["name"]:
+                e["name"] = e["file"]
+        out.append(e)
+    return out
+
+
+def _relative(path: str, root: Path) -> str:
+    """`path` (inside `root` by name or by its real location) relative to `root`."""
+    for p, r in ((path, root), (path, os.path.realpath(root)), (os.path.realpath(path), os.path.realpath(root))):
+        try:
+            return Path(p).relative_to(r).as_posix()
+        except ValueError:
+            continue
+    raise UIError(f"{path} is not inside {root}")
+
+
+def _page_controlnets(entries, folders: dict, page_dir, label: str) -> list:
+    """ControlNet entries (normalised dicts): the model under the page's controlnet folder, the hint among the
+    page's own uploads."""
+    out = []
+    for c in entries or []:
+        if not isinstance(c, dict):
+            raise UIError(f"{label}: malformed entry {c!r}")
+        c = dict(c)
+        c["file"] = _page_file(c.get("file"), [folders["controlnet"]], f"{label} file",
+                               "the ControlNets of the page's models folder (--models DIR)")
+        c["image"] = _page_file(c.get("image"), [page_inputs(page_dir)], f"{label} hint image",
+                                "the page's own uploads")
+        out.append(c)
+    return out
+
+
 def error_message(e: BaseException) -> str:
     """One line for the page: the message of a user error, the type and message of anything else."""
     msg = " ".join(str(e).split())

@@ -35,8 +35,8 @@ def region_settings(prep, region: dict, number: int, cache) -> SamplerSettings:
             raise ValueError(f"{label} model: {own!r} has latents of {differ[1]}, but the base's model "
                              f"{job.model!r} has {differ[0]}; the regions' models must share its latent format")
     try:
-        prompt, stack = resolve_stack(region.get("loras") or (), region.get("prompt", ""), job.lora_dir)
-    except FileNotFoundError as e:
+        prompt, stack = resolve_stack(region.get("loras") or (), region.get("prompt", ""), job.lora_dir, job)
+    except (FileNotFoundError, ValueError) as e:
         raise ValueError(f"{label} loras: {e}") from None
     if stack and not can_patch(model):
         name = own or job.model

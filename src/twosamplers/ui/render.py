@@ -75,7 +75,8 @@ def render(settings: dict, masks: list[torch.Tensor], *, output: str | Path, pre
     regions = s.pop("regions", None) or []
     if len(masks) != 1 + len(regions):
         raise ValueError(f"{len(masks)} masks for {1 + len(regions)} regions")
-    job = Job.from_dict(s, mask_tensor=masks[0])
+    # the page is not the local user: its job never downloads a model, and LoRA entries are names in lora_dir
+    job = Job.from_dict(s, mask_tensor=masks[0], trusted=frozenset())
     outputs = Outputs(image=str(output), preview=None if preview is None else str(preview))
     check_outputs(outputs, job)
     with locks.hold(models_used(settings)):

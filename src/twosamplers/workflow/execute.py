@@ -16,6 +16,7 @@ import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from .._checks import check_depth
 from ..latent import remake_empty_latent
 from ..nodes.folders import Folders, PendingWrite
 from ..nodes.handles import model_of
@@ -63,8 +64,8 @@ def _with_new_widget_defaults(prompt: dict, folders: Folders | None) -> dict:
 def parse_value(text: str):
     """A --set VALUE: JSON when it parses (numbers, true/false, quoted strings), else the text itself."""
     try:
-        return json.loads(text)
-    except json.JSONDecodeError:
+        return check_depth(json.loads(text), "the --set value")
+    except (json.JSONDecodeError, RecursionError):
         return text
 
 
@@ -114,14 +115,21 @@ def _accepts(fn, name: str) -> bool:
 
 def execute(wf: Workflow, folders: Folders, *, progress: Callable[[int, int, str, str], None] | None = None,
             quiet: bool = True, known: Mapping[str, tuple[tuple, dict]] | None = None,
-            on_node: Callable[[str, tuple, dict], None] | None = None) -> list[dict]:
-    """Run a Workflow (already overridden) and return the outputs; see `run`.
+            on_node: Callable[[str, tuple, dict], None] | None = None, check_memory: bool = True) -> list[dict]:
+    """Run a Workflow (already overridden) and return the outputs; see `run`. `check_memory`: refuse, while
+    planning, a workflow whose estimated memory exceeds what the machine has (`limits.check_memory`).
 
     For a long-lived caller (`twosamplers serve`): `known` gives {node id: (outputs, ui)} of nodes that are not
-    run again (their results from an earlier prompt with the same inputs); `on_node(node id, outputs, ui)` is
-    called after each node that ran; `progress` is called before each node that runs (it may raise to stop)."""
+    run again (their results from an earlier prompt with the same inputs; they do not count in the memory
+    estimate); `on_node(node id, outputs, ui)` is called after each node that ran; `progress` is called before
+    each node that runs (it may raise to stop)."""
     prompt = wf.prompt
     p = plan(prompt, folders)
+    if check_memory:
+        from .limits import check_memory as memory_check
+
+        order = [nid for nid in p.order if nid not in (known or {})]
+        memory_check(prompt, order, folders, folders.load_options.get("device"), folders.load_options.get("dtype"))
     hidden = {"PROMPT": prompt, "EXTRA_PNGINFO": {"workflow": wf.ui} if wf.ui is not None else {}}
     cache: dict[str, tuple] = {}
     ui: dict[str, dict] = {}
@@ -229,7 +237,8 @@ def run(workflow, models: str | os.PathLike | Mapping | None = None, overrides: 
         comfyui: str | os.PathLike | None = None, input_dir: str | os.PathLike | None = None,
         output_dir: str | os.PathLike | None = None, extra_model_paths: str | os.PathLike | None = None,
         device=None, dtype=None, cache=None, quiet: bool = True,
-        progress: Callable[[int, int, str, str], None] | None = None) -> list[dict]:
+        progress: Callable[[int, int, str, str], None] | None = None, allow_pickle: bool = False,
+        check_memory: bool = True) -> list[dict]:
     """Run a ComfyUI workflow headless and return its outputs.
 
     workflow: a path (API- or UI-format JSON, or a PNG/WebP carrying one), a JSON string, or a dict.
@@ -239,12 +248,16 @@ def run(workflow, models: str | os.PathLike | Mapping | None = None, overrides: 
     comfyui: a ComfyUI install: its models/, input/ and extra_model_paths.yaml.
     input_dir / output_dir: LoadImage's folder / where SaveImage and SaveLatent write (default: the current
     folder). cache: a `twosamplers.models.ModelCache` to share loaded models between runs (default: a new
-    one, so each model is loaded once per run).
+    one, so each model is loaded once per run). allow_pickle: load pickle checkpoints, LoRAs and ControlNets
+    (.ckpt/.pt/.bin; weights only) the workflow names; refused otherwise. check_memory: refuse, before any node
+    runs, a workflow whose memory estimate exceeds what the machine has (`limits.check_memory`).
     Returns one dict per output node: {"node", "class_type", "files": [paths written], "images" or "samples":
     what it received}. Raises WorkflowError (a ValueError) for a workflow that cannot run; nothing is written
     then.
     """
     opts = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
+    if allow_pickle:
+        opts["allow_pickle"] = True
     folders = Folders.create(models, comfyui=comfyui, input_dir=input_dir, output_dir=output_dir,
                              extra_model_paths=extra_model_paths, load_options=opts, cache=cache)
     if output_dir is None:
@@ -255,7 +268,7 @@ def run(workflow, models: str | os.PathLike | Mapping | None = None, overrides: 
     wf = load(workflow, folders)
     # the UI-format copy is what ComfyUI opens from a PNG: with overrides it would show values that did not run
     wf = Workflow(apply_overrides(wf.prompt, overrides), None if overrides else wf.ui, wf.source)
-    return execute(wf, folders, progress=progress, quiet=quiet)
+    return execute(wf, folders, progress=progress, quiet=quiet, check_memory=check_memory)
 
 
 __all__ = ["apply_overrides", "execute", "load", "parse_value", "run"]

@@ -11,6 +11,11 @@
 - Images: ComfyUI's SaveImage writes the API prompt into a PNG text chunk "prompt" and the UI workflow into
   "workflow"; its WebP writer puts "prompt:{json}" / "workflow:{json}" into EXIF fields. The prompt is used
   when present (it is exactly what ran), else the workflow is converted.
+
+A workflow is someone else's file: it is read only when it is an ordinary file of at most MAX_WORKFLOW_BYTES,
+an image carrying one is refused when it is a decompression bomb, JSON nested deeper than MAX_JSON_DEPTH is
+refused, the UI format's nodes and links must have the documented shapes, and links are followed without
+recursion (a chain of thousands of Reroutes is fine; a loop is an error).
 """
 
 from __future__ import annotations
@@ -22,8 +27,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from .._checks import MAX_JSON_DEPTH, loads_json
+from .._paths import open_regular
 from ..nodes.registry import scope_note
 from .errors import WorkflowError
+
+MAX_WORKFLOW_BYTES = 256 * 1024 * 1024  # ComfyUI workflows are kilobytes to a few megabytes; PNGs can be larger
 
 MUTED, BYPASSED = 2, 4
 VIRTUAL_NODES = ("Reroute", "PrimitiveNode", "Note", "MarkdownNote")
@@ -55,9 +64,14 @@ def read_workflow(source, input_types: Callable[[str], dict | None],
     if not isinstance(source, (str, os.PathLike)):
         raise TypeError(f"workflow must be a path, a JSON string or a dict, got {type(source).__name__}")
     path = Path(source).expanduser()
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"workflow file not found: {path}")
-    head = path.read_bytes()[:16]
+    with open_regular(path, "workflow file") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size > MAX_WORKFLOW_BYTES:
+            raise WorkflowError(f"{path} is {size} bytes; a workflow file is at most {MAX_WORKFLOW_BYTES} bytes")
+        head = f.read(16)
+        data = None if head.startswith(b"\x89PNG") or head[:4] == b"RIFF" else head + f.read()
     if head.startswith(b"\x89PNG") or head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         prompt_text, ui_text = image_chunks(path)
         ui = _loads(ui_text, f"{path} (workflow chunk)") if ui_text else None
@@ -68,7 +82,7 @@ def read_workflow(source, input_types: Callable[[str], dict | None],
             return _from_json(ui, input_types, str(path), legacy_layouts)
         raise WorkflowError(f"{path} carries no workflow (no 'prompt' or 'workflow' text chunk)")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise WorkflowError(f"{path} is neither a JSON workflow nor a PNG/WebP image: {e}") from None
     return _from_json(_loads(text, str(path)), input_types, str(path), legacy_layouts)
@@ -76,21 +90,27 @@ def read_workflow(source, input_types: Callable[[str], dict | None],
 
 def _loads(text: str, where: str):
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise WorkflowError(f"{where} is not valid JSON: {e}") from None
+        return loads_json(text, where, MAX_JSON_DEPTH)
+    except ValueError as e:
+        raise WorkflowError(str(e)) from None
 
 
 def image_chunks(path: Path) -> tuple[str | None, str | None]:
     """(prompt, workflow) JSON texts stored in a PNG's text chunks or a WebP's EXIF, as ComfyUI writes them."""
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
-            im.load()
-            text = dict(getattr(im, "text", None) or im.info or {})
-            exif = im.getexif()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                im.load()
+                text = dict(getattr(im, "text", None) or im.info or {})
+                exif = im.getexif()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise WorkflowError(f"{path} is too large to read safely (a possible decompression bomb): {e}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as e:
         raise WorkflowError(f"{path} is not a readable image: {e}") from None
     prompt = text.get("prompt") if isinstance(text.get("prompt"), str) else None
     workflow = text.get("workflow") if isinstance(text.get("workflow"), str) else None
@@ -112,7 +132,9 @@ def _from_json(data, input_types, where: str, legacy_layouts=None) -> Workflow:
     if isinstance(data.get("nodes"), list) and "links" in data:
         return Workflow(ui_to_api(data, input_types, legacy_layouts), data, where)
     if isinstance(data.get("prompt"), dict) and "class_type" not in data["prompt"]:
-        ui = (data.get("extra_data") or {}).get("extra_pnginfo", {}).get("workflow")
+        extra = data.get("extra_data")
+        info = extra.get("extra_pnginfo") if isinstance(extra, dict) else None
+        ui = info.get("workflow") if isinstance(info, dict) else None
         return Workflow(_check_api(data["prompt"], where), ui if isinstance(ui, dict) else None, where)
     return Workflow(_check_api(data, where), None, where)
 
@@ -176,29 +198,64 @@ def default_value(spec: tuple):
 
 def _links(ui: dict) -> dict[int, tuple]:
     out = {}
-    for link in ui.get("links") or []:
+    links = ui.get("links") or []
+    if not isinstance(links, list):
+        raise WorkflowError(f"UI workflow: 'links' must be a list, got {type(links).__name__}")
+    for link in links:
         if isinstance(link, list) and len(link) >= 5:
-            out[link[0]] = (link[1], link[2], link[3], link[4], link[5] if len(link) > 5 else None)
+            entry = (link[0], link[1], link[2], link[3], link[4], link[5] if len(link) > 5 else None)
         elif isinstance(link, dict):
-            out[link.get("id")] = (link.get("origin_id"), link.get("origin_slot"), link.get("target_id"),
-                                   link.get("target_slot"), link.get("type"))
+            entry = (link.get("id"), link.get("origin_id"), link.get("origin_slot"), link.get("target_id"),
+                     link.get("target_slot"), link.get("type"))
         else:
-            raise WorkflowError(f"UI workflow: malformed link {link!r}")
+            raise WorkflowError(f"UI workflow: malformed link {str(link)[:80]}")
+        if not all(_is_id(v) for v in (entry[0], entry[1])) or not _is_slot(entry[2]):
+            raise WorkflowError(f"UI workflow: malformed link {str(link)[:80]} (ids must be numbers or strings, "
+                                "the origin slot a number)")
+        out[entry[0]] = entry[1:]
     return out
+
+
+def _is_id(v) -> bool:
+    return isinstance(v, (int, str)) and not isinstance(v, bool)
+
+
+def _is_slot(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _check_ui_node(n) -> None:
+    """A UI node's shape: an id, a type, and lists (of objects) where the format has lists."""
+    if not isinstance(n, dict) or not _is_id(n.get("id")) or not isinstance(n.get("type"), str):
+        raise WorkflowError(f"UI workflow: malformed node {str(n)[:80]}")
+    for key in ("inputs", "outputs"):
+        value = n.get(key)
+        if value is not None and (not isinstance(value, list) or not all(isinstance(v, dict) for v in value)):
+            raise WorkflowError(f"UI workflow: node {n['id']} ({n['type']}): '{key}' must be a list of objects, "
+                                f"got {str(value)[:60]}")
+    for inp in n.get("inputs") or []:
+        if inp.get("link") is not None and not _is_id(inp.get("link")):
+            raise WorkflowError(f"UI workflow: node {n['id']} ({n['type']}): input link {inp.get('link')!r} is not "
+                                "a link id")
+    vals = n.get("widgets_values")
+    if vals is not None and not isinstance(vals, (list, dict)):
+        raise WorkflowError(f"UI workflow: node {n['id']} ({n['type']}): 'widgets_values' must be a list or an "
+                            f"object, got {type(vals).__name__}")
+    if not isinstance(n.get("mode", 0), int) or isinstance(n.get("mode", 0), bool):
+        raise WorkflowError(f"UI workflow: node {n['id']} ({n['type']}): 'mode' must be a number")
 
 
 def ui_to_api(ui: dict, input_types: Callable[[str], dict | None],
               legacy_layouts: Callable[[str], dict | None] | None = None) -> dict:
     """A UI-format workflow -> the API-format prompt ComfyUI's frontend would queue for it. `legacy_layouts(type)`
     gives a node type's older widget layouts ({count: names}), or None. Group nodes defined in extra.groupNodes
-    are expanded first (`group_nodes`)."""
+    are expanded first (`group_nodes`); every node's shape is checked (`_check_ui_node`)."""
     from .group_nodes import expand_group_nodes
 
     ui = expand_group_nodes(ui, input_types)
     nodes = {}
     for n in ui.get("nodes") or []:
-        if not isinstance(n, dict) or "id" not in n or not isinstance(n.get("type"), str):
-            raise WorkflowError(f"UI workflow: malformed node {str(n)[:80]}")
+        _check_ui_node(n)
         nodes[n["id"]] = n
     active = [n for n in nodes.values() if n["type"] not in VIRTUAL_NODES and n.get("mode", 0) not in
               (MUTED, BYPASSED)]
@@ -208,7 +265,7 @@ def ui_to_api(ui: dict, input_types: Callable[[str], dict | None],
         raise WorkflowError(unsupported_message([(str(n["id"]), n["type"]) for n in unknown], subgraphs))
     links = _LinkResolver(nodes, _links(ui))
     prompt = {}
-    for n in sorted(active, key=lambda n: (n.get("order", 0), n["id"])):
+    for n in sorted(active, key=_node_order):
         legacy = legacy_layouts(n["type"]) if legacy_layouts else None
         inputs = widget_values(n, input_types(n["type"]) or {}, legacy)
         for inp in n.get("inputs") or []:
@@ -227,6 +284,12 @@ def ui_to_api(ui: dict, input_types: Callable[[str], dict | None],
     if not prompt:
         raise WorkflowError("UI workflow: no active nodes")
     return prompt
+
+
+def _node_order(n: dict) -> tuple:
+    order = n.get("order", 0)
+    order = order if isinstance(order, (int, float)) and not isinstance(order, bool) else 0
+    return (order, str(n["id"]) if isinstance(n["id"], str) else "", n["id"] if isinstance(n["id"], int) else 0)
 
 
 def _is_control_value(name: str, spec: tuple, value, nxt, spare: bool = False) -> bool:
@@ -326,31 +389,38 @@ class _LinkResolver:
     def __init__(self, nodes: dict, links: dict) -> None:
         self.nodes, self.links = nodes, links
 
-    def follow(self, link_id, seen: tuple = ()):
-        """-> ("link", node_id, slot) | ("value", v) | None (nothing arrives)."""
-        if link_id is None or link_id not in self.links:
-            return None
-        origin, slot, *_ = self.links[link_id]
-        src = self.nodes.get(origin)
-        if src is None:
-            raise WorkflowError(f"UI workflow: link {link_id} comes from node {origin}, which does not exist")
-        if origin in seen:
-            raise WorkflowError(f"UI workflow: link {link_id} loops through node {origin}")
-        seen = (*seen, origin)
-        kind, mode = src["type"], src.get("mode", 0)
-        if kind == "Reroute":
-            return self.follow(((src.get("inputs") or [{}])[0]).get("link"), seen)
-        if kind == "PrimitiveNode":
-            vals = src.get("widgets_values") or []
-            if not vals:
-                raise WorkflowError(f"UI workflow: Primitive node {origin} has no value")
-            return ("value", vals[0])
-        if mode == MUTED:
-            return None
-        if mode == BYPASSED:
-            pick = self._bypass_input(src, slot)
-            return self.follow(pick.get("link"), seen) if pick is not None else None
-        return ("link", str(origin), int(slot))
+    def follow(self, link_id):
+        """-> ("link", node_id, slot) | ("value", v) | None (nothing arrives). Iterative: a chain of thousands of
+        Reroutes or bypassed nodes needs no recursion; a loop is an error."""
+        seen: set = set()
+        while True:
+            if link_id is None or link_id not in self.links:
+                return None
+            origin, slot, *_ = self.links[link_id]
+            src = self.nodes.get(origin)
+            if src is None:
+                raise WorkflowError(f"UI workflow: link {link_id} comes from node {origin}, which does not exist")
+            if origin in seen:
+                raise WorkflowError(f"UI workflow: link {link_id} loops through node {origin}")
+            seen.add(origin)
+            kind, mode = src["type"], src.get("mode", 0)
+            if kind == "Reroute":
+                link_id = ((src.get("inputs") or [{}])[0]).get("link")
+                continue
+            if kind == "PrimitiveNode":
+                vals = src.get("widgets_values") or []
+                if not vals or not isinstance(vals, list):
+                    raise WorkflowError(f"UI workflow: Primitive node {origin} has no value")
+                return ("value", vals[0])
+            if mode == MUTED:
+                return None
+            if mode == BYPASSED:
+                pick = self._bypass_input(src, slot)
+                if pick is None:
+                    return None
+                link_id = pick.get("link")
+                continue
+            return ("link", str(origin), int(slot))
 
     @staticmethod
     def _bypass_input(src: dict, slot) -> dict | None:

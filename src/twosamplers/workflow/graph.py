@@ -101,26 +101,39 @@ def plan(prompt: dict, folders=None) -> Plan:
 
 
 def dependency_order(prompt: dict, outputs: list[str]) -> list[str]:
-    """The nodes `outputs` need, each after its inputs; a cycle is an error naming the nodes on it."""
+    """The nodes `outputs` need, each after its inputs; a cycle is an error naming the nodes on it. Walked with an
+    explicit stack (a workflow is someone else's file: a chain of thousands of nodes must not exhaust Python's
+    recursion limit)."""
     order: list[str] = []
     state: dict[str, int] = {}   # 1 = on the current path, 2 = done
-
-    def visit(nid: str, path: list[str]) -> None:
-        if state.get(nid) == 2:
-            return
-        if state.get(nid) == 1:
-            cycle = path[path.index(nid):] + [nid]
-            raise WorkflowError("the workflow has a cycle: " + " -> ".join(describe(prompt, c) for c in cycle))
-        state[nid] = 1
-        for value in prompt[nid]["inputs"].values():
-            if is_link(value) and str(value[0]) in prompt:
-                visit(str(value[0]), path + [nid])
-        state[nid] = 2
-        order.append(nid)
-
-    for nid in outputs:
-        visit(nid, [])
+    for root in outputs:
+        if state.get(root) == 2:
+            continue
+        path: list[str] = [root]
+        state[root] = 1
+        stack = [(root, iter(_sources(prompt, root)))]
+        while stack:
+            nid, pending = stack[-1]
+            src = next(pending, None)
+            if src is None:
+                stack.pop()
+                path.pop()
+                state[nid] = 2
+                order.append(nid)
+                continue
+            if state.get(src) == 2:
+                continue
+            if state.get(src) == 1:
+                cycle = path[path.index(src):] + [src]
+                raise WorkflowError("the workflow has a cycle: " + " -> ".join(describe(prompt, c) for c in cycle))
+            state[src] = 1
+            path.append(src)
+            stack.append((src, iter(_sources(prompt, src))))
     return order
+
+
+def _sources(prompt: dict, nid: str) -> list[str]:
+    return [str(v[0]) for v in prompt[nid]["inputs"].values() if is_link(v) and str(v[0]) in prompt]
 
 
 def check_node(prompt: dict, nid: str, types: dict, folders=None) -> list[str]:
@@ -131,6 +144,7 @@ def check_node(prompt: dict, nid: str, types: dict, folders=None) -> list[str]:
     errors = [f"{where}: required input '{name}' is missing" for name in types.get("required") or {}
               if name not in node["inputs"]]
     file_inputs = getattr(cls, "FILE_INPUTS", ())
+    checked = getattr(cls, "OUTPUT_INPUTS", ())  # e.g. SaveImage's filename_prefix: checked before the run too
     constants = {}
     for name, value in node["inputs"].items():
         spec, _req = spec_of(types, name)
@@ -144,6 +158,8 @@ def check_node(prompt: dict, nid: str, types: dict, folders=None) -> list[str]:
             constants[name] = value
         else:
             problem = check_value(name, spec, value)
+            if problem is None and name in checked:
+                constants[name] = value
         if problem:
             errors.append(f"{where}: {problem}")
     if constants and not errors and getattr(cls, "check_inputs", None) is not None:
