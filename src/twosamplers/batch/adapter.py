@@ -31,9 +31,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .._paths import inside, read_regular
+from .._paths import read_regular
 from ..job import Job, JobError, ModelCache, load_masks, metadata, prepare_job, resolve_size
 from ..job import render as render_job
+from .line_paths import resolve as _resolve
 from .stamp import JOB_HASH_KEY  # PNG text chunk: the hash of the job that wrote the file
 
 LOAD_KEYS = ("dtype", "allow_pickle")  # how a worker loads a checkpoint; not part of the render's settings
@@ -111,24 +112,6 @@ def list_fields() -> frozenset[str]:
 
     names = [f.name for f in fields(PassSpec) if isinstance(f.default, tuple)]
     return frozenset([*names, *(f"{w}_{n}" for w in PASSES for n in names), "regions"])
-
-
-def _resolve(value, key: str, base: Path, roots=None) -> str:
-    """A line's path made absolute against the jobs file's folder; with `roots`, it must lie inside one of them."""
-    if not isinstance(value, str) or not value:
-        raise JobError(key, f"must be a file path, got {value!r}")
-    if "\0" in value:
-        raise JobError(key, "a path cannot hold a NUL character")
-    p = Path(os.path.expanduser(value))
-    path = str(p if p.is_absolute() else (base / p).resolve())
-    if roots is not None:
-        try:
-            inside(path, roots, key)
-        except ValueError as e:
-            raise JobError(key, f"{value} is outside the folders a jobs line may name files in ("
-                           f"{', '.join(str(r) for r in roots)}: the jobs file's folder and the folders given on the "
-                           "command line)") from e
-    return path
 
 
 _CONTROLNET_KEYS = ("controlnets", "base_controlnets", "mask_controlnets")

@@ -41,10 +41,12 @@ from ..nodes.folders import Folders
 from ..nodes.registry import NODES, input_types
 from ..workflow import WorkflowError, apply_overrides
 from ..workflow.execute import load as load_workflow
-from ..workflow.formats import Workflow, input_kind
+from ..workflow.formats import Workflow
 from ..workflow.graph import describe, is_link, spec_of
 from ..workflow.graph import plan as plan_graph
 from ..workflow.limits import check_memory
+from ..workflow.widgets import input_kind
+from .line_paths import resolve as _resolve
 from .stamp import JOB_HASH_KEY, OUTPUTS_KEY, read_stamp, stamp
 
 HASH_CHARS = 20
@@ -160,8 +162,6 @@ def _safe(node_id) -> str:
 
 
 def _paths(fields: dict, base: Path, roots=None) -> dict[str, str]:
-    from .adapter import _resolve
-
     paths = {k: _resolve(fields[k], k, base, roots) for k in ("workflow", *FOLDER_FIELDS) if fields.get(k) is not None}
     if not os.path.isfile(paths["workflow"]):
         raise JobError("workflow", f"file not found: {paths['workflow']}")

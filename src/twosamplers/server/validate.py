@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 
 from ..nodes.registry import NODES, input_types
-from ..workflow.formats import input_kind, input_options
+from ..workflow.widgets import input_kind, input_options
 
 MAX_LISTED = 20
 

@@ -22,8 +22,9 @@ from ..nodes.folders import Folders, PendingWrite
 from ..nodes.handles import model_of
 from ..nodes.registry import ALIASES, NODES, input_types, node_class
 from .errors import WorkflowError
-from .formats import WIDGET_TYPES, Workflow, input_kind, input_options, read_workflow
+from .formats import Workflow, read_workflow
 from .graph import describe, is_link, plan, spec_of
+from .widgets import WIDGET_TYPES, input_kind, input_options
 
 
 def _input_types_of(class_type: str, folders: Folders | None = None):

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 from ..nodes.registry import NODES, input_types
 from .errors import WorkflowError
-from .formats import input_kind, input_options, unsupported_message
+from .formats import unsupported_message
+from .widgets import input_kind, input_options
 
 MAX_ERRORS = 20
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from .errors import WorkflowError
+from .widgets import CONTROL_VALUES, WIDGET_TYPES, has_control_widget, input_kind, input_options, widget_values
 
 PREFIXES = ("workflow/", "workflow>")
 
@@ -33,8 +34,6 @@ def _group_name(type_: str) -> str | None:
 
 def _interface(defn: dict, input_types: Callable[[str], dict | None]):
     """(input slots, widgets, outputs) of a group definition: lists of (inner index, input name / output slot)."""
-    from .formats import WIDGET_TYPES, has_control_widget, input_kind, input_options
-
     nodes = defn.get("nodes") or []
     linked_in = {(int(lk[2]), int(lk[3])) for lk in defn.get("links") or [] if lk and lk[0] is not None}
     linked_out = {(int(lk[0]), int(lk[1])) for lk in defn.get("links") or [] if lk and lk[0] is not None}
@@ -64,8 +63,6 @@ def _interface(defn: dict, input_types: Callable[[str], dict | None]):
 
 
 def _widget_values(node: dict, widgets: list, start: int = 0) -> dict[tuple[int, str], object]:
-    from .formats import CONTROL_VALUES
-
     vals = node.get("widgets_values")
     out = {}
     if isinstance(vals, dict):
@@ -85,8 +82,6 @@ def _widget_values(node: dict, widgets: list, start: int = 0) -> dict[tuple[int,
 def _expand_one(group: dict, defn: dict, input_types, next_id: Callable[[], int], links: dict) -> list[dict]:
     """The inner nodes of one group node, with new ids; `links` (id -> [id, from, slot, to, slot, type]) is
     rewired in place."""
-    from .formats import widget_values
-
     slots, widgets, outputs = _interface(defn, input_types)
     inner = [dict(n) for n in defn.get("nodes") or []]
     ids = [next_id() for _ in inner]
