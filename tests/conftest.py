@@ -202,3 +202,36 @@ def flow_models_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("flow_models")
     write_models(root)
     return root
+
+
+@pytest.fixture
+def world(tmp_path, monkeypatch):
+    """A user's machine in miniature. private/: files no document may name; work/: the current folder (a mask,
+    a LoRA folder, an input folder, a models folder). No case may change a private file, nor download. Used by the
+    hostile-input catalogue (tests/test_security*.py)."""
+    from types import SimpleNamespace
+
+    from safetensors.torch import save_file
+    from security_cases import mask_png, snapshot, write_png
+
+    private = tmp_path / "private"
+    private.mkdir()
+    write_png(private / "secret.png", 7)
+    save_file({"lora_unet_x.lora_down.weight": torch.ones(1, 1)}, str(private / "secret.safetensors"))
+    (private / "notes.txt").write_text("my notes")
+    work = tmp_path / "work"
+    for sub in ("loras", "input", "models/checkpoints", "models/loras", "out"):
+        (work / sub).mkdir(parents=True)
+    mask_png(work / "mask.png")
+    mask_png(work / "input" / "mask.png")
+    write_png(work / "input" / "photo.png", 100)
+    monkeypatch.chdir(work)
+
+    def no_download(*a, **k):
+        raise AssertionError("a download was started")
+
+    import huggingface_hub
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", no_download)
+    before = snapshot(private)
+    yield SimpleNamespace(root=tmp_path, private=private, work=work, secret=private / "secret.png")
+    assert snapshot(private) == before, "a private file was changed or deleted"

@@ -12,55 +12,24 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
-from safetensors.torch import save_file
 from security_cases import (
     bomb_png,
     cli,
     deep_json,
     fifo,
     job_dict,
-    mask_png,
     refused,
-    snapshot,
     someone_elses_png,
     write_png,
 )
 from workflow_cases import api_t2i, ui_t2i
 
 from twosamplers.imageio import read_settings
-
-
-@pytest.fixture
-def world(tmp_path, monkeypatch):
-    """A user's machine in miniature. private/: files no document may name; work/: the current folder (a mask,
-    a LoRA folder, an input folder, a models folder). No case may change a private file, nor download."""
-    private = tmp_path / "private"
-    private.mkdir()
-    write_png(private / "secret.png", 7)
-    save_file({"lora_unet_x.lora_down.weight": torch.ones(1, 1)}, str(private / "secret.safetensors"))
-    (private / "notes.txt").write_text("my notes")
-    work = tmp_path / "work"
-    for sub in ("loras", "input", "models/checkpoints", "models/loras", "out"):
-        (work / sub).mkdir(parents=True)
-    mask_png(work / "mask.png")
-    mask_png(work / "input" / "mask.png")
-    write_png(work / "input" / "photo.png", 100)
-    monkeypatch.chdir(work)
-
-    def no_download(*a, **k):
-        raise AssertionError("a download was started")
-
-    import huggingface_hub
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", no_download)
-    before = snapshot(private)
-    yield SimpleNamespace(root=tmp_path, private=private, work=work, secret=private / "secret.png")
-    assert snapshot(private) == before, "a private file was changed or deleted"
 
 
 # ============================================================================================== generate
