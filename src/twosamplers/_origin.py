@@ -1,9 +1,10 @@
 """Which PNGs this user wrote: an HMAC over a PNG's settings, with a key only this user can read.
 
-A PNG's settings name files (the start image, LoRAs, ControlNet hints, folders). A PNG made by someone else is
-untrusted input and must not choose the files that are read; a PNG this user rendered on this machine must
-still re-render with `--from` exactly as before. Every PNG twosamplers writes with settings carries
-`twosamplers-origin`: HMAC-SHA256 of its settings (and mask) text under a random per-user key, kept at
+A PNG's settings name files (the start image, region masks, LoRAs, ControlNet hints, folders). A PNG made by
+someone else is untrusted input and must not choose the files that are read; a PNG this user rendered on this
+machine must still re-render with `--from` exactly as before. Every PNG twosamplers writes with settings carries
+`twosamplers-origin`: HMAC-SHA256 of its settings text and of every other text chunk (each region's embedded
+mask, ...; `imageio.png_is_ours`) under a random per-user key, kept at
 `$TWOSAMPLERS_KEY_FILE`, else `$XDG_CONFIG_HOME/twosamplers/png-origin.key` (default `~/.config/...`), created
 0600 on first use and only used when it is an ordinary file of this user that nobody else can write. Another
 machine or user cannot produce the tag, so their PNGs count as someone else's. Without a usable key (a
