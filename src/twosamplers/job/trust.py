@@ -80,11 +80,12 @@ def _lora_file(arg: str) -> str | None:
 
 
 def _region_changes(overrides: dict, patches: dict | None, n: int) -> list[dict]:
-    """What the user states for each of the stored job's `n` regions: region 1's flat keys and every patch."""
+    """The file fields the user states for each of the stored job's `n` regions: region 1's flat keys (`mask`,
+    `mask_controlnets`) and every patch."""
     own = [{} for _ in range(n)]
-    for key in ("mask", "mask_prompt", "mask_controlnets"):
+    for key, field in (("mask", "mask"), ("mask_controlnets", "controlnets")):
         if key in overrides and n:
-            own[0][key.removeprefix("mask_") if key != "mask" else "mask"] = overrides[key]
+            own[0][field] = overrides[key]
     for i, p in (patches or {}).items():
         if isinstance(i, int) and 0 <= i < n and isinstance(p, dict):
             own[i].update(p)
@@ -99,6 +100,9 @@ def png_fields(stored: dict, overrides: dict, patches: dict | None = None, *, pn
     d = regions_form(stored)
     regions = d[REGIONS] if isinstance(d.get(REGIONS), list) else []
     n = len(regions)
+    overrides = {k: v for k, v in overrides.items() if v is not None}  # a None value is not given
+    patches = {i: {k: v for k, v in p.items() if v is not None} for i, p in (patches or {}).items()
+               if isinstance(p, dict)}
 
     def refuse(key: str, what: str) -> None:
         raise JobError(key, f"{what} named by {png}, which was not rendered by this user on this machine; such a "
