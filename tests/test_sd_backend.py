@@ -483,8 +483,12 @@ def test_unsupported_family(tmp_path):
     refiner = {"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(384, 4, 3, 3),
                "model.diffusion_model.label_emb.0.0.weight": torch.zeros(1536, 2560),
                "conditioner.embedders.0.model.ln_final.weight": torch.zeros(1280)}
-    with pytest.raises(UnsupportedModelError, match="refiner"):
-        detect_family(refiner)
+    assert detect_family(refiner).name == "sdxl_refiner"  # issue 22: refiners load
+    unclip = {"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(320, 4, 3, 3),
+              "model.diffusion_model.label_emb.0.0.weight": torch.zeros(1280, 1536),
+              "cond_stage_model.model.ln_final.weight": torch.zeros(1024)}
+    with pytest.raises(UnsupportedModelError, match="class-conditioned"):
+        detect_family(unclip)
 
 
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")

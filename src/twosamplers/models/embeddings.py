@@ -30,25 +30,51 @@ class EmbeddingError(CheckpointError):
 
 
 class EmbeddingLibrary:
-    """The embeddings of one directory, read on first use and kept."""
+    """The embeddings of one directory (or of several, searched in order, as ComfyUI searches every
+    `embeddings` folder), read on first use and kept."""
 
-    def __init__(self, directory: str | os.PathLike, *, allow_pickle: bool = False) -> None:
-        d = Path(directory).expanduser()
-        if not d.is_dir():
-            raise EmbeddingError(f"embeddings directory not found: {d}")
-        self.directory = d.resolve()
+    def __init__(self, directory: str | os.PathLike | list | tuple, *, allow_pickle: bool = False) -> None:
+        dirs = list(directory) if isinstance(directory, (list, tuple)) else [directory]
+        resolved = []
+        for item in dirs:
+            d = Path(item).expanduser()
+            if not d.is_dir():
+                raise EmbeddingError(f"embeddings directory not found: {d}")
+            resolved.append(d.resolve())
+        self.directories: tuple[Path, ...] = tuple(resolved)
         self.allow_pickle = allow_pickle
         self._files: dict[Path, object] = {}
 
+    @classmethod
+    def of_folders(cls, folders, *, allow_pickle: bool = False) -> EmbeddingLibrary:
+        """A library over those of `folders` that exist (none may: every name is then unknown, and dropped
+        with a warning, as ComfyUI drops it)."""
+        return cls([d for d in folders if Path(d).expanduser().is_dir()], allow_pickle=allow_pickle)
+
+    @property
+    def directory(self) -> Path | None:
+        """The first directory searched (None for a library without any)."""
+        return self.directories[0] if self.directories else None
+
     def __repr__(self) -> str:
-        return f"EmbeddingLibrary({str(self.directory)!r})"
+        if len(self.directories) == 1:
+            return f"EmbeddingLibrary({str(self.directories[0])!r})"
+        return f"EmbeddingLibrary({[str(d) for d in self.directories]!r})"
+
+    def where(self) -> str:
+        """The searched directories, for messages."""
+        return ", ".join(str(d) for d in self.directories) or "no embeddings folder"
 
     def find(self, name: str) -> Path | None:
-        """The file `name` names inside the directory (as given, then with each extension), or None."""
-        for candidate in [name] + [name + ext for ext in EXTENSIONS]:
-            p = (self.directory / candidate).resolve()
-            if p.is_file() and p.is_relative_to(self.directory):
-                return p
+        """The file `name` names inside a directory (as given, then with each extension), or None."""
+        for directory in self.directories:
+            for candidate in [name] + [name + ext for ext in EXTENSIONS]:
+                try:
+                    p = (directory / candidate).resolve()
+                except (OSError, ValueError):
+                    continue
+                if p.is_relative_to(directory) and p.is_file():
+                    return p
         return None
 
     def _read(self, path: Path):
@@ -123,8 +149,8 @@ def embedding_for_word(library: EmbeddingLibrary | None, name: str, key: str | N
             emb = library.vectors(stripped, key, width)
             leftover = name[len(stripped):]
     if emb is None:
-        warnings.warn(f"embedding {EMBEDDING_PREFIX}{name} does not exist in {library.directory}; ignored",
-                      stacklevel=4)
+        warnings.warn(f"embedding {EMBEDDING_PREFIX}{name} does not exist (searched: {library.where()}); the word "
+                      "is dropped, as ComfyUI drops it", stacklevel=4)
     elif emb.shape[-1] != width:
         warnings.warn(f"embedding {EMBEDDING_PREFIX}{name} has vectors of width {emb.shape[-1]}, this text encoder "
                       f"takes {width}; ignored for it", stacklevel=4)

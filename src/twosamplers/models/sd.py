@@ -25,6 +25,7 @@ import torch
 
 from ..schedules import ModelSamplingDiscrete
 from .base import NetworkModel
+from .cast import store_as
 from .embeddings import EmbeddingLibrary
 from .inpaint import CONCAT_KEYS, EXTRA_CHANNELS, SD15_BLANK_LATENT, concat_cond
 from .sd_loading import (
@@ -38,6 +39,7 @@ from .sd_loading import (
     build_open_clip,
     build_unet,
     build_vae,
+    check_sdxl_markers,
     detect_family,
     guess_prediction,
     read_state_dict,
@@ -56,6 +58,11 @@ __all__ = [
 ]
 
 SDXL_SIZE_KEYS = ("height", "width", "crop_h", "crop_w", "target_height", "target_width")
+REFINER_SIZE_KEYS = ("height", "width", "crop_h", "crop_w", "aesthetic_score")
+# ComfyUI's SDXL refiner: aesthetic score 6 for positive prompts, 2.5 for negative ones unless a node set it
+REFINER_ASCORE = {"positive": 6.0, "negative": 2.5}
+# ComfyUI holds text-encoder weights in float16 on every device (computing in float32) unless --fp32-text-enc
+TEXT_ENCODER_STORAGE = torch.float16
 SDXL_DEFAULT_SIZE = 768  # ComfyUI's plain CLIPTextEncode leaves width/height unset: its SDXL model uses 768
 
 
@@ -78,10 +85,11 @@ class UNetAdapter(torch.nn.Module):
 
     supports_control = True
 
-    def __init__(self, unet, sdxl: bool, downscale: int = 8) -> None:
+    def __init__(self, unet, sdxl: bool, downscale: int = 8, refiner: bool = False) -> None:
         super().__init__()
         self.unet = unet
-        self.sdxl = sdxl
+        self.sdxl = sdxl or refiner
+        self.refiner = refiner
         self.downscale = downscale
 
     @staticmethod
@@ -96,6 +104,11 @@ class UNetAdapter(torch.nn.Module):
     def time_ids(self, batch: int, device, extras: dict) -> torch.Tensor:
         width = extras.get("width", SDXL_DEFAULT_SIZE)
         height = extras.get("height", SDXL_DEFAULT_SIZE)
+        if self.refiner:
+            vals = {"height": height, "width": width, "crop_h": extras.get("crop_h", 0),
+                    "crop_w": extras.get("crop_w", 0),
+                    "aesthetic_score": extras.get("aesthetic_score", REFINER_ASCORE["positive"])}
+            return torch.stack([self._column(vals[k], batch, device) for k in REFINER_SIZE_KEYS], dim=1)
         vals = {
             "height": height, "width": width, "crop_h": extras.get("crop_h", 0), "crop_w": extras.get("crop_w", 0),
             "target_height": extras.get("target_height", height), "target_width": extras.get("target_width", width),
@@ -154,7 +167,8 @@ class SDModel(NetworkModel):
                  vae_dtype: torch.dtype | None = None, source: str = "") -> None:
         if family not in FAMILY_NAMES:
             raise UnsupportedModelError(f"unknown family {family!r}; supported: {SUPPORTED}")
-        super().__init__(UNetAdapter(unet, family == "sdxl", 2 ** (len(vae.config.block_out_channels) - 1)),
+        super().__init__(UNetAdapter(unet, family == "sdxl", 2 ** (len(vae.config.block_out_channels) - 1),
+                                     refiner=family == "sdxl_refiner"),
                          ModelSamplingDiscrete(prediction, linear_start, linear_end),
                          latent_scale=LATENT_SCALE[family],
                          latent_channels=int(vae.config.latent_channels),
@@ -185,10 +199,14 @@ class SDModel(NetworkModel):
         return load_controlnet(path, unet=self.unet, allow_pickle=allow_pickle)
 
     # ------------------------------------------------------------------------------------ inpainting
-    def extra_conds(self, extras: dict, *, latent_image: torch.Tensor, denoise_mask: torch.Tensor | None) -> dict:
+    def extra_conds(self, extras: dict, *, latent_image: torch.Tensor, denoise_mask: torch.Tensor | None,
+                    prompt_type: str = "") -> dict:
         """An entry's network extras for one sampling run: inpainting models get their 5 extra input channels
-        (models/inpaint.py); the inpainting keys are dropped for the others, as ComfyUI ignores them."""
+        (models/inpaint.py); the inpainting keys are dropped for the others, as ComfyUI ignores them. The SDXL
+        refiner's aesthetic score defaults by `prompt_type` ("positive" 6, "negative" 2.5), as in ComfyUI."""
         out = {k: v for k, v in extras.items() if k not in CONCAT_KEYS}
+        if self.family == "sdxl_refiner" and "aesthetic_score" not in out:
+            out["aesthetic_score"] = torch.tensor([REFINER_ASCORE.get(prompt_type, REFINER_ASCORE["positive"])])
         if self.inpainting:
             out["c_concat"] = concat_cond(extras, latent_image=latent_image, denoise_mask=denoise_mask,
                                           process_in=self.latent_format.process_in, blank=self.blank_latent())
@@ -209,13 +227,19 @@ class SDModel(NetworkModel):
     # ---------------------------------------------------------------------------------------- text
     def encode_prompt(self, text: str, *, clip_skip: int | None = None, width: int | None = None,
                       height: int | None = None, crop_w: int = 0, crop_h: int = 0, target_width: int | None = None,
-                      target_height: int | None = None, embeddings=None) -> list:
+                      target_height: int | None = None, aesthetic_score: float | None = None,
+                      text_l: str | None = None, embeddings=None) -> list:
         """Prompt -> CONDITIONING [[cond (1, 77*k, D), {"pooled_output": (1, P), ...}]] like ComfyUI's
         CLIPTextEncode (after CLIPSetLastLayer when `clip_skip` or the model's clip_skip is set).
 
         SDXL: the size arguments are ComfyUI's CLIPTextEncodeSDXL fields; unset, the model uses ComfyUI's
         plain-CLIPTextEncode defaults (768 x 768, no crop). They are stored as (1,) tensors so that positive
-        and negative prompts with different sizes still batch into one network call.
+        and negative prompts with different sizes still batch into one network call. `text_l` gives CLIP-L its
+        own prompt (CLIPTextEncodeSDXL's text_l; `text` is then text_g): the shorter of the two is padded with
+        empty-prompt chunks to the other's length, as that node does.
+        SDXL refiner: one text encoder (OpenCLIP bigG); `width`, `height`, `crop_w`, `crop_h` and
+        `aesthetic_score` are CLIPTextEncodeSDXLRefiner's; unset, the model uses 768 x 768, no crop, and an
+        aesthetic score of 6 for a positive and 2.5 for a negative prompt (ComfyUI's defaults).
         embeddings: an `EmbeddingLibrary` (or a directory) for `embedding:name` words.
         """
         if embeddings is not None and not isinstance(embeddings, EmbeddingLibrary):
@@ -223,8 +247,15 @@ class SDModel(NetworkModel):
         skip = normalize_clip_skip(clip_skip) if clip_skip is not None else self.clip_skip
         if self.family == "sdxl":
             (l_enc, g_enc) = self.text_encoders
-            cl, _ = l_enc.encode(text, skip, embeddings)
-            cg, pooled = g_enc.encode(text, skip, embeddings)
+            tg = g_enc.tokens(text, embeddings)
+            tl = l_enc.tokens(text if text_l is None else text_l, embeddings)
+            if text_l is not None:  # CLIPTextEncodeSDXL: equal chunk counts, padded with empty prompts
+                while len(tl) < len(tg):
+                    tl += l_enc.tokens("", None)
+                while len(tg) < len(tl):
+                    tg += g_enc.tokens("", None)
+            cl, _ = l_enc.encode_tokens(tl, skip)
+            cg, pooled = g_enc.encode_tokens(tg, skip)
             n = min(cl.shape[1], cg.shape[1])
             cond = torch.cat([cl[:, :n], cg[:, :n]], dim=-1)
             extras: dict = {"pooled_output": pooled}
@@ -240,7 +271,19 @@ class SDModel(NetworkModel):
                     extras[k] = torch.tensor([float(v)])
             return [[cond, extras]]
         cond, pooled = self.text_encoders[0].encode(text, skip, embeddings)
-        return [[cond, {"pooled_output": pooled}]]
+        extras = {"pooled_output": pooled}
+        if self.family == "sdxl_refiner":
+            given = {"width": width, "height": height, "crop_w": crop_w or None, "crop_h": crop_h or None,
+                     "aesthetic_score": aesthetic_score}
+            if any(v is not None for v in given.values()):
+                w = width if width is not None else SDXL_DEFAULT_SIZE
+                h = height if height is not None else SDXL_DEFAULT_SIZE
+                vals = {"width": w, "height": h, "crop_w": crop_w, "crop_h": crop_h}
+                if aesthetic_score is not None:  # else the sampler's positive / negative default
+                    vals["aesthetic_score"] = aesthetic_score
+                for k, v in vals.items():
+                    extras[k] = torch.tensor([float(v)])
+        return [[cond, extras]]
 
     def with_loras(self, loras, *, allow_pickle: bool = False):
         """This model with LoRAs ([Lora(path, strength_model, strength_clip), ...], applied in order): a
@@ -386,7 +429,8 @@ def _prediction_arg(prediction: str | None) -> str | None:
 
 
 def load_sd(path_or_repo: str | os.PathLike, *, device=None, dtype=None, allow_pickle: bool = False,
-            prediction: str | None = None, clip_skip: int | None = None, cache: bool = True) -> SDModel:
+            prediction: str | None = None, clip_skip: int | None = None, fp32_text_enc: bool = False,
+            cache: bool = True) -> SDModel:
     """Load a Stable Diffusion model (SD1.x, SD2.x eps/v, SDXL base) as an `SDModel`.
 
     path_or_repo: a diffusers folder (with model_index.json), a single-file `.safetensors` checkpoint, a pickle
@@ -396,6 +440,9 @@ def load_sd(path_or_repo: str | os.PathLike, *, device=None, dtype=None, allow_p
     say: a "v_pred" marker key means v; SD2.x uses ComfyUI's heuristic (a late norm bias's spread) with a
     warning; everything else is eps. Pass it to override.
     clip_skip: ComfyUI's CLIPSetLastLayer value (-2 = penultimate layer); None keeps the family default.
+    dtype is the UNet's; the text encoders follow ComfyUI on every device: weights held in float16, computed in
+    float32 (so LoRA-merged text-encoder weights are rounded to float16 as ComfyUI rounds them);
+    fp32_text_enc=True holds them in float32 (ComfyUI's --fp32-text-enc).
     Models are cached per (file, device, dtype, options) so that two samplers share one copy.
     """
     _require_sd_extra()
@@ -408,9 +455,9 @@ def load_sd(path_or_repo: str | os.PathLike, *, device=None, dtype=None, allow_p
         path = path.resolve()
         stamp = path.stat().st_mtime_ns if path.is_file() else (path / "model_index.json").stat().st_mtime_ns \
             if (path / "model_index.json").exists() else 0
-        key = (str(path), stamp, str(dev), str(dt), pred, skip, allow_pickle)
+        key = (str(path), stamp, str(dev), str(dt), pred, skip, allow_pickle, bool(fp32_text_enc))
     elif _looks_like_repo_id(src):
-        key = ("hf", src, str(dev), str(dt), pred, skip)
+        key = ("hf", src, str(dev), str(dt), pred, skip, bool(fp32_text_enc))
     else:
         raise FileNotFoundError(f"model not found: {src!r} is neither a file, a folder nor a Hugging Face repo id "
                                 "('owner/name')")
@@ -418,12 +465,13 @@ def load_sd(path_or_repo: str | os.PathLike, *, device=None, dtype=None, allow_p
         with _CACHE_LOCK:
             if key in _CACHE:
                 return _CACHE[key]
+    te_dt = torch.float32 if fp32_text_enc else TEXT_ENCODER_STORAGE
     if path.exists() and path.is_dir():
-        model = _load_folder(path, dev, dt, pred, skip)
+        model = _load_folder(path, dev, dt, pred, skip, te_dt)
     elif path.exists():
-        model = _load_single_file(path, dev, dt, pred, skip, allow_pickle)
+        model = _load_single_file(path, dev, dt, pred, skip, allow_pickle, te_dt)
     else:
-        model = _load_folder(_download_repo(src), dev, dt, pred, skip, source=src)
+        model = _load_folder(_download_repo(src), dev, dt, pred, skip, te_dt, source=src)
     if cache:
         with _CACHE_LOCK:
             model = _CACHE.setdefault(key, model)
@@ -450,32 +498,43 @@ def _download_repo(repo_id: str) -> Path:
                                 ) from None
 
 
-def _load_single_file(path: Path, dev, dt, pred, skip, allow_pickle) -> SDModel:
+def _text_encoder(module, te_dt: torch.dtype, dev):
+    """A text encoder held in `te_dt` and computing in float32 (ComfyUI's text encoders on every device)."""
+    return store_as(module, te_dt, torch.float32).to(dev)
+
+
+def _load_single_file(path: Path, dev, dt, pred, skip, allow_pickle, te_dt=torch.float32) -> SDModel:
     sd = read_state_dict(path, allow_pickle=allow_pickle)
     fam = detect_family(sd, str(path))
-    unet = build_unet(sd, fam.name, dt).to(dev)
-    vae_dt = _vae_dtype(dev, dt)
-    vae = build_vae(sd, fam.name, vae_dt).to(dev)
-    tok = clip_tokenizer()
-    if fam.name == "sd1":
-        encoders = [ClipTextEncoder(build_clip_l(sd, fam.clip_l_prefix, dt).to(dev), TokenizerSpec(tok, END_TOKEN),
-                                    embedding_key="clip_l")]
-    elif fam.name == "sd2":
-        te = build_open_clip(sd, fam.clip_g_prefix, dt, with_projection=False).to(dev)
-        encoders = [ClipTextEncoder(te, TokenizerSpec(tok, 0), layer_idx=-2, layer_norm_hidden_state=True,
-                                    embedding_key="clip_h")]
-    else:
-        te_l = build_clip_l(sd, fam.clip_l_prefix, dt).to(dev)
-        te_g = build_open_clip(sd, fam.clip_g_prefix, dt, with_projection=True).to(dev)
-        encoders = [ClipTextEncoder(te_l, TokenizerSpec(tok, END_TOKEN), layer_idx=-2, layer_norm_hidden_state=False,
-                                    embedding_key="clip_l"),
-                    ClipTextEncoder(te_g, TokenizerSpec(tok, 0), layer_idx=-2, layer_norm_hidden_state=False,
-                                    projected_pooled=True, embedding_key="clip_g")]
+    if fam.name == "sdxl":
+        check_sdxl_markers(sd, str(path))
     if pred is None:
         pred, how = guess_prediction(sd, fam.name)
         if fam.name == "sd2":
             warnings.warn(f"{path.name}: SD2.x checkpoints do not record eps or v prediction; using {pred!r} by "
                           f"{how}. Pass prediction='eps' or 'v' (--prediction) to override.", stacklevel=3)
+    tok = clip_tokenizer()
+    if fam.name == "sd1":
+        encoders = [ClipTextEncoder(_text_encoder(build_clip_l(sd, fam.clip_l_prefix, te_dt), te_dt, dev),
+                                    TokenizerSpec(tok, END_TOKEN), embedding_key="clip_l")]
+    elif fam.name == "sd2":
+        te = _text_encoder(build_open_clip(sd, fam.clip_g_prefix, te_dt, with_projection=False), te_dt, dev)
+        encoders = [ClipTextEncoder(te, TokenizerSpec(tok, 0), layer_idx=-2, layer_norm_hidden_state=True,
+                                    embedding_key="clip_h")]
+    elif fam.name == "sdxl_refiner":
+        te_g = _text_encoder(build_open_clip(sd, fam.clip_g_prefix, te_dt, with_projection=True), te_dt, dev)
+        encoders = [ClipTextEncoder(te_g, TokenizerSpec(tok, 0), layer_idx=-2, layer_norm_hidden_state=False,
+                                    projected_pooled=True, embedding_key="clip_g")]
+    else:
+        te_l = _text_encoder(build_clip_l(sd, fam.clip_l_prefix, te_dt), te_dt, dev)
+        te_g = _text_encoder(build_open_clip(sd, fam.clip_g_prefix, te_dt, with_projection=True), te_dt, dev)
+        encoders = [ClipTextEncoder(te_l, TokenizerSpec(tok, END_TOKEN), layer_idx=-2, layer_norm_hidden_state=False,
+                                    embedding_key="clip_l"),
+                    ClipTextEncoder(te_g, TokenizerSpec(tok, 0), layer_idx=-2, layer_norm_hidden_state=False,
+                                    projected_pooled=True, embedding_key="clip_g")]
+    unet = build_unet(sd, fam.name, dt).to(dev)
+    vae_dt = _vae_dtype(dev, dt)
+    vae = build_vae(sd, fam.name, vae_dt).to(dev)
     del sd
     return SDModel(unet, vae, encoders, fam.name, prediction=pred, clip_skip=skip, vae_dtype=vae_dt,
                    source=str(path))
@@ -543,7 +602,7 @@ def _folder_tokenizer(path: Path, sub: str, encoder) -> TokenizerSpec:
     return TokenizerSpec(tok, pad_token=int(pad), start_token=int(ids["bos"]), end_token=int(ids["eos"]))
 
 
-def _load_folder(path: Path, dev, dt, pred, skip, source: str | None = None) -> SDModel:
+def _load_folder(path: Path, dev, dt, pred, skip, te_dt=torch.float32, source: str | None = None) -> SDModel:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
@@ -557,11 +616,13 @@ def _load_folder(path: Path, dev, dt, pred, skip, source: str | None = None) -> 
         unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", **load, **fast).to(dev)
         vae_dt = _vae_dtype(dev, dt)
         vae = AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=vae_dt, **fast).to(dev)
+        te_load = {"torch_dtype": te_dt}
         if sdxl:
-            te_l = CLIPTextModel.from_pretrained(path / "text_encoder", **load).to(dev)
-            te_g = CLIPTextModelWithProjection.from_pretrained(path / "text_encoder_2", **load).to(dev)
+            te_l = _text_encoder(CLIPTextModel.from_pretrained(path / "text_encoder", **te_load), te_dt, dev)
+            te_g = _text_encoder(CLIPTextModelWithProjection.from_pretrained(path / "text_encoder_2", **te_load),
+                                 te_dt, dev)
         else:
-            te = CLIPTextModel.from_pretrained(path / "text_encoder", **load).to(dev)
+            te = _text_encoder(CLIPTextModel.from_pretrained(path / "text_encoder", **te_load), te_dt, dev)
     except (OSError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"{path}: cannot load the diffusers folder ({type(e).__name__}: {e})") from None
     for m in [unet, vae] + ([te_l, te_g] if sdxl else [te]):

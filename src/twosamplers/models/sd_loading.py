@@ -1,7 +1,7 @@
 """Reading Stable Diffusion checkpoints: file checks, family detection, configs inferred from weight shapes,
 and the key conversion to diffusers/transformers modules (diffusers' own conversion utilities do the renaming).
 
-Supported families: SD1.x, SD2.x (eps or v), SDXL base. Everything here works offline.
+Supported families: SD1.x, SD2.x (eps or v), SDXL base and SDXL refiner. Everything here works offline.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-SUPPORTED = "SD1.x, SD2.x (eps or v-prediction) and SDXL base, and their inpainting models"
+SUPPORTED = "SD1.x, SD2.x (eps or v-prediction), SDXL base and SDXL refiner, and their inpainting models"
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl")
 UNET = "model.diffusion_model."
 VAE_PREFIXES = ("first_stage_model.", "vae.")
@@ -22,8 +22,13 @@ SD1_CLIP = ("cond_stage_model.transformer.text_model.", "cond_stage_model.transf
 SD2_CLIP = "cond_stage_model.model."
 XL_CLIP_L = "conditioner.embedders.0.transformer.text_model."
 XL_CLIP_G = "conditioner.embedders.1.model."
-LATENT_SCALE = {"sd1": 0.18215, "sd2": 0.18215, "sdxl": 0.13025}
-FAMILY_NAMES = {"sd1": "SD1.x", "sd2": "SD2.x", "sdxl": "SDXL base"}
+REFINER_CLIP_G = "conditioner.embedders.0.model."
+LATENT_SCALE = {"sd1": 0.18215, "sd2": 0.18215, "sdxl": 0.13025, "sdxl_refiner": 0.13025}
+FAMILY_NAMES = {"sd1": "SD1.x", "sd2": "SD2.x", "sdxl": "SDXL base", "sdxl_refiner": "SDXL refiner"}
+SDXL_FAMILIES = ("sdxl", "sdxl_refiner")
+# ComfyUI's SD2 v-prediction test: the spread of this late norm bias (population std > 0.09 -> v)
+SD2_V_KEY = UNET + "output_blocks.11.1.transformer_blocks.0.norm1.bias"
+SD2_V_STD = 0.09
 
 
 class CheckpointError(ValueError):
@@ -146,8 +151,8 @@ def detect_family(sd: dict[str, torch.Tensor], source: str = "checkpoint") -> Fa
     if has_label:
         if has_l and has_g1:
             return Family("sdxl", XL_CLIP_L, XL_CLIP_G)
-        if has_g0:
-            raise UnsupportedModelError(f"{source}: the SDXL refiner is not supported. Supported: {SUPPORTED}.")
+        if has_g0 and not has_l:
+            return Family("sdxl_refiner", None, REFINER_CLIP_G)
         raise UnsupportedModelError(f"{source}: a class-conditioned UNet (label_emb) without SDXL's two text "
                                     f"encoders (SD2 unCLIP / SVD / refiner?) is not supported. Supported: {SUPPORTED}.")
     if any(k.startswith(SD2_CLIP) for k in sd):
@@ -161,18 +166,35 @@ def detect_family(sd: dict[str, torch.Tensor], source: str = "checkpoint") -> Fa
 
 
 def guess_prediction(sd: dict[str, torch.Tensor], family: str) -> tuple[str, str]:
-    """(prediction, how it was decided) the way ComfyUI decides for a single file: a "v_pred" marker key
-    means v; for SD2.x, the spread of one late norm bias (output_blocks.11.1.transformer_blocks.0.norm1.bias,
-    standard deviation > 0.09 -> v), a heuristic that ComfyUI uses too; otherwise eps."""
-    if "v_pred" in sd:
-        return "v", "the checkpoint's 'v_pred' marker"
+    """(prediction, how it was decided) the way ComfyUI 0.30 decides for a single file:
+    - SD2.x: v when the UNet takes 4 latent channels (inpainting models are eps) and the population standard
+      deviation of `output_blocks.11.1.transformer_blocks.0.norm1.bias`, computed in the file's dtype as torch
+      computes it, is > 0.09; else eps. A "v_pred" key is not looked at.
+    - SDXL base: a "v_pred" key means v (EDM / Playground files are refused by `check_sdxl_markers`).
+    - SD1.x and the SDXL refiner: always eps ("v_pred" is ignored, as ComfyUI ignores it)."""
     if family == "sd2":
-        bias = sd.get(UNET + "output_blocks.11.1.transformer_blocks.0.norm1.bias")
-        if bias is not None:
-            std = float(bias.float().std(unbiased=False))
-            return ("v" if std > 0.09 else "eps"), f"ComfyUI's SD2 heuristic (norm bias std {std:.3f} vs 0.09)"
-        return "eps", "the default (no SD2 heuristic key in this layout)"
+        conv_in = sd.get(UNET + "input_blocks.0.0.weight")
+        if conv_in is not None and conv_in.shape[1] != 4:
+            return "eps", "ComfyUI's rule: SD2 inpainting models are eps"
+        bias = sd.get(SD2_V_KEY)
+        if bias is None:
+            return "eps", "ComfyUI's default (no SD2 v-prediction marker weight in this layout)"
+        std = torch.std(bias, unbiased=False)
+        return ("v" if bool(std > SD2_V_STD) else "eps"), \
+            f"ComfyUI's SD2 test (norm bias std {float(std):.4f} vs {SD2_V_STD})"
+    if family == "sdxl" and "v_pred" in sd:
+        return "v", "the checkpoint's 'v_pred' marker"
     return "eps", "the family default"
+
+
+def check_sdxl_markers(sd: dict[str, torch.Tensor], source: str) -> None:
+    """SDXL files whose marker keys make ComfyUI sample them another way (EDM): refused, not sampled wrongly."""
+    if "edm_mean" in sd and "edm_std" in sd:
+        raise UnsupportedModelError(f"{source}: Playground v2.5 (EDM, 'edm_mean'/'edm_std') checkpoints are not "
+                                    f"supported. Supported: {SUPPORTED}.")
+    if "edm_vpred.sigma_max" in sd:
+        raise UnsupportedModelError(f"{source}: EDM v-prediction ('edm_vpred.*') checkpoints are not supported. "
+                                    f"Supported: {SUPPORTED}.")
 
 
 # -------------------------------------------------------------------------------------- UNet config
@@ -231,9 +253,16 @@ def infer_unet_config(sd: dict[str, torch.Tensor], family: str) -> dict:
     else:
         heads = [max(1, c // 64) for c in channels]
     time_dim = sd[p + "time_embed.0.weight"].shape[0]
+    attn_depths = {d for d, t in zip(depths, down_types, strict=True) if t == "CrossAttnDownBlock2D"}
+    if len(attn_depths) == 1 and (not mid_attn or mid_depth in attn_depths) and attn_depths != {1}:
+        layers: int | list[int] = attn_depths.pop()  # one depth everywhere (SDXL refiner: 4)
+    elif any(d != 1 for d in depths) or family == "sdxl" or (mid_attn and mid_depth != 1):
+        layers = depths
+    else:
+        layers = 1
     cfg = {
         "_class_name": "UNet2DConditionModel",
-        "sample_size": {"sd1": 64, "sd2": 96, "sdxl": 128}[family],
+        "sample_size": {"sd1": 64, "sd2": 96, "sdxl": 128, "sdxl_refiner": 128}[family],
         "in_channels": conv_in.shape[1],
         "out_channels": sd[p + "out.2.weight"].shape[0],
         "down_block_types": down_types,
@@ -244,27 +273,28 @@ def infer_unet_config(sd: dict[str, torch.Tensor], family: str) -> dict:
         "cross_attention_dim": int(cross_dim),
         "attention_head_dim": heads,
         "use_linear_projection": bool(linear_proj),
-        "transformer_layers_per_block": depths if any(d != 1 for d in depths) or family == "sdxl" else 1,
+        "transformer_layers_per_block": layers,
         "upcast_attention": family == "sd2",
         "norm_num_groups": 32,
         "flip_sin_to_cos": True,
         "freq_shift": 0,
     }
-    if mid_attn and mid_depth != 1 and family != "sdxl":
-        cfg["transformer_layers_per_block"] = depths
     if time_dim != 4 * model_ch:
         cfg["time_embedding_dim"] = int(time_dim)
-    if family == "sdxl":
+    if family in SDXL_FAMILIES:
         label_in = sd[p + "label_emb.0.0.weight"].shape[1]
-        pooled = sd[XL_CLIP_G + "text_projection"].shape[1]
+        clip_g = XL_CLIP_G if family == "sdxl" else REFINER_CLIP_G
+        pooled = sd[clip_g + "text_projection"].shape[1]
+        n_ids = 6 if family == "sdxl" else 5  # refiner: height, width, crop_h, crop_w, aesthetic score
         cfg.update({
             "addition_embed_type": "text_time",
-            "addition_time_embed_dim": (label_in - pooled) // 6,
+            "addition_time_embed_dim": (label_in - pooled) // n_ids,
             "projection_class_embeddings_input_dim": int(label_in),
         })
-    if mid_attn and mid_depth != depths[-1] and cfg["transformer_layers_per_block"] != 1:
+    mid_ref = layers if isinstance(layers, int) else layers[-1]
+    if mid_attn and mid_depth != mid_ref:
         # diffusers takes the mid block depth from the last level's
-        raise UnsupportedModelError(f"mid block depth {mid_depth} differs from the last level's {depths[-1]}")
+        raise UnsupportedModelError(f"mid block depth {mid_depth} differs from the last level's {mid_ref}")
     return cfg
 
 
@@ -294,7 +324,7 @@ def infer_vae_config(sd: dict[str, torch.Tensor], family: str) -> dict:
         "layers_per_block": lpb,
         "latent_channels": int(latent),
         "norm_num_groups": 32,
-        "sample_size": {"sd1": 512, "sd2": 768, "sdxl": 1024}[family],
+        "sample_size": {"sd1": 512, "sd2": 768, "sdxl": 1024, "sdxl_refiner": 1024}[family],
         "scaling_factor": LATENT_SCALE[family],
     }
 

@@ -298,10 +298,13 @@ class ClipTextEncoder:
             rows.append(row)
         return rows, vectors
 
-    def encode(self, text: str, clip_skip: int | None = None, embeddings=None):
+    def tokens(self, text: str, embeddings=None) -> list[list[Token]]:
+        """The prompt's chunks for this encoder (embedding vectors of this encoder's width)."""
         width = int(self._token_embedding().weight.shape[1])
-        return self.encode_tokens(self.spec.tokenize(text, embeddings, embedding_key=self.embedding_key, width=width),
-                                  clip_skip)
+        return self.spec.tokenize(text, embeddings, embedding_key=self.embedding_key, width=width)
+
+    def encode(self, text: str, clip_skip: int | None = None, embeddings=None):
+        return self.encode_tokens(self.tokens(text, embeddings), clip_skip)
 
 
 def _put_vectors(vectors: list[tuple[int, int, torch.Tensor]]):

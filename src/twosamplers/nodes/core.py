@@ -65,7 +65,18 @@ class CheckpointLoaderSimple(FolderNode):
 
 
 # ---------------------------------------------------------------------------------------------- text
-class CLIPTextEncode:
+def encode_text(folders: Folders, clip, text: str, **options) -> list:
+    """ComfyUI's text encoding of a node: `embedding:NAME` words resolve in the run's embeddings folders (an
+    unknown name is dropped with a warning naming it, as ComfyUI drops it)."""
+    clip = _check_clip(clip)
+    if not isinstance(clip, ClipHandle):
+        clip = ClipHandle(clip)
+    return clip.encode(text, folders.embeddings(), **options)
+
+
+class CLIPTextEncode(FolderNode):
+    """text -> CONDITIONING; `embedding:NAME` reads the run's embeddings/ folders."""
+
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {"text": ("STRING", {"multiline": True, "dynamicPrompts": True}), "clip": ("CLIP",)}}
@@ -75,10 +86,7 @@ class CLIPTextEncode:
     CATEGORY = "conditioning"
 
     def encode(self, clip, text):
-        clip = _check_clip(clip)
-        if not isinstance(clip, ClipHandle):
-            clip = ClipHandle(clip)
-        return (clip.encode(text),)
+        return (encode_text(self.folders, clip, text),)
 
 
 class CLIPSetLastLayer:

@@ -62,6 +62,7 @@ class Folders:
     disable_pbar: bool | None = None
     pending: list[PendingWrite] = field(default_factory=list)
     cache: object = None  # a twosamplers.models.ModelCache (made on first use)
+    _embeddings: object = None  # the EmbeddingLibrary of the embeddings folders (made on first use)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -184,6 +185,16 @@ class Folders:
         if isinstance(resolved, str):
             return self.cache.get(embedded_name(resolved), device=self.load_options.get("device"))
         return self.cache.get(resolved, **self.load_options)
+
+    def embeddings(self):
+        """The `embeddings` folders as one EmbeddingLibrary (searched in order; folders that do not exist are
+        left out, and with none every `embedding:NAME` is dropped with a warning, as ComfyUI drops it)."""
+        if self._embeddings is None:
+            from ..models.embeddings import EmbeddingLibrary
+
+            self._embeddings = EmbeddingLibrary.of_folders(self.search_dirs("embeddings"),
+                                                           allow_pickle=bool(self.load_options.get("allow_pickle")))
+        return self._embeddings
 
     def input_path(self, name: str) -> Path:
         """A file in the input folder ("name [input]" annotations as ComfyUI writes them are accepted)."""
