@@ -72,3 +72,71 @@ def test_cli_run_warns_about_an_unknown_embedding(tiny_models_dir, tmp_path):
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "embedding:nosuch" in r.stderr
+
+
+# ------------------------------------------------------------------------------ text-encoder dtype (fix b)
+@pytest.fixture(scope="module")
+def fp16_sd1(tiny_sd_files, tmp_path_factory):
+    """The tiny SD1.x checkpoint stored in float16 (as real checkpoints are), and a text-encoder LoRA for it."""
+    from safetensors.torch import load_file, save_file
+    from test_lora import make_lora
+
+    d = tmp_path_factory.mktemp("fp16")
+    sd = {k: v.half() if v.is_floating_point() else v for k, v in load_file(str(tiny_sd_files["sd1_file"])).items()}
+    save_file(sd, str(d / "sd1_fp16.safetensors"))
+    model = load_sd(d / "sd1_fp16.safetensors", device="cpu", cache=False)
+    lora, _ = make_lora(model, "kohya", "lora", seed=4, every=1)
+    assert any(k.startswith("lora_te") for k in lora)
+    save_file(lora, str(d / "te_lora.safetensors"))
+    return d / "sd1_fp16.safetensors", d / "te_lora.safetensors"
+
+
+def _te_params(model):
+    return list(model.text_encoders[0].model.parameters())
+
+
+def test_dtype_plan_is_comfyuis():
+    from twosamplers.models.sd import dtype_plan
+
+    cpu = dtype_plan("cpu")
+    assert (cpu.unet, cpu.text_storage, cpu.text_compute, cpu.vae) == (torch.float32, torch.float16, torch.float32,
+                                                                       torch.float32)
+    assert dtype_plan("cpu", fp32_text_enc=True).text_storage == torch.float32
+    if torch.cuda.is_available():
+        gpu = dtype_plan("cuda")
+        bf16 = torch.cuda.is_bf16_supported()
+        assert (gpu.unet, gpu.text_storage, gpu.text_compute, gpu.vae) == (
+            torch.float16, torch.float16, torch.float32, torch.bfloat16 if bf16 else torch.float32)
+
+
+def test_text_encoder_is_held_in_fp16_and_computes_in_fp32(fp16_sd1):
+    ckpt, _ = fp16_sd1
+    m = load_sd(ckpt, device="cpu", cache=False)
+    m32 = load_sd(ckpt, device="cpu", fp32_text_enc=True, cache=False)
+    assert {p.dtype for p in _te_params(m)} == {torch.float16}
+    assert {p.dtype for p in _te_params(m32)} == {torch.float32}
+    assert next(m.unet.parameters()).dtype == torch.float32 and next(m.vae.parameters()).dtype == torch.float32
+    a, b = m.encode_prompt("a (red:1.2) barn"), m32.encode_prompt("a (red:1.2) barn")
+    assert a[0][0].dtype == torch.float32
+    # an fp16 checkpoint: the same bits either way (ComfyUI measured the same)
+    assert torch.equal(a[0][0], b[0][0]) and torch.equal(a[0][1]["pooled_output"], b[0][1]["pooled_output"])
+
+
+def test_lora_merged_text_encoder_weights_are_rounded_to_fp16(fp16_sd1):
+    """ComfyUI merges a LoRA into the fp16 text-encoder weights in float32 and rounds the sum to fp16 once; the
+    conditioning is then that of the fp32 merge with every weight rounded to fp16 (the 1.9e-3 of issue 22)."""
+    from twosamplers import Lora
+    from twosamplers.models.lora import patched
+
+    ckpt, lora = fp16_sd1
+    m = load_sd(ckpt, device="cpu", cache=False)
+    m32 = load_sd(ckpt, device="cpu", fp32_text_enc=True, cache=False)
+    got = m.with_loras([Lora(lora, 0.0, 0.8)]).encode_prompt("a red barn")[0][0]
+    lm32 = m32.with_loras([Lora(lora, 0.0, 0.8)])
+    exact32 = lm32.encode_prompt("a red barn")[0][0]
+    with patched(m32, lm32.loras, unet=False, clip=True), torch.no_grad():
+        for p in _te_params(m32):
+            p.copy_(p.half().float())
+        want = m32.encode_prompt("a red barn")[0][0]
+    assert torch.equal(got, want)
+    assert not torch.equal(got, exact32)  # the rounding is there, and --fp32-text-enc avoids it

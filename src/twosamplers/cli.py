@@ -133,6 +133,8 @@ def _add_generate(sub) -> None:
     m.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available, else cpu)")
     m.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), help="network precision (default: fp16 on cuda, "
                    "fp32 on cpu)")
+    m.add_argument("--fp32-text-enc", action="store_true", help="hold the text encoders' weights in fp32 (ComfyUI's "
+                   "--fp32-text-enc); by default they are held in fp16 and computed in fp32, as ComfyUI does")
     m.add_argument("--allow-pickle", action="store_true", help="allow .ckpt/.pt (pickle) checkpoints; they can run "
                    "code when loaded, so only use files you trust")
     m.add_argument("--clip-skip", type=int, help="text encoder layer, as ComfyUI's CLIPSetLastLayer: -1 last, "
@@ -370,7 +372,7 @@ def _run(args, job, outputs, origins: dict[str, str] | None = None) -> int:
     from .job import JobError, run_job
 
     check_device(getattr(args, "device", None))
-    load_options = {k: getattr(args, k, None) for k in ("device", "dtype", "allow_pickle")}
+    load_options = {k: getattr(args, k, None) for k in ("device", "dtype", "allow_pickle", "fp32_text_enc")}
     try:
         result = run_job(job, outputs=outputs, disable_pbar=True if args.quiet else None, load_options=load_options,
                          inputs={"from": getattr(args, "from_png", None)},
@@ -484,6 +486,8 @@ def add_run_parser(sub) -> None:
                    "(VALUE is read as JSON when it parses, else as text); repeatable")
     r.add_argument("--device", help="device for checkpoints: cpu, cuda, cuda:1, ... (default: cuda if available)")
     r.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), help="network precision for checkpoints")
+    r.add_argument("--fp32-text-enc", action="store_true", help="hold the text encoders' weights in fp32 (ComfyUI's "
+                   "--fp32-text-enc); by default they are held in fp16 and computed in fp32, as ComfyUI does")
     r.add_argument("--list-nodes", action="store_true", help="list the supported node types and exit")
     _add_common_output(r)
     r.set_defaults(func=cmd_run)
@@ -509,7 +513,8 @@ def cmd_run(args) -> int:
         raise BadInput(f"--output-dir {out_dir} is not a folder")
     t0 = time.perf_counter()
     outputs = run(args.file, args.models, overrides, comfyui=args.comfyui, input_dir=args.input_dir,
-                  output_dir=out_dir, device=args.device, dtype=args.dtype, quiet=args.quiet or args.json)
+                  output_dir=out_dir, device=args.device, dtype=args.dtype, quiet=args.quiet or args.json,
+                  fp32_text_enc=args.fp32_text_enc)
     files = [f for o in outputs for f in o["files"]]
     if args.json:
         print(json.dumps({"outputs": [{"node": o["node"], "class_type": o["class_type"], "files": o["files"]}

@@ -19,6 +19,7 @@ import json
 import os
 import threading
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -52,7 +53,9 @@ __all__ = [
     "SDModel",
     "UNetAdapter",
     "UnsupportedModelError",
+    "DtypePlan",
     "clear_cache",
+    "dtype_plan",
     "load_sd",
     "resolve_device_dtype",
 ]
@@ -407,6 +410,27 @@ def _vae_dtype(device: torch.device, dtype: torch.dtype) -> torch.dtype:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
 
 
+@dataclass(frozen=True)
+class DtypePlan:
+    """Where each part of a checkpoint is held and computed: ComfyUI 0.30's choices for a device.
+
+    UNet: float32 on a CPU, float16 on CUDA (SD1.x/2.x/SDXL list float16 first; `dtype` overrides). Text
+    encoders: held in float16 and computed in float32 on every device (`fp32_text_enc` holds them in float32).
+    VAE: float32 on a CPU; on CUDA bfloat16 where the GPU has it, else float32 (and float32 with a float32 UNet).
+    """
+
+    unet: torch.dtype
+    text_storage: torch.dtype
+    text_compute: torch.dtype
+    vae: torch.dtype
+
+
+def dtype_plan(device=None, dtype=None, *, fp32_text_enc: bool = False) -> DtypePlan:
+    dev, dt = resolve_device_dtype(device, dtype)
+    return DtypePlan(dt, torch.float32 if fp32_text_enc else TEXT_ENCODER_STORAGE, torch.float32,
+                     _vae_dtype(dev, dt))
+
+
 # ---------------------------------------------------------------------------------------- loading
 _CACHE: dict[tuple, SDModel] = {}
 _CACHE_LOCK = threading.Lock()
@@ -465,7 +489,7 @@ def load_sd(path_or_repo: str | os.PathLike, *, device=None, dtype=None, allow_p
         with _CACHE_LOCK:
             if key in _CACHE:
                 return _CACHE[key]
-    te_dt = torch.float32 if fp32_text_enc else TEXT_ENCODER_STORAGE
+    te_dt = dtype_plan(dev, dt, fp32_text_enc=fp32_text_enc).text_storage
     if path.exists() and path.is_dir():
         model = _load_folder(path, dev, dt, pred, skip, te_dt)
     elif path.exists():

@@ -71,7 +71,8 @@ def encode_text(folders: Folders, clip, text: str, **options) -> list:
     clip = _check_clip(clip)
     if not isinstance(clip, ClipHandle):
         clip = ClipHandle(clip)
-    return clip.encode(text, folders.embeddings(), **options)
+    library = folders.embeddings()
+    return clip.encode(text, library if library.directories else None, **options)
 
 
 class CLIPTextEncode(FolderNode):

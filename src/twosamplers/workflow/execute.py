@@ -190,7 +190,7 @@ def _gather(prompt: dict, nid: str, types: dict, cache: dict) -> dict:
 def run(workflow, models: str | os.PathLike | Mapping | None = None, overrides: Mapping | None = None, *,
         comfyui: str | os.PathLike | None = None, input_dir: str | os.PathLike | None = None,
         output_dir: str | os.PathLike | None = None, extra_model_paths: str | os.PathLike | None = None,
-        device=None, dtype=None, cache=None, quiet: bool = True,
+        device=None, dtype=None, fp32_text_enc: bool = False, cache=None, quiet: bool = True,
         progress: Callable[[int, int, str, str], None] | None = None) -> list[dict]:
     """Run a ComfyUI workflow headless and return its outputs.
 
@@ -200,13 +200,17 @@ def run(workflow, models: str | os.PathLike | Mapping | None = None, overrides: 
     overrides: {"NODE_ID.input": value} set before the run (like `--set`).
     comfyui: a ComfyUI install: its models/, input/ and extra_model_paths.yaml.
     input_dir / output_dir: LoadImage's folder / where SaveImage and SaveLatent write (default: the current
-    folder). cache: a `twosamplers.models.ModelCache` to share loaded models between runs (default: a new
+    folder). fp32_text_enc: text-encoder weights held in float32 (ComfyUI's --fp32-text-enc; by default they are
+    held in float16 and computed in float32, as ComfyUI does).
+    cache: a `twosamplers.models.ModelCache` to share loaded models between runs (default: a new
     one, so each model is loaded once per run).
     Returns one dict per output node: {"node", "class_type", "files": [paths written], "images" or "samples":
     what it received}. Raises WorkflowError (a ValueError) for a workflow that cannot run; nothing is written
     then.
     """
     opts = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
+    if fp32_text_enc:
+        opts["fp32_text_enc"] = True
     folders = Folders.create(models, comfyui=comfyui, input_dir=input_dir, output_dir=output_dir,
                              extra_model_paths=extra_model_paths, load_options=opts, cache=cache)
     if output_dir is None:
