@@ -273,7 +273,13 @@ class SDModel(NetworkModel):
                 for k, v in sizes.items():
                     extras[k] = torch.tensor([float(v)])
             return [[cond, extras]]
-        cond, pooled = self.text_encoders[0].encode(text, skip, embeddings)
+        enc = self.text_encoders[0]
+        chunks = enc.tokens(text, embeddings)
+        if text_l is not None and self.family == "sdxl_refiner":
+            # CLIPTextEncodeSDXL on a refiner: its CLIP-G prompt is padded to text_l's chunk count, unused after
+            while len(chunks) < len(enc.tokens(text_l, embeddings)):
+                chunks += enc.tokens("", None)
+        cond, pooled = enc.encode_tokens(chunks, skip)
         extras = {"pooled_output": pooled}
         if self.family == "sdxl_refiner":
             given = {"width": width, "height": height, "crop_w": crop_w or None, "crop_h": crop_h or None,

@@ -20,6 +20,8 @@ NODES: dict[str, type] = {
     # loaders and prompts
     "CheckpointLoaderSimple": core.CheckpointLoaderSimple,
     "CLIPTextEncode": core.CLIPTextEncode,
+    "CLIPTextEncodeSDXL": core.CLIPTextEncodeSDXL,
+    "CLIPTextEncodeSDXLRefiner": core.CLIPTextEncodeSDXLRefiner,
     "CLIPSetLastLayer": core.CLIPSetLastLayer,
     # sampling
     "KSampler": core.KSampler,
