@@ -107,6 +107,7 @@ def sd15_cases() -> list[tuple[str, dict, dict]]:
         "positive": ["2", 0], "negative": ["3", 0], "vae": ["1", 2], "pixels": ["4", 0], "mask": ["11", 0],
         "noise_mask": True}}
     wf["5"]["inputs"].update(positive=["13", 0], negative=["13", 1], latent_image=["13", 2])
+    del wf["8"]  # the VAEEncode of _img2img: InpaintModelConditioning encodes
     c.append(("sd15_inpaint_model_conditioning", wf, {}))
     # KSamplerAdvanced: two passes over one schedule, leftover noise in between
     wf = {**_ckpt("1", SD15), **_enc("2", "a busy market street", ["1", 1]), **_enc("3", NEG, ["1", 1]),
@@ -141,12 +142,12 @@ def sd15_cases() -> list[tuple[str, dict, dict]]:
         c.append((name, wf, {}))
     # regional conditioning: masked, area and timestep-range conditioning combined
     wf = {**_ckpt("1", SD15), **_enc("2", "a quiet lake", ["1", 1]), **_enc("3", NEG, ["1", 1]),
-          **_enc("12", "a sailing boat", ["1", 1]), **_enc("17", "storm clouds", ["1", 1]), **_empty("4", 96, 64),
+          **_enc("12", "a sailing boat", ["1", 1]), **_enc("17", "storm clouds", ["1", 1]), **_empty("4", 96, 128),
           "11": {"class_type": "LoadImageMask", "inputs": {"image": "mask_rgb.png", "channel": "red"}},
           "13": {"class_type": "ConditioningSetMask", "inputs": {"conditioning": ["12", 0], "mask": ["11", 0],
                                                                  "strength": 1.2, "set_cond_area": "mask bounds"}},
           "14": {"class_type": "ConditioningSetArea", "inputs": {"conditioning": ["17", 0], "width": 96,
-                                                                 "height": 32, "x": 0, "y": 0, "strength": 0.8}},
+                                                                 "height": 64, "x": 0, "y": 0, "strength": 0.8}},
           "15": {"class_type": "ConditioningSetTimestepRange", "inputs": {"conditioning": ["14", 0],
                                                                           "start": 0.0, "end": 0.6}},
           "16": {"class_type": "ConditioningCombine", "inputs": {"conditioning_1": ["2", 0],

@@ -22,6 +22,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -92,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache", help="checkpoint cache folder (default: checkpoints.cache_dir())")
     ap.add_argument("--threads", type=int, default=2, help="torch threads for ComfyUI (recorded)")
     ap.add_argument("--reuse", action="store_true", help="compact the dumps of an earlier run, do not run ComfyUI")
+    ap.add_argument("--cases", help="run ComfyUI only on the cases matching this regex (the others' dumps are reused)")
     a = ap.parse_args(argv)
     from safetensors.numpy import load_file, save_file
 
@@ -108,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix=f"e2e-{family}-") as tmp:
             groups: dict[bool, list[Path]] = {}
             for name, wf, opts in cases:
+                if a.cases and not re.search(a.cases, name):
+                    continue
                 p = Path(tmp) / f"{name}.json"
                 p.write_text(json.dumps(wf, indent=1))
                 groups.setdefault(bool(opts.get("fp32_text_enc")), []).append(p)

@@ -59,10 +59,11 @@ def diff(kind: str, ours: np.ndarray, ref: np.ndarray) -> tuple[float, float, bo
     """(max |diff|, tolerance, within) for one key; a shape mismatch is never within."""
     ours = np.asarray(ours, dtype=np.float64)
     ref = np.asarray(ref, dtype=np.float64)
+    if kind == "cond" and ours.shape[-1] != SKETCH_DIMS + 1:
+        ours = sketch(ours).astype(np.float64)
     if ours.shape != ref.shape:
         return float("inf"), 0.0, False
     if kind == "cond":
-        ours = sketch(ours).astype(np.float64) if ours.shape[-1] != SKETCH_DIMS + 1 else ours
         scale = max(1.0, float(np.abs(ref).max()) if ref.size else 1.0)
         tol = COND_REL_TOL * scale
     else:
