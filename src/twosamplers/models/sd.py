@@ -66,7 +66,7 @@ REFINER_SIZE_KEYS = ("height", "width", "crop_h", "crop_w", "aesthetic_score")
 REFINER_ASCORE = {"positive": 6.0, "negative": 2.5}
 # ComfyUI holds text-encoder weights in float16 on every device (computing in float32) unless --fp32-text-enc
 TEXT_ENCODER_STORAGE = torch.float16
-SDXL_DEFAULT_SIZE = 768  # ComfyUI's plain CLIPTextEncode leaves width/height unset: its SDXL model uses 768
+LATENT_PIXELS = 8  # ComfyUI 0.30 sizes an unset SDXL width/height as the latent's times 8 (the sampler's default)
 
 
 def _require_sd_extra():
@@ -82,8 +82,9 @@ class UNetAdapter(torch.nn.Module):
     """Calls a diffusers UNet2DConditionModel as ComfyUI calls its UNet: network(x_in, t, context, **extras).
 
     SDXL extras: `pooled_output` (B, 1280) and the size conditioning `height`, `width`, `crop_h`, `crop_w`,
-    `target_height`, `target_width` (numbers or (B,) tensors; ComfyUI's defaults 768, 768, 0, 0, width,
-    height), or a ready `add_time_ids` (B, 6). Other extras are ignored for SD1.x/2.x, as ComfyUI does.
+    `target_height`, `target_width` (numbers or (B,) tensors; ComfyUI's defaults: the latent's size x 8, 0, 0,
+    width, height), or a ready `add_time_ids` (B, 6); the refiner's `aesthetic_score` instead of the targets.
+    Other extras are ignored for SD1.x/2.x, as ComfyUI does.
     """
 
     supports_control = True
@@ -104,9 +105,9 @@ class UNetAdapter(torch.nn.Module):
             raise ValueError(f"size conditioning has {t.numel()} values for a batch of {batch}")
         return t
 
-    def time_ids(self, batch: int, device, extras: dict) -> torch.Tensor:
-        width = extras.get("width", SDXL_DEFAULT_SIZE)
-        height = extras.get("height", SDXL_DEFAULT_SIZE)
+    def time_ids(self, batch: int, device, extras: dict, latent_hw: tuple[int, int] = (96, 96)) -> torch.Tensor:
+        width = extras.get("width", latent_hw[1] * LATENT_PIXELS)
+        height = extras.get("height", latent_hw[0] * LATENT_PIXELS)
         if self.refiner:
             vals = {"height": height, "width": width, "crop_h": extras.get("crop_h", 0),
                     "crop_w": extras.get("crop_w", 0),
@@ -131,7 +132,8 @@ class UNetAdapter(torch.nn.Module):
                                  "model.encode_prompt, or add {'pooled_output': tensor(1, 1280)})")
             b = x.shape[0]
             ids = extras.get("add_time_ids")
-            ids = ids.float().to(x.device) if ids is not None else self.time_ids(b, x.device, extras)
+            ids = ids.float().to(x.device) if ids is not None else self.time_ids(b, x.device, extras,
+                                                                                 tuple(x.shape[-2:]))
             added = {"text_embeds": pooled.to(device=x.device, dtype=x.dtype), "time_ids": ids}
         residuals = {}
         if control is not None:
@@ -208,8 +210,19 @@ class SDModel(NetworkModel):
         (models/inpaint.py); the inpainting keys are dropped for the others, as ComfyUI ignores them. The SDXL
         refiner's aesthetic score defaults by `prompt_type` ("positive" 6, "negative" 2.5), as in ComfyUI."""
         out = {k: v for k, v in extras.items() if k not in CONCAT_KEYS}
-        if self.family == "sdxl_refiner" and "aesthetic_score" not in out:
-            out["aesthetic_score"] = torch.tensor([REFINER_ASCORE.get(prompt_type, REFINER_ASCORE["positive"])])
+        if self.family in ("sdxl", "sdxl_refiner"):
+            # every size value made explicit, so that all entries batch into one network call: unset sizes are the
+            # whole latent's x 8, as ComfyUI's sampler sets them; no crop; targets = sizes
+            out.setdefault("width", torch.tensor([float(latent_image.shape[-1] * LATENT_PIXELS)]))
+            out.setdefault("height", torch.tensor([float(latent_image.shape[-2] * LATENT_PIXELS)]))
+            out.setdefault("crop_w", torch.tensor([0.0]))
+            out.setdefault("crop_h", torch.tensor([0.0]))
+            if self.family == "sdxl":
+                out.setdefault("target_width", out["width"])
+                out.setdefault("target_height", out["height"])
+            else:
+                out.setdefault("aesthetic_score",
+                               torch.tensor([REFINER_ASCORE.get(prompt_type, REFINER_ASCORE["positive"])]))
         if self.inpainting:
             out["c_concat"] = concat_cond(extras, latent_image=latent_image, denoise_mask=denoise_mask,
                                           process_in=self.latent_format.process_in, blank=self.blank_latent())
@@ -235,13 +248,13 @@ class SDModel(NetworkModel):
         """Prompt -> CONDITIONING [[cond (1, 77*k, D), {"pooled_output": (1, P), ...}]] like ComfyUI's
         CLIPTextEncode (after CLIPSetLastLayer when `clip_skip` or the model's clip_skip is set).
 
-        SDXL: the size arguments are ComfyUI's CLIPTextEncodeSDXL fields; unset, the model uses ComfyUI's
-        plain-CLIPTextEncode defaults (768 x 768, no crop). They are stored as (1,) tensors so that positive
-        and negative prompts with different sizes still batch into one network call. `text_l` gives CLIP-L its
-        own prompt (CLIPTextEncodeSDXL's text_l; `text` is then text_g): the shorter of the two is padded with
-        empty-prompt chunks to the other's length, as that node does.
+        SDXL: the size arguments are ComfyUI's CLIPTextEncodeSDXL fields; unset ones take ComfyUI 0.30's
+        sampling defaults (the latent's size x 8, no crop, target = size). They are stored as (1,) tensors so
+        that positive and negative prompts with different sizes still batch into one network call. `text_l`
+        gives CLIP-L its own prompt (CLIPTextEncodeSDXL's text_l; `text` is then text_g): the shorter of the two
+        is padded with empty-prompt chunks to the other's length, as that node does.
         SDXL refiner: one text encoder (OpenCLIP bigG); `width`, `height`, `crop_w`, `crop_h` and
-        `aesthetic_score` are CLIPTextEncodeSDXLRefiner's; unset, the model uses 768 x 768, no crop, and an
+        `aesthetic_score` are CLIPTextEncodeSDXLRefiner's; unset, the latent's size x 8, no crop, and an
         aesthetic score of 6 for a positive and 2.5 for a negative prompt (ComfyUI's defaults).
         embeddings: an `EmbeddingLibrary` (or a directory) for `embedding:name` words.
         """
@@ -264,14 +277,14 @@ class SDModel(NetworkModel):
             extras: dict = {"pooled_output": pooled}
             sizes = {"width": width, "height": height, "crop_w": crop_w, "crop_h": crop_h,
                      "target_width": target_width, "target_height": target_height}
-            if width is not None or height is not None or target_width is not None or target_height is not None \
-                    or crop_w or crop_h:
-                w = width if width is not None else SDXL_DEFAULT_SIZE
-                h = height if height is not None else SDXL_DEFAULT_SIZE
-                sizes.update(width=w, height=h, target_width=target_width if target_width is not None else w,
-                             target_height=target_height if target_height is not None else h)
+            if any(v for k, v in sizes.items() if k.startswith("crop")) or \
+                    any(v is not None for k, v in sizes.items() if not k.startswith("crop")):
                 for k, v in sizes.items():
-                    extras[k] = torch.tensor([float(v)])
+                    if v is not None:  # unset ones: the sampler's defaults (latent size x 8, target = size)
+                        extras[k] = torch.tensor([float(v)])
+                for side in ("width", "height"):
+                    if side in extras:
+                        extras.setdefault("target_" + side, extras[side])
             return [[cond, extras]]
         enc = self.text_encoders[0]
         chunks = enc.tokens(text, embeddings)
@@ -284,13 +297,8 @@ class SDModel(NetworkModel):
         if self.family == "sdxl_refiner":
             given = {"width": width, "height": height, "crop_w": crop_w or None, "crop_h": crop_h or None,
                      "aesthetic_score": aesthetic_score}
-            if any(v is not None for v in given.values()):
-                w = width if width is not None else SDXL_DEFAULT_SIZE
-                h = height if height is not None else SDXL_DEFAULT_SIZE
-                vals = {"width": w, "height": h, "crop_w": crop_w, "crop_h": crop_h}
-                if aesthetic_score is not None:  # else the sampler's positive / negative default
-                    vals["aesthetic_score"] = aesthetic_score
-                for k, v in vals.items():
+            for k, v in given.items():
+                if v is not None:  # unset: the latent's size x 8, no crop, 6 / 2.5 by prompt type (ComfyUI)
                     extras[k] = torch.tensor([float(v)])
         return [[cond, extras]]
 
