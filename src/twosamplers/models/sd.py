@@ -44,6 +44,8 @@ from .sd_loading import (
     detect_family,
     guess_prediction,
     read_state_dict,
+    read_state_dict_mapped,
+    releasing,
 )
 from .sd_text import END_TOKEN, ClipTextEncoder, TokenizerSpec, clip_tokenizer, normalize_clip_skip
 
@@ -542,7 +544,15 @@ def _text_encoder(module, te_dt: torch.dtype, dev):
 
 
 def _load_single_file(path: Path, dev, dt, pred, skip, allow_pickle, te_dt=torch.float32) -> SDModel:
-    sd = read_state_dict(path, allow_pickle=allow_pickle)
+    if path.suffix.lower() == ".safetensors":
+        sd, mapped = read_state_dict_mapped(path)  # views of the file, released as they are copied
+    else:
+        sd, mapped = read_state_dict(path, allow_pickle=allow_pickle), None
+    with releasing(mapped):
+        return _build_single_file(sd, path, dev, dt, pred, skip, te_dt)
+
+
+def _build_single_file(sd: dict, path: Path, dev, dt, pred, skip, te_dt) -> SDModel:
     fam = detect_family(sd, str(path))
     if fam.name == "sdxl":
         check_sdxl_markers(sd, str(path))

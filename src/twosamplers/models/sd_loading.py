@@ -6,6 +6,8 @@ Supported families: SD1.x, SD2.x (eps or v), SDXL base and SDXL refiner. Everyth
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import re
 import struct
@@ -62,6 +64,82 @@ def _check_safetensors_header(path: Path) -> None:
         raise CheckpointError(f"{path}: corrupt safetensors header (not valid JSON: {e})") from None
     if not isinstance(header, dict):
         raise CheckpointError(f"{path}: corrupt safetensors header (expected a JSON object)")
+
+
+_ST_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+              "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+              "BOOL": torch.bool}
+
+
+class MappedFile:
+    """A checkpoint's bytes mapped copy-on-write: its tensors are views of the page cache (no copy is made
+    when they are read), and `release(tensor)` gives the pages of a tensor that has been copied into its
+    module back to the system, so that loading peaks at about the final model's size, not model + file."""
+
+    def __init__(self, path: Path) -> None:
+        import mmap
+
+        with path.open("rb") as f:
+            self.map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+        self.base = torch.frombuffer(self.map, dtype=torch.uint8) if len(self.map) else torch.empty(0, torch.uint8)
+        self.start = self.base.data_ptr()
+        self.page = mmap.PAGESIZE
+
+    def tensor(self, begin: int, end: int, dtype: torch.dtype, shape: list[int]) -> torch.Tensor:
+        size = torch.empty((), dtype=dtype).element_size()
+        raw = self.base[begin:end]
+        if begin % size or (end - begin) % size:  # misaligned: a copy (rare; safetensors pads its header)
+            return raw.clone().view(dtype).reshape(shape)
+        return raw.view(dtype).reshape(shape)
+
+    def release(self, t: torch.Tensor) -> None:
+        """Drop the pages holding `t` from this process (if it is a view of this file)."""
+        import mmap
+
+        offset = t.data_ptr() - self.start
+        n = t.numel() * t.element_size()
+        if not hasattr(mmap, "MADV_DONTNEED") or offset < 0 or offset + n > len(self.map) or n < self.page:
+            return
+        lo = -(-offset // self.page) * self.page
+        hi = (offset + n) // self.page * self.page
+        if hi > lo:
+            try:
+                self.map.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+            except (OSError, ValueError):
+                pass
+
+
+def read_state_dict_mapped(path: str | Path) -> tuple[dict[str, torch.Tensor], MappedFile | None]:
+    """A `.safetensors` checkpoint as views of the mapped file (and the MappedFile, to release pages as the
+    tensors are consumed); other files through `read_state_dict` (None). Same checks and errors."""
+    path = Path(path)
+    if not path.is_file() or path.suffix.lower() != ".safetensors":
+        return read_state_dict(path), None
+    _check_safetensors_header(path)
+    with path.open("rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(n).decode("utf-8"))
+    mapped = MappedFile(path)
+    data = 8 + n
+    out: dict[str, torch.Tensor] = {}
+    try:
+        for k, v in header.items():
+            if k == "__metadata__":
+                continue
+            dt = _ST_DTYPES.get(v.get("dtype")) if isinstance(v, dict) else None
+            begin, end = v["data_offsets"] if isinstance(v, dict) else (0, -1)
+            shape = v.get("shape") if isinstance(v, dict) else None
+            if dt is None or not isinstance(shape, list) or not 0 <= begin <= end or data + end > len(mapped.map):
+                raise CheckpointError(f"{path}: corrupt safetensors file (tensor {k!r}: {v})")
+            numel = 1
+            for d in shape:
+                numel *= int(d)
+            if numel * torch.empty((), dtype=dt).element_size() != end - begin:
+                raise CheckpointError(f"{path}: corrupt safetensors file (tensor {k!r}: size does not match shape)")
+            out[k] = mapped.tensor(data + begin, data + end, dt, [int(d) for d in shape])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: corrupt safetensors file ({e})") from None
+    return out, mapped
 
 
 def _is_pickle_like(path: Path) -> bool:
@@ -379,8 +457,34 @@ def _materialize(module_cls, config: dict, state: dict, name: str, dtype: torch.
     if bad:
         raise CheckpointError(f"{name} weights have unexpected shapes, e.g. {bad[0]}: {tuple(state[bad[0]].shape)} "
                               f"vs {tuple(shapes[bad[0]])}")
-    module.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=True, assign=True)
+    module.load_state_dict(_converted(state, dtype), strict=True, assign=True)
     return module.eval().requires_grad_(False)
+
+
+def _converted(state: dict, dtype: torch.dtype, release=None) -> dict[str, torch.Tensor]:
+    """`state` in `dtype`, each tensor a copy of its own (never a view of a mapped file); with `release`, each
+    source tensor's file pages are given back as soon as it is copied (streaming load)."""
+    release = release or _RELEASE.get()
+    out = {}
+    for k in list(state):
+        v = state[k]
+        out[k] = v.to(dtype, copy=True).contiguous() if v.dtype != dtype or release is not None else v.to(dtype)
+        if release is not None:
+            release(v)
+    return out
+
+
+_RELEASE = contextvars.ContextVar("twosamplers_release_pages", default=None)
+
+
+@contextlib.contextmanager
+def releasing(mapped: MappedFile | None):
+    """While building modules from a mapped checkpoint, give each tensor's pages back once it is copied."""
+    token = _RELEASE.set(mapped.release if mapped is not None else None)
+    try:
+        yield
+    finally:
+        _RELEASE.reset(token)
 
 
 def build_unet(sd: dict, family: str, dtype: torch.dtype, config: dict | None = None):
@@ -421,7 +525,7 @@ def _build_clip_module(cls, cfg: dict, state: dict, name: str, dtype: torch.dtyp
     if bad:
         raise CheckpointError(f"{name} weights have unexpected shapes, e.g. {bad[0]}: {tuple(state[bad[0]].shape)} "
                               f"vs {tuple(own[bad[0]].shape)}")
-    model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=False, assign=True)
+    model.load_state_dict(_converted(state, dtype), strict=False, assign=True)
     for mod_name, mod in model.named_modules():  # the position-id buffers are not weights: rebuild them
         for buf_name, buf in list(mod.named_buffers(recurse=False)):
             if buf.is_meta:
