@@ -140,3 +140,50 @@ def test_lora_merged_text_encoder_weights_are_rounded_to_fp16(fp16_sd1):
         want = m32.encode_prompt("a red barn")[0][0]
     assert torch.equal(got, want)
     assert not torch.equal(got, exact32)  # the rounding is there, and --fp32-text-enc avoids it
+
+
+def test_sdxl_text_encoders_both_fp16(tiny_sd_files):
+    m = load_sd(tiny_sd_files["sdxl_file"], device="cpu", cache=False)
+    assert [{p.dtype for p in e.model.parameters()} for e in m.text_encoders] == [{torch.float16}] * 2
+    m32 = load_sd(tiny_sd_files["sdxl_file"], device="cpu", fp32_text_enc=True, cache=False)
+    assert [{p.dtype for p in e.model.parameters()} for e in m32.text_encoders] == [{torch.float32}] * 2
+    assert m.encode_prompt("a cat")[0][0].dtype == torch.float32
+
+
+# ------------------------------------------------------------------------------ SD2-v and the SDXL nodes
+def test_sd2_v_detection_is_comfyuis():
+    """ComfyUI 0.30: v when the UNet takes 4 channels and std(norm bias, in the file's dtype) > 0.09; SD1.x and
+    the refiner ignore a 'v_pred' key; SDXL reads it."""
+    from twosamplers.models.sd_loading import SD2_V_KEY, UNET, guess_prediction
+
+    g = torch.Generator().manual_seed(0)
+    bias = (torch.rand(1280, generator=g) * 2 - 1) * 0.25  # std ~0.144
+    four = {UNET + "input_blocks.0.0.weight": torch.zeros(320, 4, 3, 3), SD2_V_KEY: bias.half()}
+    nine = {UNET + "input_blocks.0.0.weight": torch.zeros(320, 9, 3, 3), SD2_V_KEY: bias.half()}
+    assert guess_prediction(four, "sd2")[0] == "v"
+    assert guess_prediction(nine, "sd2")[0] == "eps"  # SD2 inpainting models are eps
+    assert guess_prediction({**four, SD2_V_KEY: bias.half() * 0.5}, "sd2")[0] == "eps"
+    assert guess_prediction({"v_pred": torch.zeros(())}, "sd1")[0] == "eps"
+    assert guess_prediction({"v_pred": torch.zeros(())}, "sdxl_refiner")[0] == "eps"
+    assert guess_prediction({"v_pred": torch.zeros(())}, "sd2")[0] == "eps"
+    assert guess_prediction({"v_pred": torch.zeros(())}, "sdxl")[0] == "v"
+
+
+def test_sdxl_nodes(tiny_sd_files):
+    from twosamplers.nodes.core import CLIPTextEncodeSDXL, CLIPTextEncodeSDXLRefiner
+    from twosamplers.nodes.handles import ClipHandle
+
+    xl = ClipHandle(load_sd(tiny_sd_files["sdxl_file"], device="cpu"))
+    (c,) = CLIPTextEncodeSDXL().encode(xl, 1024, 768, 16, 8, 896, 640, "a fox", "a fox, snow, " + "x " * 90)
+    assert c[0][0].shape[1] == 154  # text_g padded with an empty chunk to text_l's two
+    assert {k: float(v) for k, v in c[0][1].items() if k != "pooled_output"} == {
+        "width": 1024.0, "height": 768.0, "crop_w": 16.0, "crop_h": 8.0, "target_width": 896.0,
+        "target_height": 640.0}
+    (r,) = CLIPTextEncodeSDXLRefiner().encode(xl, 7.5, 512, 256, "a fox")  # on a base CLIP: the size, no score
+    assert float(r[0][1]["width"]) == 512.0 and float(r[0][1]["target_height"]) == 256.0
+    assert "aesthetic_score" not in r[0][1]
+    sd1 = ClipHandle(load_sd(tiny_sd_files["sd1_file"], device="cpu"))
+    with pytest.raises(ValueError, match="CLIPTextEncodeSDXL needs the CLIP of an SDXL checkpoint"):
+        CLIPTextEncodeSDXL().encode(sd1, 1024, 1024, 0, 0, 1024, 1024, "a", "b")
+    with pytest.raises(ValueError, match="width"):
+        CLIPTextEncodeSDXLRefiner().encode(xl, 6.0, -1, 1024, "a")
