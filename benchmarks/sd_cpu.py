@@ -173,10 +173,14 @@ def main(argv: list[str] | None = None) -> int:
                 raise SystemExit(f"{side} failed (exit {rc})")
             results[side].append((wall, rss))
             print(f"repeat {r + 1}: {side:12} {wall:8.1f} s   peak RSS {rss:7.0f} MB", flush=True)
-    med = {side: (statistics.median(w for w, _ in v), statistics.median(m for _, m in v)) for side, v in results.items()}
+    med = {side: (statistics.median(w for w, _ in v), statistics.median(m for _, m in v))
+           for side, v in results.items()}
     c, o = med["ComfyUI"], med["twosamplers"]
     print(f"median: ComfyUI {c[0]:.1f} s, {c[1]:.0f} MB; twosamplers {o[0]:.1f} s, {o[1]:.0f} MB")
-    print(f"speed: {c[0] / o[0]:.2f}x ComfyUI's (goal >= 1.5x); peak memory: {o[1] / c[1]:.2f}x ComfyUI's (goal <= 0.8x)")
+    print(f"speed: {c[0] / o[0]:.2f}x ComfyUI's (goal >= 1.5x); "
+          f"peak memory: {o[1] / c[1]:.2f}x ComfyUI's (goal <= 0.8x)")
+    for r, ((cw, _), (ow, _)) in enumerate(zip(results["ComfyUI"], results["twosamplers"], strict=True), 1):
+        print(f"repeat {r}: speed {cw / ow:.2f}x")
     # the ComfyUI dumps hold every node; keep the saved images for the comparison
     from safetensors.numpy import load_file, save_file
 

@@ -331,13 +331,7 @@ def infer_unet_config(sd: dict[str, torch.Tensor], family: str) -> dict:
     else:
         heads = [max(1, c // 64) for c in channels]
     time_dim = sd[p + "time_embed.0.weight"].shape[0]
-    attn_depths = {d for d, t in zip(depths, down_types, strict=True) if t == "CrossAttnDownBlock2D"}
-    if len(attn_depths) == 1 and (not mid_attn or mid_depth in attn_depths) and attn_depths != {1}:
-        layers: int | list[int] = attn_depths.pop()  # one depth everywhere (SDXL refiner: 4)
-    elif any(d != 1 for d in depths) or family == "sdxl" or (mid_attn and mid_depth != 1):
-        layers = depths
-    else:
-        layers = 1
+    layers = _transformer_layers(depths, down_types, mid_attn, mid_depth, family)
     cfg = {
         "_class_name": "UNet2DConditionModel",
         "sample_size": {"sd1": 64, "sd2": 96, "sdxl": 128, "sdxl_refiner": 128}[family],
@@ -360,20 +354,35 @@ def infer_unet_config(sd: dict[str, torch.Tensor], family: str) -> dict:
     if time_dim != 4 * model_ch:
         cfg["time_embedding_dim"] = int(time_dim)
     if family in SDXL_FAMILIES:
-        label_in = sd[p + "label_emb.0.0.weight"].shape[1]
-        clip_g = XL_CLIP_G if family == "sdxl" else REFINER_CLIP_G
-        pooled = sd[clip_g + "text_projection"].shape[1]
-        n_ids = 6 if family == "sdxl" else 5  # refiner: height, width, crop_h, crop_w, aesthetic score
-        cfg.update({
-            "addition_embed_type": "text_time",
-            "addition_time_embed_dim": (label_in - pooled) // n_ids,
-            "projection_class_embeddings_input_dim": int(label_in),
-        })
+        cfg.update(_sdxl_addition(sd, family))
     mid_ref = layers if isinstance(layers, int) else layers[-1]
     if mid_attn and mid_depth != mid_ref:
         # diffusers takes the mid block depth from the last level's
         raise UnsupportedModelError(f"mid block depth {mid_depth} differs from the last level's {mid_ref}")
     return cfg
+
+
+def _transformer_layers(depths: list[int], down_types: list[str], mid_attn: bool, mid_depth: int,
+                        family: str) -> int | list[int]:
+    """diffusers' transformer_layers_per_block: one number when every attention level (and the mid block)
+    has the same depth (SDXL refiner: 4), else the per-level list (SDXL base: 1, 2, 10), else 1."""
+    attn_depths = {d for d, t in zip(depths, down_types, strict=True) if t == "CrossAttnDownBlock2D"}
+    if len(attn_depths) == 1 and (not mid_attn or mid_depth in attn_depths) and attn_depths != {1}:
+        return attn_depths.pop()
+    if any(d != 1 for d in depths) or family == "sdxl" or (mid_attn and mid_depth != 1):
+        return depths
+    return 1
+
+
+def _sdxl_addition(sd: dict, family: str) -> dict:
+    """The size / pooled-text embedding of SDXL UNets: 6 size values for the base, 5 for the refiner (height,
+    width, crop_h, crop_w, aesthetic score), each embedded in (label width - pooled width) / n channels."""
+    label_in = sd[UNET + "label_emb.0.0.weight"].shape[1]
+    clip_g = XL_CLIP_G if family == "sdxl" else REFINER_CLIP_G
+    pooled = sd[clip_g + "text_projection"].shape[1]
+    n_ids = 6 if family == "sdxl" else 5
+    return {"addition_embed_type": "text_time", "addition_time_embed_dim": (label_in - pooled) // n_ids,
+            "projection_class_embeddings_input_dim": int(label_in)}
 
 
 # --------------------------------------------------------------------------------------- VAE config

@@ -117,15 +117,8 @@ def _decode_av(path: Path) -> tuple[torch.Tensor, torch.Tensor | None] | None:
                     if pixels > MAX_DECODED_PIXELS:
                         raise ValueError(f"{path}: more than {MAX_DECODED_PIXELS} pixels to decode")
                     if fmt is None:
-                        name = frame.format.name
-                        has_alpha = name == "pal8" or any(c.is_alpha for c in frame.format.components)
-                        as_uint8 = name in UINT8_FORMATS
-                        if as_uint8:
-                            fmt = "rgba" if has_alpha else "rgb24"
-                        else:
-                            fmt = "gbrapf32le" if has_alpha else "gbrpf32le"
-                        if has_alpha:
-                            alphas = []
+                        fmt, as_uint8, has_alpha = _output_format(frame)
+                        alphas = [] if has_alpha else None
                     if not as_uint8 and frame.width % ALIGN != 0:
                         if graph is None:
                             graph = _align_graph(av, frame, stream.time_base)
@@ -153,6 +146,16 @@ def _decode_av(path: Path) -> tuple[torch.Tensor, torch.Tensor | None] | None:
         return t.float() / 255.0 if as_uint8 else t
 
     return to_tensor(frames), (to_tensor(alphas) if alphas is not None else None)
+
+
+def _output_format(frame) -> tuple[str, bool, bool]:
+    """(the format the frames are converted to, whether that is 8-bit, whether it has alpha): the first
+    frame's pixel format decides, as in ComfyUI 0.30 (a palette counts as having alpha)."""
+    name = frame.format.name
+    has_alpha = name == "pal8" or any(c.is_alpha for c in frame.format.components)
+    if name in UINT8_FORMATS:
+        return ("rgba" if has_alpha else "rgb24"), True, has_alpha
+    return ("gbrapf32le" if has_alpha else "gbrpf32le"), False, has_alpha
 
 
 def _align_graph(av, frame, time_base):
