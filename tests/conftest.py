@@ -15,12 +15,15 @@ import torch
 os.environ.setdefault("TWOSAMPLERS_KEY_FILE", os.path.join(tempfile.mkdtemp(prefix="twosamplers-tests-"),
                                                            "png-origin.key"))
 
-# ComfyUI's reference tensors live outside the repository (shared/parity beside the checkout);
-# TWOSAMPLERS_PARITY_DIR points elsewhere.
-PARITY_DIR = Path(os.environ.get("TWOSAMPLERS_PARITY_DIR")
-                  or Path(__file__).resolve().parents[1].parent / "shared" / "parity")
-PARITY_MISSING = (f"parity reference not found at {PARITY_DIR}: the ComfyUI parity cases are skipped (put the "
-                  "shared/parity folder beside this checkout or set TWOSAMPLERS_PARITY_DIR; under CI=true this "
+# ComfyUI's reference tensors travel with the code: tests/parity/engine (made by ComfyUI's own code with
+# tests/parity/engine/make.py). TWOSAMPLERS_PARITY_DIR points the tests at another set of the same layout (e.g.
+# the project's shared/parity, which test_shared_parity.py also checks whole when it is beside the checkout).
+IN_REPO_PARITY = Path(__file__).resolve().parent / "parity" / "engine"
+SHARED_PARITY = Path(os.environ.get("TWOSAMPLERS_SHARED_PARITY_DIR")
+                     or Path(__file__).resolve().parents[1].parent / "shared" / "parity")
+PARITY_DIR = Path(os.environ.get("TWOSAMPLERS_PARITY_DIR") or IN_REPO_PARITY)
+PARITY_MISSING = (f"parity reference not found at {PARITY_DIR}: the ComfyUI parity cases are skipped (the "
+                  "repository's tests/parity/engine, or the folder TWOSAMPLERS_PARITY_DIR names; under CI=true this "
                   "is an error)")
 
 
@@ -100,7 +103,7 @@ def run_kd_case(parity_data, key: str) -> None:
 
 @pytest.fixture(scope="session")
 def parity():
-    """(tensors, manifest) of shared/parity; skipped where shared/ is not beside the checkout."""
+    """(tensors, manifest) of the parity set (tests/parity/engine, or TWOSAMPLERS_PARITY_DIR's)."""
     if not _parity_present():
         pytest.skip(PARITY_MISSING)
     from safetensors.torch import load_file

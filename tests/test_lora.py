@@ -34,12 +34,14 @@ def files(tiny_sd_files):
 
 @pytest.fixture(scope="module")
 def sd1(files):
-    return load_sd(files["sd1"], device="cpu", cache=False)
+    # float32 text encoders: these tests check the merge formula itself; the float16 rounding ComfyUI applies
+    # by default is tested in test_comfy_fixes.py
+    return load_sd(files["sd1"], device="cpu", fp32_text_enc=True, cache=False)
 
 
 @pytest.fixture(scope="module")
 def sdxl(files):
-    return load_sd(files["sdxl"], device="cpu", cache=False)
+    return load_sd(files["sdxl"], device="cpu", fp32_text_enc=True, cache=False)
 
 
 # ----------------------------------------------------------------------------------------- file builders

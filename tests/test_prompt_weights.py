@@ -36,10 +36,10 @@ def test_escapes_square_brackets_and_unbalanced():
 
 
 class FakeTok:
-    """One token per character: easy to count."""
+    """One token per non-space character (a tokenizer splits at whitespace): easy to count."""
 
     def __call__(self, word, add_special_tokens=False):
-        return {"input_ids": [100 + (ord(c) % 50) for c in word]}
+        return {"input_ids": [100 + (ord(c) % 50) for c in word if not c.isspace()]}
 
 
 def spec(pad=END_TOKEN):
@@ -56,18 +56,38 @@ def test_chunk_layout_and_padding():
     assert [t for t, _ in spec(pad=0).tokenize("ab")[0]][4:] == [0] * 73  # OpenCLIP pads with 0
 
 
-def test_words_move_to_the_next_chunk_whole_unless_long():
-    # 37 two-token words fill 74 of 75 slots; the 38th does not fit and starts chunk 2 whole
-    chunks = spec().tokenize(" ".join(["ab"] * 38))
+def test_pieces_move_to_the_next_chunk_whole_unless_long():
+    """ComfyUI 0.30 tokenizes each weighted segment whole (it no longer splits on spaces first): a piece that
+    does not fit starts the next chunk whole, unless it is 8 tokens or longer; then it is split."""
+    ab = [100 + ord("a") % 50, 100 + ord("b") % 50]
+    # 74 tokens of plain text, then a 2-token segment of another weight: it does not fit and starts chunk 2
+    chunks = spec().tokenize(" ".join(["ab"] * 37) + " (ab:1.2)")
     assert len(chunks) == 2
     assert [t for t, _ in chunks[0]][75:] == [END_TOKEN, END_TOKEN]
-    assert [t for t, _ in chunks[1]][:4] == [START_TOKEN, 100 + ord("a") % 50, 100 + ord("b") % 50, END_TOKEN]
-    # a word of >= 8 tokens is split across the boundary instead
-    chunks = spec().tokenize(" ".join(["ab"] * 37) + " abcdefghij")
+    assert chunks[1][:4] == [(START_TOKEN, 1.0), (ab[0], 1.2), (ab[1], 1.2), (END_TOKEN, 1.0)]
+    # a segment of >= 8 tokens is split across the boundary instead
+    chunks = spec().tokenize(" ".join(["ab"] * 37) + " (abcdefghij:1.2)")
     assert len(chunks) == 2
     letters = [100 + ord(c) % 50 for c in "abcdefghij"]
     assert [t for t, _ in chunks[0]][75:] == [letters[0], END_TOKEN]  # one token fits, the rest go on
     assert [t for t, _ in chunks[1]][:11] == [START_TOKEN] + letters[1:] + [END_TOKEN]
+    # and 38 plain words are one 76-token piece: split after 75 tokens, not moved word by word
+    chunks = spec().tokenize(" ".join(["ab"] * 38))
+    assert [t for t, _ in chunks[0]][74:] == [ab[1], ab[0], END_TOKEN]
+    assert [t for t, _ in chunks[1]][:3] == [START_TOKEN, ab[1], END_TOKEN]
+
+
+def test_embedding_pieces_follow_comfyui():
+    """`embedding:` starts a piece only at a segment's start or after whitespace; the name ends at whitespace,
+    `<` or `[`, and a name's trailing commas are read as text when only the bare name exists."""
+    from twosamplers.models.embeddings import split_embedding_words
+
+    assert split_embedding_words("a embedding:x b, embedding:y") == ["a ", "embedding:x b, ", "embedding:y"]
+    assert split_embedding_words("a,embedding:x") == ["a,embedding:x"]  # no whitespace before it: plain text
+    with pytest.warns(UserWarning, match="embedding:x"):
+        chunks = spec().tokenize("embedding:x[c] d")
+    assert [t for t, _ in chunks[0]][:5] == [START_TOKEN, 100 + ord("[") % 50, 100 + ord("c") % 50,
+                                             100 + ord("]") % 50, 100 + ord("d") % 50]
 
 
 def test_long_prompt_chunk_count():

@@ -338,7 +338,9 @@ def test_sdxl_size_conditioning(tiny):
     def run(c):
         return m.apply_model(x, s, c[0][0], **c[0][1])
 
-    torch.testing.assert_close(run(c_default), run(c_768), rtol=0, atol=0)  # ComfyUI's default is 768
+    # ComfyUI 0.30's default is the latent's size x 8 (here 8 x 8 -> 64)
+    torch.testing.assert_close(run(c_default), run(m.encode_prompt("a cat", width=64, height=64)), rtol=0, atol=0)
+    assert not torch.allclose(run(c_default), run(c_768))
     assert not torch.allclose(run(c_default), run(c_1024))
     with pytest.raises(ValueError, match="pooled_output"):
         m.apply_model(x, s, c_default[0][0])
@@ -483,8 +485,12 @@ def test_unsupported_family(tmp_path):
     refiner = {"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(384, 4, 3, 3),
                "model.diffusion_model.label_emb.0.0.weight": torch.zeros(1536, 2560),
                "conditioner.embedders.0.model.ln_final.weight": torch.zeros(1280)}
-    with pytest.raises(UnsupportedModelError, match="refiner"):
-        detect_family(refiner)
+    assert detect_family(refiner).name == "sdxl_refiner"  # issue 22: refiners load
+    unclip = {"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(320, 4, 3, 3),
+              "model.diffusion_model.label_emb.0.0.weight": torch.zeros(1280, 1536),
+              "cond_stage_model.model.ln_final.weight": torch.zeros(1024)}
+    with pytest.raises(UnsupportedModelError, match="class-conditioned"):
+        detect_family(unclip)
 
 
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")

@@ -132,8 +132,7 @@ def _add_generate(sub) -> None:
     _add_model_flags(g)
     m = g.add_argument_group("loading SD checkpoints (--model PATH)")
     m.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available, else cpu)")
-    m.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), help="network precision (default: fp16 on cuda, "
-                   "fp32 on cpu)")
+    _add_precision_flags(m, "network precision (default: fp16 on cuda, fp32 on cpu)")
     m.add_argument("--allow-pickle", action="store_true", help="allow .ckpt/.pt (pickle) checkpoints; they can run "
                    "code when loaded, so only use files you trust")
     m.add_argument("--clip-skip", type=int, help="text encoder layer, as ComfyUI's CLIPSetLastLayer: -1 last, "
@@ -442,11 +441,18 @@ def check_device(device: str | None) -> None:
         raise BadInput(f"--device {device}: only cpu, cuda, cuda:N and mps are supported")
 
 
+def _add_precision_flags(group, dtype_help: str) -> None:
+    group.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), help=dtype_help)
+    group.add_argument("--fp32-text-enc", action="store_true", help="hold the text encoders' weights in fp32 "
+                       "(ComfyUI's --fp32-text-enc); by default they are held in fp16 and computed in fp32, as "
+                       "ComfyUI does")
+
+
 def _run(args, job, outputs, origins: dict[str, str] | None = None) -> int:
     from .job import JobError, run_job
 
     check_device(getattr(args, "device", None))
-    load_options = {k: getattr(args, k, None) for k in ("device", "dtype", "allow_pickle")}
+    load_options = {k: getattr(args, k, None) for k in ("device", "dtype", "allow_pickle", "fp32_text_enc")}
     try:
         result = run_job(job, outputs=outputs, disable_pbar=True if args.quiet else None, load_options=load_options,
                          inputs={"from": getattr(args, "from_png", None)},
@@ -568,7 +574,7 @@ def add_run_parser(sub) -> None:
                    help="set a node input before running, e.g. --set 3.seed=42 --set 6.text='a red barn' "
                    "(VALUE is read as JSON when it parses, else as text); repeatable")
     r.add_argument("--device", help="device for checkpoints: cpu, cuda, cuda:1, ... (default: cuda if available)")
-    r.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), help="network precision for checkpoints")
+    _add_precision_flags(r, "network precision for checkpoints")
     r.add_argument("--allow-pickle", action="store_true", help="allow .ckpt/.pt/.bin (pickle) checkpoints, LoRAs and "
                    "ControlNets; they are read weights-only, but only use files you trust")
     _add_memory_option(r)
@@ -609,7 +615,8 @@ def cmd_run(args) -> int:
     check_device(args.device)
     outputs = run(args.file, args.models, overrides, comfyui=args.comfyui, input_dir=args.input_dir,
                   output_dir=out_dir, device=args.device, dtype=args.dtype, quiet=args.quiet or args.json,
-                  allow_pickle=args.allow_pickle, check_memory=not args.ignore_memory_limit)
+                  allow_pickle=args.allow_pickle, check_memory=not args.ignore_memory_limit,
+                  fp32_text_enc=args.fp32_text_enc)
     files = [f for o in outputs for f in o["files"]]
     if args.json:
         print(json.dumps({"outputs": [{"node": o["node"], "class_type": o["class_type"], "files": o["files"]}

@@ -239,10 +239,10 @@ def sample_with_sigmas(model, noise, sigmas, samples, positive, negative, cfg, s
 
     hook = getattr(model, "extra_conds", None)
     if hook is not None:  # per-run extras of the model (inpainting models' extra input channels)
-        def with_extras(entries):
-            return [dataclasses.replace(e, extras=hook(e.extras, latent_image=latent_image, denoise_mask=denoise_mask))
-                    for e in entries]
-        positive, negative = with_extras(positive), with_extras(negative)
+        def with_extras(entries, prompt_type):
+            return [dataclasses.replace(e, extras=hook(e.extras, latent_image=latent_image, denoise_mask=denoise_mask,
+                                                       prompt_type=prompt_type)) for e in entries]
+        positive, negative = with_extras(positive, "positive"), with_extras(negative, "negative")
     ms = model.model_sampling
     memoise = getattr(ms, "memoise", None)
     if memoise is not None:  # the schedule's timesteps and input scales, batched once per run (same bits)

@@ -62,9 +62,11 @@ class DiffusionModel:
         """Denoised (x0) prediction of `x` at noise levels `sigma` (shape [B]) given `context` (B, L, D)."""
         raise NotImplementedError
 
-    def extra_conds(self, extras: dict, *, latent_image: torch.Tensor, denoise_mask: torch.Tensor | None) -> dict:
-        """An entry's network extras for one sampling run, given the run's model-space latent and prepared
-        noise mask (inpainting models add their extra input channels here). Default: unchanged."""
+    def extra_conds(self, extras: dict, *, latent_image: torch.Tensor, denoise_mask: torch.Tensor | None,
+                    prompt_type: str = "") -> dict:
+        """An entry's network extras for one sampling run, given the run's model-space latent, prepared noise
+        mask and whether the entry is "positive" or "negative" (inpainting models add their extra input
+        channels here; the SDXL refiner its aesthetic score). Default: unchanged."""
         return extras
 
     def encode_prompt(self, text: str, **options) -> list:

@@ -40,6 +40,7 @@ def _analytic(name: str, cls_name: str) -> Callable[..., object]:
     def load(*, device=None, dtype=None, **options):
         if dtype not in (None, torch.float32, "fp32", "float32"):
             raise ValueError(f"the {name!r} model computes in float32; dtype={dtype} is not supported")
+        options.pop("fp32_text_enc", None)  # no text encoder: float32 already
         if options:
             raise ValueError(f"{', '.join(sorted(options))} only apply to SD checkpoints, not the {name!r} model")
         from . import analytic

@@ -19,6 +19,7 @@ import json
 import os
 import threading
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -26,6 +27,7 @@ import torch
 from .._paths import read_regular
 from ..schedules import ModelSamplingDiscrete
 from .base import NetworkModel
+from .cast import store_as
 from .devices import _vae_dtype, resolve_device_dtype  # noqa: F401  (re-exported: models.sd.resolve_device_dtype)
 from .embeddings import EmbeddingLibrary
 from .inpaint import CONCAT_KEYS, EXTRA_CHANNELS, SD15_BLANK_LATENT, concat_cond
@@ -40,10 +42,13 @@ from .sd_loading import (
     build_open_clip,
     build_unet,
     build_vae,
+    check_sdxl_markers,
     detect_family,
     guess_prediction,
     pickle_only_folder,
     read_state_dict,
+    read_state_dict_mapped,
+    releasing,
 )
 from .sd_text import END_TOKEN, ClipTextEncoder, TokenizerSpec, clip_tokenizer, normalize_clip_skip
 from .vae_file import AutoencoderCoder
@@ -54,13 +59,20 @@ __all__ = [
     "SDModel",
     "UNetAdapter",
     "UnsupportedModelError",
+    "DtypePlan",
     "clear_cache",
+    "dtype_plan",
     "load_sd",
     "resolve_device_dtype",
 ]
 
 SDXL_SIZE_KEYS = ("height", "width", "crop_h", "crop_w", "target_height", "target_width")
-SDXL_DEFAULT_SIZE = 768  # ComfyUI's plain CLIPTextEncode leaves width/height unset: its SDXL model uses 768
+REFINER_SIZE_KEYS = ("height", "width", "crop_h", "crop_w", "aesthetic_score")
+# ComfyUI's SDXL refiner: aesthetic score 6 for positive prompts, 2.5 for negative ones unless a node set it
+REFINER_ASCORE = {"positive": 6.0, "negative": 2.5}
+# ComfyUI holds text-encoder weights in float16 on every device (computing in float32) unless --fp32-text-enc
+TEXT_ENCODER_STORAGE = torch.float16
+LATENT_PIXELS = 8  # ComfyUI 0.30 sizes an unset SDXL width/height as the latent's times 8 (the sampler's default)
 
 
 def _require_sd_extra():
@@ -76,16 +88,18 @@ class UNetAdapter(torch.nn.Module):
     """Calls a diffusers UNet2DConditionModel as ComfyUI calls its UNet: network(x_in, t, context, **extras).
 
     SDXL extras: `pooled_output` (B, 1280) and the size conditioning `height`, `width`, `crop_h`, `crop_w`,
-    `target_height`, `target_width` (numbers or (B,) tensors; ComfyUI's defaults 768, 768, 0, 0, width,
-    height), or a ready `add_time_ids` (B, 6). Other extras are ignored for SD1.x/2.x, as ComfyUI does.
+    `target_height`, `target_width` (numbers or (B,) tensors; ComfyUI's defaults: the latent's size x 8, 0, 0,
+    width, height), or a ready `add_time_ids` (B, 6); the refiner's `aesthetic_score` instead of the targets.
+    Other extras are ignored for SD1.x/2.x, as ComfyUI does.
     """
 
     supports_control = True
 
-    def __init__(self, unet, sdxl: bool, downscale: int = 8) -> None:
+    def __init__(self, unet, sdxl: bool, downscale: int = 8, refiner: bool = False) -> None:
         super().__init__()
         self.unet = unet
-        self.sdxl = sdxl
+        self.sdxl = sdxl or refiner
+        self.refiner = refiner
         self.downscale = downscale
 
     @staticmethod
@@ -97,9 +111,14 @@ class UNetAdapter(torch.nn.Module):
             raise ValueError(f"size conditioning has {t.numel()} values for a batch of {batch}")
         return t
 
-    def time_ids(self, batch: int, device, extras: dict) -> torch.Tensor:
-        width = extras.get("width", SDXL_DEFAULT_SIZE)
-        height = extras.get("height", SDXL_DEFAULT_SIZE)
+    def time_ids(self, batch: int, device, extras: dict, latent_hw: tuple[int, int] = (96, 96)) -> torch.Tensor:
+        width = extras.get("width", latent_hw[1] * LATENT_PIXELS)
+        height = extras.get("height", latent_hw[0] * LATENT_PIXELS)
+        if self.refiner:
+            vals = {"height": height, "width": width, "crop_h": extras.get("crop_h", 0),
+                    "crop_w": extras.get("crop_w", 0),
+                    "aesthetic_score": extras.get("aesthetic_score", REFINER_ASCORE["positive"])}
+            return torch.stack([self._column(vals[k], batch, device) for k in REFINER_SIZE_KEYS], dim=1)
         vals = {
             "height": height, "width": width, "crop_h": extras.get("crop_h", 0), "crop_w": extras.get("crop_w", 0),
             "target_height": extras.get("target_height", height), "target_width": extras.get("target_width", width),
@@ -119,7 +138,8 @@ class UNetAdapter(torch.nn.Module):
                                  "model.encode_prompt, or add {'pooled_output': tensor(1, 1280)})")
             b = x.shape[0]
             ids = extras.get("add_time_ids")
-            ids = ids.float().to(x.device) if ids is not None else self.time_ids(b, x.device, extras)
+            ids = ids.float().to(x.device) if ids is not None else self.time_ids(b, x.device, extras,
+                                                                                 tuple(x.shape[-2:]))
             added = {"text_embeds": pooled.to(device=x.device, dtype=x.dtype), "time_ids": ids}
         residuals = {}
         if control is not None:
@@ -158,7 +178,8 @@ class SDModel(AutoencoderCoder, NetworkModel):
                  vae_dtype: torch.dtype | None = None, source: str = "") -> None:
         if family not in FAMILY_NAMES:
             raise UnsupportedModelError(f"unknown family {family!r}; supported: {SUPPORTED}")
-        super().__init__(UNetAdapter(unet, family == "sdxl", 2 ** (len(vae.config.block_out_channels) - 1)),
+        super().__init__(UNetAdapter(unet, family == "sdxl", 2 ** (len(vae.config.block_out_channels) - 1),
+                                     refiner=family == "sdxl_refiner"),
                          ModelSamplingDiscrete(prediction, linear_start, linear_end),
                          latent_scale=LATENT_SCALE[family],
                          latent_channels=int(vae.config.latent_channels),
@@ -189,10 +210,25 @@ class SDModel(AutoencoderCoder, NetworkModel):
         return load_controlnet(path, unet=self.unet, allow_pickle=allow_pickle)
 
     # ------------------------------------------------------------------------------------ inpainting
-    def extra_conds(self, extras: dict, *, latent_image: torch.Tensor, denoise_mask: torch.Tensor | None) -> dict:
+    def extra_conds(self, extras: dict, *, latent_image: torch.Tensor, denoise_mask: torch.Tensor | None,
+                    prompt_type: str = "") -> dict:
         """An entry's network extras for one sampling run: inpainting models get their 5 extra input channels
-        (models/inpaint.py); the inpainting keys are dropped for the others, as ComfyUI ignores them."""
+        (models/inpaint.py); the inpainting keys are dropped for the others, as ComfyUI ignores them. The SDXL
+        refiner's aesthetic score defaults by `prompt_type` ("positive" 6, "negative" 2.5), as in ComfyUI."""
         out = {k: v for k, v in extras.items() if k not in CONCAT_KEYS}
+        if self.family in ("sdxl", "sdxl_refiner"):
+            # every size value made explicit, so that all entries batch into one network call: unset sizes are the
+            # whole latent's x 8, as ComfyUI's sampler sets them; no crop; targets = sizes
+            out.setdefault("width", torch.tensor([float(latent_image.shape[-1] * LATENT_PIXELS)]))
+            out.setdefault("height", torch.tensor([float(latent_image.shape[-2] * LATENT_PIXELS)]))
+            out.setdefault("crop_w", torch.tensor([0.0]))
+            out.setdefault("crop_h", torch.tensor([0.0]))
+            if self.family == "sdxl":
+                out.setdefault("target_width", out["width"])
+                out.setdefault("target_height", out["height"])
+            else:
+                out.setdefault("aesthetic_score",
+                               torch.tensor([REFINER_ASCORE.get(prompt_type, REFINER_ASCORE["positive"])]))
         if self.inpainting:
             out["c_concat"] = concat_cond(extras, latent_image=latent_image, denoise_mask=denoise_mask,
                                           process_in=self.latent_format.process_in, blank=self.blank_latent())
@@ -213,13 +249,19 @@ class SDModel(AutoencoderCoder, NetworkModel):
     # ---------------------------------------------------------------------------------------- text
     def encode_prompt(self, text: str, *, clip_skip: int | None = None, width: int | None = None,
                       height: int | None = None, crop_w: int = 0, crop_h: int = 0, target_width: int | None = None,
-                      target_height: int | None = None, embeddings=None) -> list:
+                      target_height: int | None = None, aesthetic_score: float | None = None,
+                      text_l: str | None = None, embeddings=None) -> list:
         """Prompt -> CONDITIONING [[cond (1, 77*k, D), {"pooled_output": (1, P), ...}]] like ComfyUI's
         CLIPTextEncode (after CLIPSetLastLayer when `clip_skip` or the model's clip_skip is set).
 
-        SDXL: the size arguments are ComfyUI's CLIPTextEncodeSDXL fields; unset, the model uses ComfyUI's
-        plain-CLIPTextEncode defaults (768 x 768, no crop). They are stored as (1,) tensors so that positive
-        and negative prompts with different sizes still batch into one network call.
+        SDXL: the size arguments are ComfyUI's CLIPTextEncodeSDXL fields; unset ones take ComfyUI 0.30's
+        sampling defaults (the latent's size x 8, no crop, target = size). They are stored as (1,) tensors so
+        that positive and negative prompts with different sizes still batch into one network call. `text_l`
+        gives CLIP-L its own prompt (CLIPTextEncodeSDXL's text_l; `text` is then text_g): the shorter of the two
+        is padded with empty-prompt chunks to the other's length, as that node does.
+        SDXL refiner: one text encoder (OpenCLIP bigG); `width`, `height`, `crop_w`, `crop_h` and
+        `aesthetic_score` are CLIPTextEncodeSDXLRefiner's; unset, the latent's size x 8, no crop, and an
+        aesthetic score of 6 for a positive and 2.5 for a negative prompt (ComfyUI's defaults).
         embeddings: an `EmbeddingLibrary` (or a directory) for `embedding:name` words.
         """
         if embeddings is not None and not isinstance(embeddings, EmbeddingLibrary):
@@ -227,24 +269,44 @@ class SDModel(AutoencoderCoder, NetworkModel):
         skip = normalize_clip_skip(clip_skip) if clip_skip is not None else self.clip_skip
         if self.family == "sdxl":
             (l_enc, g_enc) = self.text_encoders
-            cl, _ = l_enc.encode(text, skip, embeddings)
-            cg, pooled = g_enc.encode(text, skip, embeddings)
+            tg = g_enc.tokens(text, embeddings)
+            tl = l_enc.tokens(text if text_l is None else text_l, embeddings)
+            if text_l is not None:  # CLIPTextEncodeSDXL: equal chunk counts, padded with empty prompts
+                while len(tl) < len(tg):
+                    tl += l_enc.tokens("", None)
+                while len(tg) < len(tl):
+                    tg += g_enc.tokens("", None)
+            cl, _ = l_enc.encode_tokens(tl, skip)
+            cg, pooled = g_enc.encode_tokens(tg, skip)
             n = min(cl.shape[1], cg.shape[1])
             cond = torch.cat([cl[:, :n], cg[:, :n]], dim=-1)
             extras: dict = {"pooled_output": pooled}
             sizes = {"width": width, "height": height, "crop_w": crop_w, "crop_h": crop_h,
                      "target_width": target_width, "target_height": target_height}
-            if width is not None or height is not None or target_width is not None or target_height is not None \
-                    or crop_w or crop_h:
-                w = width if width is not None else SDXL_DEFAULT_SIZE
-                h = height if height is not None else SDXL_DEFAULT_SIZE
-                sizes.update(width=w, height=h, target_width=target_width if target_width is not None else w,
-                             target_height=target_height if target_height is not None else h)
+            if any(v for k, v in sizes.items() if k.startswith("crop")) or \
+                    any(v is not None for k, v in sizes.items() if not k.startswith("crop")):
                 for k, v in sizes.items():
-                    extras[k] = torch.tensor([float(v)])
+                    if v is not None:  # unset ones: the sampler's defaults (latent size x 8, target = size)
+                        extras[k] = torch.tensor([float(v)])
+                for side in ("width", "height"):
+                    if side in extras:
+                        extras.setdefault("target_" + side, extras[side])
             return [[cond, extras]]
-        cond, pooled = self.text_encoders[0].encode(text, skip, embeddings)
-        return [[cond, {"pooled_output": pooled}]]
+        enc = self.text_encoders[0]
+        chunks = enc.tokens(text, embeddings)
+        if text_l is not None and self.family == "sdxl_refiner":
+            # CLIPTextEncodeSDXL on a refiner: its CLIP-G prompt is padded to text_l's chunk count, unused after
+            while len(chunks) < len(enc.tokens(text_l, embeddings)):
+                chunks += enc.tokens("", None)
+        cond, pooled = enc.encode_tokens(chunks, skip)
+        extras = {"pooled_output": pooled}
+        if self.family == "sdxl_refiner":
+            given = {"width": width, "height": height, "crop_w": crop_w or None, "crop_h": crop_h or None,
+                     "aesthetic_score": aesthetic_score}
+            for k, v in given.items():
+                if v is not None:  # unset: the latent's size x 8, no crop, 6 / 2.5 by prompt type (ComfyUI)
+                    extras[k] = torch.tensor([float(v)])
+        return [[cond, extras]]
 
     def with_loras(self, loras, *, allow_pickle: bool = False):
         """This model with LoRAs ([Lora(path, strength_model, strength_clip), ...], applied in order): a
@@ -253,6 +315,27 @@ class SDModel(AutoencoderCoder, NetworkModel):
         from .lora import with_loras
 
         return with_loras(self, loras, allow_pickle=allow_pickle)
+
+
+@dataclass(frozen=True)
+class DtypePlan:
+    """Where each part of a checkpoint is held and computed: ComfyUI 0.30's choices for a device.
+
+    UNet: float32 on a CPU, float16 on CUDA (SD1.x/2.x/SDXL list float16 first; `dtype` overrides). Text
+    encoders: held in float16 and computed in float32 on every device (`fp32_text_enc` holds them in float32).
+    VAE: float32 on a CPU; on CUDA bfloat16 where the GPU has it, else float32 (and float32 with a float32 UNet).
+    """
+
+    unet: torch.dtype
+    text_storage: torch.dtype
+    text_compute: torch.dtype
+    vae: torch.dtype
+
+
+def dtype_plan(device=None, dtype=None, *, fp32_text_enc: bool = False) -> DtypePlan:
+    dev, dt = resolve_device_dtype(device, dtype)
+    return DtypePlan(dt, torch.float32 if fp32_text_enc else TEXT_ENCODER_STORAGE, torch.float32,
+                     _vae_dtype(dev, dt))
 
 
 # ---------------------------------------------------------------------------------------- loading
@@ -277,7 +360,8 @@ def _prediction_arg(prediction: str | None) -> str | None:
 
 
 def load_sd(path_or_repo: str | os.PathLike, *, device=None, dtype=None, allow_pickle: bool = False,
-            prediction: str | None = None, clip_skip: int | None = None, cache: bool = True) -> SDModel:
+            prediction: str | None = None, clip_skip: int | None = None, fp32_text_enc: bool = False,
+            cache: bool = True) -> SDModel:
     """Load a Stable Diffusion model (SD1.x, SD2.x eps/v, SDXL base) as an `SDModel`.
 
     path_or_repo: a diffusers folder (with model_index.json), a single-file `.safetensors` checkpoint, a pickle
@@ -287,6 +371,9 @@ def load_sd(path_or_repo: str | os.PathLike, *, device=None, dtype=None, allow_p
     say: a "v_pred" marker key means v; SD2.x uses ComfyUI's heuristic (a late norm bias's spread) with a
     warning; everything else is eps. Pass it to override.
     clip_skip: ComfyUI's CLIPSetLastLayer value (-2 = penultimate layer); None keeps the family default.
+    dtype is the UNet's; the text encoders follow ComfyUI on every device: weights held in float16, computed in
+    float32 (so LoRA-merged text-encoder weights are rounded to float16 as ComfyUI rounds them);
+    fp32_text_enc=True holds them in float32 (ComfyUI's --fp32-text-enc).
     Models are cached per (file, device, dtype, options) so that two samplers share one copy.
     """
     _require_sd_extra()
@@ -299,9 +386,9 @@ def load_sd(path_or_repo: str | os.PathLike, *, device=None, dtype=None, allow_p
         path = path.resolve()
         stamp = path.stat().st_mtime_ns if path.is_file() else (path / "model_index.json").stat().st_mtime_ns \
             if (path / "model_index.json").exists() else 0
-        key = (str(path), stamp, str(dev), str(dt), pred, skip, allow_pickle)
+        key = (str(path), stamp, str(dev), str(dt), pred, skip, allow_pickle, bool(fp32_text_enc))
     elif _looks_like_repo_id(src):
-        key = ("hf", src, str(dev), str(dt), pred, skip)
+        key = ("hf", src, str(dev), str(dt), pred, skip, bool(fp32_text_enc))
     else:
         raise FileNotFoundError(f"model not found: {src!r} is neither a file, a folder nor a Hugging Face repo id "
                                 "('owner/name')")
@@ -309,12 +396,13 @@ def load_sd(path_or_repo: str | os.PathLike, *, device=None, dtype=None, allow_p
         with _CACHE_LOCK:
             if key in _CACHE:
                 return _CACHE[key]
+    te_dt = dtype_plan(dev, dt, fp32_text_enc=fp32_text_enc).text_storage
     if path.exists() and path.is_dir():
-        model = _load_folder(path, dev, dt, pred, skip, allow_pickle=allow_pickle)
+        model = _load_folder(path, dev, dt, pred, skip, te_dt, allow_pickle=allow_pickle)
     elif path.exists():
-        model = _load_single_file(path, dev, dt, pred, skip, allow_pickle)
+        model = _load_single_file(path, dev, dt, pred, skip, allow_pickle, te_dt)
     else:
-        model = _load_folder(_download_repo(src), dev, dt, pred, skip, source=src)
+        model = _load_folder(_download_repo(src), dev, dt, pred, skip, te_dt, source=src)
     if cache:
         with _CACHE_LOCK:
             model = _CACHE.setdefault(key, model)
@@ -341,32 +429,51 @@ def _download_repo(repo_id: str) -> Path:
                                 ) from None
 
 
-def _load_single_file(path: Path, dev, dt, pred, skip, allow_pickle) -> SDModel:
-    sd = read_state_dict(path, allow_pickle=allow_pickle)
-    fam = detect_family(sd, str(path))
-    unet = build_unet(sd, fam.name, dt).to(dev)
-    vae_dt = _vae_dtype(dev, dt)
-    vae = build_vae(sd, fam.name, vae_dt).to(dev)
-    tok = clip_tokenizer()
-    if fam.name == "sd1":
-        encoders = [ClipTextEncoder(build_clip_l(sd, fam.clip_l_prefix, dt).to(dev), TokenizerSpec(tok, END_TOKEN),
-                                    embedding_key="clip_l")]
-    elif fam.name == "sd2":
-        te = build_open_clip(sd, fam.clip_g_prefix, dt, with_projection=False).to(dev)
-        encoders = [ClipTextEncoder(te, TokenizerSpec(tok, 0), layer_idx=-2, layer_norm_hidden_state=True,
-                                    embedding_key="clip_h")]
+def _text_encoder(module, te_dt: torch.dtype, dev):
+    """A text encoder held in `te_dt` and computing in float32 (ComfyUI's text encoders on every device)."""
+    return store_as(module, te_dt, torch.float32).to(dev)
+
+
+def _load_single_file(path: Path, dev, dt, pred, skip, allow_pickle, te_dt=torch.float32) -> SDModel:
+    if path.suffix.lower() == ".safetensors":
+        sd, mapped = read_state_dict_mapped(path)  # views of the file, released as they are copied
     else:
-        te_l = build_clip_l(sd, fam.clip_l_prefix, dt).to(dev)
-        te_g = build_open_clip(sd, fam.clip_g_prefix, dt, with_projection=True).to(dev)
-        encoders = [ClipTextEncoder(te_l, TokenizerSpec(tok, END_TOKEN), layer_idx=-2, layer_norm_hidden_state=False,
-                                    embedding_key="clip_l"),
-                    ClipTextEncoder(te_g, TokenizerSpec(tok, 0), layer_idx=-2, layer_norm_hidden_state=False,
-                                    projected_pooled=True, embedding_key="clip_g")]
+        sd, mapped = read_state_dict(path, allow_pickle=allow_pickle), None
+    with releasing(mapped):
+        return _build_single_file(sd, path, dev, dt, pred, skip, te_dt)
+
+
+def _build_single_file(sd: dict, path: Path, dev, dt, pred, skip, te_dt) -> SDModel:
+    fam = detect_family(sd, str(path))
+    if fam.name == "sdxl":
+        check_sdxl_markers(sd, str(path))
     if pred is None:
         pred, how = guess_prediction(sd, fam.name)
         if fam.name == "sd2":
             warnings.warn(f"{path.name}: SD2.x checkpoints do not record eps or v prediction; using {pred!r} by "
                           f"{how}. Pass prediction='eps' or 'v' (--prediction) to override.", stacklevel=3)
+    tok = clip_tokenizer()
+    if fam.name == "sd1":
+        encoders = [ClipTextEncoder(_text_encoder(build_clip_l(sd, fam.clip_l_prefix, te_dt), te_dt, dev),
+                                    TokenizerSpec(tok, END_TOKEN), embedding_key="clip_l")]
+    elif fam.name == "sd2":
+        te = _text_encoder(build_open_clip(sd, fam.clip_g_prefix, te_dt, with_projection=False), te_dt, dev)
+        encoders = [ClipTextEncoder(te, TokenizerSpec(tok, 0), layer_idx=-2, layer_norm_hidden_state=True,
+                                    embedding_key="clip_h")]
+    elif fam.name == "sdxl_refiner":
+        te_g = _text_encoder(build_open_clip(sd, fam.clip_g_prefix, te_dt, with_projection=True), te_dt, dev)
+        encoders = [ClipTextEncoder(te_g, TokenizerSpec(tok, 0), layer_idx=-2, layer_norm_hidden_state=False,
+                                    projected_pooled=True, embedding_key="clip_g")]
+    else:
+        te_l = _text_encoder(build_clip_l(sd, fam.clip_l_prefix, te_dt), te_dt, dev)
+        te_g = _text_encoder(build_open_clip(sd, fam.clip_g_prefix, te_dt, with_projection=True), te_dt, dev)
+        encoders = [ClipTextEncoder(te_l, TokenizerSpec(tok, END_TOKEN), layer_idx=-2, layer_norm_hidden_state=False,
+                                    embedding_key="clip_l"),
+                    ClipTextEncoder(te_g, TokenizerSpec(tok, 0), layer_idx=-2, layer_norm_hidden_state=False,
+                                    projected_pooled=True, embedding_key="clip_g")]
+    unet = build_unet(sd, fam.name, dt).to(dev)
+    vae_dt = _vae_dtype(dev, dt)
+    vae = build_vae(sd, fam.name, vae_dt).to(dev)
     del sd
     return SDModel(unet, vae, encoders, fam.name, prediction=pred, clip_skip=skip, vae_dtype=vae_dt,
                    source=str(path))
@@ -437,7 +544,8 @@ def _folder_tokenizer(path: Path, sub: str, encoder) -> TokenizerSpec:
     return TokenizerSpec(tok, pad_token=int(pad), start_token=int(ids["bos"]), end_token=int(ids["eos"]))
 
 
-def _load_folder(path: Path, dev, dt, pred, skip, source: str | None = None, allow_pickle: bool = False) -> SDModel:
+def _load_folder(path: Path, dev, dt, pred, skip, te_dt=torch.float32, source: str | None = None,
+                 allow_pickle: bool = False) -> SDModel:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
@@ -458,11 +566,13 @@ def _load_folder(path: Path, dev, dt, pred, skip, source: str | None = None, all
         vae_dt = _vae_dtype(dev, dt)
         vae = AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=vae_dt, **fast,
                                             use_safetensors=not allow_pickle).to(dev)
+        te_load = {"torch_dtype": te_dt, "use_safetensors": not allow_pickle}
         if sdxl:
-            te_l = CLIPTextModel.from_pretrained(path / "text_encoder", **load).to(dev)
-            te_g = CLIPTextModelWithProjection.from_pretrained(path / "text_encoder_2", **load).to(dev)
+            te_l = _text_encoder(CLIPTextModel.from_pretrained(path / "text_encoder", **te_load), te_dt, dev)
+            te_g = _text_encoder(CLIPTextModelWithProjection.from_pretrained(path / "text_encoder_2", **te_load),
+                                 te_dt, dev)
         else:
-            te = CLIPTextModel.from_pretrained(path / "text_encoder", **load).to(dev)
+            te = _text_encoder(CLIPTextModel.from_pretrained(path / "text_encoder", **te_load), te_dt, dev)
     except (OSError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"{path}: cannot load the diffusers folder ({type(e).__name__}: {e})") from None
     for m in [unet, vae] + ([te_l, te_g] if sdxl else [te]):

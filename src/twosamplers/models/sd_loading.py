@@ -1,11 +1,13 @@
 """Reading Stable Diffusion checkpoints: file checks, family detection, configs inferred from weight shapes,
 and the key conversion to diffusers/transformers modules (diffusers' own conversion utilities do the renaming).
 
-Supported families: SD1.x, SD2.x (eps or v), SDXL base. Everything here works offline.
+Supported families: SD1.x, SD2.x (eps or v), SDXL base and SDXL refiner. Everything here works offline.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import re
 import struct
@@ -16,7 +18,7 @@ import torch
 
 from .._paths import regular_file
 
-SUPPORTED = "SD1.x, SD2.x (eps or v-prediction) and SDXL base, and their inpainting models"
+SUPPORTED = "SD1.x, SD2.x (eps or v-prediction), SDXL base and SDXL refiner, and their inpainting models"
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl")
 UNET = "model.diffusion_model."
 VAE_PREFIXES = ("first_stage_model.", "vae.")
@@ -24,8 +26,13 @@ SD1_CLIP = ("cond_stage_model.transformer.text_model.", "cond_stage_model.transf
 SD2_CLIP = "cond_stage_model.model."
 XL_CLIP_L = "conditioner.embedders.0.transformer.text_model."
 XL_CLIP_G = "conditioner.embedders.1.model."
-LATENT_SCALE = {"sd1": 0.18215, "sd2": 0.18215, "sdxl": 0.13025}
-FAMILY_NAMES = {"sd1": "SD1.x", "sd2": "SD2.x", "sdxl": "SDXL base"}
+REFINER_CLIP_G = "conditioner.embedders.0.model."
+LATENT_SCALE = {"sd1": 0.18215, "sd2": 0.18215, "sdxl": 0.13025, "sdxl_refiner": 0.13025}
+FAMILY_NAMES = {"sd1": "SD1.x", "sd2": "SD2.x", "sdxl": "SDXL base", "sdxl_refiner": "SDXL refiner"}
+SDXL_FAMILIES = ("sdxl", "sdxl_refiner")
+# ComfyUI's SD2 v-prediction test: the spread of this late norm bias (population std > 0.09 -> v)
+SD2_V_KEY = UNET + "output_blocks.11.1.transformer_blocks.0.norm1.bias"
+SD2_V_STD = 0.09
 
 
 class CheckpointError(ValueError):
@@ -73,6 +80,80 @@ def pickle_only_folder(folder: Path) -> list[str]:
         by_dir.setdefault(p.parent, []).append(p)
     return sorted(str(p.relative_to(folder)) for files in by_dir.values()
                   if not any(f.suffix.lower() == ".safetensors" for f in files) for p in files)
+_ST_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+              "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+              "BOOL": torch.bool}
+
+
+class MappedFile:
+    """A checkpoint's bytes mapped copy-on-write: its tensors are views of the page cache (no copy is made
+    when they are read), and `release(tensor)` gives the pages of a tensor that has been copied into its
+    module back to the system, so that loading peaks at about the final model's size, not model + file."""
+
+    def __init__(self, path: Path) -> None:
+        import mmap
+
+        with path.open("rb") as f:
+            self.map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+        self.base = torch.frombuffer(self.map, dtype=torch.uint8) if len(self.map) else torch.empty(0, torch.uint8)
+        self.start = self.base.data_ptr()
+        self.page = mmap.PAGESIZE
+
+    def tensor(self, begin: int, end: int, dtype: torch.dtype, shape: list[int]) -> torch.Tensor:
+        size = torch.empty((), dtype=dtype).element_size()
+        raw = self.base[begin:end]
+        if begin % size or (end - begin) % size:  # misaligned: a copy (rare; safetensors pads its header)
+            return raw.clone().view(dtype).reshape(shape)
+        return raw.view(dtype).reshape(shape)
+
+    def release(self, t: torch.Tensor) -> None:
+        """Drop the pages holding `t` from this process (if it is a view of this file)."""
+        import mmap
+
+        offset = t.data_ptr() - self.start
+        n = t.numel() * t.element_size()
+        if not hasattr(mmap, "MADV_DONTNEED") or offset < 0 or offset + n > len(self.map) or n < self.page:
+            return
+        lo = -(-offset // self.page) * self.page
+        hi = (offset + n) // self.page * self.page
+        if hi > lo:
+            try:
+                self.map.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+            except (OSError, ValueError):
+                pass
+
+
+def read_state_dict_mapped(path: str | Path) -> tuple[dict[str, torch.Tensor], MappedFile | None]:
+    """A `.safetensors` checkpoint as views of the mapped file (and the MappedFile, to release pages as the
+    tensors are consumed); other files through `read_state_dict` (None). Same checks and errors."""
+    path = Path(path)
+    if not path.is_file() or path.suffix.lower() != ".safetensors":
+        return read_state_dict(path), None
+    _check_safetensors_header(path)
+    with path.open("rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(n).decode("utf-8"))
+    mapped = MappedFile(path)
+    data = 8 + n
+    out: dict[str, torch.Tensor] = {}
+    try:
+        for k, v in header.items():
+            if k == "__metadata__":
+                continue
+            dt = _ST_DTYPES.get(v.get("dtype")) if isinstance(v, dict) else None
+            begin, end = v["data_offsets"] if isinstance(v, dict) else (0, -1)
+            shape = v.get("shape") if isinstance(v, dict) else None
+            if dt is None or not isinstance(shape, list) or not 0 <= begin <= end or data + end > len(mapped.map):
+                raise CheckpointError(f"{path}: corrupt safetensors file (tensor {k!r}: {v})")
+            numel = 1
+            for d in shape:
+                numel *= int(d)
+            if numel * torch.empty((), dtype=dt).element_size() != end - begin:
+                raise CheckpointError(f"{path}: corrupt safetensors file (tensor {k!r}: size does not match shape)")
+            out[k] = mapped.tensor(data + begin, data + end, dt, [int(d) for d in shape])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: corrupt safetensors file ({e})") from None
+    return out, mapped
 
 
 def _is_pickle_like(path: Path) -> bool:
@@ -166,8 +247,8 @@ def detect_family(sd: dict[str, torch.Tensor], source: str = "checkpoint") -> Fa
     if has_label:
         if has_l and has_g1:
             return Family("sdxl", XL_CLIP_L, XL_CLIP_G)
-        if has_g0:
-            raise UnsupportedModelError(f"{source}: the SDXL refiner is not supported. Supported: {SUPPORTED}.")
+        if has_g0 and not has_l:
+            return Family("sdxl_refiner", None, REFINER_CLIP_G)
         raise UnsupportedModelError(f"{source}: a class-conditioned UNet (label_emb) without SDXL's two text "
                                     f"encoders (SD2 unCLIP / SVD / refiner?) is not supported. Supported: {SUPPORTED}.")
     if any(k.startswith(SD2_CLIP) for k in sd):
@@ -181,18 +262,35 @@ def detect_family(sd: dict[str, torch.Tensor], source: str = "checkpoint") -> Fa
 
 
 def guess_prediction(sd: dict[str, torch.Tensor], family: str) -> tuple[str, str]:
-    """(prediction, how it was decided) the way ComfyUI decides for a single file: a "v_pred" marker key
-    means v; for SD2.x, the spread of one late norm bias (output_blocks.11.1.transformer_blocks.0.norm1.bias,
-    standard deviation > 0.09 -> v), a heuristic that ComfyUI uses too; otherwise eps."""
-    if "v_pred" in sd:
-        return "v", "the checkpoint's 'v_pred' marker"
+    """(prediction, how it was decided) the way ComfyUI 0.30 decides for a single file:
+    - SD2.x: v when the UNet takes 4 latent channels (inpainting models are eps) and the population standard
+      deviation of `output_blocks.11.1.transformer_blocks.0.norm1.bias`, computed in the file's dtype as torch
+      computes it, is > 0.09; else eps. A "v_pred" key is not looked at.
+    - SDXL base: a "v_pred" key means v (EDM / Playground files are refused by `check_sdxl_markers`).
+    - SD1.x and the SDXL refiner: always eps ("v_pred" is ignored, as ComfyUI ignores it)."""
     if family == "sd2":
-        bias = sd.get(UNET + "output_blocks.11.1.transformer_blocks.0.norm1.bias")
-        if bias is not None:
-            std = float(bias.float().std(unbiased=False))
-            return ("v" if std > 0.09 else "eps"), f"ComfyUI's SD2 heuristic (norm bias std {std:.3f} vs 0.09)"
-        return "eps", "the default (no SD2 heuristic key in this layout)"
+        conv_in = sd.get(UNET + "input_blocks.0.0.weight")
+        if conv_in is not None and conv_in.shape[1] != 4:
+            return "eps", "ComfyUI's rule: SD2 inpainting models are eps"
+        bias = sd.get(SD2_V_KEY)
+        if bias is None:
+            return "eps", "ComfyUI's default (no SD2 v-prediction marker weight in this layout)"
+        std = torch.std(bias, unbiased=False)
+        return ("v" if bool(std > SD2_V_STD) else "eps"), \
+            f"ComfyUI's SD2 test (norm bias std {float(std):.4f} vs {SD2_V_STD})"
+    if family == "sdxl" and "v_pred" in sd:
+        return "v", "the checkpoint's 'v_pred' marker"
     return "eps", "the family default"
+
+
+def check_sdxl_markers(sd: dict[str, torch.Tensor], source: str) -> None:
+    """SDXL files whose marker keys make ComfyUI sample them another way (EDM): refused, not sampled wrongly."""
+    if "edm_mean" in sd and "edm_std" in sd:
+        raise UnsupportedModelError(f"{source}: Playground v2.5 (EDM, 'edm_mean'/'edm_std') checkpoints are not "
+                                    f"supported. Supported: {SUPPORTED}.")
+    if "edm_vpred.sigma_max" in sd:
+        raise UnsupportedModelError(f"{source}: EDM v-prediction ('edm_vpred.*') checkpoints are not supported. "
+                                    f"Supported: {SUPPORTED}.")
 
 
 # -------------------------------------------------------------------------------------- UNet config
@@ -251,9 +349,10 @@ def infer_unet_config(sd: dict[str, torch.Tensor], family: str) -> dict:
     else:
         heads = [max(1, c // 64) for c in channels]
     time_dim = sd[p + "time_embed.0.weight"].shape[0]
+    layers = _transformer_layers(depths, down_types, mid_attn, mid_depth, family)
     cfg = {
         "_class_name": "UNet2DConditionModel",
-        "sample_size": {"sd1": 64, "sd2": 96, "sdxl": 128}[family],
+        "sample_size": {"sd1": 64, "sd2": 96, "sdxl": 128, "sdxl_refiner": 128}[family],
         "in_channels": conv_in.shape[1],
         "out_channels": sd[p + "out.2.weight"].shape[0],
         "down_block_types": down_types,
@@ -264,28 +363,44 @@ def infer_unet_config(sd: dict[str, torch.Tensor], family: str) -> dict:
         "cross_attention_dim": int(cross_dim),
         "attention_head_dim": heads,
         "use_linear_projection": bool(linear_proj),
-        "transformer_layers_per_block": depths if any(d != 1 for d in depths) or family == "sdxl" else 1,
+        "transformer_layers_per_block": layers,
         "upcast_attention": family == "sd2",
         "norm_num_groups": 32,
         "flip_sin_to_cos": True,
         "freq_shift": 0,
     }
-    if mid_attn and mid_depth != 1 and family != "sdxl":
-        cfg["transformer_layers_per_block"] = depths
     if time_dim != 4 * model_ch:
         cfg["time_embedding_dim"] = int(time_dim)
-    if family == "sdxl":
-        label_in = sd[p + "label_emb.0.0.weight"].shape[1]
-        pooled = sd[XL_CLIP_G + "text_projection"].shape[1]
-        cfg.update({
-            "addition_embed_type": "text_time",
-            "addition_time_embed_dim": (label_in - pooled) // 6,
-            "projection_class_embeddings_input_dim": int(label_in),
-        })
-    if mid_attn and mid_depth != depths[-1] and cfg["transformer_layers_per_block"] != 1:
+    if family in SDXL_FAMILIES:
+        cfg.update(_sdxl_addition(sd, family))
+    mid_ref = layers if isinstance(layers, int) else layers[-1]
+    if mid_attn and mid_depth != mid_ref:
         # diffusers takes the mid block depth from the last level's
-        raise UnsupportedModelError(f"mid block depth {mid_depth} differs from the last level's {depths[-1]}")
+        raise UnsupportedModelError(f"mid block depth {mid_depth} differs from the last level's {mid_ref}")
     return cfg
+
+
+def _transformer_layers(depths: list[int], down_types: list[str], mid_attn: bool, mid_depth: int,
+                        family: str) -> int | list[int]:
+    """diffusers' transformer_layers_per_block: one number when every attention level (and the mid block)
+    has the same depth (SDXL refiner: 4), else the per-level list (SDXL base: 1, 2, 10), else 1."""
+    attn_depths = {d for d, t in zip(depths, down_types, strict=True) if t == "CrossAttnDownBlock2D"}
+    if len(attn_depths) == 1 and (not mid_attn or mid_depth in attn_depths) and attn_depths != {1}:
+        return attn_depths.pop()
+    if any(d != 1 for d in depths) or family == "sdxl" or (mid_attn and mid_depth != 1):
+        return depths
+    return 1
+
+
+def _sdxl_addition(sd: dict, family: str) -> dict:
+    """The size / pooled-text embedding of SDXL UNets: 6 size values for the base, 5 for the refiner (height,
+    width, crop_h, crop_w, aesthetic score), each embedded in (label width - pooled width) / n channels."""
+    label_in = sd[UNET + "label_emb.0.0.weight"].shape[1]
+    clip_g = XL_CLIP_G if family == "sdxl" else REFINER_CLIP_G
+    pooled = sd[clip_g + "text_projection"].shape[1]
+    n_ids = 6 if family == "sdxl" else 5
+    return {"addition_embed_type": "text_time", "addition_time_embed_dim": (label_in - pooled) // n_ids,
+            "projection_class_embeddings_input_dim": int(label_in)}
 
 
 # --------------------------------------------------------------------------------------- VAE config
@@ -314,7 +429,7 @@ def infer_vae_config(sd: dict[str, torch.Tensor], family: str) -> dict:
         "layers_per_block": lpb,
         "latent_channels": int(latent),
         "norm_num_groups": 32,
-        "sample_size": {"sd1": 512, "sd2": 768, "sdxl": 1024}[family],
+        "sample_size": {"sd1": 512, "sd2": 768, "sdxl": 1024, "sdxl_refiner": 1024}[family],
         "scaling_factor": LATENT_SCALE[family],
     }
 
@@ -369,8 +484,34 @@ def _materialize(module_cls, config: dict, state: dict, name: str, dtype: torch.
     if bad:
         raise CheckpointError(f"{name} weights have unexpected shapes, e.g. {bad[0]}: {tuple(state[bad[0]].shape)} "
                               f"vs {tuple(shapes[bad[0]])}")
-    module.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=True, assign=True)
+    module.load_state_dict(_converted(state, dtype), strict=True, assign=True)
     return module.eval().requires_grad_(False)
+
+
+def _converted(state: dict, dtype: torch.dtype, release=None) -> dict[str, torch.Tensor]:
+    """`state` in `dtype`, each tensor a copy of its own (never a view of a mapped file); with `release`, each
+    source tensor's file pages are given back as soon as it is copied (streaming load)."""
+    release = release or _RELEASE.get()
+    out = {}
+    for k in list(state):
+        v = state[k]
+        out[k] = v.to(dtype, copy=True).contiguous() if v.dtype != dtype or release is not None else v.to(dtype)
+        if release is not None:
+            release(v)
+    return out
+
+
+_RELEASE = contextvars.ContextVar("twosamplers_release_pages", default=None)
+
+
+@contextlib.contextmanager
+def releasing(mapped: MappedFile | None):
+    """While building modules from a mapped checkpoint, give each tensor's pages back once it is copied."""
+    token = _RELEASE.set(mapped.release if mapped is not None else None)
+    try:
+        yield
+    finally:
+        _RELEASE.reset(token)
 
 
 def build_unet(sd: dict, family: str, dtype: torch.dtype, config: dict | None = None):
@@ -411,7 +552,7 @@ def _build_clip_module(cls, cfg: dict, state: dict, name: str, dtype: torch.dtyp
     if bad:
         raise CheckpointError(f"{name} weights have unexpected shapes, e.g. {bad[0]}: {tuple(state[bad[0]].shape)} "
                               f"vs {tuple(own[bad[0]].shape)}")
-    model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=False, assign=True)
+    model.load_state_dict(_converted(state, dtype), strict=False, assign=True)
     for mod_name, mod in model.named_modules():  # the position-id buffers are not weights: rebuild them
         for buf_name, buf in list(mod.named_buffers(recurse=False)):
             if buf.is_meta:

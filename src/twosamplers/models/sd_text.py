@@ -4,9 +4,10 @@ Written from the description of ComfyUI's behaviour (docs/sd-backend.md), not fr
 - Emphasis: `(text)` multiplies the weight by 1.1 per level of nesting, `(text:1.3)` sets it to 1.3 (the
   number replaces the weight, it does not multiply the outer one), `\\(` and `\\)` are literal brackets.
   Square brackets are plain text, as in ComfyUI (A1111's `[word]` de-emphasis is not a ComfyUI feature).
-- Words are split on spaces and tokenized one by one (no start/end tokens); chunks are start token, up to 75
-  tokens, end token, padded to 77. A word that does not fit in the current chunk starts the next one, unless it
-  is 8 tokens or longer, then it is split across chunks.
+- Each weighted segment is cut before every `embedding:` that follows whitespace, and each piece is tokenized
+  whole (no start/end tokens; ComfyUI 0.30 no longer splits on spaces first); chunks are start token, up to 75
+  tokens, end token, padded to 77. A piece that does not fit in the current chunk starts the next one, unless
+  it is 8 tokens or longer, then it is split across chunks.
 - Each chunk is encoded with an extra "empty" row (start, end, pad...) when any weight differs from 1, and a
   weighted token becomes empty + (token - empty) * weight. Chunks are concatenated along the token axis;
   the pooled output is the first chunk's.
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from .embeddings import EMBEDDING_PREFIX, embedding_for_word
+from .embeddings import EMBEDDING_PREFIX, embedding_for_word, split_embedding_words
 
 START_TOKEN = 49406
 END_TOKEN = 49407
@@ -152,9 +153,12 @@ class TokenizerSpec:
 
     def tokenize(self, text: str, embeddings=None, *, embedding_key: str | None = None,
                  width: int | None = None) -> list[list[Token]]:
-        """Prompt -> chunks of (token, weight), each `max_length` long. `embedding:name` words become the
+        """Prompt -> chunks of (token, weight), each `max_length` long, as ComfyUI 0.30 forms them: each weighted
+        segment is cut before every `embedding:` that follows a space; an `embedding:NAME` piece becomes the
         vectors of that embedding in `embeddings` (an EmbeddingLibrary; `embedding_key` and `width` pick an
-        encoder's vectors in multi-encoder files); unknown names are dropped with a warning, as ComfyUI does."""
+        encoder's vectors in multi-encoder files; an unknown name is dropped with a warning) and the text after
+        the name is tokenized on; every other piece is tokenized whole and kept in one chunk unless it is
+        `max_word_length` tokens or longer."""
         return self.chunks(self.token_groups(text, embeddings, embedding_key=embedding_key, width=width))
 
     def token_groups(self, text: str, embeddings=None, *, embedding_key: str | None = None,
@@ -162,18 +166,16 @@ class TokenizerSpec:
         """The prompt's tokens in the groups that chunking keeps together (here: one per word)."""
         groups: list[list[Token]] = []
         for segment, weight in parse_prompt_weights(text):
-            for word in segment.replace("\n", " ").split(" "):
-                if not word:
-                    continue
-                if word.startswith(EMBEDDING_PREFIX):
-                    emb, leftover = embedding_for_word(embeddings, word[len(EMBEDDING_PREFIX):], embedding_key,
-                                                       width or 0)
+            for piece in split_embedding_words(segment):
+                if piece.startswith(EMBEDDING_PREFIX):
+                    emb, leftover = embedding_for_word(embeddings, piece[len(EMBEDDING_PREFIX):].strip("\n"),
+                                                       embedding_key, width or 0)
                     if emb is not None:
                         groups.append([(emb[i], weight) for i in range(emb.shape[0])])
                     if not leftover:
                         continue
-                    word = leftover
-                groups.append([(t, weight) for t in self.word_tokens(word)])
+                    piece = leftover
+                groups.append([(t, weight) for t in self.word_tokens(piece)])
         return groups
 
     def chunks(self, groups: list[list[Token]]) -> list[list[Token]]:
@@ -308,10 +310,13 @@ class ClipTextEncoder:
             rows.append(row)
         return rows, vectors
 
-    def encode(self, text: str, clip_skip: int | None = None, embeddings=None):
+    def tokens(self, text: str, embeddings=None) -> list[list[Token]]:
+        """The prompt's chunks for this encoder (embedding vectors of this encoder's width)."""
         width = int(self._token_embedding().weight.shape[1])
-        return self.encode_tokens(self.spec.tokenize(text, embeddings, embedding_key=self.embedding_key, width=width),
-                                  clip_skip)
+        return self.spec.tokenize(text, embeddings, embedding_key=self.embedding_key, width=width)
+
+    def encode(self, text: str, clip_skip: int | None = None, embeddings=None):
+        return self.encode_tokens(self.tokens(text, embeddings), clip_skip)
 
 
 def _put_vectors(vectors: list[tuple[int, int, torch.Tensor]]):

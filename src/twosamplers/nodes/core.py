@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from .._checks import MAX_CFG, MAX_STEPS, SEED_MAX, check_choice, check_int, check_mask
+from .._checks import MAX_CFG, MAX_STEPS, SEED_MAX, check_choice, check_float, check_int, check_mask
 from ..latent import check_latent, load_latent, remake_empty_latent, save_latent
 from ..noise_mask import repeat_to_batch_size
 from ..passes import common_ksampler
@@ -65,7 +65,19 @@ class CheckpointLoaderSimple(FolderNode):
 
 
 # ---------------------------------------------------------------------------------------------- text
-class CLIPTextEncode:
+def encode_text(folders: Folders, clip, text: str, **options) -> list:
+    """ComfyUI's text encoding of a node: `embedding:NAME` words resolve in the run's embeddings folders (an
+    unknown name is dropped with a warning naming it, as ComfyUI drops it)."""
+    clip = _check_clip(clip)
+    if not isinstance(clip, ClipHandle):
+        clip = ClipHandle(clip)
+    library = folders.embeddings()
+    return clip.encode(text, library if library.directories else None, **options)
+
+
+class CLIPTextEncode(FolderNode):
+    """text -> CONDITIONING; `embedding:NAME` reads the run's embeddings/ folders."""
+
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {"text": ("STRING", {"multiline": True, "dynamicPrompts": True}), "clip": ("CLIP",)}}
@@ -75,10 +87,79 @@ class CLIPTextEncode:
     CATEGORY = "conditioning"
 
     def encode(self, clip, text):
+        return (encode_text(self.folders, clip, text),)
+
+
+def _sdxl_family(clip, node: str, families: tuple[str, ...]) -> str:
+    family = getattr(clip, "family", None)
+    if family not in families:
+        raise ValueError(f"{node} needs the CLIP of an SDXL checkpoint ({' or '.join(families)}), got a "
+                         f"{family or type(clip).__name__} one")
+    return family
+
+
+def _size(name: str, value) -> int:
+    return check_int(name, value, 0, MAX_RESOLUTION)
+
+
+class CLIPTextEncodeSDXL(FolderNode):
+    """SDXL prompt with its own CLIP-L text (text_l) and the size conditioning (original size, crop, target
+    size) the SDXL UNet is given: ComfyUI's node. The shorter of text_g / text_l is padded with empty-prompt
+    chunks to the other's length. On a refiner CLIP, text_l only pads, and target sizes are not used."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        size = {"default": 1024, "min": 0, "max": MAX_RESOLUTION}
+        crop = {"default": 0, "min": 0, "max": MAX_RESOLUTION}
+        return {"required": {
+            "clip": ("CLIP",),
+            "width": ("INT", size), "height": ("INT", size),
+            "crop_w": ("INT", crop), "crop_h": ("INT", crop),
+            "target_width": ("INT", size), "target_height": ("INT", size),
+            "text_g": ("STRING", {"multiline": True, "dynamicPrompts": True}),
+            "text_l": ("STRING", {"multiline": True, "dynamicPrompts": True}),
+        }}
+
+    RETURN_TYPES = ("CONDITIONING",)
+    FUNCTION = "encode"
+    CATEGORY = "model/conditioning/stable diffusion"
+
+    def encode(self, clip, width, height, crop_w, crop_h, target_width, target_height, text_g, text_l):
         clip = _check_clip(clip)
-        if not isinstance(clip, ClipHandle):
-            clip = ClipHandle(clip)
-        return (clip.encode(text),)
+        _sdxl_family(clip, "CLIPTextEncodeSDXL", ("sdxl", "sdxl_refiner"))
+        for name, value in (("text_g", text_g), ("text_l", text_l)):
+            if not isinstance(value, str):
+                raise TypeError(f"{name} must be a string, got {type(value).__name__}")
+        sizes = {k: _size(k, v) for k, v in (("width", width), ("height", height), ("crop_w", crop_w),
+                                             ("crop_h", crop_h), ("target_width", target_width),
+                                             ("target_height", target_height))}
+        return (encode_text(self.folders, clip, text_g, text_l=text_l, **sizes),)
+
+
+class CLIPTextEncodeSDXLRefiner(FolderNode):
+    """SDXL refiner prompt with its aesthetic score and original size (crop 0): ComfyUI's node. On an SDXL
+    base CLIP the size is used (target = size) and the score is not."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        size = {"default": 1024, "min": 0, "max": MAX_RESOLUTION}
+        return {"required": {
+            "ascore": ("FLOAT", {"default": 6.0, "min": 0.0, "max": 1000.0, "step": 0.01}),
+            "width": ("INT", size), "height": ("INT", size),
+            "text": ("STRING", {"multiline": True, "dynamicPrompts": True}),
+            "clip": ("CLIP",),
+        }}
+
+    RETURN_TYPES = ("CONDITIONING",)
+    FUNCTION = "encode"
+    CATEGORY = "model/conditioning/stable diffusion"
+
+    def encode(self, clip, ascore, width, height, text):
+        clip = _check_clip(clip)
+        _sdxl_family(clip, "CLIPTextEncodeSDXLRefiner", ("sdxl", "sdxl_refiner"))
+        ascore = check_float("ascore", ascore, 0.0, 1000.0)
+        return (encode_text(self.folders, clip, text, aesthetic_score=ascore, width=_size("width", width),
+                            height=_size("height", height)),)
 
 
 class CLIPSetLastLayer:
@@ -380,6 +461,8 @@ def _image(image, name: str) -> torch.Tensor:
 __all__ = [
     "CLIPSetLastLayer",
     "CLIPTextEncode",
+    "CLIPTextEncodeSDXL",
+    "CLIPTextEncodeSDXLRefiner",
     "CheckpointLoaderSimple",
     "EmptyLatentImage",
     "FolderNode",

@@ -70,6 +70,7 @@ class Folders:
     pending: list[PendingWrite] = field(default_factory=list)
     cache: object = None  # a twosamplers.models.ModelCache (made on first use)
     listings: dict = field(default_factory=dict)  # (what, kind, extensions) -> names: each folder listed once
+    _embeddings: object = None  # the EmbeddingLibrary of the embeddings folders (made on first use)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -222,6 +223,16 @@ class Folders:
             return self.cache.get(embedded_name(resolved), device=self.load_options.get("device"))
         with named_errors(resolved, name):
             return self.cache.get(resolved, **self.load_options, **options)
+
+    def embeddings(self):
+        """The `embeddings` folders as one EmbeddingLibrary (searched in order; folders that do not exist are
+        left out, and with none every `embedding:NAME` is dropped with a warning, as ComfyUI drops it)."""
+        if self._embeddings is None:
+            from ..models.embeddings import EmbeddingLibrary
+
+            self._embeddings = EmbeddingLibrary.of_folders(self.search_dirs("embeddings"),
+                                                           allow_pickle=bool(self.load_options.get("allow_pickle")))
+        return self._embeddings
 
     def input_path(self, name: str) -> Path:
         """A file in the input folder ("name [input]" annotations as ComfyUI writes them are accepted)."""

@@ -77,11 +77,14 @@ class ClipHandle:
     def with_clip_skip(self, clip_skip: int) -> ClipHandle:
         return ClipHandle(self.model, clip_skip)
 
-    def encode(self, text: str) -> list:
-        """Text -> CONDITIONING (ComfyUI's CLIPTextEncode)."""
+    def encode(self, text: str, embeddings=None, **options) -> list:
+        """Text -> CONDITIONING (ComfyUI's CLIPTextEncode); `embeddings` (an EmbeddingLibrary) resolves
+        `embedding:NAME` words; `options` are the model's encode_prompt extras (SDXL sizes, ...)."""
         if not isinstance(text, str):
             raise TypeError(f"text must be a string, got {type(text).__name__}")
-        return self.encode_prompt(text)
+        if embeddings is not None:
+            options["embeddings"] = embeddings
+        return self.encode_prompt(text, **options)
 
     def encode_prompt(self, text: str, **options) -> list:
         """The model's encode_prompt with this CLIP's clip skip (so a wrapper around the handle, e.g. a LoRA

@@ -1,8 +1,9 @@
 """ComfyUI's image nodes: LoadImage, LoadImageMask, ImageScale, SaveImage, PreviewImage.
 
-IMAGE is (B, H, W, C) float in [0, 1]; MASK is (B, H, W). Loading and saving follow ComfyUI's conventions
-(8-bit values / 255, EXIF orientation, mask = 1 - alpha, frames of one size batched; saving truncates
-255 * x to uint8 and writes PNG at compression level 4 with the prompt and workflow as text chunks).
+IMAGE is (B, H, W, C) float in [0, 1]; MASK is (B, H, W). Loading follows ComfyUI 0.30, which decodes
+through PyAV/FFmpeg (`image_decode.py`: 8-bit RGB(A)/palette/JPEG values / 255, other formats through FFmpeg's
+float conversion, mask = 1 - alpha, every frame stacked); saving truncates 255 * x to uint8 and writes PNG at
+compression level 4 with the prompt and workflow as text chunks.
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ import warnings
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, ImageSequence, PngImagePlugin
+from PIL import Image, PngImagePlugin
 
 from .._checks import check_choice, check_int
 from .._paths import regular_file
 from ..models.control import center_crop
 from .core import MAX_RESOLUTION, FolderNode, _image
 from .folders import Folders, PendingWrite, split_prefix
+from .image_decode import decode_image
 
 UPSCALE_METHODS = ("nearest-exact", "bilinear", "area", "bicubic", "lanczos")
 CROP_METHODS = ("disabled", "center")
@@ -28,24 +30,9 @@ MASK_CHANNELS = ("alpha", "red", "green", "blue")
 PNG_COMPRESS_LEVEL = 4
 
 
-def _open(path):
-    """An ordinary image file, decoded; a decompression bomb (more pixels than Pillow's MAX_IMAGE_PIXELS, the
-    warning band included) is refused before it is decoded."""
-    regular_file(path, "image")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(path)
-            im.load()
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ValueError(f"{path} is too large to read safely (a possible decompression bomb): {e}") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
-        raise ValueError(f"{path} is not a readable image: {e}") from None
-    return im
-
-
 class LoadImage(FolderNode):
-    """A file from the input folder -> (IMAGE, MASK = 1 - alpha, or 64x64 zeros without alpha)."""
+    """A file from the input folder -> (IMAGE, MASK = 1 - alpha, or 64x64 zeros without alpha), decoded as
+    ComfyUI 0.30 decodes it (through PyAV/FFmpeg, quirks included: `nodes/image_decode.py`)."""
 
     @classmethod
     def INPUT_TYPES(cls, folders: Folders | None = None):
@@ -62,34 +49,12 @@ class LoadImage(FolderNode):
         self.folders.input_path(image)
 
     def load_image(self, image):
-        img = _open(self.folders.input_path(image))
-        images, masks = [], []
-        size = None
-        for frame in ImageSequence.Iterator(img):
-            frame = ImageOps.exif_transpose(frame)
-            if frame.mode == "I":
-                frame = frame.point(lambda v: v * (1 / 255))
-            rgb = frame.convert("RGB")
-            if size is None:
-                size = rgb.size
-            if rgb.size != size:
-                continue
-            images.append(torch.from_numpy(np.array(rgb).astype(np.float32) / 255.0)[None])
-            if "A" in frame.getbands():
-                alpha = np.array(frame.getchannel("A")).astype(np.float32) / 255.0
-                masks.append((1.0 - torch.from_numpy(alpha))[None])
-            elif frame.mode == "P" and "transparency" in frame.info:
-                alpha = np.array(frame.convert("RGBA").getchannel("A")).astype(np.float32) / 255.0
-                masks.append((1.0 - torch.from_numpy(alpha))[None])
-            else:
-                masks.append(torch.zeros((1, 64, 64), dtype=torch.float32))
-        if len(images) > 1 and img.format != "MPO":
-            return (torch.cat(images, dim=0), torch.cat(masks, dim=0))
-        return (images[0], masks[0])
+        return decode_image(self.folders.input_path(image))
 
 
 class LoadImageMask(FolderNode):
-    """One channel of a file from the input folder -> MASK (the alpha channel inverted: 1 - alpha)."""
+    """One channel of a file from the input folder -> MASK: red, green or blue of LoadImage's IMAGE, or for
+    "alpha" LoadImage's MASK (1 - alpha; 64x64 zeros without alpha), as ComfyUI 0.30 gives them."""
 
     @classmethod
     def INPUT_TYPES(cls, folders: Folders | None = None):
@@ -107,19 +72,11 @@ class LoadImageMask(FolderNode):
 
     def load_image(self, image, channel):
         check_choice("channel", channel, MASK_CHANNELS)
-        im = ImageOps.exif_transpose(_open(self.folders.input_path(image)))
-        if im.getbands() != ("R", "G", "B", "A"):
-            if im.mode == "I":
-                im = im.point(lambda v: v * (1 / 255))
-            im = im.convert("RGBA")
+        images, mask = decode_image(self.folders.input_path(image))
         c = channel[0].upper()
-        if c in im.getbands():
-            mask = torch.from_numpy(np.array(im.getchannel(c)).astype(np.float32) / 255.0)
-            if c == "A":
-                mask = 1.0 - mask
-        else:
-            mask = torch.zeros((64, 64), dtype=torch.float32)
-        return (mask[None],)
+        if c == "A":
+            return (mask,)
+        return (images[..., "RGB".index(c)].clone(),)
 
 
 class ImageScale:

@@ -36,6 +36,8 @@ NODES: dict[str, type] = {
     # loaders and prompts
     "CheckpointLoaderSimple": core.CheckpointLoaderSimple,
     "CLIPTextEncode": core.CLIPTextEncode,
+    "CLIPTextEncodeSDXL": core.CLIPTextEncodeSDXL,
+    "CLIPTextEncodeSDXLRefiner": core.CLIPTextEncodeSDXLRefiner,
     "CLIPSetLastLayer": core.CLIPSetLastLayer,
     # Flux.1 and SD3/SD3.5: separate files, model sampling, guidance, latents
     "UNETLoader": flow.UNETLoader,

@@ -239,7 +239,7 @@ def run(workflow, models: str | os.PathLike | Mapping | None = None, overrides: 
         output_dir: str | os.PathLike | None = None, extra_model_paths: str | os.PathLike | None = None,
         device=None, dtype=None, cache=None, quiet: bool = True,
         progress: Callable[[int, int, str, str], None] | None = None, allow_pickle: bool = False,
-        check_memory: bool = True) -> list[dict]:
+        check_memory: bool = True, fp32_text_enc: bool = False) -> list[dict]:
     """Run a ComfyUI workflow headless and return its outputs.
 
     workflow: a path (API- or UI-format JSON, or a PNG/WebP carrying one), a JSON string, or a dict.
@@ -252,6 +252,8 @@ def run(workflow, models: str | os.PathLike | Mapping | None = None, overrides: 
     one, so each model is loaded once per run). allow_pickle: load pickle checkpoints, LoRAs and ControlNets
     (.ckpt/.pt/.bin; weights only) the workflow names; refused otherwise. check_memory: refuse, before any node
     runs, a workflow whose memory estimate exceeds what the machine has (`limits.check_memory`).
+    fp32_text_enc: text-encoder weights held in float32 (ComfyUI's --fp32-text-enc; by default they are held in
+    float16 and computed in float32, as ComfyUI does).
     Returns one dict per output node: {"node", "class_type", "files": [paths written], "images" or "samples":
     what it received}. Raises WorkflowError (a ValueError) for a workflow that cannot run; nothing is written
     then.
@@ -259,6 +261,8 @@ def run(workflow, models: str | os.PathLike | Mapping | None = None, overrides: 
     opts = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
     if allow_pickle:
         opts["allow_pickle"] = True
+    if fp32_text_enc:
+        opts["fp32_text_enc"] = True
     folders = Folders.create(models, comfyui=comfyui, input_dir=input_dir, output_dir=output_dir,
                              extra_model_paths=extra_model_paths, load_options=opts, cache=cache)
     if output_dir is None:
