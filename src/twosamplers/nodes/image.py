@@ -11,14 +11,12 @@ from __future__ import annotations
 import json
 import re
 import time
-import warnings
 
 import numpy as np
 import torch
 from PIL import Image, PngImagePlugin
 
 from .._checks import check_choice, check_int
-from .._paths import regular_file
 from ..models.control import center_crop
 from .core import MAX_RESOLUTION, FolderNode, _image
 from .folders import Folders, PendingWrite, split_prefix

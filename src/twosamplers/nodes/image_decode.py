@@ -36,6 +36,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, ImageSequence
 
+from .._paths import regular_file
+
 __all__ = ["AV_MISSING", "decode_image", "have_av"]
 
 UINT8_FORMATS = ("yuvj420p", "yuvj422p", "yuvj444p", "rgb24", "rgba", "pal8")
@@ -60,6 +62,7 @@ def decode_image(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor]:
     """(IMAGE (N, H, W, 3), MASK (N, H, W) = 1 - alpha, or (N, 64, 64) zeros) as ComfyUI 0.30's LoadImage
     gives them for the file at `path`. ValueError for a file that cannot be decoded or is too large."""
     path = Path(path)
+    regular_file(path, "image")  # not a FIFO, a device or a folder: those would hang or mislead the decoder
     _check_size(path)
     if have_av():
         out = _decode_av(path)
