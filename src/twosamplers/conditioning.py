@@ -13,7 +13,7 @@ models read "concat_latent_image" / "concat_mask" (models/inpaint.py).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from numbers import Integral
 
 import torch
@@ -131,6 +131,24 @@ def _parse_area(area: object, where: str) -> tuple:
             raise ValueError(f"{where}[{j}]={v} is out of range; accepted: >= {1 if j < 2 else 0}")
         out.append(int(v))
     return tuple(out)
+
+
+def share_with_uncond(positive: list[CondEntry], negative: list[CondEntry], key: str,
+                      wanted=lambda value: True) -> list[CondEntry]:
+    """ComfyUI's sampling-time rule for ControlNets applied with the older ControlNetApply (their "apply to
+    uncond" flag: `wanted`) and for GLIGEN: when no negative entry without an area has `key`, the values of the
+    positive entries without an area (in order) are given to the negative entries without an area, the x-th
+    value to the (x mod n)-th of them (a later value replacing an earlier one). Returns the new negative list."""
+    values = [e.extras[key] for e in positive if e.area is None and e.extras.get(key) is not None
+              and wanted(e.extras[key])]
+    plain = [i for i, e in enumerate(negative) if e.area is None]
+    if not values or not plain or any(negative[i].extras.get(key) is not None for i in plain):
+        return negative
+    out = list(negative)
+    for x, value in enumerate(values):
+        i = plain[x % len(plain)]
+        out[i] = replace(negative[i], extras={**negative[i].extras, key: value})
+    return out
 
 
 def check_batch(entries: list[CondEntry], batch: int, name: str) -> None:

@@ -19,7 +19,8 @@ from pathlib import Path
 from .._files import atomic_write_all
 
 MODEL_KINDS = ("checkpoints", "loras", "vae", "controlnet", "embeddings", "upscale_models", "clip", "unet",
-               "diffusion_models", "text_encoders", "clip_vision", "configs", "wildcards")
+               "diffusion_models", "text_encoders", "clip_vision", "configs", "wildcards", "hypernetworks", "gligen",
+               "style_models")
 CHECKPOINT_EXTENSIONS = (".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".bin")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 

@@ -24,6 +24,9 @@ from . import (
     latent_edit,
     lora_files,
     mask,
+    merging,
+    model_files,
+    model_patches,
     pipe,
     primitive,
     regional_advanced,
@@ -134,6 +137,26 @@ NODES: dict[str, type] = {
     "ImpactFloat": impact_extra.ImpactFloat,
     "ImpactBoolean": impact_extra.ImpactBoolean,
     "RegionalSamplerAdvanced": regional_advanced.RegionalSamplerAdvanced,
+    # model sampling patches
+    "ModelSamplingDiscrete": model_patches.ModelSamplingDiscrete,
+    "ModelSamplingContinuousEDM": model_patches.ModelSamplingContinuousEDM,
+    "RescaleCFG": model_patches.RescaleCFG,
+    "DifferentialDiffusion": model_patches.DifferentialDiffusion,
+    # model merging and saving
+    "ModelMergeSimple": merging.ModelMergeSimple,
+    "ModelMergeBlocks": merging.ModelMergeBlocks,
+    "ModelMergeAdd": merging.ModelMergeAdd,
+    "ModelMergeSubtract": merging.ModelMergeSubtract,
+    "ModelMergeSD1": merging.ModelMergeSD1,
+    "ModelMergeSD2": merging.ModelMergeSD2,
+    "ModelMergeSDXL": merging.ModelMergeSDXL,
+    "CLIPMergeSimple": merging.CLIPMergeSimple,
+    "CLIPMergeAdd": merging.CLIPMergeAdd,
+    "CLIPMergeSubtract": merging.CLIPMergeSubtract,
+    "CheckpointSave": merging.CheckpointSave,
+    # weights that patch a checkpoint
+    "HypernetworkLoader": model_files.HypernetworkLoader,
+    "DiffControlNetLoader": model_files.DiffControlNetLoader,
 }
 
 # Names older ComfyUI versions registered (and workflows saved then still carry) -> today's name.

@@ -1,0 +1,157 @@
+"""MODEL patch, merge, hypernetwork and diff-ControlNet nodes against ComfyUI 0.30's own: tests/comfy_refs/models.*
+hold the KSampler latents ComfyUI gave (made by tests/comfy_refs/make_model_refs.py with the shared oracle) on the
+random SD1.5-like UNets of comfy_refs/random_models.py; the same weights are drawn here, saved as checkpoints
+(with a tiny text encoder and VAE, unused: the conditioning is given as tensors) and run through this project's
+node classes."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("diffusers")
+pytest.importorskip("transformers")
+
+from safetensors.torch import load_file, save_file  # noqa: E402
+
+from twosamplers.nodes.folders import Folders  # noqa: E402
+from twosamplers.nodes.handles import ModelHandle  # noqa: E402
+from twosamplers.nodes.registry import NODES  # noqa: E402
+
+REFS = Path(__file__).parent / "comfy_refs"
+sys.path.insert(0, str(REFS))
+import random_models as rm  # noqa: E402
+
+REF = load_file(str(REFS / "models.safetensors"))
+CASES = json.loads((REFS / "models.json").read_text())["cases"]
+# |latent| reaches ~400 (ModelMergeAdd) and ~26000 (zero terminal SNR at 3 steps): compare relative to the scale
+RTOL = 2e-4
+
+
+def t(a):
+    return torch.from_numpy(a.copy())
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory):
+    from test_sd_backend import canonical_clip_keys, tiny_clip, tiny_vae, to_ldm_vae
+
+    root = tmp_path_factory.mktemp("model_refs")
+    clip = canonical_clip_keys(tiny_clip(seed=1))
+    extra = {"cond_stage_model.transformer." + k: v.contiguous() for k, v in clip.items()}
+    extra.update({k: v.contiguous() for k, v in to_ldm_vae(tiny_vae()).items()})
+    (root / "checkpoints").mkdir()
+    for name in rm.UNET_SEEDS:
+        unet = {k: t(v) for k, v in rm.unet(name).items()}
+        save_file({**unet, **extra}, str(root / "checkpoints" / f"{name}.safetensors"))
+    (root / "hypernetworks").mkdir()
+    hn = rm.hypernetwork()
+    torch.save({k: ([{n: t(a) for n, a in s.items()} for s in v] if isinstance(k, int) else v) for k, v in hn.items()},
+               str(root / "hypernetworks" / "hn.pt"))
+    (root / "controlnet").mkdir()
+    save_file({k: t(v) for k, v in rm.controlnet().items()}, str(root / "controlnet" / "cn.safetensors"))
+    save_file({k: t(v) for k, v in rm.diff_controlnet(rm.unet("a")).items()},
+              str(root / "controlnet" / "diff_cn.safetensors"))
+    return root
+
+
+@pytest.fixture(scope="module")
+def env(models_dir):
+    folders = Folders.create(models=models_dir, load_options={"device": "cpu", "dtype": "fp32", "allow_pickle": True})
+    load = NODES["CheckpointLoaderSimple"](folders)
+    models = {n: load.load_checkpoint(f"{n}.safetensors")[0] for n in rm.UNET_SEEDS}
+    return folders, models
+
+
+C = rm.conditioning()
+POS, NEG = [[t(C["positive"]), {}]], [[t(C["negative"]), {}]]
+
+
+def run(case, model, positive=POS, latent=None):
+    s = CASES[case]
+    latent = latent or {"samples": torch.zeros(1, 4, 8, 8)}
+    (out,) = NODES["KSampler"]().sample(model, s["seed"], s["steps"], s["cfg"], s["sampler"], s["scheduler"], positive,
+                                        NEG, latent, s["denoise"], disable_pbar=True)
+    ref = REF[case]
+    diff = (out["samples"] - ref).abs().max().item()
+    scale = ref.abs().max().item()
+    assert diff <= RTOL * max(scale, 1.0), f"{case}: max |diff| {diff:.3g} at |ref| {scale:.3g}"
+    return out["samples"]
+
+
+def test_base_model_matches(env):
+    run("base", env[1]["a"])
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.startswith("ModelSamplingDiscrete/")])
+def test_model_sampling_discrete(env, case):
+    _, sampling, zsnr = case.split("/")
+    (m,) = NODES["ModelSamplingDiscrete"]().patch(env[1]["a"], sampling, zsnr == "True")
+    run(case, m)
+
+
+def test_model_sampling_continuous_edm(env):
+    node = NODES["ModelSamplingContinuousEDM"]()
+    run("ModelSamplingContinuousEDM/edm", node.patch(env[1]["a"], "edm", 80.0, 0.002)[0])
+    run("ModelSamplingContinuousEDM/v_prediction", node.patch(env[1]["a"], "v_prediction", 120.0, 0.002)[0])
+
+
+def test_rescale_cfg(env):
+    (v,) = NODES["ModelSamplingDiscrete"]().patch(env[1]["a"], "v_prediction", False)
+    run("RescaleCFG/0.7", NODES["RescaleCFG"]().patch(v, 0.7)[0])
+
+
+@pytest.mark.parametrize("strength", [1.0, 0.4])
+def test_differential_diffusion(env, strength):
+    (m,) = NODES["DifferentialDiffusion"]().apply(env[1]["a"], strength)
+    latent = {"samples": t(C["latent"]), "noise_mask": t(C["mask"]).reshape(1, 1, 64, 64)}
+    run(f"DifferentialDiffusion/{strength}", m, latent=latent)
+
+
+def test_merges(env):
+    a, b, c = (env[1][n] for n in "abc")
+    run("ModelMergeSimple/0.3", NODES["ModelMergeSimple"]().merge(a, b, 0.3)[0])
+    run("ModelMergeBlocks/0.2/0.6/0.9", NODES["ModelMergeBlocks"]().merge(a, b, input=0.2, middle=0.6, out=0.9)[0])
+    run("ModelMergeAdd", NODES["ModelMergeAdd"]().merge(a, b)[0])
+    run("ModelMergeSubtract/0.7", NODES["ModelMergeSubtract"]().merge(a, b, 0.7)[0])
+    (d,) = NODES["ModelMergeSubtract"]().merge(b, c, 1.0)
+    run("ModelMergeAdd(A, Subtract(B, C))", NODES["ModelMergeAdd"]().merge(a, d)[0])
+    run("ModelMergeSD1", NODES["ModelMergeSD1"]().merge(a, b, **CASES["ModelMergeSD1"]["ratios"])[0])
+
+
+def test_merges_leave_the_networks_unchanged(env):
+    a, b = env[1]["a"], env[1]["b"]
+    before = {k: v.clone() for k, v in a.unet.state_dict().items()}
+    run("ModelMergeSimple/0.3", NODES["ModelMergeSimple"]().merge(a, b, 0.3)[0])
+    run("base", a)
+    assert all(torch.equal(before[k], v) for k, v in a.unet.state_dict().items())
+
+
+@pytest.mark.parametrize("strength", [0.8, -0.5])
+def test_hypernetwork(env, strength):
+    folders, models = env
+    (m,) = NODES["HypernetworkLoader"](folders).load_hypernetwork(models["a"], "hn.pt", strength)
+    run(f"HypernetworkLoader/{strength}", m)
+    run("base", models["a"])  # the patch is gone once the hypernetwork model has sampled
+
+
+def test_diff_controlnet(env):
+    folders, models = env
+    a, b = models["a"], models["b"]
+    hint = t(C["hint"])
+    apply = NODES["ControlNetApply"]()
+    (cn,) = NODES["ControlNetLoader"](folders).load_controlnet("cn.safetensors")
+    run("ControlNet", a, positive=apply.apply_controlnet(POS, cn, hint, 0.9)[0])
+    (dcn,) = NODES["DiffControlNetLoader"](folders).load_diff_controlnet(a, "diff_cn.safetensors")
+    run("DiffControlNet/A", a, positive=apply.apply_controlnet(POS, dcn, hint, 0.9)[0])
+    (merged,) = NODES["ModelMergeSimple"]().merge(a, b, 0.5)
+    (dcn,) = NODES["DiffControlNetLoader"](folders).load_diff_controlnet(merged, "diff_cn.safetensors")
+    run("DiffControlNet/merged", a, positive=apply.apply_controlnet(POS, dcn, hint, 0.9)[0])
+
+
+def test_handles_wrap_models(env):
+    assert isinstance(env[1]["a"], ModelHandle)
