@@ -44,6 +44,8 @@ FILE_KINDS = {  # node type -> {input: models folder}
     "VAELoader": {"vae_name": "vae"}, "LoraLoader": {"lora_name": "loras"},
     "LoraLoaderModelOnly": {"lora_name": "loras"}, "ControlNetLoader": {"control_net_name": "controlnet"},
     "UpscaleModelLoader": {"model_name": "upscale_models"},
+    "HypernetworkLoader": {"hypernetwork_name": "hypernetworks"},
+    "DiffControlNetLoader": {"control_net_name": "controlnet"},
 }
 IMAGE_INPUTS = {"LoadImage": "image", "LoadImageMask": "image", "PreviewBridge": "image"}
 # refusals of files whose support other issues are adding now (the SDXL refiner: issue 22)
@@ -144,6 +146,39 @@ class ModelPool:
         save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
         return path
 
+    def _make_hypernetwork(self, what):
+        """A1111's hypernetwork layout (a torch pickle, as published) for the tiny SD1.x UNet's widths (32, 64)
+        and its context width (64)."""
+        import torch
+
+        g = torch.Generator().manual_seed(5)
+        net = {}
+        for d in (32, 64):
+            net[d] = [{"linear.0.weight": torch.randn(2 * d, d, generator=g) / d**0.5,
+                       "linear.0.bias": torch.zeros(2 * d),
+                       "linear.2.weight": torch.randn(d, 2 * d, generator=g) / (2 * d)**0.5,
+                       "linear.2.bias": torch.zeros(d)} for _ in range(2)]
+        net.update(activation_func="relu", is_layer_norm=False, use_dropout=False, layer_structure=[1, 2, 1])
+        path = self.root / "hypernetwork.pt"
+        torch.save(net, str(path))
+        return path
+
+    def _make_diff_controlnet(self, what):
+        """The tiny ControlNet as a diff file: its weights minus the tiny SD1.x UNet's, with the marker key."""
+        import torch
+        from safetensors.torch import load_file, save_file
+
+        cn = load_file(str(self.get("controlnet")))
+        unet = load_file(str(self._tiny()["sd1_file"]))
+        out = {}
+        for k, v in cn.items():
+            u = unet.get("model.diffusion_model." + k.removeprefix("control_model."))
+            out[k] = (v - u) if u is not None and u.shape == v.shape else v
+        out["difference"] = torch.tensor([])
+        path = self.root / "diff_controlnet.safetensors"
+        save_file(out, str(path))
+        return path
+
     def _make_embedding(self, what):
         import torch
         from safetensors.torch import save_file
@@ -180,7 +215,9 @@ def _model_kind(kind: str, name: str, family: str) -> str | None:
     if kind == "loras":
         return f"lora:{family}"
     if kind == "controlnet":
-        return "controlnet"
+        return "diff_controlnet" if "diff" in low else "controlnet"
+    if kind == "hypernetworks":
+        return "hypernetwork"
     if kind == "vae":
         return "vae"
     if kind == "upscale_models":
@@ -314,7 +351,7 @@ def run_one(entry: dict, path: Path, pool: ModelPool, work: Path) -> dict:
                 d.mkdir(parents=True, exist_ok=True)
             supply(prompt, pool, models, inputs)
             run(Workflow(prompt, None, entry["name"]), models, input_dir=inputs, output_dir=outputs, device="cpu",
-                dtype="fp32")
+                dtype="fp32", allow_pickle=True)
         result["status"] = "ran"
     except WorkflowError as e:
         msg = str(e)

@@ -511,6 +511,9 @@ def add_run_parser(sub) -> None:
                    "(VALUE is read as JSON when it parses, else as text); repeatable")
     r.add_argument("--device", help="device for checkpoints: cpu, cuda, cuda:1, ... (default: cuda if available)")
     r.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), help="network precision for checkpoints")
+    r.add_argument("--allow-pickle", action="store_true", help="allow pickle model files (.ckpt checkpoints, .pt "
+                   "hypernetworks, .pth ControlNets / upscalers); they can run code when loaded, so only use files "
+                   "you trust (read with torch.load(weights_only=True))")
     r.add_argument("--list-nodes", action="store_true", help="list the supported node types and exit")
     _add_common_output(r)
     r.set_defaults(func=cmd_run)
@@ -542,7 +545,8 @@ def cmd_run(args) -> int:
         raise BadInput(f"--output-dir {out_dir} is not a folder")
     t0 = time.perf_counter()
     outputs = run(args.file, args.models, overrides, comfyui=args.comfyui, input_dir=args.input_dir,
-                  output_dir=out_dir, device=args.device, dtype=args.dtype, quiet=args.quiet or args.json)
+                  output_dir=out_dir, device=args.device, dtype=args.dtype, quiet=args.quiet or args.json,
+                  allow_pickle=args.allow_pickle)
     files = [f for o in outputs for f in o["files"]]
     if args.json:
         print(json.dumps({"outputs": [{"node": o["node"], "class_type": o["class_type"], "files": o["files"]}

@@ -74,7 +74,8 @@ def read_state_dict(path: str | Path, *, allow_pickle: bool = False) -> dict[str
     if path.is_dir():
         raise CheckpointError(f"{path} is a folder without model_index.json: not a diffusers model folder")
     suffix = path.suffix.lower()
-    if suffix == ".safetensors" or (suffix not in PICKLE_SUFFIXES and not _is_pickle_like(path)):
+    # a file is read by its content: safetensors under a .ckpt name (a renamed or converted file) needs no pickle
+    if suffix == ".safetensors" or not _is_pickle_like(path):
         _check_safetensors_header(path)
         from safetensors import SafetensorError
         from safetensors.torch import load_file

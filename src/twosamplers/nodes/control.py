@@ -41,7 +41,7 @@ class ControlNetLoader(FolderNode):
     def load_controlnet(self, control_net_name):
         from ..models.controlnet import load_controlnet
 
-        opts = {k: v for k, v in self.folders.load_options.items() if k in ("device", "dtype")}
+        opts = {k: v for k, v in self.folders.load_options.items() if k in ("device", "dtype", "allow_pickle")}
         if isinstance(opts.get("dtype"), str):
             from ..models.sd import resolve_device_dtype
 

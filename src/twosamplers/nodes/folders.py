@@ -189,7 +189,7 @@ class Folders:
         from ..models.vae_file import load_vae_file
 
         path = self.resolve_model("vae", name, "VAE")
-        opts = {k: v for k, v in self.load_options.items() if k in ("device", "dtype")}
+        opts = {k: v for k, v in self.load_options.items() if k in ("device", "dtype", "allow_pickle")}
         with named_errors(path, name):
             return load_vae_file(path, **opts)
 

@@ -216,7 +216,7 @@ def _gather(prompt: dict, nid: str, types: dict, cache: dict) -> dict:
 def run(workflow, models: str | os.PathLike | Mapping | None = None, overrides: Mapping | None = None, *,
         comfyui: str | os.PathLike | None = None, input_dir: str | os.PathLike | None = None,
         output_dir: str | os.PathLike | None = None, extra_model_paths: str | os.PathLike | None = None,
-        device=None, dtype=None, cache=None, quiet: bool = True,
+        device=None, dtype=None, cache=None, quiet: bool = True, allow_pickle: bool = False,
         progress: Callable[[int, int, str, str], None] | None = None) -> list[dict]:
     """Run a ComfyUI workflow headless and return its outputs.
 
@@ -233,6 +233,8 @@ def run(workflow, models: str | os.PathLike | Mapping | None = None, overrides: 
     then.
     """
     opts = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
+    if allow_pickle:  # pickle model files (.ckpt, .pt, .pth): the user trusts them (--allow-pickle)
+        opts["allow_pickle"] = True
     folders = Folders.create(models, comfyui=comfyui, input_dir=input_dir, output_dir=output_dir,
                              extra_model_paths=extra_model_paths, load_options=opts, cache=cache)
     if output_dir is None:
