@@ -46,6 +46,7 @@ FILE_KINDS = {  # node type -> {input: models folder}
     "UpscaleModelLoader": {"model_name": "upscale_models"},
     "HypernetworkLoader": {"hypernetwork_name": "hypernetworks"},
     "DiffControlNetLoader": {"control_net_name": "controlnet"},
+    "unCLIPCheckpointLoader": {"ckpt_name": "checkpoints"}, "CLIPVisionLoader": {"clip_name": "clip_vision"},
 }
 IMAGE_INPUTS = {"LoadImage": "image", "LoadImageMask": "image", "PreviewBridge": "image"}
 # refusals of files whose support other issues are adding now (the SDXL refiner: issue 22)
@@ -69,6 +70,7 @@ class ModelPool:
         return self._sd
 
     def get(self, what: str) -> Path:
+        self.root.mkdir(parents=True, exist_ok=True)
         if what not in self.files:
             self.files[what] = getattr(self, "_make_" + what.split(":")[0])(what)
         return self.files[what]
@@ -179,6 +181,57 @@ class ModelPool:
         save_file(out, str(path))
         return path
 
+    def _clip_vision_state(self, projection: int) -> dict:
+        from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+        torch_seed(11)
+        cfg = CLIPVisionConfig(hidden_size=64, intermediate_size=128, projection_dim=projection, num_hidden_layers=2,
+                               num_attention_heads=1, image_size=56, patch_size=14, hidden_act="gelu")
+        return {k: v.contiguous() for k, v in CLIPVisionModelWithProjection(cfg).state_dict().items()
+                if not k.endswith("position_ids")}
+
+    def _make_clip_vision(self, what):
+        """A tiny CLIP vision tower (transformers' layout): 1280-wide embeddings for SDXL (Revision's CLIP-G)."""
+        from safetensors.torch import save_file
+
+        projection = int(what.split(":")[1])
+        path = self.root / f"clip_vision_{projection}.safetensors"
+        save_file(self._clip_vision_state(projection), str(path))
+        return path
+
+    def _make_unclip(self, what):
+        """A tiny SD2.1-unCLIP-layout checkpoint: a UNet with a class embedding for 2 x 32-wide image embeddings,
+        an OpenCLIP text encoder, the VAE and its CLIP vision tower under embedder.model.visual."""
+        from diffusers import UNet2DConditionModel
+        from safetensors.torch import save_file
+        from test_sd_backend import tiny_clip, tiny_vae, to_ldm_open_clip, to_ldm_unet, to_ldm_vae, to_open_clip_visual
+
+        torch_seed(12)
+        unet = UNet2DConditionModel(
+            sample_size=8, block_out_channels=(32, 64), layers_per_block=1, cross_attention_dim=64,
+            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+            attention_head_dim=1, use_linear_projection=True, norm_num_groups=32, class_embed_type="projection",
+            projection_class_embeddings_input_dim=64)
+        state = unet.state_dict()
+
+        class Rest:
+            config = unet.config
+
+            @staticmethod
+            def state_dict():
+                return {k: v for k, v in state.items() if not k.startswith("class_embedding.")}
+
+        sd = to_ldm_unet(Rest)
+        for lin, idx in (("linear_1", 0), ("linear_2", 2)):
+            for t in ("weight", "bias"):
+                sd[f"model.diffusion_model.label_emb.0.{idx}.{t}"] = state[f"class_embedding.{lin}.{t}"].clone()
+        sd.update(to_ldm_open_clip(tiny_clip(act="gelu", seed=2), "cond_stage_model.model."))
+        sd.update(to_ldm_vae(tiny_vae()))
+        sd.update(to_open_clip_visual(self._clip_vision_state(32), "embedder.model.visual."))
+        path = self.root / "unclip.safetensors"
+        save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
+        return path
+
     def _make_embedding(self, what):
         import torch
         from safetensors.torch import save_file
@@ -186,6 +239,12 @@ class ModelPool:
         path = self.root / "embedding.safetensors"
         save_file({"emb_params": torch.randn(2, 64, generator=torch.Generator().manual_seed(3))}, str(path))
         return path
+
+
+def torch_seed(seed: int) -> None:
+    import torch
+
+    torch.manual_seed(seed)
 
 
 def _family(prompt: dict) -> str:
@@ -218,6 +277,8 @@ def _model_kind(kind: str, name: str, family: str) -> str | None:
         return "diff_controlnet" if "diff" in low else "controlnet"
     if kind == "hypernetworks":
         return "hypernetwork"
+    if kind == "clip_vision":
+        return "clip_vision:64"  # the tiny SDXL's pooled width (CLIP-G's 1280 in the real model)
     if kind == "vae":
         return "vae"
     if kind == "upscale_models":
@@ -261,6 +322,8 @@ def supply(prompt: dict, pool: ModelPool, models: Path, inputs: Path) -> None:
             value = values.get(name)
             rel = model_relpath(value) if isinstance(value, str) else None
             what = _model_kind(kind, value, family) if rel is not None else None
+            if t == "unCLIPCheckpointLoader" and what is not None:
+                what = "unclip"
             if what is not None:
                 target = models / kind / rel
                 target.parent.mkdir(parents=True, exist_ok=True)

@@ -155,3 +155,83 @@ def test_diff_controlnet(env):
 
 def test_handles_wrap_models(env):
     assert isinstance(env[1]["a"], ModelHandle)
+
+
+# ------------------------------------------------------------------------------------------ image prompts
+def test_clip_preprocess_matches():
+    from twosamplers.models.clip_vision import preprocess
+
+    for key in [k for k in REF if k.startswith("clip_preprocess/")]:
+        _, name, size = key.split("/")
+        image = t(C["image2" if name == "batch" else "image"])
+        out = preprocess(image, int(size), crop=name != "wide_none")
+        assert (out - REF[key]).abs().max().item() < 1e-5, key
+
+
+def _vision():
+    from twosamplers.models.clip_vision import clip_vision_from_state
+
+    return clip_vision_from_state({k: t(v) for k, v in rm.clip_vision().items()}, "tiny CLIP vision")
+
+
+@pytest.mark.parametrize("case", ["center", "none", "batch"])
+def test_clip_vision_encode(case):
+    vision = _vision()
+    image = t(C["image2" if case == "batch" else "image"])
+    (out,) = NODES["CLIPVisionEncode"]().encode(vision, image, "none" if case == "none" else "center")
+    for field in ("last_hidden_state", "penultimate_hidden_states", "image_embeds"):
+        ref = REF[f"CLIPVisionEncode/{case}/{field}"]
+        assert (out[field] - ref).abs().max().item() < 2e-4 * max(1.0, ref.abs().max().item()), field
+
+
+class _Embeds:
+    def __init__(self, e):
+        self.image_embeds = e
+
+
+def test_unclip_adm_vectors():
+    from twosamplers.models.unclip import adm_vector
+
+    e = t(C["embeds"])
+    cases = {"one": [{"clip_vision_output": _Embeds(e[:1]), "strength": 0.7, "noise_augmentation": 0.3}],
+             "two": [{"clip_vision_output": _Embeds(e[:1]), "strength": 0.75, "noise_augmentation": 0.0},
+                     {"clip_vision_output": _Embeds(e[1:]), "strength": 0.5, "noise_augmentation": 0.6}],
+             "batch": [{"clip_vision_output": _Embeds(e), "strength": 1.2, "noise_augmentation": 0.125}]}
+    for name, unclip in cases.items():
+        for merge, seed in ((0.05, -3), (0.0, 123446)):
+            ref = REF[f"unclip_adm/{name}/{merge}/{seed}"]
+            assert (adm_vector(unclip, seed, merge) - ref).abs().max().item() < 1e-5, (name, merge)
+
+
+@pytest.fixture(scope="module")
+def unclip_env(models_dir):
+    from test_sd_backend import tiny_clip, tiny_vae, to_ldm_open_clip, to_ldm_vae, to_open_clip_visual
+
+    sd = {k: t(v) for k, v in rm.unclip_unet().items()}
+    sd.update(to_ldm_open_clip(tiny_clip(act="gelu", seed=2), "cond_stage_model.model."))
+    sd.update({k: v.contiguous() for k, v in to_ldm_vae(tiny_vae()).items()})
+    sd.update(to_open_clip_visual({k: t(v) for k, v in rm.clip_vision().items()}, "embedder.model.visual."))
+    save_file(sd, str(models_dir / "checkpoints" / "unclip.safetensors"))
+    folders = Folders.create(models=models_dir, load_options={"device": "cpu", "dtype": "fp32"})
+    return NODES["unCLIPCheckpointLoader"](folders).load_checkpoint("unclip.safetensors")
+
+
+def test_unclip_checkpoint_sampling(unclip_env):
+    model, _clip, _vae, vision = unclip_env
+    pos, neg = [[t(C["positive_1024"]), {}]], [[t(C["negative_1024"]), {}]]
+    (vo,) = NODES["CLIPVisionEncode"]().encode(vision, t(C["image"]), "center")
+    ref = REF["CLIPVisionEncode/center/image_embeds"]
+    assert (vo.image_embeds - ref).abs().max().item() < 2e-4 * ref.abs().max().item()  # the checkpoint's own tower
+    (vo2,) = NODES["CLIPVisionEncode"]().encode(vision, t(C["image2"]), "center")
+
+    def sample(case, positive, seed=7):
+        (out,) = NODES["KSampler"]().sample(model, seed, 3, 5.0, "euler", "normal", positive, neg,
+                                            {"samples": torch.zeros(1, 4, 8, 8)}, 1.0, disable_pbar=True)
+        r = REF[case]
+        assert (out["samples"] - r).abs().max().item() <= RTOL * r.abs().max().item(), case
+
+    sample("unCLIP/no_image", pos)
+    (p,) = NODES["unCLIPConditioning"]().apply_adm(pos, vo, 0.8, 0.25)
+    sample("unCLIP/one", p)
+    (p,) = NODES["unCLIPConditioning"]().apply_adm(p, vo2, 1.1, 0.0)
+    sample("unCLIP/merged", p, seed=3)

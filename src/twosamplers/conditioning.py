@@ -24,7 +24,7 @@ from ._checks import check_float, check_mask_values
 # Pass.controlnets attaches models/control.py's ControlApply objects under it.)
 UNSUPPORTED_KEYS = (
     "control_apply_to_uncond", "gligen", "hooks", "default", "concat_image", "noise_augmentation",
-    "unclip_conditioning", "reference_latents", "attention_mask", "clip_vision_output", "transformer_options", "uuid",
+    "reference_latents", "attention_mask", "clip_vision_output", "transformer_options", "uuid",
 )
 _REGIONAL_KEYS = ("strength", "mask", "mask_strength", "set_area_to_bounds", "area", "start_percent", "end_percent",
                   "timestep_start", "timestep_end")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import math
 from collections.abc import Callable
 
@@ -225,7 +226,7 @@ def sample_with_sigmas(model, noise, sigmas, samples, positive, negative, cfg, s
         gen.manual_seed((seed + 1) & SEED_MAX)
         inpaint_noise = torch.randn(noise.shape, generator=gen).to(noise.dtype).to(device)
 
-    positive, negative = _run_entries(model, positive, negative, latent_image, denoise_mask)
+    positive, negative = _run_entries(model, positive, negative, latent_image, denoise_mask, seed)
     ms = model.model_sampling
     memoise = getattr(ms, "memoise", None)
     if memoise is not None:  # the schedule's timesteps and input scales, batched once per run (same bits)
@@ -261,7 +262,7 @@ def sample_with_sigmas(model, noise, sigmas, samples, positive, negative, cfg, s
     return x.to(samples.device, copy=True)
 
 
-def _run_entries(model, positive: list[CondEntry], negative: list[CondEntry], latent_image, denoise_mask):
+def _run_entries(model, positive: list[CondEntry], negative: list[CondEntry], latent_image, denoise_mask, seed: int):
     """The entries as this run sees them: ControlNets of the older ControlNetApply also guide the uncond (ComfyUI's
     control_apply_to_uncond), GLIGEN's position boxes too; then the model's per-run extras (inpainting models'
     extra input channels)."""
@@ -270,10 +271,12 @@ def _run_entries(model, positive: list[CondEntry], negative: list[CondEntry], la
     hook = getattr(model, "extra_conds", None)
     if hook is None:
         return positive, negative
+    # the run's seed for the hooks that take one (unCLIP's noise augmentation draws from seed - 10)
+    kw = {"seed": seed} if "seed" in inspect.signature(hook).parameters else {}
 
     def with_extras(entries):
-        return [dataclasses.replace(e, extras=hook(e.extras, latent_image=latent_image, denoise_mask=denoise_mask))
-                for e in entries]
+        return [dataclasses.replace(e, extras=hook(e.extras, latent_image=latent_image, denoise_mask=denoise_mask,
+                                                   **kw)) for e in entries]
 
     return with_extras(positive), with_extras(negative)
 

@@ -137,6 +137,55 @@ with tempfile.TemporaryDirectory() as tmp:
     (p,) = res(nodes.ControlNetApply().apply_controlnet(POS, net, hint, 0.9))
     sample("DiffControlNet/merged", A, {}, positive=p)
 
+# ------------------------------------------------------------------------------------------ image prompts
+import comfy.clip_model  # noqa: E402
+import comfy.clip_vision  # noqa: E402
+import comfy.model_base  # noqa: E402
+from comfy.ldm.modules.encoders.noise_aug_modules import CLIPEmbeddingNoiseAugmentation  # noqa: E402
+
+for name, key, crop in (("wide", "image", True), ("wide_none", "image", False), ("batch", "image2", True)):
+    for size in ((224, 56) if name == "wide" else (56,)):
+        pre = comfy.clip_model.clip_preprocess(t(C[key]), size=size, crop=crop)
+        OUT[f"clip_preprocess/{name}/{size}"] = pre.contiguous()
+
+vcfg = dict(rm.shapes()["clip_vision_config"], model_type="clip_vision_model")
+vision = comfy.clip_vision.ClipVisionModel(vcfg)
+missing, unexpected = vision.load_sd({k: t(v) for k, v in rm.clip_vision().items()})
+assert not missing and not unexpected, (missing, unexpected)
+for name, key, crop in (("center", "image", "center"), ("none", "image", "none"), ("batch", "image2", "center")):
+    (o,) = res(nodes.CLIPVisionEncode().encode(vision, t(C[key]), crop))
+    for field in ("last_hidden_state", "penultimate_hidden_states", "image_embeds"):
+        OUT[f"CLIPVisionEncode/{name}/{field}"] = o[field].float().contiguous()
+
+aug = CLIPEmbeddingNoiseAugmentation(noise_schedule_config={"timesteps": 1000, "beta_schedule": "squaredcos_cap_v2"},
+                                     timestep_dim=32)
+
+
+class Embeds:
+    def __init__(self, e):
+        self.image_embeds = e
+
+
+E = t(C["embeds"])
+adm_cases = {"one": [{"clip_vision_output": Embeds(E[:1]), "strength": 0.7, "noise_augmentation": 0.3}],
+             "two": [{"clip_vision_output": Embeds(E[:1]), "strength": 0.75, "noise_augmentation": 0.0},
+                     {"clip_vision_output": Embeds(E[1:]), "strength": 0.5, "noise_augmentation": 0.6}],
+             "batch": [{"clip_vision_output": Embeds(E), "strength": 1.2, "noise_augmentation": 0.125}]}
+for name, unclip in adm_cases.items():
+    for merge, seed in ((0.05, 7 - 10), (0.0, 123456 - 10)):
+        OUT[f"unclip_adm/{name}/{merge}/{seed}"] = comfy.model_base.unclip_adm(unclip, "cpu", aug, merge, seed).contiguous()
+
+U = comfy.sd.load_diffusion_model_state_dict({k: t(v) for k, v in rm.unclip_unet().items()})
+assert type(U.model).__name__ == "SD21UNCLIP", type(U.model)
+P1024, N1024 = [[t(C["positive_1024"]), {}]], [[t(C["negative_1024"]), {}]]
+(vo,) = res(nodes.CLIPVisionEncode().encode(vision, t(C["image"]), "center"))
+(vo2,) = res(nodes.CLIPVisionEncode().encode(vision, t(C["image2"]), "center"))
+sample("unCLIP/no_image", U, {}, positive=P1024, negative=N1024)
+(p,) = res(nodes.unCLIPConditioning().apply_adm(P1024, vo, 0.8, 0.25))
+sample("unCLIP/one", U, {}, positive=p, negative=N1024)
+(p,) = res(nodes.unCLIPConditioning().apply_adm(p, vo2, 1.1, 0.0))
+sample("unCLIP/merged", U, {"seed": 3}, positive=p, negative=N1024)
+
 from safetensors.torch import save_file  # noqa: E402
 
 save_file(OUT, str(HERE / "models.safetensors"))

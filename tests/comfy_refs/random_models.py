@@ -18,7 +18,9 @@ UNET_SEEDS = {"a": 101, "b": 202, "c": 303}
 CONTROLNET_SEED = 404
 HYPERNET_SEED = 505
 COND_SEED = 606
-HYPERNET_DIMS = (320, 768)  # the UNet's width (self-attention) and the context width (cross-attention)
+HYPERNET_DIMS = (320, 768)
+UNCLIP_SEED = 707
+VISION_SEED = 808  # the UNet's width (self-attention) and the context width (cross-attention)
 
 
 def shapes() -> dict[str, list]:
@@ -43,6 +45,16 @@ def draw(shape_list: list, seed: int) -> dict[str, np.ndarray]:
 def unet(name: str) -> dict[str, np.ndarray]:
     """UNet `name` ("a", "b", "c") under `model.diffusion_model.`."""
     return {"model.diffusion_model." + k: v for k, v in draw(shapes()["unet"], UNET_SEEDS[name]).items()}
+
+
+def unclip_unet() -> dict[str, np.ndarray]:
+    """The SD2.1-unCLIP-like UNet under `model.diffusion_model.` (its class embedding is `label_emb.0.*`)."""
+    return {"model.diffusion_model." + k: v for k, v in draw(shapes()["unclip_unet"], UNCLIP_SEED).items()}
+
+
+def clip_vision() -> dict[str, np.ndarray]:
+    """The tiny CLIP vision tower (transformers' names), weights rounded through float16 as files hold them."""
+    return {k: v.astype(np.float16).astype(np.float32) for k, v in draw(shapes()["clip_vision"], VISION_SEED).items()}
 
 
 def controlnet() -> dict[str, np.ndarray]:
@@ -85,4 +97,9 @@ def conditioning() -> dict[str, np.ndarray]:
             "negative": rng.standard_normal((1, 77, 768)).astype(np.float32),
             "latent": (2.0 * rng.standard_normal((1, 4, 8, 8))).astype(np.float32),
             "mask": rng.random((1, 64, 64)).astype(np.float32),
-            "hint": rng.random((1, 64, 64, 3)).astype(np.float32)}
+            "hint": rng.random((1, 64, 64, 3)).astype(np.float32),
+            "positive_1024": rng.standard_normal((1, 77, 1024)).astype(np.float32),
+            "negative_1024": rng.standard_normal((1, 77, 1024)).astype(np.float32),
+            "image": rng.random((1, 72, 100, 3)).astype(np.float32),
+            "image2": rng.random((2, 40, 40, 4)).astype(np.float32),
+            "embeds": rng.standard_normal((2, 32)).astype(np.float32)}

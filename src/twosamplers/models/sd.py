@@ -125,6 +125,8 @@ class UNetAdapter(torch.nn.Module):
             residuals = {"down_block_additional_residuals": tuple(down), "mid_block_additional_residual": mid}
         if concat is not None:  # inpainting UNets: noisy latent, then mask and masked-image latent
             x = torch.cat([x, concat.to(x)], dim=1)
+        if "y" in extras:  # a class-embedding UNet (SD2.1 unCLIP: the image prompt's ADM vector)
+            residuals["class_labels"] = extras["y"].to(device=x.device, dtype=x.dtype)
         return self.unet(x, timesteps, encoder_hidden_states=context, added_cond_kwargs=added, return_dict=False,
                          **residuals)[0]
 
@@ -187,10 +189,16 @@ class SDModel(AutoencoderCoder, NetworkModel):
         return load_controlnet(path, unet=self.unet, allow_pickle=allow_pickle)
 
     # ------------------------------------------------------------------------------------ inpainting
-    def extra_conds(self, extras: dict, *, latent_image: torch.Tensor, denoise_mask: torch.Tensor | None) -> dict:
+    def extra_conds(self, extras: dict, *, latent_image: torch.Tensor, denoise_mask: torch.Tensor | None,
+                    seed: int | None = None) -> dict:
         """An entry's network extras for one sampling run: inpainting models get their 5 extra input channels
-        (models/inpaint.py); the inpainting keys are dropped for the others, as ComfyUI ignores them."""
+        (models/inpaint.py); the inpainting keys are dropped for the others, as ComfyUI ignores them. Image
+        prompts (unCLIPConditioning) become SDXL's pooled output (models/unclip.py; `seed`: the run's)."""
         out = {k: v for k, v in extras.items() if k not in CONCAT_KEYS}
+        if "unclip_conditioning" in out:
+            from .unclip import unclip_extras
+
+            out = unclip_extras(self, out, seed)
         if self.inpainting:
             out["c_concat"] = concat_cond(extras, latent_image=latent_image, denoise_mask=denoise_mask,
                                           process_in=self.latent_format.process_in, blank=self.blank_latent())

@@ -20,6 +20,7 @@ from . import (
     custom_sampling,
     image,
     image_edit,
+    image_prompts,
     impact_extra,
     latent_edit,
     lora_files,
@@ -157,6 +158,11 @@ NODES: dict[str, type] = {
     # weights that patch a checkpoint
     "HypernetworkLoader": model_files.HypernetworkLoader,
     "DiffControlNetLoader": model_files.DiffControlNetLoader,
+    # image prompts (unCLIP, Revision)
+    "CLIPVisionLoader": image_prompts.CLIPVisionLoader,
+    "CLIPVisionEncode": image_prompts.CLIPVisionEncode,
+    "unCLIPConditioning": image_prompts.unCLIPConditioning,
+    "unCLIPCheckpointLoader": image_prompts.unCLIPCheckpointLoader,
 }
 
 # Names older ComfyUI versions registered (and workflows saved then still carry) -> today's name.
