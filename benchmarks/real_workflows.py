@@ -47,6 +47,7 @@ FILE_KINDS = {  # node type -> {input: models folder}
     "HypernetworkLoader": {"hypernetwork_name": "hypernetworks"},
     "DiffControlNetLoader": {"control_net_name": "controlnet"},
     "unCLIPCheckpointLoader": {"ckpt_name": "checkpoints"}, "CLIPVisionLoader": {"clip_name": "clip_vision"},
+    "GLIGENLoader": {"gligen_name": "gligen"},
 }
 IMAGE_INPUTS = {"LoadImage": "image", "LoadImageMask": "image", "PreviewBridge": "image"}
 # refusals of files whose support other issues are adding now (the SDXL refiner: issue 22)
@@ -232,6 +233,28 @@ class ModelPool:
         save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
         return path
 
+    def _make_gligen(self, what):
+        """A GLIGEN text-box model for the tiny SD1.x UNet: a gated layer per transformer block, a position net."""
+        from diffusers.models.attention import GatedSelfAttentionDense
+        from diffusers.models.embeddings import GLIGENTextBoundingboxProjection
+        from safetensors.torch import save_file
+
+        from twosamplers.models.gligen import _blocks
+        from twosamplers.models.sd import load_sd
+
+        unet = load_sd(self._tiny()["sd1_file"], device="cpu", cache=False).unet
+        torch_seed(13)
+        sd = {}
+        for name, block in _blocks(unet).items():
+            q = int(block.norm1.normalized_shape[0])
+            layer = GatedSelfAttentionDense(q, 64, 1, q)
+            sd.update({f"{name}.fuser.{k}": v for k, v in layer.state_dict().items()})
+            sd[f"{name}.fuser.alpha_attn"], sd[f"{name}.fuser.alpha_dense"] = torch_tensor(0.5), torch_tensor(0.5)
+        sd.update({f"position_net.{k}": v for k, v in GLIGENTextBoundingboxProjection(64, 64).state_dict().items()})
+        path = self.root / "gligen.safetensors"
+        save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
+        return path
+
     def _make_embedding(self, what):
         import torch
         from safetensors.torch import save_file
@@ -239,6 +262,12 @@ class ModelPool:
         path = self.root / "embedding.safetensors"
         save_file({"emb_params": torch.randn(2, 64, generator=torch.Generator().manual_seed(3))}, str(path))
         return path
+
+
+def torch_tensor(value):
+    import torch
+
+    return torch.tensor(value)
 
 
 def torch_seed(seed: int) -> None:
@@ -277,6 +306,8 @@ def _model_kind(kind: str, name: str, family: str) -> str | None:
         return "diff_controlnet" if "diff" in low else "controlnet"
     if kind == "hypernetworks":
         return "hypernetwork"
+    if kind == "gligen":
+        return "gligen"
     if kind == "clip_vision":
         return "clip_vision:64"  # the tiny SDXL's pooled width (CLIP-G's 1280 in the real model)
     if kind == "vae":

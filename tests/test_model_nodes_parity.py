@@ -235,3 +235,30 @@ def test_unclip_checkpoint_sampling(unclip_env):
     sample("unCLIP/one", p)
     (p,) = NODES["unCLIPConditioning"]().apply_adm(p, vo2, 1.1, 0.0)
     sample("unCLIP/merged", p, seed=3)
+
+
+# ------------------------------------------------------------------------------------------ GLIGEN
+class _PhraseClip:
+    """A CLIP whose pooled phrase embeddings are the drawn ones (the reference drew them the same way)."""
+
+    def __init__(self):
+        self.i = 0
+
+    def encode_prompt(self, text, **_):
+        pooled = t(C["phrases"][self.i])
+        self.i += 1
+        return [[torch.zeros(1, 77, 768), {"pooled_output": pooled}]]
+
+
+def test_gligen_text_boxes(env, models_dir):
+    (models_dir / "gligen").mkdir(exist_ok=True)
+    save_file({k: t(v) for k, v in rm.gligen().items()}, str(models_dir / "gligen" / "g.safetensors"))
+    folders, models = env
+    (g,) = NODES["GLIGENLoader"](folders).load_gligen("g.safetensors")
+    clip = _PhraseClip()
+    apply = NODES["GLIGENTextBoxApply"]()
+    (p,) = apply.append(POS, clip, g, "a", 64, 48, 16, 32)
+    (p,) = apply.append(p, clip, g, "b", 40, 40, 80, 8)
+    before = {k for k, _ in models["a"].unet.named_parameters()}
+    run("GLIGEN/two_boxes", models["a"], positive=p, latent={"samples": torch.zeros(1, 4, 16, 16)})
+    assert {k for k, _ in models["a"].unet.named_parameters()} == before  # the layers are attached only per call

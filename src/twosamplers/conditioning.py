@@ -23,7 +23,7 @@ from ._checks import check_float, check_mask_values
 # ComfyUI options that change the model call in ways this engine does not implement. ("control" is ours:
 # Pass.controlnets attaches models/control.py's ControlApply objects under it.)
 UNSUPPORTED_KEYS = (
-    "control_apply_to_uncond", "gligen", "hooks", "default", "concat_image", "noise_augmentation",
+    "control_apply_to_uncond", "hooks", "default", "concat_image", "noise_augmentation",
     "reference_latents", "attention_mask", "clip_vision_output", "transformer_options", "uuid",
 )
 _REGIONAL_KEYS = ("strength", "mask", "mask_strength", "set_area_to_bounds", "area", "start_percent", "end_percent",
@@ -162,6 +162,16 @@ def check_batch(entries: list[CondEntry], batch: int, name: str) -> None:
                              f"latent batch {batch} (give one mask, or one per image)")
 
 
+def _same(a, b) -> bool:
+    """Whether two extras are the same value (objects holding tensors, e.g. GLIGEN boxes, compare by identity)."""
+    if a is b:
+        return True
+    try:
+        return bool(a == b)
+    except (RuntimeError, TypeError, ValueError):
+        return False
+
+
 def _repeat_batch(t: torch.Tensor, batch: int) -> torch.Tensor:
     return t if t.shape[0] == batch else t.expand(batch, *t.shape[1:])
 
@@ -191,7 +201,7 @@ class CondBatch:
             vals = [e.extras[k] for e in entries]
             if all(isinstance(v, torch.Tensor) for v in vals):
                 self.extras[k] = torch.cat([_repeat_batch(v.to(device), batch) for v in vals], dim=0)
-            elif all(v == vals[0] for v in vals):
+            elif all(_same(v, vals[0]) for v in vals):
                 self.extras[k] = vals[0]
             else:
                 raise ValueError(f"conditioning extra {k!r} differs between entries and cannot be batched")

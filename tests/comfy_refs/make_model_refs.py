@@ -186,6 +186,28 @@ sample("unCLIP/one", U, {}, positive=p, negative=N1024)
 (p,) = res(nodes.unCLIPConditioning().apply_adm(p, vo2, 1.1, 0.0))
 sample("unCLIP/merged", U, {"seed": 3}, positive=p, negative=N1024)
 
+# ------------------------------------------------------------------------------------------ GLIGEN
+class PhraseClip:  # stands in for a CLIP: the phrases' pooled embeddings are drawn, not encoded
+    def __init__(self):
+        self.i = 0
+
+    def tokenize(self, text):
+        return text
+
+    def encode_from_tokens(self, tokens, return_pooled=False):
+        pooled = t(C["phrases"][self.i])
+        self.i += 1
+        return None, pooled
+
+
+with tempfile.TemporaryDirectory() as tmp:
+    save_file({k: t(v) for k, v in rm.gligen().items()}, os.path.join(tmp, "gligen.safetensors"))
+    G = comfy.sd.load_gligen(os.path.join(tmp, "gligen.safetensors"))
+    clip = PhraseClip()
+    (p,) = res(nodes.GLIGENTextBoxApply().append(POS, clip, G, "a", 64, 48, 16, 32))
+    (p,) = res(nodes.GLIGENTextBoxApply().append(p, clip, G, "b", 40, 40, 80, 8))
+    sample("GLIGEN/two_boxes", A, {}, positive=p, latent={"samples": torch.zeros(1, 4, 16, 16)})
+
 from safetensors.torch import save_file  # noqa: E402
 
 save_file(OUT, str(HERE / "models.safetensors"))

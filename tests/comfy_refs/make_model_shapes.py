@@ -55,9 +55,18 @@ def main():
 
     un.update({k.removeprefix("model.diffusion_model."): list(v.shape) for k, v in to_ldm_unet(Rest).items()})
     vis = {k: list(v.shape) for k, v in vision.state_dict().items() if not k.endswith("position_ids")}
+    from diffusers.models.attention import GatedSelfAttentionDense
+    from diffusers.models.embeddings import GLIGENTextBoundingboxProjection
+
+    gl = {}
+    for block in ("input_blocks.1.1", "middle_block.1", "output_blocks.0.1", "output_blocks.1.1"):
+        fuser = GatedSelfAttentionDense(320, 768, 8, 40)
+        gl.update({f"{block}.transformer_blocks.0.fuser.{k}": list(v.shape) for k, v in fuser.state_dict().items()})
+    gl.update({f"position_net.{k}": list(v.shape)
+               for k, v in GLIGENTextBoundingboxProjection(768, 768).state_dict().items()})
     out = {"unet": sorted([k, s] for k, s in u.items()), "controlnet": sorted([k, s] for k, s in c.items()),
            "unclip_unet": sorted([k, s] for k, s in un.items()), "clip_vision": sorted([k, s] for k, s in vis.items()),
-           "clip_vision_config": VISION_CONFIG}
+           "clip_vision_config": VISION_CONFIG, "gligen": sorted([k, s] for k, s in gl.items())}
     (HERE / "model_shapes.json").write_text(json.dumps(out))
     print({k: len(v) for k, v in out.items()})
 

@@ -20,7 +20,8 @@ HYPERNET_SEED = 505
 COND_SEED = 606
 HYPERNET_DIMS = (320, 768)
 UNCLIP_SEED = 707
-VISION_SEED = 808  # the UNet's width (self-attention) and the context width (cross-attention)
+VISION_SEED = 808
+GLIGEN_SEED = 909  # the UNet's width (self-attention) and the context width (cross-attention)
 
 
 def shapes() -> dict[str, list]:
@@ -32,7 +33,9 @@ def draw(shape_list: list, seed: int) -> dict[str, np.ndarray]:
     out = {}
     for key, shape in shape_list:
         shape = tuple(shape)
-        if len(shape) >= 2:
+        if len(shape) == 0:  # GLIGEN's gates: large enough to matter
+            v = rng.standard_normal(shape)
+        elif len(shape) >= 2:
             v = rng.standard_normal(shape) / np.sqrt(int(np.prod(shape[1:])))
         elif key.endswith(".weight"):
             v = 1.0 + 0.1 * rng.standard_normal(shape)
@@ -55,6 +58,11 @@ def unclip_unet() -> dict[str, np.ndarray]:
 def clip_vision() -> dict[str, np.ndarray]:
     """The tiny CLIP vision tower (transformers' names), weights rounded through float16 as files hold them."""
     return {k: v.astype(np.float16).astype(np.float32) for k, v in draw(shapes()["clip_vision"], VISION_SEED).items()}
+
+
+def gligen() -> dict[str, np.ndarray]:
+    """A GLIGEN text-box model for the SD1.5-like UNet (its 4 transformer blocks, 768-wide text)."""
+    return draw(shapes()["gligen"], GLIGEN_SEED)
 
 
 def controlnet() -> dict[str, np.ndarray]:
@@ -102,4 +110,5 @@ def conditioning() -> dict[str, np.ndarray]:
             "negative_1024": rng.standard_normal((1, 77, 1024)).astype(np.float32),
             "image": rng.random((1, 72, 100, 3)).astype(np.float32),
             "image2": rng.random((2, 40, 40, 4)).astype(np.float32),
-            "embeds": rng.standard_normal((2, 32)).astype(np.float32)}
+            "embeds": rng.standard_normal((2, 32)).astype(np.float32),
+            "phrases": rng.standard_normal((2, 1, 768)).astype(np.float32)}

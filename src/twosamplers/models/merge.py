@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import threading
 import warnings
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -165,18 +166,29 @@ class MergePatches:
         return Path(self.name)
 
 
-_LDM_NAMES: dict[int, dict[str, str]] = {}
+_LDM_NAMES: dict[int, tuple] = {}  # id(unet) -> (weakref(unet), names)
 _LDM_LOCK = threading.Lock()
 
 
 def unet_ldm_names(net) -> dict[str, str]:
-    """diffusers UNet parameter name -> its LDM name ("input_blocks.1.1.proj_in.weight"), cached per network."""
+    """diffusers UNet parameter name -> its LDM name ("input_blocks.1.1.proj_in.weight") for a model's UNet."""
+    return ldm_names_of(net.unet)
+
+
+def ldm_names_of(unet) -> dict[str, str]:
+    """diffusers UNet parameter name -> its LDM name, cached per UNet (the class embedding of unCLIP UNets, which
+    the LoRA table leaves out, as label_emb.0.*)."""
     with _LDM_LOCK:
-        names = _LDM_NAMES.get(id(net.unet))
-    if names is None:
-        names = ldm_unet_names(net.unet)
-        with _LDM_LOCK:
-            _LDM_NAMES[id(net.unet)] = names
+        hit = _LDM_NAMES.get(id(unet))
+    if hit is not None and hit[0]() is unet:
+        return hit[1]
+    names = dict(ldm_unet_names(unet))
+    for k in unet.state_dict():
+        if k.startswith("class_embedding.linear_"):
+            _, lin, t = k.split(".")
+            names[k] = f"label_emb.0.{0 if lin == 'linear_1' else 2}.{t}"
+    with _LDM_LOCK:
+        _LDM_NAMES[id(unet)] = (weakref.ref(unet), names)
     return names
 
 

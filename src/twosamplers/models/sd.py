@@ -127,6 +127,12 @@ class UNetAdapter(torch.nn.Module):
             x = torch.cat([x, concat.to(x)], dim=1)
         if "y" in extras:  # a class-embedding UNet (SD2.1 unCLIP: the image prompt's ADM vector)
             residuals["class_labels"] = extras["y"].to(device=x.device, dtype=x.dtype)
+        if extras.get("gligen") is not None:  # GLIGEN text boxes (models/gligen.py)
+            from .gligen import call_unet
+
+            return call_unet(self.unet, extras["gligen"], x, {"timestep": timesteps, "encoder_hidden_states": context,
+                                                              "added_cond_kwargs": added, "return_dict": False,
+                                                              **residuals})[0]
         return self.unet(x, timesteps, encoder_hidden_states=context, added_cond_kwargs=added, return_dict=False,
                          **residuals)[0]
 

@@ -18,6 +18,7 @@ from . import (
     control,
     core,
     custom_sampling,
+    gligen_nodes,
     image,
     image_edit,
     image_prompts,
@@ -163,6 +164,9 @@ NODES: dict[str, type] = {
     "CLIPVisionEncode": image_prompts.CLIPVisionEncode,
     "unCLIPConditioning": image_prompts.unCLIPConditioning,
     "unCLIPCheckpointLoader": image_prompts.unCLIPCheckpointLoader,
+    # GLIGEN text boxes
+    "GLIGENLoader": gligen_nodes.GLIGENLoader,
+    "GLIGENTextBoxApply": gligen_nodes.GLIGENTextBoxApply,
 }
 
 # Names older ComfyUI versions registered (and workflows saved then still carry) -> today's name.
@@ -181,19 +185,16 @@ OUT_OF_SCOPE: list[tuple[str, str, tuple[str, ...], str]] = [
          "FaceDetailerPipe", "MaskToSEGS", "MasksToMaskList", "Segs & Mask ForEach", "BasicPipeToDetailerPipe",
          "BasicPipeToDetailerPipeSDXL", "DetailerPipeToBasicPipe", "EditDetailerPipe", "EditDetailerPipeSDXL"),
      r"(SAM|SEGS|Segs|Detailer|Detector|BBOX|Bbox|Segm)"),
-    ("image encoders and adapters", "IPAdapter, CLIP vision, unCLIP, style models (Revision), GLIGEN, "
-     "hypernetworks and diff ControlNets need encoders or weights of another kind", (
-         "CLIPVisionLoader", "CLIPVisionEncode", "unCLIPConditioning", "unCLIPCheckpointLoader", "StyleModelLoader",
-         "StyleModelApply", "GLIGENLoader", "GLIGENTextBoxApply", "HypernetworkLoader", "DiffControlNetLoader",
-         "PhotoMakerLoader", "PhotoMakerEncode", "InstantIDModelLoader"),
+    ("image adapters", "IPAdapter, InstantID, PuLID, PhotoMaker, T2I style models and Flux Redux need image "
+     "encoders and adapter weights of another kind", (
+         "StyleModelLoader", "StyleModelApply", "PhotoMakerLoader", "PhotoMakerEncode", "InstantIDModelLoader"),
      r"^(IPAdapter|InstantID|PuLID)"),
     ("preprocessors and estimators", "ControlNet preprocessors (comfyui_controlnet_aux), depth, pose and line "
      "estimators need their own networks", ("MiDaS-DepthMapPreprocessor", "DWPreprocessor", "AIO_Preprocessor"),
      r"(Preprocessor|MiDaS|Zoe|DepthAnything|OpenPose|DWPose)"),
-    ("model patches and merging", "model merging and saving, Fooocus inpaint heads, LCM / EDM model-sampling "
-     "patches and similar model surgery", ("CheckpointSave", "ModelSamplingDiscrete", "ModelSamplingContinuousEDM",
-                                          "ModelSamplingStableCascade", "DifferentialDiffusion", "FreeU", "FreeU_V2"),
-     r"^(ModelMerge|CLIPMerge|Fooocus|INPAINT_|ModelSampling|PerturbedAttention|SelfAttentionGuidance)"),
+    ("other model patches", "Fooocus inpaint heads, Stable Cascade / AuraFlow sampling, attention patches (FreeU, "
+     "PAG, SAG) and similar model surgery", ("ModelSamplingStableCascade", "FreeU", "FreeU_V2"),
+     r"^(Fooocus|INPAINT_|ModelSampling|PerturbedAttention|SelfAttentionGuidance)"),
     ("video and other model families", "video models (SVD, AnimateDiff, Wan, LTXV, Hunyuan), audio and 3D",
      ("SVD_img2vid_Conditioning", "ImageOnlyCheckpointLoader", "VideoLinearCFGGuidance"),
      r"(AnimateDiff|ADE_|Video|SVD|Wan|LTXV|Hunyuan|Mochi|Cosmos|Audio|3D)"),
