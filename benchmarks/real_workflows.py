@@ -210,7 +210,8 @@ class ModelPool:
         torch_seed(12)
         unet = UNet2DConditionModel(
             sample_size=8, block_out_channels=(32, 64), layers_per_block=1, cross_attention_dim=64,
-            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
             attention_head_dim=1, use_linear_projection=True, norm_num_groups=32, class_embed_type="projection",
             projection_class_embeddings_input_dim=64)
         state = unet.state_dict()

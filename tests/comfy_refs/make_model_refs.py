@@ -173,7 +173,8 @@ adm_cases = {"one": [{"clip_vision_output": Embeds(E[:1]), "strength": 0.7, "noi
              "batch": [{"clip_vision_output": Embeds(E), "strength": 1.2, "noise_augmentation": 0.125}]}
 for name, unclip in adm_cases.items():
     for merge, seed in ((0.05, 7 - 10), (0.0, 123456 - 10)):
-        OUT[f"unclip_adm/{name}/{merge}/{seed}"] = comfy.model_base.unclip_adm(unclip, "cpu", aug, merge, seed).contiguous()
+        adm = comfy.model_base.unclip_adm(unclip, "cpu", aug, merge, seed)
+        OUT[f"unclip_adm/{name}/{merge}/{seed}"] = adm.contiguous()
 
 U = comfy.sd.load_diffusion_model_state_dict({k: t(v) for k, v in rm.unclip_unet().items()})
 assert type(U.model).__name__ == "SD21UNCLIP", type(U.model)

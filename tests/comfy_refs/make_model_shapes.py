@@ -16,7 +16,6 @@ from diffusers import ControlNetModel, UNet2DConditionModel  # noqa: E402
 from test_controlnet import to_ldm_controlnet  # noqa: E402
 from test_sd_backend import to_ldm_unet  # noqa: E402
 
-
 # a tiny CLIP vision tower (ComfyUI builds the same from this dict: CLIPVisionModel(config))
 VISION_CONFIG = {"hidden_size": 64, "intermediate_size": 128, "projection_dim": 1024, "num_hidden_layers": 3,
                  "num_attention_heads": 1, "num_channels": 3, "image_size": 56, "patch_size": 14, "hidden_act": "gelu",
