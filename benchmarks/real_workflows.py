@@ -330,7 +330,7 @@ def _png(path: Path, size: tuple[int, int], alpha_hole: bool) -> None:
     if alpha_hole:
         arr[size[1] // 4: size[1] * 3 // 4, size[0] // 4: size[0] * 3 // 4, 3] = 0
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(arr, "RGBA").save(path)
+    Image.fromarray(arr, "RGBA").save(path, format="PNG")  # whatever the name's extension (or none)
 
 
 def _image_name(value) -> str | None:
@@ -367,6 +367,14 @@ def supply(prompt: dict, pool: ModelPool, models: Path, inputs: Path) -> None:
                 _png(inputs / model_relpath(img), (128, 128), alpha_hole=True)
         for v in values.values():
             if isinstance(v, str):
+                for tag in re.findall(r"<lora:([^:>]+)", v):  # LoRA tags of wildcard prompts
+                    rel = model_relpath(tag.strip())
+                    if rel is not None:
+                        target = models / "loras" / (str(rel) + ("" if str(rel).endswith(".safetensors")
+                                                                 else ".safetensors"))
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        if not target.exists():
+                            target.symlink_to(pool.get(f"lora:{family}"))
                 for emb in re.findall(r"embedding:([\w.\-]+)", v):
                     target = models / "embeddings" / (emb if emb.endswith(".safetensors") else emb + ".safetensors")
                     target.parent.mkdir(parents=True, exist_ok=True)

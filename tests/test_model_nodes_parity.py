@@ -262,3 +262,18 @@ def test_gligen_text_boxes(env, models_dir):
     before = {k for k, _ in models["a"].unet.named_parameters()}
     run("GLIGEN/two_boxes", models["a"], positive=p, latent={"samples": torch.zeros(1, 4, 16, 16)})
     assert {k for k, _ in models["a"].unet.named_parameters()} == before  # the layers are attached only per call
+
+
+# ------------------------------------------------------------------------------------------ image filters
+@pytest.mark.parametrize("key", [k for k in REF if k.startswith(("ImageBlur/", "ImageSharpen/",
+                                                                  "ImageScaleToTotalPixels/"))])
+def test_image_filters(key):
+    node, *args = key.split("/")
+    photo = t(C["photo"])
+    if node == "ImageBlur":
+        (out,) = NODES[node]().blur(photo, int(args[0]), float(args[1]))
+    elif node == "ImageSharpen":
+        (out,) = NODES[node]().sharpen(photo, int(args[0]), float(args[1]), float(args[2]))
+    else:
+        (out,) = NODES[node]().upscale(photo[:1], args[0], float(args[1]), int(args[2]))
+    assert out.shape == REF[key].shape and (out - REF[key]).abs().max().item() < 1e-5, key

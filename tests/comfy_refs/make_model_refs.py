@@ -209,6 +209,18 @@ with tempfile.TemporaryDirectory() as tmp:
     (p,) = res(nodes.GLIGENTextBoxApply().append(p, clip, G, "b", 40, 40, 80, 8))
     sample("GLIGEN/two_boxes", A, {}, positive=p, latent={"samples": torch.zeros(1, 4, 16, 16)})
 
+# ------------------------------------------------------------------------------------------ image filters
+from comfy_extras import nodes_post_processing as PP  # noqa: E402
+
+photo = t(C["photo"])
+for r, s in ((1, 1.0), (3, 2.5), (5, 0.3)):
+    OUT[f"ImageBlur/{r}/{s}"] = res(PP.Blur.execute(photo, r, s))[0].contiguous()
+for r, s, a in ((1, 1.0, 1.0), (2, 0.5, 2.5), (4, 3.0, 0.2)):
+    OUT[f"ImageSharpen/{r}/{s}/{a}"] = res(PP.Sharpen.execute(photo, r, s, a))[0].contiguous()
+for m, mp, st in (("bilinear", 0.01, 1), ("area", 0.02, 8), ("lanczos", 0.013, 4), ("nearest-exact", 0.011, 1)):
+    (scaled,) = res(PP.ImageScaleToTotalPixels.execute(photo[:1], m, mp, st))
+    OUT[f"ImageScaleToTotalPixels/{m}/{mp}/{st}"] = scaled.contiguous()
+
 from safetensors.torch import save_file  # noqa: E402
 
 save_file(OUT, str(HERE / "models.safetensors"))

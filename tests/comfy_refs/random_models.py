@@ -111,4 +111,5 @@ def conditioning() -> dict[str, np.ndarray]:
             "image": rng.random((1, 72, 100, 3)).astype(np.float32),
             "image2": rng.random((2, 40, 40, 4)).astype(np.float32),
             "embeds": rng.standard_normal((2, 32)).astype(np.float32),
-            "phrases": rng.standard_normal((2, 1, 768)).astype(np.float32)}
+            "phrases": rng.standard_normal((2, 1, 768)).astype(np.float32),
+            "photo": rng.random((2, 20, 28, 3)).astype(np.float32)}

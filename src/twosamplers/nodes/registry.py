@@ -21,6 +21,7 @@ from . import (
     gligen_nodes,
     image,
     image_edit,
+    image_filters,
     image_prompts,
     impact_extra,
     latent_edit,
@@ -110,6 +111,9 @@ NODES: dict[str, type] = {
     "Canny": image_edit.Canny,
     "MaskComposite": image_edit.MaskComposite,
     "CropMask": image_edit.CropMask,
+    "ImageBlur": image_filters.ImageBlur,
+    "ImageSharpen": image_filters.ImageSharpen,
+    "ImageScaleToTotalPixels": image_filters.ImageScaleToTotalPixels,
     # upscale networks (spandrel)
     "UpscaleModelLoader": upscale_model.UpscaleModelLoader,
     "ImageUpscaleWithModel": upscale_model.ImageUpscaleWithModel,
@@ -195,6 +199,8 @@ OUT_OF_SCOPE: list[tuple[str, str, tuple[str, ...], str]] = [
     ("other model patches", "Fooocus inpaint heads, Stable Cascade / AuraFlow sampling, attention patches (FreeU, "
      "PAG, SAG) and similar model surgery", ("ModelSamplingStableCascade", "FreeU", "FreeU_V2"),
      r"^(Fooocus|INPAINT_|ModelSampling|PerturbedAttention|SelfAttentionGuidance)"),
+    ("edit models", "InstructPix2Pix / CosXL-edit checkpoints (8-channel UNets) and their dual-CFG guidance",
+     ("InstructPixToPixConditioning", "DualCFGGuider"), r"^(InstructPix|CosXL)"),
     ("video and other model families", "video models (SVD, AnimateDiff, Wan, LTXV, Hunyuan), audio and 3D",
      ("SVD_img2vid_Conditioning", "ImageOnlyCheckpointLoader", "VideoLinearCFGGuidance"),
      r"(AnimateDiff|ADE_|Video|SVD|Wan|LTXV|Hunyuan|Mochi|Cosmos|Audio|3D)"),

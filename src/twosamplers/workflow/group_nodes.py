@@ -38,7 +38,9 @@ def _interface(defn: dict, input_types: Callable[[str], dict | None]):
     nodes = defn.get("nodes") or []
     linked_in = {(int(lk[2]), int(lk[3])) for lk in defn.get("links") or [] if lk and lk[0] is not None}
     linked_out = {(int(lk[0]), int(lk[1])) for lk in defn.get("links") or [] if lk and lk[0] is not None}
-    external = {(int(e[0]), int(e[1])) for e in defn.get("external") or []}
+    # an exposed output: [inner index, slot, type]; older frontends stored the inner node itself (with "index")
+    external = {(int(e[0]["index"] if isinstance(e[0], dict) else e[0]), int(e[1])) for e in defn.get("external") or []
+                if isinstance(e, (list, tuple)) and len(e) >= 2}
     slots, widgets, converted, outputs = [], [], [], []
     for idx, node in enumerate(nodes):
         types = input_types(node.get("type", "")) or {}
