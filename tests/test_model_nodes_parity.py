@@ -277,3 +277,21 @@ def test_image_filters(key):
     else:
         (out,) = NODES[node]().upscale(photo[:1], args[0], float(args[1]), int(args[2]))
     assert out.shape == REF[key].shape and (out - REF[key]).abs().max().item() < 1e-5, key
+
+
+# ------------------------------------------------------------------------------------------ FreeU
+@pytest.mark.parametrize("key", sorted({k.rsplit("/", 1)[0] for k in REF if k.startswith("FreeU/")}))
+def test_freeu_join(key):
+    """ComfyUI's output-block patch on (h, skip) pairs; widths 4x / 2x the base (320) are patched, 320 is not."""
+    from twosamplers.models.freeu import freeu_join
+
+    _, name, ch, _hw = key.split("/")
+    v2 = name == "FreeU_V2"
+    b1, b2, s1, s2 = (1.3, 1.4, 0.7, 0.4) if v2 else (1.1, 1.2, 0.9, 0.2)
+    scales = {1280: (b1, s1), 640: (b2, s2)}
+    h, s = REF[key + "/h_in"], REF[key + "/s_in"]
+    if int(ch) in scales:
+        h2, s2_ = freeu_join(h, s, *scales[int(ch)], v2=v2)
+    else:
+        h2, s2_ = h, s
+    assert (h2 - REF[key + "/h"]).abs().max().item() < 1e-5 and (s2_ - REF[key + "/s"]).abs().max().item() < 1e-5

@@ -298,3 +298,23 @@ def test_run_allow_pickle_opens_pickle_checkpoints(tiny_sd_files, tmp_path):
     assert run(wf, tmp_path / "m", output_dir=tmp_path / "o", device="cpu", dtype="fp32", allow_pickle=True)
     wf["1"]["inputs"]["ckpt_name"] = "renamed.ckpt"
     assert run(wf, tmp_path / "m", output_dir=tmp_path / "o", device="cpu", dtype="fp32")
+
+
+def test_freeu_patches_the_decoder_only_while_running(two):
+    from twosamplers.models.freeu import up_resnets
+
+    a = two[0]
+    # tiny UNet: base width 32, so 2x = 64 is patched (b2, s2) and no block is 4x wide
+    assert [w for _, w in up_resnets(a.unet)] == [64, 64, 64, 32]
+    x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    ctx = torch.randn(1, 77, 64, generator=torch.Generator().manual_seed(1))
+    s = torch.tensor([3.0])
+    plain = a.apply_model(x, s, ctx)
+    (f1,) = NODES["FreeU"]().patch(ModelHandle(a), 1.1, 1.2, 0.9, 0.2)
+    (f2,) = NODES["FreeU_V2"]().patch(ModelHandle(a), 1.3, 1.4, 0.9, 0.2)
+    o1, o2 = f1.apply_model(x, s, ctx), f2.apply_model(x, s, ctx)
+    assert not torch.equal(o1, plain) and not torch.equal(o1, o2)
+    (neutral,) = NODES["FreeU"]().patch(ModelHandle(a), 1.0, 1.0, 1.0, 1.0)
+    assert torch.allclose(neutral.apply_model(x, s, ctx), plain, atol=1e-5)
+    assert torch.equal(a.apply_model(x, s, ctx), plain)
+    assert all(not r._forward_pre_hooks for r, _ in up_resnets(a.unet))

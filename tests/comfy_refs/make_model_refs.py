@@ -209,6 +209,22 @@ with tempfile.TemporaryDirectory() as tmp:
     (p,) = res(nodes.GLIGENTextBoxApply().append(p, clip, G, "b", 40, 40, 80, 8))
     sample("GLIGEN/two_boxes", A, {}, positive=p, latent={"samples": torch.zeros(1, 4, 16, 16)})
 
+# ------------------------------------------------------------------------------------------ FreeU
+from comfy_extras import nodes_freelunch  # noqa: E402
+
+g = np.random.default_rng(1234)
+for cls, b1, b2, s1, s2 in ((nodes_freelunch.FreeU, 1.1, 1.2, 0.9, 0.2), (nodes_freelunch.FreeU_V2, 1.3, 1.4, 0.7, 0.4)):
+    (m,) = res(cls.execute(A, b1, b2, s1, s2))
+    patch = m.model_options["transformer_options"]["patches"]["output_block_patch"][0]
+    for ch, hw in ((1280, (4, 6)), (640, (7, 5)), (640, (1, 3)), (320, (4, 4))):
+        h = t(g.standard_normal((2, ch, *hw)).astype(np.float32))
+        s = t(g.standard_normal((2, ch // 2, *hw)).astype(np.float32))
+        OUT[f"FreeU/{cls.__name__}/{ch}/{hw[0]}x{hw[1]}/h_in"] = h.clone()
+        OUT[f"FreeU/{cls.__name__}/{ch}/{hw[0]}x{hw[1]}/s_in"] = s.clone()
+        ho, so = patch(h, s, {})
+        OUT[f"FreeU/{cls.__name__}/{ch}/{hw[0]}x{hw[1]}/h"] = ho.contiguous()
+        OUT[f"FreeU/{cls.__name__}/{ch}/{hw[0]}x{hw[1]}/s"] = so.contiguous()
+
 # ------------------------------------------------------------------------------------------ image filters
 from comfy_extras import nodes_post_processing as PP  # noqa: E402
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from .model_sampling import ModelWrapper, hoist, network_model
+from .model_sampling import HookedModel, hoist, network_model
 from .sd_loading import CheckpointError
 
 ACTIVATIONS = {
@@ -216,7 +216,7 @@ def installed(unet, hypernet: Hypernetwork, strength: float):
                 h.remove()
 
 
-class HypernetworkModel(ModelWrapper):
+class HypernetworkModel(HookedModel):
     """`base` whose UNet attention is patched by a hypernetwork at `strength` while it samples."""
 
     def __init__(self, base, hypernet: Hypernetwork, strength: float) -> None:
@@ -227,36 +227,12 @@ class HypernetworkModel(ModelWrapper):
         self.hypernet = hypernet
         self.strength = float(strength)
         self._unet = net.unet
-        self._depth = threading.local()
 
     def __repr__(self) -> str:
         return f"HypernetworkModel({self.base!r}, {self.hypernet!r}, strength={self.strength:g})"
 
-    @contextmanager
-    def _patch(self):
-        depth = getattr(self._depth, "n", 0)
-        if depth:
-            self._depth.n = depth + 1
-            try:
-                yield
-            finally:
-                self._depth.n = depth
-            return
-        with installed(self._unet, self.hypernet, self.strength):
-            self._depth.n = 1
-            try:
-                yield
-            finally:
-                self._depth.n = 0
-
-    @contextmanager
-    def sampling_session(self):
-        with super().sampling_session(), self._patch():
-            yield
-
-    def apply_model(self, x, sigma, context, **extras):
-        with self._patch():
-            return self.base.apply_model(x, sigma, context, **extras)
+    def installed(self):
+        return installed(self._unet, self.hypernet, self.strength)
 
 
 def with_hypernetwork(model, path: str | os.PathLike, strength: float, *, allow_pickle: bool = False):

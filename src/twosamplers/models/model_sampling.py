@@ -24,6 +24,7 @@ the timestep the network sees and the denoised formula all follow it, as do the 
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable
 from contextlib import contextmanager, nullcontext
 
@@ -204,6 +205,44 @@ class ModelWrapper:
         return self.base.apply_model(x, sigma, context, **extras)
 
 
+class HookedModel(ModelWrapper):
+    """`base` whose shared network gets hooks (`installed()`, a context manager of the subclass) only while this
+    model samples or is called: a whole sampling session installs them once, nested calls reuse them."""
+
+    def __init__(self, base) -> None:
+        super().__init__(base)
+        self._depth = threading.local()
+
+    def installed(self):
+        raise NotImplementedError
+
+    @contextmanager
+    def _patch(self):
+        depth = getattr(self._depth, "n", 0)
+        if depth:
+            self._depth.n = depth + 1
+            try:
+                yield
+            finally:
+                self._depth.n = depth
+            return
+        with self.installed():
+            self._depth.n = 1
+            try:
+                yield
+            finally:
+                self._depth.n = 0
+
+    @contextmanager
+    def sampling_session(self):
+        with super().sampling_session(), self._patch():
+            yield
+
+    def apply_model(self, x, sigma, context, **extras):
+        with self._patch():
+            return self.base.apply_model(x, sigma, context, **extras)
+
+
 class SamplingModel(ModelWrapper):
     """`base` sampled with another `model_sampling` (see the module docstring)."""
 
@@ -292,6 +331,6 @@ def rescale_cfg_function(multiplier: float) -> Callable[[dict], torch.Tensor]:
     return rescale
 
 
-__all__ = ["DISCRETE_SAMPLING", "EDM_SAMPLING", "ContinuousEDMSampling", "ModelWrapper", "OptionsModel",
+__all__ = ["DISCRETE_SAMPLING", "EDM_SAMPLING", "ContinuousEDMSampling", "HookedModel", "ModelWrapper", "OptionsModel",
            "PatchedDiscreteSampling", "SamplingModel", "hoist", "network_model", "rescale_cfg_function",
            "with_discrete_sampling", "with_edm_sampling", "zero_terminal_snr"]

@@ -81,6 +81,48 @@ class RescaleCFG:
         return (hoist(model, lambda m: OptionsModel(m, sampler_cfg_function=fn)),)
 
 
+def _freeu_inputs(b1: float, b2: float) -> dict:
+    def f(default):
+        return ("FLOAT", {"default": default, "min": 0.0, "max": 10.0, "step": 0.01})
+
+    return {"required": {"model": ("MODEL",), "b1": f(b1), "b2": f(b2), "s1": f(0.9), "s2": f(0.2)}}
+
+
+class FreeU:
+    """FreeU in the UNet's decoder (models/freeu.py): backbone features scaled by b1 / b2, skip features
+    low-pass-scaled by s1 / s2 (at 4x and 2x the UNet's base width)."""
+
+    V2 = False
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return _freeu_inputs(1.1, 1.2)
+
+    RETURN_TYPES = ("MODEL",)
+    FUNCTION = "patch"
+    CATEGORY = "model_patches/unet"
+
+    def patch(self, model, b1=None, b2=None, s1=0.9, s2=0.2):
+        from ..models.freeu import with_freeu
+
+        _check_model(model)
+        defaults = self.INPUT_TYPES()["required"]
+        b1 = defaults["b1"][1]["default"] if b1 is None else b1
+        b2 = defaults["b2"][1]["default"] if b2 is None else b2
+        vals = [check_float(n, v, 0.0, 10.0) for n, v in (("b1", b1), ("b2", b2), ("s1", s1), ("s2", s2))]
+        return (with_freeu(model, *vals, v2=self.V2),)
+
+
+class FreeU_V2(FreeU):  # noqa: N801  (ComfyUI's name)
+    """FreeU's second version: the backbone scaling follows each image's normalised channel mean."""
+
+    V2 = True
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return _freeu_inputs(1.3, 1.4)
+
+
 class DifferentialDiffusion:
     """Each pixel of the noise mask denoises from the step its mask value reaches (a soft mask's grey is its
     denoise strength); `strength` < 1 mixes that step mask with the plain mask."""
@@ -107,4 +149,5 @@ class DifferentialDiffusion:
         return (hoist(model, lambda m: OptionsModel(m, denoise_mask_function=mask_function)),)
 
 
-__all__ = ["DifferentialDiffusion", "ModelSamplingContinuousEDM", "ModelSamplingDiscrete", "RescaleCFG"]
+__all__ = ["DifferentialDiffusion", "FreeU", "FreeU_V2", "ModelSamplingContinuousEDM", "ModelSamplingDiscrete",
+           "RescaleCFG"]

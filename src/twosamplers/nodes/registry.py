@@ -148,6 +148,8 @@ NODES: dict[str, type] = {
     "ModelSamplingContinuousEDM": model_patches.ModelSamplingContinuousEDM,
     "RescaleCFG": model_patches.RescaleCFG,
     "DifferentialDiffusion": model_patches.DifferentialDiffusion,
+    "FreeU": model_patches.FreeU,
+    "FreeU_V2": model_patches.FreeU_V2,
     # model merging and saving
     "ModelMergeSimple": merging.ModelMergeSimple,
     "ModelMergeBlocks": merging.ModelMergeBlocks,
@@ -196,8 +198,8 @@ OUT_OF_SCOPE: list[tuple[str, str, tuple[str, ...], str]] = [
     ("preprocessors and estimators", "ControlNet preprocessors (comfyui_controlnet_aux), depth, pose and line "
      "estimators need their own networks", ("MiDaS-DepthMapPreprocessor", "DWPreprocessor", "AIO_Preprocessor"),
      r"(Preprocessor|MiDaS|Zoe|DepthAnything|OpenPose|DWPose)"),
-    ("other model patches", "Fooocus inpaint heads, Stable Cascade / AuraFlow sampling, attention patches (FreeU, "
-     "PAG, SAG) and similar model surgery", ("ModelSamplingStableCascade", "FreeU", "FreeU_V2"),
+    ("other model patches", "Fooocus inpaint heads, Stable Cascade / AuraFlow sampling, attention-guidance patches "
+     "(PAG, SAG) and similar model surgery", ("ModelSamplingStableCascade",),
      r"^(Fooocus|INPAINT_|ModelSampling|PerturbedAttention|SelfAttentionGuidance)"),
     ("edit models", "InstructPix2Pix / CosXL-edit checkpoints (8-channel UNets) and their dual-CFG guidance",
      ("InstructPixToPixConditioning", "DualCFGGuider"), r"^(InstructPix|CosXL)"),
