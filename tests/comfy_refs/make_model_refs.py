@@ -213,7 +213,8 @@ with tempfile.TemporaryDirectory() as tmp:
 from comfy_extras import nodes_freelunch  # noqa: E402
 
 g = np.random.default_rng(1234)
-for cls, b1, b2, s1, s2 in ((nodes_freelunch.FreeU, 1.1, 1.2, 0.9, 0.2), (nodes_freelunch.FreeU_V2, 1.3, 1.4, 0.7, 0.4)):
+for cls, b1, b2, s1, s2 in ((nodes_freelunch.FreeU, 1.1, 1.2, 0.9, 0.2),
+                            (nodes_freelunch.FreeU_V2, 1.3, 1.4, 0.7, 0.4)):
     (m,) = res(cls.execute(A, b1, b2, s1, s2))
     patch = m.model_options["transformer_options"]["patches"]["output_block_patch"][0]
     for ch, hw in ((1280, (4, 6)), (640, (7, 5)), (640, (1, 3)), (320, (4, 4))):
