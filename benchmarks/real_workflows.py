@@ -458,7 +458,8 @@ def run_one(entry: dict, path: Path, pool: ModelPool, work: Path) -> dict:
         result["status"] = "ran"
     except WorkflowError as e:
         msg = str(e)
-        types = unsupported_types(data)
+        # the types the refusal names (group nodes expanded), else the file's own unknown types
+        types = re.findall(r'"([^"]+)" \(node', msg) or unsupported_types(data)
         if msg.startswith("unsupported node type"):
             result["status"] = classify_refusal(types)
         elif any(marker in msg for marker in IN_PROGRESS_MESSAGES):

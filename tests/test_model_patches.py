@@ -318,3 +318,33 @@ def test_freeu_patches_the_decoder_only_while_running(two):
     assert torch.allclose(neutral.apply_model(x, s, ctx), plain, atol=1e-5)
     assert torch.equal(a.apply_model(x, s, ctx), plain)
     assert all(not r._forward_pre_hooks for r, _ in up_resnets(a.unet))
+
+
+# ------------------------------------------------------------------------------------------ Impact switches
+def _switch_wf(inversed: bool, select: int) -> dict:
+    wf = {"1": {"class_type": "SolidMask", "inputs": {"value": 0.25, "width": 16, "height": 16}},
+          "2": {"class_type": "SolidMask", "inputs": {"value": 0.75, "width": 16, "height": 16}},
+          "3": {"class_type": "MaskToImage", "inputs": {"mask": ["1", 0]}},
+          "4": {"class_type": "MaskToImage", "inputs": {"mask": ["2", 0]}}}
+    if inversed:
+        wf["5"] = {"class_type": "ImpactInversedSwitch", "inputs": {"select": select, "input": ["3", 0]}}
+        wf["6"] = {"class_type": "SaveImage", "inputs": {"images": ["5", 0], "filename_prefix": "first"}}
+        wf["7"] = {"class_type": "ImageInvert", "inputs": {"image": ["5", 1]}}
+        wf["8"] = {"class_type": "SaveImage", "inputs": {"images": ["7", 0], "filename_prefix": "second"}}
+    else:
+        wf["5"] = {"class_type": "ImpactSwitch", "inputs": {"select": select, "sel_mode": False,
+                                                              "input1": ["3", 0], "input2": ["4", 0]}}
+        wf["6"] = {"class_type": "PreviewImage", "inputs": {"images": ["5", 0]}}
+    return wf
+
+
+def test_impact_switches(tmp_path):
+    out = run(_switch_wf(False, 2), None, output_dir=tmp_path)
+    assert float(out[0]["images"].mean()) == 0.75
+    with pytest.raises(WorkflowError, match="input3, which is not connected"):
+        run(_switch_wf(False, 3), None, output_dir=tmp_path)
+    out = run(_switch_wf(True, 2), None, output_dir=tmp_path)
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["second_00001_.png"]  # the blocked branch ran nothing and wrote nothing
+    assert [o["class_type"] for o in out] == ["SaveImage", "SaveImage"] and "images" not in out[0]
+    assert float(out[1]["images"].mean()) == 0.75  # 1 - 0.25

@@ -24,6 +24,7 @@ from . import (
     image_filters,
     image_prompts,
     impact_extra,
+    impact_switch,
     latent_edit,
     lora_files,
     mask,
@@ -142,6 +143,8 @@ NODES: dict[str, type] = {
     "ImpactInt": impact_extra.ImpactInt,
     "ImpactFloat": impact_extra.ImpactFloat,
     "ImpactBoolean": impact_extra.ImpactBoolean,
+    "ImpactSwitch": impact_switch.ImpactSwitch,
+    "ImpactInversedSwitch": impact_switch.ImpactInversedSwitch,
     "RegionalSamplerAdvanced": regional_advanced.RegionalSamplerAdvanced,
     # model sampling patches
     "ModelSamplingDiscrete": model_patches.ModelSamplingDiscrete,

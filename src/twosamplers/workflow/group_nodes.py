@@ -43,9 +43,13 @@ def _interface(defn: dict, input_types: Callable[[str], dict | None]):
                 if isinstance(e, (list, tuple)) and len(e) >= 2}
     slots, widgets, converted, outputs = [], [], [], []
     for idx, node in enumerate(nodes):
-        types = input_types(node.get("type", "")) or {}
+        types = input_types(node.get("type", ""))
         node_inputs = node.get("inputs") or []
         slot_of = {inp.get("name"): k for k, inp in enumerate(node_inputs)}
+        if types is None:  # a Reroute, or a type we do not know (refused later, by name): its own input slots
+            slots += [(idx, inp.get("name")) for k, inp in enumerate(node_inputs)
+                      if isinstance(inp, dict) and (idx, k) not in linked_in and not inp.get("widget")]
+            types = {}
         for section in ("required", "optional"):
             for name, spec in (types.get(section) or {}).items():
                 is_widget = input_kind(spec) in WIDGET_TYPES and not input_options(spec).get("forceInput")
