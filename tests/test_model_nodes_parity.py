@@ -190,7 +190,7 @@ class _Embeds:
 
 
 def test_unclip_adm_vectors():
-    from twosamplers.models.unclip import adm_vector
+    from twosamplers.models.unclip_adm import adm_vector
 
     e = t(C["embeds"])
     cases = {"one": [{"clip_vision_output": _Embeds(e[:1]), "strength": 0.7, "noise_augmentation": 0.3}],

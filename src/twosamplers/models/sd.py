@@ -202,7 +202,7 @@ class SDModel(AutoencoderCoder, NetworkModel):
         prompts (unCLIPConditioning) become SDXL's pooled output (models/unclip.py; `seed`: the run's)."""
         out = {k: v for k, v in extras.items() if k not in CONCAT_KEYS}
         if "unclip_conditioning" in out:
-            from .unclip import unclip_extras
+            from .unclip_adm import unclip_extras
 
             out = unclip_extras(self, out, seed)
         if self.inpainting:
