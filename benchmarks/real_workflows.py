@@ -234,6 +234,17 @@ class ModelPool:
         save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
         return path
 
+    def _make_t2i_adapter(self, what):
+        """A T2I-Adapter file (TencentARC's layout, a few of its tensors): what a t2iadapter_*.pth name holds."""
+        import torch
+        from safetensors.torch import save_file
+
+        path = self.root / "t2i_adapter.safetensors"
+        save_file({"conv_in.weight": torch.zeros(320, 192, 3, 3), "conv_in.bias": torch.zeros(320),
+                   "body.0.block1.weight": torch.zeros(320, 320, 3, 3),
+                   "body.0.block2.weight": torch.zeros(320, 320, 1, 1)}, str(path))
+        return path
+
     def _make_gligen(self, what):
         """A GLIGEN text-box model for the tiny SD1.x UNet: a gated layer per transformer block, a position net."""
         from diffusers.models.attention import GatedSelfAttentionDense
@@ -304,6 +315,8 @@ def _model_kind(kind: str, name: str, family: str) -> str | None:
     if kind == "loras":
         return f"lora:{family}"
     if kind == "controlnet":
+        if re.search(r"t2i.?adapter", low):
+            return "t2i_adapter"
         return "diff_controlnet" if "diff" in low else "controlnet"
     if kind == "hypernetworks":
         return "hypernetwork"

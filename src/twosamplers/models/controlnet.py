@@ -173,6 +173,9 @@ def ldm_controlnet_state(sd: dict[str, torch.Tensor], source: str) -> dict[str, 
             hint = " (diffusers layout: pass the folder with its config.json instead)"
         elif any(k.startswith(("lora_", "lora_unet")) for k in list(sd)[:2000]):
             hint = " (it looks like a LoRA)"
+        elif "conv_in.weight" in sd and any(k.startswith(("body.", "adapter.body.")) for k in sd) or \
+                "adapter.conv_in.weight" in sd or "body.0.in_conv.weight" in sd:
+            hint = " (it is a T2I-Adapter, which this project does not run yet; use a ControlNet of the same kind)"
         raise UnsupportedModelError(f"{source}: not a ControlNet in the LDM layout (no input_hint_block / "
                                     f"zero_convs weights){hint}")
     return sd
