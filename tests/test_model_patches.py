@@ -348,3 +348,22 @@ def test_impact_switches(tmp_path):
     assert files == ["second_00001_.png"]  # the blocked branch ran nothing and wrote nothing
     assert [o["class_type"] for o in out] == ["SaveImage", "SaveImage"] and "images" not in out[0]
     assert float(out[1]["images"].mean()) == 0.75  # 1 - 0.25
+
+
+def test_lora_after_clip_set_last_layer_joins_the_same_stack(two, tmp_path):
+    """LoraLoader -> CLIPSetLastLayer -> LoraLoader (a common chain): one LoRA stack on the text encoder, at the
+    chosen layer; it used to nest two stacks and fail."""
+    from test_lora import make_lora
+
+    from twosamplers.models.lora import Lora
+    from twosamplers.nodes import LoraLoader as load  # the path-taking class (the registry's looks in loras/)
+
+    a = two[0]
+    for i, name in enumerate(("la", "lb")):
+        save_file(make_lora(a, "kohya", "lora", seed=5 + i, every=2)[0], str(tmp_path / f"{name}.safetensors"))
+    m1, c1 = load().load_lora(ModelHandle(a), ClipHandle(a), str(tmp_path / "la.safetensors"), 1.0, 0.8)
+    (c2,) = NODES["CLIPSetLastLayer"]().set_last_layer(c1, -2)
+    _m2, c3 = load().load_lora(m1, c2, str(tmp_path / "lb.safetensors"), 1.0, 0.6)
+    (cond,) = NODES["CLIPTextEncode"]().encode(c3, "a red barn")
+    want = a.with_loras([Lora(tmp_path / "la.safetensors", 1.0, 0.8), Lora(tmp_path / "lb.safetensors", 1.0, 0.6)])
+    assert torch.equal(cond[0][0], want.encode_prompt("a red barn", clip_skip=-2)[0][0])
