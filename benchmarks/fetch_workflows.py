@@ -28,6 +28,21 @@ def fetch(entry: dict, mirrors: dict[str, Path]) -> bytes:
         return r.read()
 
 
+def workflow_bytes(entry: dict, data: bytes) -> bytes:
+    """The workflow itself: a PNG's embedded workflow (UI format) or prompt (API format), as the entry says."""
+    if not entry["path"].lower().endswith(".png"):
+        return data
+    import io
+
+    from PIL import Image
+
+    chunk = "prompt" if entry["format"] == "api" else "workflow"
+    text = Image.open(io.BytesIO(data)).info.get(chunk)
+    if text is None:
+        raise ValueError(f"the PNG has no {chunk!r} text chunk")
+    return text.encode("utf-8")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cache", type=Path, required=True)
@@ -46,7 +61,7 @@ def main(argv=None) -> int:
         if target.is_file():
             continue
         try:
-            data = fetch(entry, mirrors)
+            data = workflow_bytes(entry, fetch(entry, mirrors))
             json.loads(data)
         except (OSError, subprocess.CalledProcessError, ValueError) as e:
             print(f"failed: {entry['repo']}:{entry['path']}@{entry['commit'][:10]}: {e}", file=sys.stderr)

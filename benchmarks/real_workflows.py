@@ -44,6 +44,10 @@ FILE_KINDS = {  # node type -> {input: models folder}
     "VAELoader": {"vae_name": "vae"}, "LoraLoader": {"lora_name": "loras"},
     "LoraLoaderModelOnly": {"lora_name": "loras"}, "ControlNetLoader": {"control_net_name": "controlnet"},
     "UpscaleModelLoader": {"model_name": "upscale_models"},
+    "HypernetworkLoader": {"hypernetwork_name": "hypernetworks"},
+    "DiffControlNetLoader": {"control_net_name": "controlnet"},
+    "unCLIPCheckpointLoader": {"ckpt_name": "checkpoints"}, "CLIPVisionLoader": {"clip_name": "clip_vision"},
+    "GLIGENLoader": {"gligen_name": "gligen"},
 }
 IMAGE_INPUTS = {"LoadImage": "image", "LoadImageMask": "image", "PreviewBridge": "image"}
 # refusals of files whose support other issues are adding now (the SDXL refiner: issue 22)
@@ -67,6 +71,7 @@ class ModelPool:
         return self._sd
 
     def get(self, what: str) -> Path:
+        self.root.mkdir(parents=True, exist_ok=True)
         if what not in self.files:
             self.files[what] = getattr(self, "_make_" + what.split(":")[0])(what)
         return self.files[what]
@@ -144,6 +149,124 @@ class ModelPool:
         save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
         return path
 
+    def _make_hypernetwork(self, what):
+        """A1111's hypernetwork layout (a torch pickle, as published) for the tiny SD1.x UNet's widths (32, 64)
+        and its context width (64)."""
+        import torch
+
+        g = torch.Generator().manual_seed(5)
+        net = {}
+        for d in (32, 64):
+            net[d] = [{"linear.0.weight": torch.randn(2 * d, d, generator=g) / d**0.5,
+                       "linear.0.bias": torch.zeros(2 * d),
+                       "linear.2.weight": torch.randn(d, 2 * d, generator=g) / (2 * d)**0.5,
+                       "linear.2.bias": torch.zeros(d)} for _ in range(2)]
+        net.update(activation_func="relu", is_layer_norm=False, use_dropout=False, layer_structure=[1, 2, 1])
+        path = self.root / "hypernetwork.pt"
+        torch.save(net, str(path))
+        return path
+
+    def _make_diff_controlnet(self, what):
+        """The tiny ControlNet as a diff file: its weights minus the tiny SD1.x UNet's, with the marker key."""
+        import torch
+        from safetensors.torch import load_file, save_file
+
+        cn = load_file(str(self.get("controlnet")))
+        unet = load_file(str(self._tiny()["sd1_file"]))
+        out = {}
+        for k, v in cn.items():
+            u = unet.get("model.diffusion_model." + k.removeprefix("control_model."))
+            out[k] = (v - u) if u is not None and u.shape == v.shape else v
+        out["difference"] = torch.tensor([])
+        path = self.root / "diff_controlnet.safetensors"
+        save_file(out, str(path))
+        return path
+
+    def _clip_vision_state(self, projection: int) -> dict:
+        from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+        torch_seed(11)
+        cfg = CLIPVisionConfig(hidden_size=64, intermediate_size=128, projection_dim=projection, num_hidden_layers=2,
+                               num_attention_heads=1, image_size=56, patch_size=14, hidden_act="gelu")
+        return {k: v.contiguous() for k, v in CLIPVisionModelWithProjection(cfg).state_dict().items()
+                if not k.endswith("position_ids")}
+
+    def _make_clip_vision(self, what):
+        """A tiny CLIP vision tower (transformers' layout): 1280-wide embeddings for SDXL (Revision's CLIP-G)."""
+        from safetensors.torch import save_file
+
+        projection = int(what.split(":")[1])
+        path = self.root / f"clip_vision_{projection}.safetensors"
+        save_file(self._clip_vision_state(projection), str(path))
+        return path
+
+    def _make_unclip(self, what):
+        """A tiny SD2.1-unCLIP-layout checkpoint: a UNet with a class embedding for 2 x 32-wide image embeddings,
+        an OpenCLIP text encoder, the VAE and its CLIP vision tower under embedder.model.visual."""
+        from diffusers import UNet2DConditionModel
+        from safetensors.torch import save_file
+        from test_sd_backend import tiny_clip, tiny_vae, to_ldm_open_clip, to_ldm_unet, to_ldm_vae, to_open_clip_visual
+
+        torch_seed(12)
+        unet = UNet2DConditionModel(
+            sample_size=8, block_out_channels=(32, 64), layers_per_block=1, cross_attention_dim=64,
+            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+            attention_head_dim=1, use_linear_projection=True, norm_num_groups=32, class_embed_type="projection",
+            projection_class_embeddings_input_dim=64)
+        state = unet.state_dict()
+
+        class Rest:
+            config = unet.config
+
+            @staticmethod
+            def state_dict():
+                return {k: v for k, v in state.items() if not k.startswith("class_embedding.")}
+
+        sd = to_ldm_unet(Rest)
+        for lin, idx in (("linear_1", 0), ("linear_2", 2)):
+            for t in ("weight", "bias"):
+                sd[f"model.diffusion_model.label_emb.0.{idx}.{t}"] = state[f"class_embedding.{lin}.{t}"].clone()
+        sd.update(to_ldm_open_clip(tiny_clip(act="gelu", seed=2), "cond_stage_model.model."))
+        sd.update(to_ldm_vae(tiny_vae()))
+        sd.update(to_open_clip_visual(self._clip_vision_state(32), "embedder.model.visual."))
+        path = self.root / "unclip.safetensors"
+        save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
+        return path
+
+    def _make_t2i_adapter(self, what):
+        """A T2I-Adapter file (TencentARC's layout, a few of its tensors): what a t2iadapter_*.pth name holds."""
+        import torch
+        from safetensors.torch import save_file
+
+        path = self.root / "t2i_adapter.safetensors"
+        save_file({"conv_in.weight": torch.zeros(320, 192, 3, 3), "conv_in.bias": torch.zeros(320),
+                   "body.0.block1.weight": torch.zeros(320, 320, 3, 3),
+                   "body.0.block2.weight": torch.zeros(320, 320, 1, 1)}, str(path))
+        return path
+
+    def _make_gligen(self, what):
+        """A GLIGEN text-box model for the tiny SD1.x UNet: a gated layer per transformer block, a position net."""
+        from diffusers.models.attention import GatedSelfAttentionDense
+        from diffusers.models.embeddings import GLIGENTextBoundingboxProjection
+        from safetensors.torch import save_file
+
+        from twosamplers.models.gligen import _blocks
+        from twosamplers.models.sd import load_sd
+
+        unet = load_sd(self._tiny()["sd1_file"], device="cpu", cache=False).unet
+        torch_seed(13)
+        sd = {}
+        for name, block in _blocks(unet).items():
+            q = int(block.norm1.normalized_shape[0])
+            layer = GatedSelfAttentionDense(q, 64, 1, q)
+            sd.update({f"{name}.fuser.{k}": v for k, v in layer.state_dict().items()})
+            sd[f"{name}.fuser.alpha_attn"], sd[f"{name}.fuser.alpha_dense"] = torch_tensor(0.5), torch_tensor(0.5)
+        sd.update({f"position_net.{k}": v for k, v in GLIGENTextBoundingboxProjection(64, 64).state_dict().items()})
+        path = self.root / "gligen.safetensors"
+        save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
+        return path
+
     def _make_embedding(self, what):
         import torch
         from safetensors.torch import save_file
@@ -151,6 +274,18 @@ class ModelPool:
         path = self.root / "embedding.safetensors"
         save_file({"emb_params": torch.randn(2, 64, generator=torch.Generator().manual_seed(3))}, str(path))
         return path
+
+
+def torch_tensor(value):
+    import torch
+
+    return torch.tensor(value)
+
+
+def torch_seed(seed: int) -> None:
+    import torch
+
+    torch.manual_seed(seed)
 
 
 def _family(prompt: dict) -> str:
@@ -180,7 +315,15 @@ def _model_kind(kind: str, name: str, family: str) -> str | None:
     if kind == "loras":
         return f"lora:{family}"
     if kind == "controlnet":
-        return "controlnet"
+        if re.search(r"t2i.?adapter", low):
+            return "t2i_adapter"
+        return "diff_controlnet" if "diff" in low else "controlnet"
+    if kind == "hypernetworks":
+        return "hypernetwork"
+    if kind == "gligen":
+        return "gligen"
+    if kind == "clip_vision":
+        return "clip_vision:64"  # the tiny SDXL's pooled width (CLIP-G's 1280 in the real model)
     if kind == "vae":
         return "vae"
     if kind == "upscale_models":
@@ -200,7 +343,7 @@ def _png(path: Path, size: tuple[int, int], alpha_hole: bool) -> None:
     if alpha_hole:
         arr[size[1] // 4: size[1] * 3 // 4, size[0] // 4: size[0] * 3 // 4, 3] = 0
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(arr, "RGBA").save(path)
+    Image.fromarray(arr, "RGBA").save(path, format="PNG")  # whatever the name's extension (or none)
 
 
 def _image_name(value) -> str | None:
@@ -224,6 +367,8 @@ def supply(prompt: dict, pool: ModelPool, models: Path, inputs: Path) -> None:
             value = values.get(name)
             rel = model_relpath(value) if isinstance(value, str) else None
             what = _model_kind(kind, value, family) if rel is not None else None
+            if t == "unCLIPCheckpointLoader" and what is not None:
+                what = "unclip"
             if what is not None:
                 target = models / kind / rel
                 target.parent.mkdir(parents=True, exist_ok=True)
@@ -235,6 +380,14 @@ def supply(prompt: dict, pool: ModelPool, models: Path, inputs: Path) -> None:
                 _png(inputs / model_relpath(img), (128, 128), alpha_hole=True)
         for v in values.values():
             if isinstance(v, str):
+                for tag in re.findall(r"<lora:([^:>]+)", v):  # LoRA tags of wildcard prompts
+                    rel = model_relpath(tag.strip())
+                    if rel is not None:
+                        target = models / "loras" / (str(rel) + ("" if str(rel).endswith(".safetensors")
+                                                                 else ".safetensors"))
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        if not target.exists():
+                            target.symlink_to(pool.get(f"lora:{family}"))
                 for emb in re.findall(r"embedding:([\w.\-]+)", v):
                     target = models / "embeddings" / (emb if emb.endswith(".safetensors") else emb + ".safetensors")
                     target.parent.mkdir(parents=True, exist_ok=True)
@@ -314,11 +467,12 @@ def run_one(entry: dict, path: Path, pool: ModelPool, work: Path) -> dict:
                 d.mkdir(parents=True, exist_ok=True)
             supply(prompt, pool, models, inputs)
             run(Workflow(prompt, None, entry["name"]), models, input_dir=inputs, output_dir=outputs, device="cpu",
-                dtype="fp32")
+                dtype="fp32", allow_pickle=True)
         result["status"] = "ran"
     except WorkflowError as e:
         msg = str(e)
-        types = unsupported_types(data)
+        # the types the refusal names (group nodes expanded), else the file's own unknown types
+        types = re.findall(r'"([^"]+)" \(node', msg) or unsupported_types(data)
         if msg.startswith("unsupported node type"):
             result["status"] = classify_refusal(types)
         elif any(marker in msg for marker in IN_PROGRESS_MESSAGES):

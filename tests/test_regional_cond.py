@@ -291,7 +291,8 @@ def test_plain_conditioning_keeps_the_fast_path():
     assert g._regional is None
 
 
-@pytest.mark.parametrize("key", ["gligen", "hooks", "default", "noise_augmentation", "control_apply_to_uncond"])
+@pytest.mark.parametrize("key", ["reference_latents", "hooks", "default", "noise_augmentation",
+                                 "control_apply_to_uncond"])
 def test_unsupported_options_raise(key):
     with pytest.raises(NotImplementedError, match=key):
         common_ksampler(NetworkModel(PointNet()), 1, 2, 5.0, "euler", "normal", [[_prompt(1), {key: object()}]],

@@ -228,6 +228,28 @@ def to_ldm_open_clip(te, prefix: str) -> dict:
     return {k: v.clone().contiguous() for k, v in out.items()}
 
 
+def to_open_clip_visual(state: dict, prefix: str) -> dict:
+    """transformers CLIP vision names -> OpenCLIP's visual tower (as SD2.1 unCLIP checkpoints store it)."""
+    v, out = "vision_model.", {}
+    out[prefix + "class_embedding"] = state[v + "embeddings.class_embedding"]
+    out[prefix + "conv1.weight"] = state[v + "embeddings.patch_embedding.weight"]
+    out[prefix + "positional_embedding"] = state[v + "embeddings.position_embedding.weight"]
+    out[prefix + "proj"] = state["visual_projection.weight"].t().contiguous()
+    for a, b in (("ln_pre", "pre_layrnorm"), ("ln_post", "post_layernorm")):
+        for w in ("weight", "bias"):
+            out[f"{prefix}{a}.{w}"] = state[f"{v}{b}.{w}"]
+    i = 0
+    while f"{v}encoder.layers.{i}.layer_norm1.weight" in state:
+        s, d = f"{v}encoder.layers.{i}.", f"{prefix}transformer.resblocks.{i}."
+        for w in ("weight", "bias"):
+            out[d + f"attn.in_proj_{w}"] = torch.cat([state[s + f"self_attn.{q}_proj.{w}"] for q in "qkv"])
+            for a, b in (("attn.out_proj", "self_attn.out_proj"), ("ln_1", "layer_norm1"), ("ln_2", "layer_norm2"),
+                         ("mlp.c_fc", "mlp.fc1"), ("mlp.c_proj", "mlp.fc2")):
+                out[d + f"{a}.{w}"] = state[s + f"{b}.{w}"]
+        i += 1
+    return out
+
+
 def folder_to_single_file(folder, target, sdxl: bool):
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection

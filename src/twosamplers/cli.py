@@ -575,8 +575,9 @@ def add_run_parser(sub) -> None:
                    "(VALUE is read as JSON when it parses, else as text); repeatable")
     r.add_argument("--device", help="device for checkpoints: cpu, cuda, cuda:1, ... (default: cuda if available)")
     _add_precision_flags(r, "network precision for checkpoints")
-    r.add_argument("--allow-pickle", action="store_true", help="allow .ckpt/.pt/.bin (pickle) checkpoints, LoRAs and "
-                   "ControlNets; they are read weights-only, but only use files you trust")
+    r.add_argument("--allow-pickle", action="store_true", help="allow pickle model files (.ckpt checkpoints, .pt "
+                   "hypernetworks, .pth ControlNets / upscalers, .bin LoRAs); they are read with "
+                   "torch.load(weights_only=True), but only use files you trust")
     _add_memory_option(r)
     r.add_argument("--list-nodes", action="store_true",
                    help="list the supported node types (and model families) and exit")

@@ -13,7 +13,7 @@ models read "concat_latent_image" / "concat_mask" (models/inpaint.py).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from numbers import Integral
 
 import torch
@@ -23,8 +23,8 @@ from ._checks import check_float, check_mask_values
 # ComfyUI options that change the model call in ways this engine does not implement. ("control" is ours:
 # Pass.controlnets attaches models/control.py's ControlApply objects under it.)
 UNSUPPORTED_KEYS = (
-    "control_apply_to_uncond", "gligen", "hooks", "default", "concat_image", "noise_augmentation",
-    "unclip_conditioning", "reference_latents", "attention_mask", "clip_vision_output", "transformer_options", "uuid",
+    "control_apply_to_uncond", "hooks", "default", "concat_image", "noise_augmentation",
+    "reference_latents", "attention_mask", "clip_vision_output", "transformer_options", "uuid",
 )
 _REGIONAL_KEYS = ("strength", "mask", "mask_strength", "set_area_to_bounds", "area", "start_percent", "end_percent",
                   "timestep_start", "timestep_end")
@@ -133,6 +133,24 @@ def _parse_area(area: object, where: str) -> tuple:
     return tuple(out)
 
 
+def share_with_uncond(positive: list[CondEntry], negative: list[CondEntry], key: str,
+                      wanted=lambda value: True) -> list[CondEntry]:
+    """ComfyUI's sampling-time rule for ControlNets applied with the older ControlNetApply (their "apply to
+    uncond" flag: `wanted`) and for GLIGEN: when no negative entry without an area has `key`, the values of the
+    positive entries without an area (in order) are given to the negative entries without an area, the x-th
+    value to the (x mod n)-th of them (a later value replacing an earlier one). Returns the new negative list."""
+    values = [e.extras[key] for e in positive if e.area is None and e.extras.get(key) is not None
+              and wanted(e.extras[key])]
+    plain = [i for i, e in enumerate(negative) if e.area is None]
+    if not values or not plain or any(negative[i].extras.get(key) is not None for i in plain):
+        return negative
+    out = list(negative)
+    for x, value in enumerate(values):
+        i = plain[x % len(plain)]
+        out[i] = replace(negative[i], extras={**negative[i].extras, key: value})
+    return out
+
+
 def check_batch(entries: list[CondEntry], batch: int, name: str) -> None:
     """Prompt tensors and masks come as one for the whole batch or one per image."""
     for i, e in enumerate(entries):
@@ -142,6 +160,16 @@ def check_batch(entries: list[CondEntry], batch: int, name: str) -> None:
         if e.mask is not None and e.mask.shape[0] not in (1, batch):
             raise ValueError(f"{name}[{i}]['mask'] has batch {e.mask.shape[0]}, which cannot broadcast to the "
                              f"latent batch {batch} (give one mask, or one per image)")
+
+
+def _same(a, b) -> bool:
+    """Whether two extras are the same value (objects holding tensors, e.g. GLIGEN boxes, compare by identity)."""
+    if a is b:
+        return True
+    try:
+        return bool(a == b)
+    except (RuntimeError, TypeError, ValueError):
+        return False
 
 
 def _repeat_batch(t: torch.Tensor, batch: int) -> torch.Tensor:
@@ -180,7 +208,7 @@ class CondBatch:
             vals = [e.extras[k] for e in entries]
             if all(isinstance(v, torch.Tensor) for v in vals):
                 self.extras[k] = torch.cat([_repeat_batch(v.to(device), batch) for v in vals], dim=0)
-            elif all(v == vals[0] for v in vals):
+            elif all(_same(v, vals[0]) for v in vals):
                 self.extras[k] = vals[0]
             else:
                 raise ValueError(f"conditioning extra {k!r} differs between entries and cannot be batched")

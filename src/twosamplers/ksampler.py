@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import math
 from collections.abc import Callable
 from contextvars import ContextVar
@@ -17,7 +18,7 @@ from contextvars import ContextVar
 import torch
 
 from ._checks import MAX_CFG, MAX_STEPS, SEED_MAX, check_choice, check_float, check_int
-from .conditioning import CondBatch, CondEntry
+from .conditioning import CondBatch, CondEntry, share_with_uncond
 from .noise import DEFAULT_COMFYUI_VERSION
 from .noise_mask import fit_mask
 from .regional_cond import RegionalConditioning
@@ -153,10 +154,15 @@ class GuidedDenoiser:
     def guided(self, x, sigma, model_options: dict, output_mask=None):
         with_uncond = not (math.isclose(self.cfg, 1.0) and not model_options.get("disable_cfg1_optimization", False))
         cond, uncond = self.predict(x, sigma, with_uncond, output_mask)
+        cfg_function = model_options.get("sampler_cfg_function")
         if uncond is None:
             result = cond
             uncond = torch.zeros_like(cond)
-        else:
+        if cfg_function is not None:  # a MODEL's own guidance (RescaleCFG), ComfyUI's calling convention
+            result = x - cfg_function({"cond": x - cond, "uncond": x - uncond, "cond_scale": self.cfg, "sigma": sigma,
+                                       "timestep": sigma, "input": x, "cond_denoised": cond, "uncond_denoised": uncond,
+                                       "model": self.model, "model_options": model_options})
+        elif with_uncond:
             # uncond + (cond - uncond) * cfg, written in place on one fresh tensor (same rounding: + commutes)
             result = cond - uncond
             result.mul_(self._cfg_scalar(result.dtype))
@@ -191,7 +197,7 @@ class GuidedDenoiser:
         # a model that can skip pixels learns which ones the blend below discards (unless hooks see them all)
         output_mask = None
         if (denoise_mask is not None and getattr(self.model, "accepts_output_mask", False)
-                and not model_options.get("post_cfg_functions")):
+                and not model_options.get("post_cfg_functions") and not model_options.get("sampler_cfg_function")):
             output_mask = denoise_mask.expand(x.shape[0], -1, -1, -1)
         out = self.guided(x, sigma, model_options, output_mask)
         if denoise_mask is not None:
@@ -237,12 +243,7 @@ def sample_with_sigmas(model, noise, sigmas, samples, positive, negative, cfg, s
         gen.manual_seed((seed + 1) & SEED_MAX)
         inpaint_noise = torch.randn(noise.shape, generator=gen).to(noise.dtype).to(device)
 
-    hook = getattr(model, "extra_conds", None)
-    if hook is not None:  # per-run extras of the model (inpainting models' extra input channels)
-        def with_extras(entries, prompt_type):
-            return [dataclasses.replace(e, extras=hook(e.extras, latent_image=latent_image, denoise_mask=denoise_mask,
-                                                       prompt_type=prompt_type)) for e in entries]
-        positive, negative = with_extras(positive, "positive"), with_extras(negative, "negative")
+    positive, negative = _run_entries(model, positive, negative, latent_image, denoise_mask, seed)
     ms = model.model_sampling
     memoise = getattr(ms, "memoise", None)
     if memoise is not None:  # the schedule's timesteps and input scales, batched once per run (same bits)
@@ -253,7 +254,9 @@ def sample_with_sigmas(model, noise, sigmas, samples, positive, negative, cfg, s
     x = ms.noise_scaling(sigmas[0], noise, latent_image, max_denoise)
 
     # comfyui_version: the samplers seed their default noise sampler as that ComfyUI did (noise.sampler_seed)
-    extra_args = {"seed": seed, "model_options": dict(model_options or {}), "comfyui_version": comfyui_version}
+    # a MODEL may carry options of its own (RescaleCFG, Differential Diffusion: models/model_sampling.py)
+    options = {**(getattr(model, "model_options", None) or {}), **(model_options or {})}
+    extra_args = {"seed": seed, "model_options": options, "comfyui_version": comfyui_version}
     if denoise_mask is not None:
         extra_args["denoise_mask"] = denoise_mask
     k_callback = _k_callback(callback, len(sigmas) - 1, model)
@@ -294,6 +297,28 @@ def _last_sigma(sigmas: torch.Tensor, sampler_name: str) -> torch.Tensor:
     if sampler_name in UNIPC_SAMPLERS and float(last) == 0.0:
         last = torch.full((), 0.001, dtype=sigmas.dtype, device=sigmas.device)
     return last
+
+
+def _run_entries(model, positive: list[CondEntry], negative: list[CondEntry], latent_image, denoise_mask, seed: int):
+    """The entries as this run sees them: ControlNets of the older ControlNetApply also guide the uncond (ComfyUI's
+    control_apply_to_uncond), GLIGEN's position boxes too; then the model's per-run extras (inpainting models'
+    extra input channels)."""
+    negative = share_with_uncond(positive, negative, "control", lambda c: getattr(c, "apply_to_uncond", False))
+    negative = share_with_uncond(positive, negative, "gligen")
+    hook = getattr(model, "extra_conds", None)
+    if hook is None:
+        return positive, negative
+    # what the hook takes besides: the run's seed (unCLIP's noise augmentation draws from seed - 10), the entry's
+    # side (the SDXL refiner's default aesthetic score)
+    takes = inspect.signature(hook).parameters
+    kw = {"seed": seed} if "seed" in takes else {}
+
+    def with_extras(entries, prompt_type):
+        side = {"prompt_type": prompt_type} if "prompt_type" in takes else {}
+        return [dataclasses.replace(e, extras=hook(e.extras, latent_image=latent_image, denoise_mask=denoise_mask,
+                                                   **kw, **side)) for e in entries]
+
+    return with_extras(positive, "positive"), with_extras(negative, "negative")
 
 
 def _pbar_flag(disable_pbar: bool | None) -> bool | None:

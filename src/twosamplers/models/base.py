@@ -125,15 +125,18 @@ class NetworkModel(DiffusionModel):
         p = self._param
         return p.dtype if p is not None and p.is_floating_point() else torch.float32
 
-    def timesteps(self, sigma: torch.Tensor) -> torch.Tensor:
+    def timesteps(self, sigma: torch.Tensor, model_sampling: ModelSamplingDiscrete | None = None) -> torch.Tensor:
         """model_sampling.timestep(sigma) as float; cached per sigma value (one sync instead of an argmin)."""
-        ts = [self.model_sampling.timestep_of(v) for v in sigma.reshape(-1).tolist()]
+        ms = model_sampling if model_sampling is not None else self.model_sampling
+        ts = [ms.timestep_of(v) for v in sigma.reshape(-1).tolist()]
         if all(t == ts[0] for t in ts):
             return torch.full(sigma.shape, ts[0], dtype=torch.float32, device=sigma.device)
         return torch.tensor(ts, dtype=torch.float32, device=sigma.device).reshape(sigma.shape)
 
     def apply_model(self, x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor | None, **extras):
-        ms = self.model_sampling
+        # a wrapper that patches the sampling (ComfyUI's ModelSamplingDiscrete node, models/model_sampling.py)
+        # passes its own schedule and prediction type down to the network call
+        ms = extras.pop("model_sampling", None) or self.model_sampling
         values = (sigma if sigma.ndim == 1 else sigma.reshape(-1)).tolist()
         s0 = values[0]
         control = extras.pop("control", None)
@@ -156,7 +159,7 @@ class NetworkModel(DiffusionModel):
             t = torch.full(sigma.shape, ms.timestep_of(s0), dtype=torch.float32, device=sigma.device)
         else:
             xc = ms.calculate_input(sigma, x)
-            t = self.timesteps(sigma)
+            t = self.timesteps(sigma, ms)
         dtype = self.dtype
         if context is not None and context.dtype != dtype:
             context = context.to(dtype)

@@ -46,6 +46,9 @@ class ControlApply:
         if self.start_percent > self.end_percent:
             raise ValueError(f"start_percent ({start_percent}) must not be after end_percent ({end_percent})")
         self.previous = previous
+        # set by the older ControlNetApply node: at sampling, negative entries without a ControlNet get this one
+        # (ComfyUI's control_apply_to_uncond; conditioning.share_with_uncond)
+        self.apply_to_uncond = False
         self._hint_cache: tuple[tuple, torch.Tensor] | None = None
 
     def __repr__(self) -> str:

@@ -183,6 +183,9 @@ def ldm_controlnet_state(sd: dict[str, torch.Tensor], source: str) -> dict[str, 
             hint = " (diffusers layout: pass the folder with its config.json instead)"
         elif any(k.startswith(("lora_", "lora_unet")) for k in list(sd)[:2000]):
             hint = " (it looks like a LoRA)"
+        elif "conv_in.weight" in sd and any(k.startswith(("body.", "adapter.body.")) for k in sd) or \
+                "adapter.conv_in.weight" in sd or "body.0.in_conv.weight" in sd:
+            hint = " (it is a T2I-Adapter, which this project does not run yet; use a ControlNet of the same kind)"
         raise UnsupportedModelError(f"{source}: not a ControlNet in the LDM layout (no input_hint_block / "
                                     f"zero_convs weights){hint}")
     return sd
@@ -241,10 +244,15 @@ def _pooled_width(cn: dict, unet) -> int:
 
 
 def _load_single_file(p: Path, unet, dtype: torch.dtype, allow_pickle: bool):
+    return controlnet_from_state(read_state_dict(p, allow_pickle=allow_pickle), p, unet, dtype)
+
+
+def controlnet_from_state(sd: dict[str, torch.Tensor], p: Path, unet, dtype: torch.dtype):
+    """The diffusers ControlNetModel of an LDM-layout ControlNet state dict (read from `p`), for `unet`."""
     from diffusers import ControlNetModel
     from diffusers.loaders.single_file_utils import convert_controlnet_checkpoint
 
-    cn = ldm_controlnet_state(read_state_dict(p, allow_pickle=allow_pickle), str(p))
+    cn = ldm_controlnet_state(sd, str(p))
     if len({k.split(".")[1] for k in cn if k.startswith(HINT_PREFIX)}) != 8:
         raise UnsupportedModelError(f"{p}: unusual hint encoder ({HINT_PREFIX}* is not 8 convolutions)")
     if unet is not None:  # another family cannot even be built with this UNet's facts: refuse it first

@@ -518,8 +518,11 @@ def _apply(root: torch.nn.Module, plan: dict) -> dict[str, torch.Tensor]:
         for name, adapters in plan.items():
             p = params[name]
             saved[name] = p.detach().to("cpu", copy=True)
-            # float32 weights are patched in place (the same float32 sums, without a scratch copy)
-            w = p.detach() if p.dtype == torch.float32 else p.detach().to(torch.float32, copy=True)
+            # float32 weights are patched in place (the same float32 sums, without a scratch copy), unless a patch
+            # reads model weights itself (a merge: its other model may share this network)
+            inplace = p.dtype == torch.float32 and not any(getattr(ad, "reads_weights", False)
+                                                           for ad, _, _ in adapters)
+            w = p.detach() if inplace else p.detach().to(torch.float32, copy=True)
             for ad, s, target in adapters:
                 w = ad.add_to(w, s, target)
             if w.data_ptr() != p.data_ptr():

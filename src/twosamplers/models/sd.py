@@ -147,6 +147,14 @@ class UNetAdapter(torch.nn.Module):
             residuals = {"down_block_additional_residuals": tuple(down), "mid_block_additional_residual": mid}
         if concat is not None:  # inpainting UNets: noisy latent, then mask and masked-image latent
             x = torch.cat([x, concat.to(x)], dim=1)
+        if "y" in extras:  # a class-embedding UNet (SD2.1 unCLIP: the image prompt's ADM vector)
+            residuals["class_labels"] = extras["y"].to(device=x.device, dtype=x.dtype)
+        if extras.get("gligen") is not None:  # GLIGEN text boxes (models/gligen.py)
+            from .gligen import call_unet
+
+            return call_unet(self.unet, extras["gligen"], x, {"timestep": timesteps, "encoder_hidden_states": context,
+                                                              "added_cond_kwargs": added, "return_dict": False,
+                                                              **residuals})[0]
         return self.unet(x, timesteps, encoder_hidden_states=context, added_cond_kwargs=added, return_dict=False,
                          **residuals)[0]
 
@@ -211,11 +219,16 @@ class SDModel(AutoencoderCoder, NetworkModel):
 
     # ------------------------------------------------------------------------------------ inpainting
     def extra_conds(self, extras: dict, *, latent_image: torch.Tensor, denoise_mask: torch.Tensor | None,
-                    prompt_type: str = "") -> dict:
+                    prompt_type: str = "", seed: int | None = None) -> dict:
         """An entry's network extras for one sampling run: inpainting models get their 5 extra input channels
         (models/inpaint.py); the inpainting keys are dropped for the others, as ComfyUI ignores them. The SDXL
-        refiner's aesthetic score defaults by `prompt_type` ("positive" 6, "negative" 2.5), as in ComfyUI."""
+        refiner's aesthetic score defaults by `prompt_type` ("positive" 6, "negative" 2.5), as in ComfyUI. Image
+        prompts (unCLIPConditioning) become SDXL's pooled output (models/unclip.py; `seed`: the run's)."""
         out = {k: v for k, v in extras.items() if k not in CONCAT_KEYS}
+        if "unclip_conditioning" in out:
+            from .unclip_adm import unclip_extras
+
+            out = unclip_extras(self, out, seed)
         if self.family in ("sdxl", "sdxl_refiner"):
             # every size value made explicit, so that all entries batch into one network call: unset sizes are the
             # whole latent's x 8, as ComfyUI's sampler sets them; no crop; targets = sizes

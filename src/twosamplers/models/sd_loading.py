@@ -175,7 +175,8 @@ def read_state_dict(path: str | Path, *, allow_pickle: bool = False) -> dict[str
     except ValueError as e:
         raise CheckpointError(str(e)) from None
     suffix = path.suffix.lower()
-    if suffix == ".safetensors" or (suffix not in PICKLE_SUFFIXES and not _is_pickle_like(path)):
+    # a file is read by its content: safetensors under a .ckpt name (a renamed or converted file) needs no pickle
+    if suffix == ".safetensors" or not _is_pickle_like(path):
         _check_safetensors_header(path)
         from safetensors import SafetensorError
         from safetensors.torch import load_file

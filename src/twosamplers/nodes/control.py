@@ -92,7 +92,11 @@ class ControlNetApply:
     CATEGORY = "conditioning/controlnet"
 
     def apply_controlnet(self, conditioning, control_net, image, strength):
-        return (apply_controlnet(conditioning, [], control_net, image, strength)[0],)
+        out = apply_controlnet(conditioning, [], control_net, image, strength)[0]
+        if out is not conditioning:  # as ComfyUI's node, these ControlNets guide the uncond too (at sampling)
+            for _tensor, options in out:
+                options["control"].apply_to_uncond = True
+        return (out,)
 
 
 class InpaintModelConditioning:

@@ -174,8 +174,17 @@ class CLIPSetLastLayer:
 
     def set_last_layer(self, clip, stop_at_clip_layer):
         skip = check_int("stop_at_clip_layer", stop_at_clip_layer, -24, -1)
-        clip = _check_clip(clip)
-        return (clip.with_clip_skip(skip) if isinstance(clip, ClipHandle) else ClipHandle(clip, skip),)
+        return (_with_clip_skip(_check_clip(clip), skip),)
+
+
+def _with_clip_skip(clip, skip: int):
+    """The CLIP with another last layer; a LoRA stack stays outermost (a LoRA after CLIPSetLastLayer then joins
+    the same stack instead of nesting a second one on the same text encoder)."""
+    from ..models.lora import LoraModel
+
+    if isinstance(clip, LoraModel):
+        return LoraModel(_with_clip_skip(clip.base, skip), clip.loras)
+    return clip.with_clip_skip(skip) if isinstance(clip, ClipHandle) else ClipHandle(clip, skip)
 
 
 # ---------------------------------------------------------------------------------------------- sampling

@@ -25,7 +25,8 @@ from .._files import atomic_write_all
 from .._paths import name_in_folder, read_regular
 
 MODEL_KINDS = ("checkpoints", "loras", "vae", "controlnet", "embeddings", "upscale_models", "clip", "unet",
-               "diffusion_models", "text_encoders", "clip_vision", "configs", "wildcards")
+               "diffusion_models", "text_encoders", "clip_vision", "configs", "wildcards", "hypernetworks", "gligen",
+               "style_models")
 CHECKPOINT_EXTENSIONS = (".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".bin")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
@@ -205,7 +206,7 @@ class Folders:
         from ..models.vae_file import load_vae_file
 
         path = self.resolve_model("vae", name, "VAE")
-        opts = {k: v for k, v in self.load_options.items() if k in ("device", "dtype")}
+        opts = {k: v for k, v in self.load_options.items() if k in ("device", "dtype", "allow_pickle")}
         with named_errors(path, name):
             return load_vae_file(path, **opts)
 

@@ -19,12 +19,19 @@ from . import (
     core,
     custom_sampling,
     flow,
+    gligen_nodes,
     image,
     image_edit,
+    image_filters,
+    image_prompts,
     impact_extra,
+    impact_switch,
     latent_edit,
     lora_files,
     mask,
+    merging,
+    model_files,
+    model_patches,
     pipe,
     primitive,
     regional_advanced,
@@ -120,6 +127,9 @@ NODES: dict[str, type] = {
     "Canny": image_edit.Canny,
     "MaskComposite": image_edit.MaskComposite,
     "CropMask": image_edit.CropMask,
+    "ImageBlur": image_filters.ImageBlur,
+    "ImageSharpen": image_filters.ImageSharpen,
+    "ImageScaleToTotalPixels": image_filters.ImageScaleToTotalPixels,
     # upscale networks (spandrel)
     "UpscaleModelLoader": upscale_model.UpscaleModelLoader,
     "ImageUpscaleWithModel": upscale_model.ImageUpscaleWithModel,
@@ -148,7 +158,39 @@ NODES: dict[str, type] = {
     "ImpactInt": impact_extra.ImpactInt,
     "ImpactFloat": impact_extra.ImpactFloat,
     "ImpactBoolean": impact_extra.ImpactBoolean,
+    "ImpactSwitch": impact_switch.ImpactSwitch,
+    "ImpactInversedSwitch": impact_switch.ImpactInversedSwitch,
     "RegionalSamplerAdvanced": regional_advanced.RegionalSamplerAdvanced,
+    # model sampling patches
+    "ModelSamplingDiscrete": model_patches.ModelSamplingDiscrete,
+    "ModelSamplingContinuousEDM": model_patches.ModelSamplingContinuousEDM,
+    "RescaleCFG": model_patches.RescaleCFG,
+    "DifferentialDiffusion": model_patches.DifferentialDiffusion,
+    "FreeU": model_patches.FreeU,
+    "FreeU_V2": model_patches.FreeU_V2,
+    # model merging and saving
+    "ModelMergeSimple": merging.ModelMergeSimple,
+    "ModelMergeBlocks": merging.ModelMergeBlocks,
+    "ModelMergeAdd": merging.ModelMergeAdd,
+    "ModelMergeSubtract": merging.ModelMergeSubtract,
+    "ModelMergeSD1": merging.ModelMergeSD1,
+    "ModelMergeSD2": merging.ModelMergeSD2,
+    "ModelMergeSDXL": merging.ModelMergeSDXL,
+    "CLIPMergeSimple": merging.CLIPMergeSimple,
+    "CLIPMergeAdd": merging.CLIPMergeAdd,
+    "CLIPMergeSubtract": merging.CLIPMergeSubtract,
+    "CheckpointSave": merging.CheckpointSave,
+    # weights that patch a checkpoint
+    "HypernetworkLoader": model_files.HypernetworkLoader,
+    "DiffControlNetLoader": model_files.DiffControlNetLoader,
+    # image prompts (unCLIP, Revision)
+    "CLIPVisionLoader": image_prompts.CLIPVisionLoader,
+    "CLIPVisionEncode": image_prompts.CLIPVisionEncode,
+    "unCLIPConditioning": image_prompts.unCLIPConditioning,
+    "unCLIPCheckpointLoader": image_prompts.unCLIPCheckpointLoader,
+    # GLIGEN text boxes
+    "GLIGENLoader": gligen_nodes.GLIGENLoader,
+    "GLIGENTextBoxApply": gligen_nodes.GLIGENTextBoxApply,
 }
 
 # Names older ComfyUI versions registered (and workflows saved then still carry) -> today's name.
@@ -167,19 +209,18 @@ OUT_OF_SCOPE: list[tuple[str, str, tuple[str, ...], str]] = [
          "FaceDetailerPipe", "MaskToSEGS", "MasksToMaskList", "Segs & Mask ForEach", "BasicPipeToDetailerPipe",
          "BasicPipeToDetailerPipeSDXL", "DetailerPipeToBasicPipe", "EditDetailerPipe", "EditDetailerPipeSDXL"),
      r"(SAM|SEGS|Segs|Detailer|Detector|BBOX|Bbox|Segm)"),
-    ("image encoders and adapters", "IPAdapter, CLIP vision, unCLIP, style models (Revision), GLIGEN, "
-     "hypernetworks and diff ControlNets need encoders or weights of another kind", (
-         "CLIPVisionLoader", "CLIPVisionEncode", "unCLIPConditioning", "unCLIPCheckpointLoader", "StyleModelLoader",
-         "StyleModelApply", "GLIGENLoader", "GLIGENTextBoxApply", "HypernetworkLoader", "DiffControlNetLoader",
-         "PhotoMakerLoader", "PhotoMakerEncode", "InstantIDModelLoader"),
+    ("image adapters", "IPAdapter, InstantID, PuLID, PhotoMaker, T2I style models and Flux Redux need image "
+     "encoders and adapter weights of another kind", (
+         "StyleModelLoader", "StyleModelApply", "PhotoMakerLoader", "PhotoMakerEncode", "InstantIDModelLoader"),
      r"^(IPAdapter|InstantID|PuLID)"),
     ("preprocessors and estimators", "ControlNet preprocessors (comfyui_controlnet_aux), depth, pose and line "
      "estimators need their own networks", ("MiDaS-DepthMapPreprocessor", "DWPreprocessor", "AIO_Preprocessor"),
      r"(Preprocessor|MiDaS|Zoe|DepthAnything|OpenPose|DWPose)"),
-    ("model patches and merging", "model merging and saving, Fooocus inpaint heads, LCM / EDM model-sampling "
-     "patches and similar model surgery", ("CheckpointSave", "ModelSamplingDiscrete", "ModelSamplingContinuousEDM",
-                                          "ModelSamplingStableCascade", "DifferentialDiffusion", "FreeU", "FreeU_V2"),
-     r"^(ModelMerge|CLIPMerge|Fooocus|INPAINT_|ModelSampling|PerturbedAttention|SelfAttentionGuidance)"),
+    ("other model patches", "Fooocus inpaint heads, Stable Cascade / AuraFlow sampling, attention-guidance patches "
+     "(PAG, SAG) and similar model surgery", ("ModelSamplingStableCascade",),
+     r"^(Fooocus|INPAINT_|ModelSampling|PerturbedAttention|SelfAttentionGuidance)"),
+    ("edit models", "InstructPix2Pix / CosXL-edit checkpoints (8-channel UNets) and their dual-CFG guidance",
+     ("InstructPixToPixConditioning", "DualCFGGuider"), r"^(InstructPix|CosXL)"),
     ("video and other model families", "video models (SVD, AnimateDiff, Wan, LTXV, Hunyuan), audio and 3D",
      ("SVD_img2vid_Conditioning", "ImageOnlyCheckpointLoader", "VideoLinearCFGGuidance"),
      r"(AnimateDiff|ADE_|Video|SVD|Wan|LTXV|Hunyuan|Mochi|Cosmos|Audio|3D)"),

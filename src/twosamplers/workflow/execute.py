@@ -20,6 +20,7 @@ from .._checks import check_depth
 from ..latent import remake_empty_latent
 from ..nodes.folders import Folders, PendingWrite
 from ..nodes.handles import model_of
+from ..nodes.impact_switch import BLOCKED
 from ..nodes.registry import ALIASES, NODES, input_types, node_class
 from .errors import WorkflowError
 from .formats import Workflow, read_workflow
@@ -169,6 +170,8 @@ def run_node(prompt: dict, nid: str, types: dict, cache: dict, folders: Folders,
     cls = NODES[prompt[nid]["class_type"]]
     obj = cls(folders) if _takes_folders(cls) else cls()
     kwargs = _gather(prompt, nid, types, cache)
+    if any(v is BLOCKED for v in kwargs.values()):  # downstream of a switch output that was not chosen: skipped
+        return (BLOCKED,) * len(cls.RETURN_TYPES), {}
     fn = getattr(obj, cls.FUNCTION)
     if _accepts(fn, "disable_pbar") and "disable_pbar" not in kwargs:
         kwargs["disable_pbar"] = folders.disable_pbar
@@ -197,7 +200,8 @@ def _output_entry(prompt: dict, nid: str, ui: dict, cache: dict) -> dict:
     for name in ("images", "samples"):
         if name in node["inputs"] and is_link(node["inputs"][name]):
             src = node["inputs"][name]
-            entry[name] = cache[str(src[0])][src[1]]
+            if cache[str(src[0])][src[1]] is not BLOCKED:
+                entry[name] = cache[str(src[0])][src[1]]
     return entry
 
 

@@ -37,12 +37,18 @@ def _interface(defn: dict, input_types: Callable[[str], dict | None]):
     nodes = defn.get("nodes") or []
     linked_in = {(int(lk[2]), int(lk[3])) for lk in defn.get("links") or [] if lk and lk[0] is not None}
     linked_out = {(int(lk[0]), int(lk[1])) for lk in defn.get("links") or [] if lk and lk[0] is not None}
-    external = {(int(e[0]), int(e[1])) for e in defn.get("external") or []}
+    # an exposed output: [inner index, slot, type]; older frontends stored the inner node itself (with "index")
+    external = {(int(e[0]["index"] if isinstance(e[0], dict) else e[0]), int(e[1])) for e in defn.get("external") or []
+                if isinstance(e, (list, tuple)) and len(e) >= 2}
     slots, widgets, converted, outputs = [], [], [], []
     for idx, node in enumerate(nodes):
-        types = input_types(node.get("type", "")) or {}
+        types = input_types(node.get("type", ""))
         node_inputs = node.get("inputs") or []
         slot_of = {inp.get("name"): k for k, inp in enumerate(node_inputs)}
+        if types is None:  # a Reroute, or a type we do not know (refused later, by name): its own input slots
+            slots += [(idx, inp.get("name")) for k, inp in enumerate(node_inputs)
+                      if isinstance(inp, dict) and (idx, k) not in linked_in and not inp.get("widget")]
+            types = {}
         for section in ("required", "optional"):
             for name, spec in (types.get(section) or {}).items():
                 is_widget = input_kind(spec) in WIDGET_TYPES and not input_options(spec).get("forceInput")
