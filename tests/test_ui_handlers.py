@@ -13,8 +13,9 @@ import torch
 from twosamplers.cli import main as cli_main
 from twosamplers.imageio import decode_mask_png, encode_mask_png, read_settings, resize_mask
 from twosamplers.job import Job, job_keys
+from twosamplers.latent import latent_preview
 from twosamplers.ui import handlers as H
-from twosamplers.ui.render import Cancelled, cheap_preview, render, sampler_view
+from twosamplers.ui.render import Cancelled, render, sampler_view
 
 
 def _layer(h, w, painted: tuple[slice, slice], alpha=255):
@@ -336,10 +337,10 @@ def test_cheap_preview_of_pixel_and_latent_models():
 
     model = load("textures")
     x0 = torch.rand(1, 3, 8, 8) * 2 - 1
-    exact = cheap_preview(x0, model.latent_format, model.decode_latent)
+    exact = latent_preview(x0, model.latent_format, model.decode_latent)
     assert exact.shape == (8, 8, 3)
     assert np.array_equal(exact, np.clip(255.0 * model.decode_latent(x0)[0].numpy(), 0, 255).astype(np.uint8))
-    lat = cheap_preview(torch.randn(1, 4, 8, 8), LatentFormat(0.18215, 4, 8))
+    lat = latent_preview(torch.randn(1, 4, 8, 8), LatentFormat(0.18215, 4, 8))
     assert lat.shape == (64, 64, 3) and lat.min() == 0 and lat.max() == 255
 
 

@@ -55,12 +55,14 @@ import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
 from starlette.middleware import Middleware  # noqa: E402
 
+from .._files import copy_new  # noqa: E402
 from ..http_guard import Guard, GuardMiddleware, start_banner  # noqa: E402
+from ..latent import latent_preview  # noqa: E402
 from ..samplers import SAMPLER_NAMES  # noqa: E402
 from ..schedules import SCHEDULER_NAMES  # noqa: E402
 from . import handlers as H  # noqa: E402
 from .idle_frames import HEAD  # noqa: E402
-from .render import LOCKS, Cancelled, cheap_preview, page_job, render, sampler_view  # noqa: E402
+from .render import LOCKS, Cancelled, page_job, render, sampler_view  # noqa: E402
 
 GRADIO_6 = int(gr.__version__.split(".")[0]) >= 6
 PREVIEW_EVERY_S = 0.25  # the live preview is sent at most this often (4/s; each one costs server and browser CPU)
@@ -150,7 +152,7 @@ def _pass_panel(comp: dict, prefix: str, fields: dict, title: str, lists: dict, 
                                           elem_id=f"ts-{prefix}-prompt")
     comp[f"{prefix}_negative"] = gr.Textbox(label="negative", value=fields[f"{prefix}_negative"],
                                             elem_id=f"ts-{prefix}-negative")
-    model = {"base": "model", "mask": "mask_model"}.get(prefix, f"{prefix}_model")
+    model = H.model_field(prefix)
     comp[model] = gr.Dropdown(lists["models_same" if prefix != "base" else "models"], value=fields[model],
                               label="model" + (" (also the VAE)" if prefix == "base" else ""),
                               allow_custom_value=True, elem_id=f"ts-{prefix}-model")
@@ -424,7 +426,7 @@ class Page:
             if step != shown and now - last_sent >= PREVIEW_EVERY_S and progress["x0"] is not None:
                 shown, last_sent = step, now
                 model = progress["model"]
-                img = cheap_preview(progress["x0"], model.latent_format, model.decode_latent)
+                img = latent_preview(progress["x0"], model.latent_format, model.decode_latent)
                 pct = 100.0 * (step + 1) / max(progress["total"], 1)
                 yield [gr.update(), f"step {step + 1}/{progress['total']} ({pct:.0f}%)", img] + _keep(4)
 
@@ -498,29 +500,6 @@ class Page:
         opened = [gr.update(open=True) if str(f.get(field) or "").strip() else gr.update() for _, field in boxes]
         return ([f[k] for k in H.FIELDS] + [value, H.mask_image(masks[0]), _no_error()]
                 + self.kept_updates(kept) + [masks, view] + opened)
-
-
-def copy_new(src: Path, folder: Path) -> Path:
-    """`src` copied into `folder` under its name (or name-2, -3, ...): written to a temporary file, then linked
-    to a name no file has (never replacing one, never through a symbolic link)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    data = src.read_bytes()
-    for i in range(1, 10_000):
-        target = folder / (src.name if i == 1 else f"{src.stem}-{i}{src.suffix}")
-        if os.path.lexists(target):
-            continue
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.chmod(tmp, 0o644)
-            os.link(tmp, target)  # fails when the name was taken meanwhile: try the next one
-            return target
-        except FileExistsError:
-            continue
-        finally:
-            Path(tmp).unlink(missing_ok=True)
-    raise FileExistsError(f"no free name for {src.name} in {folder}")
 
 
 def _page_folders(outputs_dir: str | None) -> tuple[Path, Path | None]:

@@ -1,9 +1,11 @@
 """What a page request may name (docs/security.md, `twosamplers ui`): only the page's own files.
 
 Whoever sends the fields (the page, a PNG loaded into it, any HTTP client) is not the local user, so every file a
-job names must be the page's: models, LoRAs, ControlNets and embeddings under the models folder (`--models`),
-start images and hints among the images the page was given (`save_input`: `inputs/<content hash>.png` in the
-page's private folder). `confine_settings` applies that to a job dict, the base pass and every region.
+job names must be the page's: models, ControlNets and embeddings under the models folder (`--models`), start
+images and hints among the images the page was given (`save_input`: `inputs/<content hash>.png` in the page's
+private folder). `confine_settings` applies that to a job dict, the base pass and every region. LoRAs follow
+the job layer's rule for jobs the user did not write (`Job.trusted`): names inside the job's `lora_dir`, which
+is the models folder's loras/, never paths.
 """
 
 from __future__ import annotations
@@ -42,8 +44,8 @@ def save_input(image: np.ndarray, folder: str | os.PathLike) -> str:
 
 
 def confine_settings(settings: dict, models_dir: str | os.PathLike | None, page_dir: str | os.PathLike) -> dict:
-    """The page's job dict as the server may run it (its regions as a `regions` list): models, LoRAs, ControlNets
-    and embeddings of the models folder, start images and hints among the page's inputs; the LoRA and embeddings
+    """The page's job dict as the server may run it (its regions as a `regions` list): models, ControlNets and
+    embeddings of the models folder, start images and hints among the page's inputs; the LoRA and embeddings
     folders are the models folder's. Raises UIError naming the field."""
     folders = model_folders(models_dir)
     s = regions_form(settings)
@@ -55,7 +57,7 @@ def confine_settings(settings: dict, models_dir: str | os.PathLike | None, page_
             s[key] = _page_model(s[key], folders, label(key))
     if s.get("image") is not None:
         s["image"] = page_file(s["image"], [page_inputs(page_dir)], "start image", "the page's own uploads")
-    s["base_loras"] = _page_loras(s.get("base_loras"), folders, "base LoRAs")
+    _page_loras(s.get("base_loras"), folders, "base LoRAs")
     s["base_controlnets"] = _page_controlnets(s.get("base_controlnets"), folders, page_dir, "base ControlNets")
     named = "mask" if len(s[REGIONS]) == 1 else None
     s[REGIONS] = [_page_region(r, folders, page_dir, named or f"region {i}")
@@ -67,7 +69,7 @@ def _page_region(region: dict, folders: dict, page_dir, name: str) -> dict:
     r = dict(region)
     if own_model(r.get("model")) is not None:
         r["model"] = _page_model(r["model"], folders, f"{name} model")
-    r["loras"] = _page_loras(r.get("loras"), folders, f"{name} LoRAs")
+    _page_loras(r.get("loras"), folders, f"{name} LoRAs")
     r["controlnets"] = _page_controlnets(r.get("controlnets"), folders, page_dir, f"{name} ControlNets")
     return r
 
@@ -96,41 +98,12 @@ def _page_model(name, folders: dict, what: str) -> str:
     return path
 
 
-def _page_loras(entries, folders: dict, what: str) -> list:
-    """LoRA entries (normalised dicts) as names inside the page's loras folder: an absolute path there becomes its
-    relative name, anything else is refused; prompt-tag records stay (the prompt's tags resolve there too)."""
-    from .._paths import name_in_folder
-
-    out = []
-    for e in entries or []:
-        if not isinstance(e, dict) or not isinstance(e.get("file"), str):
-            raise UIError(f"{what}: malformed entry {e!r}")
-        e = dict(e)
-        if e.get("source", "flag") != "tag":
-            root = folders["loras"]
-            if root is None:
-                raise UIError(f"{what}: LoRAs need a models folder with loras/ (start the page with --models DIR)")
-            if Path(e["file"]).is_absolute():
-                named = page_file(e["file"], [root], what, "the page's LoRAs (--models DIR/loras)")
-                e["file"] = _relative(named, root)
-            try:
-                name_in_folder(e["file"], root, "LoRA name")
-            except ValueError as err:
-                raise UIError(f"{what}: {err}") from None
-            if not isinstance(e.get("name"), str) or Path(e["name"]).is_absolute() or ".." in e["name"]:
-                e["name"] = e["file"]
-        out.append(e)
-    return out
-
-
-def _relative(path: str, root: Path) -> str:
-    """`path` (inside `root` by name or by its real location) relative to `root`."""
-    for p, r in ((path, root), (path, os.path.realpath(root)), (os.path.realpath(path), os.path.realpath(root))):
-        try:
-            return Path(p).relative_to(r).as_posix()
-        except ValueError:
-            continue
-    raise UIError(f"{path} is not inside {root}")
+def _page_loras(entries, folders: dict, what: str) -> None:
+    """LoRA entries need the models folder's loras/: the job (not trusted: `Job.trusted`, job/trust.py) looks
+    every entry up by name inside it, never as a path, in every pass."""
+    if any(isinstance(e, dict) and e.get("source", "flag") != "tag" for e in entries or []) \
+            and folders["loras"] is None:
+        raise UIError(f"{what}: LoRAs need a models folder with loras/ (start the page with --models DIR)")
 
 
 def _page_controlnets(entries, folders: dict, page_dir, what: str) -> list:

@@ -16,7 +16,6 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ..job import (
@@ -127,23 +126,4 @@ def sampler_view(settings: dict, masks: list[torch.Tensor], cache: ModelCache = 
         return preview_masks(job, list(masks), scale)
 
 
-def cheap_preview(x0: torch.Tensor, latent_format, decode=None) -> np.ndarray:
-    """The current x0 as a uint8 picture, cheaply: pixel-space models are decoded exactly (`decode`, a
-    scale + shift); latent models show their first three latent channels, each stretched to 0..255 and
-    upsampled by the model's downscale (a look at the layout, not the colours; no VAE call per step)."""
-    x = x0[:1].detach().float().cpu()
-    if int(latent_format.downscale) == 1 and decode is not None:
-        img = decode(latent_format.process_out(x))[0]
-        return np.clip(255.0 * img.numpy(), 0, 255).astype(np.uint8)
-    c = x[0, :3]
-    lo = c.amin(dim=(1, 2), keepdim=True)
-    hi = c.amax(dim=(1, 2), keepdim=True)
-    c = ((c - lo) / (hi - lo).clamp_min(1e-6)).permute(1, 2, 0)
-    if c.shape[2] < 3:
-        c = c[..., :1].expand(-1, -1, 3)
-    k = int(latent_format.downscale)
-    arr = np.clip(255.0 * c.numpy(), 0, 255).astype(np.uint8)
-    return np.repeat(np.repeat(arr, k, axis=0), k, axis=1)
-
-
-__all__ = ["LOCKS", "MODELS", "Cancelled", "ModelLocks", "cheap_preview", "page_job", "render", "sampler_view"]
+__all__ = ["LOCKS", "MODELS", "Cancelled", "ModelLocks", "page_job", "render", "sampler_view"]
