@@ -178,3 +178,50 @@ def test_errors_name_the_pages_fields(tmp_path):
     with pytest.raises(H.UIError, match="2 masks for 3 regions"):
         render(H.fields_to_settings(_fields(mode="regional"), 3), masks[:2], output=tmp_path / "x.png")
     assert not (tmp_path / "x.png").exists()
+
+
+def test_a_region_names_only_the_pages_files(tmp_path):
+    """Region 2's model, ControlNet hint and LoRA as a hostile client would send them: the model and the hint are
+    refused by the page's rule (its own files only), the LoRA by the job layer's (a name inside the models
+    folder's loras/, never a path); nothing is written."""
+    models, page_dir, private = tmp_path / "models", tmp_path / "page", tmp_path / "private"
+    for d in (models / "checkpoints", models / "loras", models / "controlnet", page_dir / "inputs", private):
+        d.mkdir(parents=True)
+    (models / "controlnet" / "cn.safetensors").write_bytes(b"x")
+    (private / "secret.safetensors").write_bytes(b"secret")
+    secret = str(private / "secret.safetensors")
+    masks = _canvas(2)
+
+    def settings(**over):
+        s = H.fields_to_settings(_fields(mode="regional", **over), 2, models)
+        return H.confine_settings(s, models, page_dir)
+
+    with pytest.raises(H.UIError, match="^region 2 model .* is not one of the checkpoints"):
+        settings(r2_model=secret)
+    with pytest.raises(H.UIError, match="^region 2 ControlNets hint image .* is not one of the page's own uploads"):
+        settings(r2_controlnets=f"cn.safetensors:{secret}:1:0:1")
+    for line in (f"{secret}:1", "../private/secret:1", "../../private/secret.safetensors:1"):
+        confined = settings(r2_loras=line)
+        assert confined["lora_dir"] == str((models / "loras").resolve())
+        with pytest.raises(H.UIError, match=r"^region 2 loras(\[0\])?: .*(not found in|must be a name inside)"):
+            render(confined, masks, output=tmp_path / "x.png")
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_the_page_lists_the_models_the_workflow_runner_loads(tmp_path):
+    """One listing rule (models/listing.py) for the page's pickers and the workflow runner's folders: `.sft`
+    files (ComfyUI's short safetensors name) and diffusers folders included."""
+    from twosamplers.nodes.folders import Folders
+
+    for rel in ("checkpoints/flux1-dev.sft", "checkpoints/sd15.safetensors", "checkpoints/Sub/XL.SafeTensors",
+                "checkpoints/notes.txt", "loras/detail.sft", "controlnet/canny.pth", "embeddings/neg.pt"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")
+    (tmp_path / "checkpoints" / "pipe").mkdir()
+    (tmp_path / "checkpoints" / "pipe" / "model_index.json").write_text("{}")
+    found = H.scan_models(tmp_path)
+    assert found["checkpoints"] == ["Sub/XL.SafeTensors", "flux1-dev.sft", "pipe", "sd15.safetensors"]
+    assert found["loras"] == ["detail.sft"]
+    runner = Folders.create(models=tmp_path)
+    for kind in ("checkpoints", "loras", "controlnet", "embeddings"):
+        assert found[kind] == runner.list_models(kind), kind

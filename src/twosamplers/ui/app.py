@@ -12,7 +12,7 @@ Who may use it, and what it may open (docs/security.md), is ours, not assumed fr
   /tmp/gradio every local user shares, and no `allowed_paths` are given: Gradio's file route serves only what
   this page uploaded or returned (its own results), never the rest of an outputs folder;
 - results are written to a private temporary folder (0700) and, with `--outputs DIR`, copied there;
-- a job runs only with the page's own files (`handlers.confine_settings`): models, LoRAs, ControlNets and
+- a job runs only with the page's own files (`confine.confine_settings`): models, LoRAs, ControlNets and
   embeddings of the models folder, start images and hints the page was given. A loaded PNG's start image is
   opened only when it is one of the page's own uploads.
 """
@@ -264,7 +264,7 @@ def _settings_column(c: dict, fields: dict, models_dir: str | None, found: dict)
     with gr.Row(visible=False, equal_height=True) as c["kept_row"]:
         c["kept_line"] = gr.Markdown("", elem_id="ts-kept")
         c["kept_drop"] = gr.Button("drop them", size="sm", scale=0, min_width=80, elem_id="ts-kept-drop")
-    c["kept"] = gr.State({})  # job fields of a loaded PNG that the page has no widget for (handlers.KEPT_KEYS)
+    c["kept"] = gr.State({})  # job fields of a loaded PNG that the page has no widget for (fields.KEPT_KEYS)
     with gr.Row():
         c["crop_to_mask"] = gr.Checkbox(label="crop to mask", value=fields["crop_to_mask"], elem_id="ts-crop")
         c["differential"] = gr.Checkbox(label="differential", value=fields["differential"],

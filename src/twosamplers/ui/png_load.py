@@ -50,7 +50,7 @@ def own_image(path, page_dir: str | os.PathLike) -> np.ndarray | None:
     try:
         own = page_file(path, [page_inputs(page_dir)], "start image", "the page's own uploads")
         return np.clip(np.rint(load_image(own)[0].numpy() * 255.0), 0, 255).astype(np.uint8)
-    except (UIError, OSError, ValueError):
+    except (OSError, ValueError):  # UIError is a ValueError
         return None
 
 
