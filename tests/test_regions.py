@@ -341,5 +341,5 @@ def test_a_page_picture_with_three_regions_renders_again_from_generate_from(tmp_
     assert [r.prompt for r in job.regions] == ["brick", "water", "sand"] and job.regions[2].spec.cfg == 2.0
     # and the CLI's three-region PNG loads into the page with every region
     settings, loaded = H.load_png_settings(tmp_path / "cli.png")
-    assert len(loaded) == 3 and [r["prompt"] for r in settings["regions"]] == ["water", "sand"]
-    assert settings["mask_prompt"] == "brick" and settings["regions"][1]["sampler"] == "heun"
+    assert len(loaded) == 3 and [r["prompt"] for r in settings["regions"]] == ["brick", "water", "sand"]
+    assert settings["regions"][2]["sampler"] == "heun"

@@ -11,10 +11,11 @@ import pytest
 import torch
 
 from twosamplers.cli import main as cli_main
-from twosamplers.imageio import read_settings, resize_mask
+from twosamplers.imageio import decode_mask_png, encode_mask_png, read_settings, resize_mask
 from twosamplers.job import Job, job_keys
+from twosamplers.latent import latent_preview
 from twosamplers.ui import handlers as H
-from twosamplers.ui.render import Cancelled, render
+from twosamplers.ui.render import Cancelled, render, sampler_view
 
 
 def _layer(h, w, painted: tuple[slice, slice], alpha=255):
@@ -49,26 +50,33 @@ def test_fields_settings_round_trip_covers_every_field(tmp_path):
                 mask_controlnets=f"cn.safetensors:{hint}:0.8:0:0.5", r3_loras="style.safetensors:2",
                 r2_controlnets=f"cn.safetensors:{hint}:1:0.25:1")
     s = H.fields_to_settings(f, n_regions=3, models_dir=models)
-    # a job dict: what the CLI's flags and PNG metadata are (the base panel's model is the job's `model`)
-    assert set(s) - {"regions"} == set(job_keys()) - {"base_model"}
-    assert s["model"] == "textures" and s["mask_model"] == "ideal"
-    assert "mask_model" not in H.fields_to_settings(dict(f, mask_model=H.SAME_MODEL), 3, models)
-    Job.from_dict({k: v for k, v in s.items() if k != "regions"}, mask_tensor=torch.ones(4, 4))
-    assert s["base_seed"] == 7 and s["mask_cfg"] == 4.5 and s["grow"] == 3 and s["base_negative"] == "sand"
+    # the job's dict (what the CLI's flags, a batch line and the PNG metadata are), every region in `regions`;
+    # the base panel's model is the job's `model`, region 1's panel is the mask panel
+    assert s == Job.from_dict(s, mask_tensors=[torch.ones(4, 4)] * 3).to_dict()
+    assert set(s) == set(job_keys()) - {"base_model", "mask", "mask_prompt"} - {
+        k for k in job_keys() if k.startswith("mask_") and k not in ("mask_channel",)} | {"regions"}
+    assert [r["mask"] for r in s["regions"]] == [H.UI_MASK_NAME] * 3
+    assert s["model"] == "textures" and [r.get("model") for r in s["regions"]] == ["ideal", "ideal", None]
+    assert "model" not in H.fields_to_settings(dict(f, mask_model=H.SAME_MODEL), 3, models)["regions"][0]
+    assert s["base_seed"] == 7 and s["regions"][0]["cfg"] == 4.5 and s["grow"] == 3 and s["base_negative"] == "sand"
     assert s["mode"] == "joint"  # regional mode, regions sampled jointly: the job's (and the CLI's) mode "joint"
-    assert [r["prompt"] for r in s["regions"]] == ["water", "sand"] and s["regions"][1]["sampler"] == "heun"
-    assert [r["model"] for r in s["regions"]] == ["ideal", H.SAME_MODEL]
+    assert [r["prompt"] for r in s["regions"]] == ["brick", "water", "sand"] and s["regions"][2]["sampler"] == "heun"
     assert s["base_loras"] == [{"file": "style.safetensors", "strength_model": 0.5, "strength_clip": 0.5},
                                {"file": "sub/b.safetensors", "strength_model": 1.0, "strength_clip": 0.25}]
     assert s["lora_dir"] == str((models / "loras").resolve())  # names are looked up in the page's loras/
-    assert s["mask_controlnets"] == [{"file": str((models / "controlnet" / "cn.safetensors").resolve()),
-                                      "image": hint, "strength": 0.8, "start_percent": 0.0, "end_percent": 0.5}]
-    assert s["regions"][0]["controlnets"][0]["start_percent"] == 0.25
-    assert s["regions"][1]["loras"][0]["strength_model"] == 2.0
+    assert s["regions"][0]["controlnets"] == [{"file": str((models / "controlnet" / "cn.safetensors").resolve()),
+                                               "image": hint, "strength": 0.8, "start_percent": 0.0,
+                                               "end_percent": 0.5}]
+    assert s["regions"][1]["controlnets"][0]["start_percent"] == 0.25
+    assert s["regions"][2]["loras"][0]["strength_model"] == 2.0
     back = H.settings_to_fields(s, H.default_fields(), models_dir=models)
     for k in H.FIELDS:
         if k != "use_image":
             assert back[k] == f[k], k
+    # one region: the two-pass job's flat keys, region 1's own model its `mask_model`
+    one = H.fields_to_settings(dict(f, mode="two-pass"), 1, models)
+    assert set(one) == set(job_keys()) - {"base_model"} and one["mask_model"] == "ideal"
+    assert H.settings_to_fields(one, H.default_fields(), models)["mask_cfg"] == 4.5
 
 
 def test_regional_algorithm_is_the_job_mode(tmp_path):
@@ -217,7 +225,10 @@ def test_loaded_masks_stand_in_for_dropped_layers_until_the_user_paints():
     for layers in ([], [empty], [empty, empty]):
         masks = H.canvas_masks({"background": bg, "layers": layers}, None, [m1, m2])
         assert len(masks) == 2 and masks[0].shape == (32, 32) and masks[0][:7, :7].eq(1).all()
-        assert [torch.equal(a, resize_mask(b, 32, 32)) for a, b in zip(masks, (m1, m2), strict=True)] == [True] * 2
+        # resized as ComfyUI resizes masks, then 8-bit: what the PNG embeds is what the page rendered with
+        assert [torch.equal(a, H.eight_bit(resize_mask(b, 32, 32))) for a, b in zip(masks, (m1, m2), strict=True)] \
+            == [True] * 2
+        assert all(torch.equal(decode_mask_png(encode_mask_png(a)), a) for a in masks)
     assert [tuple(m.shape) for m in H.canvas_masks(None, None, [m1, m2])] == [(16, 16), (16, 16)]
     stroke = _layer(32, 32, (slice(0, 2), slice(0, 2)))
     masks = H.canvas_masks({"background": bg, "layers": [empty, stroke]}, None, [m1, m2])
@@ -225,20 +236,65 @@ def test_loaded_masks_stand_in_for_dropped_layers_until_the_user_paints():
     up = np.zeros((32, 32, 3), np.uint8)
     up[30:, 30:] = 255
     masks = H.canvas_masks({"background": bg, "layers": []}, up, [m1, m2])
-    assert masks[0].sum() == 4 and torch.equal(masks[1], resize_mask(m2, 32, 32))
+    assert masks[0].sum() == 4 and torch.equal(masks[1], H.eight_bit(resize_mask(m2, 32, 32)))
     with pytest.raises(H.UIError, match="aspect"):
         H.canvas_masks({"background": bg, "layers": []}, None, [torch.ones(8, 16)])
 
 
-def test_mask_preview_is_grown_and_feathered():
+def test_the_mask_view_is_grown_and_feathered():
     bg = np.full((32, 32, 4), 100, np.uint8)
-    l1 = _layer(32, 32, (slice(12, 20), slice(12, 20)))
-    plain = H.mask_preview({"background": bg, "layers": [l1]}, None, 0, 0)
-    grown = H.mask_preview({"background": bg, "layers": [l1]}, None, 3, 0)
-    soft = H.mask_preview({"background": bg, "layers": [l1]}, None, 0, 2.0)
+    masks = H.canvas_masks({"background": bg, "layers": [_layer(32, 32, (slice(12, 20), slice(12, 20)))]})
+
+    def view(**over):
+        return H.overlay(bg, sampler_view(H.fields_to_settings(_fields(width=32, height=32, **over)), masks))
+
     tinted = lambda im: (np.abs(im.astype(int) - 100).sum(-1) > 3).sum()  # noqa: E731
+    plain, grown, soft = view(feather=0), view(grow=3, feather=0), view(feather=2.0)
     assert plain.shape == (32, 32, 3) and plain.dtype == np.uint8
     assert tinted(plain) == 64 and tinted(grown) == 14 * 14 and tinted(soft) > 64
+
+
+def _engine_masks(monkeypatch) -> list:
+    """The masks the engine under the front door receives (each region's, in order) while a render runs."""
+    import twosamplers.front as front
+
+    seen = []
+    real = {name: getattr(front, name) for name in ("two_pass_sample", "interleaved_sample", "joint_sample")}
+    monkeypatch.setattr(front, "two_pass_sample", lambda s, m, *a, **k: seen.append(m) or real["two_pass_sample"](
+        s, m, *a, **k))
+    monkeypatch.setattr(front, "interleaved_sample", lambda lat, b, rs, *a, **k: seen.extend(r[0] for r in rs) or
+                        real["interleaved_sample"](lat, b, rs, *a, **k))
+    monkeypatch.setattr(front, "joint_sample", lambda s, b, rs, **k: seen.extend(r[0] for r in rs) or
+                        real["joint_sample"](s, b, rs, **k))
+    return seen
+
+
+@pytest.mark.parametrize("mode", ["two-pass", "interleaved", "regional", "joint"])
+def test_the_mask_view_is_the_samplers_mask_in_every_mode(tmp_path, mode, monkeypatch):
+    """"Show mask" draws `render.sampler_view`: for the page's job in every mode it equals, value for value, the
+    mask the engine receives when Generate renders that job (grow, feather, the interleaved modes' overlap
+    dilation, joint's at-least-one-latent-pixel ramp; joint's engine gets it at latent size)."""
+    bg = np.full((64, 64, 4), 90, np.uint8)
+    layers = [_layer(64, 64, (slice(8, 30), slice(6, 40))), _layer(64, 64, (slice(28, 50), slice(20, 60)), 180),
+              _layer(64, 64, (slice(40, 60), slice(2, 20)))]
+    n = 1 if mode in ("two-pass", "interleaved") else 3
+    masks = H.canvas_masks({"background": bg, "layers": layers[:n]})
+    f = _fields(mode="regional" if mode == "joint" else mode, regional_algorithm="joint" if mode == "joint" else
+                "interleaved", grow=2, feather=1.5, base_steps=1, mask_steps=1, r2_steps=1, r3_steps=1)
+    settings = H.fields_to_settings(f, n, None, {"overlap_factor": 3})
+    assert settings["mode"] == mode
+    shown = sampler_view(settings, masks)
+    seen = _engine_masks(monkeypatch)
+    render(settings, masks, output=tmp_path / "o.png")
+    assert len(seen) == len(shown) == n
+    for got, want in zip(seen, shown, strict=True):
+        if mode == "joint":
+            from twosamplers.mask_ops import to_latent
+
+            want = to_latent(want, (1, 3, 64, 64))
+        assert torch.equal(got.reshape(-1), want.reshape(-1))
+    view = H.overlay(H.editor_background({"background": bg}), shown)
+    assert view.shape == (64, 64, 3) and (view != 90).any()
 
 
 def test_editor_value_restores_masks_as_layers():
@@ -281,10 +337,10 @@ def test_cheap_preview_of_pixel_and_latent_models():
 
     model = load("textures")
     x0 = torch.rand(1, 3, 8, 8) * 2 - 1
-    exact = H.cheap_preview(x0, model.latent_format, model.decode_latent)
+    exact = latent_preview(x0, model.latent_format, model.decode_latent)
     assert exact.shape == (8, 8, 3)
     assert np.array_equal(exact, np.clip(255.0 * model.decode_latent(x0)[0].numpy(), 0, 255).astype(np.uint8))
-    lat = H.cheap_preview(torch.randn(1, 4, 8, 8), LatentFormat(0.18215, 4, 8))
+    lat = latent_preview(torch.randn(1, 4, 8, 8), LatentFormat(0.18215, 4, 8))
     assert lat.shape == (64, 64, 3) and lat.min() == 0 and lat.max() == 255
 
 

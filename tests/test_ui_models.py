@@ -184,3 +184,26 @@ def test_a_cli_png_with_clip_skip_and_a_base_model_renders_again_the_same(tiny_m
     assert {k: v for k, v in ui_meta.items() if k != "mask"} == {k: v for k, v in cli_meta.items() if k != "mask"}
     assert torch.equal(load_image(tmp_path / "cli.png")[0], _image(ui))
     assert not torch.equal(_image(ui), _image(dropped))  # clip_skip changes the picture
+
+
+def test_the_mask_view_has_the_models_pixel_scale(tiny_models_dir, tmp_path, monkeypatch):
+    """On an SD model (8 image pixels a latent pixel) mode joint ramps each region by at least one latent pixel:
+    the page's mask view (`render.sampler_view`) is the mask the engine receives, at that scale."""
+    import twosamplers.front as front
+    from twosamplers.mask_ops import to_latent
+    from twosamplers.ui.render import sampler_view
+
+    masks = [_disc(), _square()]
+    f = _sd_fields(tiny_models_dir, mode="regional", regional_algorithm="joint", r2_cfg=4.0, feather=1.0)
+    settings = H.fields_to_settings(f, 2, tiny_models_dir)
+    shown = sampler_view(settings, masks)
+    seen = []
+    real = front.joint_sample
+    monkeypatch.setattr(front, "joint_sample", lambda s, b, rs, **k: seen.extend(r[0] for r in rs) or real(s, b, rs,
+                                                                                                          **k))
+    render(settings, masks, output=tmp_path / "o.png")
+    assert len(seen) == len(shown) == 2
+    for got, want in zip(seen, shown, strict=True):
+        assert torch.equal(got.reshape(-1), to_latent(want, (1, 4, 8, 8)).reshape(-1))
+    at_pixel_scale = front.sampler_masks(masks, (64, 64), 1, mode="joint", feather=1.0)
+    assert not torch.equal(shown[0], at_pixel_scale[0])  # the scale is the model's, not the canvas's

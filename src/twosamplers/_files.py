@@ -1,5 +1,6 @@
 """Atomic file output: write to a temporary file beside the target, then rename it over the target, so an
-interrupted run (error, Ctrl-C) never leaves a half-written file and an existing output survives."""
+interrupted run (error, Ctrl-C) never leaves a half-written file and an existing output survives; `copy_new`
+copies into a folder never over a file already there (the web page's --outputs)."""
 
 from __future__ import annotations
 
@@ -46,3 +47,26 @@ def atomic_write_all(items: list[tuple[str | os.PathLike, Callable[[str], None]]
             raise OSError(e.errno, f"cannot write {current}: {e.strerror or e}") from None
         raise
     return [path for _, path in temps]
+
+
+def copy_new(src: Path, folder: Path) -> Path:
+    """`src` copied into `folder` under its name (or name-2, -3, ...): written to a temporary file, then linked
+    to a name no file has (never replacing one, never through a symbolic link)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    data = src.read_bytes()
+    for i in range(1, 10_000):
+        target = folder / (src.name if i == 1 else f"{src.stem}-{i}{src.suffix}")
+        if os.path.lexists(target):
+            continue
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.chmod(tmp, 0o644)
+            os.link(tmp, target)  # fails when the name was taken meanwhile: try the next one
+            return target
+        except FileExistsError:
+            continue
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+    raise FileExistsError(f"no free name for {src.name} in {folder}")

@@ -1,4 +1,4 @@
-"""LATENT dicts and ComfyUI `.latent` files.
+"""LATENT dicts and ComfyUI `.latent` files, and a cheap picture of a latent (`latent_preview`: live previews).
 
 A LATENT is {"samples": Tensor[B, C, H, W], optional "noise_mask", optional "batch_index"}.
 A `.latent` file is safetensors with the tensor under "latent_tensor" and an empty "latent_format_version_0"
@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
@@ -125,3 +126,23 @@ def load_latent(path: str | os.PathLike) -> dict:
         raise ValueError(f"{path}: {e}") from None
     multiplier = 1.0 if FORMAT_MARKER in data else 1.0 / OLD_FORMAT_SCALE
     return {"samples": t.float() * multiplier}
+
+
+def latent_preview(x0: torch.Tensor, latent_format, decode=None) -> np.ndarray:
+    """A sampler step's x0 as a uint8 picture (H, W, 3), cheaply (the web page's and the server's live preview):
+    pixel-space models are decoded exactly (`decode`, a scale + shift); latent models show their first three
+    latent channels, each stretched to 0..255 and upsampled by the model's downscale (a look at the layout, not
+    the colours; no VAE call per step)."""
+    x = x0[:1].detach().float().cpu()
+    if int(latent_format.downscale) == 1 and decode is not None:
+        img = decode(latent_format.process_out(x))[0]
+        return np.clip(255.0 * img.numpy(), 0, 255).astype(np.uint8)
+    c = x[0, :3]
+    lo = c.amin(dim=(1, 2), keepdim=True)
+    hi = c.amax(dim=(1, 2), keepdim=True)
+    c = ((c - lo) / (hi - lo).clamp_min(1e-6)).permute(1, 2, 0)
+    if c.shape[2] < 3:
+        c = c[..., :1].expand(-1, -1, 3)
+    k = int(latent_format.downscale)
+    arr = np.clip(255.0 * c.numpy(), 0, 255).astype(np.uint8)
+    return np.repeat(np.repeat(arr, k, axis=0), k, axis=1)

@@ -23,11 +23,12 @@ from pathlib import Path
 
 from .._files import atomic_write_all
 from .._paths import name_in_folder, read_regular
+from ..models.listing import MODEL_EXTENSIONS, model_files
 
 MODEL_KINDS = ("checkpoints", "loras", "vae", "controlnet", "embeddings", "upscale_models", "clip", "unet",
                "diffusion_models", "text_encoders", "clip_vision", "configs", "wildcards", "hypernetworks", "gligen",
                "style_models")
-CHECKPOINT_EXTENSIONS = (".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".bin")
+CHECKPOINT_EXTENSIONS = MODEL_EXTENSIONS  # the one listing rule, shared with the web page (models/listing.py)
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
 
@@ -149,13 +150,7 @@ class Folders:
         once per Folders object."""
         key = ("models", kind, tuple(extensions), marker)
         if key not in self.listings:
-            names: set[str] = set()
-            for d in self.search_dirs(kind):
-                if not d.is_dir():
-                    continue
-                for p in d.rglob("*"):
-                    if p.is_file() and p.suffix.lower() in extensions or p.is_dir() and (p / marker).is_file():
-                        names.add(p.relative_to(d).as_posix())
+            names = {n for d in self.search_dirs(kind) for n in model_files(d, tuple(extensions), marker)}
             self.listings[key] = sorted(names)
         return list(self.listings[key])
 

@@ -1,7 +1,7 @@
 """Live previews as ComfyUI's binary websocket frames (only with `--preview-method auto`; off by default,
 because some clients take any binary frame for a finished image).
 
-The picture is the web page's cheap preview of the current x0 (`ui.handlers.cheap_preview`: exact for the
+The picture is the web page's cheap preview of the current x0 (`latent.latent_preview`: exact for the
 pixel-space models, the first latent channels for latent models), at most PREVIEW_SIDE pixels a side, as JPEG.
 Frame payloads (after the 4-byte event number the hub adds): event 1 = 4-byte image type (1 = JPEG) + the
 JPEG; event 4 = 4-byte length + JSON metadata (node, prompt, "image_type") + the JPEG.
@@ -15,7 +15,7 @@ import struct
 
 from PIL import Image
 
-from ..ui.handlers import cheap_preview
+from ..latent import latent_preview
 
 PREVIEW_SIDE = 512
 JPEG = 1
@@ -23,7 +23,7 @@ JPEG = 1
 
 def preview_image(x0, model) -> bytes:
     """The current x0 of a sampler step as JPEG bytes."""
-    arr = cheap_preview(x0, model.latent_format, getattr(model, "decode_latent", None))
+    arr = latent_preview(x0, model.latent_format, getattr(model, "decode_latent", None))
     img = Image.fromarray(arr)
     img.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))
     buf = io.BytesIO()

@@ -12,7 +12,7 @@ Who may use it, and what it may open (docs/security.md), is ours, not assumed fr
   /tmp/gradio every local user shares, and no `allowed_paths` are given: Gradio's file route serves only what
   this page uploaded or returned (its own results), never the rest of an outputs folder;
 - results are written to a private temporary folder (0700) and, with `--outputs DIR`, copied there;
-- a job runs only with the page's own files (`handlers.confine_settings`): models, LoRAs, ControlNets and
+- a job runs only with the page's own files (`confine.confine_settings`): models, LoRAs, ControlNets and
   embeddings of the models folder, start images and hints the page was given. A loaded PNG's start image is
   opened only when it is one of the page's own uploads.
 """
@@ -55,12 +55,14 @@ import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
 from starlette.middleware import Middleware  # noqa: E402
 
+from .._files import copy_new  # noqa: E402
 from ..http_guard import Guard, GuardMiddleware, start_banner  # noqa: E402
+from ..latent import latent_preview  # noqa: E402
 from ..samplers import SAMPLER_NAMES  # noqa: E402
 from ..schedules import SCHEDULER_NAMES  # noqa: E402
 from . import handlers as H  # noqa: E402
 from .idle_frames import HEAD  # noqa: E402
-from .render import LOCKS, Cancelled, models_used, render  # noqa: E402
+from .render import LOCKS, Cancelled, page_job, render, sampler_view  # noqa: E402
 
 GRADIO_6 = int(gr.__version__.split(".")[0]) >= 6
 PREVIEW_EVERY_S = 0.25  # the live preview is sent at most this often (4/s; each one costs server and browser CPU)
@@ -150,7 +152,7 @@ def _pass_panel(comp: dict, prefix: str, fields: dict, title: str, lists: dict, 
                                           elem_id=f"ts-{prefix}-prompt")
     comp[f"{prefix}_negative"] = gr.Textbox(label="negative", value=fields[f"{prefix}_negative"],
                                             elem_id=f"ts-{prefix}-negative")
-    model = {"base": "model", "mask": "mask_model"}.get(prefix, f"{prefix}_model")
+    model = H.model_field(prefix)
     comp[model] = gr.Dropdown(lists["models_same" if prefix != "base" else "models"], value=fields[model],
                               label="model" + (" (also the VAE)" if prefix == "base" else ""),
                               allow_custom_value=True, elem_id=f"ts-{prefix}-model")
@@ -262,7 +264,7 @@ def _settings_column(c: dict, fields: dict, models_dir: str | None, found: dict)
     with gr.Row(visible=False, equal_height=True) as c["kept_row"]:
         c["kept_line"] = gr.Markdown("", elem_id="ts-kept")
         c["kept_drop"] = gr.Button("drop them", size="sm", scale=0, min_width=80, elem_id="ts-kept-drop")
-    c["kept"] = gr.State({})  # job fields of a loaded PNG that the page has no widget for (handlers.KEPT_KEYS)
+    c["kept"] = gr.State({})  # job fields of a loaded PNG that the page has no widget for (fields.KEPT_KEYS)
     with gr.Row():
         c["crop_to_mask"] = gr.Checkbox(label="crop to mask", value=fields["crop_to_mask"], elem_id="ts-crop")
         c["differential"] = gr.Checkbox(label="differential", value=fields["differential"],
@@ -351,25 +353,32 @@ class Page:
             return _keep(2)
         return bg.shape[1], bg.shape[0]
 
-    def on_show_mask(self, value, upload, g, f, loaded):
+    def on_show_mask(self, data: dict):
         try:
-            return H.mask_preview(value, upload, g, f, loaded), _no_error()
+            value = data[self.c["editor"]]
+            settings, masks = self._job(data, save_image=False)
+            return H.overlay(H.editor_background(value), sampler_view(settings, masks)), _no_error()
         except Exception as e:  # shown in the page; the server keeps running
             return None, _error(H.error_message(e))
 
     # ------------------------------------------------------------------ running
-    def _job(self, data: dict) -> tuple[dict, list]:
-        values = {k: data[self.c[k]] for k in H.FIELDS}
+    def _job(self, data: dict, save_image: bool = True) -> tuple[dict, list]:
+        """The page's job dict (confined to the page's own files) and its masks, from the widgets' values."""
         value = data[self.c["editor"]]
         masks = H.canvas_masks(value, data[self.c["mask_upload"]], data[self.c["loaded_masks"]])
-        settings = H.fields_to_settings(values, len(masks), self.models_dir, data[self.c["kept"]])
+        return self._settings({k: data[self.c[k]] for k in H.FIELDS}, masks, data[self.c["kept"]], value,
+                              save_image), masks
+
+    def _settings(self, values: dict, masks: list, kept: dict | None, editor=None, save_image: bool = True) -> dict:
+        settings = H.fields_to_settings(values, len(masks), self.models_dir, kept)
         if values.get("use_image"):
-            bg = H.editor_background(value)
+            bg = H.editor_background(editor)
             if bg is None:
                 raise H.UIError("'start from the canvas image' is on but the canvas has no image")
-            settings["image"] = H.save_input(bg, self.out_dir)
+            if save_image:  # the mask view needs only the image's size
+                settings["image"] = H.save_input(bg, self.out_dir)
             settings["width"], settings["height"] = bg.shape[1], bg.shape[0]
-        return H.confine_settings(settings, self.models_dir, self.out_dir), masks
+        return H.confine_settings(settings, self.models_dir, self.out_dir)
 
     def on_generate(self, data: dict, request: gr.Request):
         try:
@@ -395,7 +404,7 @@ class Page:
             except Exception as e:  # reported in the page
                 outcome["error"] = H.error_message(e)
 
-        waiting = any(LOCKS.lock(m).locked() for m in models_used(settings))
+        waiting = LOCKS.busy(page_job(settings, masks).models())
         thread = threading.Thread(target=work, name=f"twosamplers-{name}", daemon=True)
         thread.start()
         first = "waiting: another run is using this model" if waiting else "loading the model..."
@@ -417,7 +426,7 @@ class Page:
             if step != shown and now - last_sent >= PREVIEW_EVERY_S and progress["x0"] is not None:
                 shown, last_sent = step, now
                 model = progress["model"]
-                img = H.cheap_preview(progress["x0"], model.latent_format, model.decode_latent)
+                img = latent_preview(progress["x0"], model.latent_format, model.decode_latent)
                 pct = 100.0 * (step + 1) / max(progress["total"], 1)
                 yield [gr.update(), f"step {step + 1}/{progress['total']} ({pct:.0f}%)", img] + _keep(4)
 
@@ -459,20 +468,14 @@ class Page:
         """The kept fields' state, their line and its row (hidden when nothing is kept)."""
         return [kept, H.kept_line(kept), gr.update(visible=bool(kept))]
 
-    def _own_image(self, path) -> np.ndarray | None:
-        """A loaded PNG's start image, only when it is one of this page's own uploads (a PNG names any path)."""
-        if not isinstance(path, str) or not path:
-            return None
+    def _loaded_view(self, f: dict, masks: list, bg: np.ndarray, kept: dict):
+        """A loaded PNG's regions as its sampler will see them (the editor may not show its layers); the regions
+        as stored when the PNG's job is not one the page can run (e.g. its model is not in the models folder)."""
+        masks = [H.fit_mask(m, bg.shape[:2]) for m in masks]
         try:
-            own = H._page_file(path, [H.page_inputs(self.out_dir)], "start image", "the page's own uploads")
-        except H.UIError:
-            return None
-        from ..imageio import load_image
-
-        try:
-            return np.clip(np.rint(load_image(own)[0].numpy() * 255.0), 0, 255).astype(np.uint8)
-        except (OSError, ValueError):
-            return None
+            return H.overlay(bg, sampler_view(self._settings(dict(f, use_image=False), masks, kept), masks))
+        except Exception:  # noqa: BLE001 (a view only: Generate reports the problem)
+            return H.overlay(bg, masks)
 
     def on_load(self, path, *current):
         boxes = self.c.get("_boxes", [])
@@ -481,14 +484,13 @@ class Page:
         try:
             settings, masks = H.load_png_settings(path)
             f = H.settings_to_fields(settings, dict(zip(H.FIELDS, current, strict=True)), self.models_dir)
-            bg = self._own_image(settings.get("image"))
+            bg = H.own_image(settings.get("image"), self.out_dir)
             if bg is None:
                 bg = np.full((int(f["height"]), int(f["width"]), 3), 128, np.uint8)
                 f["use_image"] = False
             value = H.editor_value(bg, masks)
-            # the loaded regions as the sampler sees them (also where the editor drops the layers)
-            view = H.overlay(bg, [H.grown_feathered(H.fit_mask(m, bg.shape[:2]), int(f["grow"]), float(f["feather"]))
-                                  for m in masks])
+            kept = H.kept_settings(settings)
+            view = self._loaded_view(f, masks, bg, kept)  # also where the editor drops the layers
         except Exception as e:
             return _keep(len(H.FIELDS) + 2) + [_error(H.error_message(e))] + _keep(5 + len(boxes))
         # Gradio 5.50's editor fails to add the layers (and background) a load sets on a page whose canvas was never
@@ -497,30 +499,7 @@ class Page:
         # a LoRA / ControlNet box with loaded lines opens (Gradio 6 renders a closed accordion's fields lazily)
         opened = [gr.update(open=True) if str(f.get(field) or "").strip() else gr.update() for _, field in boxes]
         return ([f[k] for k in H.FIELDS] + [value, H.mask_image(masks[0]), _no_error()]
-                + self.kept_updates(H.kept_settings(settings)) + [masks, view] + opened)
-
-
-def copy_new(src: Path, folder: Path) -> Path:
-    """`src` copied into `folder` under its name (or name-2, -3, ...): written to a temporary file, then linked
-    to a name no file has (never replacing one, never through a symbolic link)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    data = src.read_bytes()
-    for i in range(1, 10_000):
-        target = folder / (src.name if i == 1 else f"{src.stem}-{i}{src.suffix}")
-        if os.path.lexists(target):
-            continue
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.chmod(tmp, 0o644)
-            os.link(tmp, target)  # fails when the name was taken meanwhile: try the next one
-            return target
-        except FileExistsError:
-            continue
-        finally:
-            Path(tmp).unlink(missing_ok=True)
-    raise FileExistsError(f"no free name for {src.name} in {folder}")
+                + self.kept_updates(kept) + [masks, view] + opened)
 
 
 def _page_folders(outputs_dir: str | None) -> tuple[Path, Path | None]:
@@ -572,11 +551,9 @@ def build_app(models_dir: str | None = None, outputs_dir: str | None = None) -> 
         c["editor"].upload(None, [c["use_image"]], c["use_image"], js="(v) => window.__tsLoading ? v : true",
                            queue=False)
         c["editor"].upload(page.on_upload, c["editor"], [c["width"], c["height"]], queue=False)
-        c["show_mask"].click(page.on_show_mask, [c["editor"], c["mask_upload"], c["grow"], c["feather"],
-                                                c["loaded_masks"]],
-                             [c["mask_view"], c["error"]])
-        c["generate"].click(page.on_generate, set(field_comps + [c["editor"], c["mask_upload"], c["results"],
-                                                                 c["kept"], c["loaded_masks"]]),
+        job_inputs = set(field_comps + [c["editor"], c["mask_upload"], c["kept"], c["loaded_masks"]])
+        c["show_mask"].click(page.on_show_mask, job_inputs, [c["mask_view"], c["error"]])
+        c["generate"].click(page.on_generate, job_inputs | {c["results"]},
                             [c[k] for k in RUN_OUTPUTS], concurrency_limit=2, concurrency_id="render",
                             show_progress="minimal")
         c["cancel"].click(page.on_cancel, None, c["status"], queue=False)
