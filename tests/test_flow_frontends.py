@@ -15,8 +15,8 @@ from PIL import Image
 
 import twosamplers as ts
 from twosamplers.cli import main
-from twosamplers.imageio import load_image
 from twosamplers.job import Job, run_job
+from twosamplers.job.imageio import load_image
 from twosamplers.job.spec import JobError
 from twosamplers.models import ModelCache, defaults_for, load
 
