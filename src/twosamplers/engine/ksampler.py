@@ -327,8 +327,8 @@ def _pbar_flag(disable_pbar: bool | None) -> bool | None:
 
 
 def __getattr__(name: str):
-    # `twosamplers.ksampler.common_ksampler` (the old path the parity checker and README use; _old_paths.py)
-    # lives one floor up, in passes.py: the one lazy upward alias (tests/test_layers.py)  relayout: keep
+    # the old path `twosamplers.ksampler.common_ksampler` (_old_paths.py: the parity checker's)  relayout: keep
+    # lives one floor up, in passes.py: the one lazy upward alias (tests/test_layers.py)
     if name == "common_ksampler":
         from .passes import common_ksampler
         return common_ksampler
