@@ -116,6 +116,16 @@ def test_the_layer_check_sees_a_wrong_import(tmp_path):
     assert FLOORS["job"] > FLOORS["engine.front"] and FLOORS["engine.passes"] < FLOORS["engine.front"]
 
 
+def test_the_public_names_still_import_from_the_package():
+    """`from twosamplers import X` for every name of `__all__`, wherever its module now lives."""
+    import twosamplers
+
+    for name in twosamplers.__all__:
+        assert getattr(twosamplers, name) is not None, name
+    front = importlib.import_module("twosamplers.engine.front")
+    assert twosamplers.two_samplers_for_mask is front.two_samplers_for_mask
+
+
 # ---------------------------------------------------------------------------------------------- old module paths
 def old_paths() -> dict[str, str]:
     from twosamplers._old_paths import OLD_PATHS
