@@ -146,6 +146,11 @@ def test_old_paths_are_the_modules_themselves():
         assert callable(getattr(importlib.import_module("twosamplers" + old), name)), (old, name)
     with pytest.raises(ModuleNotFoundError):
         importlib.import_module("twosamplers" + ".two_pass")  # not kept: no user imports it
+    import twosamplers as ts  # `ts.schedules.X` as before, without importing the old path first
+
+    assert ts.schedules is importlib.import_module("twosamplers.engine.schedules")
+    with pytest.raises(AttributeError):
+        _ = ts.two_pass
 
 
 def used_paths(path: Path):

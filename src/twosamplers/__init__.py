@@ -40,6 +40,8 @@ _LAZY = {
 def __getattr__(name: str):
     module = _LAZY.get(name)
     if module is None:
+        if f"{__name__}.{name}" in _old_paths.OLD_PATHS:  # `ts.schedules.X` after `import twosamplers as ts`
+            return import_module(f".{name}", __name__)
         raise AttributeError(f"module 'twosamplers' has no attribute {name!r}")
     value = getattr(import_module(f".{module}", __name__), name)
     globals()[name] = value
