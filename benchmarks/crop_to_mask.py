@@ -21,7 +21,7 @@ import time
 import torch
 
 import twosamplers as ts
-from twosamplers import mask_ops as mt
+from twosamplers.engine import mask_ops as mt
 from twosamplers.models import NetworkModel
 
 

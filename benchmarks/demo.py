@@ -84,7 +84,7 @@ def import_time() -> tuple[float, float]:
     """(wall s, CPU s) of a process that imports what the demo imports."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import twosamplers, twosamplers.cli, twosamplers.front, "
+    subprocess.run([sys.executable, "-c", "import twosamplers, twosamplers.cli, twosamplers.engine.front, "
                     "twosamplers.models.analytic"], check=True)
     wall = time.perf_counter() - t
     after = resource.getrusage(resource.RUSAGE_CHILDREN)

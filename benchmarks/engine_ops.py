@@ -24,7 +24,7 @@ import torch
 from engine_overhead import sampling_inputs  # this folder is on sys.path when run as a script
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from twosamplers.ksampler import common_ksampler
+from twosamplers.engine.ksampler import common_ksampler
 from twosamplers.models import NetworkModel
 
 SAMPLERS = ("dpmpp_2m", "euler", "euler_ancestral")

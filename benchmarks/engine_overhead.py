@@ -21,7 +21,7 @@ import time
 
 import torch
 
-from twosamplers.ksampler import common_ksampler
+from twosamplers.engine.ksampler import common_ksampler
 from twosamplers.models import NetworkModel
 
 

@@ -210,7 +210,7 @@ def main() -> None:
     from playwright.sync_api import sync_playwright
 
     from twosamplers.cli import demo_mask
-    from twosamplers.imageio import mask_to_uint8
+    from twosamplers.job.imageio import mask_to_uint8
 
     tmp = Path(tempfile.mkdtemp(prefix="ts-ui-bench-"))
     mask_png = tmp / "disc.png"

@@ -90,8 +90,8 @@ def closed_form_denoiser(mean: float = 0.3, var: float = 0.25):
 
 def run_kd_case(parity_data, key: str) -> None:
     """One `kd/*` reference case: the sampler on the closed-form denoiser from kd/x_unit * sigmas[0]."""
+    from twosamplers.engine.schedules import ModelSamplingDiscrete, calculate_sigmas
     from twosamplers.samplers import get_sampler
-    from twosamplers.schedules import ModelSamplingDiscrete, calculate_sigmas
 
     T, M = parity_data
     p = M[key]

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, PngImagePlugin
 
-from twosamplers.imageio import MASK_KEY, SETTINGS_KEY, encode_mask_png
+from twosamplers.job.imageio import MASK_KEY, SETTINGS_KEY, encode_mask_png
 
 HANG_S = 120  # far beyond any case's honest run time on the shared 2-core machine; only a hang reaches it
 

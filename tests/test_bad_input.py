@@ -10,11 +10,11 @@ from safetensors.torch import save_file
 
 import twosamplers as ts
 from twosamplers._checks import check_mask
-from twosamplers.conditioning import normalize_conditioning
-from twosamplers.imageio import load_image, load_mask
-from twosamplers.latent import load_latent
+from twosamplers.engine.conditioning import normalize_conditioning
+from twosamplers.engine.latent import load_latent
+from twosamplers.engine.passes import common_ksampler
+from twosamplers.job.imageio import load_image, load_mask
 from twosamplers.models import NetworkModel
-from twosamplers.passes import common_ksampler
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +174,7 @@ DEFAULT_NOISE_SAMPLERS = ["euler_ancestral", "euler_ancestral_cfg_pp", "dpm_2_an
 
 @pytest.mark.parametrize("name", DEFAULT_NOISE_SAMPLERS)
 def test_comfyui_version_below_030_seeds_the_sampler_generator_with_seed(model, cond, name):
-    from twosamplers.noise import default_noise_sampler
+    from twosamplers.engine.noise import default_noise_sampler
 
     latent = {"samples": torch.zeros(1, 4, 8, 8)}
     seed = 11

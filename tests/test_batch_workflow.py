@@ -22,7 +22,7 @@ from twosamplers.batch.manifest import read_records
 from twosamplers.batch.plan import plan
 from twosamplers.batch.stamp import JOB_HASH_KEY, OUTPUTS_KEY, read_stamp, stamp
 from twosamplers.cli import main
-from twosamplers.latent import load_latent
+from twosamplers.engine.latent import load_latent
 from twosamplers.workflow import Workflow, load, run
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")

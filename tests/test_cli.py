@@ -12,9 +12,9 @@ import torch
 from PIL import Image
 
 from twosamplers.cli import main
-from twosamplers.imageio import load_image, read_settings
+from twosamplers.job.imageio import load_image, read_settings
 
-pytest.importorskip("twosamplers.front")  # the CLI drives the front door (two_samplers_for_mask)
+pytest.importorskip("twosamplers.engine.front")  # the CLI drives the front door (two_samplers_for_mask)
 
 FAST = ["--steps", "3"]
 
@@ -133,7 +133,7 @@ def test_usage_errors_are_one_line(capsys):
 
 
 def test_interrupt_leaves_no_file(tmp_path, capsys, monkeypatch):
-    import twosamplers.front as front
+    import twosamplers.engine.front as front
 
     def boom(*a, **k):
         raise KeyboardInterrupt

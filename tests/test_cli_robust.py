@@ -13,11 +13,11 @@ import pytest
 import torch
 from PIL import Image, PngImagePlugin
 
-import twosamplers.front as front_mod
+import twosamplers.engine.front as front_mod
 from twosamplers.cli import main
-from twosamplers.imageio import read_settings
+from twosamplers.job.imageio import read_settings
 
-pytest.importorskip("twosamplers.front")
+pytest.importorskip("twosamplers.engine.front")
 
 
 def disc_png(path, w=32, h=32):
@@ -111,7 +111,7 @@ def test_output_symlink_replaces_the_target_and_keeps_the_link(tmp_path, mask, c
 
 
 def test_failed_write_leaves_every_output_as_it_was_and_names_the_users_path(tmp_path, mask, capsys, monkeypatch):
-    import twosamplers.latent as latent_mod
+    import twosamplers.engine.latent as latent_mod
 
     out, lat = tmp_path / "out.png", tmp_path / "out.latent"
     out.write_bytes(b"old image")
@@ -140,7 +140,7 @@ def test_huge_and_infinite_sizes_are_errors_naming_the_flag(mask, capsys, no_sam
 
 
 def test_front_door_bounds_and_a_grow_beyond_the_mask_is_the_mask_side():
-    from twosamplers.mask_ops import grow
+    from twosamplers.engine.mask_ops import grow
 
     m = torch.zeros(1, 16, 12)
     m[0, 5:7, 4:6] = 1.0
@@ -291,7 +291,7 @@ def test_comfyui_version_through_cli_png_metadata_and_from(tmp_path, mask, capsy
     sa, _ = read_settings(a)
     sb, _ = read_settings(b)
     assert sa["comfyui_version"] == "0.3.64" and sb["comfyui_version"] == "0.30"
-    from twosamplers.latent import load_latent
+    from twosamplers.engine.latent import load_latent
 
     la, lb = load_latent(tmp_path / "a.latent")["samples"], load_latent(tmp_path / "b.latent")["samples"]
     assert not torch.equal(la, lb)
@@ -342,7 +342,7 @@ def test_region_dilation_with_a_huge_overlap_is_bounded_and_exact():
 
     import torch.nn.functional as F
 
-    from twosamplers.mask_ops import dilate_region
+    from twosamplers.engine.mask_ops import dilate_region
 
     def conv_reference(mask, k, threshold):  # the box filter as upstream computes it
         m = mask.reshape(-1, 1, *mask.shape[-2:]).float()

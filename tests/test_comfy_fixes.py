@@ -12,7 +12,7 @@ import torch
 pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
 
-from twosamplers.ksampler import common_ksampler  # noqa: E402
+from twosamplers.engine.ksampler import common_ksampler  # noqa: E402
 from twosamplers.models.embeddings import EmbeddingLibrary  # noqa: E402
 from twosamplers.models.sd import load_sd  # noqa: E402
 from twosamplers.workflow import run  # noqa: E402

@@ -189,7 +189,7 @@ def test_step_window_counts_calls(cn_files, window, monkeypatch):
     p, n = apply_controlnet(pos, neg, cn, _hint(), 1.0, *window)
     steps = 10
     _sample(model, p, n, steps=steps, cfg=3.0)
-    from twosamplers.ksampler import compute_sigmas
+    from twosamplers.engine.ksampler import compute_sigmas
 
     ms = model.model_sampling
     sigmas = compute_sigmas(ms, "euler", "karras", steps)[:-1].tolist()
@@ -466,7 +466,7 @@ def test_cli_controlnet_round_trip(cn_files, tmp_path, capsys):
     import numpy as np
 
     from twosamplers.cli import main
-    from twosamplers.imageio import read_settings
+    from twosamplers.job.imageio import read_settings
 
     mask = np.zeros((64, 64), np.uint8)
     mask[16:48, 16:48] = 255

@@ -4,7 +4,7 @@ import pytest
 import torch
 from conftest import ToyNet
 
-from twosamplers.ksampler import common_ksampler
+from twosamplers.engine.ksampler import common_ksampler
 from twosamplers.models import NetworkModel
 from twosamplers.samplers import SAMPLER_NAMES
 

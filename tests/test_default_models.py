@@ -105,7 +105,7 @@ def test_ideal_is_a_weighted_mean_of_training_images(ideal):
 
 @pytest.mark.slow
 def test_ideal_mask_region_follows_mask_prompt(ideal):
-    front = pytest.importorskip("twosamplers.front")
+    front = pytest.importorskip("twosamplers.engine.front")
     h = w = 32
     mask = torch.zeros(h, w)
     mask[:, 16:] = 1.0
@@ -171,7 +171,7 @@ def test_textures_outputs_are_new_images(textures, size):
 
 
 def test_textures_regions_follow_prompts(textures):
-    front = pytest.importorskip("twosamplers.front")
+    front = pytest.importorskip("twosamplers.engine.front")
     size = 64
     r = torch.arange(size, dtype=torch.float32) + 0.5 - size / 2
     mask = ((r[:, None] ** 2 + r[None, :] ** 2).sqrt() < 0.36 * size).float()
@@ -253,7 +253,7 @@ def test_textures_demo_statistics_unchanged(textures):
     output had before the speed-ups (issue 12: pruned classes, skipped pixels). Recorded with the model as of
     7f1d9d2 on the 2-core CI machine; a different thread count or BLAS gives another sample from the same model,
     so the bounds are the size of such differences, not of float rounding."""
-    front = pytest.importorskip("twosamplers.front")
+    front = pytest.importorskip("twosamplers.engine.front")
     from twosamplers.cli import demo_mask
 
     size = 96

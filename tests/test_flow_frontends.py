@@ -15,8 +15,8 @@ from PIL import Image
 
 import twosamplers as ts
 from twosamplers.cli import main
-from twosamplers.imageio import load_image
 from twosamplers.job import Job, run_job
+from twosamplers.job.imageio import load_image
 from twosamplers.job.spec import JobError
 from twosamplers.models import ModelCache, defaults_for, load
 
@@ -129,6 +129,6 @@ def test_loading_keeps_one_copy_for_both_passes(flow_models_dir):
     cache = ModelCache()
     a = cache.get(flow_models_dir / FLUX, device="cpu")
     b = cache.get(flow_models_dir / FLUX, device="cpu")
-    shifted = a.with_model_sampling(ts.schedules.ModelSamplingFlux(shift=0.7))
+    shifted = a.with_model_sampling(ts.ModelSamplingFlux(shift=0.7))
     assert a is b and shifted.network is a.network and shifted.model_sampling is not a.model_sampling
     assert load(flow_models_dir / "diffusion_models" / "flux_schnell.safetensors", device="cpu").text is None

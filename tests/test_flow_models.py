@@ -13,10 +13,10 @@ import torch
 from flow_models import FILES, digest
 from safetensors.torch import load_file
 
+from twosamplers.engine.passes import common_ksampler
+from twosamplers.engine.schedules import ModelSamplingFlow, ModelSamplingFlux, flux_shift
 from twosamplers.models.flow_loading import load_diffusion_model
 from twosamplers.models.sd_loading import CheckpointError
-from twosamplers.passes import common_ksampler
-from twosamplers.schedules import ModelSamplingFlow, ModelSamplingFlux, flux_shift
 
 DATA = Path(__file__).parent / "data"
 REF = load_file(str(DATA / "flow_transformers.safetensors"))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from twosamplers.engine.schedules import ModelSamplingFlow
+from twosamplers.engine.schedules import ModelSamplingFlux as MSFlux
 from twosamplers.models import load
 from twosamplers.nodes.flow import (
     CLIPLoader,
@@ -20,8 +22,6 @@ from twosamplers.nodes.flow import (
 )
 from twosamplers.nodes.folders import Folders
 from twosamplers.nodes.handles import ModelHandle
-from twosamplers.schedules import ModelSamplingFlow
-from twosamplers.schedules import ModelSamplingFlux as MSFlux
 
 
 def test_empty_sd3_latent_and_guidance_nodes():

@@ -16,11 +16,17 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from twosamplers.conditioning import normalize_conditioning
-from twosamplers.ksampler import compute_sigmas, sample_with_sigmas
+from twosamplers.engine.conditioning import normalize_conditioning
+from twosamplers.engine.ksampler import compute_sigmas, sample_with_sigmas
+from twosamplers.engine.schedules import (
+    SCHEDULER_NAMES,
+    ModelSamplingFlow,
+    ModelSamplingFlux,
+    calculate_sigmas,
+    flux_shift,
+)
 from twosamplers.models.base import DiffusionModel, LatentFormat
 from twosamplers.samplers import SAMPLER_NAMES
-from twosamplers.schedules import SCHEDULER_NAMES, ModelSamplingFlow, ModelSamplingFlux, calculate_sigmas, flux_shift
 
 REF = load_file(str(Path(__file__).parent / "data" / "flow_samplers.safetensors"))
 PERCENTS = (0.0, 1e-4, 0.2, 0.5, 0.8, 0.999, 1.0)

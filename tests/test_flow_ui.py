@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from twosamplers.imageio import load_image
+from twosamplers.job.imageio import load_image
 from twosamplers.ui import handlers as H
 from twosamplers.ui.render import render
 

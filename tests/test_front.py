@@ -6,8 +6,8 @@ import torch
 from conftest import ToyNet
 
 import twosamplers as ts
-from twosamplers import mask_ops as mt
-from twosamplers.ksampler import common_ksampler
+from twosamplers.engine import mask_ops as mt
+from twosamplers.engine.ksampler import common_ksampler
 from twosamplers.models import NetworkModel
 
 H, W = 12, 12

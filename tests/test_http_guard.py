@@ -7,7 +7,7 @@ import base64
 
 import pytest
 
-from twosamplers.http_guard import TOKEN_COOKIE, Guard, GuardMiddleware, is_loopback, start_banner
+from twosamplers.web.http_guard import TOKEN_COOKIE, Guard, GuardMiddleware, is_loopback, start_banner
 
 
 async def _ok_app(scope, receive, send):

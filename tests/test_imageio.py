@@ -7,7 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from twosamplers.imageio import (
+from twosamplers.engine.noise_mask import prepare_mask
+from twosamplers.job.imageio import (
     atomic_write,
     check_aspect,
     load_image,
@@ -18,7 +19,6 @@ from twosamplers.imageio import (
     side_by_side,
     to_uint8,
 )
-from twosamplers.noise_mask import prepare_mask
 
 
 def test_image_roundtrip_and_settings(tmp_path):

@@ -7,8 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from twosamplers.imageio import load_image, read_settings
 from twosamplers.job import Job, JobError, ModelCache, Outputs, job_keys, run_job
+from twosamplers.job.imageio import load_image, read_settings
 from twosamplers.models import defaults_for
 
 BASE = {"base_prompt": "grass", "mask_prompt": "brick"}
@@ -118,7 +118,7 @@ def test_bad_output_is_refused_before_any_work(tmp_path, monkeypatch):
 
 def test_outputs_are_written_together(tmp_path, monkeypatch):
     """A failure while writing one output leaves every target as it was and no temporary file."""
-    import twosamplers.latent as latent_mod
+    import twosamplers.engine.latent as latent_mod
 
     (tmp_path / "o.png").write_bytes(b"old")
 

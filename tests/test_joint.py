@@ -10,9 +10,9 @@ from conftest import ToyNet
 from test_regional_cond import PointNet
 
 import twosamplers as ts
-from twosamplers import joint
-from twosamplers.conditioning import normalize_conditioning
-from twosamplers.ksampler import common_ksampler
+from twosamplers.engine import joint
+from twosamplers.engine.conditioning import normalize_conditioning
+from twosamplers.engine.ksampler import common_ksampler
 from twosamplers.models import NetworkModel
 
 
@@ -123,7 +123,7 @@ def test_cli_mode_joint(tmp_path, capsys):
     from test_cli import disc_png
 
     from twosamplers.cli import main
-    from twosamplers.imageio import load_image
+    from twosamplers.job.imageio import load_image
 
     out = tmp_path / "joint.png"
     code = main(["generate", "--base-prompt", "grass", "--mask-prompt", "brick", "--mask",

@@ -6,9 +6,9 @@ import pytest
 import torch
 from conftest import ToyNet, assert_close, parity_keys
 
-from twosamplers.ksampler import common_ksampler, compute_sigmas
+from twosamplers.engine.ksampler import common_ksampler, compute_sigmas
+from twosamplers.engine.schedules import ModelSamplingDiscrete
 from twosamplers.models import NetworkModel
-from twosamplers.schedules import ModelSamplingDiscrete
 
 PIPE = [k for k in parity_keys("pipe/") if "/karras/" in k]
 

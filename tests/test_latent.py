@@ -2,7 +2,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from twosamplers.latent import empty_latent, load_latent, save_latent
+from twosamplers.engine.latent import empty_latent, load_latent, save_latent
 
 
 def test_empty_latent():
@@ -43,7 +43,7 @@ def test_latent_file_errors(tmp_path):
 def test_failed_save_keeps_old_file(tmp_path, monkeypatch):
     path = tmp_path / "a.latent"
     save_latent(path, {"samples": torch.ones(1, 4, 2, 2)})
-    import twosamplers.latent as mod
+    import twosamplers.engine.latent as mod
 
     def boom(*a, **k):
         raise KeyboardInterrupt

@@ -69,7 +69,7 @@ def test_generate_mask_keeps_exact_k_over_255():
     """The CLI's --mask reader (imageio.load_mask) is ours, not ComfyUI's LoadImage: 8-bit k -> k / 255."""
     from PIL import Image
 
-    from twosamplers.imageio import load_mask
+    from twosamplers.job.imageio import load_mask
 
     m = load_mask(REF / "L_64x24.png")
     want = torch.from_numpy(np.asarray(Image.open(REF / "L_64x24.png"), dtype=np.float32) / 255.0)

@@ -641,7 +641,7 @@ def test_cli_per_pass_loras_metadata_and_from(files, sd1, tmp_path, capsys):
     from PIL import Image
 
     from twosamplers.cli import main
-    from twosamplers.imageio import load_image, read_settings
+    from twosamplers.job.imageio import load_image, read_settings
 
     m = np.zeros((64, 64), np.uint8)
     m[16:48, 16:48] = 255

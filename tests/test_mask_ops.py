@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from twosamplers import mask_ops as mt
 from twosamplers._checks import check_mask, check_mask_batch
-from twosamplers.schedules import ModelSamplingDiscrete
+from twosamplers.engine import mask_ops as mt
+from twosamplers.engine.schedules import ModelSamplingDiscrete
 
 
 def box_mask(h=8, w=8, top=2, left=1, bottom=6, right=4):
@@ -213,9 +213,9 @@ def test_bad_masks_are_named(bad, match):
     """Masks are validated once, where they enter (mask_ops trusts its callers): the check, ComfyUI's
     prepare_mask, the front door and the node classes all reject a bad mask naming it."""
     from twosamplers import RegionalPrompt, SamplerSettings, TwoSamplersForMask, two_samplers_for_mask
+    from twosamplers.engine.noise_mask import prepare_mask
     from twosamplers.models import NetworkModel
     from twosamplers.nodes.providers import KSamplerAdvancedWrapper, KSamplerWrapper
-    from twosamplers.noise_mask import prepare_mask
 
     model = NetworkModel(lambda x, t, c: x * 0)
     cond = torch.zeros(1, 1, 4)

@@ -16,7 +16,7 @@ pytest.importorskip("transformers")
 from safetensors import safe_open  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402
 
-from twosamplers.conditioning import CondEntry, share_with_uncond  # noqa: E402
+from twosamplers.engine.conditioning import CondEntry, share_with_uncond  # noqa: E402
 from twosamplers.models.merge import block_ratio, effective_state  # noqa: E402
 from twosamplers.models.sd import load_sd  # noqa: E402
 from twosamplers.nodes.folders import Folders  # noqa: E402

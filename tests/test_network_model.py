@@ -4,8 +4,8 @@ import pytest
 import torch
 from conftest import ToyNet
 
+from twosamplers.engine.schedules import ModelSamplingDiscrete
 from twosamplers.models import NetworkModel
-from twosamplers.schedules import ModelSamplingDiscrete
 
 
 def _generic(model, x, sigma, context):

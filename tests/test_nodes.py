@@ -5,7 +5,7 @@ import torch
 from conftest import ToyNet, assert_close
 
 import twosamplers as ts
-from twosamplers.ksampler import common_ksampler, compute_sigmas
+from twosamplers.engine.ksampler import common_ksampler, compute_sigmas
 from twosamplers.models import NetworkModel
 
 H = W = 12

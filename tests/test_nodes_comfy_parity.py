@@ -179,7 +179,7 @@ class _SD15:
     """A MODEL as the schedulers see it: SD1.5's discrete eps schedule."""
 
     def __init__(self):
-        from twosamplers.schedules import ModelSamplingDiscrete
+        from twosamplers.engine.schedules import ModelSamplingDiscrete
 
         self.model_sampling = ModelSamplingDiscrete()
         self.latent_format = None

@@ -2,7 +2,7 @@ import pytest
 import torch
 from conftest import assert_close, parity_keys
 
-from twosamplers.noise import BrownianTreeNoiseSampler, default_noise_sampler, prepare_noise, sampler_seed
+from twosamplers.engine.noise import BrownianTreeNoiseSampler, default_noise_sampler, prepare_noise, sampler_seed
 
 
 @pytest.mark.parametrize("key", parity_keys("noise/"))

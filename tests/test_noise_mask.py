@@ -2,7 +2,7 @@ import pytest
 import torch
 from conftest import assert_close, parity_keys
 
-from twosamplers.noise_mask import prepare_mask
+from twosamplers.engine.noise_mask import prepare_mask
 
 
 @pytest.mark.parametrize("key", parity_keys("mask/"))

@@ -12,11 +12,11 @@ import pytest
 import torch
 from PIL import Image
 
-from twosamplers import front
-from twosamplers.front import SamplerSettings
-from twosamplers.imageio import load_image, load_mask, read_settings
+from twosamplers.engine import front
+from twosamplers.engine.front import SamplerSettings
+from twosamplers.engine.latent import empty_latent
 from twosamplers.job import Job, JobError, ModelCache, Outputs, job_keys, prepare_job, run_job
-from twosamplers.latent import empty_latent
+from twosamplers.job.imageio import load_image, load_mask, read_settings
 from twosamplers.models import defaults_for, load
 
 BASE = {"base_prompt": "grass", "mask_prompt": "brick"}

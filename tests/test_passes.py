@@ -6,9 +6,9 @@ import torch
 from conftest import ToyNet
 
 import twosamplers as ts
-from twosamplers.ksampler import GuidedDenoiser, compute_sigmas
+from twosamplers.engine.ksampler import GuidedDenoiser, compute_sigmas
+from twosamplers.engine.passes import Pass, common_ksampler, run_pass
 from twosamplers.models import NetworkModel
-from twosamplers.passes import Pass, common_ksampler, run_pass
 
 
 @pytest.fixture

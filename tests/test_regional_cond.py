@@ -11,11 +11,11 @@ import torch
 import torch.nn.functional as F
 from conftest import PARITY_DIR, ToyNet, assert_close
 
-from twosamplers import ksampler
-from twosamplers.conditioning import normalize_conditioning
-from twosamplers.ksampler import common_ksampler
+from twosamplers.engine import ksampler
+from twosamplers.engine.conditioning import normalize_conditioning
+from twosamplers.engine.ksampler import common_ksampler
+from twosamplers.engine.regional_cond import RegionalConditioning, mask_bounds
 from twosamplers.models import NetworkModel
-from twosamplers.regional_cond import RegionalConditioning, mask_bounds
 
 COND_DIR = PARITY_DIR / "cond"
 

@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 
 from twosamplers.cli import main
-from twosamplers.imageio import load_image, load_mask, mask_from_image, read_png_job
 from twosamplers.job import Job, JobError, ModelCache, preview_masks, run_job
+from twosamplers.job.imageio import load_image, load_mask, mask_from_image, read_png_job
 
 SIZE = 32
 
@@ -52,8 +52,8 @@ def three_regions(masks, out, *extra) -> list:
 
 def direct(masks, mode: str, grow: int = 0, feather: float = 0.0):
     """The same three regions through the front door itself."""
-    from twosamplers.front import SamplerSettings, regional_sample
-    from twosamplers.latent import empty_latent
+    from twosamplers.engine.front import SamplerSettings, regional_sample
+    from twosamplers.engine.latent import empty_latent
     from twosamplers.models import load
 
     m = load("textures")
@@ -80,7 +80,7 @@ class _nothing:
 
 def pixels(image: torch.Tensor) -> np.ndarray:
     """An IMAGE as the uint8 pixels a PNG of it holds."""
-    from twosamplers.imageio import to_uint8
+    from twosamplers.job.imageio import to_uint8
 
     return to_uint8(image[:1])
 
@@ -300,7 +300,7 @@ def test_auto_takes_alpha_only_where_there_is_transparency():
 def test_the_preview_masks_are_the_samplers_masks(tmp_path, mode, monkeypatch):
     """`preview_masks` (what a page shows as "the mask as the sampler sees it") equals, in every mode, the mask
     the engine under the front door receives."""
-    import twosamplers.front as front
+    import twosamplers.engine.front as front
 
     masks = band_masks(tmp_path, 1 if mode == "two-pass" else 3)
     regions = [{"mask": m, "prompt": "brick"} for m in masks]
@@ -319,7 +319,7 @@ def test_the_preview_masks_are_the_samplers_masks(tmp_path, mode, monkeypatch):
     assert len(seen) == len(preview) == len(masks)
     for got, shown in zip(seen, preview, strict=True):
         if mode == "joint":  # the engine gets the weights at latent size
-            from twosamplers.mask_ops import to_latent
+            from twosamplers.engine.mask_ops import to_latent
 
             shown = to_latent(shown, (1, 3, SIZE, SIZE))
         assert torch.equal(got.reshape(-1), shown.reshape(-1))

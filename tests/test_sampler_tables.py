@@ -9,9 +9,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from twosamplers.engine.schedules import ModelSamplingDiscrete, calculate_sigmas
 from twosamplers.samplers import get_sampler
 from twosamplers.samplers._common import ancestral_step, ancestral_table
-from twosamplers.schedules import ModelSamplingDiscrete, calculate_sigmas
 
 
 def ref_to_d(x, sigma, denoised):
@@ -126,8 +126,8 @@ def test_memoise_gives_the_one_value_results():
 @pytest.mark.parametrize("cfg", [7.3, 1 / 3, 6.0])
 def test_guidance_with_cfg_not_representable_in_float32_matches_the_python_float_formula(cfg):
     """The denoiser multiplies by cfg as a cached 0-dim float32 tensor; that must equal the Python float operand."""
-    from twosamplers.conditioning import normalize_conditioning
-    from twosamplers.ksampler import GuidedDenoiser
+    from twosamplers.engine.conditioning import normalize_conditioning
+    from twosamplers.engine.ksampler import GuidedDenoiser
     from twosamplers.models import NetworkModel
 
     class Net(torch.nn.Module):

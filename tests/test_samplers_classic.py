@@ -4,8 +4,8 @@ import pytest
 import torch
 from conftest import closed_form_denoiser, parity_keys, run_kd_case
 
+from twosamplers.engine.schedules import ModelSamplingDiscrete, calculate_sigmas
 from twosamplers.samplers import COMFYUI_SAMPLER_NAMES, SAMPLER_NAMES, get_sampler
-from twosamplers.schedules import ModelSamplingDiscrete, calculate_sigmas
 
 CLASSIC = [
     "euler", "euler_ancestral", "heun", "heunpp2", "dpm_2", "dpm_2_ancestral", "lms", "dpm_fast", "dpm_adaptive",

@@ -8,14 +8,14 @@ import pytest
 import torch
 from conftest import closed_form_denoiser, parity_keys, run_kd_case
 
-from twosamplers.ksampler import common_ksampler
+from twosamplers.engine.ksampler import common_ksampler
+from twosamplers.engine.noise import prepare_noise
+from twosamplers.engine.schedules import ModelSamplingDiscrete, calculate_sigmas
 from twosamplers.models import NetworkModel
-from twosamplers.noise import prepare_noise
 from twosamplers.samplers import COMFYUI_SAMPLER_NAMES, SAMPLER_NAMES, get_sampler
 from twosamplers.samplers.exponential import sample_seeds_2
 from twosamplers.samplers.multistep import DEIS_BETA_0, DEIS_BETA_1, deis_coefficients, deis_time
 from twosamplers.samplers.sa_solver import _model_sampling_of, stochastic_adams_coefficients, tau_interval
-from twosamplers.schedules import ModelSamplingDiscrete, calculate_sigmas
 
 MODERN = [
     "euler_cfg_pp", "euler_ancestral_cfg_pp", "exp_heun_2_x0", "exp_heun_2_x0_sde", "dpmpp_2s_ancestral_cfg_pp",

@@ -2,7 +2,7 @@ import pytest
 import torch
 from conftest import assert_close, parity_keys
 
-from twosamplers.schedules import SCHEDULER_NAMES, ModelSamplingDiscrete, calculate_sigmas
+from twosamplers.engine.schedules import SCHEDULER_NAMES, ModelSamplingDiscrete, calculate_sigmas
 
 
 def test_scheduler_names_in_comfyui_order():

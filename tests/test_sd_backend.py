@@ -22,6 +22,7 @@ from PIL import Image  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
 from twosamplers import common_ksampler  # noqa: E402
+from twosamplers.engine.schedules import ModelSamplingDiscrete  # noqa: E402
 from twosamplers.models import NetworkModel  # noqa: E402
 from twosamplers.models.sd import (  # noqa: E402
     CheckpointError,
@@ -34,7 +35,6 @@ from twosamplers.models.sd import (  # noqa: E402
 )
 from twosamplers.models.sd_loading import detect_family, guess_prediction, infer_unet_config  # noqa: E402
 from twosamplers.models.sd_text import clip_tokenizer  # noqa: E402
-from twosamplers.schedules import ModelSamplingDiscrete  # noqa: E402
 
 # ----------------------------------------------------------------------------------------- tiny models
 

@@ -29,7 +29,7 @@ from security_cases import (
 )
 from workflow_cases import api_t2i, ui_t2i
 
-from twosamplers.imageio import read_settings
+from twosamplers.job.imageio import read_settings
 
 
 # ============================================================================================== generate

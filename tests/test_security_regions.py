@@ -14,8 +14,8 @@ import pytest
 from PIL import Image, PngImagePlugin
 from security_cases import cli, disc, mask_png, refused, someone_elses_png
 
-from twosamplers.imageio import encode_mask_png, read_settings, region_mask_key
 from twosamplers.job import Job, JobError
+from twosamplers.job.imageio import encode_mask_png, read_settings, region_mask_key
 from twosamplers.job.trust import given
 
 N = 3

@@ -193,7 +193,7 @@ def test_paint_generate_download_reload(server, chromium, tmp_path):
     from PIL import Image
     from playwright.sync_api import sync_playwright
 
-    from twosamplers.imageio import read_settings
+    from twosamplers.job.imageio import read_settings
 
     url, out_dir = server
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -300,7 +300,7 @@ def test_models_and_loras_round_trip(server, chromium, tmp_path, request):
     from playwright.sync_api import sync_playwright
 
     from twosamplers.cli import demo_mask
-    from twosamplers.imageio import read_settings
+    from twosamplers.job.imageio import read_settings
     from twosamplers.ui import handlers as H
     from twosamplers.ui.render import render
 
@@ -341,7 +341,7 @@ def test_a_png_with_two_regions_and_kept_fields_comes_back_on_a_fresh_page(serve
     from playwright.sync_api import sync_playwright
 
     from twosamplers.cli import demo_mask
-    from twosamplers.imageio import read_settings
+    from twosamplers.job.imageio import read_settings
     from twosamplers.ui import handlers as H
     from twosamplers.ui.render import render
 

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from twosamplers.cli import main as cli_main
-from twosamplers.imageio import decode_mask_png, encode_mask_png, read_settings, resize_mask
+from twosamplers.engine.latent import latent_preview
 from twosamplers.job import Job, job_keys
-from twosamplers.latent import latent_preview
+from twosamplers.job.imageio import decode_mask_png, encode_mask_png, read_settings, resize_mask
 from twosamplers.ui import handlers as H
 from twosamplers.ui.render import Cancelled, render, sampler_view
 
@@ -144,7 +144,7 @@ def test_saved_inputs_are_named_by_content(tmp_path):
     p = H.save_input(a, tmp_path)
     assert p == H.save_input(a.copy(), tmp_path) and Path(p).parent == (tmp_path / "inputs").resolve()
     assert p != H.save_input(np.zeros((8, 8, 3), np.uint8), tmp_path)
-    from twosamplers.imageio import load_image
+    from twosamplers.job.imageio import load_image
     assert torch.equal(load_image(p)[0], torch.from_numpy(a.astype(np.float32) / 255.0))
     assert H.save_input(np.dstack([a, np.full((8, 8), 255, np.uint8)]), tmp_path) == p  # alpha dropped
 
@@ -256,7 +256,7 @@ def test_the_mask_view_is_grown_and_feathered():
 
 def _engine_masks(monkeypatch) -> list:
     """The masks the engine under the front door receives (each region's, in order) while a render runs."""
-    import twosamplers.front as front
+    import twosamplers.engine.front as front
 
     seen = []
     real = {name: getattr(front, name) for name in ("two_pass_sample", "interleaved_sample", "joint_sample")}
@@ -289,7 +289,7 @@ def test_the_mask_view_is_the_samplers_mask_in_every_mode(tmp_path, mode, monkey
     assert len(seen) == len(shown) == n
     for got, want in zip(seen, shown, strict=True):
         if mode == "joint":
-            from twosamplers.mask_ops import to_latent
+            from twosamplers.engine.mask_ops import to_latent
 
             want = to_latent(want, (1, 3, 64, 64))
         assert torch.equal(got.reshape(-1), want.reshape(-1))
@@ -382,7 +382,7 @@ def test_png_settings_round_trip_through_the_handlers(tmp_path):
         if k not in ("use_image",) and not k.startswith("r3_"):
             assert back[k] == f[k], k
     with pytest.raises(H.UIError, match="no twosamplers settings"):
-        from twosamplers.imageio import save_png
+        from twosamplers.job.imageio import save_png
         save_png(tmp_path / "plain.png", np.zeros((4, 4, 3), np.uint8))
         H.load_png_settings(tmp_path / "plain.png")
     (tmp_path / "junk.png").write_bytes(b"not a png")
@@ -447,7 +447,7 @@ def test_a_cli_png_with_fields_the_page_lacks_renders_again_the_same(tmp_path):
     loading keeps them, Generate merges them, and the page's PNG has the CLI's metadata and pixels."""
     from PIL import Image
 
-    from twosamplers.imageio import save_png
+    from twosamplers.job.imageio import save_png
 
     save_png(tmp_path / "mask.png", H.mask_image(_disc()))
     hidden = ["--comfyui-version", "0.3.64", "--inversion", "binary", "--crop-context", "4",

@@ -13,8 +13,8 @@ import torch
 from PIL import Image
 
 from twosamplers.cli import main as cli_main
-from twosamplers.imageio import load_image, png_writer, read_png_job
 from twosamplers.job import Job
+from twosamplers.job.imageio import load_image, png_writer, read_png_job
 from twosamplers.ui import handlers as H
 from twosamplers.ui.render import page_job, render
 
@@ -135,7 +135,7 @@ def test_an_older_page_png_with_its_regions_chunk_still_loads(tmp_path):
     """Before regions were part of the job, the page wrote regions 2.. in a "twosamplers-regions" chunk (each with
     its pass and its mask as an embedded PNG): the job layer reads it as the job's regions, so the page loads
     every region and renders what `generate --from` renders."""
-    from twosamplers.imageio import encode_mask_png
+    from twosamplers.job.imageio import encode_mask_png
 
     masks = _canvas(2)
     one = H.fields_to_settings(_fields(mode="regional"), 1)

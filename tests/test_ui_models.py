@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from twosamplers.imageio import load_image, read_settings
+from twosamplers.job.imageio import load_image, read_settings
 from twosamplers.ui import handlers as H
 from twosamplers.ui.render import render
 
@@ -114,8 +114,8 @@ def test_joint_regions_on_the_built_in_model(tmp_path):
                        output=tmp_path / "o.png")
     assert other["note"] == "joint uses the base's cfg, sampler and scheduler; not used: region 2 cfg=3.0"
     # joint is ONE pass: the same as the front door's regional_sample(mode="joint") with these settings
-    from twosamplers.front import SamplerSettings, regional_sample
-    from twosamplers.latent import empty_latent
+    from twosamplers.engine.front import SamplerSettings, regional_sample
+    from twosamplers.engine.latent import empty_latent
     from twosamplers.models import load
 
     m = load("textures")
@@ -128,7 +128,7 @@ def test_joint_regions_on_the_built_in_model(tmp_path):
                           [(masks[0], s("brick", 0)), (masks[1], s("water", 1))], mode="joint", feather=1.0)
     from PIL import Image
 
-    from twosamplers.imageio import to_uint8
+    from twosamplers.job.imageio import to_uint8
     with Image.open(joint["image"]) as im:
         assert np.array_equal(to_uint8(m.decode_latent(out["samples"])), np.asarray(im))
     settings, _ = H.load_png_settings(joint["image"])
@@ -165,7 +165,7 @@ def test_a_cli_png_with_clip_skip_and_a_base_model_renders_again_the_same(tiny_m
     """clip_skip and the base pass's own model (base_model) have no widget: loading a CLI PNG keeps them, and the
     page's render gives the CLI's metadata and pixels."""
     from twosamplers.cli import main as cli_main
-    from twosamplers.imageio import save_png
+    from twosamplers.job.imageio import save_png
 
     ckpt = str(tiny_models_dir.resolve() / "checkpoints" / "sd1.safetensors")
     save_png(tmp_path / "mask.png", H.mask_image(_disc()))
@@ -189,8 +189,8 @@ def test_a_cli_png_with_clip_skip_and_a_base_model_renders_again_the_same(tiny_m
 def test_the_mask_view_has_the_models_pixel_scale(tiny_models_dir, tmp_path, monkeypatch):
     """On an SD model (8 image pixels a latent pixel) mode joint ramps each region by at least one latent pixel:
     the page's mask view (`render.sampler_view`) is the mask the engine receives, at that scale."""
-    import twosamplers.front as front
-    from twosamplers.mask_ops import to_latent
+    import twosamplers.engine.front as front
+    from twosamplers.engine.mask_ops import to_latent
     from twosamplers.ui.render import sampler_view
 
     masks = [_disc(), _square()]

@@ -8,7 +8,7 @@ import torch
 from conftest import ToyNet
 from PIL import Image
 
-from twosamplers.ksampler import common_ksampler
+from twosamplers.engine.ksampler import common_ksampler
 from twosamplers.models import NetworkModel
 from twosamplers.nodes.conditioning import ConditioningCombine
 from twosamplers.nodes.core import (

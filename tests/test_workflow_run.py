@@ -13,8 +13,8 @@ from workflow_cases import SIZE, STEPS, api_inpaint, api_regional, api_t2i, api_
 
 import twosamplers as ts
 from twosamplers.cli import main
-from twosamplers.imageio import load_image, load_mask
-from twosamplers.ksampler import common_ksampler
+from twosamplers.engine.ksampler import common_ksampler
+from twosamplers.job.imageio import load_image, load_mask
 from twosamplers.models import load
 from twosamplers.nodes import KSamplerAdvancedWrapper, KSamplerWrapper, RegionalPrompt
 from twosamplers.nodes.registry import NODES, input_types
@@ -116,7 +116,7 @@ def test_counter_continues_after_the_highest_number(model, tmp_path):
 
 
 def test_empty_latent_channel_rule_for_unchanged_models():
-    from twosamplers.latent import remake_empty_latent
+    from twosamplers.engine.latent import remake_empty_latent
     from twosamplers.models.base import LatentFormat
 
     z = {"samples": torch.zeros(2, 4, 5, 6), "batch_index": [3, 4]}

@@ -14,7 +14,7 @@ from test_controlnet import tiny_controlnet, to_ldm_controlnet  # noqa: E402
 from test_lora import make_lora  # noqa: E402
 from test_sd_backend import folder_to_single_file, save_folder  # noqa: E402
 
-from twosamplers.ksampler import common_ksampler  # noqa: E402
+from twosamplers.engine.ksampler import common_ksampler  # noqa: E402
 from twosamplers.models.control import apply_controlnet  # noqa: E402
 from twosamplers.models.controlnet import load_controlnet  # noqa: E402
 from twosamplers.models.inpaint import inpaint_model_conditioning  # noqa: E402
@@ -107,7 +107,7 @@ def test_controlnet_workflow_matches_direct_calls(models_dir, input_dir, tmp_pat
     wf["3"]["inputs"].update(positive=["21", 0], negative=["21", 1])
     got = run(wf, models_dir, input_dir=input_dir, output_dir=tmp_path, device="cpu", dtype="fp32")[0]
     model = load_sd(models_dir / "checkpoints" / "tiny_sd1", device="cpu", dtype="fp32")
-    from twosamplers.imageio import load_image
+    from twosamplers.job.imageio import load_image
 
     cn = load_controlnet(models_dir / "controlnet" / "tiny_cn.safetensors")
     pos, neg = apply_controlnet(model.encode_prompt("a red barn"), model.encode_prompt(""), cn,
@@ -129,7 +129,7 @@ def test_inpaint_model_conditioning_workflow(models_dir, input_dir, tmp_path):
     wf["3"]["inputs"].update(positive=["30", 0], negative=["30", 1], latent_image=["30", 2])
     got = run(wf, models_dir, input_dir=input_dir, output_dir=tmp_path, device="cpu", dtype="fp32")[0]
     model = load_sd(models_dir / "checkpoints" / "tiny_sd1", device="cpu", dtype="fp32")
-    from twosamplers.imageio import load_image, load_mask
+    from twosamplers.job.imageio import load_image, load_mask
 
     pixels, mask = load_image(input_dir / "photo.png"), load_mask(input_dir / "photo.png", "alpha")[None]
     pos, neg, latent = inpaint_model_conditioning(model.encode_prompt("a red barn"), model.encode_prompt(""), model,

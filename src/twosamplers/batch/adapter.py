@@ -198,7 +198,7 @@ def parse(fields: dict, base_dir: str | os.PathLike = ".", roots=None, allow_pic
     masks = load_masks(job)  # the files exist and are images
     image_hw = None
     if job.image is not None:
-        from ..imageio import load_image
+        from ..job.imageio import load_image
 
         image_hw = tuple(load_image(job.image).shape[1:3])
     # sizes and aspect ratios now (the model's latent grid is checked when its worker loads it)
@@ -233,7 +233,7 @@ def _stamps(job: Job) -> tuple:
 
 def render(job: BatchJob, inputs: dict[str, bytes], cache: ModelCache, device: str | None = None) -> dict[str, bytes]:
     """Render one job in a worker and return the output PNG's bytes (the driver writes them)."""
-    from ..imageio import png_writer
+    from ..job.imageio import png_writer
 
     with tempfile.TemporaryDirectory(prefix="twosamplers-job-") as tmp:
         local = {}

@@ -30,9 +30,9 @@ from .._checks import (
     check_int,
     check_str,
 )
+from ..engine.schedules import SCHEDULER_NAMES
 from ..models.lora import MAX_STRENGTH as MAX_LORA_STRENGTH
 from ..samplers import SAMPLER_NAMES
-from ..schedules import SCHEDULER_NAMES
 
 LORA_FORMAT = "FILE[:S[:S_CLIP]]"
 CONTROLNET_FORMAT = "FILE:IMAGE[:STRENGTH[:START:END]]"

@@ -82,8 +82,8 @@ def write_outputs(result: JobResult, outputs: Outputs) -> dict[str, str]:
     """Write the image (with the job in its metadata and every region's mask embedded), the preview strip
     (mask | base | result for one region, masks | result for several) and the latent, all or none. Returns
     {output: path}."""
-    from ..imageio import png_writer, resize_mask, side_by_side, to_uint8
-    from ..latent import latent_writer
+    from ..engine.latent import latent_writer
+    from .imageio import png_writer, resize_mask, side_by_side, to_uint8
 
     stored = metadata(result.job)
     writers = []

@@ -12,9 +12,9 @@ from __future__ import annotations
 import os
 
 from .._checks import loads_json
-from ..imageio import decode_mask_png, png_is_ours, read_png_job
 from .fields import REGIONS
 from .forms import regions_form
+from .imageio import decode_mask_png, png_is_ours, read_png_job
 
 PAGE_REGIONS_KEY = "twosamplers-regions"  # the page's regions 2.. before regions were part of the job (read only)
 PAGE_SAME_MODEL = "same as base"  # that chunk's "model" of a region sampling with the job's model

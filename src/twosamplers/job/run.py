@@ -19,9 +19,9 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from .. import front
 from .._checks import check_feather_width
-from ..front import SamplerSettings
+from ..engine import front
+from ..engine.front import SamplerSettings
 from ..models.control import ControlNet
 from ..models.registry import ModelCache, defaults_for
 from .fields import JobError, checked
@@ -68,7 +68,7 @@ class Prepared:
 
 def load_masks(job: Job) -> list[torch.Tensor]:
     """Every region's mask: its tensor, else its file read with the job's channel and inversion."""
-    from ..imageio import read_mask_file
+    from .imageio import read_mask_file
 
     out = []
     for i, r in enumerate(job.regions):
@@ -86,7 +86,7 @@ def load_masks(job: Job) -> list[torch.Tensor]:
 
 def load_inputs(job: Job) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Region 1's mask and the start image, if any (`load_masks` gives every region's)."""
-    from ..imageio import load_image
+    from .imageio import load_image
 
     return load_masks(job)[0], load_image(job.image) if job.image is not None else None
 
@@ -95,7 +95,7 @@ def resolve_size(job: Job, mask_hw, image_hw: tuple[int, int] | None, factor: in
     """Width and height: the image's; else the given ones (a missing side from region 1's mask's aspect ratio);
     else about the model's default area with that aspect ratio, on the model's grid. `mask_hw`: region 1's mask
     size (h, w), or a list of every region's (each must have the image's aspect ratio: the one rule of masks)."""
-    from ..imageio import check_aspect
+    from .imageio import check_aspect
 
     sizes = [tuple(mask_hw)] if isinstance(mask_hw[0], int) else [tuple(hw) for hw in mask_hw]
     w, h = job.width, job.height
@@ -133,7 +133,7 @@ def prepare_job(job: Job, cache: ModelCache | None = None, *, load_options: dict
     `load_options`: device / dtype / allow_pickle for checkpoints (the machine's business, not the job's).
     Every model the job uses is loaded here (once each, through `cache`) and must share the job model's latent
     format; the job's model sizes the image and encodes/decodes it, each pass samples with its own."""
-    from ..imageio import load_image
+    from .imageio import load_image
     from .trust import check_models
 
     cache = ModelCache() if cache is None else cache
@@ -218,7 +218,7 @@ def load_hints(job: Job) -> dict:
     """The ControlNet hint images of every pass by path; a missing ControlNet or hint file names its field."""
     from pathlib import Path
 
-    from ..imageio import load_image
+    from .imageio import load_image
 
     hints = {}
     for which in job.passes():
@@ -256,7 +256,7 @@ def render(prep: Prepared, *, callback=None, disable_pbar=None, want_base_previe
     `regional_sample` with every region in the other modes. callback(step, x0, x, total) over the whole job.
     The job checked every mask's aspect ratio at its entrance (`resolve_size`, the one rule), so the front
     door is told not to check it again (stretch_mask)."""
-    from ..latent import empty_latent
+    from ..engine.latent import empty_latent
 
     t0 = time.perf_counter()
     job, model = prep.job, prep.model
@@ -304,7 +304,7 @@ def joint_note(base: SamplerSettings, passes: list[SamplerSettings]) -> str | No
     it does not use. The front door also warns; a page shows this line."""
     import re
 
-    from ..joint import ignored_settings, joint_blockers
+    from ..engine.joint import ignored_settings, joint_blockers
 
     blockers = joint_blockers(base, passes)
     if blockers:

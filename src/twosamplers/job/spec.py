@@ -37,11 +37,10 @@ import torch
 
 from .._checks import MAX_IMAGE_SIDE, MAX_OVERLAP, MAX_REGIONS, MAX_STEPS
 from .._paths import open_regular
-from ..front import MODES
-from ..imageio import MASK_CHANNELS
-from ..mask_ops import INVERSIONS
+from ..engine.front import MODES
+from ..engine.mask_ops import INVERSIONS
+from ..engine.noise import DEFAULT_COMFYUI_VERSION, parse_comfyui_version
 from ..models.registry import DEFAULT_MODEL, defaults_for
-from ..noise import DEFAULT_COMFYUI_VERSION, parse_comfyui_version
 from .fields import (
     OPTIONAL_PASS_KEYS,
     PASS_KEYS,
@@ -59,6 +58,7 @@ from .fields import (
     str_field,
 )
 from .forms import merge, region_dicts, with_shared
+from .imageio import MASK_CHANNELS
 from .loras import entry_files
 
 MAX_CLIP_LAYERS = 1000  # clip_skip beyond any text encoder's depth is an error, not an IndexError later

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..schedules import ModelSamplingDiscrete
+from ..engine.schedules import ModelSamplingDiscrete
 from .base import DiffusionModel, LatentFormat
 
 PIXEL_FORMAT = LatentFormat(scale_factor=1.0, channels=3, downscale=1)

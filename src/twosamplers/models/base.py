@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from .._checks import check_float, check_int
-from ..schedules import ModelSamplingDiscrete
+from ..engine.schedules import ModelSamplingDiscrete
 from .control import active_controls
 
 

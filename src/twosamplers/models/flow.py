@@ -20,7 +20,7 @@ import copy
 
 import torch
 
-from ..schedules import ModelSamplingFlow, ModelSamplingFlux
+from ..engine.schedules import ModelSamplingFlow, ModelSamplingFlux
 from .base import DiffusionModel, LatentFormat
 from .flow_keys import (
     convert,

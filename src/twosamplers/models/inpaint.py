@@ -150,6 +150,6 @@ def masked_image_conditioning(model, samples: torch.Tensor, mask_latent: torch.T
 
 def with_extras(entries: list, extras: dict) -> list:
     """CondEntry list with `extras` added to every entry (inputs untouched)."""
-    from ..conditioning import CondEntry
+    from ..engine.conditioning import CondEntry
 
     return [CondEntry(e.cross_attn, {**e.extras, **extras}, e.strength) for e in entries]

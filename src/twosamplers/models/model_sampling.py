@@ -31,7 +31,7 @@ from contextlib import contextmanager, nullcontext
 import torch
 
 from .._checks import check_choice, check_float
-from ..schedules import ModelSamplingDiscrete
+from ..engine.schedules import ModelSamplingDiscrete
 
 DISCRETE_SAMPLING = ("eps", "v_prediction", "lcm", "x0")
 EDM_SAMPLING = ("v_prediction", "edm", "eps")

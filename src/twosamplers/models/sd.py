@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from .._paths import read_regular
-from ..schedules import ModelSamplingDiscrete
+from ..engine.schedules import ModelSamplingDiscrete
 from .base import NetworkModel
 from .cast import store_as
 from .devices import _vae_dtype, resolve_device_dtype  # noqa: F401  (re-exported: models.sd.resolve_device_dtype)

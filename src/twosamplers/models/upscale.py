@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from ..tiling import tiled_scale
+from ..engine.tiling import tiled_scale
 
 
 class UpscaleModelError(ValueError):

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from ..tiling import tiled_scale
+from ..engine.tiling import tiled_scale
 from .base import LatentFormat
 
 SUPPORTED_VAES = ("the 4-channel KL autoencoder of SD1.x, SD2.x and SDXL (kl-f8) and the 16-channel one of Flux.1 "

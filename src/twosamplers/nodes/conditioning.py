@@ -13,7 +13,7 @@ import warnings
 import torch
 
 from .._checks import check_choice, check_float, check_int, check_mask
-from ..conditioning import normalize_conditioning
+from ..engine.conditioning import normalize_conditioning
 
 MAX_RESOLUTION = 16384
 SET_COND_AREAS = ("default", "mask bounds")

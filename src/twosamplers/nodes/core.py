@@ -10,11 +10,11 @@ from __future__ import annotations
 import torch
 
 from .._checks import MAX_CFG, MAX_STEPS, SEED_MAX, check_choice, check_float, check_int, check_mask
-from ..latent import check_latent, load_latent, remake_empty_latent, save_latent
-from ..noise_mask import repeat_to_batch_size
-from ..passes import common_ksampler
+from ..engine.latent import check_latent, load_latent, remake_empty_latent, save_latent
+from ..engine.noise_mask import repeat_to_batch_size
+from ..engine.passes import common_ksampler
+from ..engine.schedules import SCHEDULER_NAMES
 from ..samplers import SAMPLER_NAMES
-from ..schedules import SCHEDULER_NAMES
 from .folders import Folders, PendingWrite, embedded_models, split_prefix
 from .handles import ClipHandle, ModelHandle, VaeHandle, is_model
 

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 import torch
 
 from .._checks import MAX_CFG, MAX_STEPS, SEED_MAX, check_choice, check_float, check_int, check_seed, check_tensor
-from ..latent import check_latent, remake_empty_latent
-from ..passes import as_entries, common_ksampler
+from ..engine.latent import check_latent, remake_empty_latent
+from ..engine.passes import as_entries, common_ksampler
+from ..engine.schedules import SCHEDULER_NAMES, calculate_sigmas, exponential_scheduler, karras_scheduler
 from ..samplers import SAMPLER_NAMES
-from ..schedules import SCHEDULER_NAMES, calculate_sigmas, exponential_scheduler, karras_scheduler
 from .core import _check_model
 
 SIGMA_LIMIT = 5000.0

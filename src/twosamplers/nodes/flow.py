@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from .. import schedules
 from .._checks import check_choice, check_float, check_int
+from ..engine import schedules
 from ..models.flow_loading import WEIGHT_DTYPES
 from .core import MAX_RESOLUTION, FolderNode, _check_clip, _check_model
 from .folders import Folders

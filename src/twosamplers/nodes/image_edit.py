@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from .._checks import check_choice, check_float, check_int, check_mask
-from ..resample import resize
+from ..engine.resample import resize
 from .core import MAX_RESOLUTION, _image, paste
 
 IMAGE_UPSCALE_METHODS = ("nearest-exact", "bilinear", "area", "bicubic", "lanczos")

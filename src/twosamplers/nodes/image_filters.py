@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from .._checks import check_choice, check_float, check_int
-from ..resample import resize
+from ..engine.resample import resize
 from .core import _image
 from .image_edit import IMAGE_UPSCALE_METHODS
 

@@ -20,8 +20,8 @@ import torch
 from PIL import Image, ImageOps
 
 from .._checks import MAX_STEPS, SEED_MAX, check_bool, check_int, check_seed
-from ..latent import check_latent
-from ..regional import KSamplerAdvancedWrapper
+from ..engine.latent import check_latent
+from ..engine.regional import KSamplerAdvancedWrapper
 from . import widgets as W
 from . import wildcards as wc
 from .core import CLIPTextEncode, FolderNode, _image

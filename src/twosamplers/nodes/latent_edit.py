@@ -11,8 +11,8 @@ import math
 import torch
 
 from .._checks import check_choice, check_float, check_int
-from ..latent import check_latent
-from ..resample import resize
+from ..engine.latent import check_latent
+from ..engine.resample import resize
 from .core import MAX_RESOLUTION
 
 LATENT_UPSCALE_METHODS = ("nearest-exact", "bilinear", "area", "bicubic", "bislerp")

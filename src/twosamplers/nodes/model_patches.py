@@ -5,7 +5,7 @@ v-prediction, x0, zero terminal SNR), ModelSamplingContinuousEDM, RescaleCFG and
 from __future__ import annotations
 
 from .._checks import check_bool, check_choice, check_float
-from ..mask_ops import differential_denoise_mask
+from ..engine.mask_ops import differential_denoise_mask
 from ..models.model_sampling import (
     DISCRETE_SAMPLING,
     OptionsModel,

@@ -3,7 +3,7 @@ whose seed and steps the consuming node gives), as ComfyUI-Impact-Pack's KSample
 KSamplerAdvancedProvider make them (`shared/spec/two-samplers.md`, "Types").
 
 `KSamplerWrapper.sample(latent)` runs its stored `Pass` (KSampler semantics). `KSamplerAdvancedWrapper` (Impact's
-"separated sample" with its recovery pass) is engine code and lives in `twosamplers.regional`; it is re-exported
+"separated sample" with its recovery pass) is engine code and lives in `twosamplers.engine.regional`; it is re-exported
 here because it is the KSAMPLER_ADVANCED these nodes make.
 """
 
@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ..latent import check_latent
-from ..noise import DEFAULT_COMFYUI_VERSION
-from ..passes import Pass, check_noise_mask, run_pass
-from ..regional import (
+from ..engine.latent import check_latent
+from ..engine.noise import DEFAULT_COMFYUI_VERSION
+from ..engine.passes import Pass, check_noise_mask, run_pass
+from ..engine.regional import (
     ADDITIONAL_SAMPLERS,
     RECOVERY_MODES,
     RECOVERY_SAMPLERS,

@@ -5,7 +5,7 @@ The node classes reproduce Impact Pack V7.10.6's numbers, quirks included (check
 output in shared/parity/regional), except that inputs are never mutated, non-square masks keep their
 orientation, and a batch of masks means one mask per image. Fixes for the remaining quirks are opt-in
 keyword arguments (and optional node inputs): `fix_soft_masks`, `noise_once`, `step_seeds`.
-The algorithm (`interleaved_sample`) is engine code in `twosamplers.regional`; the front door calls it with
+The algorithm (`interleaved_sample`) is engine code in `twosamplers.engine.regional`; the front door calls it with
 every fix switched on.
 """
 
@@ -15,9 +15,9 @@ import torch
 
 from .. import _checks as limits
 from .._checks import check_choice, check_float, check_int, check_mask, check_mask_batch, check_seed
-from ..latent import check_latent
-from ..mask_ops import dilate_region, region_union_inverse
-from ..regional import (
+from ..engine.latent import check_latent
+from ..engine.mask_ops import dilate_region, region_union_inverse
+from ..engine.regional import (
     ADDITIONAL_SAMPLERS,
     RECOVERY_MODES,
     SEED_2ND_MODES,

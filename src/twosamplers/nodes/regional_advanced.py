@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from .. import _checks as limits
 from .._checks import check_bool, check_choice, check_float, check_int, check_mask_batch, check_seed
-from ..latent import check_latent, fit_latent_channels
-from ..mask_ops import region_union_inverse
-from ..regional import ADDITIONAL_SAMPLERS, RECOVERY_MODES, check_advanced_sampler, interleaved_sample_advanced
+from ..engine.latent import check_latent, fit_latent_channels
+from ..engine.mask_ops import region_union_inverse
+from ..engine.regional import ADDITIONAL_SAMPLERS, RECOVERY_MODES, check_advanced_sampler, interleaved_sample_advanced
 from . import widgets as W
 from .regional import CATEGORY, normalize_regions
 

@@ -12,9 +12,9 @@ recovery "ratio between" / AUTO / 0.3).
 from __future__ import annotations
 
 from .._checks import check_choice, check_mask, check_mask_batch
-from ..latent import check_latent
-from ..mask_ops import INVERSIONS, inverse
-from ..regional import check_advanced_sampler
+from ..engine.latent import check_latent
+from ..engine.mask_ops import INVERSIONS, inverse
+from ..engine.regional import check_advanced_sampler
 from . import widgets as W
 from .providers import CATEGORY, check_ksampler
 from .regional import RegionalPrompt, RegionalSampler

@@ -13,7 +13,7 @@ file is not there) decides two things a single-file checkpoint cannot say: v-pre
 from __future__ import annotations
 
 from .._checks import check_int
-from ..latent import check_latent
+from ..engine.latent import check_latent
 from .core import FolderNode, _image, _vae
 from .folders import Folders
 from .handles import ClipHandle, ModelHandle, VaeHandle

@@ -1,9 +1,9 @@
 """ComfyUI widget specs shared by the node classes' INPUT_TYPES (ComfyUI's own defaults and limits)."""
 
 from .._checks import MAX_CFG, MAX_OVERLAP, MAX_SIGMA_FACTOR, MAX_STEPS, SEED_MAX
-from ..noise import DEFAULT_COMFYUI_VERSION
+from ..engine.noise import DEFAULT_COMFYUI_VERSION
+from ..engine.schedules import SCHEDULER_NAMES
 from ..samplers import SAMPLER_NAMES
-from ..schedules import SCHEDULER_NAMES
 
 SEED = ("INT", {"default": 0, "min": 0, "max": SEED_MAX})
 STEPS = ("INT", {"default": 20, "min": 1, "max": MAX_STEPS})

@@ -14,8 +14,8 @@ from collections.abc import Callable
 import torch
 from tqdm.auto import trange
 
-from ..noise import BrownianTreeNoiseSampler, NoiseSampler, default_noise_sampler
-from ..schedules import is_flow
+from ..engine.noise import BrownianTreeNoiseSampler, NoiseSampler, default_noise_sampler
+from ..engine.schedules import is_flow
 
 Denoiser = Callable[..., torch.Tensor]  # model(x, sigma_batch, **extra_args) -> denoised
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import torch
 
 from .._checks import check_float, check_int
-from ..schedules import ModelSamplingDiscrete
+from ..engine.schedules import ModelSamplingDiscrete
 from ._common import half_log_snr, make_default_noise, noise_scale_of, offset_first_sigma, progress
 
 _DEFAULT_MODEL_SAMPLING: ModelSamplingDiscrete | None = None

@@ -19,7 +19,7 @@ from .app import ServeConfig, Server
 def build(config: ServeConfig, *, auth: str | None = None, token: str | None = None,
           allowed_hosts: list[str] | None = None):
     """(ASGI app with the guard around it, the Server, the Guard) for `config`."""
-    from ..http_guard import Guard, GuardMiddleware
+    from ..web.http_guard import Guard, GuardMiddleware
 
     guard = Guard.for_bind(config.host, config.port, auth=auth, token=token, allowed_hosts=allowed_hosts)
     server = Server(config)
@@ -31,7 +31,7 @@ def serve(config: ServeConfig, *, auth: str | None = None, token: str | None = N
     """Run the server until Ctrl-C (prints where it listens, and the token off loopback)."""
     import uvicorn
 
-    from ..http_guard import start_banner
+    from ..web.http_guard import start_banner
 
     app, server, guard = build(config, auth=auth, token=token, allowed_hosts=allowed_hosts)
     print(start_banner(guard, config.host, config.port, what="server (ComfyUI API)"), flush=True)

@@ -15,7 +15,7 @@ import struct
 
 from PIL import Image
 
-from ..latent import latent_preview
+from ..engine.latent import latent_preview
 
 PREVIEW_SIDE = 512
 JPEG = 1

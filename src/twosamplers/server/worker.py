@@ -20,7 +20,7 @@ import threading
 import time
 from pathlib import Path
 
-from ..ksampler import STEP_HOOK
+from ..engine.ksampler import STEP_HOOK
 from ..nodes.folders import Folders
 from ..nodes.registry import NODES
 from ..workflow.execute import execute

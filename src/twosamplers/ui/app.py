@@ -56,10 +56,10 @@ import numpy as np  # noqa: E402
 from starlette.middleware import Middleware  # noqa: E402
 
 from .._files import copy_new  # noqa: E402
-from ..http_guard import Guard, GuardMiddleware, start_banner  # noqa: E402
-from ..latent import latent_preview  # noqa: E402
+from ..engine.latent import latent_preview  # noqa: E402
+from ..engine.schedules import SCHEDULER_NAMES  # noqa: E402
 from ..samplers import SAMPLER_NAMES  # noqa: E402
-from ..schedules import SCHEDULER_NAMES  # noqa: E402
+from ..web.http_guard import Guard, GuardMiddleware, start_banner  # noqa: E402
 from . import handlers as H  # noqa: E402
 from .idle_frames import HEAD  # noqa: E402
 from .render import LOCKS, Cancelled, page_job, render, sampler_view  # noqa: E402

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .._checks import MAX_IMAGE_SIDE
-from ..imageio import check_aspect, mask_from_image, mask_to_uint8, resize_mask
+from ..job.imageio import check_aspect, mask_from_image, mask_to_uint8, resize_mask
 from .values import UIError, number
 
 REGION_COLOURS = ((255, 64, 64), (64, 160, 255), (64, 220, 96))  # overlay colour of regions 1, 2, 3

@@ -37,7 +37,7 @@ def save_input(image: np.ndarray, folder: str | os.PathLike) -> str:
     digest = hashlib.sha256(arr.tobytes() + str(arr.shape).encode()).hexdigest()[:16]
     path = page_inputs(folder) / f"{digest}.png"
     if not path.exists():
-        from ..imageio import save_png
+        from ..job.imageio import save_png
         path.parent.mkdir(parents=True, exist_ok=True)
         save_png(path, arr)
     return str(path.resolve())

@@ -43,7 +43,7 @@ def load_png_settings(path: str | os.PathLike) -> tuple[dict, list[torch.Tensor]
 def own_image(path, page_dir: str | os.PathLike) -> np.ndarray | None:
     """A loaded PNG's start image (uint8 RGB), only when it is one of this page's own uploads (a PNG may name any
     path); None otherwise, or when it cannot be read."""
-    from ..imageio import load_image
+    from ..job.imageio import load_image
 
     if not isinstance(path, str) or not path:
         return None

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from .._checks import check_depth
-from ..latent import remake_empty_latent
+from ..engine.latent import remake_empty_latent
 from ..nodes.folders import Folders, PendingWrite
 from ..nodes.handles import model_of
 from ..nodes.impact_switch import BLOCKED

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 import torch
 from tqdm.auto import tqdm
 
-from ._checks import (
+from .._checks import (
     MAX_CFG,
     MAX_SIGMA_FACTOR,
     MAX_STEPS,
@@ -26,12 +26,12 @@ from ._checks import (
     check_model,
     check_seed,
 )
+from ..samplers import SAMPLER_NAMES
 from .ksampler import compute_sigmas
 from .latent import check_latent, fit_latent_channels
 from .mask_ops import composite
 from .noise import DEFAULT_COMFYUI_VERSION, BrownianTreeNoiseSampler, parse_comfyui_version, prepare_noise
 from .passes import Pass, as_entries, check_noise_mask, run_pass
-from .samplers import SAMPLER_NAMES
 from .schedules import SCHEDULER_NAMES, calculate_sigmas
 
 # Samplers for which Impact runs a recovery pass in per-step use ("additional_mode").

@@ -37,8 +37,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _names():
-    from .samplers import SAMPLER_NAMES
-    from .schedules import SCHEDULER_NAMES
+    from ..engine.schedules import SCHEDULER_NAMES
+    from ..samplers import SAMPLER_NAMES
     return SAMPLER_NAMES, SCHEDULER_NAMES
 
 
@@ -80,7 +80,7 @@ def _add_common_output(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from .. import __version__
 
     parser = _Parser(prog="twosamplers", description="Region-masked diffusion sampling: one sampler outside a "
                      "mask, another inside, with ComfyUI's numbers.")
@@ -106,10 +106,10 @@ def _add_model_flags(g: argparse.ArgumentParser) -> None:
 
 
 def _add_generate(sub) -> None:
-    from .front import MODES
-    from .imageio import MASK_CHANNELS
-    from .mask_ops import INVERSIONS
-    from .models.analytic import load_textures
+    from ..engine.front import MODES
+    from ..engine.mask_ops import INVERSIONS
+    from ..job.imageio import MASK_CHANNELS
+    from ..models.analytic import load_textures
 
     words = ", ".join(load_textures().names)
     g = sub.add_parser("generate", help="render a picture with one prompt outside a mask and another inside",
@@ -176,7 +176,7 @@ def _add_generate_outputs(g) -> None:
 
 def _add_controlnet_options(g) -> None:
     """--inpaint-conditioning, the ControlNet flags, and the region flags (cli_regions.py)."""
-    from .cli_regions import add_region_options
+    from .regions import add_region_options
 
     g.add_argument("--inpaint-conditioning", action=argparse.BooleanOptionalAction, default=None,
                    help="when the mask pass's model is an inpainting checkpoint, give it the base result with the "
@@ -319,7 +319,7 @@ def _add_batch(sub) -> None:
 def flags_to_dict(args: argparse.Namespace) -> dict:
     """The job fields the user gave on the command line, as typed: `--seed` stays the plain key `seed`, which the
     job layer applies to every pass (job/forms.py: the shorthand), `--base-seed` / `--mask-seed` set one."""
-    from .job import PASS_KEYS, SHARED_KEYS, job_keys
+    from ..job import PASS_KEYS, SHARED_KEYS, job_keys
 
     keys = [*job_keys(), *SHARED_KEYS, *(f"{w}_{k}" for w in ("base", "mask") for k in PASS_KEYS)]
     return {k: getattr(args, k) for k in dict.fromkeys(keys) if getattr(args, k, None) is not None}
@@ -346,7 +346,7 @@ def _flag(field: str, origins: dict[str, str] | None = None) -> str:
 def _region_origin(field: str, origins: dict[str, str]) -> str:
     """Where field `regions[i].key...` came from: its --region-KEY N / --mask-KEY / --region flag, else the plain
     flag that set every pass, else the --from PNG, else the --region-KEY N flag that would set it."""
-    from .cli_regions import region_flag
+    from .regions import region_flag
 
     head, _, rest = field.partition(".")
     key = rest.split("[")[0]
@@ -361,7 +361,7 @@ def _region_origin(field: str, origins: dict[str, str]) -> str:
 def flag_origins(args: argparse.Namespace, extra: dict[str, str] | None = None) -> dict[str, str]:
     """field -> the flag the user typed for it (`--steps` when --steps set base_steps), or, for a field that
     came from the --from PNG, where it came from. `extra` adds command-specific names (the region flags')."""
-    from .job import PASS_KEYS, PASSES, SHARED_KEYS, job_keys
+    from ..job import PASS_KEYS, PASSES, SHARED_KEYS, job_keys
 
     origins = {"output": "-o/--output", "memory": "--width/--height", "from": "--from", "regions": "--region"}
     png = getattr(args, "from_png", None)
@@ -389,10 +389,10 @@ def flag_origins(args: argparse.Namespace, extra: dict[str, str] | None = None) 
 
 def make_job(args: argparse.Namespace, extra: dict | None = None, origins: dict[str, str] | None = None):
     """Flags (over the --from PNG's job, when given) -> a validated Job; errors name the flag."""
-    from .cli_regions import region_fields
-    from .job import Job, JobError
-    from .job.forms import merge
-    from .job.trust import given as given_paths
+    from ..job import Job, JobError
+    from ..job.forms import merge
+    from ..job.trust import given as given_paths
+    from .regions import region_fields
 
     given = {**flags_to_dict(args), **(extra or {})}
     listed, patches, region_origins = region_fields(args, given)
@@ -449,7 +449,7 @@ def _add_precision_flags(group, dtype_help: str) -> None:
 
 
 def _run(args, job, outputs, origins: dict[str, str] | None = None) -> int:
-    from .job import JobError, run_job
+    from ..job import JobError, run_job
 
     check_device(getattr(args, "device", None))
     load_options = {k: getattr(args, k, None) for k in ("device", "dtype", "allow_pickle", "fp32_text_enc")}
@@ -480,7 +480,7 @@ def demo_mask(size: int):
 
 # ---------------------------------------------------------------------------------------------- commands
 def cmd_generate(args) -> int:
-    from .job import Outputs
+    from ..job import Outputs
 
     origins = flag_origins(args)
     job = make_job(args, origins=origins)
@@ -488,7 +488,7 @@ def cmd_generate(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from .job import Job, JobError, Outputs
+    from ..job import Job, JobError, Outputs
 
     if not 8 <= args.size <= 4096:
         raise BadInput(f"--size {args.size} is out of range (8 .. 4096)")
@@ -512,7 +512,7 @@ def cmd_demo(args) -> int:
 
 
 def cmd_batch(args) -> int:
-    from .batch import BatchInputError, run_batch
+    from ..batch import BatchInputError, run_batch
 
     for name in ("workers", "threads"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
@@ -586,12 +586,12 @@ def add_run_parser(sub) -> None:
 
 
 def cmd_run(args) -> int:
-    from .workflow import NODES, run
-    from .workflow.execute import parse_value
+    from ..workflow import NODES, run
+    from ..workflow.execute import parse_value
 
     if args.list_nodes:
-        from .models.families import families_text
-        from .workflow import ALIASES, IN_PROGRESS, out_of_scope_markdown
+        from ..models.families import families_text
+        from ..workflow import ALIASES, IN_PROGRESS, out_of_scope_markdown
 
         print("\n".join(sorted(NODES)))
         print("\nalso read under their older names: " + ", ".join(f"{json.dumps(a)} ({n})" for a, n in ALIASES.items()))
@@ -632,11 +632,11 @@ def cmd_ui(args) -> int:
     if not 1 <= args.port <= 65535:
         raise BadInput(f"--port {args.port} is out of range (1 .. 65535)")
     try:
-        from .ui.app import launch
+        from ..ui.app import launch
     except ImportError as e:
         raise BadInput(f"the web UI needs the [ui] extra: pip install 'twosamplers[ui]' ({e})") from None
-    from .http_guard import Guard
-    from .ui.handlers import UIError
+    from ..ui.handlers import UIError
+    from ..web.http_guard import Guard
 
     try:
         guard = Guard.for_bind(args.host, args.port, auth=args.auth, token=args.token)
@@ -655,7 +655,7 @@ def cmd_serve(args) -> int:
     if not 1 <= args.port <= 65535:
         raise BadInput(f"--port {args.port} is out of range (1 .. 65535)")
     try:
-        from .server import ServeConfig, serve
+        from ..server import ServeConfig, serve
     except ImportError as e:
         raise BadInput(f"serve needs the [server] extra: pip install 'twosamplers[server]' ({e})") from None
     config = ServeConfig(host=args.host, port=args.port, models=args.models, comfyui=args.comfyui,

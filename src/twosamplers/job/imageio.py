@@ -30,11 +30,11 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
-from . import _origin
-from ._checks import ASPECT_TOLERANCE, same_aspect
-from ._files import atomic_write
-from ._paths import regular_file
-from .noise_mask import fit_mask
+from .. import _origin
+from .._checks import ASPECT_TOLERANCE, same_aspect
+from .._files import atomic_write
+from .._paths import regular_file
+from ..engine.noise_mask import fit_mask
 
 MASK_CHANNELS = ("gray", "alpha", "red", "green", "blue", "auto")
 SETTINGS_KEY = "twosamplers"
@@ -102,7 +102,7 @@ def mask_from_image(image, channel: str = "gray", invert: bool = False, what: st
     float MASK ((H, W) tensor or array in [0, 1], used as it is) -> MASK (H, W) float32 in [0, 1], from `channel`
     (see the module doc), inverted when `invert`. Contract: `channel` is one of MASK_CHANNELS."""
     if isinstance(image, torch.Tensor) or (isinstance(image, np.ndarray) and image.dtype.kind == "f"):
-        from ._checks import check_mask_values
+        from .._checks import check_mask_values
 
         mask = check_mask_values(what, torch.as_tensor(image).float())
         if mask.ndim != 2:

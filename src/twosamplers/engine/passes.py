@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from ._checks import (
+from .._checks import (
     MAX_CFG,
     MAX_SIGMA_FACTOR,
     MAX_STEPS,
@@ -26,12 +26,12 @@ from ._checks import (
     check_model,
     check_seed,
 )
+from ..models.control import ControlNet, attach_controlnets
+from ..samplers import SAMPLER_NAMES
 from .conditioning import CondEntry, check_batch, normalize_conditioning
 from .ksampler import StepCallback, compute_sigmas, sample_with_sigmas, slice_sigmas
 from .latent import check_latent, fit_latent_channels
-from .models.control import ControlNet, attach_controlnets
 from .noise import DEFAULT_COMFYUI_VERSION, parse_comfyui_version, prepare_noise
-from .samplers import SAMPLER_NAMES
 from .schedules import SCHEDULER_NAMES
 
 
@@ -154,7 +154,7 @@ def crop_pass(p: Pass, box: tuple[int, int, int, int], latent_hw: tuple[int, int
 
 def _with_loras(model, loras, name: str) -> dict:
     """The `loras` and `net` fields: the LoRA files are read and checked here, once (errors name the field)."""
-    from .models.lora import Lora, with_loras
+    from ..models.lora import Lora, with_loras
 
     if isinstance(loras, Lora):
         loras = (loras,)

@@ -12,7 +12,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ._checks import check_mask
+from .._checks import check_mask
 
 
 def repeat_to_batch_size(tensor: torch.Tensor, batch_size: int, dim: int = 0) -> torch.Tensor:

@@ -3,7 +3,7 @@ around a sampler (ComfyUI's CFGGuider + KSAMPLER.sample).
 
 Semantics: `comfyui-sampling.md` s.3, 6, 7 and 9. Differences from upstream are deliberate and documented in
 docs/engine.md: unknown names raise, inputs are never mutated, seeds wrap where upstream overflows.
-This module trusts its callers: `twosamplers.passes` (Pass, run_pass, common_ksampler) validates first.
+This module trusts its callers: `twosamplers.engine.passes` (Pass, run_pass, common_ksampler) validates first.
 """
 
 from __future__ import annotations
@@ -17,18 +17,18 @@ from contextvars import ContextVar
 
 import torch
 
-from ._checks import MAX_CFG, MAX_STEPS, SEED_MAX, check_choice, check_float, check_int
-from .conditioning import CondBatch, CondEntry, share_with_uncond
-from .noise import DEFAULT_COMFYUI_VERSION
-from .noise_mask import fit_mask
-from .regional_cond import RegionalConditioning
-from .samplers import (
+from .._checks import MAX_CFG, MAX_STEPS, SEED_MAX, check_choice, check_float, check_int
+from ..samplers import (
     DISCARD_PENULTIMATE_SIGMA_SAMPLERS,
     RANDOM_INPAINT_NOISE_SAMPLERS,
     SAMPLER_NAMES,
     UNIPC_SAMPLERS,
     get_sampler,
 )
+from .conditioning import CondBatch, CondEntry, share_with_uncond
+from .noise import DEFAULT_COMFYUI_VERSION
+from .noise_mask import fit_mask
+from .regional_cond import RegionalConditioning
 from .schedules import SCHEDULER_NAMES, ModelSamplingDiscrete, calculate_sigmas, is_flow
 
 StepCallback = Callable[[int, torch.Tensor, torch.Tensor, int], None]
@@ -327,7 +327,8 @@ def _pbar_flag(disable_pbar: bool | None) -> bool | None:
 
 
 def __getattr__(name: str):
-    # `twosamplers.ksampler.common_ksampler` (the path README documents) lives one floor up, in passes.py
+    # the old path `twosamplers.ksampler.common_ksampler` (_old_paths.py: the parity checker's)  relayout: keep
+    # lives one floor up, in passes.py: the one lazy upward alias (tests/test_layers.py)
     if name == "common_ksampler":
         from .passes import common_ksampler
         return common_ksampler

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 import torch
 import torchsde
 
-from ._checks import SEED_MAX, check_int, check_seed, check_tensor
+from .._checks import SEED_MAX, check_int, check_seed, check_tensor
 
 NoiseSampler = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 

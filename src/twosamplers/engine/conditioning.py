@@ -18,7 +18,7 @@ from numbers import Integral
 
 import torch
 
-from ._checks import check_float, check_mask_values
+from .._checks import check_float, check_mask_values
 
 # ComfyUI options that change the model call in ways this engine does not implement. ("control" is ours:
 # Pass.controlnets attaches models/control.py's ControlApply objects under it.)

@@ -12,9 +12,9 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from ..models.inpaint import masked_image_conditioning, with_extras
 from .latent import fit_latent_channels
 from .mask_ops import bbox, crop, crop_box, differential_denoise_mask, inverse, paste, to_latent
-from .models.inpaint import masked_image_conditioning, with_extras
 from .noise import prepare_noise
 from .passes import Pass, crop_pass, run_pass
 

@@ -15,8 +15,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ._checks import check_finite, check_int, check_tensor
-from ._files import atomic_write
+from .._checks import check_finite, check_int, check_tensor
+from .._files import atomic_write
 
 FORMAT_MARKER = "latent_format_version_0"
 TENSOR_KEY = "latent_tensor"

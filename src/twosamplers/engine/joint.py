@@ -20,9 +20,9 @@ import dataclasses
 
 import torch
 
+from ..models.control import attach_controlnets
 from .conditioning import CondEntry
 from .mask_ops import bbox, crop_box
-from .models.control import attach_controlnets
 from .passes import Pass, run_pass
 
 # Pass fields that are not per-model: the prompts, the settings joint sampling takes from the base (seeding

@@ -13,7 +13,7 @@ import math
 import numpy as np
 import torch
 
-from ._checks import check_choice, check_float, check_int
+from .._checks import check_choice, check_float, check_int
 
 SCHEDULER_NAMES: tuple[str, ...] = (
     "simple",

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ._checks import (
+from .._checks import (
     MAX_IMAGE_SIDE,
     MAX_OVERLAP,
     MAX_STEPS,
@@ -42,11 +42,11 @@ from ._checks import (
     check_mask_aspect,
     check_mask_batch,
 )
+from ..models.control import attach_controlnets
 from .joint import ignored_settings, joint_blockers, joint_sample
 from .latent import check_latent
 from .mask_ops import INVERSIONS, dilate_region, feather_outward, grow, pixel_scale, region_union_inverse, to_latent
 from .mask_ops import feather as feather_mask
-from .models.control import attach_controlnets
 from .passes import Pass
 from .regional import ADDITIONAL_SAMPLERS, RECOVERY_MODES, KSamplerAdvancedWrapper, interleaved_sample
 from .two_pass import DEFAULT_CROP_MULTIPLE, TwoPassOptions, two_pass_sample
