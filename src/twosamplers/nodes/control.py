@@ -41,14 +41,55 @@ class ControlNetLoader(FolderNode):
     def load_controlnet(self, control_net_name):
         from ..models.controlnet import load_controlnet
 
+        path = self._path(control_net_name)
+        with named_errors(path, control_net_name):
+            flow = _load_flow_controlnet(self.folders, path)
+        if flow is not None:
+            return (flow,)
         opts = {k: v for k, v in self.folders.load_options.items() if k in ("device", "dtype", "allow_pickle")}
         if isinstance(opts.get("dtype"), str):
             from ..models.sd import resolve_device_dtype
 
             opts["device"], opts["dtype"] = resolve_device_dtype(opts.get("device"), opts["dtype"])
-        path = self._path(control_net_name)
         with named_errors(path, control_net_name):  # errors name the file as the workflow does
             return (load_controlnet(path, **opts),)
+
+
+def _load_flow_controlnet(folders: Folders, path):
+    """A Flux / SD3 ControlNet (models/flow_control.py) when the file is one, else None (an SD ControlNet)."""
+    from ..models.flow_control import is_flow_controlnet_file, load_flow_controlnet
+
+    if not is_flow_controlnet_file(path):
+        return None
+    opts = folders.load_options
+    return load_flow_controlnet(path, device=opts.get("device"), dtype=opts.get("dtype"))
+
+
+class SetUnionControlNetType:
+    """The control type of a Union ControlNet (Flux InstantX / Shakker Union): "auto" leaves it to the network;
+    other ControlNets ignore it, as in ComfyUI."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        from ..models.flow_control import UNION_TYPES
+
+        return {"required": {"control_net": ("CONTROL_NET",), "type": (["auto", *UNION_TYPES],)}}
+
+    RETURN_TYPES = ("CONTROL_NET",)
+    FUNCTION = "set_controlnet_type"
+    CATEGORY = "conditioning/controlnet"
+
+    def set_controlnet_type(self, control_net, type):  # noqa: A002 (ComfyUI's input name)
+        from ..models.flow_control import UNION_TYPES
+
+        if type != "auto" and type not in UNION_TYPES:
+            raise ValueError(f"type must be 'auto' or one of {list(UNION_TYPES)}, got {type!r}")
+        set_type = getattr(control_net, "with_control_type", None)
+        if set_type is None:
+            if not hasattr(control_net, "residuals"):
+                raise TypeError(f"control_net must be a CONTROL_NET, got {control_net.__class__.__name__}")
+            return (control_net,)  # an SD ControlNet: ComfyUI sets an argument that it does not read
+        return (set_type(type),)
 
 
 class ControlNetApplyAdvanced:
@@ -76,7 +117,10 @@ class ControlNetApplyAdvanced:
                          vae=None):
         start = check_float("start_percent", start_percent, 0.0, 1.0)
         end = check_float("end_percent", end_percent, 0.0, 1.0)
-        return apply_controlnet(positive, negative, control_net, image, strength, start, end)
+        coder = None
+        if vae is not None:  # Flux InstantX / Union and SD3 ControlNets encode the hint with it
+            coder = _vae(vae).model
+        return apply_controlnet(positive, negative, control_net, image, strength, start, end, vae=coder)
 
 
 class ControlNetApply:
@@ -118,4 +162,5 @@ class InpaintModelConditioning:
         return inpaint_model_conditioning(positive, negative, _vae(vae).model, pixels, mask, bool(noise_mask))
 
 
-__all__ = ["ControlNetApply", "ControlNetApplyAdvanced", "ControlNetLoader", "InpaintModelConditioning"]
+__all__ = ["ControlNetApply", "ControlNetApplyAdvanced", "ControlNetLoader", "InpaintModelConditioning",
+           "SetUnionControlNetType"]

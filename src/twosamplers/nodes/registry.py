@@ -65,6 +65,7 @@ NODES: dict[str, type] = {
     "ControlNetLoader": control.ControlNetLoader,
     "ControlNetApplyAdvanced": control.ControlNetApplyAdvanced,
     "ControlNetApply": control.ControlNetApply,
+    "SetUnionControlNetType": control.SetUnionControlNetType,
     "InpaintModelConditioning": control.InpaintModelConditioning,
     # latents
     "EmptyLatentImage": core.EmptyLatentImage,
