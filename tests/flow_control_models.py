@@ -70,12 +70,14 @@ def flux_instantx(*, union: bool = False, hidden: int = 256, depth: int = 2, sin
     return _seeded_like(m, seed)
 
 
-def sd3_controlnet(*, heads: int = 2, layers: int = 1, context_dim: int = 4096, pos_max: int = 16, seed: int = 44) -> dict:
+def sd3_controlnet(*, heads: int = 2, layers: int = 1, context_dim: int = 4096, pos_max: int = 16,
+                   seed: int = 44) -> dict:
     """An SD3 ControlNet in diffusers' SD3ControlNetModel layout (q/k RMS norms, as SD3.5's diffusers ones)."""
     from diffusers import SD3ControlNetModel
 
     m = SD3ControlNetModel(sample_size=32, patch_size=2, in_channels=16, num_layers=layers, attention_head_dim=64,
-                           num_attention_heads=heads, joint_attention_dim=context_dim, caption_projection_dim=64 * heads,
+                           num_attention_heads=heads, joint_attention_dim=context_dim,
+                           caption_projection_dim=64 * heads,
                            pooled_projection_dim=CLIP_L_WIDTH + CLIP_G_WIDTH, out_channels=16,
                            pos_embed_max_size=pos_max, qk_norm="rms_norm")
     return _seeded_like(m, seed)

@@ -1,10 +1,13 @@
 """ControlNets for Flux.1 and SD3 / SD3.5, in the layouts ComfyUI 0.30's ControlNetLoader reads for them.
 
-| layout (how it is told apart)                                              | kind            | hint              |
-| --- | --- | --- |
-| XLabs Flux: BFL keys (`double_blocks.0.img_attn.norm.key_norm.scale`) plus `controlnet_blocks.N.weight`, `input_hint_block.*`, `pos_embed_input` | `flux-xlabs` | pixels -> its own conv encoder (no VAE) |
-| InstantX / Shakker Flux, Union (`controlnet_x_embedder`, `controlnet_blocks`, diffusers names; Union: `controlnet_mode_embedder`) | `flux-instantx` | VAE-encoded, Flux latent scale/shift |
-| SD3 / SD3.5 diffusers (`pos_embed_input.proj`, `controlnet_blocks`, `transformer_blocks`)                                | `sd3`           | VAE-encoded, latent x 1.5305 (no shift) |
+- XLabs Flux (`flux-xlabs`): BFL keys (`double_blocks.0.img_attn.norm.key_norm.scale`, ...) plus
+  `controlnet_blocks.N`, `input_hint_block.*`, `pos_embed_input`; the hint image goes through its own pixel
+  encoder (no VAE).
+- InstantX / Shakker Flux and their Union ControlNets (`flux-instantx`): diffusers' names (`controlnet_x_embedder`,
+  `controlnet_blocks`, `controlnet_single_blocks`; Union: `controlnet_mode_embedder`); the hint is VAE-encoded and
+  put in the Flux latent scale ((z - 0.1159) x 0.3611).
+- SD3 / SD3.5 in diffusers' layout (`sd3`: `pos_embed_input.proj`, `controlnet_blocks`, `transformer_blocks`);
+  the hint is VAE-encoded, z x 1.5305 (ComfyUI leaves SD3's shift out for these).
 
 The networks are diffusers' `FluxControlNetModel` / `SD3ControlNetModel` (XLabs' BFL keys are mapped onto the
 former with the same table as the Flux transformer, plus its pixel hint encoder); the way they are called is
@@ -20,7 +23,7 @@ ComfyUI's, checked against ComfyUI 0.30.0 run as an oracle (tests/test_flow_cont
   model's joint block i.
 
 Refused with one line: Stability's SD3.5 ControlNets (`transformer_blocks.0.adaLN_modulation`), Mistoline Flux
-ControlNets, inpainting ControlNets (17-channel hint), Qwen-Image / HunyuanDiT ControlNets.
+ControlNets, inpainting ControlNets (17-channel hint), Qwen-Image ControlNets.
 """
 
 from __future__ import annotations
@@ -313,8 +316,7 @@ def load_flow_controlnet(source, *, device=None, dtype=None, cache: bool = True)
     dev, dt = resolve_flow_device_dtype("sd3" if kind == "sd3" else "flux", device, dtype)
     try:
         if kind == "flux-xlabs":
-            net, hint_block = _xlabs(sd, name), None
-            hint_block = _xlabs_hint_block(sd, name)
+            net, hint_block = _xlabs(sd, name), _xlabs_hint_block(sd, name)
         elif kind == "flux-instantx":
             net, hint_block = _instantx(sd, name), None
         else:
@@ -339,6 +341,15 @@ def clear_cache() -> None:
         _CACHE.clear()
 
 
+def _quiet_build(cls, config: dict, state: dict, name: str):
+    """build_module without diffusers' deprecation notice about its own FluxPosEmbed import."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*FluxPosEmbed.*", category=FutureWarning)
+        return build_module(cls, config, state, name)
+
+
 def _xlabs(sd: dict, name: str):
     """XLabs' BFL-layout transformer part onto a FluxControlNetModel (no single blocks)."""
     from diffusers import FluxControlNetModel
@@ -359,7 +370,7 @@ def _xlabs(sd: dict, name: str):
     config = {k: cfg[k] for k in ("patch_size", "in_channels", "num_layers", "num_single_layers", "attention_head_dim",
                                   "num_attention_heads", "joint_attention_dim", "pooled_projection_dim",
                                   "guidance_embeds", "axes_dims_rope")}
-    return build_module(FluxControlNetModel, config, state, name)
+    return _quiet_build(FluxControlNetModel, config, state, name)
 
 
 def _xlabs_hint_block(sd: dict, name: str) -> torch.nn.Sequential:
@@ -400,7 +411,7 @@ def _instantx(sd: dict, name: str):
     }
     if "controlnet_mode_embedder.weight" in sd:
         cfg["num_mode"] = int(sd["controlnet_mode_embedder.weight"].shape[0])
-    return build_module(FluxControlNetModel, cfg, dict(sd), name)
+    return _quiet_build(FluxControlNetModel, cfg, dict(sd), name)
 
 
 def _sd3(sd: dict, name: str):

@@ -165,6 +165,8 @@ class UNetAdapter(torch.nn.Module):
         down, mid = None, None
         for c in active:
             net = c.control_net
+            if getattr(net, "family", None) in ("flux", "sd3"):
+                raise TypeError(f"a {net.title} cannot guide a Stable Diffusion model")
             hint = c.hint_for(x.shape[0], h, w, batched_number, x.device, net.dtype)
             d, m = net.residuals(x, timesteps, context, hint, added)
             d = [(r * c.strength).to(x.dtype) for r in d]
