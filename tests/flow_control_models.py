@@ -7,7 +7,8 @@ time for tests/flow_models.py's tiny transformers (Flux width 256, T5 128, CLIP-
   controlnet_blocks, controlnet_single_blocks, controlnet_x_embedder); `flux_union` adds controlnet_mode_embedder
   (the Union ControlNets, 10 modes);
 - `sd3_controlnet`: the diffusers SD3ControlNetModel layout (pos_embed, transformer_blocks.N, controlnet_blocks,
-  pos_embed_input).
+  pos_embed_input), for the T5-less 4096-wide context of the tiny SD3.5 large;
+- `sd35_controlnet`: Stability's SD3.5 ControlNet layout (canny with two blocks, depth with one).
 
 Tensors come from torch.Generator(seed) in a fixed key order (tests/flow_models._Draw), so the files are the same
 on every machine. `python tests/flow_control_models.py MODELS_DIR` writes them into MODELS_DIR/controlnet/.
@@ -83,11 +84,37 @@ def sd3_controlnet(*, heads: int = 2, layers: int = 1, context_dim: int = 4096, 
     return _seeded_like(m, seed)
 
 
+def sd35_controlnet(*, heads: int = 2, blocks: int = 2, control_type: int = 1, seed: int = 46) -> dict:
+    """Stability's SD3.5 ControlNet layout (sd3.5_large_controlnet_canny keys): embedders under diffusers' names,
+    DiT blocks (adaLN_modulation, attn.qkv / proj, mlp.fc1 / fc2), controlnet_blocks, pos_embed_input, and the
+    control_type (0 blur, 1 canny, 2 depth)."""
+    d = _Draw(seed)
+    h = 64 * heads
+    d.lin("time_text_embed.timestep_embedder.linear_1", h, 256)
+    d.lin("time_text_embed.timestep_embedder.linear_2", h, h)
+    d.lin("time_text_embed.text_embedder.linear_1", h, CLIP_L_WIDTH + CLIP_G_WIDTH)
+    d.lin("time_text_embed.text_embedder.linear_2", h, h)
+    for i in range(blocks):
+        p = f"transformer_blocks.{i}."
+        d.lin(p + "adaLN_modulation.1", 6 * h, h, std=0.3 * h ** -0.5)
+        d.lin(p + "attn.qkv", 3 * h, h)
+        d.lin(p + "attn.proj", h, h)
+        d.lin(p + "mlp.fc1", 4 * h, h)
+        d.lin(p + "mlp.fc2", h, 4 * h)
+        d.lin(f"controlnet_blocks.{i}", h, h, std=0.5 * h ** -0.5)
+    d.w("pos_embed_input.proj.weight", h, 16, 2, 2)
+    d.b("pos_embed_input.proj.bias", h)
+    d.sd["control_type"] = torch.tensor([float(control_type)])
+    return d.sd
+
+
 FILES = {
     "controlnet/flux_xlabs_cn.safetensors": flux_xlabs,
     "controlnet/flux_instantx_cn.safetensors": flux_instantx,
     "controlnet/flux_union_cn.safetensors": lambda: flux_instantx(union=True, seed=43),
     "controlnet/sd3_cn.safetensors": sd3_controlnet,
+    "controlnet/sd35_canny_cn.safetensors": sd35_controlnet,
+    "controlnet/sd35_depth_cn.safetensors": lambda: sd35_controlnet(blocks=1, control_type=2, seed=47),
 }
 
 

@@ -116,5 +116,17 @@ def sd3_cn() -> dict:
                    scheduler="sgm_uniform", prefix="cn_sd3")
 
 
+def sd35_cn_canny_depth() -> dict:
+    """Stability's SD3.5 ControlNets: canny (0.8, whole schedule) chained with depth (0.6, to 70 %), cfg 3.5."""
+    wf = _sd3_base()
+    wf["50"] = {"class_type": "LoadImage", "inputs": {"image": "src.png"}}
+    wf["51"] = {"class_type": "VAELoader", "inputs": {"vae_name": "sd35_vae.safetensors"}}
+    wf["52"] = {"class_type": "ControlNetLoader", "inputs": {"control_net_name": "sd35_canny_cn.safetensors"}}
+    wf["54"] = {"class_type": "ControlNetLoader", "inputs": {"control_net_name": "sd35_depth_cn.safetensors"}}
+    wf.update(_cn("53", ["3", 0], ["5", 0], "52", 0.8, vae=["51", 0]))
+    wf.update(_cn("55", ["53", 0], ["53", 1], "54", 0.6, 0.0, 0.7, vae=["51", 0]))
+    return _sample(wf, ["55", 0], ["55", 1], seed=36, steps=4, cfg=3.5, width=64, height=48, prefix="cn_sd35")
+
+
 WORKFLOWS = {f.__name__: f for f in (flux_cn_xlabs, flux_cn_instantx_chain, flux_cn_union, flux_cn_union_auto,
-                                     flux_cn_two_samplers, sd3_cn)}
+                                     flux_cn_two_samplers, sd3_cn, sd35_cn_canny_depth)}

@@ -12,7 +12,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from flow_control_models import FILES, digests, flux_instantx, flux_xlabs, sd3_controlnet, write_controlnets
+from flow_control_models import (
+    FILES,
+    digests,
+    flux_instantx,
+    flux_xlabs,
+    sd3_controlnet,
+    sd35_controlnet,
+    write_controlnets,
+)
 from flow_control_workflows import WORKFLOWS
 from flow_workflows import write_inputs
 from safetensors.torch import load_file, save_file
@@ -78,12 +86,11 @@ def test_layouts_are_told_apart_as_comfyui_does():
     assert flow_controlnet_kind(flux_instantx(hidden=128, depth=1, single=1)) == "flux-instantx"
     assert flow_controlnet_kind(flux_instantx(union=True, hidden=128, depth=1, single=1)) == "flux-instantx"
     assert flow_controlnet_kind(sd3_controlnet()) == "sd3"
+    assert flow_controlnet_kind(sd35_controlnet()) == "sd35"
     assert flow_controlnet_kind({"zero_convs.0.0.weight": 0, "input_hint_block.0.weight": 0}) is None
 
 
 @pytest.mark.parametrize("keys, match", [
-    (["controlnet_blocks.0.weight", "pos_embed_input.proj.weight", "transformer_blocks.0.adaLN_modulation.1.bias"],
-     "Stability's SD3.5 ControlNet layout"),
     (["controlnet_blocks.0.linear.weight", "single_controlnet_blocks.0.linear.weight"], "Mistoline"),
     (["controlnet_blocks.0.weight", "transformer_blocks.0.img_mlp.net.0.proj.weight"], "Qwen-Image"),
 ])
@@ -99,6 +106,21 @@ def test_inpainting_controlnets_are_refused_at_load(tmp_path):
     save_file(sd, str(tmp_path / "inpaint.safetensors"))
     with pytest.raises(UnsupportedControlNetError, match="17-channel hint"):
         load_flow_controlnet(tmp_path / "inpaint.safetensors", device="cpu")
+
+
+def test_sd35_double_y_embedder_layout_is_refused(tmp_path):
+    sd = sd35_controlnet()
+    sd["time_text_embed.text_embedder.linear_1.weight"] = torch.zeros(128, 128)
+    save_file(sd, str(tmp_path / "dy.safetensors"))
+    with pytest.raises(UnsupportedControlNetError, match="double_y_emb"):
+        load_flow_controlnet(tmp_path / "dy.safetensors", device="cpu")
+
+
+def test_sd35_controlnet_maps_its_hint_by_its_control_type(cn_dir):
+    canny = load_flow_controlnet(cn_dir / FILES_PATH["sd35_canny"], device="cpu")
+    depth = load_flow_controlnet(cn_dir / FILES_PATH["sd35_depth"], device="cpu")
+    assert (canny.kind, canny.preprocess, depth.preprocess) == ("sd35", "canny", "depth")
+    assert canny.title == "SD3.5 ControlNet (Stability)"
 
 
 def test_controlnet_loader_node_names_the_file_when_it_refuses(tmp_path):
@@ -122,7 +144,9 @@ def test_sd_loader_says_a_flux_controlnet_is_not_for_stable_diffusion(cn_dir):
 
 
 FILES_PATH = {"xlabs": "controlnet/flux_xlabs_cn.safetensors", "instantx": "controlnet/flux_instantx_cn.safetensors",
-              "union": "controlnet/flux_union_cn.safetensors", "sd3": "controlnet/sd3_cn.safetensors"}
+              "union": "controlnet/flux_union_cn.safetensors", "sd3": "controlnet/sd3_cn.safetensors",
+              "sd35_canny": "controlnet/sd35_canny_cn.safetensors",
+              "sd35_depth": "controlnet/sd35_depth_cn.safetensors"}
 assert set(FILES_PATH.values()) == set(FILES)
 
 
@@ -182,6 +206,21 @@ def test_a_latent_hint_needs_a_vae(cn_dir):
         _denoised(bare, pos, torch.zeros((1, 16, 8, 8)), 0.5)
     with_vae = apply_controlnet(text.encode_prompt("a"), [], cn, _hint(), 1.0, vae=text.vae)[0]
     assert torch.isfinite(_denoised(bare, with_vae, torch.zeros((1, 16, 8, 8)), 0.5)).all()
+
+
+@pytest.mark.parametrize("which", ["sd3", "sd35_canny"])
+def test_sd3_controlnets_change_the_prediction(cn_dir, which):
+    sd3 = load(cn_dir / "diffusion_models/sd35_large_4096.safetensors", device="cpu")
+    text = load(cn_dir / "checkpoints/sd35_large_aio.safetensors", device="cpu")
+    from twosamplers.models.flow_text import SD3TextEncoders
+
+    clips = SD3TextEncoders(text.text.clip_l, text.text.clip_g, None)  # DualCLIPLoader(sd3): 4096-wide context
+    pos = clips.encode_prompt("a castle")
+    cn = sd3.load_controlnet(cn_dir / FILES_PATH[which])
+    x = torch.randn((1, 16, 8, 8), generator=torch.Generator().manual_seed(4))
+    guided = apply_controlnet(pos, [], cn, _hint(), 1.0, vae=text.vae)[0]
+    diff = (_denoised(sd3, guided, x, 0.6) - _denoised(sd3, pos, x, 0.6)).abs().max()
+    assert float(diff) > 1e-2
 
 
 def test_a_controlnet_of_the_other_family_is_refused(cn_dir):

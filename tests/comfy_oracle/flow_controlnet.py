@@ -8,6 +8,8 @@ runner (run_workflow.py) and keeps what their SaveLatent nodes got.
     (cd tests/comfy_oracle && comfy_python flow_controlnet.py /tmp/flowmodels /tmp/flowinput \\
         ../data/flow_controlnet.safetensors)
 
+(further arguments: only these workflows, e.g. to check one case.)
+
 Keys: <workflow>/saved/<node id> (float32).
 """
 
@@ -24,11 +26,12 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from flow_control_workflows import WORKFLOWS  # noqa: E402
 
 
-def main(models_dir, input_dir, out_path):
+def main(models_dir, input_dir, out_path, names=None):
     kit = os.environ["COMFY_KIT"]
+    todo = {n: m for n, m in WORKFLOWS.items() if not names or n in names}
     with tempfile.TemporaryDirectory() as d:
         files = []
-        for name, make in WORKFLOWS.items():
+        for name, make in todo.items():
             p = os.path.join(d, name + ".json")
             with open(p, "w") as f:
                 json.dump(make(), f)
@@ -41,7 +44,7 @@ def main(models_dir, input_dir, out_path):
             if e.code:
                 raise
         out = {}
-        for name in WORKFLOWS:
+        for name in todo:
             for k, v in load_file(os.path.join(d, "out", name + ".safetensors")).items():
                 if k.startswith("saved/"):
                     out[f"{name}/{k}"] = v
@@ -50,4 +53,4 @@ def main(models_dir, input_dir, out_path):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], sys.argv[3])
+    main(sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:])

@@ -216,8 +216,9 @@ class FlowModel(DiffusionModel):
         if kind is None:
             raise UnsupportedModelError(f"{os.fspath(path)}: not a Flux or SD3 ControlNet (a Stable Diffusion one?); "
                                         f"it cannot guide this {self.title} model")
-        if (kind == "sd3") != (self.family == "sd3"):
-            fam = "an SD3" if kind == "sd3" else "a Flux"
+        family = "flux" if kind.startswith("flux") else "sd3"
+        if family != self.family:
+            fam = "an SD3" if family == "sd3" else "a Flux"
             raise UnsupportedModelError(f"{os.fspath(path)} is {fam} ControlNet; it cannot guide this {self.title} "
                                         "model")
         return load_flow_controlnet(p, device=self.device, dtype=self.dtype)

@@ -43,7 +43,9 @@ FLUX_DOUBLE, FLUX_SINGLE = 19, 38  # Flux.1's block counts, over which ComfyUI s
 UNION_TYPES = {"openpose": 0, "depth": 1, "hed/pidi/scribble/ted": 2, "canny/lineart/anime_lineart/mlsd": 3,
                "normal": 4, "segment": 5, "tile": 6, "repaint": 7}
 KIND_TITLES = {"flux-xlabs": "Flux ControlNet (XLabs)", "flux-instantx": "Flux ControlNet (InstantX / diffusers)",
-               "flux-union": "Flux Union ControlNet (InstantX / diffusers)", "sd3": "SD3 ControlNet (diffusers)"}
+               "flux-union": "Flux Union ControlNet (InstantX / diffusers)", "sd3": "SD3 ControlNet (diffusers)",
+               "sd35": "SD3.5 ControlNet (Stability)"}
+SD35_PREPROCESS = {1: "canny", 2: "depth"}  # the file's control_type (0 blur, 1 canny, 2 depth)
 _XLABS_HINT_CONVS = 8  # input_hint_block.0, .2, ..., .14: 3 -> 16 channels, three stride-2 convs (1/8 size)
 
 _CACHE: dict[tuple, FlowControlNet] = {}
@@ -55,16 +57,16 @@ class UnsupportedControlNetError(ValueError):
 
 
 def flow_controlnet_kind(keys) -> str | None:
-    """"flux-xlabs", "flux-instantx" or "sd3" for a Flux / SD3 ControlNet's keys (ComfyUI 0.30's order of tests),
-    None for other files (SD ControlNets, ...); an UnsupportedControlNetError for the Flux / SD3 kinds not run here."""
+    """"flux-xlabs", "flux-instantx", "sd3" or "sd35" for a Flux / SD3 ControlNet's keys (ComfyUI 0.30's order of
+    tests), None for other files (SD ControlNets, ...); an UnsupportedControlNetError for the Flux / SD3 kinds not
+    run here."""
     keys = keys if isinstance(keys, (set, frozenset, dict)) else set(keys)
     if "controlnet_blocks.0.weight" in keys:
         if "double_blocks.0.img_attn.norm.key_norm.scale" in keys:
             return "flux-xlabs"
         if "pos_embed_input.proj.weight" in keys:
             if "transformer_blocks.0.adaLN_modulation.1.bias" in keys:
-                raise UnsupportedControlNetError("Stability's SD3.5 ControlNet layout (sd3.5_large_controlnet_*) is "
-                                                 "not supported yet; SD3 ControlNets in the diffusers layout are")
+                return "sd35"
             return "sd3"
         if "transformer_blocks.0.img_mlp.net.0.proj.weight" in keys:
             raise UnsupportedControlNetError("Qwen-Image ControlNets are not supported (no Qwen-Image models here)")
@@ -100,12 +102,12 @@ class FlowControlNet:
 
     def __init__(self, kind: str, network, hint_block, compute_dtype: torch.dtype, source: str) -> None:
         self.kind = kind
-        self.family = "sd3" if kind == "sd3" else "flux"
+        self.family = "sd3" if kind in ("sd3", "sd35") else "flux"
         self.network = network
         self.hint_block = hint_block
         self.compute_dtype = compute_dtype
         self.source = source
-        cfg = network.config
+        cfg = getattr(network, "config", None)
         self.num_modes = int(cfg.num_mode or 0) if self.family == "flux" else 0
         self.control_type: list[int] = []
         self.needs_vae = kind != "flux-xlabs"
@@ -114,10 +116,12 @@ class FlowControlNet:
             self.vec_in_dim = int(cfg.pooled_projection_dim)
             self.context_dim = int(cfg.joint_attention_dim)
             self.hint_channels = int(cfg.in_channels) // 4 if kind == "flux-instantx" else 3
-        else:
+        elif kind == "sd3":
             self.context_dim = int(cfg.joint_attention_dim)
             self.depth = int(cfg.num_attention_heads * cfg.attention_head_dim) // 64
-            self.hint_channels = int(network.pos_embed_input.proj.weight.shape[1])
+        else:  # Stability's SD3.5 ControlNets read no text tokens
+            self.context_dim = None
+            self.preprocess = SD35_PREPROCESS.get(network.control_type)
 
     def __repr__(self) -> str:
         extra = f", control_type={self.control_type}" if self.num_modes else ""
@@ -160,11 +164,17 @@ class FlowControlNet:
         if vae is None:
             raise ValueError(f"this {self.title} encodes its hint image with the VAE: give ControlNetApplyAdvanced "
                              "a vae (or use a model loaded with its VAE)")
+        if self.kind == "sd35" and self.preprocess == "canny":  # ComfyUI's mapping for these files, as it is
+            pixels = pixels * 255 * 0.5 + 0.5
+        elif self.kind == "sd35" and self.preprocess == "depth":
+            pixels = 1.0 - pixels
         encode = getattr(vae, "encode_image", None) or getattr(vae, "encode", None)
         z = encode(pixels.movedim(1, -1)).float()
         if self.family == "flux":
             return (z - 0.1159) * 0.3611
-        return z * 1.5305  # ComfyUI feeds SD3 ControlNets the SD3 latent scale without its shift
+        if self.kind == "sd35":
+            return (z - 0.0609) * 1.5305
+        return z * 1.5305  # ComfyUI feeds diffusers' SD3 ControlNets the SD3 latent scale without its shift
 
     # ------------------------------------------------------------------------------------------ running
     def residuals(self, x: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor, hint: torch.Tensor,
@@ -180,6 +190,8 @@ class FlowControlNet:
         t = timestep.to(device=x.device).to(dtype)  # ComfyUI hands its ControlNets the timestep in their dtype
         if self.family == "flux":
             return self._flux(x, t, context, hint, extras)
+        if self.kind == "sd35":
+            return self.network(x, t, hint, extras.get("pooled_output"), extras["x_embedder"])
         return self._sd3(x, t, context, hint)
 
     def _to(self, device: torch.device) -> None:
@@ -313,14 +325,16 @@ def load_flow_controlnet(source, *, device=None, dtype=None, cache: bool = True)
     kind = flow_controlnet_kind(sd)
     if kind is None:
         raise UnsupportedControlNetError(f"{name}: not a Flux or SD3 ControlNet")
-    dev, dt = resolve_flow_device_dtype("sd3" if kind == "sd3" else "flux", device, dtype)
+    dev, dt = resolve_flow_device_dtype("flux" if kind.startswith("flux") else "sd3", device, dtype)
     try:
         if kind == "flux-xlabs":
             net, hint_block = _xlabs(sd, name), _xlabs_hint_block(sd, name)
         elif kind == "flux-instantx":
             net, hint_block = _instantx(sd, name), None
-        else:
+        elif kind == "sd3":
             net, hint_block = _sd3(sd, name), None
+        else:
+            net, hint_block = _sd35(sd, name), None
     except (KeyError, ValueError) as e:
         if isinstance(e, UnsupportedControlNetError):
             raise
@@ -440,6 +454,13 @@ def _sd3(sd: dict, name: str):
     return build_module(SD3ControlNetModel, cfg, dict(sd), name)
 
 
+def _sd35(sd: dict, name: str):
+    """Stability's SD3.5 ControlNet (sd3.5_large_controlnet_blur / canny / depth)."""
+    from .flow_control_sd35 import SD35ControlNet
+
+    return SD35ControlNet.from_state_dict(sd, name, UnsupportedControlNetError)
+
+
 def _count(sd, prefix: str) -> int:
     from .flow_keys import _count as count
 
@@ -477,10 +498,12 @@ def control_residuals(model, active: list, x: torch.Tensor, timestep: torch.Tens
         if not isinstance(net, FlowControlNet) or net.family != model.family:
             what = net.title if isinstance(net, FlowControlNet) else f"{getattr(net, 'family_title', 'SD')} ControlNet"
             raise UnsupportedControlNetError(f"a {what} cannot guide this {model.title} model")
-        if net.context_dim != context.shape[-1]:
+        if net.context_dim is not None and net.context_dim != context.shape[-1]:
             raise UnsupportedControlNetError(f"{net.title} takes text embeddings of width {net.context_dim}; this "
                                              f"{model.title} conditioning has {context.shape[-1]}")
         hint = prepared_hint(c, net, x.shape[0], tuple(x.shape[-2:]), batched_number, x.device, model.vae)
+        if net.kind == "sd35":  # it embeds the image with the main model's own patch embedding
+            extras = {**extras, "x_embedder": model.network.transformer.pos_embed.proj}
         res = net.residuals(x, timestep, context, hint, extras)
         total = merge_residuals(total, res, c.strength, x.dtype)
     return total
