@@ -8,7 +8,8 @@ time for tests/flow_models.py's tiny transformers (Flux width 256, T5 128, CLIP-
   (the Union ControlNets, 10 modes);
 - `sd3_controlnet`: the diffusers SD3ControlNetModel layout (pos_embed, transformer_blocks.N, controlnet_blocks,
   pos_embed_input), for the T5-less 4096-wide context of the tiny SD3.5 large;
-- `sd35_controlnet`: Stability's SD3.5 ControlNet layout (canny with two blocks, depth with one).
+- `sd35_controlnet`: Stability's SD3.5 ControlNet layout (canny with two blocks, depth with one);
+- `flux_mistoline`: Mistoline's layout; inpainting ControlNets (17-channel hints) for Flux and SD3.
 
 Tensors come from torch.Generator(seed) in a fixed key order (tests/flow_models._Draw), so the files are the same
 on every machine. `python tests/flow_control_models.py MODELS_DIR` writes them into MODELS_DIR/controlnet/.
@@ -59,8 +60,29 @@ def _seeded_like(module: torch.nn.Module, seed: int, keep=("pos_embed.pos_embed"
     return d.sd
 
 
-def flux_instantx(*, union: bool = False, hidden: int = 256, depth: int = 2, single: int = 2, seed: int = 42) -> dict:
-    """An InstantX-style Flux ControlNet (diffusers' FluxControlNetModel layout, dev), optionally a Union one."""
+def flux_mistoline(*, hidden: int = 256, depth: int = 1, single: int = 1, seed: int = 48) -> dict:
+    """A Mistoline Flux ControlNet (BFL names, controlnet_blocks.N.linear, single_controlnet_blocks.N.linear,
+    input_cond_block.encoder.0-18, pos_embed_input)."""
+    sd = {k: v for k, v in flux_transformer("dev", hidden=hidden, depth=depth, single=single, seed=seed).items()
+          if not k.startswith("final_layer.")}
+    d = _Draw(seed + 1)
+    for i in range(depth):
+        d.lin(f"controlnet_blocks.{i}.linear", hidden, hidden, std=0.5 * hidden ** -0.5)
+    for i in range(single):
+        d.lin(f"single_controlnet_blocks.{i}.linear", hidden, hidden, std=0.5 * hidden ** -0.5)
+    cin = 3
+    for i, k in enumerate((3, 1, 3, 3, 3, 3, 3, 3, 1, 3)):
+        d.w(f"input_cond_block.encoder.{2 * i}.weight", 16, cin, k, k)
+        d.b(f"input_cond_block.encoder.{2 * i}.bias", 16)
+        cin = 16
+    d.lin("pos_embed_input", hidden, 64)
+    return {**sd, **d.sd}
+
+
+def flux_instantx(*, union: bool = False, inpaint: bool = False, hidden: int = 256, depth: int = 2, single: int = 2,
+                  seed: int = 42) -> dict:
+    """An InstantX-style Flux ControlNet (diffusers' FluxControlNetModel layout, dev), optionally a Union one or an
+    inpainting one (Alimama's: a 17-channel hint, 68 features into controlnet_x_embedder)."""
     from diffusers import FluxControlNetModel
 
     torch.manual_seed(0)  # the module's own init is replaced; only its keys and shapes are used
@@ -68,10 +90,12 @@ def flux_instantx(*, union: bool = False, hidden: int = 256, depth: int = 2, sin
                             num_attention_heads=hidden // 128, joint_attention_dim=T5_WIDTH,
                             pooled_projection_dim=CLIP_L_WIDTH, guidance_embeds=True, axes_dims_rope=(16, 56, 56),
                             num_mode=10 if union else None)
+    if inpaint:
+        m.controlnet_x_embedder = torch.nn.Linear(68, hidden)
     return _seeded_like(m, seed)
 
 
-def sd3_controlnet(*, heads: int = 2, layers: int = 1, context_dim: int = 4096, pos_max: int = 16,
+def sd3_controlnet(*, heads: int = 2, layers: int = 1, context_dim: int = 4096, pos_max: int = 16, extra: int = 0,
                    seed: int = 44) -> dict:
     """An SD3 ControlNet in diffusers' SD3ControlNetModel layout (q/k RMS norms, as SD3.5's diffusers ones)."""
     from diffusers import SD3ControlNetModel
@@ -80,7 +104,7 @@ def sd3_controlnet(*, heads: int = 2, layers: int = 1, context_dim: int = 4096, 
                            num_attention_heads=heads, joint_attention_dim=context_dim,
                            caption_projection_dim=64 * heads,
                            pooled_projection_dim=CLIP_L_WIDTH + CLIP_G_WIDTH, out_channels=16,
-                           pos_embed_max_size=pos_max, qk_norm="rms_norm")
+                           pos_embed_max_size=pos_max, qk_norm="rms_norm", extra_conditioning_channels=extra)
     return _seeded_like(m, seed)
 
 
@@ -115,6 +139,9 @@ FILES = {
     "controlnet/sd3_cn.safetensors": sd3_controlnet,
     "controlnet/sd35_canny_cn.safetensors": sd35_controlnet,
     "controlnet/sd35_depth_cn.safetensors": lambda: sd35_controlnet(blocks=1, control_type=2, seed=47),
+    "controlnet/flux_mistoline_cn.safetensors": flux_mistoline,
+    "controlnet/flux_inpaint_cn.safetensors": lambda: flux_instantx(inpaint=True, depth=1, single=1, seed=50),
+    "controlnet/sd3_inpaint_cn.safetensors": lambda: sd3_controlnet(layers=2, extra=1, seed=52),
 }
 
 

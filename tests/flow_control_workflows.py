@@ -128,5 +128,47 @@ def sd35_cn_canny_depth() -> dict:
     return _sample(wf, ["55", 0], ["55", 1], seed=36, steps=4, cfg=3.5, width=64, height=48, prefix="cn_sd35")
 
 
+def flux_cn_mistoline() -> dict:
+    """Mistoline: its own pixel encoder, SiLU after its projections, double and single blocks."""
+    wf = _flux_cn_base()
+    wf["52"] = {"class_type": "ControlNetLoader", "inputs": {"control_net_name": "flux_mistoline_cn.safetensors"}}
+    wf.update(_cn("53", ["4", 0], ["5", 0], "52", 0.9, 0.0, 0.8))
+    return _sample(wf, ["53", 0], ["53", 1], seed=37, prefix="cn_mistoline")
+
+
+def _inpaint(wf: dict, cn: str, vae_node) -> dict:
+    wf["52"] = {"class_type": "ControlNetLoader", "inputs": {"control_net_name": cn}}
+    wf["57"] = {"class_type": "LoadImageMask", "inputs": {"image": "mask.png", "channel": "red"}}
+    wf["53"] = {"class_type": "ControlNetInpaintingAliMamaApply", "inputs": {
+        "positive": ["3" if "sd3" in cn else "4", 0], "negative": ["5", 0], "control_net": ["52", 0],
+        "vae": vae_node, "image": ["50", 0], "mask": ["57", 0], "strength": 0.9, "start_percent": 0.0,
+        "end_percent": 1.0}}
+    return wf
+
+
+def flux_cn_inpaint_alimama() -> dict:
+    """A Flux inpainting ControlNet under ControlNetInpaintingAliMamaApply (masked hint + 1 - mask channel)."""
+    wf = _inpaint(_flux_cn_base(), "flux_inpaint_cn.safetensors", ["51", 0])
+    return _sample(wf, ["53", 0], ["53", 1], seed=38, prefix="cn_inpaint")
+
+
+def flux_cn_inpaint_plain() -> dict:
+    """The same ControlNet under ControlNetApplyAdvanced: a mask channel of ones."""
+    wf = _flux_cn_base()
+    wf["52"] = {"class_type": "ControlNetLoader", "inputs": {"control_net_name": "flux_inpaint_cn.safetensors"}}
+    wf.update(_cn("53", ["4", 0], ["5", 0], "52", 0.9, vae=["51", 0]))
+    return _sample(wf, ["53", 0], ["53", 1], seed=38, prefix="cn_inpaint_plain")
+
+
+def sd3_cn_inpaint_alimama() -> dict:
+    """An SD3 inpainting ControlNet (17-channel hint, diffusers layout) under ControlNetInpaintingAliMamaApply."""
+    wf = _sd3_base()
+    wf["50"] = {"class_type": "LoadImage", "inputs": {"image": "src.png"}}
+    wf["51"] = {"class_type": "VAELoader", "inputs": {"vae_name": "sd35_vae.safetensors"}}
+    wf = _inpaint(wf, "sd3_inpaint_cn.safetensors", ["51", 0])
+    return _sample(wf, ["53", 0], ["53", 1], seed=39, steps=4, cfg=4.0, prefix="cn_sd3_inpaint")
+
+
 WORKFLOWS = {f.__name__: f for f in (flux_cn_xlabs, flux_cn_instantx_chain, flux_cn_union, flux_cn_union_auto,
-                                     flux_cn_two_samplers, sd3_cn, sd35_cn_canny_depth)}
+                                     flux_cn_two_samplers, sd3_cn, sd35_cn_canny_depth, flux_cn_mistoline,
+                                     flux_cn_inpaint_alimama, flux_cn_inpaint_plain, sd3_cn_inpaint_alimama)}

@@ -16,6 +16,7 @@ from flow_control_models import (
     FILES,
     digests,
     flux_instantx,
+    flux_mistoline,
     flux_xlabs,
     sd3_controlnet,
     sd35_controlnet,
@@ -87,11 +88,12 @@ def test_layouts_are_told_apart_as_comfyui_does():
     assert flow_controlnet_kind(flux_instantx(union=True, hidden=128, depth=1, single=1)) == "flux-instantx"
     assert flow_controlnet_kind(sd3_controlnet()) == "sd3"
     assert flow_controlnet_kind(sd35_controlnet()) == "sd35"
+    assert flow_controlnet_kind(flux_mistoline(hidden=128)) == "flux-mistoline"
+    assert flow_controlnet_kind(flux_instantx(inpaint=True, hidden=128, depth=1, single=1)) == "flux-instantx"
     assert flow_controlnet_kind({"zero_convs.0.0.weight": 0, "input_hint_block.0.weight": 0}) is None
 
 
 @pytest.mark.parametrize("keys, match", [
-    (["controlnet_blocks.0.linear.weight", "single_controlnet_blocks.0.linear.weight"], "Mistoline"),
     (["controlnet_blocks.0.weight", "transformer_blocks.0.img_mlp.net.0.proj.weight"], "Qwen-Image"),
 ])
 def test_other_layouts_are_refused_in_one_line(keys, match):
@@ -100,12 +102,24 @@ def test_other_layouts_are_refused_in_one_line(keys, match):
     assert "\n" not in str(e.value)
 
 
-def test_inpainting_controlnets_are_refused_at_load(tmp_path):
+def test_hints_of_other_widths_are_refused_at_load(tmp_path):
     sd = flux_instantx(hidden=128, depth=1, single=1)
-    sd["controlnet_x_embedder.weight"] = torch.zeros(128, 68)
-    save_file(sd, str(tmp_path / "inpaint.safetensors"))
-    with pytest.raises(UnsupportedControlNetError, match="17-channel hint"):
-        load_flow_controlnet(tmp_path / "inpaint.safetensors", device="cpu")
+    sd["controlnet_x_embedder.weight"] = torch.zeros(128, 80)
+    save_file(sd, str(tmp_path / "wide.safetensors"))
+    with pytest.raises(UnsupportedControlNetError, match="20-channel hint is not supported"):
+        load_flow_controlnet(tmp_path / "wide.safetensors", device="cpu")
+
+
+def test_broken_files_are_refused_in_one_line(tmp_path):
+    sd = flux_xlabs(hidden=128, depth=1)
+    sd["input_hint_block.2.weight"] = torch.zeros(16, 16, 5, 5)
+    sd35 = sd35_controlnet()
+    sd35["control_type"] = torch.zeros(0)
+    for name, bad in (("xlabs", sd), ("sd35", sd35), ("short", {k: v for k, v in sd.items() if "txt_in" not in k})):
+        save_file(bad, str(tmp_path / f"{name}.safetensors"))
+        with pytest.raises(UnsupportedControlNetError) as e:
+            load_flow_controlnet(tmp_path / f"{name}.safetensors", device="cpu")
+        assert "\n" not in str(e.value) and str(tmp_path) in str(e.value)
 
 
 def test_sd35_double_y_embedder_layout_is_refused(tmp_path):
@@ -125,12 +139,13 @@ def test_sd35_controlnet_maps_its_hint_by_its_control_type(cn_dir):
 
 def test_controlnet_loader_node_names_the_file_when_it_refuses(tmp_path):
     (tmp_path / "controlnet").mkdir()
-    save_file({"controlnet_blocks.0.linear.weight": torch.zeros(2, 2)},
+    save_file({"controlnet_blocks.0.weight": torch.zeros(2, 2),
+               "transformer_blocks.0.img_mlp.net.0.proj.weight": torch.zeros(2, 2)},
               str(tmp_path / "controlnet" / "misto.safetensors"))
     from twosamplers.nodes.folders import Folders
 
     node = NODES["ControlNetLoader"](Folders.create(models=tmp_path))
-    with pytest.raises(UnsupportedControlNetError, match="^misto.safetensors: Mistoline Flux ControlNets") as e:
+    with pytest.raises(UnsupportedControlNetError, match="^misto.safetensors: Qwen-Image ControlNets") as e:
         node.load_controlnet("misto.safetensors")
     assert "\n" not in str(e.value)
 
@@ -146,7 +161,10 @@ def test_sd_loader_says_a_flux_controlnet_is_not_for_stable_diffusion(cn_dir):
 FILES_PATH = {"xlabs": "controlnet/flux_xlabs_cn.safetensors", "instantx": "controlnet/flux_instantx_cn.safetensors",
               "union": "controlnet/flux_union_cn.safetensors", "sd3": "controlnet/sd3_cn.safetensors",
               "sd35_canny": "controlnet/sd35_canny_cn.safetensors",
-              "sd35_depth": "controlnet/sd35_depth_cn.safetensors"}
+              "sd35_depth": "controlnet/sd35_depth_cn.safetensors",
+              "mistoline": "controlnet/flux_mistoline_cn.safetensors",
+              "inpaint": "controlnet/flux_inpaint_cn.safetensors",
+              "sd3_inpaint": "controlnet/sd3_inpaint_cn.safetensors"}
 assert set(FILES_PATH.values()) == set(FILES)
 
 
@@ -162,7 +180,7 @@ def _hint(h=64, w=64):
     return torch.rand((1, h, w, 3), generator=g)
 
 
-@pytest.mark.parametrize("which", ["xlabs", "instantx", "union"])
+@pytest.mark.parametrize("which", ["xlabs", "instantx", "union", "mistoline", "inpaint"])
 def test_a_controlnet_changes_the_prediction_inside_its_window_only(flux, cn_dir, which):
     cn = flux.load_controlnet(cn_dir / FILES_PATH[which])
     assert isinstance(cn, FlowControlNet) and cn.family == "flux"
@@ -177,6 +195,28 @@ def test_a_controlnet_changes_the_prediction_inside_its_window_only(flux, cn_dir
     assert zero is pos and torch.equal(_denoised(flux, zero, x, 0.7), plain)
     again, _ = apply_controlnet(pos, [], cn, _hint(), 0.9, 0.0, 0.5)
     assert torch.equal(_denoised(flux, again, x, 0.9), on)  # deterministic
+
+
+def test_alimama_node_masks_the_hint_and_adds_the_mask_channel(flux, cn_dir):
+    cn = flux.load_controlnet(cn_dir / FILES_PATH["inpaint"])
+    assert cn.concat_mask
+    pos = flux.encode_prompt("a house")
+    mask = torch.zeros((1, 64, 64))
+    mask[:, :, 32:] = 1.0
+    node = NODES["ControlNetInpaintingAliMamaApply"]()
+    from twosamplers.nodes.handles import VaeHandle
+
+    got, _ = node.apply_inpaint_controlnet(pos, [], cn, VaeHandle(flux.vae), _hint(), mask, 1.0, 0.0, 1.0)
+    c = got[0][1]["control"]
+    assert torch.equal(c.extra_concat, 1.0 - mask.reshape(1, 1, 64, 64))
+    assert torch.all(c.image[:, :, 32:] == 0) and torch.equal(c.image[:, :, :32], _hint()[:, :, :32])
+    x = torch.randn((1, 16, 8, 8), generator=torch.Generator().manual_seed(5))
+    plain = apply_controlnet(pos, [], cn, _hint(), 1.0, vae=flux.vae)[0]
+    assert not torch.equal(_denoised(flux, got, x, 0.8), _denoised(flux, plain, x, 0.8))
+    sd_like = NODES["ControlNetInpaintingAliMamaApply"]().apply_inpaint_controlnet(
+        pos, [], flux.load_controlnet(cn_dir / FILES_PATH["instantx"]), VaeHandle(flux.vae), _hint(), mask, 1.0,
+        0.0, 1.0)[0]
+    assert sd_like[0][1]["control"].extra_concat is None  # not an inpainting ControlNet: ControlNetApplyAdvanced
 
 
 def test_union_type_is_its_embedding_and_auto_is_none(flux, cn_dir):

@@ -211,7 +211,7 @@ class FlowModel(DiffusionModel):
         p = Path(path).expanduser()
         if not p.is_file() or p.suffix.lower() not in (".safetensors", ".sft"):
             raise UnsupportedModelError(f"{os.fspath(path)}: {self.title} ControlNets are read from .safetensors "
-                                        "files (XLabs, InstantX / Union, SD3 diffusers layouts)")
+                                        "files (XLabs, Mistoline, InstantX / Union, SD3 and SD3.5 layouts)")
         kind = flow_controlnet_kind(header_tensors(p))
         if kind is None:
             raise UnsupportedModelError(f"{os.fspath(path)}: not a Flux or SD3 ControlNet (a Stable Diffusion one?); "

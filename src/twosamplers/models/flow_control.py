@@ -2,12 +2,16 @@
 
 - XLabs Flux (`flux-xlabs`): BFL keys (`double_blocks.0.img_attn.norm.key_norm.scale`, ...) plus
   `controlnet_blocks.N`, `input_hint_block.*`, `pos_embed_input`; the hint image goes through its own pixel
-  encoder (no VAE).
+  encoder (no VAE). Mistoline (`flux-mistoline`): the same with `controlnet_blocks.N.linear` (+ SiLU),
+  `single_controlnet_blocks.N.linear` and its `input_cond_block.encoder.*` pixel encoder.
 - InstantX / Shakker Flux and their Union ControlNets (`flux-instantx`): diffusers' names (`controlnet_x_embedder`,
   `controlnet_blocks`, `controlnet_single_blocks`; Union: `controlnet_mode_embedder`); the hint is VAE-encoded and
   put in the Flux latent scale ((z - 0.1159) x 0.3611).
 - SD3 / SD3.5 in diffusers' layout (`sd3`: `pos_embed_input.proj`, `controlnet_blocks`, `transformer_blocks`);
   the hint is VAE-encoded, z x 1.5305 (ComfyUI leaves SD3's shift out for these).
+- Inpainting ControlNets of the last two kinds (a 17-channel hint: Alimama's Flux / SD3 inpainting ControlNets):
+  the hint latent gets a mask channel, ones under ControlNetApplyAdvanced, 1 - mask under
+  ControlNetInpaintingAliMamaApply (which also blanks the masked pixels of the hint image).
 
 The networks are diffusers' `FluxControlNetModel` / `SD3ControlNetModel` (XLabs' BFL keys are mapped onto the
 former with the same table as the Flux transformer, plus its pixel hint encoder); the way they are called is
@@ -22,8 +26,8 @@ ComfyUI's, checked against ComfyUI 0.30.0 run as an oracle (tests/test_flow_cont
 - SD3: block i's residual is repeated depth / blocks times (one fewer for the last block), added after the main
   model's joint block i.
 
-Refused with one line: Stability's SD3.5 ControlNets (`transformer_blocks.0.adaLN_modulation`), Mistoline Flux
-ControlNets, inpainting ControlNets (17-channel hint), Qwen-Image ControlNets.
+Refused with one line: Qwen-Image ControlNets, SD3.5 ControlNets with a second pooled-text embedder, hints of other
+channel counts. Stability's SD3.5 ControlNets: models/flow_control_sd35.py.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import threading
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from .flow_keys import convert, flux_config, flux_keymap, strip
 from .flow_nets import _pad_to_patch, _timestep_embedding, build_module, cast_on_use
@@ -42,11 +47,15 @@ from .flow_nets import _pad_to_patch, _timestep_embedding, build_module, cast_on
 FLUX_DOUBLE, FLUX_SINGLE = 19, 38  # Flux.1's block counts, over which ComfyUI spreads a Flux ControlNet's outputs
 UNION_TYPES = {"openpose": 0, "depth": 1, "hed/pidi/scribble/ted": 2, "canny/lineart/anime_lineart/mlsd": 3,
                "normal": 4, "segment": 5, "tile": 6, "repaint": 7}
-KIND_TITLES = {"flux-xlabs": "Flux ControlNet (XLabs)", "flux-instantx": "Flux ControlNet (InstantX / diffusers)",
+KIND_TITLES = {"flux-xlabs": "Flux ControlNet (XLabs)", "flux-mistoline": "Flux ControlNet (Mistoline)",
+               "flux-instantx": "Flux ControlNet (InstantX / diffusers)",
                "flux-union": "Flux Union ControlNet (InstantX / diffusers)", "sd3": "SD3 ControlNet (diffusers)",
                "sd35": "SD3.5 ControlNet (Stability)"}
 SD35_PREPROCESS = {1: "canny", 2: "depth"}  # the file's control_type (0 blur, 1 canny, 2 depth)
-_XLABS_HINT_CONVS = 8  # input_hint_block.0, .2, ..., .14: 3 -> 16 channels, three stride-2 convs (1/8 size)
+# the pixel hint encoders: (kernel, stride) of each conv, SiLU between; 3 -> 16 channels, 1/8 size
+_XLABS_CONVS = ("input_hint_block.", ((3, 1), (3, 1), (3, 2), (3, 1), (3, 2), (3, 1), (3, 2), (3, 1)))
+_MISTOLINE_CONVS = ("input_cond_block.encoder.", ((3, 1), (1, 1), (3, 1), (3, 2), (3, 1), (3, 2), (3, 1), (3, 2),
+                                                  (1, 1), (3, 1)))
 
 _CACHE: dict[tuple, FlowControlNet] = {}
 _CACHE_LOCK = threading.Lock()
@@ -57,9 +66,9 @@ class UnsupportedControlNetError(ValueError):
 
 
 def flow_controlnet_kind(keys) -> str | None:
-    """"flux-xlabs", "flux-instantx", "sd3" or "sd35" for a Flux / SD3 ControlNet's keys (ComfyUI 0.30's order of
-    tests), None for other files (SD ControlNets, ...); an UnsupportedControlNetError for the Flux / SD3 kinds not
-    run here."""
+    """"flux-xlabs", "flux-mistoline", "flux-instantx", "sd3" or "sd35" for a Flux / SD3 ControlNet's keys
+    (ComfyUI 0.30's order of tests), None for other files (SD ControlNets, ...); an UnsupportedControlNetError for
+    the Flux / SD3 kinds not run here."""
     keys = keys if isinstance(keys, (set, frozenset, dict)) else set(keys)
     if "controlnet_blocks.0.weight" in keys:
         if "double_blocks.0.img_attn.norm.key_norm.scale" in keys:
@@ -74,8 +83,7 @@ def flow_controlnet_kind(keys) -> str | None:
             return "flux-instantx"
         return None
     if "controlnet_blocks.0.linear.weight" in keys:
-        raise UnsupportedControlNetError("Mistoline Flux ControlNets are not supported yet; XLabs and "
-                                         "InstantX / Union Flux ControlNets are")
+        return "flux-mistoline"
     return None
 
 
@@ -110,15 +118,18 @@ class FlowControlNet:
         cfg = getattr(network, "config", None)
         self.num_modes = int(cfg.num_mode or 0) if self.family == "flux" else 0
         self.control_type: list[int] = []
-        self.needs_vae = kind != "flux-xlabs"
+        self.needs_vae = kind not in ("flux-xlabs", "flux-mistoline")
+        self.concat_mask = False  # an inpainting ControlNet: a mask channel after the hint latent's 16
         if self.family == "flux":
             self.guidance_embed = bool(cfg.guidance_embeds)
             self.vec_in_dim = int(cfg.pooled_projection_dim)
             self.context_dim = int(cfg.joint_attention_dim)
-            self.hint_channels = int(cfg.in_channels) // 4 if kind == "flux-instantx" else 3
+            if kind == "flux-instantx":
+                self.concat_mask = int(network.controlnet_x_embedder.weight.shape[1]) // 4 == 17
         elif kind == "sd3":
             self.context_dim = int(cfg.joint_attention_dim)
             self.depth = int(cfg.num_attention_heads * cfg.attention_head_dim) // 64
+            self.concat_mask = int(cfg.extra_conditioning_channels) == 1
         else:  # Stability's SD3.5 ControlNets read no text tokens
             self.context_dim = None
             self.preprocess = SD35_PREPROCESS.get(network.control_type)
@@ -204,7 +215,7 @@ class FlowControlNet:
         tr = self.network
         b, _, h, w = x.shape
         dtype = x.dtype
-        if self.kind == "flux-xlabs":
+        if self.hint_block is not None:  # XLabs, Mistoline: pixels in [-1, 1] through their own encoder
             hint = self.hint_block(hint * 2.0 - 1.0)
         hint = _patchify(_pad_to_patch(hint, 2))
         img = _patchify(_pad_to_patch(x, 2))
@@ -234,15 +245,19 @@ class FlowControlNet:
         double, single = [], []
         for block, out in zip(tr.transformer_blocks, tr.controlnet_blocks, strict=True):
             txt, hs = block(hidden_states=hs, encoder_hidden_states=txt, temb=temb, image_rotary_emb=rope)
-            double.append(out(hs))
+            double.append(self._project(out, hs))
         for block, out in zip(tr.single_transformer_blocks, tr.controlnet_single_blocks, strict=True):
             txt, hs = block(hidden_states=hs, encoder_hidden_states=txt, temb=temb, image_rotary_emb=rope)
-            single.append(out(hs))
-        spread = _cycle if self.kind == "flux-xlabs" else _stretch
+            single.append(self._project(out, hs))
+        spread = _stretch if self.kind == "flux-instantx" else _cycle
         res = {"input": spread(double, FLUX_DOUBLE)}
         if single:
             res["output"] = spread(single, FLUX_SINGLE)
         return res
+
+    def _project(self, layer, hs: torch.Tensor) -> torch.Tensor:
+        out = layer(hs)
+        return F.silu(out) if self.kind == "flux-mistoline" else out
 
     def _sd3(self, x, t, context, hint) -> dict:
         tr = self.network
@@ -327,15 +342,15 @@ def load_flow_controlnet(source, *, device=None, dtype=None, cache: bool = True)
         raise UnsupportedControlNetError(f"{name}: not a Flux or SD3 ControlNet")
     dev, dt = resolve_flow_device_dtype("flux" if kind.startswith("flux") else "sd3", device, dtype)
     try:
-        if kind == "flux-xlabs":
-            net, hint_block = _xlabs(sd, name), _xlabs_hint_block(sd, name)
+        if kind in ("flux-xlabs", "flux-mistoline"):
+            net, hint_block = _xlabs(sd, name, kind), _pixel_encoder(sd, name, kind)
         elif kind == "flux-instantx":
             net, hint_block = _instantx(sd, name), None
         elif kind == "sd3":
             net, hint_block = _sd3(sd, name), None
         else:
             net, hint_block = _sd35(sd, name), None
-    except (KeyError, ValueError) as e:
+    except (KeyError, ValueError, IndexError, RuntimeError) as e:
         if isinstance(e, UnsupportedControlNetError):
             raise
         raise UnsupportedControlNetError(f"{name}: cannot read this {KIND_TITLES[kind]} ({type(e).__name__}: "
@@ -364,21 +379,26 @@ def _quiet_build(cls, config: dict, state: dict, name: str):
         return build_module(cls, config, state, name)
 
 
-def _xlabs(sd: dict, name: str):
-    """XLabs' BFL-layout transformer part onto a FluxControlNetModel (no single blocks)."""
+def _xlabs(sd: dict, name: str, kind: str = "flux-xlabs"):
+    """XLabs' (or Mistoline's) BFL-layout transformer part onto a FluxControlNetModel, its output projections as
+    controlnet_blocks / controlnet_single_blocks and pos_embed_input as controlnet_x_embedder."""
     from diffusers import FluxControlNetModel
 
-    body = {k: v for k, v in strip(sd, "").items() if not k.startswith(("controlnet_blocks.", "input_hint_block.",
-                                                                        "pos_embed_input."))}
+    own = ("controlnet_blocks.", "single_controlnet_blocks.", "input_hint_block.", "input_cond_block.",
+           "pos_embed_input.")
+    body = {k: v for k, v in strip(sd, "").items() if not k.startswith(own)}
     cfg = flux_config({**body, "final_layer.linear.weight": torch.empty(64, 1, device="meta")})
-    if cfg["num_single_layers"]:
+    if cfg["num_single_layers"] and kind == "flux-xlabs":
         raise UnsupportedControlNetError(f"{name}: an XLabs ControlNet with single blocks is not a layout ComfyUI "
                                          "0.30 runs")
     km = {k: v for k, v in flux_keymap(cfg).items() if not k.startswith("final_layer.")}
     state = convert(body, km, name)
-    for i in range(cfg["num_layers"]):
-        for t in ("weight", "bias"):
-            state[f"controlnet_blocks.{i}.{t}"] = sd[f"controlnet_blocks.{i}.{t}"]
+    sub = ".linear" if kind == "flux-mistoline" else ""
+    for src, dst, n in (("controlnet_blocks", "controlnet_blocks", cfg["num_layers"]),
+                        ("single_controlnet_blocks", "controlnet_single_blocks", cfg["num_single_layers"])):
+        for i in range(n):
+            for t in ("weight", "bias"):
+                state[f"{dst}.{i}.{t}"] = sd[f"{src}.{i}{sub}.{t}"]
     for t in ("weight", "bias"):
         state[f"controlnet_x_embedder.{t}"] = sd[f"pos_embed_input.{t}"]
     config = {k: cfg[k] for k in ("patch_size", "in_channels", "num_layers", "num_single_layers", "attention_head_dim",
@@ -387,22 +407,21 @@ def _xlabs(sd: dict, name: str):
     return _quiet_build(FluxControlNetModel, config, state, name)
 
 
-def _xlabs_hint_block(sd: dict, name: str) -> torch.nn.Sequential:
-    """XLabs' pixel hint encoder: 8 3x3 convs (16 channels, strides 1, 1, 2, 1, 2, 1, 2, 1) with SiLU between."""
-    strides = (1, 1, 2, 1, 2, 1, 2, 1)
+def _pixel_encoder(sd: dict, name: str, kind: str) -> torch.nn.Sequential:
+    """XLabs' / Mistoline's hint encoder: convs (3 -> 16 channels, three of stride 2) with SiLU between."""
+    prefix, spec = _MISTOLINE_CONVS if kind == "flux-mistoline" else _XLABS_CONVS
     layers: list[torch.nn.Module] = []
-    for i, s in enumerate(strides):
-        w = sd[f"input_hint_block.{2 * i}.weight"]
-        if tuple(w.shape[2:]) != (3, 3):
-            raise UnsupportedControlNetError(f"{name}: unusual XLabs hint encoder (conv {2 * i} is "
-                                             f"{tuple(w.shape)})")
-        conv = torch.nn.Conv2d(w.shape[1], w.shape[0], 3, stride=s, padding=1, device="meta")
-        conv.load_state_dict({"weight": w, "bias": sd[f"input_hint_block.{2 * i}.bias"]}, assign=True)
+    for i, (k, stride) in enumerate(spec):
+        w = sd[f"{prefix}{2 * i}.weight"]
+        if tuple(w.shape[2:]) != (k, k):
+            raise UnsupportedControlNetError(f"{name}: unusual hint encoder ({prefix}{2 * i} is {tuple(w.shape)})")
+        conv = torch.nn.Conv2d(w.shape[1], w.shape[0], k, stride=stride, padding=k // 2, device="meta")
+        conv.load_state_dict({"weight": w, "bias": sd[f"{prefix}{2 * i}.bias"]}, assign=True)
         layers.append(conv)
-        if i < len(strides) - 1:
+        if i < len(spec) - 1:
             layers.append(torch.nn.SiLU())
-    if f"input_hint_block.{2 * len(strides)}.weight" in sd:
-        raise UnsupportedControlNetError(f"{name}: unusual XLabs hint encoder (more than {len(strides)} convs)")
+    if f"{prefix}{2 * len(spec)}.weight" in sd:
+        raise UnsupportedControlNetError(f"{name}: unusual hint encoder (more than {len(spec)} convs)")
     return torch.nn.Sequential(*layers).eval().requires_grad_(False)
 
 
@@ -412,9 +431,9 @@ def _instantx(sd: dict, name: str):
 
     hidden, in_ch = sd["x_embedder.weight"].shape
     cond_ch = int(sd["controlnet_x_embedder.weight"].shape[1])
-    if cond_ch != in_ch:
-        raise UnsupportedControlNetError(f"{name}: a Flux ControlNet with a {cond_ch // 4}-channel hint "
-                                         "(inpainting ControlNets) is not supported yet")
+    if cond_ch not in (in_ch, in_ch + 4):
+        raise UnsupportedControlNetError(f"{name}: a Flux ControlNet with a {cond_ch // 4}-channel hint is not "
+                                         "supported (16, or 17 for inpainting ControlNets)")
     heads = int(hidden) // 128
     cfg = {
         "patch_size": 1, "in_channels": int(in_ch), "attention_head_dim": 128, "num_attention_heads": heads,
@@ -425,7 +444,31 @@ def _instantx(sd: dict, name: str):
     }
     if "controlnet_mode_embedder.weight" in sd:
         cfg["num_mode"] = int(sd["controlnet_mode_embedder.weight"].shape[0])
+    if cond_ch != in_ch:
+        return _instantx_wide(cfg, sd, name, cond_ch)
     return _quiet_build(FluxControlNetModel, cfg, dict(sd), name)
+
+
+def _instantx_wide(cfg: dict, sd: dict, name: str, cond_ch: int):
+    """A FluxControlNetModel whose controlnet_x_embedder reads `cond_ch` features (the 17-channel inpainting
+    ControlNets: diffusers sizes that layer from in_channels)."""
+    from diffusers import FluxControlNetModel
+
+    with torch.device("meta"):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*FluxPosEmbed.*", category=FutureWarning)
+            module = FluxControlNetModel.from_config(cfg)
+    module.controlnet_x_embedder = torch.nn.Linear(cond_ch, module.inner_dim, device="meta")
+    own = module.state_dict()
+    missing, unexpected = [k for k in own if k not in sd], [k for k in sd if k not in own]
+    bad = [k for k in own if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or bad:
+        raise ValueError(f"{len(missing)} weights missing (e.g. {missing[:3]}), {len(unexpected)} unexpected "
+                         f"(e.g. {unexpected[:3]}), {len(bad)} of another shape (e.g. {bad[:3]})")
+    module.load_state_dict(dict(sd), strict=True, assign=True)
+    return module.eval().requires_grad_(False)
 
 
 def _sd3(sd: dict, name: str):
@@ -435,9 +478,9 @@ def _sd3(sd: dict, name: str):
     w = sd["pos_embed.proj.weight"]
     hidden, in_ch, patch = int(w.shape[0]), int(w.shape[1]), int(w.shape[2])
     cond_ch = int(sd["pos_embed_input.proj.weight"].shape[1])
-    if cond_ch != in_ch:
-        raise UnsupportedControlNetError(f"{name}: an SD3 ControlNet with a {cond_ch}-channel hint (inpainting "
-                                         "ControlNets) is not supported yet")
+    if cond_ch not in (in_ch, in_ch + 1):
+        raise UnsupportedControlNetError(f"{name}: an SD3 ControlNet with a {cond_ch}-channel hint is not supported "
+                                         "(16, or 17 for inpainting ControlNets)")
     if "pos_embed.pos_embed" not in sd:
         raise UnsupportedControlNetError(f"{name}: an SD3 ControlNet without its position table is not supported")
     layers = _count(sd, "transformer_blocks.")
@@ -450,6 +493,7 @@ def _sd3(sd: dict, name: str):
         "out_channels": in_ch, "pos_embed_max_size": round(int(sd["pos_embed.pos_embed"].shape[1]) ** 0.5),
         "dual_attention_layers": tuple(i for i in range(layers) if f"transformer_blocks.{i}.attn2.to_q.weight" in sd),
         "qk_norm": "rms_norm" if "transformer_blocks.0.attn.norm_q.weight" in sd else None,
+        "extra_conditioning_channels": cond_ch - in_ch,
     }
     return build_module(SD3ControlNetModel, cfg, dict(sd), name)
 
@@ -475,13 +519,21 @@ def prepared_hint(apply, net: FlowControlNet, batch: int, latent_hw: tuple[int, 
     from .control import broadcast_batch, center_upscale
 
     vae = apply.vae if apply.vae is not None else vae
-    key = ("flow", latent_hw, batch, batched_number, str(device), id(vae), id(net))
+    key = ("flow", latent_hw, batch, batched_number, str(device), id(vae), id(net),
+           id(getattr(apply, "extra_concat", None)))
     cached = getattr(apply, "_flow_hint_cache", None)
     if cached is not None and cached[0] == key:
         return cached[1]
     h, w = latent_hw
     pixels = center_upscale(apply.image.movedim(-1, 1).float(), h * 8, w * 8)
-    hint = net.hint_latent(pixels, vae).to(device=device, dtype=net.dtype)
+    hint = net.hint_latent(pixels, vae)
+    if net.concat_mask:  # inpainting ControlNets: the mask (ones unless ControlNetInpaintingAliMamaApply gave one)
+        mask = getattr(apply, "extra_concat", None)
+        mask = torch.ones((1, 1, 1, 1)) if mask is None else mask.float()
+        mask = center_upscale(mask.to(hint.device), hint.shape[-2], hint.shape[-1])
+        mask = torch.cat([mask] * math.ceil(hint.shape[0] / mask.shape[0]))[: hint.shape[0]]
+        hint = torch.cat([hint, mask], dim=1)
+    hint = hint.to(device=device, dtype=net.dtype)
     if hint.shape[0] != batch:
         hint = broadcast_batch(hint, batch, batched_number)
     apply._flow_hint_cache = (key, hint)

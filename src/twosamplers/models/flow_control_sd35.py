@@ -162,7 +162,7 @@ class SD35ControlNet(torch.nn.Module):
         dtype = x.dtype
         h, w = (x.shape[-2] + 1) // self.patch, (x.shape[-1] + 1) // self.patch
         hs = x_embedder(_pad_to_patch(x, self.patch)).flatten(2).transpose(1, 2)
-        hs = hs + sincos_positions(self.hidden, w, h).to(device=x.device, dtype=dtype)
+        hs = (hs.float() + sincos_positions(self.hidden, w, h).to(x.device)).to(dtype)  # summed in float32
         c = self.t_embedder.mlp(_timestep_embedding(t).to(dtype))
         c = c + self.y_embedder.mlp(pooled.to(device=x.device, dtype=dtype))
         hs = hs + self.pos_embed_input.proj(_pad_to_patch(hint, self.patch)).flatten(2).transpose(1, 2)

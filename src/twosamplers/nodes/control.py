@@ -3,6 +3,8 @@ InpaintModelConditioning, over the engine's `models.controlnet` / `models.contro
 
 from __future__ import annotations
 
+import torch
+
 from .._checks import check_float
 from ..models.control import apply_controlnet
 from ..models.inpaint import inpaint_model_conditioning
@@ -123,6 +125,43 @@ class ControlNetApplyAdvanced:
         return apply_controlnet(positive, negative, control_net, image, strength, start, end, vae=coder)
 
 
+class ControlNetInpaintingAliMamaApply:
+    """An inpainting ControlNet (Alimama's Flux / SD3 ones, 17-channel hint) with the area to repaint: the hint
+    image blanked under the mask, and 1 - mask as the hint's extra channel. Other ControlNets: as
+    ControlNetApplyAdvanced with the vae."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "positive": ("CONDITIONING",), "negative": ("CONDITIONING",), "control_net": ("CONTROL_NET",),
+            "vae": ("VAE",), "image": ("IMAGE",), "mask": ("MASK",), "strength": _STRENGTH,
+            "start_percent": ("FLOAT", {"default": 0.0, **_PERCENT}),
+            "end_percent": ("FLOAT", {"default": 1.0, **_PERCENT}),
+        }}
+
+    RETURN_TYPES = ("CONDITIONING", "CONDITIONING")
+    RETURN_NAMES = ("positive", "negative")
+    FUNCTION = "apply_inpaint_controlnet"
+    CATEGORY = "conditioning/controlnet"
+
+    def apply_inpaint_controlnet(self, positive, negative, control_net, vae, image, mask, strength, start_percent,
+                                 end_percent):
+        from ..models.control import center_upscale, check_hint
+
+        start = check_float("start_percent", start_percent, 0.0, 1.0)
+        end = check_float("end_percent", end_percent, 0.0, 1.0)
+        image = check_hint(image, "image")
+        extra = None
+        if getattr(control_net, "concat_mask", False):
+            if not isinstance(mask, torch.Tensor) or mask.ndim not in (2, 3) or not mask.is_floating_point():
+                raise ValueError("mask must be a MASK tensor (H, W) or (B, H, W) in [0, 1]")
+            extra = 1.0 - mask.reshape((-1, 1, mask.shape[-2], mask.shape[-1])).float()
+            keep = center_upscale(extra, image.shape[1], image.shape[2], mode="bilinear").round()
+            image = image * keep.movedim(1, -1).repeat(1, 1, 1, image.shape[3])
+        return apply_controlnet(positive, negative, control_net, image, strength, start, end, vae=_vae(vae).model,
+                                extra_concat=extra)
+
+
 class ControlNetApply:
     """The older single-conditioning form: the ControlNet over the whole schedule."""
 
@@ -162,5 +201,5 @@ class InpaintModelConditioning:
         return inpaint_model_conditioning(positive, negative, _vae(vae).model, pixels, mask, bool(noise_mask))
 
 
-__all__ = ["ControlNetApply", "ControlNetApplyAdvanced", "ControlNetLoader", "InpaintModelConditioning",
-           "SetUnionControlNetType"]
+__all__ = ["ControlNetApply", "ControlNetApplyAdvanced", "ControlNetInpaintingAliMamaApply", "ControlNetLoader",
+           "InpaintModelConditioning", "SetUnionControlNetType"]

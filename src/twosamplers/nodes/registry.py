@@ -66,6 +66,7 @@ NODES: dict[str, type] = {
     "ControlNetApplyAdvanced": control.ControlNetApplyAdvanced,
     "ControlNetApply": control.ControlNetApply,
     "SetUnionControlNetType": control.SetUnionControlNetType,
+    "ControlNetInpaintingAliMamaApply": control.ControlNetInpaintingAliMamaApply,
     "InpaintModelConditioning": control.InpaintModelConditioning,
     # latents
     "EmptyLatentImage": core.EmptyLatentImage,
