@@ -204,15 +204,14 @@ class FlowModel(DiffusionModel):
     def load_controlnet(self, path, *, allow_pickle: bool = False):
         """A Flux / SD3 ControlNet file loaded for this model (its device and compute dtype); one of the other
         family, an SD ControlNet or a layout not run here is refused with one line."""
-        from .flow_control import flow_controlnet_kind, load_flow_controlnet
-        from .flow_loading import header_tensors
+        from .flow_control import flow_controlnet_kind, header_keys, load_flow_controlnet
         from .sd_loading import UnsupportedModelError
 
         p = Path(path).expanduser()
         if not p.is_file() or p.suffix.lower() not in (".safetensors", ".sft"):
             raise UnsupportedModelError(f"{os.fspath(path)}: {self.title} ControlNets are read from .safetensors "
                                         "files (XLabs, Mistoline, InstantX / Union, SD3 and SD3.5 layouts)")
-        kind = flow_controlnet_kind(header_tensors(p))
+        kind = flow_controlnet_kind(header_keys(p))
         if kind is None:
             raise UnsupportedModelError(f"{os.fspath(path)}: not a Flux or SD3 ControlNet (a Stable Diffusion one?); "
                                         f"it cannot guide this {self.title} model")

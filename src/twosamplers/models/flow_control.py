@@ -87,17 +87,27 @@ def flow_controlnet_kind(keys) -> str | None:
     return None
 
 
+def header_keys(path: str | os.PathLike) -> set[str]:
+    """A safetensors file's tensor names, from its (checked) header alone."""
+    from safetensors import safe_open
+
+    from .sd_loading import _check_safetensors_header
+
+    p = Path(path)
+    _check_safetensors_header(p)
+    with safe_open(str(p), framework="pt") as f:
+        return set(f.keys())
+
+
 def is_flow_controlnet_file(path: str | os.PathLike) -> bool:
     """Whether a ControlNet file is a Flux / SD3 one (from its safetensors header; other files: False). Raises
     UnsupportedControlNetError for the Flux / SD3 layouts not run here."""
-    from .flow_loading import header_tensors
-
     p = Path(path)
     if not p.is_file() or p.suffix.lower() not in (".safetensors", ".sft"):
         return False
     try:
-        keys = header_tensors(p)
-    except ValueError:
+        keys = header_keys(p)
+    except Exception:  # noqa: BLE001 (not a readable safetensors file: the SD loader reports it)
         return False
     return flow_controlnet_kind(keys) is not None
 
@@ -317,10 +327,11 @@ def merge_residuals(total: dict | None, res: dict, strength: float, dtype: torch
 
 
 # ------------------------------------------------------------------------------------------------ loading
-def load_flow_controlnet(source, *, device=None, dtype=None, cache: bool = True) -> FlowControlNet:
+def load_flow_controlnet(source, *, device="cpu", dtype: torch.dtype = torch.float32,
+                         cache: bool = True) -> FlowControlNet:
     """A Flux / SD3 ControlNet from a `.safetensors` file (or a state dict). Weights keep their stored dtype and
-    compute in `dtype` (float32 on the CPU; see flow_loading.resolve_flow_device_dtype)."""
-    from .flow_loading import resolve_flow_device_dtype
+    compute in `dtype` on `device` (FlowModel.load_controlnet passes the model's; the ControlNetLoader node the
+    choice of flow_loading.resolve_flow_device_dtype, as for UNETLoader)."""
     from .sd_loading import read_state_dict
 
     if isinstance(source, dict):
@@ -340,7 +351,9 @@ def load_flow_controlnet(source, *, device=None, dtype=None, cache: bool = True)
     kind = flow_controlnet_kind(sd)
     if kind is None:
         raise UnsupportedControlNetError(f"{name}: not a Flux or SD3 ControlNet")
-    dev, dt = resolve_flow_device_dtype("flux" if kind.startswith("flux") else "sd3", device, dtype)
+    dev, dt = torch.device(device), dtype
+    if dt not in (torch.float32, torch.float16, torch.bfloat16):
+        raise ValueError(f"dtype must be torch.float32, float16 or bfloat16, got {dtype!r}")
     try:
         if kind in ("flux-xlabs", "flux-mistoline"):
             net, hint_block = _xlabs(sd, name, kind), _pixel_encoder(sd, name, kind)

@@ -59,12 +59,15 @@ class ControlNetLoader(FolderNode):
 
 def _load_flow_controlnet(folders: Folders, path):
     """A Flux / SD3 ControlNet (models/flow_control.py) when the file is one, else None (an SD ControlNet)."""
-    from ..models.flow_control import is_flow_controlnet_file, load_flow_controlnet
+    from ..models.flow_control import flow_controlnet_kind, header_keys, is_flow_controlnet_file, load_flow_controlnet
+    from ..models.flow_loading import resolve_flow_device_dtype
 
     if not is_flow_controlnet_file(path):
         return None
+    family = "flux" if flow_controlnet_kind(header_keys(path)).startswith("flux") else "sd3"
     opts = folders.load_options
-    return load_flow_controlnet(path, device=opts.get("device"), dtype=opts.get("dtype"))
+    device, dtype = resolve_flow_device_dtype(family, opts.get("device"), opts.get("dtype"))
+    return load_flow_controlnet(path, device=device, dtype=dtype)
 
 
 class SetUnionControlNetType:
