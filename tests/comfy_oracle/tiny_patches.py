@@ -92,3 +92,17 @@ def _tiny_vae(cls):
 
 _tiny_vae(vae_model.Encoder)
 _tiny_vae(vae_model.Decoder)
+
+
+import comfy.cldm.dit_embedder as dit_embedder  # noqa: E402
+
+# Stability's SD3.5 ControlNets: ComfyUI builds their pooled-text embedder 2048 wide (CLIP-L 768 + CLIP-G 1280); the
+# tiny text encoders' pooled output is 32 + 48 = 80 wide.
+_cn_init = dit_embedder.ControlNetEmbedder.__init__
+
+
+def _tiny_cn_init(self, *args, adm_in_channels=2048, **kwargs):
+    return _cn_init(self, *args, adm_in_channels=80 if adm_in_channels == 2048 else adm_in_channels, **kwargs)
+
+
+dit_embedder.ControlNetEmbedder.__init__ = _tiny_cn_init

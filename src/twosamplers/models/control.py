@@ -34,7 +34,8 @@ class ControlApply:
     """One ControlNet application (network, hint, strength, step window) and the one before it, if any."""
 
     def __init__(self, control_net, image: torch.Tensor, strength: float, start_percent: float = 0.0,
-                 end_percent: float = 1.0, previous: ControlApply | None = None) -> None:
+                 end_percent: float = 1.0, previous: ControlApply | None = None, vae=None,
+                 extra_concat: torch.Tensor | None = None) -> None:
         if not hasattr(control_net, "residuals"):
             raise TypeError(f"control_net must be a loaded ControlNet (twosamplers.models.controlnet."
                             f"load_controlnet), got {type(control_net).__name__}")
@@ -46,6 +47,11 @@ class ControlApply:
         if self.start_percent > self.end_percent:
             raise ValueError(f"start_percent ({start_percent}) must not be after end_percent ({end_percent})")
         self.previous = previous
+        # the VAE that encodes the hint for ControlNets that take a latent (Flux InstantX / Union, SD3): the one given
+        # to ControlNetApplyAdvanced; None: the sampled model's own (models/flow_control.py)
+        self.vae = vae
+        # inpainting ControlNets' mask channel (B, 1, H, W), from ControlNetInpaintingAliMamaApply; None: ones
+        self.extra_concat = extra_concat
         # set by the older ControlNetApply node: at sampling, negative entries without a ControlNet get this one
         # (ComfyUI's control_apply_to_uncond; conditioning.share_with_uncond)
         self.apply_to_uncond = False
@@ -120,8 +126,10 @@ def broadcast_batch(x: torch.Tensor, batch: int, batched_number: int) -> torch.T
 
 
 def apply_controlnet(positive, negative, control_net, image: torch.Tensor, strength: float,
-                     start_percent: float = 0.0, end_percent: float = 1.0) -> tuple[list, list]:
-    """ControlNetApplyAdvanced: (positive, negative) with the ControlNet attached to every entry."""
+                     start_percent: float = 0.0, end_percent: float = 1.0, vae=None,
+                     extra_concat: torch.Tensor | None = None) -> tuple[list, list]:
+    """ControlNetApplyAdvanced: (positive, negative) with the ControlNet attached to every entry (`vae`: what
+    encodes the hint of a ControlNet that takes a latent)."""
     strength = check_float("strength", strength, 0.0, 10.0)
     if strength == 0.0:
         return positive, negative
@@ -137,7 +145,8 @@ def apply_controlnet(positive, negative, control_net, image: torch.Tensor, stren
             prev = options.get("control")
             key = id(prev)
             if key not in shared:
-                shared[key] = ControlApply(control_net, image, strength, start_percent, end_percent, prev)
+                shared[key] = ControlApply(control_net, image, strength, start_percent, end_percent, prev, vae,
+                                           extra_concat)
             entries.append([tensor, {**options, "control": shared[key]}])
         out.append(entries)
     return out[0], out[1]

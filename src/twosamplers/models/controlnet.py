@@ -179,6 +179,8 @@ def ldm_controlnet_state(sd: dict[str, torch.Tensor], source: str) -> dict[str, 
         hint = ""
         if any(k.startswith(UNET) for k in sd):
             hint = " (it looks like a whole Stable Diffusion checkpoint)"
+        elif "controlnet_blocks.0.weight" in sd or "controlnet_blocks.0.linear.weight" in sd:
+            hint = " (it is a Flux / SD3 ControlNet: it guides a Flux or SD3 model, not Stable Diffusion)"
         elif "controlnet_cond_embedding.conv_in.weight" in sd:
             hint = " (diffusers layout: pass the folder with its config.json instead)"
         elif any(k.startswith(("lora_", "lora_unet")) for k in list(sd)[:2000]):

@@ -14,12 +14,14 @@ FAMILIES: tuple[tuple[str, str, str], ...] = (
      "the 16-channel VAE; a folder of those files; a diffusers folder",
      "all nodes (CONST flow sampling through every sampler/scheduler, ModelSamplingFlux, FluxGuidance, "
      "CLIPTextEncodeFlux, regional/joint modes, crop-to-mask); LoRA (kohya, diffusers, ComfyUI, XLabs); "
-     "embeddings; no ControlNet, no Flux Fill/Kontext/Redux"),
+     "embeddings; ControlNet (XLabs, Mistoline, InstantX, Union with SetUnionControlNetType, Alimama inpainting); "
+     "no Flux Fill/Kontext/Redux"),
     ("SD3.5 large / medium (and SD3 medium)", "all-in-one checkpoint; UNETLoader + TripleCLIPLoader / "
      "DualCLIPLoader(sd3) / CLIPLoader(sd3) + the 16-channel VAE; a folder of those files; a diffusers folder",
      "all nodes (CONST flow sampling, ModelSamplingSD3, CLIPTextEncodeSD3, ConditioningSetTimestepRange); "
      "LoRA (kohya, diffusers); "
-     "embeddings; no ControlNet, no skip-layer guidance"),
+     "embeddings; ControlNet (SD3 diffusers layout incl. inpainting, SD3.5 Stability blur/canny/depth); "
+     "no skip-layer guidance"),
 )
 
 

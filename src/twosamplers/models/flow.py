@@ -17,11 +17,14 @@ multiplier 1), SD3/SD3.5 ModelSamplingFlow(shift 3, multiplier 1000), as ComfyUI
 from __future__ import annotations
 
 import copy
+import os
+from pathlib import Path
 
 import torch
 
 from ..engine.schedules import ModelSamplingFlow, ModelSamplingFlux
 from .base import DiffusionModel, LatentFormat
+from .control import active_controls
 from .flow_keys import (
     convert,
     flux_config,
@@ -172,9 +175,7 @@ class FlowModel(DiffusionModel):
         if context is None:
             raise ValueError(f"{self.title} needs text conditioning (context); got None")
         control = extras.pop("control", None)
-        extras.pop("batched_number", None)
-        if control is not None:
-            raise NotImplementedError(f"ControlNets are not supported on {self.title} yet")
+        batched_number = extras.pop("batched_number", 1)
         if context.shape[-1] != self.network.context_dim:
             raise ValueError(f"{self.title} takes text embeddings of width {self.network.context_dim}, got "
                              f"{context.shape[-1]} (a conditioning made by another model's text encoder?)")
@@ -188,8 +189,38 @@ class FlowModel(DiffusionModel):
                              "encoders)")
         if y is not None:
             y = y.to(device=x.device, dtype=dtype)
-        out = self.network(xc, t, context.to(device=x.device, dtype=dtype), y=y, guidance=extras.get("guidance"))
+        context = context.to(device=x.device, dtype=dtype)
+        residuals = None
+        if control is not None:  # the ControlNets whose step window holds this sigma (ComfyUI tests the first row's)
+            active = active_controls(control, float(sigma.reshape(-1)[0]), ms)
+            if active:
+                from .flow_control import control_residuals
+
+                residuals = control_residuals(self, active, xc, t, context, {**extras, "pooled_output": y},
+                                              batched_number)
+        out = self.network(xc, t, context, y=y, guidance=extras.get("guidance"), control=residuals)
         return ms.calculate_denoised(sigma, out.float(), x)
+
+    def load_controlnet(self, path, *, allow_pickle: bool = False):
+        """A Flux / SD3 ControlNet file loaded for this model (its device and compute dtype); one of the other
+        family, an SD ControlNet or a layout not run here is refused with one line."""
+        from .flow_control import flow_controlnet_kind, header_keys, load_flow_controlnet
+        from .sd_loading import UnsupportedModelError
+
+        p = Path(path).expanduser()
+        if not p.is_file() or p.suffix.lower() not in (".safetensors", ".sft"):
+            raise UnsupportedModelError(f"{os.fspath(path)}: {self.title} ControlNets are read from .safetensors "
+                                        "files (XLabs, Mistoline, InstantX / Union, SD3 and SD3.5 layouts)")
+        kind = flow_controlnet_kind(header_keys(p))
+        if kind is None:
+            raise UnsupportedModelError(f"{os.fspath(path)}: not a Flux or SD3 ControlNet (a Stable Diffusion one?); "
+                                        f"it cannot guide this {self.title} model")
+        family = "flux" if kind.startswith("flux") else "sd3"
+        if family != self.family:
+            fam = "an SD3" if family == "sd3" else "a Flux"
+            raise UnsupportedModelError(f"{os.fspath(path)} is {fam} ControlNet; it cannot guide this {self.title} "
+                                        "model")
+        return load_flow_controlnet(p, device=self.device, dtype=self.dtype)
 
     # ------------------------------------------------------------------------------------------ LoRAs
     def lora_modules(self) -> dict[str, torch.nn.Module]:

@@ -98,6 +98,14 @@ def _timestep_embedding(t: torch.Tensor, dim: int = 256, max_period: float = 100
     return get_timestep_embedding(t.float(), dim, flip_sin_to_cos=True, downscale_freq_shift=0)
 
 
+def _add_control(hs: torch.Tensor, add: torch.Tensor) -> torch.Tensor:
+    """A ControlNet residual added to the first tokens of the image stream (ComfyUI adds it over its own length)."""
+    n = add.shape[1]
+    if n == hs.shape[1]:
+        return hs + add
+    return torch.cat([hs[:, :n] + add, hs[:, n:]], dim=1)
+
+
 # ------------------------------------------------------------------------------------------------ Flux
 class FluxNetwork(torch.nn.Module):
     """Flux.1 (dev or schnell): network(x (B, 16, H, W), timestep (B,) = sigma, context (B, L, 4096),
@@ -124,7 +132,9 @@ class FluxNetwork(torch.nn.Module):
         return ids.reshape(h_len * w_len, len(FLUX_AXES))
 
     def forward(self, x: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor, y: torch.Tensor | None = None,
-                guidance: torch.Tensor | None = None) -> torch.Tensor:
+                guidance: torch.Tensor | None = None, control: dict | None = None) -> torch.Tensor:
+        """`control`: ControlNet residuals {"input": [per double block], "output": [per single block]}, each added
+        to the image tokens after its block (models/flow_control.py)."""
         tr = self.transformer
         b, _, h, w = x.shape
         p = self.patch
@@ -147,10 +157,15 @@ class FluxNetwork(torch.nn.Module):
         ids = torch.cat([torch.zeros((context.shape[1], len(FLUX_AXES)), device=x.device, dtype=torch.float32),
                          self.image_ids((h + p // 2) // p, (w + p // 2) // p, x.device)], dim=0)
         rope = tr.pos_embed(ids)
-        for block in tr.transformer_blocks:
+        double, single = (control or {}).get("input", ()), (control or {}).get("output", ())
+        for i, block in enumerate(tr.transformer_blocks):
             txt, hs = block(hidden_states=hs, encoder_hidden_states=txt, temb=temb, image_rotary_emb=rope)
-        for block in tr.single_transformer_blocks:
+            if i < len(double) and double[i] is not None:
+                hs = _add_control(hs, double[i])
+        for i, block in enumerate(tr.single_transformer_blocks):
             txt, hs = block(hidden_states=hs, encoder_hidden_states=txt, temb=temb, image_rotary_emb=rope)
+            if i < len(single) and single[i] is not None:
+                hs = _add_control(hs, single[i])
         hs = tr.norm_out(hs, temb)
         out = tr.proj_out(hs)
         co = out.shape[-1] // (p * p)
@@ -171,7 +186,8 @@ class SD3Network(torch.nn.Module):
         self.context_dim = int(transformer.config.joint_attention_dim)
 
     def forward(self, x: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor, y: torch.Tensor | None = None,
-                guidance: torch.Tensor | None = None) -> torch.Tensor:
+                guidance: torch.Tensor | None = None, control: dict | None = None) -> torch.Tensor:
+        """`control`: ControlNet residuals {"output": [per joint block]}, added to the image tokens after each."""
         tr = self.transformer
         b, _, h, w = x.shape
         p = self.patch
@@ -184,8 +200,11 @@ class SD3Network(torch.nn.Module):
         if y is not None:
             temb = temb + tr.time_text_embed.text_embedder(y.to(dtype))
         txt = tr.context_embedder(context.to(dtype))
-        for block in tr.transformer_blocks:
+        added = (control or {}).get("output", ())
+        for i, block in enumerate(tr.transformer_blocks):
             txt, hs = block(hidden_states=hs, encoder_hidden_states=txt, temb=temb)
+            if i < len(added) and added[i] is not None:
+                hs = _add_control(hs, added[i])
         hs = tr.norm_out(hs, temb)
         out = tr.proj_out(hs)
         hp, wp = xp.shape[-2] // p, xp.shape[-1] // p

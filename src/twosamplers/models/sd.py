@@ -165,6 +165,8 @@ class UNetAdapter(torch.nn.Module):
         down, mid = None, None
         for c in active:
             net = c.control_net
+            if getattr(net, "family", None) in ("flux", "sd3"):
+                raise TypeError(f"a {net.title} cannot guide a Stable Diffusion model")
             hint = c.hint_for(x.shape[0], h, w, batched_number, x.device, net.dtype)
             d, m = net.residuals(x, timesteps, context, hint, added)
             d = [(r * c.strength).to(x.dtype) for r in d]
@@ -229,9 +231,10 @@ class SDModel(AutoencoderCoder, NetworkModel):
             from .unclip_adm import unclip_extras
 
             out = unclip_extras(self, out, seed)
-        if self.family in ("sdxl", "sdxl_refiner"):
+        if self.family in ("sdxl", "sdxl_refiner") and latent_image is not None:
             # every size value made explicit, so that all entries batch into one network call: unset sizes are the
-            # whole latent's x 8, as ComfyUI's sampler sets them; no crop; targets = sizes
+            # whole latent's x 8, as ComfyUI's sampler sets them; no crop; targets = sizes (without a latent, the
+            # network's own defaults apply: UNetAdapter.time_ids)
             out.setdefault("width", torch.tensor([float(latent_image.shape[-1] * LATENT_PIXELS)]))
             out.setdefault("height", torch.tensor([float(latent_image.shape[-2] * LATENT_PIXELS)]))
             out.setdefault("crop_w", torch.tensor([0.0]))

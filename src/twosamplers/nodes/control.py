@@ -3,6 +3,8 @@ InpaintModelConditioning, over the engine's `models.controlnet` / `models.contro
 
 from __future__ import annotations
 
+import torch
+
 from .._checks import check_float
 from ..models.control import apply_controlnet
 from ..models.inpaint import inpaint_model_conditioning
@@ -41,14 +43,58 @@ class ControlNetLoader(FolderNode):
     def load_controlnet(self, control_net_name):
         from ..models.controlnet import load_controlnet
 
+        path = self._path(control_net_name)
+        with named_errors(path, control_net_name):
+            flow = _load_flow_controlnet(self.folders, path)
+        if flow is not None:
+            return (flow,)
         opts = {k: v for k, v in self.folders.load_options.items() if k in ("device", "dtype", "allow_pickle")}
         if isinstance(opts.get("dtype"), str):
             from ..models.sd import resolve_device_dtype
 
             opts["device"], opts["dtype"] = resolve_device_dtype(opts.get("device"), opts["dtype"])
-        path = self._path(control_net_name)
         with named_errors(path, control_net_name):  # errors name the file as the workflow does
             return (load_controlnet(path, **opts),)
+
+
+def _load_flow_controlnet(folders: Folders, path):
+    """A Flux / SD3 ControlNet (models/flow_control.py) when the file is one, else None (an SD ControlNet)."""
+    from ..models.flow_control import flow_controlnet_kind, header_keys, is_flow_controlnet_file, load_flow_controlnet
+    from ..models.flow_loading import resolve_flow_device_dtype
+
+    if not is_flow_controlnet_file(path):
+        return None
+    family = "flux" if flow_controlnet_kind(header_keys(path)).startswith("flux") else "sd3"
+    opts = folders.load_options
+    device, dtype = resolve_flow_device_dtype(family, opts.get("device"), opts.get("dtype"))
+    return load_flow_controlnet(path, device=device, dtype=dtype)
+
+
+class SetUnionControlNetType:
+    """The control type of a Union ControlNet (Flux InstantX / Shakker Union): "auto" leaves it to the network;
+    other ControlNets ignore it, as in ComfyUI."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        from ..models.flow_control import UNION_TYPES
+
+        return {"required": {"control_net": ("CONTROL_NET",), "type": (["auto", *UNION_TYPES],)}}
+
+    RETURN_TYPES = ("CONTROL_NET",)
+    FUNCTION = "set_controlnet_type"
+    CATEGORY = "conditioning/controlnet"
+
+    def set_controlnet_type(self, control_net, type):  # noqa: A002 (ComfyUI's input name)
+        from ..models.flow_control import UNION_TYPES
+
+        if type != "auto" and type not in UNION_TYPES:
+            raise ValueError(f"type must be 'auto' or one of {list(UNION_TYPES)}, got {type!r}")
+        set_type = getattr(control_net, "with_control_type", None)
+        if set_type is None:
+            if not hasattr(control_net, "residuals"):
+                raise TypeError(f"control_net must be a CONTROL_NET, got {control_net.__class__.__name__}")
+            return (control_net,)  # an SD ControlNet: ComfyUI sets an argument that it does not read
+        return (set_type(type),)
 
 
 class ControlNetApplyAdvanced:
@@ -76,7 +122,47 @@ class ControlNetApplyAdvanced:
                          vae=None):
         start = check_float("start_percent", start_percent, 0.0, 1.0)
         end = check_float("end_percent", end_percent, 0.0, 1.0)
-        return apply_controlnet(positive, negative, control_net, image, strength, start, end)
+        coder = None
+        if vae is not None:  # Flux InstantX / Union and SD3 ControlNets encode the hint with it
+            coder = _vae(vae).model
+        return apply_controlnet(positive, negative, control_net, image, strength, start, end, vae=coder)
+
+
+class ControlNetInpaintingAliMamaApply:
+    """An inpainting ControlNet (Alimama's Flux / SD3 ones, 17-channel hint) with the area to repaint: the hint
+    image blanked under the mask, and 1 - mask as the hint's extra channel. Other ControlNets: as
+    ControlNetApplyAdvanced with the vae."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "positive": ("CONDITIONING",), "negative": ("CONDITIONING",), "control_net": ("CONTROL_NET",),
+            "vae": ("VAE",), "image": ("IMAGE",), "mask": ("MASK",), "strength": _STRENGTH,
+            "start_percent": ("FLOAT", {"default": 0.0, **_PERCENT}),
+            "end_percent": ("FLOAT", {"default": 1.0, **_PERCENT}),
+        }}
+
+    RETURN_TYPES = ("CONDITIONING", "CONDITIONING")
+    RETURN_NAMES = ("positive", "negative")
+    FUNCTION = "apply_inpaint_controlnet"
+    CATEGORY = "conditioning/controlnet"
+
+    def apply_inpaint_controlnet(self, positive, negative, control_net, vae, image, mask, strength, start_percent,
+                                 end_percent):
+        from ..models.control import center_upscale, check_hint
+
+        start = check_float("start_percent", start_percent, 0.0, 1.0)
+        end = check_float("end_percent", end_percent, 0.0, 1.0)
+        image = check_hint(image, "image")
+        extra = None
+        if getattr(control_net, "concat_mask", False):
+            if not isinstance(mask, torch.Tensor) or mask.ndim not in (2, 3) or not mask.is_floating_point():
+                raise ValueError("mask must be a MASK tensor (H, W) or (B, H, W) in [0, 1]")
+            extra = 1.0 - mask.reshape((-1, 1, mask.shape[-2], mask.shape[-1])).float()
+            keep = center_upscale(extra, image.shape[1], image.shape[2], mode="bilinear").round()
+            image = image * keep.movedim(1, -1).repeat(1, 1, 1, image.shape[3])
+        return apply_controlnet(positive, negative, control_net, image, strength, start, end, vae=_vae(vae).model,
+                                extra_concat=extra)
 
 
 class ControlNetApply:
@@ -118,4 +204,5 @@ class InpaintModelConditioning:
         return inpaint_model_conditioning(positive, negative, _vae(vae).model, pixels, mask, bool(noise_mask))
 
 
-__all__ = ["ControlNetApply", "ControlNetApplyAdvanced", "ControlNetLoader", "InpaintModelConditioning"]
+__all__ = ["ControlNetApply", "ControlNetApplyAdvanced", "ControlNetInpaintingAliMamaApply", "ControlNetLoader",
+           "InpaintModelConditioning", "SetUnionControlNetType"]

@@ -65,6 +65,8 @@ NODES: dict[str, type] = {
     "ControlNetLoader": control.ControlNetLoader,
     "ControlNetApplyAdvanced": control.ControlNetApplyAdvanced,
     "ControlNetApply": control.ControlNetApply,
+    "SetUnionControlNetType": control.SetUnionControlNetType,
+    "ControlNetInpaintingAliMamaApply": control.ControlNetInpaintingAliMamaApply,
     "InpaintModelConditioning": control.InpaintModelConditioning,
     # latents
     "EmptyLatentImage": core.EmptyLatentImage,
