@@ -27,7 +27,7 @@ from flow_workflows import write_inputs
 from safetensors.torch import load_file, save_file
 
 from twosamplers.cli import main
-from twosamplers.imageio import load_image
+from twosamplers.job.imageio import load_image
 from twosamplers.models import load
 from twosamplers.models.control import apply_controlnet
 from twosamplers.models.flow_control import (
