@@ -48,7 +48,14 @@ FILE_KINDS = {  # node type -> {input: models folder}
     "DiffControlNetLoader": {"control_net_name": "controlnet"},
     "unCLIPCheckpointLoader": {"ckpt_name": "checkpoints"}, "CLIPVisionLoader": {"clip_name": "clip_vision"},
     "GLIGENLoader": {"gligen_name": "gligen"},
+    "UNETLoader": {"unet_name": "diffusion_models"}, "CLIPLoader": {"clip_name": "text_encoders"},
+    "DualCLIPLoader": {"clip_name1": "text_encoders", "clip_name2": "text_encoders"},
+    "TripleCLIPLoader": {"clip_name1": "text_encoders", "clip_name2": "text_encoders",
+                         "clip_name3": "text_encoders"},
+    "StyleModelLoader": {"style_model_name": "style_models"},
 }
+FLOW_NODES = {"flux": ("FluxGuidance", "CLIPTextEncodeFlux", "ModelSamplingFlux", "FluxDisableGuidance"),
+              "sd3": ("TripleCLIPLoader", "CLIPTextEncodeSD3", "ModelSamplingSD3")}
 IMAGE_INPUTS = {"LoadImage": "image", "LoadImageMask": "image", "PreviewBridge": "image"}
 # refusals of files whose support other issues are adding now (the SDXL refiner: issue 22)
 IN_PROGRESS_MESSAGES = ("the SDXL refiner is not supported",)
@@ -267,6 +274,64 @@ class ModelPool:
         save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
         return path
 
+    def _make_flow(self, what):
+        """Tests/flow_models.py's tiny Flux.1 / SD3.5 files (BFL / Stability layouts): "flow:flux:dev",
+        "flow:flux:fill" (Flux Fill's 384 input features), "flow:flux:concat" (Canny / Depth: 128),
+        "flow:sd3:large", "flow:flux_aio:dev", "flow:sd3_aio", "flow:text:clip_l|clip_g|t5", "flow:vae"."""
+        import flow_models as fm
+        import torch
+        from safetensors.torch import save_file
+
+        _, kind, *rest = what.split(":")
+        arg = rest[0] if rest else ""
+        if kind == "flux":
+            sd = fm.flux_transformer("schnell" if arg == "schnell" else "dev")
+            features = {"fill": 384, "concat": 128}.get(arg)
+            if features:
+                g = torch.Generator().manual_seed(7)
+                sd["img_in.weight"] = torch.randn(sd["img_in.weight"].shape[0], features, generator=g) * 0.05
+        elif kind == "sd3":
+            sd = fm.sd3_transformer(arg or "large", context_dim=fm.T5_WIDTH)
+        elif kind == "flux_aio":
+            sd = fm.flux_checkpoint("schnell" if arg == "schnell" else "dev")
+        elif kind == "sd3_aio":
+            sd = fm.sd3_checkpoint("large")
+        elif kind == "lora":
+            sd = fm.flux_lora("kohya", hidden=256) if arg == "flux" else fm.sd3_lora("kohya")
+        elif kind == "text":
+            sd = {"clip_l": fm.clip_l, "clip_g": fm.clip_g, "t5": fm.t5}[arg]()
+        else:
+            sd = fm.flow_vae()
+        path = self.root / ("_".join(what.split(":")) + ".safetensors")
+        save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
+        return path
+
+    def _make_flow_controlnet(self, what):
+        """A few tensors of a Flux / SD3 ControlNet (the XLabs / InstantX layouts): what such a name holds."""
+        import torch
+        from safetensors.torch import save_file
+
+        path = self.root / "flow_controlnet.safetensors"
+        save_file({"controlnet_blocks.0.weight": torch.zeros(64, 64), "controlnet_blocks.0.bias": torch.zeros(64),
+                   "pos_embed_input.weight": torch.zeros(64, 64), "pos_embed_input.bias": torch.zeros(64),
+                   "transformer_blocks.0.attn.to_q.weight": torch.zeros(64, 64)}, str(path))
+        return path
+
+    def _make_style_model(self, what):
+        """Flux Redux's style model (redux_up / redux_down) at the tiny Flux's T5 width."""
+        import flow_models as fm
+        import torch
+        from safetensors.torch import save_file
+
+        g = torch.Generator().manual_seed(8)
+        sd = {"redux_up.weight": torch.randn(3 * fm.T5_WIDTH, 64, generator=g) * 0.05,
+              "redux_up.bias": torch.zeros(3 * fm.T5_WIDTH),
+              "redux_down.weight": torch.randn(fm.T5_WIDTH, 3 * fm.T5_WIDTH, generator=g) * 0.05,
+              "redux_down.bias": torch.zeros(fm.T5_WIDTH)}
+        path = self.root / "style_model.safetensors"
+        save_file(sd, str(path))
+        return path
+
     def _make_embedding(self, what):
         import torch
         from safetensors.torch import save_file
@@ -289,7 +354,15 @@ def torch_seed(seed: int) -> None:
 
 
 def _family(prompt: dict) -> str:
-    """SDXL when the workflow looks like one (a checkpoint name with "xl", an SDXL node, 1024-pixel latents)."""
+    """Flux or SD3 by their nodes and file names, else SDXL when the workflow looks like one (a checkpoint name
+    with "xl", an SDXL node, 1024-pixel latents), else SD1.x."""
+    for node in prompt.values():
+        t, inputs = node["class_type"], node["inputs"]
+        names = " ".join(str(inputs.get(k, "")) for k in ("ckpt_name", "unet_name", "type")).lower()
+        if t in FLOW_NODES["flux"] or "flux" in names:
+            return "flux"
+        if t in FLOW_NODES["sd3"] or re.search(r"sd3|sd_?3\.5", names):
+            return "sd3"
     for node in prompt.values():
         t, inputs = node["class_type"], node["inputs"]
         if "SDXL" in t:
@@ -306,8 +379,32 @@ def _num(v) -> float:
     return v if isinstance(v, (int, float)) and not isinstance(v, bool) else 0
 
 
+def _flow_kind(kind: str, low: str, family: str) -> str | None:
+    if kind == "diffusion_models":
+        if family == "sd3":
+            return "flow:sd3:" + ("medium" if "medium" in low else "large")
+        variant = "fill" if "fill" in low else "concat" if re.search(r"canny|depth", low) else \
+            "schnell" if "schnell" in low else "dev"
+        return "flow:flux:" + variant
+    if kind == "text_encoders":
+        return "flow:text:" + ("t5" if "t5" in low else "clip_g" if "clip_g" in low else "clip_l")
+    if kind == "checkpoints":
+        return "flow:sd3_aio" if family == "sd3" else "flow:flux_aio:" + ("schnell" if "schnell" in low else "dev")
+    if kind == "vae":
+        return "flow:vae"
+    if kind == "controlnet":
+        return "flow_controlnet"
+    if kind == "style_models":
+        return "style_model"
+    if kind == "loras":
+        return "flow:lora:" + family
+    return None
+
+
 def _model_kind(kind: str, name: str, family: str) -> str | None:
     low = name.lower()
+    if family in ("flux", "sd3") and kind not in ("upscale_models", "clip_vision", "embeddings"):
+        return _flow_kind(kind, low, family)
     if kind == "checkpoints":
         if "refiner" in low:
             return "refiner"
@@ -387,7 +484,7 @@ def supply(prompt: dict, pool: ModelPool, models: Path, inputs: Path) -> None:
                                                                  else ".safetensors"))
                         target.parent.mkdir(parents=True, exist_ok=True)
                         if not target.exists():
-                            target.symlink_to(pool.get(f"lora:{family}"))
+                            target.symlink_to(pool.get(_model_kind("loras", tag, family)))
                 for emb in re.findall(r"embedding:([\w.\-]+)", v):
                     target = models / "embeddings" / (emb if emb.endswith(".safetensors") else emb + ".safetensors")
                     target.parent.mkdir(parents=True, exist_ok=True)

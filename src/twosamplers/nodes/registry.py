@@ -18,6 +18,7 @@ from . import (
     control,
     core,
     custom_sampling,
+    edit_conditioning,
     flow,
     gligen_nodes,
     image,
@@ -66,6 +67,7 @@ NODES: dict[str, type] = {
     "ControlNetApplyAdvanced": control.ControlNetApplyAdvanced,
     "ControlNetApply": control.ControlNetApply,
     "InpaintModelConditioning": control.InpaintModelConditioning,
+    "InstructPixToPixConditioning": edit_conditioning.InstructPixToPixConditioning,
     # latents
     "EmptyLatentImage": core.EmptyLatentImage,
     "SetLatentNoiseMask": core.SetLatentNoiseMask,
@@ -219,8 +221,12 @@ OUT_OF_SCOPE: list[tuple[str, str, tuple[str, ...], str]] = [
     ("other model patches", "Fooocus inpaint heads, Stable Cascade / AuraFlow sampling, attention-guidance patches "
      "(PAG, SAG) and similar model surgery", ("ModelSamplingStableCascade",),
      r"^(Fooocus|INPAINT_|ModelSampling|PerturbedAttention|SelfAttentionGuidance)"),
-    ("edit models", "InstructPix2Pix / CosXL-edit checkpoints (8-channel UNets) and their dual-CFG guidance",
-     ("InstructPixToPixConditioning", "DualCFGGuider"), r"^(InstructPix|CosXL)"),
+    ("edit models", "InstructPix2Pix / CosXL-edit checkpoints (8-channel UNets), their dual-CFG guidance and Flux "
+     "Kontext's reference latents", ("DualCFGGuider", "ReferenceLatent", "FluxKontextImageScale"),
+     r"^(InstructPix|CosXL|FluxKontext)"),
+    ("Flux / SD3 ControlNets", "ControlNets and control LoRAs for Flux.1 and SD3/SD3.5 need their own network "
+     "layouts (ControlNets run for SD1.x/2.x/SDXL)", ("ControlNetApplySD3", "SetUnionControlNetType"),
+     r"^(ControlNetApplySD3|ControlNetInpaintingAliMama|SD3ControlNet|FluxControlNet)"),
     ("video and other model families", "video models (SVD, AnimateDiff, Wan, LTXV, Hunyuan), audio and 3D",
      ("SVD_img2vid_Conditioning", "ImageOnlyCheckpointLoader", "VideoLinearCFGGuidance"),
      r"(AnimateDiff|ADE_|Video|SVD|Wan|LTXV|Hunyuan|Mochi|Cosmos|Audio|3D)"),
