@@ -90,14 +90,28 @@ class ModelPool:
         return self._tiny()["sdxl_file"]
 
     def _make_refiner(self, what):
-        """SDXL's refiner layout (one OpenCLIP encoder, as embedders.0): our loader refuses it (issue 22)."""
+        """SDXL's refiner layout: one OpenCLIP encoder (as embedders.0, the tiny SDXL's second one) and a UNet of
+        its own that takes that encoder's context alone and 5 size / aesthetic-score values."""
+        import torch
+        from diffusers import UNet2DConditionModel
         from safetensors.torch import load_file, save_file
+        from test_sd_backend import to_ldm_unet
 
         sd = load_file(str(self._tiny()["sdxl_file"]))
         out = {k.replace("conditioner.embedders.1.", "conditioner.embedders.0."): v for k, v in sd.items()
-               if not k.startswith("conditioner.embedders.0.")}
+               if not k.startswith(("conditioner.embedders.0.", "model.diffusion_model."))}
+        proj = out["conditioner.embedders.0.model.text_projection"]
+        width, pooled = proj.shape
+        torch.manual_seed(14)
+        unet = UNet2DConditionModel(
+            sample_size=8, block_out_channels=(32, 64), layers_per_block=1,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            transformer_layers_per_block=(1, 2), attention_head_dim=(1, 1), cross_attention_dim=int(width),
+            use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=8,
+            projection_class_embeddings_input_dim=int(pooled) + 5 * 8, norm_num_groups=32)
+        out.update(to_ldm_unet(unet))
         path = self.root / "refiner.safetensors"
-        save_file(out, str(path))
+        save_file({k: v.contiguous() for k, v in out.items()}, str(path))
         return path
 
     def _make_inpaint(self, what):
@@ -120,7 +134,9 @@ class ModelPool:
         family = what.split(":")[1]
         model = load_sd(self._tiny()[f"{family}_file"], device="cpu", cache=False)
         path = self.root / f"lora_{family}.safetensors"
-        save_file(make_lora(model, "kohya", "lora", seed=1, every=2)[0], str(path))
+        lora = make_lora(model, "kohya", "lora", seed=1, every=2)[0]
+        # published SD LoRAs leave the UNet's first conv alone, so they also patch inpainting (9-channel) models
+        save_file({k: v for k, v in lora.items() if "conv_in" not in k}, str(path))
         return path
 
     def _make_controlnet(self, what):
