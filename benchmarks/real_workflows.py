@@ -334,7 +334,7 @@ class ModelPool:
                    "transformer_blocks.0.attn.to_q.weight": torch.zeros(64, 64)}, str(path))
         return path
 
-    def _make_style_model(self, what):
+    def _make_redux(self, what):
         """Flux Redux's style model (redux_up / redux_down) at the tiny Flux's T5 width."""
         import flow_models as fm
         import torch
@@ -346,6 +346,33 @@ class ModelPool:
               "redux_down.weight": torch.randn(fm.T5_WIDTH, 3 * fm.T5_WIDTH, generator=g) * 0.05,
               "redux_down.bias": torch.zeros(fm.T5_WIDTH)}
         path = self.root / "style_model.safetensors"
+        save_file(sd, str(path))
+        return path
+
+    def _make_siglip(self, what):
+        """A SigLIP vision tower as ComfyUI ships it (sigclip_vision_patch14_384: vision_model.*, with its head)."""
+        from safetensors.torch import save_file
+        from transformers import SiglipVisionConfig, SiglipVisionModel
+
+        torch_seed(15)
+        cfg = SiglipVisionConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
+                                 image_size=56, patch_size=14)
+        sd = {"vision_model." + k: v.contiguous() for k, v in SiglipVisionModel(cfg).state_dict().items()}
+        path = self.root / "siglip.safetensors"
+        save_file(sd, str(path))
+        return path
+
+    def _make_t2i_style(self, what):
+        """A T2I-Adapter style model (TencentARC's layout) at the tiny CLIP vision width (64) and the tiny model's
+        context width (SD1.x 64, SDXL 128): 2 layers, 8 style tokens."""
+        from safetensors.torch import save_file
+
+        from twosamplers.models.style_model import T2IStyleAdapter
+
+        torch_seed(16)
+        net = T2IStyleAdapter(64, 128 if what.endswith("sdxl") else 64, layers=2, tokens=8)
+        sd = {k: (v + 0.05 * torch_randn(v.shape)).contiguous() for k, v in net.state_dict().items()}
+        path = self.root / f"t2i_style_{what.split(':')[1]}.safetensors"
         save_file(sd, str(path))
         return path
 
@@ -362,6 +389,12 @@ def torch_tensor(value):
     import torch
 
     return torch.tensor(value)
+
+
+def torch_randn(shape):
+    import torch
+
+    return torch.randn(shape)
 
 
 def torch_seed(seed: int) -> None:
@@ -412,7 +445,7 @@ def _flow_kind(kind: str, low: str, family: str) -> str | None:
     if kind == "controlnet":
         return "flow_controlnet"
     if kind == "style_models":
-        return "style_model"
+        return "redux"
     if kind == "loras":
         return "flow:lora:" + family
     return None
@@ -436,7 +469,11 @@ def _model_kind(kind: str, name: str, family: str) -> str | None:
         return "hypernetwork"
     if kind == "gligen":
         return "gligen"
+    if kind == "style_models":
+        return f"t2i_style:{family}"
     if kind == "clip_vision":
+        if re.search(r"sig.?clip|siglip", low):
+            return "siglip"
         return "clip_vision:64"  # the tiny SDXL's pooled width (CLIP-G's 1280 in the real model)
     if kind == "vae":
         return "vae"

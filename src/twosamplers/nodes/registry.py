@@ -36,6 +36,7 @@ from . import (
     pipe,
     primitive,
     regional_advanced,
+    style_model_nodes,
     upscale_model,
     vae_nodes,
 )
@@ -68,6 +69,8 @@ NODES: dict[str, type] = {
     "ControlNetApply": control.ControlNetApply,
     "InpaintModelConditioning": control.InpaintModelConditioning,
     "InstructPixToPixConditioning": edit_conditioning.InstructPixToPixConditioning,
+    "StyleModelLoader": style_model_nodes.StyleModelLoader,
+    "StyleModelApply": style_model_nodes.StyleModelApply,
     # latents
     "EmptyLatentImage": core.EmptyLatentImage,
     "SetLatentNoiseMask": core.SetLatentNoiseMask,
@@ -211,9 +214,9 @@ OUT_OF_SCOPE: list[tuple[str, str, tuple[str, ...], str]] = [
          "FaceDetailerPipe", "MaskToSEGS", "MasksToMaskList", "Segs & Mask ForEach", "BasicPipeToDetailerPipe",
          "BasicPipeToDetailerPipeSDXL", "DetailerPipeToBasicPipe", "EditDetailerPipe", "EditDetailerPipeSDXL"),
      r"(SAM|SEGS|Segs|Detailer|Detector|BBOX|Bbox|Segm)"),
-    ("image adapters", "IPAdapter, InstantID, PuLID, PhotoMaker, T2I style models and Flux Redux need image "
-     "encoders and adapter weights of another kind", (
-         "StyleModelLoader", "StyleModelApply", "PhotoMakerLoader", "PhotoMakerEncode", "InstantIDModelLoader"),
+    ("image adapters", "IPAdapter, InstantID, PuLID and PhotoMaker need image encoders and adapter weights of "
+     "another kind (T2I-Adapter style models run; Flux Redux needs a SigLIP vision model, not loaded here)", (
+         "PhotoMakerLoader", "PhotoMakerEncode", "InstantIDModelLoader"),
      r"^(IPAdapter|InstantID|PuLID)"),
     ("preprocessors and estimators", "ControlNet preprocessors (comfyui_controlnet_aux), depth, pose and line "
      "estimators need their own networks", ("MiDaS-DepthMapPreprocessor", "DWPreprocessor", "AIO_Preprocessor"),
