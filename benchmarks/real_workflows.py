@@ -105,7 +105,8 @@ class ModelPool:
         torch.manual_seed(14)
         unet = UNet2DConditionModel(
             sample_size=8, block_out_channels=(32, 64), layers_per_block=1,
-            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
             transformer_layers_per_block=(1, 2), attention_head_dim=(1, 1), cross_attention_dim=int(width),
             use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=8,
             projection_class_embeddings_input_dim=int(pooled) + 5 * 8, norm_num_groups=32)
