@@ -588,17 +588,19 @@ def unsupported_types(data: dict) -> list[str]:
 
 
 def classify_refusal(types: list[str]) -> str:
+    """out of scope (every type of an out-of-scope family, other node packs included), in progress elsewhere, or
+    not yet (a ComfyUI core or Impact Pack node this project could run but does not yet)."""
     from twosamplers.nodes.registry import IN_PROGRESS, scope_note
 
     if not types:
         return "refused (other)"
-    if any(t in IN_PROGRESS for t in types) and all(t in IN_PROGRESS or scope_note(t).startswith("out of scope")
-                                                     for t in types):
-        return "refused (in progress elsewhere)" if all(t in IN_PROGRESS for t in types) else \
-            "refused (out of scope + in progress)"
-    if all(scope_note(t).startswith("out of scope") for t in types):
+    notes = [scope_note(t) for t in types]
+    if all(n.startswith("out of scope") for n in notes):
         return "refused (out of scope)"
-    return "refused (custom node pack)"
+    if any(t in IN_PROGRESS for t in types) and all(t in IN_PROGRESS or n.startswith("out of scope")
+                                                     for t, n in zip(types, notes, strict=True)):
+        return "refused (in progress elsewhere)"
+    return "refused (not yet: core / Impact node)"
 
 
 def run_one(entry: dict, path: Path, pool: ModelPool, work: Path) -> dict:

@@ -230,6 +230,13 @@ OUT_OF_SCOPE: list[tuple[str, str, tuple[str, ...], str]] = [
     ("Flux / SD3 ControlNets", "ControlNets and control LoRAs for Flux.1 and SD3/SD3.5 need their own network "
      "layouts (ControlNets run for SD1.x/2.x/SDXL)", ("ControlNetApplySD3", "SetUnionControlNetType"),
      r"^(ControlNetApplySD3|ControlNetInpaintingAliMama|SD3ControlNet|FluxControlNet)"),
+    ("UI bridges and queue loops", "Impact Pack's sender / receiver nodes and queue-loop controls pass data "
+     "between queue runs or through the browser, which a headless run does not have", (
+         "ImpactConditionalStopIteration", "ImpactQueueTrigger", "ImpactQueueTriggerCountdown",
+         "ImpactSetWidgetValue", "ImpactNodeSetMuteState", "ImpactRemoteBoolean", "ImpactRemoteInt"),
+     r"(Sender|Receiver)$"),
+    ("workflow components", "ltdrdata's ComfyUI-Workflow-Component nodes ('## name [hash]') need that extension's "
+     "component files", (), r"^## "),
     ("video and other model families", "video models (SVD, AnimateDiff, Wan, LTXV, Hunyuan), audio and 3D",
      ("SVD_img2vid_Conditioning", "ImageOnlyCheckpointLoader", "VideoLinearCFGGuidance"),
      r"(AnimateDiff|ADE_|Video|SVD|Wan|LTXV|Hunyuan|Mochi|Cosmos|Audio|3D)"),
@@ -245,8 +252,26 @@ IN_PROGRESS = {
 IN_PROGRESS = {name: why for name, why in IN_PROGRESS.items() if name not in NODES}
 
 
+def _names_file(name: str) -> frozenset[str]:
+    from importlib.resources import files
+
+    text = files("twosamplers").joinpath("data", name).read_text(encoding="utf-8")
+    return frozenset(ln for ln in text.splitlines() if ln and not ln.startswith("#"))
+
+
+_KNOWN: dict[str, frozenset[str]] = {}
+
+
+def known_names(which: str) -> frozenset[str]:
+    """ComfyUI 0.30's own node type names ("core") or Impact Pack V7.10.6's ("impact"), from data/."""
+    if which not in _KNOWN:
+        _KNOWN[which] = _names_file({"core": "comfy_core_nodes.txt", "impact": "impact_nodes.txt"}[which])
+    return _KNOWN[which]
+
+
 def scope_note(class_type: str) -> str:
-    """Why an unsupported node type is refused: its out-of-scope family, work in progress, or a node pack."""
+    """Why an unsupported node type is refused: its out-of-scope family, work in progress, a ComfyUI core or Impact
+    Pack node not run yet, or another node pack (out of scope)."""
     import re
 
     if class_type in IN_PROGRESS:
@@ -254,7 +279,11 @@ def scope_note(class_type: str) -> str:
     for family, _why, names, pattern in OUT_OF_SCOPE:
         if class_type in names or re.search(pattern, class_type):
             return f"out of scope: {family}"
-    return "a custom node we do not emulate"
+    if class_type in known_names("core"):
+        return "a ComfyUI 0.30 core node not supported yet"
+    if class_type in known_names("impact"):
+        return "an Impact Pack node outside the two-sampler family, not emulated yet"
+    return "out of scope: a custom node of another node pack (not in ComfyUI 0.30 or Impact Pack)"
 
 
 def out_of_scope_markdown() -> str:
