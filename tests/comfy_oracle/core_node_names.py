@@ -18,7 +18,8 @@ def main(out_path):
     asyncio.run(nodes.init_extra_nodes(init_custom_nodes=False, init_api_nodes=False))
     names = sorted(nodes.NODE_CLASS_MAPPINGS)
     with open(out_path, "w") as f:
-        f.write("# ComfyUI 0.30.0's node types (nodes.py + comfy_extras); made by tests/comfy_oracle/core_node_names.py\n")
+        f.write("# ComfyUI 0.30.0's node types (nodes.py + comfy_extras); made by "
+                "tests/comfy_oracle/core_node_names.py\n")
         f.write("".join(n + "\n" for n in names))
     print(len(names), "names")
 
