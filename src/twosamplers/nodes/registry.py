@@ -237,9 +237,9 @@ OUT_OF_SCOPE: list[tuple[str, str, tuple[str, ...], str]] = [
      r"(Sender|Receiver)$"),
     ("workflow components", "ltdrdata's ComfyUI-Workflow-Component nodes ('## name [hash]') need that extension's "
      "component files", (), r"^## "),
-    ("video and other model families", "video models (SVD, AnimateDiff, Wan, LTXV, Hunyuan), audio and 3D",
-     ("SVD_img2vid_Conditioning", "ImageOnlyCheckpointLoader", "VideoLinearCFGGuidance"),
-     r"(AnimateDiff|ADE_|Video|SVD|Wan|LTXV|Hunyuan|Mochi|Cosmos|Audio|3D)"),
+    ("video and other model families", "video models (SVD, AnimateDiff, Wan, LTXV, Hunyuan), Stable Cascade, "
+     "audio and 3D", ("SVD_img2vid_Conditioning", "ImageOnlyCheckpointLoader", "VideoLinearCFGGuidance"),
+     r"(AnimateDiff|ADE_|Video|SVD|Wan|LTXV|Hunyuan|Mochi|Cosmos|Audio|3D|StableCascade)"),
 ]
 # Node types other parts of the project are adding now (refused until they land).
 IN_PROGRESS = {
