@@ -259,13 +259,14 @@ def test_image_prompts_are_ignored_by_sd1_and_checked_for_sdxl(two):
     ex = a.extra_conds({"pooled_output": torch.zeros(1, 64), "unclip_conditioning": item}, latent_image=None,
                        denoise_mask=None, seed=1)
     assert "unclip_conditioning" not in ex and torch.equal(ex["pooled_output"], torch.zeros(1, 64))
-    ex = xl.extra_conds({"pooled_output": torch.zeros(1, 64), "unclip_conditioning": item}, latent_image=None,
+    latent = torch.zeros(1, 4, 8, 8)  # SDXL's size values default from the sampled latent (always given there)
+    ex = xl.extra_conds({"pooled_output": torch.zeros(1, 64), "unclip_conditioning": item}, latent_image=latent,
                         denoise_mask=None, seed=1)
     assert ex["pooled_output"].shape == (1, 64) and not torch.equal(ex["pooled_output"], torch.zeros(1, 64))
     wrong = [{"clip_vision_output": ClipVisionOutput(out.last_hidden_state, out.penultimate_hidden_states,
                                                     torch.randn(1, 48)), "strength": 1.0, "noise_augmentation": 0.0}]
     with pytest.raises(ValueError, match="64-wide"):
-        xl.extra_conds({"pooled_output": torch.zeros(1, 64), "unclip_conditioning": wrong}, latent_image=None,
+        xl.extra_conds({"pooled_output": torch.zeros(1, 64), "unclip_conditioning": wrong}, latent_image=latent,
                        denoise_mask=None, seed=1)
 
 
