@@ -57,7 +57,7 @@ def test_ksampler_wrapper_is_common_ksampler(model, cond, latent):
 
 
 @pytest.mark.parametrize("key", ["pipe/euler/karras/d1.0/mask_box/cfg7.5",
-                                 "pipe/dpmpp_2m/karras/d0.6/mask_None/cfg7.5"])
+                                 "pipe/dpmpp_2m/karras/d0.6/mask_box/cfg7.5"])
 def test_ksampler_wrapper_matches_comfyui(parity, key):
     T, M = parity
     p = M[key]
