@@ -7,15 +7,17 @@ run, how many are refused cleanly, and how many fail otherwise.
     python benchmarks/real_workflows.py --only lora -v       # one workflow, with its full message
 
 Each workflow gets tiny random-weight models of the kind its loaders ask for, saved under the exact names it
-asks for (an SD1.x or SDXL checkpoint by what the workflow looks like, an SDXL-refiner-layout file for a name
-with "refiner", a 9-channel inpainting checkpoint for a name with "inpaint", LoRAs, a ControlNet, a VAE file,
-ESRGAN upscalers, embeddings) and small RGBA images under the names its LoadImage / PreviewBridge nodes read.
-Sizes are capped (every pixel size / 4, rounded to 8, batches 1) and steps capped at 2 (start/end steps scaled
-with them), so the whole corpus runs on a CPU in minutes; everything else is the file as published. A workflow
-then either runs (no error), is refused (a WorkflowError: one message, nothing written), or fails otherwise
-(any other exception: what a user would see as a traceback). Refusals are split by what they name: families
-out of scope by design (`twosamplers run --list-nodes`), node types other issues are adding now, and anything
-else.
+asks for (an SD1.x or SDXL checkpoint by what the workflow looks like, an SDXL refiner for a name with
+"refiner", a 9-channel inpainting checkpoint for a name with "inpaint", tests/flow_models.py's Flux.1 / SD3.5
+files for workflows with Flux / SD3 nodes or names (Fill / Canny / Depth transformers by name), LoRAs, a
+ControlNet, a VAE file, ESRGAN upscalers, embeddings, CLIP vision / SigLIP towers, style models) and small RGBA
+images under the names its LoadImage / PreviewBridge nodes read. Sizes are capped (every pixel size / 4, rounded
+to 8, batches 1) and steps capped at 2 (start/end steps scaled with them), so the whole corpus runs on a CPU in
+minutes; everything else is the file as published. A workflow then either runs (no error), is refused (a
+WorkflowError: one message, nothing written), or fails otherwise (any other exception: what a user would see as
+a traceback). Refusals are split by what they name: families out of scope by design (`twosamplers run
+--list-nodes`, other node packs included), node types other issues are adding now, ComfyUI core / Impact Pack
+nodes not run yet, and anything else.
 """
 
 from __future__ import annotations
@@ -48,7 +50,14 @@ FILE_KINDS = {  # node type -> {input: models folder}
     "DiffControlNetLoader": {"control_net_name": "controlnet"},
     "unCLIPCheckpointLoader": {"ckpt_name": "checkpoints"}, "CLIPVisionLoader": {"clip_name": "clip_vision"},
     "GLIGENLoader": {"gligen_name": "gligen"},
+    "UNETLoader": {"unet_name": "diffusion_models"}, "CLIPLoader": {"clip_name": "text_encoders"},
+    "DualCLIPLoader": {"clip_name1": "text_encoders", "clip_name2": "text_encoders"},
+    "TripleCLIPLoader": {"clip_name1": "text_encoders", "clip_name2": "text_encoders",
+                         "clip_name3": "text_encoders"},
+    "StyleModelLoader": {"style_model_name": "style_models"},
 }
+FLOW_NODES = {"flux": ("FluxGuidance", "CLIPTextEncodeFlux", "ModelSamplingFlux", "FluxDisableGuidance"),
+              "sd3": ("TripleCLIPLoader", "CLIPTextEncodeSD3", "ModelSamplingSD3")}
 IMAGE_INPUTS = {"LoadImage": "image", "LoadImageMask": "image", "PreviewBridge": "image"}
 # refusals of files whose support other issues are adding now (the SDXL refiner: issue 22)
 IN_PROGRESS_MESSAGES = ("the SDXL refiner is not supported",)
@@ -83,14 +92,29 @@ class ModelPool:
         return self._tiny()["sdxl_file"]
 
     def _make_refiner(self, what):
-        """SDXL's refiner layout (one OpenCLIP encoder, as embedders.0): our loader refuses it (issue 22)."""
+        """SDXL's refiner layout: one OpenCLIP encoder (as embedders.0, the tiny SDXL's second one) and a UNet of
+        its own that takes that encoder's context alone and 5 size / aesthetic-score values."""
+        import torch
+        from diffusers import UNet2DConditionModel
         from safetensors.torch import load_file, save_file
+        from test_sd_backend import to_ldm_unet
 
         sd = load_file(str(self._tiny()["sdxl_file"]))
         out = {k.replace("conditioner.embedders.1.", "conditioner.embedders.0."): v for k, v in sd.items()
-               if not k.startswith("conditioner.embedders.0.")}
+               if not k.startswith(("conditioner.embedders.0.", "model.diffusion_model."))}
+        proj = out["conditioner.embedders.0.model.text_projection"]
+        width, pooled = proj.shape
+        torch.manual_seed(14)
+        unet = UNet2DConditionModel(
+            sample_size=8, block_out_channels=(32, 64), layers_per_block=1,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            transformer_layers_per_block=(1, 2), attention_head_dim=(1, 1), cross_attention_dim=int(width),
+            use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=8,
+            projection_class_embeddings_input_dim=int(pooled) + 5 * 8, norm_num_groups=32)
+        out.update(to_ldm_unet(unet))
         path = self.root / "refiner.safetensors"
-        save_file(out, str(path))
+        save_file({k: v.contiguous() for k, v in out.items()}, str(path))
         return path
 
     def _make_inpaint(self, what):
@@ -113,7 +137,9 @@ class ModelPool:
         family = what.split(":")[1]
         model = load_sd(self._tiny()[f"{family}_file"], device="cpu", cache=False)
         path = self.root / f"lora_{family}.safetensors"
-        save_file(make_lora(model, "kohya", "lora", seed=1, every=2)[0], str(path))
+        lora = make_lora(model, "kohya", "lora", seed=1, every=2)[0]
+        # published SD LoRAs leave the UNet's first conv alone, so they also patch inpainting (9-channel) models
+        save_file({k: v for k, v in lora.items() if "conv_in" not in k}, str(path))
         return path
 
     def _make_controlnet(self, what):
@@ -267,6 +293,92 @@ class ModelPool:
         save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
         return path
 
+    def _make_flow(self, what):
+        """Tests/flow_models.py's tiny Flux.1 / SD3.5 files (BFL / Stability layouts): "flow:flux:dev",
+        "flow:flux:fill" (Flux Fill's 384 input features), "flow:flux:concat" (Canny / Depth: 128),
+        "flow:sd3:large", "flow:flux_aio:dev", "flow:sd3_aio", "flow:text:clip_l|clip_g|t5", "flow:vae"."""
+        import flow_models as fm
+        import torch
+        from safetensors.torch import save_file
+
+        _, kind, *rest = what.split(":")
+        arg = rest[0] if rest else ""
+        if kind == "flux":
+            sd = fm.flux_transformer("schnell" if arg == "schnell" else "dev")
+            features = {"fill": 384, "concat": 128}.get(arg)
+            if features:
+                g = torch.Generator().manual_seed(7)
+                sd["img_in.weight"] = torch.randn(sd["img_in.weight"].shape[0], features, generator=g) * 0.05
+        elif kind == "sd3":  # positions for latents up to 96 x 96 (the capped sizes; the real models: 192)
+            sd = fm.sd3_transformer(arg or "large", context_dim=fm.T5_WIDTH, pos_max=48)
+        elif kind == "flux_aio":
+            sd = fm.flux_checkpoint("schnell" if arg == "schnell" else "dev")
+        elif kind == "sd3_aio":
+            sd = {**fm.sd3_checkpoint("large"), **fm.prefixed(fm.sd3_transformer(
+                "large", context_dim=fm.T5_WIDTH, pos_max=48), "model.diffusion_model.")}
+        elif kind == "lora":
+            sd = fm.flux_lora("kohya", hidden=256) if arg == "flux" else fm.sd3_lora("kohya")
+        elif kind == "text":
+            sd = {"clip_l": fm.clip_l, "clip_g": fm.clip_g, "t5": fm.t5}[arg]()
+        else:
+            sd = fm.flow_vae()
+        path = self.root / ("_".join(what.split(":")) + ".safetensors")
+        save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
+        return path
+
+    def _make_flow_controlnet(self, what):
+        """A few tensors of a Flux / SD3 ControlNet (the XLabs / InstantX layouts): what such a name holds."""
+        import torch
+        from safetensors.torch import save_file
+
+        path = self.root / "flow_controlnet.safetensors"
+        save_file({"controlnet_blocks.0.weight": torch.zeros(64, 64), "controlnet_blocks.0.bias": torch.zeros(64),
+                   "pos_embed_input.weight": torch.zeros(64, 64), "pos_embed_input.bias": torch.zeros(64),
+                   "transformer_blocks.0.attn.to_q.weight": torch.zeros(64, 64)}, str(path))
+        return path
+
+    def _make_redux(self, what):
+        """Flux Redux's style model (redux_up / redux_down) at the tiny Flux's T5 width."""
+        import flow_models as fm
+        import torch
+        from safetensors.torch import save_file
+
+        g = torch.Generator().manual_seed(8)
+        sd = {"redux_up.weight": torch.randn(3 * fm.T5_WIDTH, 64, generator=g) * 0.05,
+              "redux_up.bias": torch.zeros(3 * fm.T5_WIDTH),
+              "redux_down.weight": torch.randn(fm.T5_WIDTH, 3 * fm.T5_WIDTH, generator=g) * 0.05,
+              "redux_down.bias": torch.zeros(fm.T5_WIDTH)}
+        path = self.root / "style_model.safetensors"
+        save_file(sd, str(path))
+        return path
+
+    def _make_siglip(self, what):
+        """A SigLIP vision tower as ComfyUI ships it (sigclip_vision_patch14_384: vision_model.*, with its head)."""
+        from safetensors.torch import save_file
+        from transformers import SiglipVisionConfig, SiglipVisionModel
+
+        torch_seed(15)
+        cfg = SiglipVisionConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
+                                 image_size=56, patch_size=14)
+        sd = {"vision_model." + k: v.contiguous() for k, v in SiglipVisionModel(cfg).state_dict().items()}
+        path = self.root / "siglip.safetensors"
+        save_file(sd, str(path))
+        return path
+
+    def _make_t2i_style(self, what):
+        """A T2I-Adapter style model (TencentARC's layout) at the tiny CLIP vision width (64) and the tiny model's
+        context width (SD1.x 64, SDXL 128): 2 layers, 8 style tokens."""
+        from safetensors.torch import save_file
+
+        from twosamplers.models.style_model import T2IStyleAdapter
+
+        torch_seed(16)
+        net = T2IStyleAdapter(64, 128 if what.endswith("sdxl") else 64, layers=2, tokens=8)
+        sd = {k: (v + 0.05 * torch_randn(v.shape)).contiguous() for k, v in net.state_dict().items()}
+        path = self.root / f"t2i_style_{what.split(':')[1]}.safetensors"
+        save_file(sd, str(path))
+        return path
+
     def _make_embedding(self, what):
         import torch
         from safetensors.torch import save_file
@@ -282,6 +394,12 @@ def torch_tensor(value):
     return torch.tensor(value)
 
 
+def torch_randn(shape):
+    import torch
+
+    return torch.randn(shape)
+
+
 def torch_seed(seed: int) -> None:
     import torch
 
@@ -289,7 +407,15 @@ def torch_seed(seed: int) -> None:
 
 
 def _family(prompt: dict) -> str:
-    """SDXL when the workflow looks like one (a checkpoint name with "xl", an SDXL node, 1024-pixel latents)."""
+    """Flux or SD3 by their nodes and file names, else SDXL when the workflow looks like one (a checkpoint name
+    with "xl", an SDXL node, 1024-pixel latents), else SD1.x."""
+    for node in prompt.values():
+        t, inputs = node["class_type"], node["inputs"]
+        names = " ".join(str(inputs.get(k, "")) for k in ("ckpt_name", "unet_name", "type")).lower()
+        if t in FLOW_NODES["flux"] or "flux" in names:
+            return "flux"
+        if t in FLOW_NODES["sd3"] or re.search(r"sd3|sd_?3\.5", names):
+            return "sd3"
     for node in prompt.values():
         t, inputs = node["class_type"], node["inputs"]
         if "SDXL" in t:
@@ -306,8 +432,32 @@ def _num(v) -> float:
     return v if isinstance(v, (int, float)) and not isinstance(v, bool) else 0
 
 
+def _flow_kind(kind: str, low: str, family: str) -> str | None:
+    if kind == "diffusion_models":
+        if family == "sd3":
+            return "flow:sd3:" + ("medium" if "medium" in low else "large")
+        variant = "fill" if "fill" in low else "concat" if re.search(r"canny|depth", low) else \
+            "schnell" if "schnell" in low else "dev"
+        return "flow:flux:" + variant
+    if kind == "text_encoders":
+        return "flow:text:" + ("t5" if "t5" in low else "clip_g" if "clip_g" in low else "clip_l")
+    if kind == "checkpoints":
+        return "flow:sd3_aio" if family == "sd3" else "flow:flux_aio:" + ("schnell" if "schnell" in low else "dev")
+    if kind == "vae":
+        return "flow:vae"
+    if kind == "controlnet":
+        return "flow_controlnet"
+    if kind == "style_models":
+        return "redux"
+    if kind == "loras":
+        return "flow:lora:" + family
+    return None
+
+
 def _model_kind(kind: str, name: str, family: str) -> str | None:
     low = name.lower()
+    if family in ("flux", "sd3") and kind not in ("upscale_models", "clip_vision", "embeddings"):
+        return _flow_kind(kind, low, family)
     if kind == "checkpoints":
         if "refiner" in low:
             return "refiner"
@@ -322,7 +472,11 @@ def _model_kind(kind: str, name: str, family: str) -> str | None:
         return "hypernetwork"
     if kind == "gligen":
         return "gligen"
+    if kind == "style_models":
+        return f"t2i_style:{family}"
     if kind == "clip_vision":
+        if re.search(r"sig.?clip|siglip", low):
+            return "siglip"
         return "clip_vision:64"  # the tiny SDXL's pooled width (CLIP-G's 1280 in the real model)
     if kind == "vae":
         return "vae"
@@ -387,7 +541,7 @@ def supply(prompt: dict, pool: ModelPool, models: Path, inputs: Path) -> None:
                                                                  else ".safetensors"))
                         target.parent.mkdir(parents=True, exist_ok=True)
                         if not target.exists():
-                            target.symlink_to(pool.get(f"lora:{family}"))
+                            target.symlink_to(pool.get(_model_kind("loras", tag, family)))
                 for emb in re.findall(r"embedding:([\w.\-]+)", v):
                     target = models / "embeddings" / (emb if emb.endswith(".safetensors") else emb + ".safetensors")
                     target.parent.mkdir(parents=True, exist_ok=True)
@@ -436,17 +590,19 @@ def unsupported_types(data: dict) -> list[str]:
 
 
 def classify_refusal(types: list[str]) -> str:
+    """out of scope (every type of an out-of-scope family, other node packs included), in progress elsewhere, or
+    not yet (a ComfyUI core or Impact Pack node this project could run but does not yet)."""
     from twosamplers.nodes.registry import IN_PROGRESS, scope_note
 
     if not types:
         return "refused (other)"
-    if any(t in IN_PROGRESS for t in types) and all(t in IN_PROGRESS or scope_note(t).startswith("out of scope")
-                                                     for t in types):
-        return "refused (in progress elsewhere)" if all(t in IN_PROGRESS for t in types) else \
-            "refused (out of scope + in progress)"
-    if all(scope_note(t).startswith("out of scope") for t in types):
+    notes = [scope_note(t) for t in types]
+    if all(n.startswith("out of scope") for n in notes):
         return "refused (out of scope)"
-    return "refused (custom node pack)"
+    if any(t in IN_PROGRESS for t in types) and all(t in IN_PROGRESS or n.startswith("out of scope")
+                                                     for t, n in zip(types, notes, strict=True)):
+        return "refused (in progress elsewhere)"
+    return "refused (not yet: core / Impact node)"
 
 
 def run_one(entry: dict, path: Path, pool: ModelPool, work: Path) -> dict:
@@ -475,6 +631,8 @@ def run_one(entry: dict, path: Path, pool: ModelPool, work: Path) -> dict:
         types = re.findall(r'"([^"]+)" \(node', msg) or unsupported_types(data)
         if msg.startswith("unsupported node type"):
             result["status"] = classify_refusal(types)
+        elif ": out of scope" in msg:  # a model file of an out-of-scope family (a Flux / SD3 ControlNet)
+            result["status"] = "refused (out of scope)"
         elif any(marker in msg for marker in IN_PROGRESS_MESSAGES):
             result["status"] = "refused (in progress elsewhere)"
         else:

@@ -134,6 +134,10 @@ def vision_state(sd: dict[str, torch.Tensor], source: str) -> dict[str, torch.Te
     for p in OPEN_CLIP_PREFIXES:
         if p + "transformer.resblocks.0.attn.in_proj_weight" in sd:
             return from_open_clip(sd, p)
+    if "vision_model.embeddings.patch_embedding.weight" in sd and "vision_model.embeddings.class_embedding" not in sd \
+            and any(k.startswith("vision_model.head.") for k in sd):
+        raise ClipVisionError(f"{source}: a SigLIP vision model (sigclip, what Flux Redux reads): out of scope, only "
+                              "CLIP vision models (ViT-L/14, ViT-H/14, ViT-bigG/14) load here")
     if "vision_model.embeddings.patch_embedding.weight" in sd:
         return {k: v for k, v in sd.items() if k.startswith(("vision_model.", "visual_projection."))}
     hint = " (it looks like a whole checkpoint)" if any(k.startswith("model.diffusion_model.") for k in sd) else ""

@@ -188,6 +188,10 @@ def ldm_controlnet_state(sd: dict[str, torch.Tensor], source: str) -> dict[str, 
         elif "conv_in.weight" in sd and any(k.startswith(("body.", "adapter.body.")) for k in sd) or \
                 "adapter.conv_in.weight" in sd or "body.0.in_conv.weight" in sd:
             hint = " (it is a T2I-Adapter, which this project does not run yet; use a ControlNet of the same kind)"
+        elif any(k.startswith(("controlnet_blocks.", "controlnet_x_embedder.", "pos_embed_input.",
+                                "controlnet_single_blocks.", "double_blocks.")) for k in sd):
+            hint = (" (it is a Flux / SD3 ControlNet: out of scope, this project runs ControlNets for SD1.x/2.x/"
+                    "SDXL only)")
         raise UnsupportedModelError(f"{source}: not a ControlNet in the LDM layout (no input_hint_block / "
                                     f"zero_convs weights){hint}")
     return sd

@@ -15,7 +15,8 @@ FAMILIES: tuple[tuple[str, str, str], ...] = (
      "all nodes (CONST flow sampling through every sampler/scheduler, ModelSamplingFlux, FluxGuidance, "
      "CLIPTextEncodeFlux, regional/joint modes, crop-to-mask); LoRA (kohya, diffusers, ComfyUI, XLabs); "
      "embeddings; ControlNet (XLabs, Mistoline, InstantX, Union with SetUnionControlNetType, Alimama inpainting); "
-     "no Flux Fill/Kontext/Redux"),
+     "Fill / Canny / Depth models (extra input channels: InpaintModelConditioning, InstructPixToPixConditioning); "
+     "no Kontext, no Redux (its SigLIP vision model)"),
     ("SD3.5 large / medium (and SD3 medium)", "all-in-one checkpoint; UNETLoader + TripleCLIPLoader / "
      "DualCLIPLoader(sd3) / CLIPLoader(sd3) + the 16-channel VAE; a folder of those files; a diffusers folder",
      "all nodes (CONST flow sampling, ModelSamplingSD3, CLIPTextEncodeSD3, ConditioningSetTimestepRange); "

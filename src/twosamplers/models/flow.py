@@ -169,6 +169,16 @@ class FlowModel(DiffusionModel):
                 out["guidance"] = torch.tensor([float(g)], dtype=torch.float32)
         else:
             out.pop("guidance", None)
+        if self.family == "flux":  # Fill / Canny / Depth: extra input channels (models/flow_concat.py)
+            from .flow_concat import extra_channels, flux_concat
+
+            emb = self.network.transformer.x_embedder
+            concat = flux_concat(extras, latent_image=latent_image, denoise_mask=denoise_mask,
+                                 process_in=self.latent_format.process_in,
+                                 channels_in=extra_channels(emb.weight.shape[-1], 1)[0],
+                                 channels_out=latent_image.shape[1])
+            if concat is not None:
+                out["c_concat"] = concat
         return out
 
     def apply_model(self, x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor | None, **extras):
@@ -181,7 +191,11 @@ class FlowModel(DiffusionModel):
                              f"{context.shape[-1]} (a conditioning made by another model's text encoder?)")
         ms = self.model_sampling
         dtype = self.dtype
-        xc = ms.calculate_input(sigma, x).to(dtype)
+        xc = ms.calculate_input(sigma, x)
+        concat = extras.get("c_concat")
+        if concat is not None:
+            xc = torch.cat([xc, concat.to(device=xc.device, dtype=xc.dtype)], dim=1)
+        xc = xc.to(dtype)
         t = ms.timestep(sigma).float()
         y = extras.get("pooled_output")
         if y is None and self.family == "sd3":

@@ -70,6 +70,8 @@ register(Loader("ideal", _analytic("ideal", "IdealModel"), _ANALYTIC_DEFAULTS,
 def _load_checkpoint(path, *, device=None, dtype=None, **options):
     from .flow_loading import is_flow_path, load_flow
     if is_flow_path(path):  # Flux.1 / SD3.5: told from the file's keys (its header), as ComfyUI does
+        # a permission, not a choice: flow files are safetensors only, so `run --allow-pickle` changes nothing
+        options.pop("allow_pickle", None)
         return load_flow(path, device=device, dtype=dtype, **options)
     from .sd import load_sd
     return load_sd(path, device=device, dtype=dtype, **options)

@@ -400,6 +400,11 @@ def _sdxl_addition(sd: dict, family: str) -> dict:
     clip_g = XL_CLIP_G if family == "sdxl" else REFINER_CLIP_G
     pooled = sd[clip_g + "text_projection"].shape[1]
     n_ids = 6 if family == "sdxl" else 5
+    if label_in <= pooled or (label_in - pooled) % n_ids:
+        raise UnsupportedModelError(
+            f"the UNet's size embedding takes {label_in} values, which is not the {FAMILY_NAMES[family]} layout "
+            f"({pooled} pooled text values + {n_ids} size values of equal width): the UNet does not belong to "
+            "this checkpoint's text encoders")
     return {"addition_embed_type": "text_time", "addition_time_embed_dim": (label_in - pooled) // n_ids,
             "projection_class_embeddings_input_dim": int(label_in)}
 

@@ -18,6 +18,7 @@ from . import (
     control,
     core,
     custom_sampling,
+    edit_conditioning,
     flow,
     gligen_nodes,
     image,
@@ -35,6 +36,7 @@ from . import (
     pipe,
     primitive,
     regional_advanced,
+    style_model_nodes,
     upscale_model,
     vae_nodes,
 )
@@ -68,6 +70,9 @@ NODES: dict[str, type] = {
     "SetUnionControlNetType": control.SetUnionControlNetType,
     "ControlNetInpaintingAliMamaApply": control.ControlNetInpaintingAliMamaApply,
     "InpaintModelConditioning": control.InpaintModelConditioning,
+    "InstructPixToPixConditioning": edit_conditioning.InstructPixToPixConditioning,
+    "StyleModelLoader": style_model_nodes.StyleModelLoader,
+    "StyleModelApply": style_model_nodes.StyleModelApply,
     # latents
     "EmptyLatentImage": core.EmptyLatentImage,
     "SetLatentNoiseMask": core.SetLatentNoiseMask,
@@ -211,9 +216,9 @@ OUT_OF_SCOPE: list[tuple[str, str, tuple[str, ...], str]] = [
          "FaceDetailerPipe", "MaskToSEGS", "MasksToMaskList", "Segs & Mask ForEach", "BasicPipeToDetailerPipe",
          "BasicPipeToDetailerPipeSDXL", "DetailerPipeToBasicPipe", "EditDetailerPipe", "EditDetailerPipeSDXL"),
      r"(SAM|SEGS|Segs|Detailer|Detector|BBOX|Bbox|Segm)"),
-    ("image adapters", "IPAdapter, InstantID, PuLID, PhotoMaker, T2I style models and Flux Redux need image "
-     "encoders and adapter weights of another kind", (
-         "StyleModelLoader", "StyleModelApply", "PhotoMakerLoader", "PhotoMakerEncode", "InstantIDModelLoader"),
+    ("image adapters", "IPAdapter, InstantID, PuLID and PhotoMaker need image encoders and adapter weights of "
+     "another kind (T2I-Adapter style models run; Flux Redux needs a SigLIP vision model, not loaded here)", (
+         "PhotoMakerLoader", "PhotoMakerEncode", "InstantIDModelLoader"),
      r"^(IPAdapter|InstantID|PuLID)"),
     ("preprocessors and estimators", "ControlNet preprocessors (comfyui_controlnet_aux), depth, pose and line "
      "estimators need their own networks", ("MiDaS-DepthMapPreprocessor", "DWPreprocessor", "AIO_Preprocessor"),
@@ -221,11 +226,22 @@ OUT_OF_SCOPE: list[tuple[str, str, tuple[str, ...], str]] = [
     ("other model patches", "Fooocus inpaint heads, Stable Cascade / AuraFlow sampling, attention-guidance patches "
      "(PAG, SAG) and similar model surgery", ("ModelSamplingStableCascade",),
      r"^(Fooocus|INPAINT_|ModelSampling|PerturbedAttention|SelfAttentionGuidance)"),
-    ("edit models", "InstructPix2Pix / CosXL-edit checkpoints (8-channel UNets) and their dual-CFG guidance",
-     ("InstructPixToPixConditioning", "DualCFGGuider"), r"^(InstructPix|CosXL)"),
-    ("video and other model families", "video models (SVD, AnimateDiff, Wan, LTXV, Hunyuan), audio and 3D",
-     ("SVD_img2vid_Conditioning", "ImageOnlyCheckpointLoader", "VideoLinearCFGGuidance"),
-     r"(AnimateDiff|ADE_|Video|SVD|Wan|LTXV|Hunyuan|Mochi|Cosmos|Audio|3D)"),
+    ("edit models", "InstructPix2Pix / CosXL-edit checkpoints (8-channel UNets), their dual-CFG guidance and Flux "
+     "Kontext's reference latents", ("DualCFGGuider", "ReferenceLatent", "FluxKontextImageScale"),
+     r"^(InstructPix|CosXL|FluxKontext)"),
+    ("Flux / SD3 ControlNets", "ControlNets and control LoRAs for Flux.1 and SD3/SD3.5 need their own network "
+     "layouts (ControlNets run for SD1.x/2.x/SDXL)", ("ControlNetApplySD3", "SetUnionControlNetType"),
+     r"^(ControlNetApplySD3|ControlNetInpaintingAliMama|SD3ControlNet|FluxControlNet)"),
+    ("UI bridges and queue loops", "Impact Pack's sender / receiver nodes and queue-loop controls pass data "
+     "between queue runs or through the browser, which a headless run does not have", (
+         "ImpactConditionalStopIteration", "ImpactQueueTrigger", "ImpactQueueTriggerCountdown",
+         "ImpactSetWidgetValue", "ImpactNodeSetMuteState", "ImpactRemoteBoolean", "ImpactRemoteInt"),
+     r"(Sender|Receiver)$"),
+    ("workflow components", "ltdrdata's ComfyUI-Workflow-Component nodes ('## name [hash]') need that extension's "
+     "component files", (), r"^## "),
+    ("video and other model families", "video models (SVD, AnimateDiff, Wan, LTXV, Hunyuan), Stable Cascade, "
+     "audio and 3D", ("SVD_img2vid_Conditioning", "ImageOnlyCheckpointLoader", "VideoLinearCFGGuidance"),
+     r"(AnimateDiff|ADE_|Video|SVD|Wan|LTXV|Hunyuan|Mochi|Cosmos|Audio|3D|StableCascade)"),
 ]
 # Node types other parts of the project are adding now (refused until they land).
 IN_PROGRESS = {
@@ -238,8 +254,26 @@ IN_PROGRESS = {
 IN_PROGRESS = {name: why for name, why in IN_PROGRESS.items() if name not in NODES}
 
 
+def _names_file(name: str) -> frozenset[str]:
+    from importlib.resources import files
+
+    text = files("twosamplers").joinpath("data", name).read_text(encoding="utf-8")
+    return frozenset(ln for ln in text.splitlines() if ln and not ln.startswith("#"))
+
+
+_KNOWN: dict[str, frozenset[str]] = {}
+
+
+def known_names(which: str) -> frozenset[str]:
+    """ComfyUI 0.30's own node type names ("core") or Impact Pack V7.10.6's ("impact"), from data/."""
+    if which not in _KNOWN:
+        _KNOWN[which] = _names_file({"core": "comfy_core_nodes.txt", "impact": "impact_nodes.txt"}[which])
+    return _KNOWN[which]
+
+
 def scope_note(class_type: str) -> str:
-    """Why an unsupported node type is refused: its out-of-scope family, work in progress, or a node pack."""
+    """Why an unsupported node type is refused: its out-of-scope family, work in progress, a ComfyUI core or Impact
+    Pack node not run yet, or another node pack (out of scope)."""
     import re
 
     if class_type in IN_PROGRESS:
@@ -247,7 +281,11 @@ def scope_note(class_type: str) -> str:
     for family, _why, names, pattern in OUT_OF_SCOPE:
         if class_type in names or re.search(pattern, class_type):
             return f"out of scope: {family}"
-    return "a custom node we do not emulate"
+    if class_type in known_names("core"):
+        return "a ComfyUI 0.30 core node not supported yet"
+    if class_type in known_names("impact"):
+        return "an Impact Pack node outside the two-sampler family, not emulated yet"
+    return "out of scope: a custom node of another node pack (not in ComfyUI 0.30 or Impact Pack)"
 
 
 def out_of_scope_markdown() -> str:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from ..nodes.registry import NODES, input_types
 from .errors import WorkflowError
 from .formats import unsupported_message
-from .widgets import input_kind, input_options
+from .widgets import CONTROL_VALUES, input_kind, input_options
 
 MAX_ERRORS = 20
 
@@ -72,7 +72,10 @@ def check_value(name: str, spec, value) -> str | None:
         choices = list(spec[0])
         if value not in choices:
             shown = ", ".join(map(str, choices[:40])) + (", ..." if len(choices) > 40 else "")
-            return f"input '{name}' = {value!r} is not one of: {shown}"
+            why = (" (a seed's control_after_generate setting, saved in this input's place by another version of "
+                   "the node)") if value in CONTROL_VALUES else ""
+            return (f"input '{name}' = {value!r} is not one of: {shown}{why}; choose one in the workflow or with "
+                    f"`--set ID.{name}=VALUE`")
         return None
     else:
         return f"input '{name}' takes a {kind} from another node's output, got the value {value!r}"
@@ -159,6 +162,8 @@ def check_node(prompt: dict, nid: str, types: dict, folders=None) -> list[str]:
             constants[name] = value
         else:
             problem = check_value(name, spec, value)
+            if problem:
+                problem = problem.replace("`--set ID.", f"`--set {nid}.")
             if problem is None and name in checked:
                 constants[name] = value
         if problem:
