@@ -24,7 +24,7 @@ from ..engine import front
 from ..engine.front import SamplerSettings
 from ..models.control import ControlNet
 from ..models.registry import ModelCache, defaults_for
-from .fields import JobError, checked
+from .fields import JobError, checked, region_words
 from .loras import prepare_loras
 from .outputs import JobResult, Outputs, check_outputs, write_outputs
 from .spec import Job
@@ -302,8 +302,6 @@ def joint_note(base: SamplerSettings, passes: list[SamplerSettings]) -> str | No
     """What mode "joint" does with these passes, in a line for people (None when it samples them as asked): that
     it falls back to interleaving (regions with another model, LoRAs or ControlNets), or which region settings
     it does not use. The front door also warns; a page shows this line."""
-    import re
-
     from ..engine.joint import ignored_settings, joint_blockers
 
     blockers = joint_blockers(base, passes)
@@ -314,8 +312,7 @@ def joint_note(base: SamplerSettings, passes: list[SamplerSettings]) -> str | No
         if not ignored:
             return None
         text = "joint uses the base's cfg, sampler and scheduler; not used: " + ", ".join(ignored)
-    return re.sub(r"regions\[(\d+)\](\.?)", lambda m: f"region {int(m.group(1)) + 1}" + (" " if m.group(2) else ""),
-                  text)
+    return region_words(text)
 
 
 def preview_masks(job: Job, masks: list, downscale: int) -> list[torch.Tensor]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 
+from ..job.fields import region_words
+
 
 class UIError(ValueError):
     """A problem with what the user gave; shown in the page as one sentence."""
@@ -12,10 +14,7 @@ class UIError(ValueError):
 
 def label(field: str) -> str:
     """A job field as the page names it: "mask_steps" -> "mask steps", "regions[1].cfg" -> "region 2 cfg"."""
-    if field.startswith("regions["):  # the job's regions[i] (0-based) is the page's region i + 1
-        index, _, rest = field[len("regions["):].partition("]")
-        return f"region {int(index) + 1} {rest.lstrip('.')}".strip() if index.isdigit() else field
-    return field.replace("_", " ")
+    return region_words(field).replace("_", " ")
 
 
 def number(name: str, v, integer: bool):
