@@ -325,6 +325,16 @@ def preview_masks(job: Job, masks: list, downscale: int) -> list[torch.Tensor]:
                                grow=job.grow, feather=job.feather, overlap_factor=job.overlap_factor)
 
 
+def job_preview_masks(job: Job, cache: ModelCache | None = None) -> list[torch.Tensor]:
+    """`preview_masks` for a job before it runs: its masks (tensors or files), its size resolved as `prepare_job`
+    resolves it, its model loaded through `cache` (the one its render will use) for the latent scale."""
+    cache = ModelCache() if cache is None else cache
+    masks = load_masks(job)
+    scale = int(cache.get(job.model, **loader_options(job.model, model_options(job))).latent_format.downscale)
+    job = resolve_size(job, [tuple(m.shape[-2:]) for m in masks], None, scale)
+    return preview_masks(job, masks, scale)
+
+
 def run_job(job: Job, cache: ModelCache | None = None, *, outputs: Outputs | None = None, callback=None,
             disable_pbar=None, load_options: dict | None = None, inputs: dict[str, str] | None = None,
             check_memory: bool = True) -> JobResult:
@@ -340,5 +350,5 @@ def run_job(job: Job, cache: ModelCache | None = None, *, outputs: Outputs | Non
     return result
 
 
-__all__ = ["Prepared", "joint_note", "latent_mismatch", "load_inputs", "load_masks", "model_options",
-           "pass_settings", "prepare_job", "preview_masks", "render", "resolve_size", "run_job"]
+__all__ = ["Prepared", "job_preview_masks", "joint_note", "latent_mismatch", "load_inputs", "load_masks",
+           "model_options", "pass_settings", "prepare_job", "preview_masks", "render", "resolve_size", "run_job"]

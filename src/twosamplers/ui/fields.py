@@ -21,13 +21,13 @@ import os
 
 import torch
 
-from ..job import PASS_KEYS, Job, JobError, PassSpec, job_keys
+from ..job import PASS_KEYS, Job, PassSpec, job_keys
 from ..job.forms import merge, regions_form
 from ..job.spec import kept_fields
 from ..models.registry import defaults_for
 from .lines import controlnet_entries, controlnet_lines, lora_entries, lora_lines
 from .models import SAME_MODEL, model_folders, own_model
-from .values import UIError, label, number
+from .values import UIError, number, page_errors
 
 MAX_REGIONS = 3  # the page's region panels: mask / region 1, region 2, region 3 (canvas layers 1..3)
 MODES = ("two-pass", "interleaved", "regional")
@@ -143,11 +143,9 @@ def fields_to_settings(fields: dict, n_regions: int = 1, models_dir: str | os.Pa
     unknown = sorted(set(kept or {}) - set(KEPT_KEYS))
     if unknown:
         raise UIError(f"{unknown[0]!r} cannot be kept from a PNG: the page has a field for it (or it is no job field)")
-    try:  # the page's fields over the kept ones (a folder the page gives wins), as `generate --from` merges
+    with page_errors():  # the page's fields over the kept ones (a folder the page gives wins), as --from merges
         d = merge(kept or {}, d)[0]  # the masks are the page's tensors; only their number matters here
         return Job.from_dict(d, mask_tensors=[torch.zeros(1, 1)] * n_regions).to_dict()
-    except JobError as e:
-        raise UIError(f"{label(e.field)}: {e.message}") from None
 
 
 def _set_folders(d: dict, folders: dict, texts: list[str]) -> None:
