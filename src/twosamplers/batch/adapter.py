@@ -38,9 +38,6 @@ from .line_paths import resolve as _resolve
 from .stamp import JOB_HASH_KEY  # PNG text chunk: the hash of the job that wrote the file
 
 LOAD_KEYS = ("dtype", "allow_pickle")  # how a worker loads a checkpoint; not part of the render's settings
-_PATH_KEYS = ("mask", "image", "model", "base_model", "mask_model")
-_FOLDER_KEYS = ("lora_dir", "embeddings")
-_MODEL_KEYS = ("model", "base_model", "mask_model")
 HASH_CHARS = 20  # output names: the first 20 hex digits of the job's hash
 
 
@@ -114,58 +111,27 @@ def list_fields() -> frozenset[str]:
     return frozenset([*names, *(f"{w}_{n}" for w in PASSES for n in names), "regions"])
 
 
-_CONTROLNET_KEYS = ("controlnets", "base_controlnets", "mask_controlnets")
-
-
-def _controlnet_paths(value, key: str, base: Path, roots) -> object:
-    """A line's ControlNet entries with FILE and IMAGE made absolute (and kept inside `roots`)."""
-    entries = value if isinstance(value, list) else [value]
-    out = []
-    for i, c in enumerate(entries):
-        k = f"{key}[{i}]"
-        if isinstance(c, str) and ":" in c:
-            file, image, *rest = c.split(":")
-            c = ":".join([_resolve(file, f"{k}.file", base, roots) if file else file,
-                          _resolve(image, f"{k}.image", base, roots) if image else image, *rest])
-        elif isinstance(c, dict):
-            c = {**c, **{f: _resolve(c[f], f"{k}.{f}", base, roots) for f in ("file", "image")
-                         if isinstance(c.get(f), str) and c[f]}}
-        out.append(c)
-    return out if isinstance(value, list) else out[0]
-
-
 def _job_fields(fields: dict, base: Path, roots=None) -> dict:
     """A line's fields as a job dict: relative paths (masks, image, checkpoints, folders, ControlNet files and
-    hints; a region's mask, model and ControlNets too) made absolute against the jobs file's folder, checked to
-    exist and (with `roots`) to stay inside those folders."""
+    hints; a region's mask, model and ControlNets too: `forms.map_files`) made absolute against the jobs file's
+    folder, checked to exist and (with `roots`) to stay inside those folders."""
+    from ..job.forms import map_files
+    from ..models.registry import CHECKPOINT, loader_for
+
     unknown = sorted(set(fields) - set(known_fields()))
     if unknown:
         raise JobError(unknown[0], f"unknown field (known: {', '.join(sorted(known_fields()))})")
-    d = {k: v for k, v in fields.items() if k not in LOAD_KEYS and k != "from" and v is not None}
-    _resolve_paths(d, base, "", roots)
-    if isinstance(d.get("regions"), list):
-        d["regions"] = [dict(r) if isinstance(r, dict) else r for r in d["regions"]]
-        for i, r in enumerate(d["regions"]):
-            if isinstance(r, dict):
-                _resolve_paths(r, base, f"regions[{i}].", roots)
-    return d
 
+    def line_file(kind: str, key: str, value):
+        if kind == "model" and loader_for(value) is not CHECKPOINT:  # a built-in model: no file
+            return value
+        path = _resolve(value, key, base, roots)
+        if kind in ("mask", "image", "model") and not os.path.exists(path):
+            raise JobError(key, f"file not found: {path}")
+        return path
 
-def _resolve_paths(d: dict, base: Path, prefix: str, roots=None) -> None:
-    from ..models.registry import CHECKPOINT, loader_for
-
-    for key in _PATH_KEYS:
-        if d.get(key) is None or (key in _MODEL_KEYS and loader_for(d[key]) is not CHECKPOINT):
-            continue
-        d[key] = _resolve(d[key], prefix + key, base, roots)
-        if not os.path.exists(d[key]):
-            raise JobError(prefix + key, f"file not found: {d[key]}")
-    for key in _FOLDER_KEYS:
-        if d.get(key) is not None:
-            d[key] = _resolve(d[key], prefix + key, base, roots)
-    for key in _CONTROLNET_KEYS:
-        if d.get(key):
-            d[key] = _controlnet_paths(d[key], prefix + key, base, roots)
+    return map_files({k: v for k, v in fields.items() if k not in LOAD_KEYS and k != "from" and v is not None},
+                     line_file)
 
 
 def parse(fields: dict, base_dir: str | os.PathLike = ".", roots=None, allow_pickle: bool = False):

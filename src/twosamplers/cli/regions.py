@@ -116,28 +116,15 @@ def _regions_file(path: str) -> list:
 
 
 def _resolved(region: dict, folder: Path) -> dict:
-    out = dict(region)
-    for key in ("mask", "model"):
-        v = out.get(key)
-        if isinstance(v, str) and v and not os.path.isabs(os.path.expanduser(v)) and (folder / v).exists():
-            out[key] = str(folder / v)
-    if isinstance(out.get("controlnets"), list):
-        out["controlnets"] = [_controlnet(c, folder) for c in out["controlnets"]]
-    return out
+    """A region with its files (mask, model, ControlNet files and hints) found beside the regions file, when they
+    are there."""
+    from ..job.forms import map_files
 
+    def local(kind: str, key: str, v):
+        relative = isinstance(v, str) and v and not os.path.isabs(os.path.expanduser(v))
+        return str(folder / v) if relative and (folder / v).exists() else v
 
-def _controlnet(c, folder: Path):
-    """A ControlNet entry with its file and hint image found beside the regions file, when they are there."""
-    def local(v):
-        return str(folder / v) if isinstance(v, str) and v and not os.path.isabs(v) and (folder / v).exists() else v
-
-    if isinstance(c, dict):
-        return {**c, "file": local(c.get("file")), "image": local(c.get("image"))}
-    if isinstance(c, str) and ":" in c:
-        file, _, rest = c.partition(":")
-        image, sep, tail = rest.partition(":")
-        return f"{local(file)}:{local(image)}{sep}{tail}"
-    return c
+    return map_files(region, local)
 
 
 def region_flag(field: str) -> str:

@@ -2,9 +2,10 @@
 `prepare_job` + `render` + `write_outputs`) with a shared `ModelCache`. Every front end (CLI, UI, batch, workflow
 runner) makes a Job and presents its result; nothing else.
 
-Modules: `fields` (JobError, field checks, LoRA/ControlNet entries, PassSpec), `forms` (flat and `regions`
-forms, the plain-key shorthand, merging over a stored job), `spec` (Region, Job), `png` (a PNG's job),
-`loras`, `memory`, `run` (prepare and render; `preview_masks`: each region's mask as the sampler sees it),
+Modules: `fields` (JobError, field checks, LoRA/ControlNet entries read and written, PassSpec), `forms` (flat and
+`regions` forms, the plain-key shorthand, merging over a stored job, `map_files`: every file a job dict names),
+`spec` (Region, Job, `kept_fields`), `png` (a PNG's job), `loras`, `memory`, `run` (prepare and render;
+`preview_masks` / `job_preview_masks`: each region's mask as the sampler sees it),
 `outputs` (results, metadata, writing).
 """
 

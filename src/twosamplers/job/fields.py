@@ -179,6 +179,43 @@ def _controlnet(key: str, v) -> dict:
     return out
 
 
+def controlnet_files(entry, fn, key: str):
+    """A ControlNet entry (either form) with its FILE and IMAGE passed through fn(kind, key, value), kind
+    "controlnet" or "hint" and key "<key>.file" / "<key>.image"; what is neither form is left to the checks."""
+    if isinstance(entry, str) and ":" in entry:
+        file, _, rest = entry.partition(":")
+        image, sep, tail = rest.partition(":")
+        return (f"{fn('controlnet', f'{key}.file', file) if file else file}:"
+                f"{fn('hint', f'{key}.image', image) if image else image}{sep}{tail}")
+    if isinstance(entry, dict):
+        return {**entry, **{f: fn(kind, f"{key}.{f}", entry[f]) for f, kind in (("file", "controlnet"),
+                                                                                 ("image", "hint"))
+                            if isinstance(entry.get(f), str) and entry[f]}}
+    return entry
+
+
+def entry_text(e: dict) -> str:
+    """A checked LoRA or ControlNet entry in its one-line form ("FILE:S[:S_CLIP]", "FILE:IMAGE:STRENGTH:START:END"),
+    which `lora_entries` / `controlnet_entries` read back to the same numbers."""
+    if "image" in e:
+        return ":".join([e["file"], e["image"], *(_number_text(e[k]) for k in ("strength", "start_percent",
+                                                                              "end_percent"))])
+    sm = e.get("strength_model", 1.0)
+    sc = e.get("strength_clip", sm)
+    return f"{e['file']}:{_number_text(sm)}" + ("" if sc == sm else f":{_number_text(sc)}")
+
+
+def _number_text(x: float) -> str:
+    short = f"{x:g}"
+    return short if float(short) == x else repr(float(x))
+
+
+def region_words(text: str) -> str:
+    """Field keys in a text as people count regions: "regions[1].cfg" -> "region 2 cfg"."""
+    return re.sub(r"regions\[(\d+)\](\.?)", lambda m: f"region {int(m.group(1)) + 1}" + (" " if m.group(2) else ""),
+                  text)
+
+
 # ---------------------------------------------------------------------------------------------- a pass
 @dataclass(frozen=True)
 class PassSpec:
@@ -231,5 +268,5 @@ def region_field(i: int, key: str, n: int) -> str:
 
 __all__ = ["CONTROLNET_FORMAT", "LORA_FORMAT", "PASSES", "PASS_KEYS", "REGIONS", "REGION_KEYS", "SHARED_KEYS",
            "JobError", "PassSpec", "region_field", "bool_field", "checked", "choice_field",
-           "controlnet_entries", "float_field", "int_field", "lora_entries", "parse_lora_arg",
-           "str_field"]
+           "controlnet_entries", "controlnet_files", "entry_text", "float_field", "int_field", "lora_entries",
+           "parse_lora_arg", "region_words", "str_field"]

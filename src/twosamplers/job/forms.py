@@ -7,12 +7,19 @@ a batch line, a `--from` PNG with overrides) becomes a job dict.
   (`with_shared`).
 - `merge` lays what the user gave over a stored job (a PNG's): given keys win, a given plain key replaces every
   pass's stored value, a given `regions` list replaces the stored regions, and `patches` set one region's fields.
+- `map_files` walks every file a job dict names (either form, every pass and region), for the front ends that
+  make them absolute (a batch line, a --regions file) or keep them inside their folders (a batch line, the page).
 """
 
 from __future__ import annotations
 
 from .._checks import MAX_REGIONS
-from .fields import REGION_KEYS, REGIONS, SHARED_KEYS, JobError, region_field
+from .fields import REGION_KEYS, REGIONS, SHARED_KEYS, JobError, controlnet_files, region_field
+
+# a job dict's file fields by kind (a region has "mask", "model" and "controlnets" too)
+FILE_KEYS = {"mask": "mask", "image": "image", "model": "model", "base_model": "model", "mask_model": "model",
+             "lora_dir": "folder", "embeddings": "folder"}
+CONTROLNET_KEYS = ("controlnets", "base_controlnets", "mask_controlnets")
 
 
 def region_dicts(d: dict) -> list[dict]:
@@ -94,4 +101,24 @@ def merge(stored: dict, given: dict, patches: dict[int, dict] | None = None, sto
     return d, masks
 
 
-__all__ = ["merge", "region_dicts", "region_list", "regions_form", "with_shared"]
+def map_files(d: dict, fn, prefix: str = "") -> dict:
+    """A copy of job dict `d` with every file it names passed through fn(kind, key, value): kinds "model",
+    "image", "mask", "folder" (lora_dir, embeddings), "controlnet" and "hint" (a ControlNet entry's FILE and
+    IMAGE), keys as the dict places them ("regions[1].controlnets[0].image"). LoRA entries are names in lora_dir
+    (or the user's own paths): not walked. Values that are None are left out of the walk, bad types go to `fn`."""
+    out = dict(d)
+    for key, kind in FILE_KEYS.items():
+        if out.get(key) is not None:
+            out[key] = fn(kind, prefix + key, out[key])
+    for key in CONTROLNET_KEYS:
+        if out.get(key):
+            entries = out[key] if isinstance(out[key], list) else [out[key]]
+            mapped = [controlnet_files(c, fn, f"{prefix}{key}[{i}]") for i, c in enumerate(entries)]
+            out[key] = mapped if isinstance(out[key], list) else mapped[0]
+    if isinstance(out.get(REGIONS), (list, tuple)):
+        out[REGIONS] = [map_files(r, fn, f"{prefix}{REGIONS}[{i}].") if isinstance(r, dict) else r
+                        for i, r in enumerate(out[REGIONS])]
+    return out
+
+
+__all__ = ["map_files", "merge", "region_dicts", "region_list", "regions_form", "with_shared"]

@@ -17,7 +17,7 @@ from .forms import regions_form
 from .imageio import decode_mask_png, png_is_ours, read_png_job
 
 PAGE_REGIONS_KEY = "twosamplers-regions"  # the page's regions 2.. before regions were part of the job (read only)
-PAGE_SAME_MODEL = "same as base"  # that chunk's "model" of a region sampling with the job's model
+PAGE_SAME_MODEL = "same as base"  # the page's (and that chunk's) "model" of a region sampling with the job's model
 
 
 def read_job(path: str | os.PathLike, with_origin: bool = False) -> tuple:

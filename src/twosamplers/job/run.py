@@ -24,7 +24,7 @@ from ..engine import front
 from ..engine.front import SamplerSettings
 from ..models.control import ControlNet
 from ..models.registry import ModelCache, defaults_for
-from .fields import JobError, checked
+from .fields import JobError, checked, region_words
 from .loras import prepare_loras
 from .outputs import JobResult, Outputs, check_outputs, write_outputs
 from .spec import Job
@@ -302,8 +302,6 @@ def joint_note(base: SamplerSettings, passes: list[SamplerSettings]) -> str | No
     """What mode "joint" does with these passes, in a line for people (None when it samples them as asked): that
     it falls back to interleaving (regions with another model, LoRAs or ControlNets), or which region settings
     it does not use. The front door also warns; a page shows this line."""
-    import re
-
     from ..engine.joint import ignored_settings, joint_blockers
 
     blockers = joint_blockers(base, passes)
@@ -314,8 +312,7 @@ def joint_note(base: SamplerSettings, passes: list[SamplerSettings]) -> str | No
         if not ignored:
             return None
         text = "joint uses the base's cfg, sampler and scheduler; not used: " + ", ".join(ignored)
-    return re.sub(r"regions\[(\d+)\](\.?)", lambda m: f"region {int(m.group(1)) + 1}" + (" " if m.group(2) else ""),
-                  text)
+    return region_words(text)
 
 
 def preview_masks(job: Job, masks: list, downscale: int) -> list[torch.Tensor]:
@@ -326,6 +323,16 @@ def preview_masks(job: Job, masks: list, downscale: int) -> list[torch.Tensor]:
     h, w = (job.height, job.width) if job.width and job.height else tuple(masks[0].shape[-2:])
     return front.sampler_masks(masks, (max(1, h // downscale), max(1, w // downscale)), downscale, mode=job.mode,
                                grow=job.grow, feather=job.feather, overlap_factor=job.overlap_factor)
+
+
+def job_preview_masks(job: Job, cache: ModelCache | None = None) -> list[torch.Tensor]:
+    """`preview_masks` for a job before it runs: its masks (tensors or files), its size resolved as `prepare_job`
+    resolves it, its model loaded through `cache` (the one its render will use) for the latent scale."""
+    cache = ModelCache() if cache is None else cache
+    masks = load_masks(job)
+    scale = int(cache.get(job.model, **loader_options(job.model, model_options(job))).latent_format.downscale)
+    job = resolve_size(job, [tuple(m.shape[-2:]) for m in masks], None, scale)
+    return preview_masks(job, masks, scale)
 
 
 def run_job(job: Job, cache: ModelCache | None = None, *, outputs: Outputs | None = None, callback=None,
@@ -343,5 +350,5 @@ def run_job(job: Job, cache: ModelCache | None = None, *, outputs: Outputs | Non
     return result
 
 
-__all__ = ["Prepared", "joint_note", "latent_mismatch", "load_inputs", "load_masks", "model_options",
-           "pass_settings", "prepare_job", "preview_masks", "render", "resolve_size", "run_job"]
+__all__ = ["Prepared", "job_preview_masks", "joint_note", "latent_mismatch", "load_inputs", "load_masks",
+           "model_options", "pass_settings", "prepare_job", "preview_masks", "render", "resolve_size", "run_job"]

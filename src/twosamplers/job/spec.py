@@ -413,5 +413,14 @@ def job_keys() -> tuple[str, ...]:
     return ("base_prompt", "mask_prompt", "mask", *TOP_KEYS[1:], *(f"{w}_{k}" for w in PASSES for k in PASS_KEYS))
 
 
+def kept_fields(stored: dict, given_keys) -> dict:
+    """The fields of a stored job (a PNG's) outside `given_keys` whose value differs from a new job's: what a front
+    end that sets only `given_keys` (the web page's widgets) carries over, laid under its own fields with
+    `forms.merge`, so that the stored job renders again the same."""
+    fresh = Job(base_prompt="", regions=(Region(""),)).to_dict()
+    return {k: stored[k] for k in job_keys()
+            if k not in given_keys and stored.get(k) is not None and stored[k] != fresh.get(k)}
+
+
 __all__ = ["Job", "JobError", "PASSES", "PASS_KEYS", "PassSpec", "REGION_KEYS", "Region", "SHARED_KEYS", "job_keys",
-           "region_field"]
+           "kept_fields", "region_field"]

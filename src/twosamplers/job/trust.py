@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 
 from .fields import REGIONS, JobError, parse_lora_arg, region_field
-from .forms import regions_form
+from .forms import map_files, regions_form
 
 PNG_FOLDER_FIELDS = ("lora_dir", "embeddings")
 PASS_PREFIXES = ("", "base_", "mask_")  # a flat dict's pass keys: the shorthand, the base pass, region 1
@@ -44,32 +44,24 @@ def given(d: dict, patches: dict | None = None, models: bool = True) -> frozense
     in per-region `patches` that the user gave: each as typed and made absolute. Tolerant of bad types (they are
     named when the job is validated)."""
     out: set[str] = set()
-    model_keys = ("model", "base_model", "mask_model") if models else ()
-    out.update(d[k] for k in (*model_keys, "image", "mask") if isinstance(d.get(k), str))
-    for prefix in PASS_PREFIXES:
-        out |= _entry_paths(d.get(f"{prefix}loras"), d.get(f"{prefix}controlnets"))
+
+    def collect(kind: str, key: str, value):
+        if isinstance(value, str) and kind != "folder" and (models or kind != "model"):
+            out.add(value)
+        return value
+
+    parts = [d, *(p for p in (patches or {}).values() if isinstance(p, dict))]
     regions = d.get(REGIONS) if isinstance(d.get(REGIONS), (list, tuple)) else ()
-    for r in [*regions, *(patches or {}).values()]:
-        if isinstance(r, dict):
-            out.update(r[k] for k in ("mask", *(("model",) if models else ())) if isinstance(r.get(k), str))
-            out |= _entry_paths(r.get("loras"), r.get("controlnets"))
+    for part in parts:
+        map_files(part, collect)
+    for part in [*parts, *(r for r in regions if isinstance(r, dict))]:
+        for prefix in PASS_PREFIXES:
+            loras = part.get(f"{prefix}loras")
+            for e in loras if isinstance(loras, (list, tuple)) else ():
+                f = e.get("file") if isinstance(e, dict) else _lora_file(e) if isinstance(e, str) else None
+                if isinstance(f, str):
+                    out.add(f)
     return frozenset(out | {norm(p) for p in out})
-
-
-def _entry_paths(loras, controlnets) -> set[str]:
-    out = set()
-    for e in loras if isinstance(loras, (list, tuple)) else ():
-        f = e.get("file") if isinstance(e, dict) else _lora_file(e) if isinstance(e, str) else None
-        if isinstance(f, str):
-            out.add(f)
-    if isinstance(controlnets, (str, dict)):
-        controlnets = [controlnets]
-    for c in controlnets if isinstance(controlnets, (list, tuple)) else ():
-        if isinstance(c, str):
-            out.update(c.split(":")[:2])
-        elif isinstance(c, dict):
-            out.update(str(c.get(k)) for k in ("file", "image") if c.get(k))
-    return out
 
 
 def _lora_file(arg: str) -> str | None:

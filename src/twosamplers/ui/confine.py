@@ -3,7 +3,8 @@
 Whoever sends the fields (the page, a PNG loaded into it, any HTTP client) is not the local user, so every file a
 job names must be the page's: models, ControlNets and embeddings under the models folder (`--models`), start
 images and hints among the images the page was given (`save_input`: `inputs/<content hash>.png` in the page's
-private folder). `confine_settings` applies that to a job dict, the base pass and every region. LoRAs follow
+private folder). `confine_settings` applies that to every file a job dict names (`job.forms.map_files`: the base
+pass and every region). LoRAs follow
 the job layer's rule for jobs the user did not write (`Job.trusted`): names inside the job's `lora_dir`, which
 is the models folder's loras/, never paths.
 """
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..job.fields import REGIONS
-from ..job.forms import regions_form
+from ..job.forms import map_files, regions_form
 from .models import model_folders, own_model
 from .values import UIError, label
 
@@ -43,35 +44,43 @@ def save_input(image: np.ndarray, folder: str | os.PathLike) -> str:
     return str(path.resolve())
 
 
+WHAT = {"model": "model", "image": "start image", "controlnet": "ControlNets file", "hint": "ControlNets hint image"}
+
+
 def confine_settings(settings: dict, models_dir: str | os.PathLike | None, page_dir: str | os.PathLike) -> dict:
     """The page's job dict as the server may run it (its regions as a `regions` list): models, ControlNets and
-    embeddings of the models folder, start images and hints among the page's inputs; the LoRA and embeddings
-    folders are the models folder's. Raises UIError naming the field."""
+    embeddings of the models folder, start images and hints among the page's inputs, in every pass
+    (`job.forms.map_files`); the LoRA and embeddings folders are the models folder's. Raises UIError naming the
+    field."""
     folders = model_folders(models_dir)
     s = regions_form(settings)
     s["lora_dir"] = str(folders["loras"]) if folders["loras"] is not None else None
     if s.get("embeddings") is not None:
         s["embeddings"] = str(folders["embeddings"]) if folders["embeddings"] is not None else None
-    for key in ("model", "base_model"):
-        if s.get(key) is not None:
-            s[key] = _page_model(s[key], folders, label(key))
-    if s.get("image") is not None:
-        s["image"] = page_file(s["image"], [page_inputs(page_dir)], "start image", "the page's own uploads")
-    _page_loras(s.get("base_loras"), folders, "base LoRAs")
-    s["base_controlnets"] = _page_controlnets(s.get("base_controlnets"), folders, page_dir, "base ControlNets")
-    named = "mask" if len(s[REGIONS]) == 1 else None
-    s[REGIONS] = [_page_region(r, folders, page_dir, named or f"region {i}")
-                  for i, r in enumerate(s[REGIONS], start=1)]
-    return s
+    n = len(s[REGIONS])
+    for key, entries in [("base_loras", s.get("base_loras")), *((f"{REGIONS}[{i}]", r.get("loras"))
+                                                         for i, r in enumerate(s[REGIONS]))]:
+        _page_loras(entries, folders, f"{_owner(key, n)} LoRAs")
+
+    def confine(kind: str, key: str, value):
+        what = f"{_owner(key, n)} {WHAT.get(kind, kind)}".strip()
+        if kind == "model" and own_model(value) is not None:
+            return _page_model(value, folders, what)
+        if kind == "controlnet":
+            return page_file(value, [folders["controlnet"]], what,
+                             "the ControlNets of the page's models folder (--models DIR)")
+        if kind in ("image", "hint"):
+            return page_file(value, [page_inputs(page_dir)], what, "the page's own uploads")
+        return value  # the masks are the page's tensors (their `mask` a label); the folders are set above
+
+    return map_files(s, confine)
 
 
-def _page_region(region: dict, folders: dict, page_dir, name: str) -> dict:
-    r = dict(region)
-    if own_model(r.get("model")) is not None:
-        r["model"] = _page_model(r["model"], folders, f"{name} model")
-    _page_loras(r.get("loras"), folders, f"{name} LoRAs")
-    r["controlnets"] = _page_controlnets(r.get("controlnets"), folders, page_dir, f"{name} ControlNets")
-    return r
+def _owner(key: str, n: int) -> str:
+    """The pass a confined field belongs to as the page names it: "" (the job's), "base", "mask" (the one region)
+    or "region 2"."""
+    head = key.split(".")[0] if key.startswith(REGIONS) else key.split("_")[0] if "_" in key else ""
+    return "mask" if n == 1 and head.startswith(REGIONS) else label(head)
 
 
 def page_file(path, roots: list, what: str, where: str) -> str:
@@ -104,22 +113,6 @@ def _page_loras(entries, folders: dict, what: str) -> None:
     if any(isinstance(e, dict) and e.get("source", "flag") != "tag" for e in entries or []) \
             and folders["loras"] is None:
         raise UIError(f"{what}: LoRAs need a models folder with loras/ (start the page with --models DIR)")
-
-
-def _page_controlnets(entries, folders: dict, page_dir, what: str) -> list:
-    """ControlNet entries (normalised dicts): the model under the page's controlnet folder, the hint among the
-    page's own uploads."""
-    out = []
-    for c in entries or []:
-        if not isinstance(c, dict):
-            raise UIError(f"{what}: malformed entry {c!r}")
-        c = dict(c)
-        c["file"] = page_file(c.get("file"), [folders["controlnet"]], f"{what} file",
-                              "the ControlNets of the page's models folder (--models DIR)")
-        c["image"] = page_file(c.get("image"), [page_inputs(page_dir)], f"{what} hint image",
-                               "the page's own uploads")
-        out.append(c)
-    return out
 
 
 __all__ = ["confine_settings", "page_file", "page_inputs", "save_input"]

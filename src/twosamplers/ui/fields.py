@@ -10,7 +10,8 @@ fields ("region 2 cfg: ..."). `settings_to_fields` goes back from any job dict (
 several in `regions`), so "Load settings from PNG" restores a PNG made by the CLI, a batch or the page.
 
 Job fields the page has no widget for (clip_skip, comfyui_version, base_model, ...) are "kept": carried from a
-loaded PNG into the job at Generate (`kept_settings`, `fields_to_settings(..., kept=...)`).
+loaded PNG into the job at Generate (`kept_settings`: the job layer's `kept_fields`; `fields_to_settings(...,
+kept=...)` lays the page's fields over them with the job layer's `merge`, as `generate --from` does).
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ import os
 
 import torch
 
-from ..job import PASS_KEYS, Job, JobError, PassSpec, Region, job_keys
-from ..job.forms import regions_form
+from ..job import PASS_KEYS, Job, PassSpec, job_keys
+from ..job.forms import merge, regions_form
+from ..job.spec import kept_fields
 from ..models.registry import defaults_for
 from .lines import controlnet_entries, controlnet_lines, lora_entries, lora_lines
 from .models import SAME_MODEL, model_folders, own_model
-from .values import UIError, label, number
+from .values import UIError, number, page_errors
 
 MAX_REGIONS = 3  # the page's region panels: mask / region 1, region 2, region 3 (canvas layers 1..3)
 MODES = ("two-pass", "interleaved", "regional")
@@ -50,7 +52,6 @@ UI_MASK_NAME = "ui-canvas"  # every region's `mask` field: the mask itself is a 
 PAGE_KEYS = frozenset({"model", "mask", "mask_channel", "invert_mask", "mode", "grow", "feather", "crop_to_mask",
                        "differential", "width", "height", "image", "mask_model"}
                       | {f"{w}_{k}" for w in ("base", "mask") for k in PANEL_KEYS})
-FOLDER_KEYS = ("lora_dir", "embeddings")  # kept only when the page's models folder gives none
 KEPT_KEYS = tuple(k for k in job_keys() if k not in PAGE_KEYS)
 
 
@@ -139,11 +140,12 @@ def fields_to_settings(fields: dict, n_regions: int = 1, models_dir: str | os.Pa
                     for i, prefix in enumerate(REGION_PREFIXES[:n_regions], start=1)]
     _set_folders(d, folders, [d["base_prompt"], d["base_negative"]]
                  + [r[k] for r in d["regions"] for k in ("prompt", "negative")])
-    _merge_kept(d, kept)
-    try:  # the masks are the page's tensors; only their number matters here
+    unknown = sorted(set(kept or {}) - set(KEPT_KEYS))
+    if unknown:
+        raise UIError(f"{unknown[0]!r} cannot be kept from a PNG: the page has a field for it (or it is no job field)")
+    with page_errors():  # the page's fields over the kept ones (a folder the page gives wins), as --from merges
+        d = merge(kept or {}, d)[0]  # the masks are the page's tensors; only their number matters here
         return Job.from_dict(d, mask_tensors=[torch.zeros(1, 1)] * n_regions).to_dict()
-    except JobError as e:
-        raise UIError(f"{label(e.field)}: {e.message}") from None
 
 
 def _set_folders(d: dict, folders: dict, texts: list[str]) -> None:
@@ -153,14 +155,6 @@ def _set_folders(d: dict, folders: dict, texts: list[str]) -> None:
         d["lora_dir"] = str(folders["loras"])
     if folders.get("embeddings") is not None and any("embedding:" in t for t in texts):
         d["embeddings"] = str(folders["embeddings"])
-
-
-def _merge_kept(d: dict, kept: dict | None) -> None:
-    for k, v in (kept or {}).items():
-        if k not in KEPT_KEYS:
-            raise UIError(f"{k!r} cannot be kept from a PNG: the page has a field for it (or it is no job field)")
-        if k not in FOLDER_KEYS or d.get(k) is None:
-            d[k] = v
 
 
 # ------------------------------------------------------------------------------------------ job dict -> fields
@@ -201,17 +195,10 @@ def _fill_panel(f: dict, prefix: str, values: dict, folders: dict) -> None:
 
 
 # ------------------------------------------------------------------------------------------ kept fields
-def _job_defaults() -> dict:
-    """The value each kept key has in a job the page makes without a loaded PNG."""
-    return {k: v for k, v in Job(base_prompt="", regions=(Region("", UI_MASK_NAME),)).to_dict().items()
-            if k in KEPT_KEYS}
-
-
 def kept_settings(settings: dict) -> dict:
     """A loaded job dict's fields the page has no widget for and whose value differs from what the page gives
     (clip_skip, comfyui_version, inversion, base_model, ...): what the page keeps and adds at Generate."""
-    defaults = _job_defaults()
-    return {k: settings[k] for k in KEPT_KEYS if settings.get(k) is not None and settings[k] != defaults.get(k)}
+    return kept_fields(settings, PAGE_KEYS)
 
 
 def kept_line(kept: dict | None) -> str:

@@ -6,13 +6,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..job.png import PAGE_SAME_MODEL as SAME_MODEL  # a region model dropdown's "same as base" (the model None)
 from ..models.listing import model_files
 from .values import UIError
 
 MODEL_FOLDERS = ("checkpoints", "loras", "controlnet", "embeddings")
-# a mask/region model dropdown's "same as base" choice (the region's model None); not empty, which Gradio's
-# dropdown would show as a blank box
-SAME_MODEL = "same as base"
 
 
 def scan_models(models_dir: str | os.PathLike | None) -> dict[str, list[str]]:

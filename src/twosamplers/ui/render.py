@@ -18,21 +18,10 @@ from pathlib import Path
 
 import torch
 
-from ..job import (
-    Job,
-    JobError,
-    ModelCache,
-    Outputs,
-    check_outputs,
-    metadata,
-    prepare_job,
-    preview_masks,
-    resolve_size,
-    write_outputs,
-)
+from ..job import Job, ModelCache, Outputs, check_outputs, metadata, prepare_job, write_outputs
 from ..job import render as render_job
-from ..job.run import loader_options, model_options
-from .values import UIError, label
+from ..job.run import job_preview_masks
+from .values import UIError, page_errors
 
 
 class Cancelled(Exception):
@@ -66,15 +55,6 @@ class ModelLocks:
 MODELS = ModelCache()
 LOCKS = ModelLocks()
 StepFn = Callable[[int, int, torch.Tensor, object], None]
-
-
-@contextlib.contextmanager
-def page_errors() -> Iterator[None]:
-    """The job layer's errors with their field as the page labels it ("regions[1].cfg" -> "region 2 cfg")."""
-    try:
-        yield
-    except JobError as e:
-        raise UIError(f"{label(e.field)}: {e.message}") from None
 
 
 def page_job(settings: dict, masks: list[torch.Tensor]) -> Job:
@@ -116,14 +96,10 @@ def render(settings: dict, masks: list[torch.Tensor], *, output: str | Path, pre
 
 def sampler_view(settings: dict, masks: list[torch.Tensor], cache: ModelCache = MODELS) -> list[torch.Tensor]:
     """Every region's mask as this job's sampler will see it (mode, grow, feather, overlap, the model's pixel
-    scale): `job.preview_masks`, the sampler's own function. The job's model is loaded through the page's cache
-    (Generate uses the same one) for its latent scale."""
+    scale): `job.run.job_preview_masks`, the sampler's own function, with the page's model cache."""
     job = page_job(settings, masks)
     with page_errors():
-        model = cache.get(job.model, **loader_options(job.model, model_options(job)))
-        scale = int(model.latent_format.downscale)
-        job = resolve_size(job, [tuple(m.shape[-2:]) for m in masks], None, scale)  # Generate's size rules
-        return preview_masks(job, list(masks), scale)
+        return job_preview_masks(job, cache)
 
 
 __all__ = ["LOCKS", "MODELS", "Cancelled", "ModelLocks", "page_job", "render", "sampler_view"]

@@ -3,7 +3,11 @@ it, and every error as one line in the page's red box."""
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
+
+from ..job.fields import JobError, region_words
 
 
 class UIError(ValueError):
@@ -12,10 +16,16 @@ class UIError(ValueError):
 
 def label(field: str) -> str:
     """A job field as the page names it: "mask_steps" -> "mask steps", "regions[1].cfg" -> "region 2 cfg"."""
-    if field.startswith("regions["):  # the job's regions[i] (0-based) is the page's region i + 1
-        index, _, rest = field[len("regions["):].partition("]")
-        return f"region {int(index) + 1} {rest.lstrip('.')}".strip() if index.isdigit() else field
-    return field.replace("_", " ")
+    return region_words(field).replace("_", " ")
+
+
+@contextlib.contextmanager
+def page_errors() -> Iterator[None]:
+    """The job layer's errors with their field as the page labels it ("regions[1].cfg" -> "region 2 cfg")."""
+    try:
+        yield
+    except JobError as e:
+        raise UIError(f"{label(e.field)}: {e.message}") from None
 
 
 def number(name: str, v, integer: bool):
@@ -46,4 +56,4 @@ def error_message(e: BaseException) -> str:
     return f"{type(e).__name__}: {msg}" if msg else type(e).__name__
 
 
-__all__ = ["UIError", "error_message", "label", "number"]
+__all__ = ["UIError", "error_message", "label", "number", "page_errors"]
