@@ -74,6 +74,24 @@ def server(chromium, tmp_path_factory, request):
         app.close()
 
 
+def _fill(page, selector: str, value: str, settle_s: float = 1.0) -> None:
+    """Type `value` into a field and wait until it has held it for `settle_s`: a field in a tab that was just
+    opened can still be mounted (and reset to its initial value) after Playwright's fill on a loaded machine."""
+    t0 = time.perf_counter()
+    held = None
+    while True:
+        if page.input_value(selector) != value:
+            page.fill(selector, value)
+            held = time.perf_counter()
+        elif held is None:
+            held = time.perf_counter()
+        if time.perf_counter() - held >= settle_s:
+            return
+        if time.perf_counter() - t0 > TIMEOUT_MS / 1000:
+            raise AssertionError(f"{selector} did not keep {value!r}")
+        time.sleep(0.2)
+
+
 def _poll(page, js: str, arg=None, timeout_ms: int = TIMEOUT_MS):
     """Evaluate `js` every 0.3 s until it is truthy (Playwright's wait_for_function polls on animation frames,
     which the canvas's WebGL loop can starve on a loaded machine)."""
@@ -216,10 +234,10 @@ def test_paint_generate_download_reload(server, chromium, tmp_path):
         # waits for the editor's value and lost the tick to a quick Generate)
         _poll(page, "() => document.querySelector('#ts-use-image input').checked", None, 10_000)
         paint_stroke(page)
-        page.fill("#ts-base-seed input", "5")
-        page.fill("#ts-base-steps input", "12")
+        _fill(page, "#ts-base-seed input", "5")
+        _fill(page, "#ts-base-steps input", "12")
         page.get_by_role("tab", name="Mask (inside) / region 1").click()
-        page.fill("#ts-mask-steps input", "8")
+        _fill(page, "#ts-mask-steps input", "8")
         page.click("#ts-show-mask")
         _poll(page, "(sel) => document.querySelector(sel) !== null", "#ts-mask-view img")
         page.screenshot(path=str(ARTIFACTS / "before.png"), full_page=True)
