@@ -17,7 +17,8 @@ with them), so the whole corpus runs on a CPU in minutes; everything else is the
 either runs (no error), is refused (a WorkflowError: one message, nothing written), or fails otherwise (any other
 exception: what a user would see as a traceback). Refusals are split by what they name: families out of scope by
 design (`twosamplers run --list-nodes`, other node packs included), node types other issues are adding now, ComfyUI
-core / Impact Pack nodes not run yet, and anything else. """
+core / Impact Pack nodes not run yet, and anything else.
+"""
 
 from __future__ import annotations
 

@@ -67,6 +67,7 @@ NODES: dict[str, type] = {
     "ControlNetLoader": control.ControlNetLoader,
     "ControlNetApplyAdvanced": control.ControlNetApplyAdvanced,
     "ControlNetApply": control.ControlNetApply,
+    "ControlNetApplySD3": control.ControlNetApplySD3,
     "SetUnionControlNetType": control.SetUnionControlNetType,
     "ControlNetInpaintingAliMamaApply": control.ControlNetInpaintingAliMamaApply,
     "InpaintModelConditioning": control.InpaintModelConditioning,
