@@ -6,18 +6,18 @@ run, how many are refused cleanly, and how many fail otherwise.
     python benchmarks/real_workflows.py --cache wf-cache     # the whole corpus
     python benchmarks/real_workflows.py --only lora -v       # one workflow, with its full message
 
-Each workflow gets tiny random-weight models of the kind its loaders ask for, saved under the exact names it
-asks for (an SD1.x or SDXL checkpoint by what the workflow looks like, an SDXL refiner for a name with
-"refiner", a 9-channel inpainting checkpoint for a name with "inpaint", tests/flow_models.py's Flux.1 / SD3.5
-files for workflows with Flux / SD3 nodes or names (Fill / Canny / Depth transformers by name), LoRAs, a
-ControlNet, a VAE file, ESRGAN upscalers, embeddings, CLIP vision / SigLIP towers, style models) and small RGBA
-images under the names its LoadImage / PreviewBridge nodes read. Sizes are capped (every pixel size / 4, rounded
-to 8, batches 1) and steps capped at 2 (start/end steps scaled with them), so the whole corpus runs on a CPU in
-minutes; everything else is the file as published. A workflow then either runs (no error), is refused (a
-WorkflowError: one message, nothing written), or fails otherwise (any other exception: what a user would see as
-a traceback). Refusals are split by what they name: families out of scope by design (`twosamplers run
---list-nodes`, other node packs included), node types other issues are adding now, ComfyUI core / Impact Pack
-nodes not run yet, and anything else.
+Each workflow gets tiny random-weight models of the kind its loaders ask for, saved under the exact names it asks
+for (an SD1.x or SDXL checkpoint by what the workflow looks like, an SDXL refiner for a name with "refiner", a
+9-channel inpainting checkpoint for a name with "inpaint", tests/flow_models.py's Flux.1 / SD3.5 files for workflows
+with Flux / SD3 nodes or names (Fill / Canny / Depth transformers by name), LoRAs, a ControlNet (for Flux / SD3:
+tests/flow_control_models.py's, in the layout the file name suggests), a VAE file, ESRGAN upscalers, embeddings,
+CLIP vision / SigLIP towers, style models) and small RGBA images under the names its LoadImage / PreviewBridge nodes
+read. Sizes are capped (every pixel size / 4, rounded to 8, batches 1) and steps capped at 2 (start/end steps scaled
+with them), so the whole corpus runs on a CPU in minutes; everything else is the file as published. A workflow then
+either runs (no error), is refused (a WorkflowError: one message, nothing written), or fails otherwise (any other
+exception: what a user would see as a traceback). Refusals are split by what they name: families out of scope by
+design (`twosamplers run --list-nodes`, other node packs included), node types other issues are adding now, ComfyUI
+core / Impact Pack nodes not run yet, and anything else.
 """
 
 from __future__ import annotations
@@ -327,14 +327,28 @@ class ModelPool:
         return path
 
     def _make_flow_controlnet(self, what):
-        """A few tensors of a Flux / SD3 ControlNet (the XLabs / InstantX layouts): what such a name holds."""
-        import torch
+        """A working tiny Flux / SD3 ControlNet (tests/flow_control_models.py) in the layout "flow_controlnet:
+        FAMILY:LAYOUT" names, sized for the tiny Flux (width 256, T5 128, CLIP-L 32) or SD3.5 (2 heads, T5 128
+        context, positions up to 48 patches) that _make_flow builds: flux:xlabs, flux:mistoline, flux:instantx,
+        flux:union, flux:inpaint (Alimama), sd3:diffusers, sd3:inpaint (Alimama), sd35:blur|canny|depth
+        (Stability's SD3.5 ControlNets)."""
+        import flow_control_models as fcm
+        import flow_models as fm
         from safetensors.torch import save_file
 
-        path = self.root / "flow_controlnet.safetensors"
-        save_file({"controlnet_blocks.0.weight": torch.zeros(64, 64), "controlnet_blocks.0.bias": torch.zeros(64),
-                   "pos_embed_input.weight": torch.zeros(64, 64), "pos_embed_input.bias": torch.zeros(64),
-                   "transformer_blocks.0.attn.to_q.weight": torch.zeros(64, 64)}, str(path))
+        _, family, layout = what.split(":")
+        if family == "flux":
+            sd = {"xlabs": fcm.flux_xlabs, "mistoline": fcm.flux_mistoline, "instantx": fcm.flux_instantx,
+                  "union": lambda: fcm.flux_instantx(union=True, seed=43),
+                  "inpaint": lambda: fcm.flux_instantx(inpaint=True, depth=1, single=1, seed=50)}[layout]()
+        elif family == "sd35":
+            sd = fcm.sd35_controlnet(blocks=1 if layout == "depth" else 2,
+                                     control_type={"blur": 0, "canny": 1, "depth": 2}[layout], seed=46)
+        else:
+            sd = fcm.sd3_controlnet(context_dim=fm.T5_WIDTH, pos_max=48, **(
+                {"layers": 2, "extra": 1, "seed": 52} if layout == "inpaint" else {}))
+        path = self.root / ("_".join(what.split(":")) + ".safetensors")
+        save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
         return path
 
     def _make_redux(self, what):
@@ -446,12 +460,32 @@ def _flow_kind(kind: str, low: str, family: str) -> str | None:
     if kind == "vae":
         return "flow:vae"
     if kind == "controlnet":
-        return "flow_controlnet"
+        return "flow_controlnet:" + _flow_controlnet_layout(low, family)
     if kind == "style_models":
         return "redux"
     if kind == "loras":
         return "flow:lora:" + family
     return None
+
+
+def _flow_controlnet_layout(low: str, family: str) -> str:
+    """The layout a Flux / SD3 ControlNet's file name suggests: Alimama's inpainting ones ("inpaint"), Stability's
+    SD3.5 blur / canny / depth ("sd3.5_large_controlnet_canny"), else diffusers' SD3 layout (InstantX's SD3
+    ControlNets); for Flux Mistoline, Union ("union": InstantX / Shakker), InstantX / Shakker / Jasper (diffusers'
+    layout), else XLabs' (its files are "flux-canny-controlnet-v3" and the like)."""
+    inpaint = re.search(r"inpaint|alimama", low)
+    if family == "sd3":
+        kind = re.search(r"blur|canny|depth", low)
+        if not inpaint and kind and re.search(r"sd3\.5|sd35|3\.5", low):
+            return "sd35:" + kind.group(0)
+        return "sd3:" + ("inpaint" if inpaint else "diffusers")
+    if "misto" in low:
+        return "flux:mistoline"
+    if "union" in low:
+        return "flux:union"
+    if inpaint:
+        return "flux:inpaint"
+    return "flux:instantx" if re.search(r"instantx|shakker|jasper|diffusers", low) else "flux:xlabs"
 
 
 def _model_kind(kind: str, name: str, family: str) -> str | None:
@@ -631,7 +665,7 @@ def run_one(entry: dict, path: Path, pool: ModelPool, work: Path) -> dict:
         types = re.findall(r'"([^"]+)" \(node', msg) or unsupported_types(data)
         if msg.startswith("unsupported node type"):
             result["status"] = classify_refusal(types)
-        elif ": out of scope" in msg:  # a model file of an out-of-scope family (a Flux / SD3 ControlNet)
+        elif ": out of scope" in msg:  # a model file of an out-of-scope family (a SigLIP vision model, ...)
             result["status"] = "refused (out of scope)"
         elif any(marker in msg for marker in IN_PROGRESS_MESSAGES):
             result["status"] = "refused (in progress elsewhere)"

@@ -297,3 +297,51 @@ def test_cli_refuses_a_controlnet_of_the_other_family_in_one_line(cn_dir, inputs
                  "-o", str(tmp_path / "x.png"), "-q"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "\n" not in err and "is a Flux ControlNet" in err
+
+
+# ------------------------------------------------------------------------------------------------ ControlNetApplySD3
+def test_controlnet_apply_sd3_inputs_are_comfyuis():
+    """ComfyUI 0.30's deprecated "Apply Controlnet with VAE" (its INPUT_TYPES, run on the oracle): the vae is
+    required and comes before the image; the widgets are ControlNetApplyAdvanced's."""
+    spec = NODES["ControlNetApplySD3"].INPUT_TYPES()
+    assert list(spec) == ["required"]
+    assert list(spec["required"]) == ["positive", "negative", "control_net", "vae", "image", "strength",
+                                      "start_percent", "end_percent"]
+    adv = NODES["ControlNetApplyAdvanced"].INPUT_TYPES()["required"]
+    for k in ("strength", "start_percent", "end_percent"):
+        assert spec["required"][k] == adv[k]
+    assert spec["required"]["strength"][1] == {"default": 1.0, "min": 0.0, "max": 10.0, "step": 0.01}
+    assert NODES["ControlNetApplySD3"].RETURN_NAMES == ("positive", "negative")
+
+
+@pytest.mark.parametrize("name", ["flux_cn_instantx_chain", "sd3_cn"])
+def test_controlnet_apply_sd3_gives_controlnet_apply_advanceds_bits(cn_dir, inputs, tmp_path, name):
+    """The same workflow with its ControlNetApplyAdvanced (given a vae) replaced by ControlNetApplySD3: the same
+    bits (and so the same ComfyUI parity, test_controlnet_workflow_matches_comfyui)."""
+    wf = WORKFLOWS[name]()
+    assert wf["53"]["class_type"] == "ControlNetApplyAdvanced" and "vae" in wf["53"]["inputs"]
+    sd3 = json.loads(json.dumps(wf))
+    sd3["53"]["class_type"] = "ControlNetApplySD3"
+    got = []
+    for i, w in enumerate((wf, sd3)):
+        outputs = run(w, models=cn_dir, input_dir=inputs, output_dir=tmp_path / str(i))
+        got.append(next(o for o in outputs if o["class_type"] == "SaveLatent")["samples"]["samples"])
+    assert torch.equal(got[0], got[1])
+    plain = json.loads(json.dumps(wf))
+    plain["53"]["inputs"]["strength"] = 0.0  # the ControlNet does something here
+    outputs = run(plain, models=cn_dir, input_dir=inputs, output_dir=tmp_path / "plain")
+    assert not torch.equal(next(o for o in outputs if o["class_type"] == "SaveLatent")["samples"]["samples"], got[0])
+
+
+def test_controlnet_apply_sd3_without_a_vae_is_refused(cn_dir, inputs, tmp_path):
+    from twosamplers.workflow import WorkflowError
+
+    wf = WORKFLOWS["sd3_cn"]()
+    wf["53"]["class_type"] = "ControlNetApplySD3"
+    del wf["53"]["inputs"]["vae"]
+    with pytest.raises(WorkflowError, match="vae") as e:
+        run(wf, models=cn_dir, input_dir=inputs, output_dir=tmp_path / "out")
+    assert "\n" not in str(e.value)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    with pytest.raises(ValueError, match="vae is required"):
+        NODES["ControlNetApplySD3"]().apply_controlnet([], [], None, None, _hint(), 1.0, 0.0, 1.0)

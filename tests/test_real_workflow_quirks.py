@@ -345,6 +345,14 @@ def test_regional_sampler_advanced_runs_and_is_deterministic(models, tmp_path):
 
 def test_corpus_harness_runs_kept_workflows(tmp_path):
     """benchmarks/real_workflows.py on two published workflows: both run."""
+    mod = _harness()
+    out = tmp_path / "r.json"
+    assert mod.main(["--only", "lora/lora", "--json", str(out)]) == 0
+    results = json.loads(out.read_text())["results"]
+    assert [r["status"] for r in results] == ["ran", "ran"]
+
+
+def _harness():
     import importlib.util
     from pathlib import Path
 
@@ -352,7 +360,44 @@ def test_corpus_harness_runs_kept_workflows(tmp_path):
     spec = importlib.util.spec_from_file_location("real_workflows", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.parametrize(("name", "family", "layout", "kind"), [
+    ("instantx_flux_canny.safetensors", "flux", "flux:instantx", "flux-instantx"),
+    ("flux-canny-controlnet-v3.safetensors", "flux", "flux:xlabs", "flux-xlabs"),
+    ("mistoline_flux.dev_v1.safetensors", "flux", "flux:mistoline", "flux-mistoline"),
+    ("FLUX.1-dev-ControlNet-Union-Pro.safetensors", "flux", "flux:union", "flux-instantx"),
+    ("FLUX.1-dev-Controlnet-Inpainting-Alpha.safetensors", "flux", "flux:inpaint", "flux-instantx"),
+    ("sd3_controlnet_canny.safetensors", "sd3", "sd3:diffusers", "sd3"),
+    ("SD3-Controlnet-Inpainting.safetensors", "sd3", "sd3:inpaint", "sd3"),
+    ("sd3.5_large_controlnet_canny.safetensors", "sd3", "sd35:canny", "sd35"),
+    ("sd3.5_large_controlnet_blur.safetensors", "sd3", "sd35:blur", "sd35"),
+])
+def test_corpus_harness_supplies_flow_controlnets_in_the_named_layout(tmp_path, name, family, layout, kind):
+    """A working Flux / SD3 ControlNet of the layout the workflow's file name suggests (ComfyUI's loader tells it
+    apart by its keys), not a stand-in."""
+    from twosamplers.models.flow_control import flow_controlnet_kind, header_keys, load_flow_controlnet
+
+    mod = _harness()
+    what = mod._model_kind("controlnet", name, family)
+    assert what == "flow_controlnet:" + layout
+    path = mod.ModelPool(tmp_path).get(what)
+    assert flow_controlnet_kind(header_keys(path)) == kind
+    cn = load_flow_controlnet(path, device="cpu")
+    assert cn.family == ("sd3" if family == "sd3" else "flux")
+    if layout in ("flux:inpaint", "sd3:inpaint"):
+        assert cn.concat_mask
+    if layout == "flux:union":
+        assert cn.num_modes == 10
+
+
+def test_corpus_flux_and_sd3_controlnet_workflows_run(tmp_path):
+    """ComfyUI_examples' Flux (InstantX, ControlNetApplySD3), SD3 (diffusers layout) and SD3.5 (Stability canny)
+    ControlNet workflows run under the harness (and its SD1.x ControlNet example)."""
+    mod = _harness()
     out = tmp_path / "r.json"
-    assert mod.main(["--only", "lora/lora", "--json", str(out)]) == 0
-    results = json.loads(out.read_text())["results"]
-    assert [r["status"] for r in results] == ["ran", "ran"]
+    assert mod.main(["--only", "controlnet_example", "--json", str(out)]) == 0
+    results = {r["name"].split("/")[-1]: r["status"] for r in json.loads(out.read_text())["results"]}
+    assert results == {"controlnet_example.png": "ran", "flux_controlnet_example.png": "ran",
+                       "sd3.5_large_canny_controlnet_example.png": "ran", "sd3_controlnet_example.png": "ran"}

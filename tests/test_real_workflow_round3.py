@@ -1,7 +1,6 @@
 """Issue 23 round 3: what real workflows met. Flux / SD3 all-in-one checkpoints under `run --allow-pickle`, refusal
 notes that tell ComfyUI core and Impact Pack nodes from other node packs, combo values saved in the wrong place,
-SDXL UNets that do not fit their text encoders, SigLIP vision models and Flux / SD3 ControlNets named as out of
-scope."""
+SDXL UNets that do not fit their text encoders, SigLIP vision models and control LoRAs named as out of scope."""
 
 from __future__ import annotations
 
@@ -33,7 +32,8 @@ def test_flow_checkpoint_loads_when_pickles_are_allowed(flow_models_dir, tmp_pat
     ("LatentSender", "out of scope: UI bridges and queue loops"),
     ("ImpactConditionalStopIteration", "out of scope: UI bridges and queue loops"),
     ("## make-basic_pipe [2c8c61]", "out of scope: workflow components"),
-    ("ControlNetApplySD3", "out of scope: Flux / SD3 ControlNets"),
+    ("QwenImageDiffsynthControlnet", "out of scope: control LoRAs and other ControlNet families"),
+    ("ZImageFunControlnet", "out of scope: control LoRAs and other ControlNet families"),
     ("ReferenceLatent", "out of scope: edit models"),
     ("ImpactCompare", "an Impact Pack node outside the two-sampler family, not emulated yet"),
     ("Text Multiline", "out of scope: a custom node of another node pack (not in ComfyUI 0.30 or Impact Pack)"),
@@ -90,11 +90,41 @@ def test_siglip_vision_model_is_named_out_of_scope():
         clip_vision_from_state(sd, "sigclip_vision_patch14_384.safetensors")
 
 
-def test_flow_controlnet_is_named_out_of_scope(tmp_path):
+def test_control_loras_are_named_out_of_scope(tmp_path, flow_models_dir):
+    """Stability's SDXL Control-LoRAs (ControlNetLoader) and BFL's Flux Canny / Depth LoRAs (LoRA loaders): one line
+    naming the control-LoRA family, not a shape error or "no key matches"."""
+    from twosamplers.models.lora import Lora, LoraError
+    from twosamplers.models.sd_loading import UnsupportedModelError
+    from twosamplers.nodes.folders import Folders
+
+    (tmp_path / "controlnet").mkdir()
+    save_file({"lora_controlnet": torch.zeros(1), "input_hint_block.0.weight": torch.zeros(16, 3, 3, 3),
+               "zero_convs.0.0.weight": torch.zeros(4, 4, 1, 1)},
+              str(tmp_path / "controlnet" / "control-lora-canny-rank128.safetensors"))
+    with pytest.raises(UnsupportedModelError, match="^control-lora-canny-rank128.safetensors: a Control-LoRA "
+                                                    r"\(Stability's .*out of scope: control LoRAs") as e:
+        NODES["ControlNetLoader"](Folders.create(models=tmp_path)).load_controlnet(
+            "control-lora-canny-rank128.safetensors")
+    assert "\n" not in str(e.value)
+
+    from twosamplers.models.flow_loading import load_diffusion_model
+
+    g = torch.Generator().manual_seed(0)
+    save_file({"img_in.lora_A.weight": torch.randn(4, 128, generator=g),
+               "img_in.lora_B.weight": torch.randn(256, 4, generator=g),
+               "double_blocks.0.img_attn.norm.key_norm.scale": torch.ones(128)},
+              str(tmp_path / "flux1-canny-dev-lora.safetensors"))
+    flux = load_diffusion_model(flow_models_dir / "diffusion_models" / "flux_dev.safetensors", device="cpu")
+    with pytest.raises(LoraError, match="a Flux control LoRA .*out of scope: control LoRAs"):
+        flux.with_loras([Lora(tmp_path / "flux1-canny-dev-lora.safetensors", 1.0)])
+
+
+def test_sd_loader_names_a_flow_controlnet_of_another_layout(tmp_path):
+    """Keys of a Flux / SD3 ControlNet that no layout run here has: the SD loader says what it looks like."""
     from twosamplers.models.controlnet import UnsupportedModelError, load_controlnet
 
     path = tmp_path / "flux_cn.safetensors"
-    save_file({"controlnet_blocks.0.weight": torch.zeros(4, 4), "controlnet_x_embedder.weight": torch.zeros(4, 4),
-               "double_blocks.0.img_attn.qkv.weight": torch.zeros(12, 4)}, str(path))
-    with pytest.raises(UnsupportedModelError, match="Flux / SD3 ControlNet: out of scope"):
+    save_file({"controlnet_single_blocks.0.weight": torch.zeros(4, 4), "double_blocks.0.img_attn.qkv.weight":
+               torch.zeros(12, 4)}, str(path))
+    with pytest.raises(UnsupportedModelError, match="Flux / SD3 ControlNet, but not of a layout run here"):
         load_controlnet(path)

@@ -173,6 +173,9 @@ def _load_folder(p: Path, dtype: torch.dtype, allow_pickle: bool = False):
 
 def ldm_controlnet_state(sd: dict[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
     """The ControlNet's own keys (prefix `control_model.` removed), or a clear error for other files."""
+    if "lora_controlnet" in sd:
+        raise UnsupportedModelError(f"{source}: a Control-LoRA (Stability's low-rank SDXL ControlNets): out of "
+                                    "scope: control LoRAs are not run; use a full ControlNet of the same kind")
     if any(k.startswith(LDM_PREFIX) for k in sd):
         sd = {k[len(LDM_PREFIX):]: v for k, v in sd.items() if k.startswith(LDM_PREFIX)}
     if HINT_PREFIX + "0.weight" not in sd or "zero_convs.0.0.weight" not in sd:
@@ -190,8 +193,8 @@ def ldm_controlnet_state(sd: dict[str, torch.Tensor], source: str) -> dict[str, 
             hint = " (it is a T2I-Adapter, which this project does not run yet; use a ControlNet of the same kind)"
         elif any(k.startswith(("controlnet_blocks.", "controlnet_x_embedder.", "pos_embed_input.",
                                 "controlnet_single_blocks.", "double_blocks.")) for k in sd):
-            hint = (" (it is a Flux / SD3 ControlNet: out of scope, this project runs ControlNets for SD1.x/2.x/"
-                    "SDXL only)")
+            hint = (" (its keys are those of a Flux / SD3 ControlNet, but not of a layout run here: XLabs, "
+                    "Mistoline, InstantX / Union, Alimama inpainting, SD3 diffusers or Stability SD3.5)")
         raise UnsupportedModelError(f"{source}: not a ControlNet in the LDM layout (no input_hint_block / "
                                     f"zero_convs weights){hint}")
     return sd

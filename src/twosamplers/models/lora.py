@@ -300,6 +300,10 @@ def load_lora(model, path: str | os.PathLike, *, allow_pickle: bool = False) -> 
     params = {part: dict(m.named_parameters()) for part, m in _modules(model).items()}
     patches = _patches(path, groups, build_key_map(model), params, unmatched)
     _check_shapes(path, patches, params)
+    if not patches and "img_in.lora_A.weight" in sd:  # BFL's format, which only its control LoRAs use
+        raise LoraError(f"{path}: a Flux control LoRA (BFL's FLUX.1 Canny / Depth dev LoRA, which widens the "
+                        "model's input layer): out of scope: control LoRAs are not run; use the FLUX.1 Canny / "
+                        "Depth dev model instead")
     if not patches:
         few = ", ".join(repr(k) for k in list(sd)[:3])
         raise LoraError(f"{path}: no key of this LoRA matches the {getattr(model, 'family', 'loaded')} model "

@@ -1,5 +1,6 @@
 """ComfyUI's ControlNet and inpainting nodes: ControlNetLoader, ControlNetApplyAdvanced, ControlNetApply,
-InpaintModelConditioning, over the engine's `models.controlnet` / `models.control` / `models.inpaint`."""
+ControlNetApplySD3, SetUnionControlNetType, ControlNetInpaintingAliMamaApply, InpaintModelConditioning, over the
+engine's `models.controlnet` / `models.flow_control` / `models.control` / `models.inpaint`."""
 
 from __future__ import annotations
 
@@ -128,6 +129,28 @@ class ControlNetApplyAdvanced:
         return apply_controlnet(positive, negative, control_net, image, strength, start, end, vae=coder)
 
 
+class ControlNetApplySD3(ControlNetApplyAdvanced):
+    """ComfyUI's deprecated "Apply Controlnet with VAE" (comfy_extras' SD3 nodes, still in Flux and SD3 example
+    workflows): ControlNetApplyAdvanced with the vae a required input, given before the image."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "positive": ("CONDITIONING",), "negative": ("CONDITIONING",), "control_net": ("CONTROL_NET",),
+            "vae": ("VAE",), "image": ("IMAGE",), "strength": _STRENGTH,
+            "start_percent": ("FLOAT", {"default": 0.0, **_PERCENT}),
+            "end_percent": ("FLOAT", {"default": 1.0, **_PERCENT}),
+        }}
+
+    DEPRECATED = True  # as in ComfyUI 0.30, which hides it from the node search
+
+    def apply_controlnet(self, positive, negative, control_net, vae, image, strength, start_percent, end_percent):
+        if vae is None:
+            raise ValueError("vae is required: connect the VAE the ControlNet's hint image is encoded with")
+        return super().apply_controlnet(positive, negative, control_net, image, strength, start_percent, end_percent,
+                                        vae=vae)
+
+
 class ControlNetInpaintingAliMamaApply:
     """An inpainting ControlNet (Alimama's Flux / SD3 ones, 17-channel hint) with the area to repaint: the hint
     image blanked under the mask, and 1 - mask as the hint's extra channel. Other ControlNets: as
@@ -204,5 +227,5 @@ class InpaintModelConditioning:
         return inpaint_model_conditioning(positive, negative, _vae(vae).model, pixels, mask, bool(noise_mask))
 
 
-__all__ = ["ControlNetApply", "ControlNetApplyAdvanced", "ControlNetInpaintingAliMamaApply", "ControlNetLoader",
-           "InpaintModelConditioning", "SetUnionControlNetType"]
+__all__ = ["ControlNetApply", "ControlNetApplyAdvanced", "ControlNetApplySD3", "ControlNetInpaintingAliMamaApply",
+           "ControlNetLoader", "InpaintModelConditioning", "SetUnionControlNetType"]

@@ -67,6 +67,7 @@ NODES: dict[str, type] = {
     "ControlNetLoader": control.ControlNetLoader,
     "ControlNetApplyAdvanced": control.ControlNetApplyAdvanced,
     "ControlNetApply": control.ControlNetApply,
+    "ControlNetApplySD3": control.ControlNetApplySD3,
     "SetUnionControlNetType": control.SetUnionControlNetType,
     "ControlNetInpaintingAliMamaApply": control.ControlNetInpaintingAliMamaApply,
     "InpaintModelConditioning": control.InpaintModelConditioning,
@@ -229,9 +230,11 @@ OUT_OF_SCOPE: list[tuple[str, str, tuple[str, ...], str]] = [
     ("edit models", "InstructPix2Pix / CosXL-edit checkpoints (8-channel UNets), their dual-CFG guidance and Flux "
      "Kontext's reference latents", ("DualCFGGuider", "ReferenceLatent", "FluxKontextImageScale"),
      r"^(InstructPix|CosXL|FluxKontext)"),
-    ("Flux / SD3 ControlNets", "ControlNets and control LoRAs for Flux.1 and SD3/SD3.5 need their own network "
-     "layouts (ControlNets run for SD1.x/2.x/SDXL)", ("ControlNetApplySD3", "SetUnionControlNetType"),
-     r"^(ControlNetApplySD3|ControlNetInpaintingAliMama|SD3ControlNet|FluxControlNet)"),
+    ("control LoRAs and other ControlNet families", "Control LoRAs (Stability's SDXL Control-LoRAs, BFL's FLUX.1 "
+     "Canny / Depth dev LoRAs) and the ControlNets of model families not run here (Qwen-Image, Z-Image); "
+     "ControlNets for SD1.x/2.x/SDXL, Flux.1 (XLabs, Mistoline, InstantX / Union, Alimama inpainting) and "
+     "SD3/SD3.5 run", ("QwenImageDiffsynthControlnet", "ZImageFunControlnet"),
+     r"^(QwenImage|ZImage)\w*Control[Nn]et"),
     ("UI bridges and queue loops", "Impact Pack's sender / receiver nodes and queue-loop controls pass data "
      "between queue runs or through the browser, which a headless run does not have", (
          "ImpactConditionalStopIteration", "ImpactQueueTrigger", "ImpactQueueTriggerCountdown",
