@@ -37,6 +37,7 @@ from . import (
     primitive,
     regional_advanced,
     style_model_nodes,
+    text,
     upscale_model,
     vae_nodes,
 )
@@ -101,6 +102,7 @@ NODES: dict[str, type] = {
     "PrimitiveString": primitive.PrimitiveString,
     "PrimitiveStringMultiline": primitive.PrimitiveStringMultiline,
     "PrimitiveBoolean": primitive.PrimitiveBoolean,
+    **text.NODE_CLASSES,
     # Impact Pack's pipes; then nodes/__init__.py's NODE_CLASS_MAPPINGS: the Impact sampler family, ComfyUI's
     # conditioning nodes (ConditioningCombine, ...SetMask, ...SetArea, ...SetTimestepRange, ...) and LoRA loaders
     "ToBasicPipe": pipe.ToBasicPipe,
@@ -240,6 +242,9 @@ OUT_OF_SCOPE: list[tuple[str, str, tuple[str, ...], str]] = [
          "ImpactConditionalStopIteration", "ImpactQueueTrigger", "ImpactQueueTriggerCountdown",
          "ImpactSetWidgetValue", "ImpactNodeSetMuteState", "ImpactRemoteBoolean", "ImpactRemoteInt"),
      r"(Sender|Receiver)$"),
+    ("regular-expression text nodes", "RegexMatch / RegexExtract / RegexReplace run a pattern the workflow "
+     "brings, which can backtrack for hours; a run must never hang (the other text nodes run)",
+     ("RegexMatch", "RegexExtract", "RegexReplace"), r"^Regex"),
     ("workflow components", "ltdrdata's ComfyUI-Workflow-Component nodes ('## name [hash]') need that extension's "
      "component files", (), r"^## "),
     ("video and other model families", "video models (SVD, AnimateDiff, Wan, LTXV, Hunyuan), Stable Cascade, "
