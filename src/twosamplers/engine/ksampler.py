@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import inspect
 import math
 from collections.abc import Callable
 from contextvars import ContextVar
@@ -308,15 +307,10 @@ def _run_entries(model, positive: list[CondEntry], negative: list[CondEntry], la
     hook = getattr(model, "extra_conds", None)
     if hook is None:
         return positive, negative
-    # what the hook takes besides: the run's seed (unCLIP's noise augmentation draws from seed - 10), the entry's
-    # side (the SDXL refiner's default aesthetic score)
-    takes = inspect.signature(hook).parameters
-    kw = {"seed": seed} if "seed" in takes else {}
 
     def with_extras(entries, prompt_type):
-        side = {"prompt_type": prompt_type} if "prompt_type" in takes else {}
         return [dataclasses.replace(e, extras=hook(e.extras, latent_image=latent_image, denoise_mask=denoise_mask,
-                                                   **kw, **side)) for e in entries]
+                                                   prompt_type=prompt_type, seed=seed)) for e in entries]
 
     return with_extras(positive, "positive"), with_extras(negative, "negative")
 

@@ -63,10 +63,11 @@ class DiffusionModel:
         raise NotImplementedError
 
     def extra_conds(self, extras: dict, *, latent_image: torch.Tensor, denoise_mask: torch.Tensor | None,
-                    prompt_type: str = "") -> dict:
+                    prompt_type: str = "", seed: int | None = None) -> dict:
         """An entry's network extras for one sampling run, given the run's model-space latent, prepared noise
-        mask and whether the entry is "positive" or "negative" (inpainting models add their extra input
-        channels here; the SDXL refiner its aesthetic score). Default: unchanged."""
+        mask, whether the entry is "positive" or "negative" and the run's seed (inpainting models add their extra
+        input channels here; the SDXL refiner its aesthetic score; unCLIP draws its noise augmentation from the
+        seed). Every model takes all of these, so the sampler passes them alike. Default: unchanged."""
         return extras
 
     def encode_prompt(self, text: str, **options) -> list:

@@ -156,7 +156,8 @@ class FlowModel(DiffusionModel):
         out.model_sampling = model_sampling
         return out
 
-    def extra_conds(self, extras: dict, *, latent_image: torch.Tensor, denoise_mask: torch.Tensor | None) -> dict:
+    def extra_conds(self, extras: dict, *, latent_image: torch.Tensor, denoise_mask: torch.Tensor | None,
+                    prompt_type: str = "", seed: int | None = None) -> dict:
         """The entry's model inputs: the pooled text embedding and, for Flux dev, the guidance as a (1,) tensor
         (3.5 when the conditioning does not set one, as ComfyUI). Other options are dropped, as ComfyUI
         ignores them for these models."""

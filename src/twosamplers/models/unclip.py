@@ -38,10 +38,12 @@ def _unclip_model_class():
         def adm_channels(self) -> int:
             return int(self.unet.config.projection_class_embeddings_input_dim)
 
-        def extra_conds(self, extras: dict, *, latent_image, denoise_mask, seed: int | None = None) -> dict:
+        def extra_conds(self, extras: dict, *, latent_image, denoise_mask, prompt_type: str = "",
+                        seed: int | None = None) -> dict:
             unclip = extras.get("unclip_conditioning")
             rest = {k: v for k, v in extras.items() if k != "unclip_conditioning"}
-            out = super().extra_conds(rest, latent_image=latent_image, denoise_mask=denoise_mask)
+            out = super().extra_conds(rest, latent_image=latent_image, denoise_mask=denoise_mask,
+                                      prompt_type=prompt_type)
             if unclip:
                 y = adm_vector(check_unclip(unclip, "conditioning"), (seed or 0) - 10, MERGE_LEVEL["unclip"])
             else:
