@@ -14,40 +14,22 @@ Writes OUT_DIR/references.safetensors (keys <workflow>/saved/<node id>, float32)
 import json
 import os
 import platform
-import runpy
 import sys
-import tempfile
 
 import tiny_patches  # noqa: F401
 import torch
-from safetensors.torch import load_file, save_file
+from run_saved import run_saved
+from safetensors.torch import save_file
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from flow_edit_workflows import WORKFLOWS  # noqa: E402
 
 
 def main(models_dir, input_dir, out_dir, threads=2):
-    kit = os.environ["COMFY_KIT"]
     os.makedirs(out_dir, exist_ok=True)
-    with tempfile.TemporaryDirectory() as d:
-        files = []
-        for name, make in WORKFLOWS.items():
-            p = os.path.join(d, name + ".json")
-            with open(p, "w") as f:
-                json.dump(make(), f)
-            files.append(p)
-        sys.argv = ["run_workflow.py", *files, "--models", models_dir, "--input", input_dir, "--out",
-                    os.path.join(d, "out"), "--threads", str(threads)]
-        try:
-            runpy.run_path(os.path.join(kit, "run_workflow.py"), run_name="__main__")
-        except SystemExit as e:
-            if e.code:
-                raise
-        out = {}
-        for name in WORKFLOWS:
-            for k, v in load_file(os.path.join(d, "out", name + ".safetensors")).items():
-                if k.startswith("saved/") or k == "node/13/2":  # + the IP2P node's latent
-                    out[f"{name}/{k}"] = v.float().contiguous()
+    kept = run_saved(WORKFLOWS, models_dir, input_dir, extra_args=("--threads", str(threads)),
+                     keep=lambda k: k.startswith("saved/") or k == "node/13/2")  # + the IP2P node's latent
+    out = {k: v.float().contiguous() for k, v in kept.items()}
     save_file(out, os.path.join(out_dir, "references.safetensors"))
     import comfyui_version
 

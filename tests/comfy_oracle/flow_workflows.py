@@ -10,40 +10,19 @@ text encoders and VAE made loadable by tiny_patches.py, and keeps what their Sav
 Keys: <workflow>/saved/<node id> (float32), as run_workflow.py names them.
 """
 
-import json
 import os
-import runpy
 import sys
-import tempfile
 
 import tiny_patches  # noqa: F401
-from safetensors.torch import load_file, save_file
+from run_saved import run_saved
+from safetensors.torch import save_file
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from flow_workflows import WORKFLOWS  # noqa: E402
 
 
 def main(models_dir, input_dir, out_path):
-    kit = os.environ["COMFY_KIT"]
-    with tempfile.TemporaryDirectory() as d:
-        files = []
-        for name, make in WORKFLOWS.items():
-            p = os.path.join(d, name + ".json")
-            with open(p, "w") as f:
-                json.dump(make(), f)
-            files.append(p)
-        sys.argv = ["run_workflow.py", *files, "--models", models_dir, "--input", input_dir, "--out",
-                    os.path.join(d, "out")]
-        try:
-            runpy.run_path(os.path.join(kit, "run_workflow.py"), run_name="__main__")
-        except SystemExit as e:
-            if e.code:
-                raise
-        out = {}
-        for name in WORKFLOWS:
-            for k, v in load_file(os.path.join(d, "out", name + ".safetensors")).items():
-                if k.startswith("saved/"):
-                    out[f"{name}/{k}"] = v
+    out = run_saved(WORKFLOWS, models_dir, input_dir)
     save_file(out, out_path)
     print(f"wrote {len(out)} tensors to {out_path}")
 
