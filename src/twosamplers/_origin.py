@@ -50,18 +50,33 @@ def _read_key(path: Path) -> bytes | None:
 
 
 def _make_key(path: Path) -> bytes | None:
+    """Make the key file, publishing it only once complete: worker processes that start together (a batch's
+    first run) must never read a half-written key, or one of them would tag nothing."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
-    except FileExistsError:
-        return _read_key(path)  # another process made it meanwhile
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
     except OSError:
         return None
-    key = secrets.token_bytes(32)
     try:
-        os.write(fd, key)
+        try:
+            os.write(fd, secrets.token_bytes(32))
+        finally:
+            os.close(fd)
+        try:
+            os.link(tmp, path)  # fails, leaving the winner's key in place, when another process was first
+        except FileExistsError:
+            pass
+        except OSError:  # a file system without hard links: rename, unless a key appeared meanwhile
+            if not os.path.lexists(path):
+                os.rename(tmp, path)
+    except OSError:
+        return None
     finally:
-        os.close(fd)
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
     return _read_key(path)
 
 
