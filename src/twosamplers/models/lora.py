@@ -32,7 +32,7 @@ import warnings
 import weakref
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -584,7 +584,9 @@ class LoraModel:
 
     @contextmanager
     def sampling_session(self) -> Iterator[None]:
-        with patched(self.base, self.loras, unet=True, clip=False):
+        base_session = getattr(self.base, "sampling_session", None)  # after patching: it may pack the weights
+        with patched(self.base, self.loras, unet=True, clip=False), \
+                (base_session() if base_session is not None else nullcontext()):
             yield
 
     def apply_model(self, x, sigma, context, **extras):

@@ -15,6 +15,7 @@ diffusers and transformers are optional (`pip install twosamplers[sd]`); they ar
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -31,6 +32,7 @@ from .cast import store_as
 from .devices import _vae_dtype, resolve_device_dtype  # noqa: F401  (re-exported: models.sd.resolve_device_dtype)
 from .embeddings import EmbeddingLibrary
 from .inpaint import CONCAT_KEYS, EXTRA_CHANNELS, SD15_BLANK_LATENT, concat_cond
+from .packed_conv import packed_convolutions
 from .sd_loading import (
     FAMILY_NAMES,
     LATENT_SCALE,
@@ -207,6 +209,12 @@ class SDModel(AutoencoderCoder, NetworkModel):
         self.clip_skip = normalize_clip_skip(clip_skip)
         self.vae_dtype = vae_dtype or next(vae.parameters()).dtype
         self.source = source
+
+    @contextlib.contextmanager
+    def sampling_session(self):
+        """Around a sampling pass: the UNet's convolution weights in oneDNN's layout on a CPU (packed_conv)."""
+        with packed_convolutions(self.unet):
+            yield
 
     def __repr__(self) -> str:
         return (f"SDModel({FAMILY_NAMES[self.family]}, prediction={self.model_sampling.prediction!r}, "
