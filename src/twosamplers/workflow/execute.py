@@ -4,6 +4,11 @@ Node outputs are cached by node id for the run. Output nodes queue their files (
 the queue is written only after every node has run, each file atomically: a workflow that fails part-way
 leaves no output behind. An empty latent (EmptyLatentImage's zeros) that reaches a node together with a
 model of another latent format is re-made for that model (`latent.remake_empty_latent`).
+
+Lazy inputs (an input spec with `{"lazy": True}`, ComfyUI's convention; Impact's ImpactConditionalBranch and
+ImpactSwitch): a node that only lazy inputs need is not run in order; the lazy node's `check_lazy_status(**inputs)`
+(its other inputs evaluated, the lazy ones None until asked for) names the lazy inputs it needs, and only those
+are computed (asked again until it names none that is missing). So the branch not taken runs nothing.
 """
 
 from __future__ import annotations
@@ -135,6 +140,30 @@ def execute(wf: Workflow, folders: Folders, *, progress: Callable[[int, int, str
     hidden = {"PROMPT": prompt, "EXTRA_PNGINFO": {"workflow": wf.ui} if wf.ui is not None else {}}
     cache: dict[str, tuple] = {}
     ui: dict[str, dict] = {}
+    deferred = lazy_only(prompt, p.order, p.outputs, p.types)
+    position = {nid: i for i, nid in enumerate(p.order)}
+
+    def demand(nid: str) -> None:
+        """Run `nid` (deferred: only lazy inputs need it) and the deferred nodes it needs, inputs first."""
+        todo, stack = set(), [nid]
+        while stack:
+            cur = stack.pop()
+            if cur in cache or cur in todo:
+                continue
+            todo.add(cur)
+            stack.extend(src for src in _eager_sources(prompt, cur, p.types[cur]) if src in deferred)
+        for cur in sorted(todo, key=position.__getitem__):
+            if cur in cache:  # a lazy node among them asked for it already
+                continue
+            if known is not None and cur in known:
+                cache[cur], ui[cur] = known[cur]
+                continue
+            if progress is not None:
+                progress(position[cur], len(p.order), cur, prompt[cur]["class_type"])
+            cache[cur], ui[cur] = run_node(prompt, cur, p.types[cur], cache, folders, hidden, demand)
+            if on_node is not None:
+                on_node(cur, cache[cur], ui[cur])
+
     folders.defer_writes, folders.pending = True, []
     folders.disable_pbar = True if quiet else None
     bar = None
@@ -143,6 +172,10 @@ def execute(wf: Workflow, folders: Folders, *, progress: Callable[[int, int, str
         bar = tqdm(total=len(p.order), desc="nodes", unit="node", disable=None)
     try:
         for i, nid in enumerate(p.order):
+            if nid in deferred:  # only a lazy input needs it: run when (if) its node asks for it
+                if bar is not None:
+                    bar.update(1)
+                continue
             if known is not None and nid in known:
                 cache[nid], ui[nid] = known[nid]
                 if bar is not None:
@@ -152,7 +185,7 @@ def execute(wf: Workflow, folders: Folders, *, progress: Callable[[int, int, str
                 bar.set_postfix_str(f"{nid} {prompt[nid]['class_type']}")
             if progress is not None:
                 progress(i, len(p.order), nid, prompt[nid]["class_type"])
-            cache[nid], ui[nid] = run_node(prompt, nid, p.types[nid], cache, folders, hidden)
+            cache[nid], ui[nid] = run_node(prompt, nid, p.types[nid], cache, folders, hidden, demand)
             if on_node is not None:
                 on_node(nid, cache[nid], ui[nid])
             if bar is not None:
@@ -165,11 +198,16 @@ def execute(wf: Workflow, folders: Folders, *, progress: Callable[[int, int, str
     return [_output_entry(prompt, nid, ui.get(nid) or {}, cache) for nid in p.outputs]
 
 
-def run_node(prompt: dict, nid: str, types: dict, cache: dict, folders: Folders, hidden: dict) -> tuple[tuple, dict]:
-    """One node: its inputs from the cache and constants, its function called -> (outputs, ui)."""
+def run_node(prompt: dict, nid: str, types: dict, cache: dict, folders: Folders, hidden: dict,
+             demand: Callable[[str], None] | None = None) -> tuple[tuple, dict]:
+    """One node: its inputs from the cache and constants, its function called -> (outputs, ui). `demand(node id)`
+    runs a node that only lazy inputs need (see the module doc); without it every lazy input must be cached."""
     cls = NODES[prompt[nid]["class_type"]]
     obj = cls(folders) if _takes_folders(cls) else cls()
-    kwargs = _gather(prompt, nid, types, cache)
+    lazy = _lazy_links(prompt, nid, types)
+    kwargs = _gather(prompt, nid, types, cache, skip=lazy)
+    if lazy:
+        kwargs = _resolve_lazy(prompt, nid, types, cache, obj, kwargs, lazy, demand)
     if any(v is BLOCKED for v in kwargs.values()):  # downstream of a switch output that was not chosen: skipped
         return (BLOCKED,) * len(cls.RETURN_TYPES), {}
     fn = getattr(obj, cls.FUNCTION)
@@ -211,12 +249,12 @@ def _takes_folders(cls) -> bool:
     return isinstance(cls, type) and issubclass(cls, FolderNode)
 
 
-def _gather(prompt: dict, nid: str, types: dict, cache: dict) -> dict:
+def _gather(prompt: dict, nid: str, types: dict, cache: dict, skip=()) -> dict:
     kwargs = {}
     latents = []
     for name, value in prompt[nid]["inputs"].items():
         spec, _ = spec_of(types, name)
-        if spec is None:
+        if spec is None or name in skip:
             continue
         kind = input_kind(spec)
         if is_link(value):
@@ -236,6 +274,61 @@ def _gather(prompt: dict, nid: str, types: dict, cache: dict) -> dict:
             for name in latents:
                 kwargs[name] = remake_empty_latent(kwargs[name], model.latent_format)
     return kwargs
+
+
+def _lazy_links(prompt: dict, nid: str, types: dict) -> set[str]:
+    """The node's linked inputs declared lazy."""
+    out = set()
+    for name, value in prompt[nid]["inputs"].items():
+        spec, _ = spec_of(types, name)
+        if spec is not None and is_link(value) and input_options(spec).get("lazy"):
+            out.add(name)
+    return out
+
+
+def _eager_sources(prompt: dict, nid: str, types: dict) -> list[str]:
+    """The nodes `nid` needs whatever its lazy inputs decide (its links that are not lazy)."""
+    lazy = _lazy_links(prompt, nid, types)
+    return [str(v[0]) for k, v in prompt[nid]["inputs"].items()
+            if is_link(v) and k not in lazy and str(v[0]) in prompt and spec_of(types, k)[0] is not None]
+
+
+def lazy_only(prompt: dict, order: list[str], outputs: list[str], types: dict) -> set[str]:
+    """The nodes of `order` that the outputs reach only through lazy inputs (run on demand, if at all)."""
+    eager, stack = set(), list(outputs)
+    while stack:
+        nid = stack.pop()
+        if nid in eager:
+            continue
+        eager.add(nid)
+        stack.extend(_eager_sources(prompt, nid, types[nid]))
+    return {nid for nid in order if nid not in eager}
+
+
+def _resolve_lazy(prompt, nid, types, cache, obj, kwargs, lazy, demand) -> dict:
+    """Ask the node which lazy inputs it needs (check_lazy_status), compute those, until it asks for no more."""
+    values = {name: None for name in lazy}
+    check = getattr(obj, "check_lazy_status", None)
+    wanted = set(lazy) if check is None else None
+    for _ in range(len(lazy) + 1):
+        if wanted is None:
+            try:
+                asked = check(**{**kwargs, **values}) or []
+            except (ValueError, TypeError) as e:
+                raise WorkflowError(f"{describe(prompt, nid)}: {e}") from e
+            wanted = {name for name in asked if name in lazy and values[name] is None}
+        if not wanted:
+            break
+        for name in sorted(wanted):
+            src = prompt[nid]["inputs"][name]
+            if str(src[0]) not in cache:
+                if demand is None:
+                    raise WorkflowError(f"{describe(prompt, nid)}: lazy input '{name}' was not computed")
+                demand(str(src[0]))
+        values.update(_gather(prompt, nid, types, cache, skip=set(lazy) - wanted))
+        values = {k: values[k] for k in lazy}
+        wanted = None if check is not None else set()
+    return {**kwargs, **values}
 
 
 def run(workflow, models: str | os.PathLike | Mapping | None = None, overrides: Mapping | None = None, *,
