@@ -100,7 +100,7 @@ def test_string_selector():
 def test_switches_batches_and_noise_mask():
     red, blue = torch.zeros(1, 8, 8, 3), torch.ones(1, 8, 8, 3)
     m = torch.ones(1, 8, 8)
-    out = NODES["ImageMaskSwitch"]().doit(2, red, None, blue, m)["result"]
+    out = NODES["ImageMaskSwitch"]().doit(2, red, None, blue, m)
     assert out[0] is blue and out[1] is m
     with pytest.raises(ValueError, match="images3_opt, which is not connected"):
         NODES["ImageMaskSwitch"]().doit(3, red)
@@ -200,3 +200,36 @@ def test_nested_lazy_branches(tmp_path):
     wf["10"]["inputs"]["tt_value"] = ["14", 0]  # true -> (not true -> failing side | inverted image)
     out = run(wf, None, output_dir=tmp_path)
     assert float(out[0]["images"].mean()) == 0.75
+
+
+def _ui(nodes: list[tuple], links: list[tuple]) -> dict:
+    """A UI-format workflow: nodes (id, type, widgets, [input names]); links (id, from, slot, to, input slot, type)."""
+    out = {"last_node_id": max(n[0] for n in nodes), "last_link_id": len(links), "version": 0.4, "links": [],
+           "nodes": []}
+    for lid, src, slot, dst, dslot, typ in links:
+        out["links"].append([lid, src, slot, dst, dslot, typ])
+    for nid, typ, widgets, inputs in nodes:
+        ins = [{"name": name, "type": "*", "link": next((lk[0] for lk in links if lk[3] == nid and lk[4] == i), None)}
+               for i, name in enumerate(inputs)]
+        outs = [{"name": "out", "type": "*", "links": [lk[0] for lk in links if lk[1] == nid and lk[2] == s]}
+                for s in range(4)]
+        out["nodes"].append({"id": nid, "type": typ, "mode": 0, "inputs": ins, "outputs": outs,
+                             "widgets_values": widgets})
+    return out
+
+
+@pytest.mark.parametrize("limit, want", [(768, 0.25), (8, 0.75)])
+def test_loop_test_logic_in_a_ui_workflow(tmp_path, limit, want):
+    """Impact's loop-test logic without its queue loop: an image's size -> min(height, width) -> compare with a
+    limit -> branch between two images (the saved widget layouts of ImpactCompare, ImpactMinMax, ImpactInt)."""
+    wf = _ui([(1, "SolidMask", [0.25, 48, 32], []), (2, "MaskToImage", None, ["mask"]),
+              (3, "ImageInvert", None, ["image"]), (4, "ImpactImageInfo", None, ["value"]),
+              (5, "ImpactMinMax", [False], ["a", "b"]), (6, "ImpactInt", [limit], []),
+              (7, "ImpactCompare", ["a > b"], ["a", "b"]),
+              (8, "ImpactConditionalBranch", None, ["cond", "tt_value", "ff_value"]),
+              (9, "PreviewImage", None, ["images"])],
+             [(1, 1, 0, 2, 0, "MASK"), (2, 2, 0, 3, 0, "IMAGE"), (3, 2, 0, 4, 0, "IMAGE"), (4, 4, 1, 5, 0, "INT"),
+              (5, 4, 2, 5, 1, "INT"), (6, 6, 0, 7, 0, "INT"), (7, 5, 0, 7, 1, "INT"), (8, 7, 0, 8, 0, "BOOLEAN"),
+              (9, 2, 0, 8, 1, "IMAGE"), (10, 3, 0, 8, 2, "IMAGE"), (11, 8, 0, 9, 0, "IMAGE")])
+    out = run(wf, None, output_dir=tmp_path)
+    assert out[0]["images"].shape == (1, 32, 48, 3) and float(out[0]["images"].mean()) == want

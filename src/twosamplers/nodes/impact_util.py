@@ -51,8 +51,7 @@ class ImageMaskSwitch:
                              "mask4_opt": ("MASK",)}}
 
     RETURN_TYPES = ("IMAGE", "MASK")
-    OUTPUT_NODE = True
-    FUNCTION = "doit"
+    FUNCTION = "doit"  # Impact marks it an output node, which only makes ComfyUI run it when nothing uses it
     CATEGORY = "ImpactPack/Util"
 
     def doit(self, select, images1, mask1_opt=None, images2_opt=None, mask2_opt=None, images3_opt=None,
@@ -62,7 +61,7 @@ class ImageMaskSwitch:
         images, mask = pairs[index - 1]
         if images is None:
             raise ValueError(f"ImageMaskSwitch: select={index} chooses images{index}_opt, which is not connected")
-        return {"ui": {}, "result": (images, mask)}
+        return (images, mask)
 
 
 class LatentSwitch(ImpactSwitch):
