@@ -15,7 +15,9 @@ NEW = ("ImpactCompare", "ImpactConditionalBranch", "ImpactConditionalBranchSelMo
        "ImpactConvertDataType", "ImpactStringSelector", "ImpactDummyInput", "ImpactExecutionOrderController",
        "ImageMaskSwitch", "LatentSwitch", "RemoveNoiseMask", "ImpactMakeImageBatch", "ImpactMakeMaskBatch",
        "ImpactCombineConditionings", "ImpactConcatConditionings", "ImpactNegativeConditioningPlaceholder",
-       "ImpactSchedulerAdapter", "PreviewBridgeLatent")
+       "ImpactSchedulerAdapter", "PreviewBridgeLatent", "ImpactMakeImageList", "ImpactMakeMaskList",
+       "ImpactMakeAnyList", "ImpactImageBatchToImageList", "ImageListToImageBatch", "MaskListToMaskBatch",
+       "StringListToString")
 
 
 def node(name):
@@ -233,3 +235,43 @@ def test_loop_test_logic_in_a_ui_workflow(tmp_path, limit, want):
               (9, 2, 0, 8, 1, "IMAGE"), (10, 3, 0, 8, 2, "IMAGE"), (11, 8, 0, 9, 0, "IMAGE")])
     out = run(wf, None, output_dir=tmp_path)
     assert out[0]["images"].shape == (1, 32, 48, 3) and float(out[0]["images"].mean()) == want
+
+
+# ------------------------------------------------------------------------------------------ lists
+def _solid(nid: str, value: float, w: int = 16, h: int = 16) -> dict:
+    return {nid: {"class_type": "SolidMask", "inputs": {"value": value, "width": w, "height": h}},
+            nid + "i": {"class_type": "MaskToImage", "inputs": {"mask": [nid, 0]}}}
+
+
+def test_a_list_runs_the_next_node_once_per_item(tmp_path):
+    wf = {**_solid("1", 0.25), **_solid("2", 0.5), **_solid("3", 0.75, 8, 8),
+          "4": {"class_type": "ImpactMakeImageBatch", "inputs": {"image1": ["1i", 0], "image2": ["2i", 0]}},
+          "5": {"class_type": "ImpactImageBatchToImageList", "inputs": {"image": ["4", 0]}},
+          "6": {"class_type": "ImageInvert", "inputs": {"image": ["5", 0]}},
+          "7": {"class_type": "ImageListToImageBatch", "inputs": {"images": ["6", 0]}},
+          "8": {"class_type": "PreviewImage", "inputs": {"images": ["7", 0]}},
+          "9": {"class_type": "ImpactMakeImageList", "inputs": {"image1": ["1i", 0], "image2": ["3i", 0]}},
+          "10": {"class_type": "SaveImage", "inputs": {"images": ["9", 0], "filename_prefix": "each"}}}
+    out = {o["node"]: o for o in run(wf, None, output_dir=tmp_path)}
+    batch = out["8"]["images"]
+    assert batch.shape == (2, 16, 16, 3) and [float(b.mean()) for b in batch] == [0.75, 0.5]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["each_00001_.png", "each_00002_.png"]
+    assert len(out["10"]["files"]) == 2 and [tuple(i.shape) for i in out["10"]["images"]] == [(1, 16, 16, 3),
+                                                                                               (1, 8, 8, 3)]
+
+
+def test_list_nodes():
+    a, b = torch.zeros(1, 8, 8, 3), torch.ones(2, 4, 4, 3)
+    assert node("ImpactMakeImageList")(image1=a, image2=b)[0] == [a, b]
+    assert [t.shape[0] for t in node("ImpactImageBatchToImageList")(b)[0]] == [1, 1]
+    (batch,) = node("ImageListToImageBatch")([a, b])
+    assert batch.shape == (3, 8, 8, 3)
+    m = torch.ones(8, 8)
+    assert [t.shape for t in node("ImpactMakeMaskList")(mask1=m, mask2=m[None])[0]] == [(1, 8, 8)] * 2
+    assert node("MaskListToMaskBatch")([m, m[None, None]])[0].shape == (2, 8, 8)
+    with pytest.raises(ValueError, match=r"mask\[1\] is"):
+        node("MaskListToMaskBatch")([m, torch.ones(4, 4)])
+    assert node("MaskListToMaskBatch")([])[0].shape == (1, 64, 64)
+    assert node("ImpactMakeAnyList")(value1="a", value3=2)[0] == ["a", 2]
+    assert node("StringListToString")(["\\n"], ["a", "b"]) == ("a\nb",)
+    assert node("StringListToString")([", "], ["a", "b"]) == ("a, b",)

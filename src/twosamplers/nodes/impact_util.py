@@ -101,6 +101,46 @@ class RemoveNoiseMask:
         return ({k: v for k, v in samples.items() if k != "noise_mask"},)
 
 
+def image_batch(images: list, what: str = "image") -> torch.Tensor:
+    """The images in one batch, each resized to the first one's size when it differs (Lanczos, centre crop, as
+    Impact)."""
+    out = None
+    for name, image in images:
+        image = _image(image, name)
+        if out is None:
+            out = image
+            continue
+        if image.shape[-1] != out.shape[-1]:
+            raise ValueError(f"{name} has {image.shape[-1]} channels, {images[0][0]} {out.shape[-1]}: they cannot be "
+                             "batched")
+        if image.shape[1:] != out.shape[1:]:
+            image = resize(image.movedim(-1, 1), out.shape[2], out.shape[1], "lanczos", "center").movedim(1, -1)
+        out = torch.cat((out, image.to(out)), dim=0)
+    if out is None:
+        raise ValueError(f"no {what} to batch")
+    return out
+
+
+def mask3d(mask, name: str) -> torch.Tensor:
+    """A MASK as (B, H, W) (Impact's make_3d_mask: (H, W) gets a batch axis, (1, B, H, W) loses its first)."""
+    if not isinstance(mask, torch.Tensor) or mask.ndim not in (2, 3, 4):
+        got = tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
+        raise TypeError(f"{name} must be a MASK tensor (B, H, W), got {got}")
+    return mask[None] if mask.ndim == 2 else mask.squeeze(0) if mask.ndim == 4 else mask
+
+
+def mask_batch(masks: list) -> torch.Tensor:
+    """The (name, mask) pairs in one batch; all must have the first one's size (Impact's resize of masks mixes up
+    their axes, so other sizes are refused here)."""
+    masks = [(name, mask3d(m, name)) for name, m in masks]
+    first_name, first = masks[0]
+    for name, m in masks[1:]:
+        if m.shape[1:] != first.shape[1:]:
+            raise ValueError(f"{name} is {tuple(m.shape[1:])}, {first_name} {tuple(first.shape[1:])}: masks of "
+                             "another size are not resized here")
+    return torch.cat([m.to(first) for _, m in masks], dim=0)
+
+
 class ImpactMakeImageBatch:
     """image1, image2, ... in one batch; an image of another size is resized to image1's (Lanczos, centre crop)."""
 
@@ -113,18 +153,10 @@ class ImpactMakeImageBatch:
     CATEGORY = "ImpactPack/Util"
 
     def doit(self, **kwargs):
-        images = [(n, _image(v, f"image{n}")) for n, v in _numbered(kwargs, "image")]
-        if not images or images[0][0] != 1:
+        images = [(f"image{n}", v) for n, v in _numbered(kwargs, "image")]
+        if not images or images[0][0] != "image1":
             raise ValueError("input 'image1' is required")
-        out = images[0][1]
-        for n, image in images[1:]:
-            if image.shape[-1] != out.shape[-1]:
-                raise ValueError(f"image{n} has {image.shape[-1]} channels, image1 {out.shape[-1]}: they cannot be "
-                                 "batched")
-            if image.shape[1:] != out.shape[1:]:
-                image = resize(image.movedim(-1, 1), out.shape[2], out.shape[1], "lanczos", "center").movedim(1, -1)
-            out = torch.cat((out, image.to(out)), dim=0)
-        return (out,)
+        return (image_batch(images),)
 
 
 class ImpactMakeMaskBatch:
@@ -139,20 +171,10 @@ class ImpactMakeMaskBatch:
     CATEGORY = "ImpactPack/Util"
 
     def doit(self, **kwargs):
-        masks = []
-        for n, m in _numbered(kwargs, "mask"):
-            if not isinstance(m, torch.Tensor) or m.ndim not in (2, 3):
-                raise TypeError(f"mask{n} must be a MASK tensor (B, H, W), got "
-                                f"{tuple(m.shape) if isinstance(m, torch.Tensor) else type(m).__name__}")
-            masks.append((n, m if m.ndim == 3 else m[None]))
-        if not masks or masks[0][0] != 1:
+        masks = [(f"mask{n}", v) for n, v in _numbered(kwargs, "mask")]
+        if not masks or masks[0][0] != "mask1":
             raise ValueError("input 'mask1' is required")
-        size = masks[0][1].shape[1:]
-        for n, m in masks[1:]:
-            if m.shape[1:] != size:
-                raise ValueError(f"mask{n} is {tuple(m.shape[1:])}, mask1 {tuple(size)}: masks of another size are "
-                                 "not resized here (Impact's resize of masks mixes up their axes)")
-        return (torch.cat([m.to(masks[0][1]) for _, m in masks], dim=0),)
+        return (mask_batch(masks),)
 
 
 def _conditioning(name: str, value) -> list:
@@ -259,4 +281,4 @@ NODE_CLASSES = {
     "ImpactSchedulerAdapter": ImpactSchedulerAdapter,
 }
 
-__all__ = ["EXTRA_SCHEDULERS", "NODE_CLASSES", *NODE_CLASSES]
+__all__ = ["EXTRA_SCHEDULERS", "NODE_CLASSES", "image_batch", "mask3d", "mask_batch", *NODE_CLASSES]

@@ -26,6 +26,7 @@ from . import (
     image_filters,
     image_prompts,
     impact_extra,
+    impact_lists,
     impact_logic,
     impact_switch,
     impact_util,
@@ -175,6 +176,7 @@ NODES: dict[str, type] = {
     "ImpactInversedSwitch": impact_switch.ImpactInversedSwitch,
     **impact_logic.NODE_CLASSES,
     **impact_util.NODE_CLASSES,
+    **impact_lists.NODE_CLASSES,
     "RegionalSamplerAdvanced": regional_advanced.RegionalSamplerAdvanced,
     # model sampling patches
     "ModelSamplingDiscrete": model_patches.ModelSamplingDiscrete,

@@ -9,6 +9,10 @@ Lazy inputs (an input spec with `{"lazy": True}`, ComfyUI's convention; Impact's
 ImpactSwitch): a node that only lazy inputs need is not run in order; the lazy node's `check_lazy_status(**inputs)`
 (its other inputs evaluated, the lazy ones None until asked for) names the lazy inputs it needs, and only those
 are computed (asked again until it names none that is missing). So the branch not taken runs nothing.
+
+Lists, as ComfyUI runs them: an output a node declares a list (`OUTPUT_IS_LIST`, e.g. ImpactMakeImageList) holds a
+`ValueList`; a node given one (and not `INPUT_IS_LIST`) runs once per item (shorter lists repeat their last item),
+and its outputs become lists of the results; an `INPUT_IS_LIST` node gets every input as a list, once.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ import os
 import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
+
+import torch
 
 from .._checks import check_depth
 from ..engine.latent import remake_empty_latent
@@ -198,6 +204,34 @@ def execute(wf: Workflow, folders: Folders, *, progress: Callable[[int, int, str
     return [_output_entry(prompt, nid, ui.get(nid) or {}, cache) for nid in p.outputs]
 
 
+class ValueList(list):
+    """A node output that is a list of items (see the module doc); a one-item result is the item itself."""
+
+
+def _calls(cls, kwargs: dict) -> list[dict] | None:
+    """The keyword sets to call the node with: one per list item (None: the node takes its inputs as they are)."""
+    if getattr(cls, "INPUT_IS_LIST", False):
+        return [{k: list(v) if isinstance(v, ValueList) else [v] for k, v in kwargs.items()}]
+    lists = [len(v) for v in kwargs.values() if isinstance(v, ValueList)]
+    if not lists:
+        return None
+    return [{k: (v[min(i, len(v) - 1)] if isinstance(v, ValueList) else v) for k, v in kwargs.items()}
+            for i in range(max(lists))]
+
+
+def _merge(cls, results: list[tuple]) -> tuple:
+    """The outputs of one node run several times (or of a list output): lists of the results, as ComfyUI merges
+    them (a list output's items concatenated; one result of another output is that result)."""
+    is_list = tuple(getattr(cls, "OUTPUT_IS_LIST", ())) + (False,) * len(cls.RETURN_TYPES)
+    out = []
+    for i in range(len(cls.RETURN_TYPES)):
+        if is_list[i]:
+            out.append(ValueList(x for r in results for x in r[i]))
+        else:
+            out.append(results[0][i] if len(results) == 1 else ValueList(r[i] for r in results))
+    return tuple(out)
+
+
 def run_node(prompt: dict, nid: str, types: dict, cache: dict, folders: Folders, hidden: dict,
              demand: Callable[[str], None] | None = None) -> tuple[tuple, dict]:
     """One node: its inputs from the cache and constants, its function called -> (outputs, ui). `demand(node id)`
@@ -211,11 +245,27 @@ def run_node(prompt: dict, nid: str, types: dict, cache: dict, folders: Folders,
     if any(v is BLOCKED for v in kwargs.values()):  # downstream of a switch output that was not chosen: skipped
         return (BLOCKED,) * len(cls.RETURN_TYPES), {}
     fn = getattr(obj, cls.FUNCTION)
+    extra = {}
     if _accepts(fn, "disable_pbar") and "disable_pbar" not in kwargs:
-        kwargs["disable_pbar"] = folders.disable_pbar
+        extra["disable_pbar"] = folders.disable_pbar
     for name, value in (types.get("hidden") or {}).items():
         if _accepts(fn, name):
-            kwargs[name] = nid if value == "UNIQUE_ID" else hidden.get(value)
+            extra[name] = nid if value == "UNIQUE_ID" else hidden.get(value)
+    calls = _calls(cls, kwargs)
+    if calls == []:  # an empty list: ComfyUI runs the node zero times, its outputs are empty lists
+        return tuple(ValueList() for _ in cls.RETURN_TYPES), {}
+    results, ui = [], {}
+    for kw in calls or [kwargs]:
+        result, part = _call(prompt, nid, cls, fn, {**kw, **extra})
+        results.append(result)
+        for key, items in part.items():
+            ui[key] = list(ui.get(key) or []) + list(items) if len(results) > 1 else items
+    if calls is None and not any(getattr(cls, "OUTPUT_IS_LIST", ())):
+        return results[0], ui
+    return _merge(cls, results), ui
+
+
+def _call(prompt: dict, nid: str, cls, fn, kwargs: dict) -> tuple[tuple, dict]:
     try:
         result = fn(**kwargs)
     except (ValueError, TypeError, FileNotFoundError, NotImplementedError, ImportError) as e:
@@ -238,8 +288,12 @@ def _output_entry(prompt: dict, nid: str, ui: dict, cache: dict) -> dict:
     for name in ("images", "samples"):
         if name in node["inputs"] and is_link(node["inputs"][name]):
             src = node["inputs"][name]
-            if cache[str(src[0])][src[1]] is not BLOCKED:
-                entry[name] = cache[str(src[0])][src[1]]
+            value = cache[str(src[0])][src[1]]
+            if isinstance(value, ValueList):  # images of a list: one batch where their sizes agree
+                same = value and all(isinstance(v, torch.Tensor) and v.shape[1:] == value[0].shape[1:] for v in value)
+                value = torch.cat(list(value), dim=0) if same and name == "images" else list(value)
+            if value is not BLOCKED:
+                entry[name] = value
     return entry
 
 
@@ -312,8 +366,11 @@ def _resolve_lazy(prompt, nid, types, cache, obj, kwargs, lazy, demand) -> dict:
     wanted = set(lazy) if check is None else None
     for _ in range(len(lazy) + 1):
         if wanted is None:
+            asked = set()
+            now = {**kwargs, **values}
             try:
-                asked = check(**{**kwargs, **values}) or []
+                for kw in _calls(type(obj), now) or [now]:  # a list input: asked for each item, as ComfyUI
+                    asked.update(check(**kw) or [])
             except (ValueError, TypeError) as e:
                 raise WorkflowError(f"{describe(prompt, nid)}: {e}") from e
             wanted = {name for name in asked if name in lazy and values[name] is None}
