@@ -275,3 +275,13 @@ def test_list_nodes():
     assert node("ImpactMakeAnyList")(value1="a", value3=2)[0] == ["a", 2]
     assert node("StringListToString")(["\\n"], ["a", "b"]) == ("a\nb",)
     assert node("StringListToString")([", "], ["a", "b"]) == ("a, b",)
+
+
+def test_latent_switch_of_an_older_file_computes_the_chosen_latent_only(tmp_path):
+    wf = {"1": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+          "2": {"class_type": "EmptyLatentImage", "inputs": {"width": 32, "height": 32, "batch_size": 2}},
+          "3": {"class_type": "LatentSwitch", "inputs": {"select": 2, "latent1": ["1", 0], "latent2": ["2", 0]}},
+          "4": {"class_type": "SaveLatent", "inputs": {"samples": ["3", 0], "filename_prefix": "sw"}}}
+    seen = []
+    out = run(wf, None, output_dir=tmp_path, progress=lambda i, n, nid, t: seen.append(nid))
+    assert out[0]["samples"]["samples"].shape == (2, 4, 4, 4) and "1" not in seen
