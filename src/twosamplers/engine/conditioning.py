@@ -26,6 +26,37 @@ UNSUPPORTED_KEYS = (
     "control_apply_to_uncond", "hooks", "default", "concat_image", "noise_augmentation",
     "reference_latents", "attention_mask", "clip_vision_output", "transformer_options", "uuid",
 )
+
+
+class _NegativePlaceholder:
+    """Impact Pack's "Negative Cond Placeholder" (ImpactNegativeConditioningPlaceholder): no negative at all."""
+
+    def __repr__(self) -> str:
+        return "NegativePlaceholder"
+
+
+NEGATIVE_PLACEHOLDER = _NegativePlaceholder()
+PLACEHOLDER_SAMPLERS = ("Impact Pack's samplers (ImpactKSamplerBasicPipe, KSamplerProvider, KSamplerAdvancedProvider "
+                        "and what they feed)")
+
+
+def without_negative_placeholder(positive, negative, cfg: float) -> tuple[object, object, float]:
+    """(positive, negative, cfg) as Impact's samplers use them: given the negative placeholder, they sample with
+    the positive alone (ComfyUI's basic guider: no unconditional prediction, so cfg 1) and set their cfg as the
+    positive's "guidance" (Flux dev's guidance embedding; models without one ignore it). Anything else is
+    returned unchanged."""
+    if negative is not NEGATIVE_PLACEHOLDER:
+        return positive, negative, cfg
+    if positive is NEGATIVE_PLACEHOLDER:
+        raise TypeError("positive is Impact's negative placeholder: it only stands in for a negative")
+    if not isinstance(positive, (list, tuple)) or not positive:
+        return positive, positive, 1.0  # not a CONDITIONING list: the usual check names the problem
+    guided = [[item[0], {**item[1], "guidance": float(cfg)}]
+              if isinstance(item, (list, tuple)) and len(item) == 2 and isinstance(item[1], dict) else item
+              for item in positive]
+    return guided, guided, 1.0
+
+
 _REGIONAL_KEYS = ("strength", "mask", "mask_strength", "set_area_to_bounds", "area", "start_percent", "end_percent",
                   "timestep_start", "timestep_end")
 
@@ -59,6 +90,10 @@ def normalize_conditioning(cond: object, name: str) -> list[CondEntry]:
     """Accept a bare tensor (B, L, D) or ComfyUI CONDITIONING; return validated entries (inputs untouched)."""
     if isinstance(cond, torch.Tensor):
         cond = [[cond, {}]]
+    if cond is NEGATIVE_PLACEHOLDER:
+        raise TypeError(f"{name} is Impact's negative placeholder (ImpactNegativeConditioningPlaceholder): only "
+                        f"{PLACEHOLDER_SAMPLERS} take it (ComfyUI's own samplers fail on it); give this sampler a "
+                        "conditioning (ConditioningZeroOut of the positive), or use a BasicGuider")
     if not isinstance(cond, (list, tuple)) or len(cond) == 0:
         raise TypeError(f"{name} must be a CONDITIONING list [[tensor(1, L, D), {{}}], ...] or a tensor (B, L, D)")
     entries = []

@@ -27,6 +27,7 @@ from .._checks import (
     check_seed,
 )
 from ..samplers import SAMPLER_NAMES
+from .conditioning import without_negative_placeholder
 from .ksampler import compute_sigmas
 from .latent import check_latent, fit_latent_channels
 from .mask_ops import composite
@@ -87,7 +88,9 @@ class KSamplerAdvancedWrapper:
     def __init__(self, model, cfg, sampler_name, scheduler, positive, negative, sampler_opt=None, sigma_factor=1.0,
                  *, brownian_tree: str = "schedule", comfyui_version: str = DEFAULT_COMFYUI_VERSION):
         self.model = check_model("model", model)
-        self.cfg = check_float("cfg", cfg, 0.0, MAX_CFG)
+        cfg = check_float("cfg", cfg, 0.0, MAX_CFG)
+        positive, negative, cfg = without_negative_placeholder(positive, negative, cfg)
+        self.cfg = cfg
         self.sampler_name = check_choice("sampler_name", sampler_name, SAMPLER_NAMES)
         self.scheduler = check_choice("scheduler", scheduler, SCHEDULER_NAMES)
         self._pos = as_entries(positive, "positive")

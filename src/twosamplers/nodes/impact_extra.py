@@ -6,6 +6,14 @@ the constants ImpactInt / ImpactFloat / ImpactBoolean / ImpactStringSelector.
   through, and its mask is the one painted: the clipspace file its widget names (in the input folder; mask =
   1 - alpha, resized to the image when the sizes differ), else an empty 64x64 mask (Impact's empty mask). With
   block = "if_empty_mask" and no painted mask ComfyUI stops the workflow there; we refuse it before running.
+- PreviewBridgeLatent is the same for a latent, with Impact's own mask rules: a painted clipspace file gives
+  mask = 1 - alpha, set as the latent's noise_mask (a file without alpha: a white latent-sized mask and the
+  noise_mask removed); with no file (what a fresh ComfyUI run gives), the latent passes unchanged and the mask is
+  its noise_mask, else a white (all ones) mask at the latent's size. A white mask counts as empty: with block
+  (if_empty_mask) the run is refused. `restore_mask` restores a mask from an earlier run of the same node in the
+  same ComfyUI session: a headless run has none, so it changes nothing. The preview itself (decoded with
+  preview_method or vae_opt) is not made; a latent whose channels do not fit preview_method without a vae_opt is
+  refused, as Impact refuses it.
 - The pipe samplers are KSampler / KSamplerAdvanced on a BASIC_PIPE (Impact's numbers: `providers`).
 - The wildcard nodes expand Impact's wildcard syntax (`wildcards`) from the wildcards/ folders beside the
   models (models/wildcards, --models DIR/wildcards); mode "Populate" (true) fills populated_text from
@@ -19,7 +27,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from .._checks import MAX_STEPS, SEED_MAX, check_bool, check_int, check_seed
+from .._checks import MAX_STEPS, SEED_MAX, check_bool, check_choice, check_int, check_seed
 from ..engine.latent import check_latent
 from ..engine.regional import KSamplerAdvancedWrapper
 from . import widgets as W
@@ -96,6 +104,66 @@ class PreviewBridge(FolderNode):
         if check_bool("block", block) and not bool(mask.any()):
             raise ValueError("block is 'if_empty_mask' and the mask is empty: ComfyUI would stop the workflow here")
         return {"ui": {"images": []}, "result": (images, mask)}
+
+
+PREVIEW_METHODS = ("Latent2RGB-FLUX.1", "Latent2RGB-SDXL", "Latent2RGB-SD15", "Latent2RGB-SD3", "Latent2RGB-SD-X4",
+                   "Latent2RGB-Playground-2.5", "Latent2RGB-SC-Prior", "Latent2RGB-SC-B", "TAEF1", "TAESDXL",
+                   "TAESD15", "TAESD3")
+
+
+def preview_channels(method: str) -> int:
+    """The latent channels Impact expects for a preview method (16 for SD3, Stable Cascade prior and Flux)."""
+    return 16 if "SD3" in method or "SC-Prior" in method or "FLUX.1" in method or method == "TAEF1" else 4
+
+
+class PreviewBridgeLatent(PreviewBridge):
+    @classmethod
+    def INPUT_TYPES(cls, folders: Folders | None = None):
+        return {"required": {"latent": ("LATENT",), "image": ("STRING", {"default": ""}),
+                             "preview_method": (list(PREVIEW_METHODS),)},
+                "optional": {"vae_opt": ("VAE",), "block": ("BOOLEAN", {"default": False}),
+                             "restore_mask": (["never", "always", "if_same_size"],)},
+                "hidden": {"unique_id": "UNIQUE_ID"}}
+
+    RETURN_TYPES = ("LATENT", "MASK")
+
+    def check_inputs(self, image="", block=False, preview_method=None):
+        if image is not None and not isinstance(image, (str, dict)):
+            raise ValueError(f"input 'image' must be a clipspace file name or reference, got {image!r}")
+        check_bool("block", block)
+
+    def doit(self, latent, image="", preview_method="Latent2RGB-FLUX.1", vae_opt=None, block=False,
+             restore_mask="never", unique_id=None):
+        check_latent(latent, "latent")
+        samples = latent["samples"]
+        method = check_choice("preview_method", preview_method, PREVIEW_METHODS)
+        if vae_opt is None and samples.shape[1] != preview_channels(method):
+            raise ValueError(f"preview_method {method!r} previews {preview_channels(method)}-channel latents; this "
+                             f"latent has {samples.shape[1]} (Impact refuses it too: pick the method of the "
+                             "latent's model, or connect vae_opt)")
+        check_choice("restore_mask", restore_mask, ("never", "always", "if_same_size"))
+        latent_mask = torch.ones((1, *samples.shape[2:]), dtype=torch.float32)
+        path = self._mask_path(image)
+        out = latent
+        if path is not None:
+            with Image.open(path) as im:
+                im = ImageOps.exif_transpose(im)
+                alpha = (np.array(im.getchannel("A")).astype(np.float32) / 255.0) if "A" in im.getbands() else None
+            if alpha is None:
+                mask, empty = latent_mask, True
+                out = {k: v for k, v in latent.items() if k != "noise_mask"}
+            else:
+                mask = (1.0 - torch.from_numpy(alpha))[None]
+                out, empty = {**latent, "noise_mask": mask}, bool((mask == 1).all())
+        elif latent.get("noise_mask") is not None:
+            nm = latent["noise_mask"]
+            mask, empty = (nm.squeeze(0) if nm.ndim == 4 else nm), False
+        else:
+            mask, empty = latent_mask, True
+        if check_bool("block", block) and empty:
+            raise ValueError("block is 'if_empty_mask' and the mask is empty (white: nothing painted, no noise_mask): "
+                             "ComfyUI would stop the workflow here (paint the mask, or set block to 'never')")
+        return {"ui": {"images": []}, "result": (out, mask)}
 
 
 class ImpactKSamplerBasicPipe:
@@ -266,5 +334,6 @@ class ImpactBoolean:
         return (check_bool("value", value),)
 
 
-__all__ = ["ImpactBoolean", "ImpactFloat", "ImpactInt", "ImpactKSamplerAdvancedBasicPipe", "ImpactKSamplerBasicPipe",
-           "ImpactWildcardEncode", "ImpactWildcardProcessor", "PreviewBridge", "populate"]
+__all__ = ["PREVIEW_METHODS", "ImpactBoolean", "ImpactFloat", "ImpactInt", "ImpactKSamplerAdvancedBasicPipe",
+           "ImpactKSamplerBasicPipe", "ImpactWildcardEncode", "ImpactWildcardProcessor", "PreviewBridge",
+           "PreviewBridgeLatent", "populate"]

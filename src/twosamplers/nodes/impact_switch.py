@@ -3,8 +3,8 @@ slot's label and the index; and ImpactInversedSwitch ("Inversed Switch (Any)"): 
 the other outputs blocked (`BLOCKED`: the workflow runner skips every node that would get a blocked value, as
 ComfyUI's execution blockers do, so nothing downstream of an output that was not chosen runs or writes a file).
 
-Headless, every linked input is computed (ComfyUI computes only the chosen one; the result is the same, only
-slower when the others are expensive). `sel_mode` (select on prompt / on execution) makes no difference here. The
+ImpactSwitch's inputs are lazy, as in Impact: only the chosen input is computed, and the workflow runner skips
+what only the other inputs need. `sel_mode` (select on prompt / on execution) makes no difference here. The
 label is the slot's label in the saved UI workflow, else "inputN". A `select` naming an input that is not
 connected is an error here (Impact passes None on, and the node after it fails).
 """
@@ -33,7 +33,7 @@ class ImpactSwitch:
         return {"required": {"select": ("INT", {"default": 1, "min": 1, "max": 999999, "step": 1}),
                              "sel_mode": ("BOOLEAN", {"default": False, "label_on": "select_on_prompt",
                                                       "label_off": "select_on_execution"})},
-                "optional": {f"input{i}": ("*",) for i in range(1, MAX_INPUTS + 1)},
+                "optional": {f"input{i}": ("*", {"lazy": True}) for i in range(1, MAX_INPUTS + 1)},
                 "hidden": {"unique_id": "UNIQUE_ID", "extra_pnginfo": "EXTRA_PNGINFO"}}
 
     RETURN_TYPES = ("*", "STRING", "INT")
@@ -41,13 +41,14 @@ class ImpactSwitch:
     FUNCTION = "doit"
     CATEGORY = "ImpactPack/Util"
 
+    def check_lazy_status(self, select, **inputs):
+        return [f"input{check_int('select', select, 1, 999999)}"]
+
     def doit(self, select, sel_mode=False, unique_id=None, extra_pnginfo=None, **inputs):
         index = check_int("select", select, 1, 999999)
         name = f"input{index}"
         if name not in inputs or inputs[name] is None:
-            linked = sorted((k for k in inputs if inputs[k] is not None), key=lambda k: int(k[5:]))
-            raise ValueError(f"ImpactSwitch: select={index} chooses {name}, which is not connected (connected: "
-                             f"{', '.join(linked) or 'none'})")
+            raise ValueError(f"{type(self).__name__}: select={index} chooses {name}, which is not connected")
         return (inputs[name], _label(extra_pnginfo, unique_id, name), index)
 
 

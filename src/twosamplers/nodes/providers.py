@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from .._checks import MAX_CFG, check_float
+from ..engine.conditioning import without_negative_placeholder
 from ..engine.latent import check_latent
 from ..engine.noise import DEFAULT_COMFYUI_VERSION
 from ..engine.passes import Pass, check_noise_mask, run_pass
@@ -46,10 +48,14 @@ def check_ksampler(obj, name: str):
 class KSamplerWrapper:
     """A KSAMPLER: `.sample(latent)` == common_ksampler(model, seed, steps, cfg, sampler_name, scheduler,
     positive, negative, latent, denoise=denoise). Settings are validated here, so a bad one fails early.
-    `comfyui_version` (default "0.30"): "0.3.64" reproduces the older ComfyUI's default-noise-sampler seeding."""
+    `comfyui_version` (default "0.30"): "0.3.64" reproduces the older ComfyUI's default-noise-sampler seeding.
+    A negative that is Impact's placeholder samples the positive alone, cfg as its guidance
+    (`engine.conditioning.without_negative_placeholder`), as Impact's samplers do."""
 
     def __init__(self, model, seed, steps, cfg, sampler_name, scheduler, positive, negative, denoise=1.0, *,
                  comfyui_version: str = DEFAULT_COMFYUI_VERSION):
+        cfg = check_float("cfg", cfg, 0.0, MAX_CFG)
+        positive, negative, cfg = without_negative_placeholder(positive, negative, cfg)
         self.pass_ = p = Pass(model, positive, negative, seed=seed, steps=steps, cfg=cfg, sampler_name=sampler_name,
                               scheduler=scheduler, denoise=denoise, comfyui_version=comfyui_version)
         self.comfyui_version = p.comfyui_version

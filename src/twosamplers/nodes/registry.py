@@ -26,7 +26,10 @@ from . import (
     image_filters,
     image_prompts,
     impact_extra,
+    impact_lists,
+    impact_logic,
     impact_switch,
+    impact_util,
     latent_edit,
     lora_files,
     mask,
@@ -161,6 +164,7 @@ NODES: dict[str, type] = {
     "ConditioningZeroOut": custom_sampling.ConditioningZeroOut,
     # Impact Pack around the sampler family
     "PreviewBridge": impact_extra.PreviewBridge,
+    "PreviewBridgeLatent": impact_extra.PreviewBridgeLatent,
     "ImpactKSamplerBasicPipe": impact_extra.ImpactKSamplerBasicPipe,
     "ImpactKSamplerAdvancedBasicPipe": impact_extra.ImpactKSamplerAdvancedBasicPipe,
     "ImpactWildcardProcessor": impact_extra.ImpactWildcardProcessor,
@@ -170,6 +174,9 @@ NODES: dict[str, type] = {
     "ImpactBoolean": impact_extra.ImpactBoolean,
     "ImpactSwitch": impact_switch.ImpactSwitch,
     "ImpactInversedSwitch": impact_switch.ImpactInversedSwitch,
+    **impact_logic.NODE_CLASSES,
+    **impact_util.NODE_CLASSES,
+    **impact_lists.NODE_CLASSES,
     "RegionalSamplerAdvanced": regional_advanced.RegionalSamplerAdvanced,
     # model sampling patches
     "ModelSamplingDiscrete": model_patches.ModelSamplingDiscrete,

@@ -221,9 +221,11 @@ class LocalRunner:
         temp = Folders(output_dir=self.temp_dir)
         suffix = "".join(secrets.choice(string.ascii_lowercase) for _ in range(5))
         extra = {"workflow": wf.ui} if wf.ui is not None else {}
-        result = NODES["SaveImage"](temp).save_images(images, f"ComfyUI_temp_{suffix}", prompt=wf.prompt,
-                                                      extra_pnginfo=extra)
-        files = [str(it.path) for it in result["ui"]["images"]]
+        files = []
+        for batch in images if isinstance(images, list) else [images]:  # a list of images of different sizes
+            result = NODES["SaveImage"](temp).save_images(batch, f"ComfyUI_temp_{suffix}", prompt=wf.prompt,
+                                                          extra_pnginfo=extra)
+            files += [str(it.path) for it in result["ui"]["images"]]
         return ui_of_files(files, self.temp_dir, "temp")
 
 

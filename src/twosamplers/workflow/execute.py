@@ -4,6 +4,15 @@ Node outputs are cached by node id for the run. Output nodes queue their files (
 the queue is written only after every node has run, each file atomically: a workflow that fails part-way
 leaves no output behind. An empty latent (EmptyLatentImage's zeros) that reaches a node together with a
 model of another latent format is re-made for that model (`latent.remake_empty_latent`).
+
+Lazy inputs (an input spec with `{"lazy": True}`, ComfyUI's convention; Impact's ImpactConditionalBranch and
+ImpactSwitch): a node that only lazy inputs need is not run in order; the lazy node's `check_lazy_status(**inputs)`
+(its other inputs evaluated, the lazy ones None until asked for) names the lazy inputs it needs, and only those
+are computed (asked again until it names none that is missing). So the branch not taken runs nothing.
+
+Lists, as ComfyUI runs them: an output a node declares a list (`OUTPUT_IS_LIST`, e.g. ImpactMakeImageList) holds a
+`ValueList`; a node given one (and not `INPUT_IS_LIST`) runs once per item (shorter lists repeat their last item),
+and its outputs become lists of the results; an `INPUT_IS_LIST` node gets every input as a list, once.
 """
 
 from __future__ import annotations
@@ -15,6 +24,8 @@ import os
 import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
+
+import torch
 
 from .._checks import check_depth
 from ..engine.latent import remake_empty_latent
@@ -135,6 +146,30 @@ def execute(wf: Workflow, folders: Folders, *, progress: Callable[[int, int, str
     hidden = {"PROMPT": prompt, "EXTRA_PNGINFO": {"workflow": wf.ui} if wf.ui is not None else {}}
     cache: dict[str, tuple] = {}
     ui: dict[str, dict] = {}
+    deferred = lazy_only(prompt, p.order, p.outputs, p.types)
+    position = {nid: i for i, nid in enumerate(p.order)}
+
+    def demand(nid: str) -> None:
+        """Run `nid` (deferred: only lazy inputs need it) and the deferred nodes it needs, inputs first."""
+        todo, stack = set(), [nid]
+        while stack:
+            cur = stack.pop()
+            if cur in cache or cur in todo:
+                continue
+            todo.add(cur)
+            stack.extend(src for src in _eager_sources(prompt, cur, p.types[cur]) if src in deferred)
+        for cur in sorted(todo, key=position.__getitem__):
+            if cur in cache:  # a lazy node among them asked for it already
+                continue
+            if known is not None and cur in known:
+                cache[cur], ui[cur] = known[cur]
+                continue
+            if progress is not None:
+                progress(position[cur], len(p.order), cur, prompt[cur]["class_type"])
+            cache[cur], ui[cur] = run_node(prompt, cur, p.types[cur], cache, folders, hidden, demand)
+            if on_node is not None:
+                on_node(cur, cache[cur], ui[cur])
+
     folders.defer_writes, folders.pending = True, []
     folders.disable_pbar = True if quiet else None
     bar = None
@@ -143,6 +178,10 @@ def execute(wf: Workflow, folders: Folders, *, progress: Callable[[int, int, str
         bar = tqdm(total=len(p.order), desc="nodes", unit="node", disable=None)
     try:
         for i, nid in enumerate(p.order):
+            if nid in deferred:  # only a lazy input needs it: run when (if) its node asks for it
+                if bar is not None:
+                    bar.update(1)
+                continue
             if known is not None and nid in known:
                 cache[nid], ui[nid] = known[nid]
                 if bar is not None:
@@ -152,7 +191,7 @@ def execute(wf: Workflow, folders: Folders, *, progress: Callable[[int, int, str
                 bar.set_postfix_str(f"{nid} {prompt[nid]['class_type']}")
             if progress is not None:
                 progress(i, len(p.order), nid, prompt[nid]["class_type"])
-            cache[nid], ui[nid] = run_node(prompt, nid, p.types[nid], cache, folders, hidden)
+            cache[nid], ui[nid] = run_node(prompt, nid, p.types[nid], cache, folders, hidden, demand)
             if on_node is not None:
                 on_node(nid, cache[nid], ui[nid])
             if bar is not None:
@@ -165,19 +204,68 @@ def execute(wf: Workflow, folders: Folders, *, progress: Callable[[int, int, str
     return [_output_entry(prompt, nid, ui.get(nid) or {}, cache) for nid in p.outputs]
 
 
-def run_node(prompt: dict, nid: str, types: dict, cache: dict, folders: Folders, hidden: dict) -> tuple[tuple, dict]:
-    """One node: its inputs from the cache and constants, its function called -> (outputs, ui)."""
+class ValueList(list):
+    """A node output that is a list of items (see the module doc); a one-item result is the item itself."""
+
+
+def _calls(cls, kwargs: dict) -> list[dict] | None:
+    """The keyword sets to call the node with: one per list item (None: the node takes its inputs as they are)."""
+    if getattr(cls, "INPUT_IS_LIST", False):
+        return [{k: list(v) if isinstance(v, ValueList) else [v] for k, v in kwargs.items()}]
+    lists = [len(v) for v in kwargs.values() if isinstance(v, ValueList)]
+    if not lists:
+        return None
+    return [{k: (v[min(i, len(v) - 1)] if isinstance(v, ValueList) else v) for k, v in kwargs.items()}
+            for i in range(max(lists))]
+
+
+def _merge(cls, results: list[tuple]) -> tuple:
+    """The outputs of one node run several times (or of a list output): lists of the results, as ComfyUI merges
+    them (a list output's items concatenated; one result of another output is that result)."""
+    is_list = tuple(getattr(cls, "OUTPUT_IS_LIST", ())) + (False,) * len(cls.RETURN_TYPES)
+    out = []
+    for i in range(len(cls.RETURN_TYPES)):
+        if is_list[i]:
+            out.append(ValueList(x for r in results for x in r[i]))
+        else:
+            out.append(results[0][i] if len(results) == 1 else ValueList(r[i] for r in results))
+    return tuple(out)
+
+
+def run_node(prompt: dict, nid: str, types: dict, cache: dict, folders: Folders, hidden: dict,
+             demand: Callable[[str], None] | None = None) -> tuple[tuple, dict]:
+    """One node: its inputs from the cache and constants, its function called -> (outputs, ui). `demand(node id)`
+    runs a node that only lazy inputs need (see the module doc); without it every lazy input must be cached."""
     cls = NODES[prompt[nid]["class_type"]]
     obj = cls(folders) if _takes_folders(cls) else cls()
-    kwargs = _gather(prompt, nid, types, cache)
+    lazy = _lazy_links(prompt, nid, types)
+    kwargs = _gather(prompt, nid, types, cache, skip=lazy)
+    if lazy:
+        kwargs = _resolve_lazy(prompt, nid, types, cache, obj, kwargs, lazy, demand)
     if any(v is BLOCKED for v in kwargs.values()):  # downstream of a switch output that was not chosen: skipped
         return (BLOCKED,) * len(cls.RETURN_TYPES), {}
     fn = getattr(obj, cls.FUNCTION)
+    extra = {}
     if _accepts(fn, "disable_pbar") and "disable_pbar" not in kwargs:
-        kwargs["disable_pbar"] = folders.disable_pbar
+        extra["disable_pbar"] = folders.disable_pbar
     for name, value in (types.get("hidden") or {}).items():
         if _accepts(fn, name):
-            kwargs[name] = nid if value == "UNIQUE_ID" else hidden.get(value)
+            extra[name] = nid if value == "UNIQUE_ID" else hidden.get(value)
+    calls = _calls(cls, kwargs)
+    if calls == []:  # an empty list: ComfyUI runs the node zero times, its outputs are empty lists
+        return tuple(ValueList() for _ in cls.RETURN_TYPES), {}
+    results, ui = [], {}
+    for kw in calls or [kwargs]:
+        result, part = _call(prompt, nid, cls, fn, {**kw, **extra})
+        results.append(result)
+        for key, items in part.items():
+            ui[key] = list(ui.get(key) or []) + list(items) if len(results) > 1 else items
+    if calls is None and not any(getattr(cls, "OUTPUT_IS_LIST", ())):
+        return results[0], ui
+    return _merge(cls, results), ui
+
+
+def _call(prompt: dict, nid: str, cls, fn, kwargs: dict) -> tuple[tuple, dict]:
     try:
         result = fn(**kwargs)
     except (ValueError, TypeError, FileNotFoundError, NotImplementedError, ImportError) as e:
@@ -200,8 +288,12 @@ def _output_entry(prompt: dict, nid: str, ui: dict, cache: dict) -> dict:
     for name in ("images", "samples"):
         if name in node["inputs"] and is_link(node["inputs"][name]):
             src = node["inputs"][name]
-            if cache[str(src[0])][src[1]] is not BLOCKED:
-                entry[name] = cache[str(src[0])][src[1]]
+            value = cache[str(src[0])][src[1]]
+            if isinstance(value, ValueList):  # images of a list: one batch where their sizes agree
+                same = value and all(isinstance(v, torch.Tensor) and v.shape[1:] == value[0].shape[1:] for v in value)
+                value = torch.cat(list(value), dim=0) if same and name == "images" else list(value)
+            if value is not BLOCKED:
+                entry[name] = value
     return entry
 
 
@@ -211,12 +303,12 @@ def _takes_folders(cls) -> bool:
     return isinstance(cls, type) and issubclass(cls, FolderNode)
 
 
-def _gather(prompt: dict, nid: str, types: dict, cache: dict) -> dict:
+def _gather(prompt: dict, nid: str, types: dict, cache: dict, skip=()) -> dict:
     kwargs = {}
     latents = []
     for name, value in prompt[nid]["inputs"].items():
         spec, _ = spec_of(types, name)
-        if spec is None:
+        if spec is None or name in skip:
             continue
         kind = input_kind(spec)
         if is_link(value):
@@ -236,6 +328,64 @@ def _gather(prompt: dict, nid: str, types: dict, cache: dict) -> dict:
             for name in latents:
                 kwargs[name] = remake_empty_latent(kwargs[name], model.latent_format)
     return kwargs
+
+
+def _lazy_links(prompt: dict, nid: str, types: dict) -> set[str]:
+    """The node's linked inputs declared lazy."""
+    out = set()
+    for name, value in prompt[nid]["inputs"].items():
+        spec, _ = spec_of(types, name)
+        if spec is not None and is_link(value) and input_options(spec).get("lazy"):
+            out.add(name)
+    return out
+
+
+def _eager_sources(prompt: dict, nid: str, types: dict) -> list[str]:
+    """The nodes `nid` needs whatever its lazy inputs decide (its links that are not lazy)."""
+    lazy = _lazy_links(prompt, nid, types)
+    return [str(v[0]) for k, v in prompt[nid]["inputs"].items()
+            if is_link(v) and k not in lazy and str(v[0]) in prompt and spec_of(types, k)[0] is not None]
+
+
+def lazy_only(prompt: dict, order: list[str], outputs: list[str], types: dict) -> set[str]:
+    """The nodes of `order` that the outputs reach only through lazy inputs (run on demand, if at all)."""
+    eager, stack = set(), list(outputs)
+    while stack:
+        nid = stack.pop()
+        if nid in eager:
+            continue
+        eager.add(nid)
+        stack.extend(_eager_sources(prompt, nid, types[nid]))
+    return {nid for nid in order if nid not in eager}
+
+
+def _resolve_lazy(prompt, nid, types, cache, obj, kwargs, lazy, demand) -> dict:
+    """Ask the node which lazy inputs it needs (check_lazy_status), compute those, until it asks for no more."""
+    values = {name: None for name in lazy}
+    check = getattr(obj, "check_lazy_status", None)
+    wanted = set(lazy) if check is None else None
+    for _ in range(len(lazy) + 1):
+        if wanted is None:
+            asked = set()
+            now = {**kwargs, **values}
+            try:
+                for kw in _calls(type(obj), now) or [now]:  # a list input: asked for each item, as ComfyUI
+                    asked.update(check(**kw) or [])
+            except (ValueError, TypeError) as e:
+                raise WorkflowError(f"{describe(prompt, nid)}: {e}") from e
+            wanted = {name for name in asked if name in lazy and values[name] is None}
+        if not wanted:
+            break
+        for name in sorted(wanted):
+            src = prompt[nid]["inputs"][name]
+            if str(src[0]) not in cache:
+                if demand is None:
+                    raise WorkflowError(f"{describe(prompt, nid)}: lazy input '{name}' was not computed")
+                demand(str(src[0]))
+        values.update(_gather(prompt, nid, types, cache, skip=set(lazy) - wanted))
+        values = {k: values[k] for k in lazy}
+        wanted = None if check is not None else set()
+    return {**kwargs, **values}
 
 
 def run(workflow, models: str | os.PathLike | Mapping | None = None, overrides: Mapping | None = None, *,
