@@ -72,7 +72,8 @@ def main():  # the project's interpreter (diffusers): writes edit_shapes.json
     with torch.device("meta"):
         unet = UNet2DConditionModel(
             sample_size=8, in_channels=8, block_out_channels=(64, 128), layers_per_block=1,
-            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
             transformer_layers_per_block=(1, 2), attention_head_dim=(1, 2), cross_attention_dim=CONTEXT_XL,
             use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=256,
             projection_class_embeddings_input_dim=2816, norm_num_groups=32)
