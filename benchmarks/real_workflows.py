@@ -6,19 +6,19 @@ run, how many are refused cleanly, and how many fail otherwise.
     python benchmarks/real_workflows.py --cache wf-cache     # the whole corpus
     python benchmarks/real_workflows.py --only lora -v       # one workflow, with its full message
 
-Each workflow gets tiny random-weight models of the kind its loaders ask for, saved under the exact names it asks
-for (an SD1.x or SDXL checkpoint by what the workflow looks like, an SDXL refiner for a name with "refiner", a
-9-channel inpainting checkpoint for a name with "inpaint", an 8-channel InstructPix2Pix edit checkpoint for a name
-with "pix2pix" / "ip2p" / "edit" (CosXL's EDM v-prediction markers for "cosxl"), tests/flow_models.py's Flux.1 /
-SD3.5 files for workflows with Flux / SD3 nodes or names (Fill / Canny / Depth transformers by name), LoRAs, a
-ControlNet (for Flux / SD3: tests/flow_control_models.py's, in the layout the file name suggests), a VAE file, ESRGAN
-upscalers, embeddings, CLIP vision / SigLIP towers, style models) and small RGBA images under the names its
-LoadImage / PreviewBridge nodes read. Sizes are capped (every pixel size / 4, rounded to 8, batches 1) and steps
-capped at 2 (start/end steps scaled with them), so the whole corpus runs on a CPU in minutes; everything else is the
-file as published. A workflow then either runs (no error), is refused (a WorkflowError: one message, nothing written), or fails otherwise (any other
-exception: what a user would see as a traceback). Refusals are split by what they name: families out of scope by
-design (`twosamplers run --list-nodes`, other node packs included), node types other issues are adding now, ComfyUI
-core / Impact Pack nodes not run yet, and anything else.
+Each workflow gets tiny random-weight models of the kind its loaders ask for, saved under the exact names it asks for
+(an SD1.x or SDXL checkpoint by what the workflow looks like, an SDXL refiner for a name with "refiner", a 9-channel
+inpainting checkpoint for a name with "inpaint", an 8-channel InstructPix2Pix edit checkpoint for a name with "pix2pix"
+/ "ip2p" / "edit" (CosXL's EDM v-prediction markers for "cosxl"), tests/flow_models.py's Flux.1 / SD3.5 files for
+workflows with Flux / SD3 nodes or names (Fill / Canny / Depth transformers by name), LoRAs, a ControlNet (for Flux /
+SD3: tests/flow_control_models.py's, in the layout the file name suggests), a VAE file, ESRGAN upscalers, embeddings,
+CLIP vision / SigLIP towers, style models) and small RGBA images under the names its LoadImage / PreviewBridge nodes
+read. Sizes are capped (every pixel size / 4, rounded to 8, batches 1) and steps capped at 2 (start/end steps scaled
+with them), so the whole corpus runs on a CPU in minutes; everything else is the file as published. A workflow then
+either runs (no error), is refused (a WorkflowError: one message, nothing written), or fails otherwise (any other
+exception: what a user would see as a traceback). Refusals are split by what they name: families out of scope by design
+(`twosamplers run --list-nodes`, other node packs included), node types other issues are adding now, ComfyUI core /
+Impact Pack nodes not run yet, and anything else.
 """
 
 from __future__ import annotations
