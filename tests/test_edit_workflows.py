@@ -75,16 +75,20 @@ def test_dual_cfg_guider_inputs_and_checks(toy_model, conds):
         DualCFGGuider().get_guider(toy_model, pos, "text", neg, 3.0, 1.0)
 
 
-@pytest.mark.parametrize(("cfg1", "cfg2", "nested"), [(3.0, 1.5, False), (2.5, 1.8, True), (2.0, 1.0, False),
-                                                      (1.0, 1.0, False), (1.0, 4.0, True)])
-def test_dual_cfg_formulas(toy_model, cfg1, cfg2, nested):
+@pytest.mark.parametrize(("cfg1", "cfg2", "nested", "area"), [
+    (3.0, 1.5, False, False), (2.5, 1.8, True, False), (2.0, 1.0, False, False), (1.0, 1.0, False, False),
+    (1.0, 4.0, True, False), (3.0, 1.5, False, True), (2.5, 1.8, True, True)])
+def test_dual_cfg_formulas(toy_model, cfg1, cfg2, nested, area):
     """regular: cfg(cond2 vs negative, cfg2) + (cond1 - cond2) * cfg1, skipped prompts (cfg 1) predicting zeros;
-    nested: negative + cfg2 * (cfg(cond1 vs cond2, cfg1) - negative)."""
+    nested: negative + cfg2 * (cfg(cond1 vs cond2, cfg1) - negative). `area`: cond2 set to a box (regional path)."""
     from twosamplers.engine.ksampler import DualCFG, GuidedDenoiser
     from twosamplers.engine.passes import as_entries
 
     g = torch.Generator().manual_seed(3)
-    c1, c2, neg = (as_entries([[torch.randn(1, 3, 8, generator=g), {}]], "c") for _ in range(3))
+    c1, c2, neg = ([[torch.randn(1, 3, 8, generator=g), {}]] for _ in range(3))
+    if area:
+        c2 = [[c2[0][0], {"area": (4, 4, 0, 2), "strength": 0.7}], [torch.randn(1, 3, 8, generator=g), {}]]
+    c1, c2, neg = (as_entries(c, "c") for c in (c1, c2, neg))
     x, sigma = torch.randn(1, 4, 8, 8, generator=g), torch.tensor([2.0])
     lat = torch.zeros_like(x)
 

@@ -115,7 +115,7 @@ class GuidedDenoiser:
         self.latent_image = latent_image
         self.inpaint_noise = inpaint_noise
         self.sigmas = sigmas
-        self._batches: dict[tuple[bool, int], list[tuple[CondBatch, list[CondEntry]]]] = {}
+        self._batches: dict[tuple[bool, int, bool], list[tuple[CondBatch, list[CondEntry]]]] = {}
         self._mask_cache: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         self._cfg_tensors: dict[tuple[float, torch.dtype], torch.Tensor] = {}  # scales as 0-dim tensors
         self.dual = dual
