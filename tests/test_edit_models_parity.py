@@ -156,3 +156,7 @@ def test_edit_channels_and_dual_cfg_change_the_result(edit_env):
     finally:
         CASES["cosxl/regular"] = s
     assert float((swapped - REF["cosxl/regular"]).abs().max()) > 100 * TOL
+
+
+def test_dual_cfg_runs_are_bit_identical(edit_env):
+    assert torch.equal(dual(edit_env, "cosxl/nested", "cosxl_edit"), dual(edit_env, "cosxl/nested", "cosxl_edit"))
