@@ -1,8 +1,9 @@
 """InstructPix2Pix / CosXL-edit checkpoints (8-channel UNets), InstructPixToPixConditioning, DualCFGGuider and
 ModelSamplingContinuousEDM against ComfyUI 0.30's own: tests/comfy_refs/edit.* hold the latents ComfyUI gave (made
 by tests/comfy_refs/make_edit_refs.py with the shared oracle) on the tiny edit models of comfy_refs/edit_models.py;
-the same weights are saved here as checkpoints (with tiny text encoders, unused: the conditioning is given as
-tensors, and the full-size random VAE, which encodes the image to edit) and run through this project's nodes."""
+the same weights are saved here as checkpoints (with tiny text encoders and VAE, unused: the conditioning is given
+as tensors; the image to edit is encoded by the full-size random VAE through VAELoader) and run through this
+project's nodes."""
 
 from __future__ import annotations
 
@@ -37,12 +38,15 @@ def t(a):
 
 @pytest.fixture(scope="module")
 def edit_env(tmp_path_factory):
-    from test_sd_backend import canonical_clip_keys, tiny_clip, to_ldm_open_clip
+    from test_sd_backend import canonical_clip_keys, tiny_clip, tiny_vae, to_ldm_open_clip, to_ldm_vae
     from transformers import CLIPTextConfig, CLIPTextModelWithProjection
 
     root = tmp_path_factory.mktemp("edit_models")
     (root / "checkpoints").mkdir()
-    vae = {"first_stage_model." + k: t(v) for k, v in em.vae().items()}
+    (root / "vae").mkdir()
+    # the image is encoded by the full-size random VAE (VAELoader, one file); the checkpoints carry a tiny one
+    save_file({k: t(v) for k, v in em.vae().items()}, str(root / "vae" / "sd_vae.safetensors"))
+    vae = {k: v.contiguous() for k, v in to_ldm_vae(tiny_vae()).items()}
     clip_l = {k: v.contiguous() for k, v in canonical_clip_keys(tiny_clip(seed=1)).items()}
     torch.manual_seed(2)
     cfg = CLIPTextConfig(vocab_size=49408, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
@@ -59,7 +63,9 @@ def edit_env(tmp_path_factory):
     save_file({**xl, **markers}, str(root / "checkpoints" / "cosxl_edit.safetensors"))
     folders = Folders.create(models=root, load_options={"device": "cpu", "dtype": "fp32"})
     load = NODES["CheckpointLoaderSimple"](folders)
-    return {name: load.load_checkpoint(f"{name}.safetensors") for name in ("sd15_ip2p", "sdxl_ip2p", "cosxl_edit")}
+    (vae,) = NODES["VAELoader"](folders).load_vae("sd_vae.safetensors")
+    return {name: load.load_checkpoint(f"{name}.safetensors")[:2] + (vae,)
+            for name in ("sd15_ip2p", "sdxl_ip2p", "cosxl_edit")}
 
 
 def close(ours, key, tol=TOL):
@@ -71,10 +77,21 @@ def close(ours, key, tol=TOL):
     return diff
 
 
+_ENCODED: dict = {}
+
+
+def ip2p(vae, pos, neg):
+    """InstructPixToPixConditioning's outputs, encoded once per prompt pair (the full-size VAE is slow on a CPU)."""
+    key = (id(vae), id(pos[0][0]), id(neg[0][0]))
+    if key not in _ENCODED:
+        _ENCODED[key] = NODES["InstructPixToPixConditioning"]().encode(pos, neg, I["image"], vae)
+    return _ENCODED[key]
+
+
 def sd15_ip2p(env):
     model, _, vae = env["sd15_ip2p"]
     pos, neg = [[I["pos"], {}]], [[I["neg"], {}]]
-    p, n, latent = NODES["InstructPixToPixConditioning"]().encode(pos, neg, I["image"], vae)
+    p, n, latent = ip2p(vae, pos, neg)
     return model, pos, neg, p, n, latent
 
 
@@ -121,8 +138,7 @@ def dual(env, case, checkpoint):
     model, _, vae = env[checkpoint]
     if s["edm_node"]:
         (model,) = NODES["ModelSamplingContinuousEDM"]().patch(model, "v_prediction", 120.0, 0.002)
-    p, n, latent = NODES["InstructPixToPixConditioning"]().encode(xl("pos_xl", "pooled_pos"),
-                                                                  xl("neg_xl", "pooled_neg"), I["image"], vae)
+    p, n, latent = ip2p(vae, xl("pos_xl", "pooled_pos"), xl("neg_xl", "pooled_neg"))
     (guider,) = NODES["DualCFGGuider"]().get_guider(model, p, n, xl("zero_xl", "pooled_zero"), s["cfg_conds"],
                                                     s["cfg_cond2_negative"], s["style"])
     (noise,) = NODES["RandomNoise"]().get_noise(s["seed"])
