@@ -6,18 +6,19 @@ run, how many are refused cleanly, and how many fail otherwise.
     python benchmarks/real_workflows.py --cache wf-cache     # the whole corpus
     python benchmarks/real_workflows.py --only lora -v       # one workflow, with its full message
 
-Each workflow gets tiny random-weight models of the kind its loaders ask for, saved under the exact names it asks
-for (an SD1.x or SDXL checkpoint by what the workflow looks like, an SDXL refiner for a name with "refiner", a
-9-channel inpainting checkpoint for a name with "inpaint", tests/flow_models.py's Flux.1 / SD3.5 files for workflows
-with Flux / SD3 nodes or names (Fill / Canny / Depth transformers by name), LoRAs, a ControlNet (for Flux / SD3:
-tests/flow_control_models.py's, in the layout the file name suggests), a VAE file, ESRGAN upscalers, embeddings,
+Each workflow gets tiny random-weight models of the kind its loaders ask for, saved under the exact names it asks for
+(an SD1.x or SDXL checkpoint by what the workflow looks like, an SDXL refiner for a name with "refiner", a 9-channel
+inpainting checkpoint for a name with "inpaint", an 8-channel InstructPix2Pix edit checkpoint for a name with "pix2pix"
+/ "ip2p" / "edit" (CosXL's EDM v-prediction markers for "cosxl"), tests/flow_models.py's Flux.1 / SD3.5 files for
+workflows with Flux / SD3 nodes or names (Fill / Canny / Depth transformers by name), LoRAs, a ControlNet (for Flux /
+SD3: tests/flow_control_models.py's, in the layout the file name suggests), a VAE file, ESRGAN upscalers, embeddings,
 CLIP vision / SigLIP towers, style models) and small RGBA images under the names its LoadImage / PreviewBridge nodes
 read. Sizes are capped (every pixel size / 4, rounded to 8, batches 1) and steps capped at 2 (start/end steps scaled
 with them), so the whole corpus runs on a CPU in minutes; everything else is the file as published. A workflow then
 either runs (no error), is refused (a WorkflowError: one message, nothing written), or fails otherwise (any other
-exception: what a user would see as a traceback). Refusals are split by what they name: families out of scope by
-design (`twosamplers run --list-nodes`, other node packs included), node types other issues are adding now, ComfyUI
-core / Impact Pack nodes not run yet, and anything else.
+exception: what a user would see as a traceback). Refusals are split by what they name: families out of scope by design
+(`twosamplers run --list-nodes`, other node packs included), node types other issues are adding now, ComfyUI core /
+Impact Pack nodes not run yet, and anything else.
 """
 
 from __future__ import annotations
@@ -127,6 +128,24 @@ class ModelPool:
         shutil.rmtree(folder / "unet")
         tiny_inpaint_unet().save_pretrained(folder / "unet")
         return folder_to_single_file(folder, self.root / "inpaint.safetensors", False)
+
+    def _make_edit(self, what):
+        """edit:FAMILY[:edm]: the tiny SD1.x / SDXL checkpoint with an InstructPix2Pix UNet (its first conv widened
+        to 4 + 4 input channels, the new ones random so that they matter); ":edm" adds CosXL edit's EDM
+        v-prediction markers."""
+        import torch
+        from safetensors.torch import load_file, save_file
+
+        _, family, *edm = what.split(":")
+        sd = load_file(str(self._tiny()["sdxl_file" if family == "sdxl" else "sd1_file"]))
+        key = "model.diffusion_model.input_blocks.0.0.weight"
+        gen = torch.Generator().manual_seed(15)
+        sd[key] = torch.cat([sd[key], 0.1 * torch.randn(sd[key].shape, generator=gen, dtype=sd[key].dtype)], dim=1)
+        if edm:
+            sd.update({"edm_vpred.sigma_max": torch.tensor(120.0), "edm_vpred.sigma_min": torch.tensor(0.002)})
+        path = self.root / f"edit_{family}{'_edm' if edm else ''}.safetensors"
+        save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
+        return path
 
     def _make_lora(self, what):
         from safetensors.torch import save_file
@@ -495,7 +514,11 @@ def _model_kind(kind: str, name: str, family: str) -> str | None:
     if kind == "checkpoints":
         if "refiner" in low:
             return "refiner"
-        return "inpaint" if "inpaint" in low else family
+        if "inpaint" in low:
+            return "inpaint"
+        if re.search(r"pix2pix|ip2p|(^|[^a-z])edit([^a-z]|$)", low) and family in ("sd1", "sdxl"):
+            return f"edit:{family}" + (":edm" if "cosxl" in low else "")
+        return family
     if kind == "loras":
         return f"lora:{family}"
     if kind == "controlnet":

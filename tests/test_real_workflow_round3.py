@@ -34,7 +34,7 @@ def test_flow_checkpoint_loads_when_pickles_are_allowed(flow_models_dir, tmp_pat
     ("## make-basic_pipe [2c8c61]", "out of scope: workflow components"),
     ("QwenImageDiffsynthControlnet", "out of scope: control LoRAs and other ControlNet families"),
     ("ZImageFunControlnet", "out of scope: control LoRAs and other ControlNet families"),
-    ("ReferenceLatent", "out of scope: edit models"),
+    ("ReferenceLatent", "out of scope: Flux Kontext edit models"),
     ("ImpactCompare", "an Impact Pack node outside the two-sampler family, not emulated yet"),
     ("Text Multiline", "out of scope: a custom node of another node pack (not in ComfyUI 0.30 or Impact Pack)"),
 ])

@@ -501,8 +501,8 @@ def test_unsupported_family(tmp_path):
     save_file({"lora_unet_down.lora_up.weight": torch.zeros(2, 2)}, str(p))
     with pytest.raises(UnsupportedModelError, match="SD1.x, SD2.x .* SDXL base"):
         load_sd(p, device="cpu")
-    odd = {"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(320, 8, 3, 3)}
-    with pytest.raises(UnsupportedModelError, match="8 input channels"):
+    odd = {"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(320, 7, 3, 3)}  # 8: edit models load
+    with pytest.raises(UnsupportedModelError, match="7 input channels"):
         detect_family(odd)
     refiner = {"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(384, 4, 3, 3),
                "model.diffusion_model.label_emb.0.0.weight": torch.zeros(1536, 2560),

@@ -79,6 +79,21 @@ def slice_sigmas(sigmas: torch.Tensor, start_step: int | None, last_step: int | 
     return sigmas
 
 
+@dataclasses.dataclass(frozen=True)
+class DualCFG:
+    """ComfyUI's DualCFGGuider around a pass whose positive is cond1, negative the negative and cfg cfg_conds:
+    `middle` is cond2 (evaluated as a negative prompt: prompt_type "negative"), `cfg2` is cfg_cond2_negative.
+
+    - regular: cfg(cond2 vs negative, cfg2) + (cond1 - cond2) * cfg (the negative is skipped at cfg2 1, cond2
+      too when cfg is 1 as well; a skipped prompt predicts zeros)
+    - nested: negative + cfg2 * (cfg(cond1 vs cond2, cfg) - negative) (all three always evaluated)
+    where cfg(a vs b, s) = b + (a - b) * s, or the MODEL's own guidance, then its post-CFG functions."""
+
+    middle: object
+    cfg2: float = 8.0
+    nested: bool = False
+
+
 class GuidedDenoiser:
     """Classifier-free guidance and noise-mask blending around a model: what a sampler calls.
 
@@ -90,7 +105,8 @@ class GuidedDenoiser:
     accepts_model_options = True
 
     def __init__(self, model, positive: list[CondEntry], negative: list[CondEntry], cfg: float,
-                 latent_image: torch.Tensor, inpaint_noise: torch.Tensor, sigmas: torch.Tensor) -> None:
+                 latent_image: torch.Tensor, inpaint_noise: torch.Tensor, sigmas: torch.Tensor,
+                 dual: DualCFG | None = None) -> None:
         self.model = model
         self.model_sampling = model.model_sampling  # public: samplers that need the schedule (sa_solver) read it
         self._flow = is_flow(self.model_sampling)
@@ -99,18 +115,24 @@ class GuidedDenoiser:
         self.latent_image = latent_image
         self.inpaint_noise = inpaint_noise
         self.sigmas = sigmas
-        self._batches: dict[tuple[bool, int], list[tuple[CondBatch, list[CondEntry]]]] = {}
+        self._batches: dict[tuple[bool, int, bool], list[tuple[CondBatch, list[CondEntry]]]] = {}
         self._mask_cache: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
-        self._cfg_tensors: dict[torch.dtype, torch.Tensor] = {}  # cfg as 0-dim tensors, by dtype
+        self._cfg_tensors: dict[tuple[float, torch.dtype], torch.Tensor] = {}  # scales as 0-dim tensors
+        self.dual = dual
+        self.middle = list(dual.middle) if dual is not None else []
         # masks / areas / timestep ranges: evaluated by regional_cond; plain entries keep the path below
-        self._regional = (RegionalConditioning(positive, negative, model, tuple(latent_image.shape))
-                          if any(e.regional for e in positive + negative) else None)
+        self._regional = None
+        if any(e.regional for e in positive + negative + self.middle):
+            shape = tuple(latent_image.shape)
+            self._regional = RegionalConditioning(positive, negative, model, shape)
+            if dual is not None:  # the middle prompt's own regional sums (its uncond side is never evaluated)
+                self._regional_middle = RegionalConditioning(self.middle, negative, model, shape)
 
     # -- conditioning batches, built once per (with uncond?, batch size)
-    def _cond_batches(self, with_uncond: bool, batch: int, device, dtype):
-        key = (with_uncond, batch)
+    def _cond_batches(self, with_uncond: bool, batch: int, device, dtype, with_middle: bool = False):
+        key = (with_uncond, batch, with_middle)
         if key not in self._batches:
-            entries = self.positive + (self.negative if with_uncond else [])
+            entries = self.positive + (self.middle if with_middle else []) + (self.negative if with_uncond else [])
             repeat = getattr(self.model, "repeat_context", True)  # False: joint-attention transformers
             try:
                 self._batches[key] = [(CondBatch(entries, batch, device, dtype, repeat), entries)]
@@ -122,12 +144,19 @@ class GuidedDenoiser:
         """-> (cond_pred, uncond_pred or None): each a strength-weighted mean over its entries.
         output_mask: passed on to models that declare `accepts_output_mask` (pixels where it is 0 are unused);
         regional conditioning (masks, areas, time ranges) evaluates every pixel and does not pass it."""
+        cond, _, uncond = self._predict_all(x, sigma, with_uncond, False, output_mask)
+        return cond, uncond
+
+    def _predict_all(self, x, sigma, with_uncond: bool, with_middle: bool, output_mask=None):
+        """-> (cond, middle or None, uncond or None), all from one batched network call where they batch."""
         if self._regional is not None:
-            return self._regional.predict(x, sigma, with_uncond)
+            cond, uncond = self._regional.predict(x, sigma, with_uncond)
+            middle = self._regional_middle.predict(x, sigma, False)[0] if with_middle else None
+            return cond, middle, uncond
         b = x.shape[0]
-        n_pos = len(self.positive)
+        n_pos, n_mid = len(self.positive), (len(self.middle) if with_middle else 0)
         outs: list[torch.Tensor] = []
-        for cb, _ in self._cond_batches(with_uncond, b, x.device, self.model.dtype):
+        for cb, _ in self._cond_batches(with_uncond, b, x.device, self.model.dtype, with_middle):
             x_in = x if cb.n == 1 else torch.cat([x] * cb.n)
             s_in = sigma if cb.n == 1 else torch.cat([sigma] * cb.n)
             extras = cb.extras
@@ -136,40 +165,70 @@ class GuidedDenoiser:
             out = self.model.apply_model(x_in, s_in, cb.context, **extras)
             outs.extend(out.chunk(cb.n, dim=0) if cb.n > 1 else [out])
         cond = _weighted_mean(outs[:n_pos], self.positive)
-        uncond = _weighted_mean(outs[n_pos:], self.negative) if with_uncond else None
-        return cond, uncond
+        middle = _weighted_mean(outs[n_pos:n_pos + n_mid], self.middle) if with_middle else None
+        uncond = _weighted_mean(outs[n_pos + n_mid:], self.negative) if with_uncond else None
+        return cond, middle, uncond
 
-    def _cfg_scalar(self, dtype: torch.dtype) -> torch.Tensor | float:
-        """cfg for a float32/float64 product as a 0-dim CPU tensor of that dtype: the bits the Python float gives
-        (torch rounds it to dtype first), without the float64 -> dtype copy torch makes for it at every call.
-        Half types multiply by the unrounded float, so they keep it."""
+    def _cfg_scalar(self, dtype: torch.dtype, scale: float | None = None) -> torch.Tensor | float:
+        """cfg (or `scale`) for a float32/float64 product as a 0-dim CPU tensor of that dtype: the bits the Python
+        float gives (torch rounds it to dtype first), without the float64 -> dtype copy torch makes for it at every
+        call. Half types multiply by the unrounded float, so they keep it."""
+        scale = self.cfg if scale is None else scale
         if dtype not in (torch.float32, torch.float64):
-            return self.cfg
-        t = self._cfg_tensors.get(dtype)
+            return scale
+        t = self._cfg_tensors.get((scale, dtype))
         if t is None:
-            t = self._cfg_tensors[dtype] = torch.tensor(self.cfg, dtype=dtype)
+            t = self._cfg_tensors[(scale, dtype)] = torch.tensor(scale, dtype=dtype)
         return t
 
+    def _cfg(self, cond, uncond, scale: float, x, sigma, model_options: dict, result=None):
+        """ComfyUI's cfg_function: the MODEL's own guidance or uncond + (cond - uncond) * scale (skipped when
+        `result` is given: cfg 1 without an uncond), then its post-CFG functions."""
+        cfg_function = model_options.get("sampler_cfg_function")
+        if cfg_function is not None:  # a MODEL's own guidance (RescaleCFG), ComfyUI's calling convention
+            result = x - cfg_function({"cond": x - cond, "uncond": x - uncond, "cond_scale": scale, "sigma": sigma,
+                                       "timestep": sigma, "input": x, "cond_denoised": cond, "uncond_denoised": uncond,
+                                       "model": self.model, "model_options": model_options})
+        elif result is None:
+            # uncond + (cond - uncond) * cfg, written in place on one fresh tensor (same rounding: + commutes)
+            result = cond - uncond
+            result.mul_(self._cfg_scalar(result.dtype, scale))
+            result.add_(uncond)
+        for fn in model_options.get("post_cfg_functions", ()):
+            result = fn({"denoised": result, "cond_denoised": cond, "uncond_denoised": uncond, "cond_scale": scale,
+                         "sigma": sigma, "input": x, "model": self.model, "model_options": model_options})
+        return result
+
     def guided(self, x, sigma, model_options: dict, output_mask=None):
+        if self.dual is not None:
+            return self._dual_guided(x, sigma, model_options, output_mask)
         with_uncond = not (math.isclose(self.cfg, 1.0) and not model_options.get("disable_cfg1_optimization", False))
         cond, uncond = self.predict(x, sigma, with_uncond, output_mask)
-        cfg_function = model_options.get("sampler_cfg_function")
+        result = None
         if uncond is None:
             result = cond
             uncond = torch.zeros_like(cond)
-        if cfg_function is not None:  # a MODEL's own guidance (RescaleCFG), ComfyUI's calling convention
-            result = x - cfg_function({"cond": x - cond, "uncond": x - uncond, "cond_scale": self.cfg, "sigma": sigma,
-                                       "timestep": sigma, "input": x, "cond_denoised": cond, "uncond_denoised": uncond,
-                                       "model": self.model, "model_options": model_options})
-        elif with_uncond:
-            # uncond + (cond - uncond) * cfg, written in place on one fresh tensor (same rounding: + commutes)
-            result = cond - uncond
-            result.mul_(self._cfg_scalar(result.dtype))
-            result.add_(uncond)
-        for fn in model_options.get("post_cfg_functions", ()):
-            result = fn({"denoised": result, "cond_denoised": cond, "uncond_denoised": uncond, "cond_scale": self.cfg,
-                         "sigma": sigma, "input": x, "model": self.model, "model_options": model_options})
-        return result
+        return self._cfg(cond, uncond, self.cfg, x, sigma, model_options, result)
+
+    def _dual_guided(self, x, sigma, model_options: dict, output_mask=None):
+        """ComfyUI's DualCFGGuider (DualCFG's docstring): cfg = cfg_conds (cond1 vs cond2), dual.cfg2 =
+        cfg_cond2_negative (cond2 vs negative). A prompt left out at cfg 1 predicts zeros, as in ComfyUI."""
+        d = self.dual
+        optimize = not model_options.get("disable_cfg1_optimization", False)
+        with_uncond = d.nested or not (optimize and math.isclose(d.cfg2, 1.0))
+        with_middle = with_uncond or not (optimize and math.isclose(self.cfg, 1.0))
+        cond, middle, uncond = self._predict_all(x, sigma, with_uncond, with_middle, output_mask)
+        middle = torch.zeros_like(cond) if middle is None else middle
+        uncond = torch.zeros_like(cond) if uncond is None else uncond
+        if d.nested:  # negative + cfg2 * (cfg(cond1 vs cond2, cfg_conds) - negative)
+            text = self._cfg(cond, middle, self.cfg, x, sigma, model_options)
+            out = text - uncond
+            out.mul_(self._cfg_scalar(out.dtype, d.cfg2))
+            return out.add_(uncond)
+        out = self._cfg(middle, uncond, d.cfg2, x, sigma, model_options)
+        step = cond - middle
+        step.mul_(self._cfg_scalar(step.dtype))
+        return out + step
 
     def _mask_terms(self, denoise_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(1 - m, L * (1 - m)) for this mask, computed once per mask tensor."""
@@ -223,11 +282,12 @@ def _weighted_mean(outs: list[torch.Tensor], entries: list[CondEntry]) -> torch.
 
 def sample_with_sigmas(model, noise, sigmas, samples, positive, negative, cfg, sampler_name, seed, noise_mask=None,
                        *, callback=None, disable_pbar=None, model_options=None, sampler_options=None,
-                       comfyui_version=DEFAULT_COMFYUI_VERSION):
+                       comfyui_version=DEFAULT_COMFYUI_VERSION, dual: DualCFG | None = None):
     """The sampling core once sigmas and noise are known (ComfyUI's CFGGuider + KSAMPLER.sample).
 
     Contract: arguments validated by the caller (`passes.run_pass`): positive/negative are normalized
-    CondEntry lists, noise_mask a valid MASK whose batch broadcasts to the latent's, sigmas non-empty."""
+    CondEntry lists, noise_mask a valid MASK whose batch broadcasts to the latent's, sigmas non-empty; `dual`
+    (DualCFGGuider) holds a normalized middle list."""
     device = model.device
     sigmas = sigmas.to(device)
     latent_image = samples.to(device=device, dtype=torch.float32)
@@ -242,12 +302,15 @@ def sample_with_sigmas(model, noise, sigmas, samples, positive, negative, cfg, s
         gen.manual_seed((seed + 1) & SEED_MAX)
         inpaint_noise = torch.randn(noise.shape, generator=gen).to(noise.dtype).to(device)
 
-    positive, negative = _run_entries(model, positive, negative, latent_image, denoise_mask, seed)
+    positive, negative, middle = _run_entries(model, positive, negative, latent_image, denoise_mask, seed,
+                                              dual.middle if dual is not None else None)
+    if dual is not None:
+        dual = dataclasses.replace(dual, middle=middle)
     ms = model.model_sampling
     memoise = getattr(ms, "memoise", None)
     if memoise is not None:  # the schedule's timesteps and input scales, batched once per run (same bits)
         memoise(sigmas)
-    denoiser = GuidedDenoiser(model, positive, negative, cfg, latent_image, inpaint_noise, sigmas)
+    denoiser = GuidedDenoiser(model, positive, negative, cfg, latent_image, inpaint_noise, sigmas, dual)
     sigma_max, sigma0 = float(ms.sigma_max), float(sigmas[0])
     max_denoise = math.isclose(sigma_max, sigma0, rel_tol=1e-05) or sigma0 > sigma_max
     x = ms.noise_scaling(sigmas[0], noise, latent_image, max_denoise)
@@ -298,21 +361,26 @@ def _last_sigma(sigmas: torch.Tensor, sampler_name: str) -> torch.Tensor:
     return last
 
 
-def _run_entries(model, positive: list[CondEntry], negative: list[CondEntry], latent_image, denoise_mask, seed: int):
+def _run_entries(model, positive: list[CondEntry], negative: list[CondEntry], latent_image, denoise_mask, seed: int,
+                 middle: list[CondEntry] | None = None):
     """The entries as this run sees them: ControlNets of the older ControlNetApply also guide the uncond (ComfyUI's
     control_apply_to_uncond), GLIGEN's position boxes too; then the model's per-run extras (inpainting models'
-    extra input channels)."""
-    negative = share_with_uncond(positive, negative, "control", lambda c: getattr(c, "apply_to_uncond", False))
-    negative = share_with_uncond(positive, negative, "gligen")
+    extra input channels). `middle` (DualCFGGuider's cond2) is treated like a negative; returned third."""
+    sides = [negative] + ([middle] if middle is not None else [])
+    for i, side in enumerate(sides):
+        side = share_with_uncond(positive, side, "control", lambda c: getattr(c, "apply_to_uncond", False))
+        sides[i] = share_with_uncond(positive, side, "gligen")
+    negative, middle = sides[0], (sides[1] if middle is not None else None)
     hook = getattr(model, "extra_conds", None)
     if hook is None:
-        return positive, negative
+        return positive, negative, middle
 
     def with_extras(entries, prompt_type):
         return [dataclasses.replace(e, extras=hook(e.extras, latent_image=latent_image, denoise_mask=denoise_mask,
                                                    prompt_type=prompt_type, seed=seed)) for e in entries]
 
-    return with_extras(positive, "positive"), with_extras(negative, "negative")
+    return (with_extras(positive, "positive"), with_extras(negative, "negative"),
+            with_extras(middle, "negative") if middle is not None else None)
 
 
 def _pbar_flag(disable_pbar: bool | None) -> bool | None:
@@ -329,5 +397,5 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["GuidedDenoiser", "MAX_CFG", "MAX_STEPS", "STEP_HOOK", "StepCallback", "compute_sigmas",
+__all__ = ["DualCFG", "GuidedDenoiser", "MAX_CFG", "MAX_STEPS", "STEP_HOOK", "StepCallback", "compute_sigmas",
            "sample_with_sigmas", "slice_sigmas"]

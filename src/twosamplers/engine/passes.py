@@ -29,7 +29,7 @@ from .._checks import (
 from ..models.control import ControlNet, attach_controlnets
 from ..samplers import SAMPLER_NAMES
 from .conditioning import CondEntry, check_batch, normalize_conditioning
-from .ksampler import StepCallback, compute_sigmas, sample_with_sigmas, slice_sigmas
+from .ksampler import DualCFG, StepCallback, compute_sigmas, sample_with_sigmas, slice_sigmas
 from .latent import check_latent, fit_latent_channels
 from .noise import DEFAULT_COMFYUI_VERSION, parse_comfyui_version, prepare_noise
 from .schedules import SCHEDULER_NAMES
@@ -61,6 +61,8 @@ class Pass:
       (`net` is the model carrying them; ComfyUI's LoraLoader chain order). The conditioning is given already
       encoded: for the text-encoder half (strength_clip), encode the prompts with `pass.net.encode_prompt` or
       `model.with_loras(...)`.
+    - `dual`: DualCFGGuider's second prompt and scale (`ksampler.DualCFG`); `positive` is then cond1 and `cfg`
+      cfg_conds.
     `name` prefixes error messages ("base.steps=0 is out of range"). Validated on construction.
     """
 
@@ -84,6 +86,7 @@ class Pass:
     comfyui_version: str = DEFAULT_COMFYUI_VERSION
     controlnets: tuple = ()
     loras: tuple = ()
+    dual: DualCFG | None = None
     name: str = field(default="", repr=False)
     net: object = field(init=False, repr=False)
     cond_pos: list = field(init=False, repr=False)
@@ -109,6 +112,13 @@ class Pass:
                 fix[key] = check_int(f"{n}{key}", getattr(self, key), 0)
         if self.sigmas is not None:
             fix["sigmas"] = torch.as_tensor(self.sigmas, dtype=torch.float32).reshape(-1).clone()
+        if self.dual is not None:
+            if not isinstance(self.dual, DualCFG):
+                raise TypeError(f"{n}dual must be a twosamplers DualCFG, got {type(self.dual).__name__}")
+            if not isinstance(self.dual.nested, bool):
+                raise TypeError(f"{n}dual.nested must be a bool, got {self.dual.nested!r}")
+            fix["dual"] = DualCFG(as_entries(self.dual.middle, f"{n}cond2"),
+                                  check_float(f"{n}cfg_cond2_negative", self.dual.cfg2, 0.0, MAX_CFG), self.dual.nested)
         if self.controlnets:
             fix["controlnets"] = tuple(_check_controlnet(f"{n}controlnets[{i}]", c).loaded(self.model)
                                        for i, c in enumerate(self.controlnets))
@@ -187,10 +197,14 @@ def run_pass(p: Pass, samples: torch.Tensor, *, noise_mask: torch.Tensor | None 
     check_batch(p.cond_pos, samples.shape[0], f"{p.name}.positive" if p.name else "positive")
     check_batch(p.cond_neg, samples.shape[0], f"{p.name}.negative" if p.name else "negative")
     pos, neg = attach_controlnets(p.cond_pos, p.cond_neg, p.controlnets)
+    dual = p.dual
+    if dual is not None:
+        check_batch(dual.middle, samples.shape[0], f"{p.name}.cond2" if p.name else "cond2")
+        dual = replace(dual, middle=attach_controlnets(dual.middle, [], p.controlnets)[0])
     return sample_with_sigmas(p.net, noise, sigmas, samples, pos, neg, p.cfg, p.sampler_name, p.seed,
                               noise_mask, callback=callback, disable_pbar=disable_pbar,
                               model_options=p.model_options, sampler_options=p.sampler_options,
-                              comfyui_version=p.comfyui_version)
+                              comfyui_version=p.comfyui_version, dual=dual)
 
 
 def check_noise_mask(latent: dict, name: str = "latent") -> torch.Tensor | None:
@@ -224,6 +238,7 @@ def common_ksampler(
     sampler_options: dict | None = None,
     sigmas: torch.Tensor | None = None,
     comfyui_version: str = DEFAULT_COMFYUI_VERSION,
+    dual: DualCFG | None = None,
 ) -> dict:
     """ComfyUI's KSampler / KSamplerAdvanced: sample `latent` and return a new LATENT dict.
 
@@ -231,12 +246,14 @@ def common_ksampler(
     and other default-noise samplers' generator with `seed` instead of 0.30's `seed + 1` on the CPU.
     `callback(step, x0, x, total_steps)` runs after every step; `disable_pbar` None shows a progress bar only
     on a terminal. `sigmas` overrides the computed schedule (then steps/scheduler/denoise are not used for it).
+    `dual`: DualCFGGuider's guidance (positive = cond1, cfg = cfg_conds; see `ksampler.DualCFG`).
     The input latent dict, its tensors and the conditioning are never modified.
     """
     p = Pass(model, positive, negative, seed=seed, steps=steps, cfg=cfg, sampler_name=sampler_name,
              scheduler=scheduler, denoise=denoise, start_step=start_step, last_step=last_step,
              force_full_denoise=force_full_denoise, disable_noise=disable_noise, sigmas=sigmas,
-             model_options=model_options, sampler_options=sampler_options, comfyui_version=comfyui_version)
+             model_options=model_options, sampler_options=sampler_options, comfyui_version=comfyui_version,
+             dual=dual)
     check_latent(latent)
     noise_mask = check_noise_mask(latent)
     out = dict(latent)

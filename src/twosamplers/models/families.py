@@ -7,9 +7,11 @@ from __future__ import annotations
 FAMILIES: tuple[tuple[str, str, str], ...] = (
     ("textures / ideal", "built in (no file)", "every sampler, scheduler and node of the family; CPU"),
     ("SD 1.x, SD 2.x (eps, v)", "single-file checkpoint or diffusers folder",
-     "all nodes; LoRA (kohya, diffusers/PEFT, LoCon, LoHa, LoKr, DoRA), embeddings, ControlNet, inpainting models"),
+     "all nodes; LoRA (kohya, diffusers/PEFT, LoCon, LoHa, LoKr, DoRA), embeddings, ControlNet, inpainting models, "
+     "InstructPix2Pix edit models (SD1.x)"),
     ("SDXL base", "single-file checkpoint or diffusers folder",
-     "all nodes; LoRA, embeddings, ControlNet, inpainting models"),
+     "all nodes; LoRA, embeddings, ControlNet, inpainting models, InstructPix2Pix / CosXL edit models (EDM "
+     "v-prediction, DualCFGGuider)"),
     ("Flux.1 dev / schnell", "all-in-one checkpoint; UNETLoader (weight_dtype incl. fp8) + DualCLIPLoader(flux) + "
      "the 16-channel VAE; a folder of those files; a diffusers folder",
      "all nodes (CONST flow sampling through every sampler/scheduler, ModelSamplingFlux, FluxGuidance, "

@@ -32,6 +32,8 @@ from .cast import store_as
 from .devices import _vae_dtype, resolve_device_dtype  # noqa: F401  (re-exported: models.sd.resolve_device_dtype)
 from .embeddings import EmbeddingLibrary
 from .inpaint import CONCAT_KEYS, EXTRA_CHANNELS, SD15_BLANK_LATENT, concat_cond
+from .ip2p import EXTRA_CHANNELS as IP2P_CHANNELS
+from .ip2p import ip2p_concat
 from .packed_conv import packed_convolutions
 from .sd_loading import (
     FAMILY_NAMES,
@@ -46,6 +48,7 @@ from .sd_loading import (
     build_vae,
     check_sdxl_markers,
     detect_family,
+    edm_vpred_range,
     guess_prediction,
     pickle_only_folder,
     read_state_dict,
@@ -147,7 +150,7 @@ class UNetAdapter(torch.nn.Module):
         if control is not None:
             down, mid = self.control_residuals(x, timesteps, context, added, *control)
             residuals = {"down_block_additional_residuals": tuple(down), "mid_block_additional_residual": mid}
-        if concat is not None:  # inpainting UNets: noisy latent, then mask and masked-image latent
+        if concat is not None:  # inpainting / edit UNets: noisy latent, then mask and masked-image / image latent
             x = torch.cat([x, concat.to(x)], dim=1)
         if "y" in extras:  # a class-embedding UNet (SD2.1 unCLIP: the image prompt's ADM vector)
             residuals["class_labels"] = extras["y"].to(device=x.device, dtype=x.dtype)
@@ -187,22 +190,36 @@ class SDModel(AutoencoderCoder, NetworkModel):
 
     def __init__(self, unet, vae, text_encoders: list[ClipTextEncoder], family: str, *, prediction: str = "eps",
                  linear_start: float = 0.00085, linear_end: float = 0.012, clip_skip: int | None = None,
-                 vae_dtype: torch.dtype | None = None, source: str = "") -> None:
+                 vae_dtype: torch.dtype | None = None, source: str = "",
+                 edm_vpred: tuple[float, float] | None = None) -> None:
         if family not in FAMILY_NAMES:
             raise UnsupportedModelError(f"unknown family {family!r}; supported: {SUPPORTED}")
+        if edm_vpred is not None:  # (sigma_min, sigma_max): ComfyUI's V_PREDICTION_EDM model type (CosXL)
+            from .model_sampling import ContinuousEDMSampling
+
+            sampling = ContinuousEDMSampling("v", *edm_vpred)
+        else:
+            sampling = ModelSamplingDiscrete(prediction, linear_start, linear_end)
         super().__init__(UNetAdapter(unet, family == "sdxl", 2 ** (len(vae.config.block_out_channels) - 1),
                                      refiner=family == "sdxl_refiner"),
-                         ModelSamplingDiscrete(prediction, linear_start, linear_end),
+                         sampling,
                          latent_scale=LATENT_SCALE[family],
                          latent_channels=int(vae.config.latent_channels),
                          downscale=2 ** (len(vae.config.block_out_channels) - 1))
         self.unet = unet
         self.vae = vae
         extra = int(unet.config.in_channels) - int(vae.config.latent_channels)
-        if extra not in (0, EXTRA_CHANNELS):
+        if extra not in (0, EXTRA_CHANNELS, IP2P_CHANNELS):
             raise UnsupportedModelError(f"a UNet with {unet.config.in_channels} input channels is not supported "
-                                        f"(4 latent channels, or 4 + {EXTRA_CHANNELS} for inpainting models)")
+                                        f"(4 latent channels, or 4 + {EXTRA_CHANNELS} for inpainting models, "
+                                        f"4 + {IP2P_CHANNELS} for InstructPix2Pix edit models)")
+        if extra == IP2P_CHANNELS and family not in ("sd1", "sdxl"):
+            raise UnsupportedModelError(f"a {FAMILY_NAMES[family]} UNet with {unet.config.in_channels} input "
+                                        "channels is not supported (InstructPix2Pix edit models: SD1.x and SDXL)")
         self.inpainting = extra == EXTRA_CHANNELS
+        self.ip2p = extra == IP2P_CHANNELS
+        # ComfyUI scales the edit image's latent for EDM v-prediction SDXL edit models (CosXL edit) only
+        self.ip2p_scaled = self.ip2p and edm_vpred is not None and family == "sdxl"
         self._blank: torch.Tensor | None = None
         self.text_encoders = text_encoders
         self.family = family
@@ -256,6 +273,9 @@ class SDModel(AutoencoderCoder, NetworkModel):
         if self.inpainting:
             out["c_concat"] = concat_cond(extras, latent_image=latent_image, denoise_mask=denoise_mask,
                                           process_in=self.latent_format.process_in, blank=self.blank_latent())
+        elif self.ip2p:
+            out["c_concat"] = ip2p_concat(extras, latent_image=latent_image,
+                                          process_in=self.latent_format.process_in if self.ip2p_scaled else None)
         return out
 
     def blank_latent(self) -> torch.Tensor:
@@ -469,8 +489,10 @@ def _load_single_file(path: Path, dev, dt, pred, skip, allow_pickle, te_dt=torch
 
 def _build_single_file(sd: dict, path: Path, dev, dt, pred, skip, te_dt) -> SDModel:
     fam = detect_family(sd, str(path))
+    edm = None
     if fam.name == "sdxl":
         check_sdxl_markers(sd, str(path))
+        edm = edm_vpred_range(sd) if pred is None else None
     if pred is None:
         pred, how = guess_prediction(sd, fam.name)
         if fam.name == "sd2":
@@ -500,7 +522,7 @@ def _build_single_file(sd: dict, path: Path, dev, dt, pred, skip, te_dt) -> SDMo
     vae = build_vae(sd, fam.name, vae_dt).to(dev)
     del sd
     return SDModel(unet, vae, encoders, fam.name, prediction=pred, clip_skip=skip, vae_dtype=vae_dt,
-                   source=str(path))
+                   source=str(path), edm_vpred=edm)
 
 
 def _read_json(path: Path) -> dict:
@@ -530,9 +552,10 @@ def _check_folder(path: Path) -> tuple[bool, dict]:
     if not has_te1:
         raise UnsupportedModelError(f"{path}: pipeline {cls or '?'} has no text encoder. Supported: {SUPPORTED}.")
     unet_cfg = _read_json(path / "unet" / "config.json")
-    if int(unet_cfg.get("in_channels", 4)) not in (4, 4 + EXTRA_CHANNELS):
+    if int(unet_cfg.get("in_channels", 4)) not in (4, 4 + EXTRA_CHANNELS, 4 + IP2P_CHANNELS):
         raise UnsupportedModelError(f"{path}: a UNet with {unet_cfg.get('in_channels')} input channels is not "
-                                    f"supported. Supported: {SUPPORTED} with 4 latent channels (9 for inpainting).")
+                                    f"supported. Supported: {SUPPORTED} with 4 latent channels (9 for inpainting, "
+                                    "8 for InstructPix2Pix edit models).")
     sched_file = path / "scheduler" / "scheduler_config.json"
     sched = _read_json(sched_file) if sched_file.exists() else {}
     if sched.get("beta_schedule", "scaled_linear") != "scaled_linear":

@@ -18,7 +18,8 @@ import torch
 
 from .._paths import regular_file
 
-SUPPORTED = "SD1.x, SD2.x (eps or v-prediction), SDXL base and SDXL refiner, and their inpainting models"
+SUPPORTED = ("SD1.x, SD2.x (eps or v-prediction), SDXL base and SDXL refiner, their inpainting models, and "
+             "SD1.x / SDXL InstructPix2Pix edit models (CosXL edit)")
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl")
 UNET = "model.diffusion_model."
 VAE_PREFIXES = ("first_stage_model.", "vae.")
@@ -235,9 +236,18 @@ def detect_family(sd: dict[str, torch.Tensor], source: str = "checkpoint") -> Fa
         raise UnsupportedModelError(f"{source}: unknown UNet layout (no input_blocks.0.0.weight). "
                                     f"Supported: {SUPPORTED}.")
     in_ch = conv_in.shape[1]
-    if in_ch not in (4, 9):
+    if in_ch not in (4, 8, 9):
         raise UnsupportedModelError(f"{source}: a UNet with {in_ch} input channels is not supported. Supported: "
-                                    f"{SUPPORTED} with 4 latent channels (9 for inpainting models).")
+                                    f"{SUPPORTED} with 4 latent channels (9 for inpainting models, 8 for "
+                                    "InstructPix2Pix edit models).")
+    fam = _family(sd, source)
+    if in_ch == 8 and fam.name not in ("sd1", "sdxl"):
+        raise UnsupportedModelError(f"{source}: a {fam.title} UNet with 8 input channels (an edit model?) is not "
+                                    "supported: InstructPix2Pix edit models load for SD1.x and SDXL, as in ComfyUI.")
+    return fam
+
+
+def _family(sd: dict[str, torch.Tensor], source: str) -> Family:
     if "ztsnr" in sd:
         raise UnsupportedModelError(f"{source}: zero-terminal-SNR ('ztsnr') checkpoints are not supported yet. "
                                     f"Supported: {SUPPORTED}.")
@@ -267,7 +277,8 @@ def guess_prediction(sd: dict[str, torch.Tensor], family: str) -> tuple[str, str
     - SD2.x: v when the UNet takes 4 latent channels (inpainting models are eps) and the population standard
       deviation of `output_blocks.11.1.transformer_blocks.0.norm1.bias`, computed in the file's dtype as torch
       computes it, is > 0.09; else eps. A "v_pred" key is not looked at.
-    - SDXL base: a "v_pred" key means v (EDM / Playground files are refused by `check_sdxl_markers`).
+    - SDXL base: a "v_pred" key means v (EDM v-prediction files: `edm_vpred_range`; Playground files are refused
+      by `check_sdxl_markers`).
     - SD1.x and the SDXL refiner: always eps ("v_pred" is ignored, as ComfyUI ignores it)."""
     if family == "sd2":
         conv_in = sd.get(UNET + "input_blocks.0.0.weight")
@@ -285,13 +296,20 @@ def guess_prediction(sd: dict[str, torch.Tensor], family: str) -> tuple[str, str
 
 
 def check_sdxl_markers(sd: dict[str, torch.Tensor], source: str) -> None:
-    """SDXL files whose marker keys make ComfyUI sample them another way (EDM): refused, not sampled wrongly."""
+    """SDXL files whose marker keys make ComfyUI sample them another way (Playground's EDM latent format): refused,
+    not sampled wrongly. EDM v-prediction files (CosXL) load: `edm_vpred_range`."""
     if "edm_mean" in sd and "edm_std" in sd:
         raise UnsupportedModelError(f"{source}: Playground v2.5 (EDM, 'edm_mean'/'edm_std') checkpoints are not "
                                     f"supported. Supported: {SUPPORTED}.")
-    if "edm_vpred.sigma_max" in sd:
-        raise UnsupportedModelError(f"{source}: EDM v-prediction ('edm_vpred.*') checkpoints are not supported. "
-                                    f"Supported: {SUPPORTED}.")
+
+
+def edm_vpred_range(sd: dict[str, torch.Tensor]) -> tuple[float, float] | None:
+    """(sigma_min, sigma_max) of an SDXL EDM v-prediction checkpoint (CosXL, CosXL edit: an `edm_vpred.sigma_max`
+    key, `edm_vpred.sigma_min` optional, 0.002 by default, as ComfyUI 0.30 reads them), else None."""
+    if "edm_vpred.sigma_max" not in sd:
+        return None
+    lo = float(sd["edm_vpred.sigma_min"].float().item()) if "edm_vpred.sigma_min" in sd else 0.002
+    return lo, float(sd["edm_vpred.sigma_max"].float().item())
 
 
 # -------------------------------------------------------------------------------------- UNet config

@@ -4,7 +4,8 @@ and put together by SamplerCustom / SamplerCustomAdvanced, all on the engine's o
 for an empty negative.
 
 Types: SAMPLER (`SamplerChoice`: a sampler name), SIGMAS (a 1-D float tensor), NOISE (`SeededNoise` or
-`NoNoise`), GUIDER (`Guider`: model, conditioning, cfg). Both samplers return (output, denoised_output):
+`NoNoise`), GUIDER (`Guider`: model, conditioning, cfg; DualCFGGuider's adds a second prompt and scale).
+Both samplers return (output, denoised_output):
 the sampled latent, and the model's x0 prediction at the last step (the output when no step ran).
 """
 
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from .._checks import MAX_CFG, MAX_STEPS, SEED_MAX, check_choice, check_float, check_int, check_seed, check_tensor
+from ..engine.ksampler import DualCFG
 from ..engine.latent import check_latent, remake_empty_latent
 from ..engine.passes import as_entries, common_ksampler
 from ..engine.schedules import SCHEDULER_NAMES, calculate_sigmas, exponential_scheduler, karras_scheduler
@@ -51,12 +53,14 @@ class NoNoise:
 
 @dataclass(frozen=True)
 class Guider:
-    """GUIDER: the model and conditioning a sampler denoises with; cfg 1 with no negative is BasicGuider."""
+    """GUIDER: the model and conditioning a sampler denoises with; cfg 1 with no negative is BasicGuider;
+    `dual` set is DualCFGGuider (positive = cond1, cfg = cfg_conds)."""
 
     model: object
     positive: list
     negative: list | None
     cfg: float = 1.0
+    dual: DualCFG | None = None
 
 
 def check_sigmas(sigmas, name: str = "sigmas") -> torch.Tensor:
@@ -66,7 +70,7 @@ def check_sigmas(sigmas, name: str = "sigmas") -> torch.Tensor:
     return sigmas
 
 
-def _sample(model, positive, negative, cfg, sampler, sigmas, latent_image, seed, add_noise, disable_pbar):
+def _sample(model, positive, negative, cfg, sampler, sigmas, latent_image, seed, add_noise, disable_pbar, dual=None):
     """Run the custom sampler -> (output LATENT, denoised_output LATENT)."""
     _check_model(model)
     if not isinstance(sampler, SamplerChoice):
@@ -84,7 +88,8 @@ def _sample(model, positive, negative, cfg, sampler, sigmas, latent_image, seed,
         last["x0"] = x0
 
     out = common_ksampler(model, seed, sigmas.numel() - 1, cfg, sampler.name, "normal", positive, negative, latent,
-                          disable_noise=not add_noise, sigmas=sigmas, callback=keep_x0, disable_pbar=disable_pbar)
+                          disable_noise=not add_noise, sigmas=sigmas, callback=keep_x0, disable_pbar=disable_pbar,
+                          dual=dual)
     denoised = dict(latent)
     if "x0" in last:
         denoised["samples"] = model.latent_format.process_out(last["x0"].float()).to(out["samples"].device)
@@ -129,9 +134,10 @@ class SamplerCustomAdvanced:
         if not isinstance(noise, (SeededNoise, NoNoise)):
             raise TypeError(f"noise must be a NOISE (from RandomNoise or DisableNoise), got {type(noise).__name__}")
         if not isinstance(guider, Guider):
-            raise TypeError(f"guider must be a GUIDER (from CFGGuider or BasicGuider), got {type(guider).__name__}")
+            raise TypeError(f"guider must be a GUIDER (from CFGGuider, BasicGuider or DualCFGGuider), got "
+                            f"{type(guider).__name__}")
         return _sample(guider.model, guider.positive, guider.negative, guider.cfg, sampler, sigmas, latent_image,
-                       noise.seed, isinstance(noise, SeededNoise), disable_pbar)
+                       noise.seed, isinstance(noise, SeededNoise), disable_pbar, guider.dual)
 
 
 class KSamplerSelect:
@@ -336,6 +342,32 @@ class CFGGuider:
         return (Guider(model, positive, negative, check_float("cfg", cfg, 0.0, MAX_CFG)),)
 
 
+class DualCFGGuider:
+    """Two prompts guided at two scales (InstructPix2Pix / CosXL edit: the text instruction against the image
+    alone, the image against nothing): engine.ksampler.DualCFG gives the formulas of both styles."""
+
+    STYLES = ("regular", "nested")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model": ("MODEL",), "cond1": ("CONDITIONING",), "cond2": ("CONDITIONING",),
+                             "negative": ("CONDITIONING",), "cfg_conds": CFG, "cfg_cond2_negative": CFG,
+                             "style": (list(cls.STYLES),)}}
+
+    RETURN_TYPES = ("GUIDER",)
+    FUNCTION = "get_guider"
+    CATEGORY = "sampling/custom_sampling/guiders"
+
+    def get_guider(self, model, cond1, cond2, negative, cfg_conds, cfg_cond2_negative, style="regular"):
+        _check_model(model)
+        as_entries(cond1, "cond1")
+        as_entries(cond2, "cond2")
+        as_entries(negative, "negative")
+        style = check_choice("style", style, self.STYLES)
+        dual = DualCFG(cond2, check_float("cfg_cond2_negative", cfg_cond2_negative, 0.0, MAX_CFG), style == "nested")
+        return (Guider(model, cond1, negative, check_float("cfg_conds", cfg_conds, 0.0, MAX_CFG), dual),)
+
+
 class BasicGuider:
     @classmethod
     def INPUT_TYPES(cls):
@@ -373,7 +405,7 @@ class ConditioningZeroOut:
         return (out,)
 
 
-__all__ = ["BasicGuider", "BasicScheduler", "CFGGuider", "ConditioningZeroOut", "DisableNoise",
+__all__ = ["BasicGuider", "BasicScheduler", "CFGGuider", "ConditioningZeroOut", "DisableNoise", "DualCFGGuider",
            "ExponentialScheduler", "FlipSigmas", "Guider", "KSamplerSelect", "KarrasScheduler", "NoNoise",
            "RandomNoise", "SDTurboScheduler", "SamplerChoice", "SamplerCustom", "SamplerCustomAdvanced",
            "SeededNoise", "SplitSigmas", "SplitSigmasDenoise", "check_sigmas"]

@@ -3,8 +3,8 @@
 The pixels (centre-cropped to multiples of 8, as ComfyUI crops them whatever the VAE) are encoded once and set as
 `concat_latent_image` on every positive and negative entry; the LATENT out is zeros of the encoded shape (the
 model starts from noise). Models with extra input channels read it: Flux.1 Canny / Depth (and Fill) through
-`models/flow_concat.py`. Models without extra channels (plain SD / SDXL / Flux) ignore it, as ComfyUI's do;
-InstructPix2Pix / CosXL-edit UNets (8 input channels) are not loaded by this project (docs/workflows.md).
+`models/flow_concat.py`, InstructPix2Pix / CosXL-edit UNets (8 input channels) through `models/ip2p.py`. Models
+without extra channels (plain SD / SDXL / Flux) ignore it, as ComfyUI's do.
 """
 
 from __future__ import annotations

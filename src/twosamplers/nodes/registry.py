@@ -161,6 +161,7 @@ NODES: dict[str, type] = {
     "DisableNoise": custom_sampling.DisableNoise,
     "CFGGuider": custom_sampling.CFGGuider,
     "BasicGuider": custom_sampling.BasicGuider,
+    "DualCFGGuider": custom_sampling.DualCFGGuider,
     "ConditioningZeroOut": custom_sampling.ConditioningZeroOut,
     # Impact Pack around the sampler family
     "PreviewBridge": impact_extra.PreviewBridge,
@@ -236,9 +237,9 @@ OUT_OF_SCOPE: list[tuple[str, str, tuple[str, ...], str]] = [
     ("other model patches", "Fooocus inpaint heads, Stable Cascade / AuraFlow sampling, attention-guidance patches "
      "(PAG, SAG) and similar model surgery", ("ModelSamplingStableCascade",),
      r"^(Fooocus|INPAINT_|ModelSampling|PerturbedAttention|SelfAttentionGuidance)"),
-    ("edit models", "InstructPix2Pix / CosXL-edit checkpoints (8-channel UNets), their dual-CFG guidance and Flux "
-     "Kontext's reference latents", ("DualCFGGuider", "ReferenceLatent", "FluxKontextImageScale"),
-     r"^(InstructPix|CosXL|FluxKontext)"),
+    ("Flux Kontext edit models", "Flux.1 Kontext's reference latents and image scaling need the Kontext model "
+     "(InstructPix2Pix / CosXL-edit checkpoints and DualCFGGuider run)", ("ReferenceLatent", "FluxKontextImageScale"),
+     r"^FluxKontext"),
     ("control LoRAs and other ControlNet families", "Control LoRAs (Stability's SDXL Control-LoRAs, BFL's FLUX.1 "
      "Canny / Depth dev LoRAs) and the ControlNets of model families not run here (Qwen-Image, Z-Image); "
      "ControlNets for SD1.x/2.x/SDXL, Flux.1 (XLabs, Mistoline, InstantX / Union, Alimama inpainting) and "
