@@ -8,6 +8,7 @@ UNet skip connection and one for the middle block) are added to the UNet's. File
 cannot say (attention heads, the SDXL size-embedding width) is taken from the UNet the ControlNet is loaded for,
 of which it must be a copy; a ControlNet of another family is refused with both families named.
 
+A T2I-Adapter file in that folder loads as a `t2i_adapter.T2IAdapterHandle`, as ComfyUI's loader takes it too.
 How the residuals are used during sampling (strength, step window, chaining) is `control.py`'s job.
 """
 
@@ -28,6 +29,7 @@ from .sd_loading import (
     infer_unet_config,
     read_state_dict,
 )
+from .t2i_adapter import is_t2i_adapter_state, t2i_adapter_from_state
 
 HINT_PREFIX = "input_hint_block."
 LDM_PREFIX = "control_model."
@@ -120,10 +122,13 @@ def load_controlnet(path: str | os.PathLike, *, unet=None, device=None, dtype: t
             if key in _CACHE:
                 return _CACHE[key]
     if p.is_dir():
-        net = _load_folder(p, dtype, allow_pickle)
+        handle = ControlNetModelHandle(_load_folder(p, dtype, allow_pickle).to(device), str(p))
     else:
-        net = _load_single_file(p, unet, dtype, allow_pickle)
-    handle = ControlNetModelHandle(net.to(device), str(p))
+        sd = read_state_dict(p, allow_pickle=allow_pickle)
+        if is_t2i_adapter_state(sd) or isinstance(sd.get("adapter"), dict):  # ComfyUI's loader takes these too
+            handle = t2i_adapter_from_state(sd, str(p), device, dtype)
+        else:
+            handle = ControlNetModelHandle(controlnet_from_state(sd, p, unet, dtype).to(device), str(p))
     if unet is not None:
         handle.check_fits(unet)
     if cache:
@@ -188,9 +193,6 @@ def ldm_controlnet_state(sd: dict[str, torch.Tensor], source: str) -> dict[str, 
             hint = " (diffusers layout: pass the folder with its config.json instead)"
         elif any(k.startswith(("lora_", "lora_unet")) for k in list(sd)[:2000]):
             hint = " (it looks like a LoRA)"
-        elif "conv_in.weight" in sd and any(k.startswith(("body.", "adapter.body.")) for k in sd) or \
-                "adapter.conv_in.weight" in sd or "body.0.in_conv.weight" in sd:
-            hint = " (it is a T2I-Adapter, which this project does not run yet; use a ControlNet of the same kind)"
         elif any(k.startswith(("controlnet_blocks.", "controlnet_x_embedder.", "pos_embed_input.",
                                 "controlnet_single_blocks.", "double_blocks.")) for k in sd):
             hint = (" (its keys are those of a Flux / SD3 ControlNet, but not of a layout run here: XLabs, "
@@ -250,10 +252,6 @@ def _pooled_width(cn: dict, unet) -> int:
     if unet is not None and getattr(unet.config, "addition_time_embed_dim", None):
         return label_in - 6 * int(unet.config.addition_time_embed_dim)
     return label_in - 6 * 256  # SDXL: 2816 = 1280 (pooled) + 6 x 256 (size embeddings)
-
-
-def _load_single_file(p: Path, unet, dtype: torch.dtype, allow_pickle: bool):
-    return controlnet_from_state(read_state_dict(p, allow_pickle=allow_pickle), p, unet, dtype)
 
 
 def controlnet_from_state(sd: dict[str, torch.Tensor], p: Path, unet, dtype: torch.dtype):
