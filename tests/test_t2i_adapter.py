@@ -178,3 +178,76 @@ def test_bad_files_are_named_as_the_workflow_names_them(env, tmp_path):
         load.load_controlnet("broken_t2iadapter.safetensors")
     with pytest.raises(Exception, match=r"light_diffusers\.safetensors.*light T2I-Adapter in diffusers' layout"):
         load.load_controlnet("light_diffusers.safetensors")
+
+
+# ------------------------------------------------------------------------------------------------ in workflows
+@pytest.fixture(scope="module")
+def wf_dirs(tiny_sd_files, tmp_path_factory):
+    """models/ (the tiny SD1.x checkpoint, a 3-channel adapter for its widths 32 / 64 as a TencentARC pickle name,
+    an SDXL adapter) and input/ (a hint photo, a mask)."""
+    import numpy as np
+    from PIL import Image
+
+    from twosamplers.models.t2i_adapter import FullAdapter
+
+    root = tmp_path_factory.mktemp("t2i_wf")
+    (root / "checkpoints").mkdir()
+    (root / "controlnet").mkdir()
+    (root / "checkpoints" / "sd1.safetensors").symlink_to(tiny_sd_files["sd1_file"])
+    torch.manual_seed(3)
+    save_file(FullAdapter(192, 32, 1, False, False).state_dict(), str(root / "controlnet" / "t2iadapter_depth.pth"))
+    save_file(FullAdapter(768, 32, 1, False, True).state_dict(), str(root / "controlnet" / "t2i_xl.safetensors"))
+    inp = root / "input"
+    inp.mkdir()
+    rng = np.random.default_rng(4)
+    Image.fromarray(rng.integers(0, 256, (80, 96, 3), dtype=np.uint8)).save(inp / "photo.png")
+    m = np.zeros((64, 64, 3), np.uint8)
+    m[16:48, 8:40] = 255
+    Image.fromarray(m).save(inp / "mask.png")
+    return root, inp
+
+
+def two_samplers_with_adapters(adapter="t2iadapter_depth.pth", strength=0.8) -> dict:
+    """Impact's TwoSamplersForMask, the base sampler's conditioning through ControlNetApplyAdvanced and the mask
+    sampler's positive through the older ControlNetApply, both with one T2I-Adapter."""
+    from workflow_cases import api_two_samplers
+
+    wf = api_two_samplers()
+    wf["4"]["inputs"]["ckpt_name"] = "sd1.safetensors"
+    wf.update({
+        "40": {"class_type": "ControlNetLoader", "inputs": {"control_net_name": adapter}},
+        "41": {"class_type": "LoadImage", "inputs": {"image": "photo.png"}},
+        "42": {"class_type": "ControlNetApplyAdvanced", "inputs": {
+            "positive": ["6", 0], "negative": ["7", 0], "control_net": ["40", 0], "image": ["41", 0],
+            "strength": strength, "start_percent": 0.0, "end_percent": 1.0}},
+        "43": {"class_type": "ControlNetApply", "inputs": {"conditioning": ["16", 0], "control_net": ["40", 0],
+                                                           "image": ["41", 0], "strength": strength / 2}},
+    })
+    wf["20"]["inputs"].update(positive=["42", 0], negative=["42", 1])
+    wf["21"]["inputs"]["positive"] = ["43", 0]
+    return wf
+
+
+def test_two_samplers_for_mask_workflow_with_adapters(wf_dirs, tmp_path):
+    from twosamplers.workflow import run as run_wf
+
+    models, inputs = wf_dirs
+
+    def latent(wf):
+        out = run_wf(wf, models, input_dir=inputs, output_dir=tmp_path / "out", device="cpu", dtype="fp32")
+        return next(o for o in out if o["class_type"] == "SaveLatent")["samples"]["samples"]
+
+    a = latent(two_samplers_with_adapters())
+    assert torch.equal(a, latent(two_samplers_with_adapters()))  # deterministic
+    plain = latent(two_samplers_with_adapters(strength=0.0))  # strength 0: the conditioning is left as it was
+    assert torch.isfinite(a).all() and (a - plain).abs().max() > 1e-3
+
+
+def test_workflow_with_an_adapter_of_another_family_names_it(wf_dirs, tmp_path):
+    from twosamplers.workflow import WorkflowError
+    from twosamplers.workflow import run as run_wf
+
+    models, inputs = wf_dirs
+    with pytest.raises(WorkflowError, match=r"SDXL T2I-Adapter t2i_xl\.safetensors .*does not fit this SD1"):
+        run_wf(two_samplers_with_adapters("t2i_xl.safetensors"), models, input_dir=inputs,
+               output_dir=tmp_path / "out", device="cpu", dtype="fp32")

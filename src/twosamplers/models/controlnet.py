@@ -29,7 +29,7 @@ from .sd_loading import (
     infer_unet_config,
     read_state_dict,
 )
-from .t2i_adapter import is_t2i_adapter_state, t2i_adapter_from_state
+from .t2i_adapter import T2IAdapterHandle, is_t2i_adapter_state, t2i_adapter_from_state
 
 HINT_PREFIX = "input_hint_block."
 LDM_PREFIX = "control_model."
@@ -125,11 +125,13 @@ def load_controlnet(path: str | os.PathLike, *, unet=None, device=None, dtype: t
         handle = ControlNetModelHandle(_load_folder(p, dtype, allow_pickle).to(device), str(p))
     else:
         sd = read_state_dict(p, allow_pickle=allow_pickle)
-        if is_t2i_adapter_state(sd) or isinstance(sd.get("adapter"), dict):  # ComfyUI's loader takes these too
+        if is_t2i_adapter_state(sd):  # ComfyUI's ControlNetLoader takes T2I-Adapters too
             handle = t2i_adapter_from_state(sd, str(p), device, dtype)
         else:
             handle = ControlNetModelHandle(controlnet_from_state(sd, p, unet, dtype).to(device), str(p))
-    if unet is not None:
+    if unet is not None and isinstance(handle, T2IAdapterHandle):
+        handle.placements(unet)  # refuses a UNet it does not fit
+    elif unet is not None:
         handle.check_fits(unet)
     if cache:
         with _CACHE_LOCK:

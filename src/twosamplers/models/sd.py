@@ -170,13 +170,12 @@ class UNetAdapter(torch.nn.Module):
             if getattr(net, "family", None) in ("flux", "sd3"):
                 raise TypeError(f"a {net.title} cannot guide a Stable Diffusion model")
             if getattr(net, "is_t2i_adapter", False):
-                net.check_fits(self.unet)
+                n, to_mid = net.placements(self.unet)
                 feats = c.adapter_features(x.shape[0], h, w, batched_number, x.device, x.dtype)
                 feats = [(f * c.strength).to(x.dtype) for f in feats]
-                n = len(self.unet.down_blocks)
                 intra = feats[:n] if intra is None else [p + f for p, f in zip(intra, feats[:n], strict=True)]
-                if net.xl:  # the last level goes to the middle block
-                    mid = feats[n] if mid is None else mid + feats[n]
+                if to_mid:  # SDXL adapters: the last level goes to the middle block
+                    mid = feats[3] if mid is None else mid + feats[3]
                 continue
             hint = c.hint_for(x.shape[0], h, w, batched_number, x.device, net.dtype)
             d, m = net.residuals(x, timesteps, context, hint, added)

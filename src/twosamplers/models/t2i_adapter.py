@@ -27,6 +27,7 @@ renames it wrongly and cannot load it.
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -272,22 +273,24 @@ class T2IAdapterHandle:
         with torch.no_grad():
             return net(hint.to(dtype))
 
-    def check_fits(self, unet) -> None:
-        """Refuse a UNet whose encoder does not have the places this adapter's features go."""
+    def placements(self, unet) -> tuple[int, bool]:
+        """(how many down blocks take a feature, whether the middle block takes the last) for `unet`; refuses a
+        UNet of the other family or whose block widths differ from the adapter's levels. Level i goes to down
+        block i: the places ComfyUI's input-block order gives on every real SD1.x / SD2.x / SDXL UNet (two
+        layers per block); a smaller UNet (tests) takes the levels it has blocks for."""
         cfg = unet.config
         sdxl = cfg.addition_embed_type == "text_time"
         widths = [int(c) for c in cfg.block_out_channels]
-        lpb = cfg.layers_per_block
-        lpb = list(lpb) if isinstance(lpb, (list, tuple)) else [lpb] * len(widths)
-        want = list(self.channels[:3]) if self.xl else list(self.channels)
-        ok = sdxl == self.xl and widths == want and all(n == 2 for n in lpb)
-        if self.xl and ok:
-            ok = "CrossAttn" not in cfg.down_block_types[0]
+        n = min(3 if self.xl else 4, len(widths))
+        ok = sdxl == self.xl and widths[:n] == list(self.channels[:n])
+        if self.xl and ok:  # level 0 goes after block 0's downsampler: a block without attention
+            ok = len(widths) > 1 and "CrossAttn" not in cfg.down_block_types[0]
         if not ok:
             title = "SDXL" if sdxl else "SD1.x / SD2.x"
-            raise UnsupportedModelError(f"{self.family_title} {self.source} (widths {list(self.channels)}) does "
-                                        f"not fit this {title} model (UNet widths {widths}, {lpb} layers per block)")
-
+            raise UnsupportedModelError(f"{self.family_title} {Path(self.source).name} (level widths "
+                                        f"{list(self.channels)}) "
+                                        f"does not fit this {title} model (UNet block widths {widths})")
+        return n, self.xl and len(widths) == 3 and widths[-1] == self.channels[3]
 
 def t2i_adapter_from_state(sd: dict[str, torch.Tensor], source: str, device=None,
                            dtype: torch.dtype | None = None) -> T2IAdapterHandle:
