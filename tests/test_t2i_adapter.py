@@ -251,3 +251,50 @@ def test_workflow_with_an_adapter_of_another_family_names_it(wf_dirs, tmp_path):
     with pytest.raises(WorkflowError, match=r"SDXL T2I-Adapter t2i_xl\.safetensors .*does not fit this SD1"):
         run_wf(two_samplers_with_adapters("t2i_xl.safetensors"), models, input_dir=inputs,
                output_dir=tmp_path / "out", device="cpu", dtype="fp32")
+
+
+def test_adapter_runs_in_float32_beside_a_bfloat16_unet(env):
+    """ComfyUI runs the adapter in the sampled latent's dtype (float32) and adds its features to the UNet's own."""
+    import copy
+
+    model = env["sd1"]
+    unet = copy.deepcopy(model.network.unet).to(torch.bfloat16)
+    bf16 = NetworkModel(UNetAdapter(unet, False, 8), ModelSamplingDiscrete("eps"))
+    pos, neg = apply(env, POS, NEG, [["sd1_full", "hint", 1.0, 0.0, 1.0]])
+    (out,) = NODES["KSampler"]().sample(bf16, 7, 3, 5.0, "euler", "normal", pos, neg,
+                                        {"samples": torch.zeros(1, 4, 8, 8)}, 1.0, disable_pbar=True)
+    ref = REF["sd1/full"]
+    assert out["samples"].dtype == torch.float32
+    assert (out["samples"] - ref).abs().max() < 0.05 * ref.abs().max()  # bfloat16's precision, not another result
+    assert env["nets"]["sd1_full"].dtype == torch.float32  # the loaded weights are left as they were
+
+
+def test_adapter_on_a_flux_model_is_refused_by_name(env):
+    from types import SimpleNamespace
+
+    from twosamplers.models.control import ControlApply
+    from twosamplers.models.flow_control import UnsupportedControlNetError, control_residuals
+
+    flux = SimpleNamespace(family="flux", title="Flux.1 model")
+    active = [ControlApply(env["nets"]["sd1_full"], C["hint"], 1.0)]
+    with pytest.raises(UnsupportedControlNetError, match="a SD1.x T2I-Adapter cannot guide this Flux.1 model"):
+        control_residuals(flux, active, torch.zeros(1, 16, 8, 8), torch.zeros(1), torch.zeros(1, 4, 64), {}, 1)
+
+
+def test_diffusers_adapter_folder_loads_and_matches_diffusers_own_module(env, tmp_path):
+    """A diffusers T2IAdapter folder (save_pretrained) in models/controlnet/ loads with the same weights, and
+    diffusers' own FullAdapter gives the features ours gives (even sizes, where its ceil-mode pooling agrees)."""
+    from diffusers import T2IAdapter
+
+    ref = T2IAdapter(in_channels=3, channels=[32, 64, 128, 128], num_res_blocks=2, downscale_factor=8,
+                     adapter_type="full_adapter")
+    ref.load_state_dict(_t(tm.diffusers_layout(tm.weights("sd1_full"))))
+    ref.save_pretrained(tmp_path / "controlnet" / "t2i_folder")
+    load = NODES["ControlNetLoader"](Folders.create(models=tmp_path, load_options={"device": "cpu"}))
+    (net,) = load.load_controlnet("t2i_folder")
+    ours = env["nets"]["sd1_full"]
+    hint = torch.rand(2, 3, 64, 128, generator=torch.Generator().manual_seed(0))
+    theirs = ref.eval()(hint)
+    for a, b, c in zip(net.features(hint, torch.float32), ours.features(hint, torch.float32), theirs, strict=True):
+        assert torch.equal(a, b)
+        torch.testing.assert_close(a, c, rtol=1e-5, atol=1e-5)

@@ -121,7 +121,10 @@ def load_controlnet(path: str | os.PathLike, *, unet=None, device=None, dtype: t
         with _CACHE_LOCK:
             if key in _CACHE:
                 return _CACHE[key]
-    if p.is_dir():
+    if p.is_dir() and _is_adapter_folder(p):  # diffusers' T2IAdapter.save_pretrained: the one-file keys
+        handle = t2i_adapter_from_state(read_state_dict(_adapter_weights(p), allow_pickle=allow_pickle), str(p),
+                                        device, dtype)
+    elif p.is_dir():
         handle = ControlNetModelHandle(_load_folder(p, dtype, allow_pickle).to(device), str(p))
     else:
         sd = read_state_dict(p, allow_pickle=allow_pickle)
@@ -149,11 +152,8 @@ def _folder_stamp(p: Path) -> int:
     return cfg.stat().st_mtime_ns if cfg.exists() else 0
 
 
-def _load_folder(p: Path, dtype: torch.dtype, allow_pickle: bool = False):
-    from diffusers import ControlNetModel
-
+def _folder_config(p: Path) -> dict:
     from .._paths import read_regular
-    from .sd_loading import PickleNotAllowedError, pickle_only_folder
 
     cfg_file = p / "config.json"
     if not cfg_file.exists():
@@ -164,6 +164,26 @@ def _load_folder(p: Path, dtype: torch.dtype, allow_pickle: bool = False):
         raise CheckpointError(f"{cfg_file}: cannot read ({e})") from None
     if not isinstance(cfg, dict):
         raise CheckpointError(f"{cfg_file}: not a JSON object")
+    return cfg
+
+
+def _is_adapter_folder(p: Path) -> bool:
+    return _folder_config(p).get("_class_name") == "T2IAdapter"
+
+
+def _adapter_weights(p: Path) -> Path:
+    for name in ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin"):
+        if (p / name).is_file():
+            return p / name
+    raise CheckpointError(f"{p}: a T2IAdapter folder without diffusion_pytorch_model.safetensors (or .bin)")
+
+
+def _load_folder(p: Path, dtype: torch.dtype, allow_pickle: bool = False):
+    from diffusers import ControlNetModel
+
+    from .sd_loading import PickleNotAllowedError, pickle_only_folder
+
+    cfg = _folder_config(p)
     pickles = pickle_only_folder(p)
     if pickles and not allow_pickle:
         raise PickleNotAllowedError(f"{p}: the ControlNet folder's weights are pickle files "

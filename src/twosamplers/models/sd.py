@@ -171,7 +171,8 @@ class UNetAdapter(torch.nn.Module):
                 raise TypeError(f"a {net.title} cannot guide a Stable Diffusion model")
             if getattr(net, "is_t2i_adapter", False):
                 n, to_mid = net.placements(self.unet)
-                feats = c.adapter_features(x.shape[0], h, w, batched_number, x.device, x.dtype)
+                # run in float32, the sampled latent's dtype in which ComfyUI runs it, whatever the UNet's
+                feats = c.adapter_features(x.shape[0], h, w, batched_number, x.device, torch.float32)
                 feats = [(f * c.strength).to(x.dtype) for f in feats]
                 intra = feats[:n] if intra is None else [p + f for p, f in zip(intra, feats[:n], strict=True)]
                 if to_mid:  # SDXL adapters: the last level goes to the middle block
