@@ -173,11 +173,20 @@ def test_bad_files_are_named_as_the_workflow_names_them(env, tmp_path):
     light = _t(tm.diffusers_layout(tm.weights("sd1_full")))
     light["adapter.body.0.in_conv.weight"] = torch.zeros(8, 192, 1, 1)
     save_file(light, str(cn / "light_diffusers.safetensors"))
+    # widths that would take tens of GB to lay out (4096 x (1, 2, 4, 4)): refused before any memory is taken
+    save_file({"conv_in.weight": torch.zeros(4096, 64, 3, 3, dtype=torch.float16),
+               "body.0.block2.weight": torch.zeros(1, 1, 1, 1)}, str(cn / "huge_t2iadapter.safetensors"))
     load = NODES["ControlNetLoader"](Folders.create(models=tmp_path, load_options={"device": "cpu"}))
+    with pytest.raises(Exception, match=r"huge_t2iadapter\.safetensors.*do not fit its layout \(missing"):
+        load.load_controlnet("huge_t2iadapter.safetensors")
     with pytest.raises(Exception, match=r"broken_t2iadapter\.safetensors.*missing: body\.3\.block2\.weight"):
         load.load_controlnet("broken_t2iadapter.safetensors")
     with pytest.raises(Exception, match=r"light_diffusers\.safetensors.*light T2I-Adapter in diffusers' layout"):
         load.load_controlnet("light_diffusers.safetensors")
+    (cn / "sub").mkdir()
+    save_file(sd, str(cn / "sub" / "broken_t2iadapter.pth"))
+    with pytest.raises(Exception, match=r"^sub\\broken_t2iadapter\.pth: a T2I-Adapter whose weights do not fit"):
+        load.load_controlnet("sub\\broken_t2iadapter.pth")  # the workflow's (Windows) name, once
 
 
 # ------------------------------------------------------------------------------------------------ in workflows

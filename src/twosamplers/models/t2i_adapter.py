@@ -184,17 +184,21 @@ def adapter_state(sd: dict[str, torch.Tensor], source: str) -> dict[str, torch.T
 
 
 def build_adapter(sd: dict[str, torch.Tensor], source: str) -> tuple[nn.Module, int]:
-    """(network, hint channels) for a TencentARC-layout state dict; the weights are loaded (every key must fit)."""
-    if "body.0.in_conv.weight" in sd:
-        cin = int(sd["body.0.in_conv.weight"].shape[1])
-        net: nn.Module = LightAdapter(cin)
-    elif "conv_in.weight" in sd and "body.0.block2.weight" in sd:
-        cin, channel = int(sd["conv_in.weight"].shape[1]), int(sd["conv_in.weight"].shape[0])
-        ksize = int(sd["body.0.block2.weight"].shape[2])
-        use_conv = any(k.endswith("down_opt.op.weight") for k in sd)
-        net = FullAdapter(cin, channel, ksize, use_conv, xl=cin in XL_INPUT_WIDTHS)
-    else:
-        raise UnsupportedModelError(f"{source}: not a T2I-Adapter (no conv_in / body.0.in_conv weights)")
+    """(network, hint channels) for a TencentARC-layout state dict; the weights are loaded (every key must fit).
+    The network is laid out without memory first, so a file's shapes cannot make it allocate more than it holds."""
+    with torch.device("meta"):
+        if "body.0.in_conv.weight" in sd:
+            cin = int(sd["body.0.in_conv.weight"].shape[1])
+            net: nn.Module = LightAdapter(cin)
+        elif "conv_in.weight" in sd and "body.0.block2.weight" in sd:
+            cin, channel = int(sd["conv_in.weight"].shape[1]), int(sd["conv_in.weight"].shape[0])
+            ksize = int(sd["body.0.block2.weight"].shape[-1])
+            if ksize % 2 == 0 or sd["conv_in.weight"].ndim != 4:
+                raise CheckpointError(f"{source}: a T2I-Adapter with {ksize}-wide kernels (odd widths only)")
+            use_conv = any(k.endswith("down_opt.op.weight") for k in sd)
+            net = FullAdapter(cin, channel, ksize, use_conv, xl=cin in XL_INPUT_WIDTHS)
+        else:
+            raise UnsupportedModelError(f"{source}: not a T2I-Adapter (no conv_in / body.0.in_conv weights)")
     if cin % (net.unshuffle ** 2):
         raise UnsupportedModelError(f"{source}: a T2I-Adapter whose first conv takes {cin} channels, not a multiple "
                                     f"of {net.unshuffle ** 2} (hint channels x {net.unshuffle}x{net.unshuffle})")
@@ -207,8 +211,9 @@ def build_adapter(sd: dict[str, torch.Tensor], source: str) -> tuple[nn.Module, 
                          for name, keys in (("missing", missing), ("unexpected", unexpected),
                                             ("wrong shape", wrong)) if keys)
         raise CheckpointError(f"{source}: a T2I-Adapter whose weights do not fit its layout ({what})")
+    net = net.to_empty(device="cpu")
     with torch.no_grad():
-        for k, p in own.items():
+        for k, p in net.state_dict().items():
             p.copy_(sd[k].to(p.dtype))
     return net.eval().requires_grad_(False), cin // (net.unshuffle ** 2)
 
