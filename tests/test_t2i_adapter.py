@@ -307,3 +307,31 @@ def test_diffusers_adapter_folder_loads_and_matches_diffusers_own_module(env, tm
     for a, b, c in zip(net.features(hint, torch.float32), ours.features(hint, torch.float32), theirs, strict=True):
         assert torch.equal(a, b)
         torch.testing.assert_close(a, c, rtol=1e-5, atol=1e-5)
+
+
+def test_per_pass_adapter_in_the_python_api(wf_dirs):
+    """`ControlNet(file, image)` on a pass takes a T2I-Adapter file too (loaded for the pass's model when the
+    settings are made, so an adapter of another family is refused before sampling)."""
+    from twosamplers import ControlNet, SamplerSettings, two_samplers_for_mask
+    from twosamplers.models.sd import load_sd
+    from twosamplers.models.sd_loading import UnsupportedModelError
+
+    models, _ = wf_dirs
+    model = load_sd(models / "checkpoints" / "sd1.safetensors", device="cpu")
+    hint = torch.rand(1, 96, 80, 3, generator=torch.Generator().manual_seed(2))
+
+    def settings(prompt, seed, **kw):
+        return SamplerSettings(model, model.encode_prompt(prompt), model.encode_prompt(""), seed=seed, steps=3,
+                               cfg=3.0, **kw)
+
+    adapter = ControlNet(models / "controlnet" / "t2iadapter_depth.pth", hint, 0.9)
+    latent = {"samples": torch.zeros(1, 4, 8, 8)}
+    mask = torch.zeros(8, 8)
+    mask[2:6, 1:5] = 1.0
+    base = settings("grass", 1)
+    a = two_samplers_for_mask(latent, mask, base, settings("brick", 2))["samples"]
+    b = two_samplers_for_mask(latent, mask, base, settings("brick", 2, controlnets=[adapter]))["samples"]
+    outside = mask.eq(0).expand_as(a)
+    assert torch.equal(a[outside], b[outside]) and not torch.equal(a, b)
+    with pytest.raises(UnsupportedModelError, match="SDXL T2I-Adapter t2i_xl.safetensors .*does not fit"):
+        settings("x", 1, controlnets=[ControlNet(models / "controlnet" / "t2i_xl.safetensors", hint)])
