@@ -266,8 +266,9 @@ class T2IAdapterHandle:
         return image
 
     def features(self, hint: torch.Tensor, dtype: torch.dtype) -> list[torch.Tensor]:
-        """The four level features of `hint`, run on its device in `dtype` (the UNet's), as ComfyUI runs the
-        adapter in the sampled latent's dtype; the loaded weights are kept, a converted copy is cached."""
+        """The four level features of `hint`, run on its device in `dtype` (float32 when sampling, the sampled
+        latent's dtype, in which ComfyUI runs it); the loaded weights are kept, a moved / converted copy is
+        cached."""
         key = (str(hint.device), dtype)
         net = self._copies.get(key)
         if net is None:
@@ -293,17 +294,19 @@ class T2IAdapterHandle:
         if not ok:
             title = "SDXL" if sdxl else "SD1.x / SD2.x"
             raise UnsupportedModelError(f"{self.family_title} {Path(self.source).name} (level widths "
-                                        f"{list(self.channels)}) "
-                                        f"does not fit this {title} model (UNet block widths {widths})")
+                                        f"{list(self.channels)}) does not fit this {title} model (UNet block "
+                                        f"widths {widths})")
         return n, self.xl and len(widths) == 3 and widths[-1] == self.channels[3]
+
 
 def t2i_adapter_from_state(sd: dict[str, torch.Tensor], source: str, device=None,
                            dtype: torch.dtype | None = None) -> T2IAdapterHandle:
-    """A T2IAdapterHandle from a state dict read from `source` (named in errors)."""
+    """A T2IAdapterHandle from a state dict read from `source` (named in errors), on `device`. The weights stay
+    float32 whatever `dtype` (the model's) is: the adapter runs in float32, as ComfyUI runs it."""
     if isinstance(sd.get("adapter"), dict):
         sd = sd["adapter"]
     net, channels_in = build_adapter(adapter_state(sd, source), source)
-    net = net.to(device=device or "cpu", dtype=dtype or torch.float32)
+    net = net.to(device=device or "cpu")
     return T2IAdapterHandle(net, channels_in, source)
 
 
