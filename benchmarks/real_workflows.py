@@ -280,14 +280,32 @@ class ModelPool:
         return path
 
     def _make_t2i_adapter(self, what):
-        """A T2I-Adapter file (TencentARC's layout, a few of its tensors): what a t2iadapter_*.pth name holds."""
-        import torch
+        """A working tiny T2I-Adapter of the kind its name suggests ("t2i_adapter:FAMILY:CHANNELS"): TencentARC's
+        full adapter (1x1 kernels, average pooling) at the tiny UNet's widths (32, 64, 128, 128), a 1-channel hint
+        for canny / sketch / lineart names, 3 otherwise; the SDXL ones in diffusers' one-file layout, as
+        TencentARC publishes them."""
         from safetensors.torch import save_file
 
-        path = self.root / "t2i_adapter.safetensors"
-        save_file({"conv_in.weight": torch.zeros(320, 192, 3, 3), "conv_in.bias": torch.zeros(320),
-                   "body.0.block1.weight": torch.zeros(320, 320, 3, 3),
-                   "body.0.block2.weight": torch.zeros(320, 320, 1, 1)}, str(path))
+        from twosamplers.models.t2i_adapter import FullAdapter
+
+        _, family, channels = what.split(":")
+        xl, channels = family == "sdxl", int(channels)
+        torch_seed(14)
+        net = FullAdapter(channels * (256 if xl else 64), 32, 1, False, xl)
+        sd = {k: v.contiguous() for k, v in net.state_dict().items()}
+        if xl:  # body.(2I+J) -> adapter.body.I.resnets.J, body.(2I).in_conv -> adapter.body.I.in_conv
+            out = {}
+            for k, v in sd.items():
+                parts = k.split(".")
+                if parts[0] == "body":
+                    i, j = divmod(int(parts[1]), 2)
+                    k = f"adapter.body.{i}." + ("" if parts[2] == "in_conv" else f"resnets.{j}.") + ".".join(parts[2:])
+                else:
+                    k = "adapter." + k
+                out[k] = v
+            sd = out
+        path = self.root / f"t2i_adapter_{family}_{channels}.safetensors"
+        save_file(sd, str(path))
         return path
 
     def _make_gligen(self, what):
@@ -523,7 +541,8 @@ def _model_kind(kind: str, name: str, family: str) -> str | None:
         return f"lora:{family}"
     if kind == "controlnet":
         if re.search(r"t2i.?adapter", low):
-            return "t2i_adapter"
+            grey = re.search(r"canny|sketch|lineart", low)
+            return f"t2i_adapter:{'sdxl' if 'xl' in low or family == 'sdxl' else 'sd1'}:{1 if grey else 3}"
         return "diff_controlnet" if "diff" in low else "controlnet"
     if kind == "hypernetworks":
         return "hypernetwork"

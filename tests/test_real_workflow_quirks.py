@@ -401,3 +401,28 @@ def test_corpus_flux_and_sd3_controlnet_workflows_run(tmp_path):
     results = {r["name"].split("/")[-1]: r["status"] for r in json.loads(out.read_text())["results"]}
     assert results == {"controlnet_example.png": "ran", "flux_controlnet_example.png": "ran",
                        "sd3.5_large_canny_controlnet_example.png": "ran", "sd3_controlnet_example.png": "ran"}
+
+
+@pytest.mark.parametrize(("name", "family", "channels", "xl"), [
+    ("t2iadapter_depth_sd14v1.pth", "sd1", 3, False),
+    ("t2iadapter_canny_sd14v1.pth", "sd1", 1, False),
+    ("t2i-adapter-sketch-sdxl-1.0.safetensors", "sdxl", 1, True),
+    ("t2iadapter_openpose_sdxl.safetensors", "sd1", 3, True),
+])
+def test_corpus_harness_supplies_working_t2i_adapters(tmp_path, name, family, channels, xl):
+    """A working tiny T2I-Adapter of the kind the file name suggests (grey hint for canny / sketch / lineart, SDXL
+    for "xl" names or SDXL workflows), which ControlNetLoader's loader reads as such."""
+    from twosamplers.models.controlnet import load_controlnet
+
+    mod = _harness()
+    what = mod._model_kind("controlnet", name, family)
+    net = load_controlnet(mod.ModelPool(tmp_path).get(what), cache=False)
+    assert (type(net).__name__, net.channels_in, net.xl) == ("T2IAdapterHandle", channels, xl)
+
+
+def test_corpus_t2i_adapter_workflow_runs(tmp_path):
+    """ComfyUI_examples' depth_t2i_adapter (ControlNetLoader on t2iadapter_depth_sd14v1.pth, ControlNetApply) runs."""
+    mod = _harness()
+    out = tmp_path / "r.json"
+    assert mod.main(["--only", "depth_t2i_adapter", "--json", str(out)]) == 0
+    assert [r["status"] for r in json.loads(out.read_text())["results"]] == ["ran"]

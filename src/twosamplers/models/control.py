@@ -36,7 +36,7 @@ class ControlApply:
     def __init__(self, control_net, image: torch.Tensor, strength: float, start_percent: float = 0.0,
                  end_percent: float = 1.0, previous: ControlApply | None = None, vae=None,
                  extra_concat: torch.Tensor | None = None) -> None:
-        if not hasattr(control_net, "residuals"):
+        if not is_control_network(control_net):
             raise TypeError(f"control_net must be a loaded ControlNet (twosamplers.models.controlnet."
                             f"load_controlnet), got {type(control_net).__name__}")
         self.control_net = control_net
@@ -56,6 +56,7 @@ class ControlApply:
         # (ComfyUI's control_apply_to_uncond; conditioning.share_with_uncond)
         self.apply_to_uncond = False
         self._hint_cache: tuple[tuple, torch.Tensor] | None = None
+        self._feature_cache: tuple[tuple, list[torch.Tensor]] | None = None
 
     def __repr__(self) -> str:
         return (f"ControlApply({self.control_net!r}, strength={self.strength}, "
@@ -84,6 +85,30 @@ class ControlApply:
             hint = broadcast_batch(hint, batch, batched_number).to(device=device, dtype=dtype)
             self._hint_cache = (key, hint)
         return self._hint_cache[1]
+
+
+    def adapter_features(self, batch: int, height: int, width: int, batched_number: int, device,
+                         dtype) -> list[torch.Tensor]:
+        """A T2I-Adapter's features for a network batch of `batch` rows at a latent of (height, width) pixels,
+        each (batch, C, h, w). As ComfyUI: the hint is resized (centre crop, nearest-exact) to the pixel size
+        rounded up to the adapter's unshuffle block, made grey for 1-channel adapters, broadcast to the batch
+        only when it holds more than one image (as `broadcast_batch`), and the adapter runs once per hint (cached
+        here)."""
+        net = self.control_net
+        key = (batch, height, width, batched_number, str(device), dtype)
+        if self._feature_cache is None or self._feature_cache[0] != key:
+            h, w = net.hint_size(height, width)
+            hint = net.prepare_hint(center_upscale(self.image.movedim(-1, 1).float(), h, w))
+            if hint.shape[0] != 1:  # one image serves every row as it is; several: the ControlNets' rule
+                hint = broadcast_batch(hint, batch, batched_number)
+            feats = net.features(hint.to(device), dtype)
+            self._feature_cache = (key, [f.expand(batch, *f.shape[1:]) for f in feats])
+        return self._feature_cache[1]
+
+
+def is_control_network(net) -> bool:
+    """A loaded ControlNet (SD, Flux, SD3: it has `residuals`) or T2I-Adapter (`features`)."""
+    return hasattr(net, "residuals") or getattr(net, "is_t2i_adapter", False)
 
 
 def check_hint(image, name: str) -> torch.Tensor:
@@ -185,7 +210,7 @@ class ControlNet:
 
     def loaded(self, model) -> ControlNet:
         """This ControlNet with its network loaded for `model` (which must be able to take residuals)."""
-        if hasattr(self.source, "residuals"):
+        if is_control_network(self.source):
             return self
         load = getattr(model, "load_controlnet", None)
         if load is None:

@@ -8,6 +8,7 @@ UNet skip connection and one for the middle block) are added to the UNet's. File
 cannot say (attention heads, the SDXL size-embedding width) is taken from the UNet the ControlNet is loaded for,
 of which it must be a copy; a ControlNet of another family is refused with both families named.
 
+A T2I-Adapter file in that folder loads as a `t2i_adapter.T2IAdapterHandle`, as ComfyUI's loader takes it too.
 How the residuals are used during sampling (strength, step window, chaining) is `control.py`'s job.
 """
 
@@ -28,6 +29,7 @@ from .sd_loading import (
     infer_unet_config,
     read_state_dict,
 )
+from .t2i_adapter import T2IAdapterHandle, is_t2i_adapter_state, t2i_adapter_from_state
 
 HINT_PREFIX = "input_hint_block."
 LDM_PREFIX = "control_model."
@@ -119,12 +121,20 @@ def load_controlnet(path: str | os.PathLike, *, unet=None, device=None, dtype: t
         with _CACHE_LOCK:
             if key in _CACHE:
                 return _CACHE[key]
-    if p.is_dir():
-        net = _load_folder(p, dtype, allow_pickle)
+    if p.is_dir() and _is_adapter_folder(p):  # diffusers' T2IAdapter.save_pretrained: the one-file keys
+        handle = t2i_adapter_from_state(read_state_dict(_adapter_weights(p), allow_pickle=allow_pickle), str(p),
+                                        device, dtype)
+    elif p.is_dir():
+        handle = ControlNetModelHandle(_load_folder(p, dtype, allow_pickle).to(device), str(p))
     else:
-        net = _load_single_file(p, unet, dtype, allow_pickle)
-    handle = ControlNetModelHandle(net.to(device), str(p))
-    if unet is not None:
+        sd = read_state_dict(p, allow_pickle=allow_pickle)
+        if is_t2i_adapter_state(sd):  # ComfyUI's ControlNetLoader takes T2I-Adapters too
+            handle = t2i_adapter_from_state(sd, str(p), device, dtype)
+        else:
+            handle = ControlNetModelHandle(controlnet_from_state(sd, p, unet, dtype).to(device), str(p))
+    if unet is not None and isinstance(handle, T2IAdapterHandle):
+        handle.placements(unet)  # refuses a UNet it does not fit
+    elif unet is not None:
         handle.check_fits(unet)
     if cache:
         with _CACHE_LOCK:
@@ -142,11 +152,8 @@ def _folder_stamp(p: Path) -> int:
     return cfg.stat().st_mtime_ns if cfg.exists() else 0
 
 
-def _load_folder(p: Path, dtype: torch.dtype, allow_pickle: bool = False):
-    from diffusers import ControlNetModel
-
+def _folder_config(p: Path) -> dict:
     from .._paths import read_regular
-    from .sd_loading import PickleNotAllowedError, pickle_only_folder
 
     cfg_file = p / "config.json"
     if not cfg_file.exists():
@@ -157,6 +164,26 @@ def _load_folder(p: Path, dtype: torch.dtype, allow_pickle: bool = False):
         raise CheckpointError(f"{cfg_file}: cannot read ({e})") from None
     if not isinstance(cfg, dict):
         raise CheckpointError(f"{cfg_file}: not a JSON object")
+    return cfg
+
+
+def _is_adapter_folder(p: Path) -> bool:
+    return _folder_config(p).get("_class_name") == "T2IAdapter"
+
+
+def _adapter_weights(p: Path) -> Path:
+    for name in ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin"):
+        if (p / name).is_file():
+            return p / name
+    raise CheckpointError(f"{p}: a T2IAdapter folder without diffusion_pytorch_model.safetensors (or .bin)")
+
+
+def _load_folder(p: Path, dtype: torch.dtype, allow_pickle: bool = False):
+    from diffusers import ControlNetModel
+
+    from .sd_loading import PickleNotAllowedError, pickle_only_folder
+
+    cfg = _folder_config(p)
     pickles = pickle_only_folder(p)
     if pickles and not allow_pickle:
         raise PickleNotAllowedError(f"{p}: the ControlNet folder's weights are pickle files "
@@ -188,9 +215,6 @@ def ldm_controlnet_state(sd: dict[str, torch.Tensor], source: str) -> dict[str, 
             hint = " (diffusers layout: pass the folder with its config.json instead)"
         elif any(k.startswith(("lora_", "lora_unet")) for k in list(sd)[:2000]):
             hint = " (it looks like a LoRA)"
-        elif "conv_in.weight" in sd and any(k.startswith(("body.", "adapter.body.")) for k in sd) or \
-                "adapter.conv_in.weight" in sd or "body.0.in_conv.weight" in sd:
-            hint = " (it is a T2I-Adapter, which this project does not run yet; use a ControlNet of the same kind)"
         elif any(k.startswith(("controlnet_blocks.", "controlnet_x_embedder.", "pos_embed_input.",
                                 "controlnet_single_blocks.", "double_blocks.")) for k in sd):
             hint = (" (its keys are those of a Flux / SD3 ControlNet, but not of a layout run here: XLabs, "
@@ -250,10 +274,6 @@ def _pooled_width(cn: dict, unet) -> int:
     if unet is not None and getattr(unet.config, "addition_time_embed_dim", None):
         return label_in - 6 * int(unet.config.addition_time_embed_dim)
     return label_in - 6 * 256  # SDXL: 2816 = 1280 (pooled) + 6 x 256 (size embeddings)
-
-
-def _load_single_file(p: Path, unet, dtype: torch.dtype, allow_pickle: bool):
-    return controlnet_from_state(read_state_dict(p, allow_pickle=allow_pickle), p, unet, dtype)
 
 
 def controlnet_from_state(sd: dict[str, torch.Tensor], p: Path, unet, dtype: torch.dtype):

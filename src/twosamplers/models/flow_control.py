@@ -562,6 +562,8 @@ def control_residuals(model, active: list, x: torch.Tensor, timestep: torch.Tens
         net = c.control_net
         if not isinstance(net, FlowControlNet) or net.family != model.family:
             what = net.title if isinstance(net, FlowControlNet) else f"{getattr(net, 'family_title', 'SD')} ControlNet"
+            if getattr(net, "is_t2i_adapter", False):
+                what = net.family_title
             raise UnsupportedControlNetError(f"a {what} cannot guide this {model.title} model")
         if net.context_dim is not None and net.context_dim != context.shape[-1]:
             raise UnsupportedControlNetError(f"{net.title} takes text embeddings of width {net.context_dim}; this "

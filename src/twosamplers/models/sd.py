@@ -148,8 +148,7 @@ class UNetAdapter(torch.nn.Module):
             added = {"text_embeds": pooled.to(device=x.device, dtype=x.dtype), "time_ids": ids}
         residuals = {}
         if control is not None:
-            down, mid = self.control_residuals(x, timesteps, context, added, *control)
-            residuals = {"down_block_additional_residuals": tuple(down), "mid_block_additional_residual": mid}
+            residuals = self.control_residuals(x, timesteps, context, added, *control)
         if concat is not None:  # inpainting / edit UNets: noisy latent, then mask and masked-image / image latent
             x = torch.cat([x, concat.to(x)], dim=1)
         if "y" in extras:  # a class-embedding UNet (SD2.1 unCLIP: the image prompt's ADM vector)
@@ -163,25 +162,42 @@ class UNetAdapter(torch.nn.Module):
         return self.unet(x, timesteps, encoder_hidden_states=context, added_cond_kwargs=added, return_dict=False,
                          **residuals)[0]
 
-    def control_residuals(self, x, timesteps, context, added, active, batched_number: int):
-        """Sum of the active ControlNets' residuals, each scaled by its strength in the ControlNet's dtype and
-        cast to the UNet's, added in application order (models/control.py)."""
+    def control_residuals(self, x, timesteps, context, added, active, batched_number: int) -> dict:
+        """The UNet's extra inputs for the active ControlNets and T2I-Adapters (models/control.py), in application
+        order, each scaled by its strength in its own dtype and cast to the UNet's: ControlNets' residuals summed
+        onto the skip connections and the middle block; adapters' features summed per encoder block
+        (`down_intrablock_additional_residuals`) and, for SDXL adapters, onto the middle block."""
         h, w = x.shape[-2] * self.downscale, x.shape[-1] * self.downscale
-        down, mid = None, None
+        down = mid = None
+        intra: list | None = None
         for c in active:
             net = c.control_net
             if getattr(net, "family", None) in ("flux", "sd3"):
                 raise TypeError(f"a {net.title} cannot guide a Stable Diffusion model")
+            if getattr(net, "is_t2i_adapter", False):
+                n, to_mid = net.placements(self.unet)
+                # run in float32, the sampled latent's dtype in which ComfyUI runs it, whatever the UNet's
+                feats = c.adapter_features(x.shape[0], h, w, batched_number, x.device, torch.float32)
+                feats = [(f * c.strength).to(x.dtype) for f in feats]
+                intra = feats[:n] if intra is None else [p + f for p, f in zip(intra, feats[:n], strict=True)]
+                if to_mid:  # SDXL adapters: the last level goes to the middle block
+                    mid = feats[3] if mid is None else mid + feats[3]
+                continue
             hint = c.hint_for(x.shape[0], h, w, batched_number, x.device, net.dtype)
             d, m = net.residuals(x, timesteps, context, hint, added)
             d = [(r * c.strength).to(x.dtype) for r in d]
             m = (m * c.strength).to(x.dtype)
-            if down is None:
-                down, mid = d, m
-            else:
-                down = [p + r for p, r in zip(down, d, strict=True)]
-                mid = mid + m
-        return down, mid
+            down = d if down is None else [p + r for p, r in zip(down, d, strict=True)]
+            mid = m if mid is None else mid + m
+        out = {}
+        if intra is not None:  # the UNet pops these as it goes: a fresh list each call
+            out["down_intrablock_additional_residuals"] = list(intra)
+        if down is not None:
+            out["down_block_additional_residuals"] = tuple(down)
+            out["mid_block_additional_residual"] = mid
+        elif mid is not None:  # SDXL adapters only: diffusers adds the last intrablock entry after the middle block
+            out["down_intrablock_additional_residuals"].append(mid)
+        return out
 
 
 class SDModel(AutoencoderCoder, NetworkModel):

@@ -199,6 +199,8 @@ def read_state_dict(path: str | Path, *, allow_pickle: bool = False) -> dict[str
                               f"{str(e).splitlines()[0] if str(e) else ''})") from None
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
+    elif isinstance(obj, dict) and isinstance(obj.get("adapter"), dict):  # TencentARC's T2I-Adapter pickles
+        obj = obj["adapter"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values() if v is not None):
         raise CheckpointError(f"{path}: not a checkpoint (no state dict of tensors inside)")
     return {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}

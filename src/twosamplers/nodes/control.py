@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 from .._checks import check_float
-from ..models.control import apply_controlnet
+from ..models.control import apply_controlnet, is_control_network
 from ..models.inpaint import inpaint_model_conditioning
 from .core import FolderNode, _vae
 from .folders import Folders, named_errors
@@ -92,7 +92,7 @@ class SetUnionControlNetType:
             raise ValueError(f"type must be 'auto' or one of {list(UNION_TYPES)}, got {type!r}")
         set_type = getattr(control_net, "with_control_type", None)
         if set_type is None:
-            if not hasattr(control_net, "residuals"):
+            if not is_control_network(control_net):
                 raise TypeError(f"control_net must be a CONTROL_NET, got {control_net.__class__.__name__}")
             return (control_net,)  # an SD ControlNet: ComfyUI sets an argument that it does not read
         return (set_type(type),)

@@ -294,8 +294,10 @@ def named_errors(path: Path, name: str):
         yield
     except (ValueError, FileNotFoundError, NotImplementedError) as e:
         msg = str(e)
-        for form in (str(path), str(Path(path).resolve()), Path(path).name):
+        for form in (str(path), str(Path(path).resolve())):
             msg = msg.replace(form, name)
+        if name not in msg:  # the bare file name (not inside the workflow's name already put in)
+            msg = msg.replace(Path(path).name, name)
         if name not in msg:
             msg = f"{name}: {msg}"
         try:
