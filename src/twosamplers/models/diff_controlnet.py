@@ -18,6 +18,7 @@ import torch
 
 from .controlnet import LDM_PREFIX, ControlNetModelHandle, controlnet_from_state
 from .merge import effective_weight, target_of, unet_ldm_names, weight_stack
+from .packed_conv import unpack as unpack_convolutions
 from .sd_loading import read_state_dict
 
 DIFF_MARKER = "difference"
@@ -59,6 +60,7 @@ def add_unet_weights(sd: dict[str, torch.Tensor], model) -> dict[str, torch.Tens
     is not changed)."""
     net, stack = weight_stack(model)
     by_ldm = {v: k for k, v in unet_ldm_names(net).items()}
+    unpack_convolutions(net.unet)
     params = dict(net.unet.named_parameters())
     out = dict(sd)
     for k, v in sd.items():

@@ -39,6 +39,7 @@ from pathlib import Path
 import torch
 
 from .lora_keys import UNET_PART, Target, build_key_map, normalize_prefix
+from .packed_conv import unpack as unpack_convolutions
 from .sd_loading import CheckpointError, PickleNotAllowedError, read_state_dict
 
 __all__ = [
@@ -483,6 +484,7 @@ def patched(model, loras: Sequence[tuple[LoraFile, float, float]], *, unet: bool
                 continue
             plan = _plan(loras, part)
             if plan:
+                unpack_convolutions(root)  # patches change the ordinary weights
                 _ACTIVE[id(root)] = (key, 1, _apply(root, plan))
                 entered.append(root)
         yield
@@ -493,6 +495,7 @@ def patched(model, loras: Sequence[tuple[LoraFile, float, float]], *, unet: bool
                 if depth > 1:
                     _ACTIVE[id(root)] = (key, depth - 1, saved)
                     continue
+                unpack_convolutions(root)  # the pass may have packed the patched weights
                 _restore(root, saved)
                 del _ACTIVE[id(root)]
         finally:

@@ -34,6 +34,7 @@ import torch
 from .lora import LoraModel
 from .lora_keys import UNET_PART, Target, ldm_unet_names
 from .model_sampling import network_model
+from .packed_conv import unpack as unpack_convolutions
 
 MERGE_CLIP_SKIP = (".position_ids", ".logit_scale")
 
@@ -100,6 +101,7 @@ def _stack_patches(stack: tuple, target: Target) -> list[tuple[object, float]]:
 def effective_weight(net, stack: tuple, target: Target, params: dict | None = None) -> torch.Tensor:
     """A weight of `net` with `stack`'s patches applied, in float32 (not rounded back), as ComfyUI computes a
     patched model's weight for use inside another patch."""
+    unpack_convolutions(modules_of(net)[target.part])  # the ordinary weights, not a packed pass's placeholders
     if params is None:
         params = dict(modules_of(net)[target.part].named_parameters())
     w = params[param_name(target)].detach().to(torch.float32, copy=True)
@@ -113,6 +115,7 @@ def effective_state(model, part: str) -> dict[str, torch.Tensor]:
     ComfyUI writes when it saves a patched model)."""
     net, stack = weight_stack(model)
     module = modules_of(net)[part]
+    unpack_convolutions(module)
     params = dict(module.named_parameters())
     out = {}
     for name, p in module.state_dict().items():

@@ -1,17 +1,19 @@
-"""Convolution weights put in oneDNN's layout once per sampling pass, instead of once per call.
+"""Convolution weights kept in oneDNN's blocked layout, instead of reordered into it on every call.
 
 On a CPU torch runs float32 convolutions through oneDNN, which computes with each weight in a blocked layout of its
 own; an ordinary `Conv2d` call reorders the whole weight into that layout every time (a read and a write of the
 weight), and at the small latents of a CPU run that costs more than the convolution itself (a 1280-channel 3x3
-convolution on an 8 x 8 latent: ~10x). A sampling pass calls the UNet with the same weights tens of times, so for
-the pass each convolution's weight is held in the blocked layout (the same numbers, permuted; restored exactly
-afterwards) and oneDNN is called with it. The results are the convolution's within float summation order (~1e-6
-relative per layer; the end-to-end parity set stays within its tolerance).
+convolution on a 2 x 2 latent: ~8x, `python benchmarks/packed_conv.py`). A sampling pass calls the UNet with the
+same weights tens of times, and a loaded model serves pass after pass, so the first pass packs each convolution's
+weight (the same numbers, permuted) and the network stays packed until something needs the ordinary weights. The
+results are the convolution's within float summation order (~1e-6 relative per layer; the end-to-end parity set
+stays within its tolerance).
 
-Memory does not grow: while packed, the ordinary weight tensor is replaced by a NaN view of the same shape that
-holds no memory, so a reader that should not be reading during the pass gets NaN, never stale numbers. Weight
-patches (LoRAs, merges) are applied before the pass packs and restored after it unpacks (`LoraModel`'s session
-holds the network's lock around both).
+Memory does not grow: while packed, a convolution's ordinary weight tensor is replaced by a NaN view of the same
+shape that holds no memory. Whatever reads or changes weights gets them back first, exactly (`unpack`): LoRA and
+merge patching (`lora.patched`, `merge.effective_weight`), diff ControlNets, checkpoint export, `state_dict()` of
+the network or of a convolution, and reading a packed convolution's `.weight`. A reader that reaches
+`named_parameters()` of a packed network without `unpack` sees NaN, never stale numbers.
 
 `TWOSAMPLERS_PACKED_CONV=0` turns it off (every call then takes torch's ordinary path).
 """
@@ -28,8 +30,9 @@ import torch
 
 ENV = "TWOSAMPLERS_PACKED_CONV"
 _NOMINAL_SPATIAL = 8  # oneDNN picks the blocked layout per input shape; the one for 8 x 8 serves every size
-_DEPTH: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_LOCK = threading.Lock()
+_PACKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # root module -> [packed convolutions]
+_HOOKED: weakref.WeakSet = weakref.WeakSet()  # root modules whose state_dict() unpacks first
+_LOCK = threading.RLock()
 
 
 def available() -> bool:
@@ -50,78 +53,116 @@ def _packable(m: torch.nn.Module) -> bool:
             and (m.bias is None or m.bias.dtype == torch.float32))
 
 
-def _packed_forward(m: torch.nn.Module, packed: torch.Tensor):
-    padding, stride, dilation, groups = list(m.padding), list(m.stride), list(m.dilation), m.groups
-    bias = m.bias
+class PackedConv2d(torch.nn.Conv2d):
+    """A Conv2d whose weight is held packed (the class a packed convolution has; `unpack` turns it back)."""
 
-    def forward(x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype != torch.float32 or x.device.type != "cpu" or x.dim() != 4:
             raise RuntimeError(f"a packed convolution got a {x.dtype} {x.device.type} input of {x.dim()} dims")
-        y = torch.ops.mkldnn._convolution_pointwise(x, packed, bias, padding, stride, dilation, groups,
+        y = torch.ops.mkldnn._convolution_pointwise(x, self._packed_weight, self.bias, list(self.padding),
+                                                    list(self.stride), list(self.dilation), self.groups,
                                                     "none", [], "")
         # aten's convolution answers in the input's memory format; so does this one
-        fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous() \
-            else torch.contiguous_format
-        return y.contiguous(memory_format=fmt)
+        channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+        return y.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
-    return forward
+    def __getattr__(self, name: str):
+        if name == "weight":  # someone reads the weight itself: give the real one back
+            root = self.__dict__.get("_packed_root")
+            module = root() if root is not None else None
+            if module is not None:
+                unpack(module)
+        return torch.nn.Module.__getattr__(self, name)  # (the class may have just turned back to Conv2d)
+
+
+def _state_dict_pre_hook(module, prefix, keep_vars) -> None:
+    unpack(module)
+
+
+def _conv_state_dict_pre_hook(conv, prefix, keep_vars) -> None:
+    root = conv.__dict__.get("_packed_root")
+    module = root() if root is not None else None
+    if module is not None:
+        unpack(module)
+
+
+def is_packed(module: torch.nn.Module) -> bool:
+    return module in _PACKED
+
+
+def pack(module: torch.nn.Module) -> None:
+    """Pack `module`'s float32 CPU `Conv2d` weights (nothing when already packed or not available)."""
+    if not available() or module in _PACKED:
+        return
+    from .lora import _network_lock  # the lock LoRA patching takes: nobody patches a network being packed
+
+    with _network_lock(module), _LOCK, torch.no_grad():
+        if module in _PACKED:
+            return
+        packed: list[tuple[torch.nn.Module, torch.Tensor]] = []
+        by_param: dict[int, torch.Tensor] = {}  # a weight shared by two convolutions is packed once
+        try:
+            for m in module.modules():
+                if not _packable(m):
+                    continue
+                param = m._parameters["weight"]
+                p = by_param.get(id(param))
+                if p is None:
+                    w = param.detach().contiguous()
+                    shape = [1, w.shape[1] * m.groups, _NOMINAL_SPATIAL, _NOMINAL_SPATIAL]
+                    p = torch.ops.mkldnn._reorder_convolution_weight(w, list(m.padding), list(m.stride),
+                                                                     list(m.dilation), m.groups, shape)
+                    by_param[id(param)] = p
+                    param.data = torch.full((), float("nan"), dtype=w.dtype).expand(w.shape)
+                    del w
+                m.__dict__["_packed_weight"] = p
+                m.__dict__["_packed_root"] = weakref.ref(module)
+                m.__class__ = PackedConv2d
+                packed.append((m, p))
+                if m not in _HOOKED:  # conv.state_dict() unpacks first
+                    m.register_state_dict_pre_hook(_conv_state_dict_pre_hook)
+                    _HOOKED.add(m)
+        except BaseException:
+            _restore(packed)
+            raise
+        _PACKED[module] = packed
+        if module not in _HOOKED:
+            module.register_state_dict_pre_hook(_state_dict_pre_hook)
+            _HOOKED.add(module)
+
+
+def _restore(packed: list[tuple[torch.nn.Module, torch.Tensor]]) -> None:
+    restored: set[int] = set()
+    for m, p in packed:
+        param = m._parameters["weight"]
+        if id(param) not in restored:
+            param.data = p.to_dense()
+            restored.add(id(param))
+        m.__class__ = torch.nn.Conv2d
+        m.__dict__.pop("_packed_weight", None)
+        m.__dict__.pop("_packed_root", None)
+
+
+def unpack(module: torch.nn.Module) -> None:
+    """Give `module`'s convolutions their ordinary weights back, bit for bit (nothing when not packed)."""
+    if module not in _PACKED:
+        return
+    with _LOCK, torch.no_grad():
+        packed = _PACKED.pop(module, None)
+        if packed:
+            _restore(packed)
 
 
 @contextmanager
 def packed_convolutions(module: torch.nn.Module) -> Iterator[None]:
-    """Hold `module`'s float32 CPU `Conv2d` weights in oneDNN's layout for the block (see the module docstring).
-    Re-entering on the same module (a nested pass) reuses the outer block's packing."""
-    if not available():
-        yield
-        return
-    with _LOCK:
-        depth = _DEPTH.get(module, 0)
-        _DEPTH[module] = depth + 1
-    if depth:
-        try:
-            yield
-        finally:
-            with _LOCK:
-                _DEPTH[module] -= 1
-        return
-    from .lora import _network_lock  # the lock LoRA patching takes: nobody patches a network while it is packed
-
-    packed: list[tuple[torch.nn.Module, torch.Tensor]] = []
-    by_param: dict[int, torch.Tensor] = {}  # a weight shared by two convolutions is packed once
-    lock = _network_lock(module)
-    lock.acquire()
+    """`module` packed for the block and unpacked after it (when it was not packed before)."""
+    was = is_packed(module)
+    pack(module)
     try:
-        with torch.no_grad():
-            for m in module.modules():
-                if not _packable(m):
-                    continue
-                p = by_param.get(id(m.weight))
-                if p is None:
-                    w = m.weight.detach().contiguous()
-                    shape = [1, w.shape[1] * m.groups, _NOMINAL_SPATIAL, _NOMINAL_SPATIAL]
-                    p = torch.ops.mkldnn._reorder_convolution_weight(w, list(m.padding), list(m.stride),
-                                                                     list(m.dilation), m.groups, shape)
-                    by_param[id(m.weight)] = p
-                    m.weight.data = torch.full((), float("nan"), dtype=w.dtype).expand(w.shape)
-                    del w
-                packed.append((m, p))
-                m.forward = _packed_forward(m, p)
         yield
     finally:
-        try:
-            with torch.no_grad():
-                restored: set[int] = set()
-                for m, p in packed:
-                    if id(m.weight) not in restored:
-                        m.weight.data = p.to_dense()
-                        restored.add(id(m.weight))
-                    del m.forward
-        finally:
-            lock.release()
-        with _LOCK:
-            _DEPTH[module] -= 1
-            if not _DEPTH[module]:
-                del _DEPTH[module]
+        if not was:
+            unpack(module)
 
 
-__all__ = ["ENV", "available", "packed_convolutions"]
+__all__ = ["ENV", "PackedConv2d", "available", "is_packed", "pack", "packed_convolutions", "unpack"]

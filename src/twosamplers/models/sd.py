@@ -34,7 +34,7 @@ from .embeddings import EmbeddingLibrary
 from .inpaint import CONCAT_KEYS, EXTRA_CHANNELS, SD15_BLANK_LATENT, concat_cond
 from .ip2p import EXTRA_CHANNELS as IP2P_CHANNELS
 from .ip2p import ip2p_concat
-from .packed_conv import packed_convolutions
+from .packed_conv import pack as pack_convolutions
 from .sd_loading import (
     FAMILY_NAMES,
     LATENT_SCALE,
@@ -245,9 +245,10 @@ class SDModel(AutoencoderCoder, NetworkModel):
 
     @contextlib.contextmanager
     def sampling_session(self):
-        """Around a sampling pass: the UNet's convolution weights in oneDNN's layout on a CPU (packed_conv)."""
-        with packed_convolutions(self.unet):
-            yield
+        """Around a sampling pass: the UNet's convolution weights in oneDNN's layout on a CPU, from this pass on
+        until something needs the ordinary weights (packed_conv)."""
+        pack_convolutions(self.unet)
+        yield
 
     def __repr__(self) -> str:
         return (f"SDModel({FAMILY_NAMES[self.family]}, prediction={self.model_sampling.prediction!r}, "
