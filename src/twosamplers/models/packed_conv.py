@@ -132,15 +132,19 @@ def pack(module: torch.nn.Module) -> None:
 
 
 def _restore(packed: list[tuple[torch.nn.Module, torch.Tensor]]) -> None:
+    """Turn the convolutions of `packed` back, emptying the list as it goes: each packed weight is let go as soon
+    as its ordinary tensor exists, so unpacking peaks one weight above the network, not two networks."""
     restored: set[int] = set()
-    for m, p in packed:
+    while packed:
+        m, p = packed.pop()
         param = m._parameters["weight"]
-        if id(param) not in restored:
-            param.data = p.to_dense()
-            restored.add(id(param))
         m.__class__ = torch.nn.Conv2d
         m.__dict__.pop("_packed_weight", None)
         m.__dict__.pop("_packed_root", None)
+        if id(param) not in restored:
+            param.data = p.to_dense()
+            restored.add(id(param))
+        del p
 
 
 def unpack(module: torch.nn.Module) -> None:

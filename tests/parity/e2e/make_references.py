@@ -65,7 +65,7 @@ def make_inputs(folder: Path = INPUTS) -> None:
 
 def comfy_env() -> tuple[list[str], dict]:
     """The command prefix and environment that run ComfyUI's python (../shared/comfy/env.sh's comfy_python)."""
-    kit = os.environ.get("COMFY_KIT") or str(HERE.parents[3].parent / "shared" / "comfy")
+    kit = os.environ.get("COMFY_KIT") or str(HERE.parents[2].parent / "shared" / "comfy")  # beside the checkout
     script = f"source {kit}/env.sh >/dev/null && env | grep -E '^COMFY_(HOME|ROOT|PY|KIT)='"
     out = subprocess.run(["bash", "-c", script], capture_output=True, text=True)
     if out.returncode != 0:
