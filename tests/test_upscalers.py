@@ -110,7 +110,7 @@ def env(tmp_path_factory):
     c = rm.conditioning()
     pos, neg = [[t(c["positive"]), {}]], [[t(c["negative"]), {}]]
     pos2 = [[t(c["negative"]) * 0.5 + t(c["positive"]) * 0.5, {}]]
-    return {"model": model, "vae": vae, "pos": pos, "neg": neg, "pos2": pos2, "pipe": (model, None, vae, pos, neg)}
+    return {"root": root, "model": model, "vae": vae, "pos": pos, "neg": neg, "pos2": pos2, "pipe": (model, None, vae, pos, neg)}
 
 
 def close(out: torch.Tensor, key: str, tol: float = LATENT_TOL) -> float:
@@ -280,32 +280,66 @@ def test_tiled_and_noise_pack_parts_are_refused_as_out_of_scope():
 
 
 # ------------------------------------------------------------------------------------------------ workflow
-def test_workflow_runs_the_iterative_upscaler(env, tmp_path):
-    """An API-format workflow: KSamplerProvider pieces and the pixel upscaler chained through IterativeLatentUpscale
-    and a decode, run by twosamplers.workflow; its latent equals the direct node calls'."""
-    from safetensors.torch import save_file
+def test_workflow_runs_the_iterative_upscaler(tiny_models_dir, tmp_path):
+    """An API-format workflow (checkpoint, prompts, a first KSampler, a cfg hook, the pixel upscaler,
+    IterativeLatentUpscale and a decode with its VAE output) run by twosamplers.workflow equals the same node classes
+    called directly, and is bit-identical run twice."""
+    from twosamplers.nodes.folders import Folders
+    from twosamplers.workflow import run
 
-    from twosamplers.workflow import run_workflow
-
-    s = CASES["pixel/bilinear/simple/1.5/2"]["sampler"]
-    save_file({"latent_tensor": R["in/latent"].contiguous()}, str(tmp_path / "in.latent"))
     wf = {
-        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "a.safetensors"}},
-        "2": {"class_type": "LoadLatent", "inputs": {"latent": "in.latent"}},
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "sd1.safetensors"}},
+        "2": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
         "3": {"class_type": "CLIPTextEncode", "inputs": {"text": "a house", "clip": ["1", 1]}},
         "4": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["1", 1]}},
-        "5": {"class_type": "CfgScheduleHookProvider", "inputs": {"schedule_for_iteration": "simple",
+        "5": {"class_type": "KSampler", "inputs": {
+            "model": ["1", 0], "seed": 3, "steps": 3, "cfg": 6.0, "sampler_name": "euler", "scheduler": "normal",
+            "positive": ["3", 0], "negative": ["4", 0], "latent_image": ["2", 0], "denoise": 1.0}},
+        "6": {"class_type": "CfgScheduleHookProvider", "inputs": {"schedule_for_iteration": "simple",
                                                                    "target_cfg": 3.0}},
-        "6": {"class_type": "PixelKSampleUpscalerProvider", "inputs": {
-            "scale_method": "bilinear", "model": ["1", 0], "vae": ["1", 2], "seed": s["seed"], "steps": s["steps"],
-            "cfg": s["cfg"], "sampler_name": s["sampler_name"], "scheduler": s["scheduler"], "positive": ["3", 0],
-            "negative": ["4", 0], "denoise": s["denoise"], "use_tiled_vae": False, "tile_size": 512,
-            "pk_hook_opt": ["5", 0]}},
-        "7": {"class_type": "IterativeLatentUpscale", "inputs": {
-            "samples": ["2", 0], "upscale_factor": 1.5, "steps": 2, "temp_prefix": "", "upscaler": ["6", 0],
+        "7": {"class_type": "ToBasicPipe", "inputs": {"model": ["1", 0], "clip": ["1", 1], "vae": ["1", 2],
+                                                      "positive": ["3", 0], "negative": ["4", 0]}},
+        "8": {"class_type": "PixelKSampleUpscalerProviderPipe", "inputs": {
+            "scale_method": "bilinear", "seed": 7, "steps": 3, "cfg": 5.0, "sampler_name": "euler",
+            "scheduler": "normal", "denoise": 0.5, "use_tiled_vae": False, "basic_pipe": ["7", 0], "tile_size": 512,
+            "pk_hook_opt": ["6", 0]}},
+        "9": {"class_type": "IterativeLatentUpscale", "inputs": {
+            "samples": ["5", 0], "upscale_factor": 1.5, "steps": 2, "temp_prefix": "", "upscaler": ["8", 0],
             "step_mode": "simple"}},
-        "8": {"class_type": "VAEDecode", "inputs": {"samples": ["7", 0], "vae": ["7", 1]}},
-        "9": {"class_type": "SaveImage", "inputs": {"images": ["8", 0], "filename_prefix": "up"}},
+        "10": {"class_type": "VAEDecode", "inputs": {"samples": ["9", 0], "vae": ["9", 1]}},
+        "11": {"class_type": "PreviewImage", "inputs": {"images": ["10", 0]}},
     }
-    pytest.skip("workflow fixture pending") if run_workflow is None else None
-    del wf
+    kw = {"models": tiny_models_dir, "input_dir": tmp_path, "output_dir": tmp_path / "out", "device": "cpu",
+          "dtype": "fp32"}
+    (image,) = [o["images"] for o in run(wf, **kw) if o["node"] == "11"]
+    (again,) = [o["images"] for o in run(wf, **kw) if o["node"] == "11"]
+    assert torch.equal(image, again)
+
+    folders = Folders.create(models=tiny_models_dir, load_options={"device": "cpu", "dtype": "fp32"})
+    model, clip, vae = NODES["CheckpointLoaderSimple"](folders).load_checkpoint("sd1.safetensors")
+    pos = NODES["CLIPTextEncode"]().encode(clip, "a house")[0]
+    neg = NODES["CLIPTextEncode"]().encode(clip, "")[0]
+    empty = NODES["EmptyLatentImage"]().generate(64, 64, 1)[0]
+    first = NODES["KSampler"]().sample(model, 3, 3, 6.0, "euler", "normal", pos, neg, empty, 1.0,
+                                       disable_pbar=True)[0]
+    hook = NODES["CfgScheduleHookProvider"]().doit("simple", 3.0)[0]
+    ups = NODES["PixelKSampleUpscalerProvider"]().doit("bilinear", model, vae, 7, 3, 5.0, "euler", "normal", pos, neg,
+                                                       0.5, False, None, hook)[0]
+    lat, out_vae = NODES["IterativeLatentUpscale"]().doit(first, 1.5, 2, "", ups, disable_pbar=True)
+    assert lat["samples"].shape[-1] == first["samples"].shape[-1] * 3 // 2
+    assert torch.equal(image, NODES["VAEDecode"]().decode(out_vae, lat)[0])
+
+
+def test_ui_widget_order_matches_impact():
+    """widgets_values of a UI-format node map onto these names in this order (Impact's INPUT_TYPES order)."""
+    def widgets(name):
+        spec = NODES[name].INPUT_TYPES()
+        return [k for part in ("required", "optional") for k, v in spec.get(part, {}).items()
+                if isinstance(v[0], list) or v[0] in ("INT", "FLOAT", "STRING", "BOOLEAN")]
+
+    assert widgets("IterativeLatentUpscale") == ["upscale_factor", "steps", "temp_prefix", "step_mode"]
+    assert widgets("PixelKSampleUpscalerProviderPipe") == [
+        "scale_method", "seed", "steps", "cfg", "sampler_name", "scheduler", "denoise", "use_tiled_vae", "tile_size",
+        "tile_cnet_strength"]
+    assert widgets("TwoSamplersForMaskUpscalerProvider") == [
+        "scale_method", "full_sample_schedule", "use_tiled_vae", "tile_size", "fix_mask_resize"]
