@@ -24,8 +24,10 @@ import random_models as rm  # noqa: E402
 
 R = load_file(str(REFS / "upscale.safetensors"))
 CASES = json.loads((REFS / "upscale.json").read_text())["cases"]
-LATENT_TOL = 2e-3  # relative to max(|ref|, 1), after 1-3 decode / resize / encode / sample rounds
-IMAGE_TOL = 2e-3
+# after 1-3 rounds of decode / resize / encode / sample: 2e-3 absolute, or 1e-4 of max |ref| where the random UNet's
+# latents reach 100-255 (measured: at most 1.3e-3 absolute, 6.2e-5 relative; images within 4.1e-6)
+LATENT_TOL, LATENT_RTOL = 2e-3, 1e-4
+IMAGE_TOL = 1e-4
 
 
 def t(a):
@@ -86,11 +88,11 @@ def test_latent_mask_reproduces_the_top_row_resize_and_fixes_it_on_request():
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     pytest.importorskip("diffusers")
+    import random_vae
     from safetensors.numpy import save_file as save_np
     from safetensors.torch import save_file
     from test_sd_backend import canonical_clip_keys, tiny_clip, tiny_vae, to_ldm_vae
 
-    import random_vae
     from twosamplers.models.vae_file import load_vae_file
     from twosamplers.nodes.folders import Folders
     from twosamplers.nodes.handles import VaeHandle
@@ -110,14 +112,16 @@ def env(tmp_path_factory):
     c = rm.conditioning()
     pos, neg = [[t(c["positive"]), {}]], [[t(c["negative"]), {}]]
     pos2 = [[t(c["negative"]) * 0.5 + t(c["positive"]) * 0.5, {}]]
-    return {"root": root, "model": model, "vae": vae, "pos": pos, "neg": neg, "pos2": pos2, "pipe": (model, None, vae, pos, neg)}
+    return {"root": root, "model": model, "vae": vae, "pos": pos, "neg": neg, "pos2": pos2,
+            "pipe": (model, None, vae, pos, neg)}
 
 
-def close(out: torch.Tensor, key: str, tol: float = LATENT_TOL) -> float:
+def close(out: torch.Tensor, key: str, tol: float = LATENT_TOL, rtol: float = LATENT_RTOL) -> float:
     ref = R[key]
     assert tuple(out.shape) == tuple(ref.shape), f"{key}: shape {tuple(out.shape)} vs Impact {tuple(ref.shape)}"
-    diff = (out.float() - ref).abs().max().item()
-    assert diff <= tol * max(ref.abs().max().item(), 1.0), f"{key}: max |ours - Impact| = {diff:.3g}"
+    diff, scale = (out.float() - ref).abs().max().item(), ref.abs().max().item()
+    print(f"parity {key}: max |ours - Impact| = {diff:.3g} at max |Impact| = {scale:.3g}")  # pytest -s shows it
+    assert diff <= max(tol, rtol * scale), f"{key}: max |ours - Impact| = {diff:.3g}"
     return diff
 
 
@@ -148,14 +152,17 @@ def iterate(case, upscaler, latent=None):
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["pixel/bilinear/simple/1.5/2", "pixel/nearest-exact/geometric/2.0/3",
                                   "pixel/bilinear/tiled320/1.25/1"])
+@pytest.mark.slow
 def test_pixel_ksample_upscaler_matches_impact(env, case):
     c = CASES[case]
     iterate(case, pixel_upscaler(env, case.split("/")[1], c["sampler"], tiled="tile_size" in c,
                                  tile=c.get("tile_size", 512)))
 
 
+@pytest.mark.slow
 def test_pixel_upscaler_keeps_the_noise_mask(env):
     case = "pixel/area/noise_mask/1.3/2"
     latent = {"samples": R["in/latent"], "noise_mask": box()[None]}
@@ -164,6 +171,7 @@ def test_pixel_upscaler_keeps_the_noise_mask(env):
     assert torch.equal(latent["noise_mask"], before)
 
 
+@pytest.mark.slow
 def test_pipe_provider_with_combined_hooks_matches_impact(env):
     case = "pixel/lanczos/hooks/1.5/3"
     c = CASES[case]
@@ -192,6 +200,7 @@ def two_upscaler(env, method, schedule, mask, full=False, hooks=(None, None, Non
                                                               f, None, *hooks)[0]
 
 
+@pytest.mark.slow
 def test_two_samplers_upscaler_matches_impact(env):
     iterate("two/bilinear/none/box/1.5/2", two_upscaler(env, "bilinear", "none", box()))
     iterate("two/area/interleave1/soft/1.5/3",
@@ -199,6 +208,7 @@ def test_two_samplers_upscaler_matches_impact(env):
     iterate("two/nearest-exact/last1/box/1.4/2", two_upscaler(env, "nearest-exact", "last1", box()[None], pipe=True))
 
 
+@pytest.mark.slow
 def test_two_samplers_upscaler_with_hooks_matches_impact(env):
     cfg = NODES["CfgScheduleHookProvider"]().doit("simple", 2.0)[0]
     den = NODES["DenoiseScheduleHookProvider"]().doit("simple", 0.3)[0]
@@ -206,38 +216,68 @@ def test_two_samplers_upscaler_with_hooks_matches_impact(env):
             two_upscaler(env, "bilinear", "interleave2+last1", box(), hooks=(cfg, den, None)))
 
 
+@pytest.mark.slow
 def test_fix_mask_resize_changes_the_result(env):
     ups = two_upscaler(env, "bilinear", "none", box())
     fixed = NODES["TwoSamplersForMaskUpscalerProvider"]().doit(
         "bilinear", "none", False, ups.base_sampler, ups.mask_sampler, box(), env["vae"], fix_mask_resize=True)[0]
-    out = NODES["IterativeLatentUpscale"]().doit({"samples": R["in/latent"]}, 1.5, 2, "", fixed, disable_pbar=True)
-    assert out[0]["samples"].shape == R["two/bilinear/none/box/1.5/2"].shape
-    assert (out[0]["samples"] - R["two/bilinear/none/box/1.5/2"]).abs().max() > 0.1
+    lat = {"samples": R["in/latent"]}
+    a = ups.upscale_shape(0, 1, lat, 72, 72, disable_pbar=True)["samples"]
+    b = fixed.upscale_shape(0, 1, lat, 72, 72, disable_pbar=True)["samples"]
+    assert a.shape == b.shape == (1, 4, 9, 9) and (a - b).abs().max() > 0.1
 
 
+@pytest.mark.slow
 def test_latent_pixel_scale_matches_impact(env):
     lps = NODES["LatentPixelScale"]()
     for method, factor in (("bilinear", 1.5), ("lanczos", 0.75)):
         lat, img = lps.doit({"samples": R["in/latent"]}, method, factor, env["vae"], False)
         close(lat["samples"], f"LatentPixelScale/{method}/{factor}")
-        close(img, f"LatentPixelScale/{method}/{factor}/image", IMAGE_TOL)
+        close(img, f"LatentPixelScale/{method}/{factor}/image", IMAGE_TOL, 0.0)
 
 
+@pytest.mark.slow
 def test_iterative_image_upscale_matches_impact(env):
     case = "IterativeImageUpscale/bilinear/1.3/2"
     ups = pixel_upscaler(env, "bilinear", CASES[case]["sampler"])
     (img,) = NODES["IterativeImageUpscale"]().doit(R["in/image"], 1.3, 2, "", ups, env["vae"], disable_pbar=True)
-    close(img, case, IMAGE_TOL)
-
-
-def test_same_inputs_give_identical_bits(env):
-    case = "pixel/bilinear/simple/1.5/2"
-    a = iterate(case, pixel_upscaler(env, "bilinear", CASES[case]["sampler"]))
-    b = iterate(case, pixel_upscaler(env, "bilinear", CASES[case]["sampler"]))
-    assert torch.equal(a["samples"], b["samples"])
+    close(img, case, IMAGE_TOL, 0.0)
 
 
 # ------------------------------------------------------------------------------------------------ bad input
+@pytest.fixture(scope="module")
+def esrgan(tmp_path_factory):
+    """The tiny x2 ESRGAN whose weights tests/comfy_refs/nodes.safetensors keeps, through UpscaleModelLoader."""
+    from safetensors.torch import save_file
+    from spandrel_shim import import_spandrel
+
+    if import_spandrel() is None:
+        pytest.skip("spandrel is not installed (pip install 'twosamplers[upscale]')")
+    from twosamplers.nodes.folders import Folders
+
+    root = tmp_path_factory.mktemp("esrgan")
+    (root / "upscale_models").mkdir()
+    sd = {k.removeprefix("esrgan/"): v for k, v in load_file(str(REFS / "nodes.safetensors")).items()
+          if k.startswith("esrgan/")}
+    save_file(sd, str(root / "upscale_models" / "2x_tiny.safetensors"))
+    return NODES["UpscaleModelLoader"](Folders.create(root)).load_model("2x_tiny.safetensors")[0]
+
+
+@pytest.mark.slow
+def test_upscale_model_then_resize_matches_impact(env, esrgan):
+    s = CASES["pixel/area/esrgan/1.5/2"]["sampler"]
+    ups = NODES["PixelKSampleUpscalerProvider"]().doit(
+        "area", env["model"], env["vae"], s["seed"], s["steps"], s["cfg"], s["sampler_name"], s["scheduler"],
+        env["pos"], env["neg"], s["denoise"], False, esrgan)[0]
+    iterate("pixel/area/esrgan/1.5/2", ups)
+    # x2 twice (64 -> 128 -> 256 px) before the resize to 160
+    lat, img = NODES["LatentPixelScale"]().doit({"samples": R["in/latent"]}, "bilinear", 2.5, env["vae"], False,
+                                                esrgan)
+    close(lat["samples"], "LatentPixelScale/esrgan/bilinear/2.5")
+    close(img, "LatentPixelScale/esrgan/bilinear/2.5/image", IMAGE_TOL, 0.0)
+
+
+@pytest.mark.slow
 def test_bad_inputs_get_clear_errors(env):
     s = CASES["pixel/bilinear/simple/1.5/2"]["sampler"]
     ups = pixel_upscaler(env, "bilinear", s)

@@ -130,9 +130,9 @@ def iterate(case, upscaler, factor, steps, mode, latent=LATENT, settings=None):
 
 
 def pixel_upscaler(method, s, tiled=False, tile=512, hook=None):
-    return ip.PixelKSampleUpscalerProvider().doit(method, MODEL, VAE, s["seed"], s["steps"], s["cfg"], s["sampler_name"],
-                                                  s["scheduler"], POS, NEG, s["denoise"], tiled, None, hook,
-                                                  tile_size=tile)[0]
+    return ip.PixelKSampleUpscalerProvider().doit(method, MODEL, VAE, s["seed"], s["steps"], s["cfg"],
+                                                  s["sampler_name"], s["scheduler"], POS, NEG, s["denoise"], tiled,
+                                                  None, hook, tile_size=tile)[0]
 
 
 S1 = ksampler(7, 3, 5.0, "euler", "normal", 0.5)
@@ -179,6 +179,23 @@ iterate("two/bilinear/interleave2+last1/box/hooks/1.5/3",
         two_upscaler("bilinear", "interleave2+last1", BOX, hooks=(cfg_hook, den_hook, None)), 1.5, 3, "simple",
         settings=TWO)
 
+# the tiny x2 ESRGAN of make_node_refs.py (its weights are kept in nodes.safetensors)
+import spandrel  # noqa: E402
+from safetensors.torch import load_file  # noqa: E402
+
+ESRGAN = {k.removeprefix("esrgan/"): v for k, v in load_file(str(HERE / "nodes.safetensors")).items()
+          if k.startswith("esrgan/")}
+UPSCALE_MODEL = spandrel.ModelLoader().load_from_state_dict(ESRGAN).eval()
+import comfy.model_patcher  # noqa: E402  (what ComfyUI's UpscaleModelLoader attaches)
+
+UPSCALE_MODEL.patcher = comfy.model_patcher.CoreModelPatcher(UPSCALE_MODEL.model, load_device=torch.device("cpu"),
+                                                            offload_device=torch.device("cpu"))
+ups = ip.PixelKSampleUpscalerProvider().doit("area", MODEL, VAE, S1["seed"], S1["steps"], S1["cfg"], S1["sampler_name"],
+                                             S1["scheduler"], POS, NEG, S1["denoise"], False, UPSCALE_MODEL)[0]
+iterate("pixel/area/esrgan/1.5/2", ups, 1.5, 2, "simple", settings={"sampler": S1})
+lat, img = ip.LatentPixelScale().doit(LATENT, "bilinear", 2.5, VAE, False, UPSCALE_MODEL)
+keep("LatentPixelScale/esrgan/bilinear/2.5", lat["samples"])
+keep("LatentPixelScale/esrgan/bilinear/2.5/image", img)
 lat, img = ip.LatentPixelScale().doit(LATENT, "bilinear", 1.5, VAE, False)
 keep("LatentPixelScale/bilinear/1.5", lat["samples"])
 keep("LatentPixelScale/bilinear/1.5/image", img)
@@ -202,5 +219,6 @@ commit = subprocess.run(["git", f"--git-dir={IMPACT_GIT}", "rev-parse", "HEAD"],
 save_file(OUT, str(HERE / "upscale.safetensors"))
 (HERE / "upscale.json").write_text(json.dumps({
     "impact_pack_commit": commit.stdout.strip() or "unknown", "comfyui": "0.30.0", "torch": torch.__version__,
+    "spandrel": spandrel.__version__,
     "threads": 1, "cases": strip(CASES)}, indent=1) + "\n")
 print("wrote", len(OUT), "tensors")

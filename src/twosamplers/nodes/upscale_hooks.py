@@ -1,5 +1,5 @@
 """Impact Pack's PK_HOOK schedules for the iterative upscalers: CfgScheduleHookProvider, DenoiseScheduleHookProvider,
-StepsScheduleHookProvider and PixelKSampleHookCombine (docs/real-workflows.md, "Iterative upscalers").
+StepsScheduleHookProvider and PixelKSampleHookCombine (docs/iterative-upscalers.md).
 
 A hook changes the sampler settings of one upscale iteration. Iteration i of n (0-based) is at progress i / (n - 1)
 (1.0 when n == 1) and the value moves linearly from the sampler's own setting to the hook's target:

@@ -1,6 +1,6 @@
 """Impact Pack's iterative upscalers: LatentPixelScale, the UPSCALER providers (PixelKSampleUpscalerProvider[Pipe],
 TwoSamplersForMaskUpscalerProvider[Pipe]), IterativeLatentUpscale and IterativeImageUpscale
-(docs/real-workflows.md, "Iterative upscalers", says what each does and which upstream quirks are kept).
+(docs/iterative-upscalers.md says what each does and which upstream quirks are kept).
 
 One upscale iteration: decode the latent with the VAE (tiled when use_tiled_vae), optionally run an upscale model
 until the image is at least as wide as the target, resize to int(target) pixels with ImageScale's method, encode
