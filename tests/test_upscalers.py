@@ -383,3 +383,30 @@ def test_ui_widget_order_matches_impact():
         "tile_cnet_strength"]
     assert widgets("TwoSamplersForMaskUpscalerProvider") == [
         "scale_method", "full_sample_schedule", "use_tiled_vae", "tile_size", "fix_mask_resize"]
+
+
+def test_memory_estimate_counts_the_upscaled_size(monkeypatch):
+    """A workflow is someone else's file: an upscale_factor of 30 on a 1024-pixel latent is refused while planning
+    (the memory estimate sees the 30720-pixel result), not when the VAE runs out of memory."""
+    from twosamplers.job import memory
+    from twosamplers.workflow import WorkflowError
+    from twosamplers.workflow.limits import check_memory, image_sizes
+
+    prompt = {
+        "1": {"class_type": "EmptyLatentImage", "inputs": {"width": 1024, "height": 768, "batch_size": 2}},
+        "2": {"class_type": "KSampler", "inputs": {"latent_image": ["1", 0], "seed": 1}},
+        "3": {"class_type": "IterativeLatentUpscale", "inputs": {"samples": ["2", 0], "upscale_factor": 3.5,
+                                                                 "steps": 3, "upscaler": ["9", 0]}},
+        "4": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["3", 1]}},
+        "5": {"class_type": "IterativeImageUpscale", "inputs": {"pixels": ["4", 0], "upscale_factor": 2,
+                                                                "upscaler": ["9", 0]}},
+        "6": {"class_type": "LatentPixelScale", "inputs": {"samples": [1, 0], "scale_factor": 0.5}},
+    }
+    order = ["1", "2", "3", "4", "5", "6"]
+    assert image_sizes(prompt, order, None) == [(1024, 768, 2, "1"), (3584, 2688, 2, "3"), (7168, 5376, 2, "5"),
+                                                (512, 384, 2, "6")]
+    monkeypatch.setattr(memory, "available_bytes", lambda device=None: 64 << 30)  # 64 GB
+    with pytest.raises(WorkflowError, match=r"node 5 \(IterativeImageUpscale\) makes 2 image\(s\) of 7168x5376"):
+        check_memory(prompt, order, None)
+    prompt["5"]["inputs"]["upscale_factor"] = ["7", 0]  # not a constant: the size stays unknown there
+    check_memory(prompt, order, None)
