@@ -410,3 +410,24 @@ def test_memory_estimate_counts_the_upscaled_size(monkeypatch):
         check_memory(prompt, order, None)
     prompt["5"]["inputs"]["upscale_factor"] = ["7", 0]  # not a constant: the size stays unknown there
     check_memory(prompt, order, None)
+
+
+def test_use_tiled_vae_saved_as_its_label_reads_as_a_boolean():
+    """Impact's upscaler tutorials store use_tiled_vae as "enabled" / "disabled" (the toggle was a combo then)."""
+    from twosamplers.workflow import load
+
+    ui = {"nodes": [
+        {"id": 5, "type": "TwoSamplersForMaskUpscalerProvider", "inputs": [], "outputs": [],
+         "widgets_values": ["nearest-exact", "interleave2+last1", "disabled"]},
+        {"id": 6, "type": "PixelKSampleUpscalerProviderPipe", "inputs": [], "outputs": [],
+         "widgets_values": ["nearest-exact", 11, "fixed", 20, 9, "euler", "karras", 0.42, "enabled"]}],
+        "links": []}
+    with pytest.warns(UserWarning, match="labels"):
+        prompt = load(ui).prompt
+    assert prompt["5"]["inputs"]["use_tiled_vae"] is False and prompt["5"]["inputs"]["tile_size"] == 512
+    assert prompt["6"]["inputs"]["use_tiled_vae"] is True and prompt["6"]["inputs"]["denoise"] == 0.42
+    api = {"1": {"class_type": "LatentPixelScale", "inputs": {"samples": ["2", 0], "scale_method": "area",
+                                                              "scale_factor": 2, "vae": ["3", 2],
+                                                              "use_tiled_vae": "enabled"}}}
+    with pytest.warns(UserWarning, match="labels"):
+        assert load(api).prompt["1"]["inputs"]["use_tiled_vae"] is True
