@@ -110,9 +110,7 @@ MASK = t(C["mask"])[0]  # 64x64, soft values
 BOX = torch.zeros(64, 64)
 BOX[16:48, 8:40] = 1.0
 BOX[16:48, 40] = 0.5
-keep("in/latent", LATENT["samples"])
-keep("in/mask", MASK)
-keep("in/image", t(C["image"]))  # 1x72x100x3
+# inputs: random_models.conditioning()'s latent (1x4x8x8), mask[0] (64x64) and image (1x72x100x3), not stored
 
 
 def ksampler(seed, steps, cfg, sampler, scheduler, denoise, positive=POS):
@@ -195,7 +193,7 @@ ups = ip.PixelKSampleUpscalerProvider().doit("area", MODEL, VAE, S1["seed"], S1[
 iterate("pixel/area/esrgan/1.5/2", ups, 1.5, 2, "simple", settings={"sampler": S1})
 lat, img = ip.LatentPixelScale().doit(LATENT, "bilinear", 2.5, VAE, False, UPSCALE_MODEL)
 keep("LatentPixelScale/esrgan/bilinear/2.5", lat["samples"])
-keep("LatentPixelScale/esrgan/bilinear/2.5/image", img)
+keep("LatentPixelScale/esrgan/bilinear/2.5/image/strided", img[:, ::3, ::3])
 lat, img = ip.LatentPixelScale().doit(LATENT, "bilinear", 1.5, VAE, False)
 keep("LatentPixelScale/bilinear/1.5", lat["samples"])
 keep("LatentPixelScale/bilinear/1.5/image", img)
