@@ -41,7 +41,9 @@ from . import (
     regional_advanced,
     style_model_nodes,
     text,
+    upscale_hooks,
     upscale_model,
+    upscalers,
     vae_nodes,
 )
 
@@ -179,6 +181,9 @@ NODES: dict[str, type] = {
     **impact_util.NODE_CLASSES,
     **impact_lists.NODE_CLASSES,
     "RegionalSamplerAdvanced": regional_advanced.RegionalSamplerAdvanced,
+    # Impact Pack's iterative upscalers and their PK_HOOK schedules
+    **upscalers.NODE_CLASSES,
+    **upscale_hooks.NODE_CLASSES,
     # model sampling patches
     "ModelSamplingDiscrete": model_patches.ModelSamplingDiscrete,
     "ModelSamplingContinuousEDM": model_patches.ModelSamplingContinuousEDM,
@@ -253,6 +258,12 @@ OUT_OF_SCOPE: list[tuple[str, str, tuple[str, ...], str]] = [
     ("regular-expression text nodes", "RegexMatch / RegexExtract / RegexReplace run a pattern the workflow "
      "brings, which can backtrack for hours; a run must never hang (the other text nodes run)",
      ("RegexMatch", "RegexExtract", "RegexReplace"), r"^Regex"),
+    ("parts that need another node pack", "Impact Pack's tiled upscaler (PixelTiledKSampleUpscalerProvider[Pipe], "
+     "TiledKSamplerProvider) runs BlenderNeko's ComfyUI_TiledKSampler, its noise-injection and unsampler hooks run "
+     "BlenderNeko's ComfyUI Noise; neither pack is emulated (the untiled upscalers and the cfg / denoise / steps "
+     "hooks run)", ("PixelTiledKSampleUpscalerProvider", "PixelTiledKSampleUpscalerProviderPipe",
+                    "TiledKSamplerProvider", "NoiseInjectionHookProvider", "UnsamplerHookProvider"),
+     r"^PixelTiledKSample"),
     ("workflow components", "ltdrdata's ComfyUI-Workflow-Component nodes ('## name [hash]') need that extension's "
      "component files", (), r"^## "),
     ("video and other model families", "video models (SVD, AnimateDiff, Wan, LTXV, Hunyuan), Stable Cascade, "

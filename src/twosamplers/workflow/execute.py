@@ -53,7 +53,25 @@ def load(workflow, folders: Folders | None = None) -> Workflow:
     registered under an older name, e.g. "ConditioningAverage " with its trailing space, renamed)."""
     wf = read_workflow(workflow, lambda t: _input_types_of(t, folders), _legacy_layouts)
     prompt = {nid: {**n, "class_type": ALIASES.get(n["class_type"], n["class_type"])} for nid, n in wf.prompt.items()}
-    return Workflow(_with_new_widget_defaults(prompt, folders), wf.ui, wf.source)
+    return Workflow(_with_boolean_labels(_with_new_widget_defaults(prompt, folders), folders), wf.ui, wf.source)
+
+
+def _with_boolean_labels(prompt: dict, folders: Folders | None) -> dict:
+    """A BOOLEAN widget saved as one of its labels (Impact's use_tiled_vae as "enabled" / "disabled", from the
+    versions whose toggle was a combo of those words) reads as True / False; each one is reported in a warning."""
+    fixed = []
+    for nid, node in prompt.items():
+        types = _input_types_of(node["class_type"], folders) or {}
+        for name, spec in {**(types.get("required") or {}), **(types.get("optional") or {})}.items():
+            value, opts = node["inputs"].get(name), input_options(spec)
+            if input_kind(spec) != "BOOLEAN" or not isinstance(value, str):
+                continue
+            if value in (opts.get("label_on"), opts.get("label_off")):
+                node = prompt[nid] = {**node, "inputs": {**node["inputs"], name: value == opts.get("label_on")}}
+                fixed.append(f"{describe(prompt, nid)}.{name} = {value!r}")
+    if fixed:
+        warnings.warn("boolean inputs saved as their labels read as true / false: " + ", ".join(fixed), stacklevel=3)
+    return prompt
 
 
 def _with_new_widget_defaults(prompt: dict, folders: Folders | None) -> dict:

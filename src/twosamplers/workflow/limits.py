@@ -31,22 +31,45 @@ def _const_int(inputs: dict, name: str) -> int | None:
     return int(v) if v == v and abs(v) < 2**62 else None
 
 
+SCALE_INPUTS = ("upscale_factor", "scale_factor", "scale_by")  # IterativeLatentUpscale, LatentPixelScale, ...By
+
+
 def image_sizes(prompt: dict, order: list[str], folders) -> list[tuple[int, int, int, str]]:
-    """(width, height, batch, node id) of every image the needed nodes make or read, as far as constants say."""
-    out = []
+    """(width, height, batch, node id) of every image the needed nodes make or read, as far as constants say. A node
+    with a constant scale factor (upscale_factor, scale_factor, scale_by) scales the largest known image linked into
+    it; other nodes pass that size on, so an upscale chain is counted at its end."""
+    out, known = [], {}
     for nid in order:
         node = prompt[nid]
         cls = NODES.get(node["class_type"])
         inputs = node["inputs"]
-        if cls is not None and any(t in IMAGE_TYPES for t in getattr(cls, "RETURN_TYPES", ())):
+        makes_image = cls is not None and any(t in IMAGE_TYPES for t in getattr(cls, "RETURN_TYPES", ()))
+        if makes_image:
             w, h = _const_int(inputs, "width"), _const_int(inputs, "height")
             if w and h and w > 0 and h > 0:
-                out.append((w, h, max(1, _const_int(inputs, "batch_size") or 1), nid))
+                known[nid] = (w, h, max(1, _const_int(inputs, "batch_size") or 1))
+                out.append((*known[nid], nid))
+            else:
+                linked = [known[str(v[0])] for v in inputs.values() if is_link(v) and str(v[0]) in known]
+                if linked:
+                    w, h, b = max(linked, key=lambda s: s[0] * s[1] * s[2])
+                    f = next((_const_float(inputs, n) for n in SCALE_INPUTS if _const_float(inputs, n)), 1.0)
+                    known[nid] = (max(1, int(w * f)), max(1, int(h * f)), b)
+                    if f != 1.0:
+                        out.append((*known[nid], nid))
         for name in getattr(cls, "INPUT_FILES", ()):
             size = _header_size(folders, inputs.get(name))
             if size is not None:
                 out.append((*size, nid))
+                known.setdefault(nid, size)
     return out
+
+
+def _const_float(inputs: dict, name: str) -> float | None:
+    v = inputs.get(name)
+    if isinstance(v, bool) or is_link(v) or not isinstance(v, (int, float)) or not 0 < v < 2**20:
+        return None
+    return float(v)
 
 
 def _header_size(folders, name) -> tuple[int, int, int] | None:
