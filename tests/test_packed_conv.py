@@ -18,7 +18,8 @@ pytestmark = pytest.mark.skipif(not packed_conv.available(), reason="this torch 
 
 
 @pytest.fixture
-def sd1(tiny_sd_files):
+def sd1(tiny_sd_files, monkeypatch):
+    monkeypatch.setattr(packed_conv, "MIN_IN_CHANNELS", 0)  # the tiny UNet is 32-64 channels wide: pack them all
     return load_sd(tiny_sd_files["sd1_file"], device="cpu", fp32_text_enc=True, cache=False)
 
 
@@ -31,6 +32,14 @@ def _inputs(model, batch=2, size=8):
 
 def _convs(model):
     return [m for m in model.unet.modules() if isinstance(m, torch.nn.Conv2d)]
+
+
+def test_only_the_widest_convolutions_are_packed(sd1, monkeypatch):
+    monkeypatch.setattr(packed_conv, "MIN_IN_CHANNELS", 64)
+    with sd1.sampling_session():
+        packed = {type(m) is PackedConv2d for m in _convs(sd1) if m.in_channels >= 64}
+        rest = {type(m) for m in _convs(sd1) if m.in_channels < 64}
+    assert packed == {True} and rest == {torch.nn.Conv2d}
 
 
 def _placeholders(model) -> bool:
