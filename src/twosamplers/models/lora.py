@@ -39,6 +39,7 @@ from pathlib import Path
 import torch
 
 from .lora_keys import UNET_PART, Target, build_key_map, normalize_prefix
+from .network_lock import network_lock
 from .packed_conv import unpack as unpack_convolutions
 from .sd_loading import CheckpointError, PickleNotAllowedError, read_state_dict
 
@@ -437,21 +438,12 @@ def _check_shapes(path: Path, patches: dict[Target, Adapter], params: dict) -> N
 
 # ------------------------------------------------------------------------------------------- patching
 _LOCK = threading.Lock()
-_NETWORK_LOCKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # module -> RLock
 _ACTIVE: dict[int, tuple] = {}  # id(root module) -> (stack key, depth, saved originals)
 
 
 def _stack_key(loras, part: str) -> tuple:
     i = 1 if part == UNET_PART else 2
     return (part, tuple((id(entry[0]), entry[i]) for entry in loras))
-
-
-def _network_lock(root: torch.nn.Module) -> threading.RLock:
-    with _LOCK:
-        lock = _NETWORK_LOCKS.get(root)
-        if lock is None:
-            lock = _NETWORK_LOCKS[root] = threading.RLock()
-        return lock
 
 
 @contextmanager
@@ -470,7 +462,7 @@ def patched(model, loras: Sequence[tuple[LoraFile, float, float]], *, unet: bool
     try:
         for part in parts:
             root = modules[part]
-            lock = _network_lock(root)
+            lock = network_lock(root)
             lock.acquire()
             locks.append(lock)
             key = (id(model), _stack_key(loras, part))

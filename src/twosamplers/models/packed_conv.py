@@ -28,6 +28,8 @@ from contextlib import contextmanager
 
 import torch
 
+from .network_lock import network_lock
+
 ENV = "TWOSAMPLERS_PACKED_CONV"
 _NOMINAL_SPATIAL = 8  # oneDNN picks the blocked layout per input shape; the one for 8 x 8 serves every size
 # Only the widest convolutions are packed: the deepest levels of SD1.x / SD2 / SDXL UNets (1280 channels and their
@@ -102,9 +104,7 @@ def pack(module: torch.nn.Module) -> None:
     """Pack `module`'s float32 CPU `Conv2d` weights (nothing when already packed or not available)."""
     if not available() or module in _PACKED:
         return
-    from .lora import _network_lock  # the lock LoRA patching takes: nobody patches a network being packed
-
-    with _network_lock(module), _LOCK, torch.no_grad():
+    with network_lock(module), _LOCK, torch.no_grad():  # LoRA patching takes it too
         if module in _PACKED:
             return
         packed: list[tuple[torch.nn.Module, torch.Tensor]] = []
