@@ -135,3 +135,18 @@ def test_switched_off_by_the_environment(sd1, monkeypatch):
     with sd1.sampling_session():
         assert not is_packed(sd1.unet)
     assert not any(bool(torch.isnan(m._parameters["weight"]).any()) for m in _convs(sd1))
+
+
+def test_packing_and_unpacking_inside_inference_mode_leave_ordinary_tensors(sd1):
+    """A pass opened inside inference mode (or a weight read there) must not turn the weights into inference
+    tensors: LoRA patches them in place later, outside it."""
+    before = snapshot(sd1)
+    with torch.inference_mode():
+        with sd1.sampling_session():
+            pass
+        assert is_packed(sd1.unet)
+        w = _convs(sd1)[2].weight  # unpacks, still inside inference mode
+    assert not w.is_inference() and not is_packed(sd1.unet)
+    with torch.no_grad():
+        w.add_(0.0)  # an in-place update outside inference mode, as patching does
+    assert_same_bits(snapshot(sd1), before)

@@ -104,7 +104,8 @@ def pack(module: torch.nn.Module) -> None:
     """Pack `module`'s float32 CPU `Conv2d` weights (nothing when already packed or not available)."""
     if not available() or module in _PACKED:
         return
-    with network_lock(module), _LOCK, torch.no_grad():  # LoRA patching takes it too
+    # normal tensors even when asked inside inference mode: the weights outlive it (LoRA patches them in place)
+    with network_lock(module), _LOCK, torch.inference_mode(False), torch.no_grad():  # LoRA patching takes the lock too
         if module in _PACKED:
             return
         packed: list[tuple[torch.nn.Module, torch.Tensor]] = []
@@ -159,7 +160,7 @@ def unpack(module: torch.nn.Module) -> None:
     """Give `module`'s convolutions their ordinary weights back, bit for bit (nothing when not packed)."""
     if module not in _PACKED:
         return
-    with _LOCK, torch.no_grad():
+    with _LOCK, torch.inference_mode(False), torch.no_grad():  # ordinary weights, even inside inference mode
         packed = _PACKED.pop(module, None)
         if packed:
             _restore(packed)
