@@ -101,9 +101,10 @@ def _stack_patches(stack: tuple, target: Target) -> list[tuple[object, float]]:
 def effective_weight(net, stack: tuple, target: Target, params: dict | None = None) -> torch.Tensor:
     """A weight of `net` with `stack`'s patches applied, in float32 (not rounded back), as ComfyUI computes a
     patched model's weight for use inside another patch."""
-    unpack_convolutions(modules_of(net)[target.part])  # the ordinary weights, not a packed pass's placeholders
+    module = modules_of(net)[target.part]
+    unpack_convolutions(module)  # the ordinary weights, not a packed pass's placeholders
     if params is None:
-        params = dict(modules_of(net)[target.part].named_parameters())
+        params = dict(module.named_parameters())
     w = params[param_name(target)].detach().to(torch.float32, copy=True)
     for ad, s in _stack_patches(stack, target):
         w = ad.add_to(w, s, target)

@@ -40,7 +40,7 @@ _NOMINAL_SPATIAL = 8  # oneDNN picks the blocked layout per input shape; the one
 # SD1.5 UNet call on an 8 x 8 latent: 0.81 s ordinary, 0.38 s all packed, 0.26 s these packed).
 MIN_IN_CHANNELS = 1280
 _PACKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # root module -> [packed convolutions]
-_HOOKED: weakref.WeakSet = weakref.WeakSet()  # root modules whose state_dict() unpacks first
+_HOOKED: weakref.WeakSet = weakref.WeakSet()  # convolutions whose state_dict() pre-hook is registered
 _LOCK = threading.RLock()
 
 
@@ -78,22 +78,22 @@ class PackedConv2d(torch.nn.Conv2d):
 
     def __getattr__(self, name: str):
         if name == "weight":  # someone reads the weight itself: give the real one back
-            root = self.__dict__.get("_packed_root")
-            module = root() if root is not None else None
-            if module is not None:
-                unpack(module)
+            _unpack_network_of(self)
         return torch.nn.Module.__getattr__(self, name)  # (the class may have just turned back to Conv2d)
 
 
-def _state_dict_pre_hook(module, prefix, keep_vars) -> None:
-    unpack(module)
-
-
-def _conv_state_dict_pre_hook(conv, prefix, keep_vars) -> None:
+def _unpack_network_of(conv: torch.nn.Module) -> None:
+    """Unpack the network a packed convolution belongs to (nothing for one that is not packed)."""
     root = conv.__dict__.get("_packed_root")
     module = root() if root is not None else None
     if module is not None:
         unpack(module)
+
+
+def _state_dict_pre_hook(conv, prefix, keep_vars) -> None:
+    # torch calls every submodule's pre-hooks as state_dict() reaches it, before its tensors are read: hooked on
+    # each convolution, the network's state_dict() (and any part's) unpacks before the first packed weight
+    _unpack_network_of(conv)
 
 
 def is_packed(module: torch.nn.Module) -> bool:
@@ -128,16 +128,13 @@ def pack(module: torch.nn.Module) -> None:
                 m.__dict__["_packed_root"] = weakref.ref(module)
                 m.__class__ = PackedConv2d
                 packed.append((m, p))
-                if m not in _HOOKED:  # conv.state_dict() unpacks first
-                    m.register_state_dict_pre_hook(_conv_state_dict_pre_hook)
+                if m not in _HOOKED:  # state_dict() unpacks first
+                    m.register_state_dict_pre_hook(_state_dict_pre_hook)
                     _HOOKED.add(m)
         except BaseException:
             _restore(packed)
             raise
         _PACKED[module] = packed
-        if module not in _HOOKED:
-            module.register_state_dict_pre_hook(_state_dict_pre_hook)
-            _HOOKED.add(module)
 
 
 def _restore(packed: list[tuple[torch.nn.Module, torch.Tensor]]) -> None:

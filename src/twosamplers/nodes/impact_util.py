@@ -26,7 +26,7 @@ from ..engine.conditioning import NEGATIVE_PLACEHOLDER
 from ..engine.resample import resize
 from ..engine.schedules import SCHEDULER_NAMES
 from .core import _image
-from .impact_switch import ImpactSwitch
+from .impact_switch import MAX_INPUTS, ImpactSwitch
 
 EXTRA_SCHEDULERS = ("None", "AYS SDXL", "AYS SD1", "AYS SVD", "GITS[coeff=1.2]")
 
@@ -68,7 +68,8 @@ class LatentSwitch(ImpactSwitch):
     @classmethod
     def INPUT_TYPES(cls):
         types = super().INPUT_TYPES()
-        types["optional"] = {**types["optional"], **{f"latent{i}": ("LATENT", {"lazy": True}) for i in range(1, 100)}}
+        older = {f"latent{i}": ("LATENT", {"lazy": True}) for i in range(1, MAX_INPUTS + 1)}  # older files' names
+        types["optional"] = {**types["optional"], **older}
         types["required"] = {**types["required"]}
         types["optional"]["sel_mode"] = types["required"].pop("sel_mode")
         return types

@@ -166,6 +166,20 @@ def execute(wf: Workflow, folders: Folders, *, progress: Callable[[int, int, str
     ui: dict[str, dict] = {}
     deferred = lazy_only(prompt, p.order, p.outputs, p.types)
     position = {nid: i for i, nid in enumerate(p.order)}
+    bar = None
+
+    def run_one(nid: str) -> None:
+        """One node run (or its result taken from `known`), with the progress reports around it."""
+        if known is not None and nid in known:
+            cache[nid], ui[nid] = known[nid]
+            return
+        if bar is not None:
+            bar.set_postfix_str(f"{nid} {prompt[nid]['class_type']}")
+        if progress is not None:
+            progress(position[nid], len(p.order), nid, prompt[nid]["class_type"])
+        cache[nid], ui[nid] = run_node(prompt, nid, p.types[nid], cache, folders, hidden, demand)
+        if on_node is not None:
+            on_node(nid, cache[nid], ui[nid])
 
     def demand(nid: str) -> None:
         """Run `nid` (deferred: only lazy inputs need it) and the deferred nodes it needs, inputs first."""
@@ -177,41 +191,18 @@ def execute(wf: Workflow, folders: Folders, *, progress: Callable[[int, int, str
             todo.add(cur)
             stack.extend(src for src in _eager_sources(prompt, cur, p.types[cur]) if src in deferred)
         for cur in sorted(todo, key=position.__getitem__):
-            if cur in cache:  # a lazy node among them asked for it already
-                continue
-            if known is not None and cur in known:
-                cache[cur], ui[cur] = known[cur]
-                continue
-            if progress is not None:
-                progress(position[cur], len(p.order), cur, prompt[cur]["class_type"])
-            cache[cur], ui[cur] = run_node(prompt, cur, p.types[cur], cache, folders, hidden, demand)
-            if on_node is not None:
-                on_node(cur, cache[cur], ui[cur])
+            if cur not in cache:  # a lazy node among them may have asked for it already
+                run_one(cur)
 
     folders.defer_writes, folders.pending = True, []
     folders.disable_pbar = True if quiet else None
-    bar = None
     if not quiet:
         from tqdm.auto import tqdm
         bar = tqdm(total=len(p.order), desc="nodes", unit="node", disable=None)
     try:
-        for i, nid in enumerate(p.order):
-            if nid in deferred:  # only a lazy input needs it: run when (if) its node asks for it
-                if bar is not None:
-                    bar.update(1)
-                continue
-            if known is not None and nid in known:
-                cache[nid], ui[nid] = known[nid]
-                if bar is not None:
-                    bar.update(1)
-                continue
-            if bar is not None:
-                bar.set_postfix_str(f"{nid} {prompt[nid]['class_type']}")
-            if progress is not None:
-                progress(i, len(p.order), nid, prompt[nid]["class_type"])
-            cache[nid], ui[nid] = run_node(prompt, nid, p.types[nid], cache, folders, hidden, demand)
-            if on_node is not None:
-                on_node(nid, cache[nid], ui[nid])
+        for nid in p.order:
+            if nid not in deferred:  # a node only lazy inputs need runs when (if) its node asks for it
+                run_one(nid)
             if bar is not None:
                 bar.update(1)
         folders.commit()
